@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs netmon into .venv at the repository root.
+#   bash deploy/install.sh          the Python package (enough to replay captures)
+#   bash deploy/install.sh --all    also every Debian package the tests use (as root):
+#                                   InfluxDB 1.x, VictoriaMetrics, Alertmanager, softflowd,
+#                                   pmacct, nfdump, chrony, ntpsec, clang/libbpf, tshark...
+# Services are not started here: the tests start their own instances on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_TEST_PACKAGES=(
+  influxdb victoria-metrics prometheus-alertmanager
+  softflowd pmacct nfdump
+  chrony tcpdump tshark
+  clang llvm libbpf-dev bpftool iproute2 nftables
+  systemd
+)
+# ntpsec conflicts with chrony in Debian (both provide time-daemon); the tests need
+# both, so ntpsec is unpacked beside the system, never installed or started as a service.
+NTPSEC_DIR=/opt/netmon-test/ntpsec
+
+apt_ready=0
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: need root to install Debian packages: $*" >&2
+    exit 1
+  fi
+  if [ "$apt_ready" = 0 ]; then
+    apt-get update -qq
+    apt_ready=1
+  fi
+  # Packages such as chrony would otherwise start their daemon (and set the clock).
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv python3-pip)
+command -v python3 >/dev/null || missing+=(python3)
+if [ "${1:-}" = "--all" ]; then
+  for pkg in "${APT_TEST_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+if [ "${1:-}" = "--all" ] && [ ! -x "$NTPSEC_DIR/usr/sbin/ntpd" ]; then
+  [ "$apt_ready" = 1 ] || { apt-get update -qq; apt_ready=1; }
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq ntpsec 2>/dev/null)
+  mkdir -p "$NTPSEC_DIR"
+  dpkg-deb -x "$tmp"/ntpsec_*.deb "$NTPSEC_DIR"
+  rm -rf "$tmp"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "${1:-}" = "--all" ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi

@@ -1,0 +1,1 @@
+"""One module per ``netmon`` sub-command, each defining ``command``; see netmon.cli."""

@@ -1,0 +1,1 @@
+"""Detection: rules for protocol facts and online models, scoring each host-interval."""

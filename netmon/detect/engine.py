@@ -1,0 +1,81 @@
+"""Runs the configured detectors over each closed interval and gates their learning.
+
+Order matters: every detector scores the interval first; then hosts that any
+detector flagged (a finding of severity warning or worse) are kept out of
+learning, so an anomalous interval never teaches a model that it is normal.
+Learning detectors' state is checkpointed through ``netmon.detect.checkpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from netmon import registry
+from netmon.batch import Finding, HostIntervals, Scored
+from netmon.config import Detect
+
+
+@dataclass
+class DetectorOutput:
+    """One detector's verdict on one interval.
+
+    ``scores`` maps a score name (``population``, ``baseline``...) to a float64
+    column aligned with ``intervals.host``; ``findings`` are the explained alerts.
+    """
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+class Detector(Protocol):
+    def score(self, intervals: HostIntervals) -> DetectorOutput: ...
+
+
+def _learns(detector: Any) -> bool:
+    return hasattr(detector, "learn")
+
+
+class Engine:
+    """The detect stage: detectors by name from ``[detect]``, state restored at start."""
+
+    def __init__(self, settings: Detect, restore: bool = True) -> None:
+        self.settings = settings
+        self.detectors: dict[str, Any] = {
+            name: registry.plugin("detector", name).build(settings.settings(name)) for name in settings.detectors
+        }
+        if restore and self._stateful():
+            from netmon.detect import checkpoint
+
+            for name, state in checkpoint.load(Path(settings.checkpoint)).items():
+                if name in self.detectors:
+                    self.detectors[name].load_state(state)
+
+    def _stateful(self) -> dict[str, Any]:
+        return {name: d for name, d in self.detectors.items() if hasattr(d, "state")}
+
+    def process(self, intervals: HostIntervals) -> Scored:
+        """Score one interval with every detector, then let the learners learn."""
+        scores: dict[str, np.ndarray] = {}
+        findings: list[Finding] = []
+        for detector in self.detectors.values():
+            out = detector.score(intervals)
+            scores.update(out.scores)
+            findings.extend(out.findings)
+        flagged = {f.host for f in findings if f.severity != "info"}
+        normal = ~np.isin(intervals.host, list(flagged)) if flagged else np.ones(len(intervals), dtype=bool)
+        for detector in self.detectors.values():
+            if _learns(detector):
+                detector.learn(intervals, normal)
+        return Scored(intervals=intervals, scores=scores, findings=findings)
+
+    def save(self) -> None:
+        """Checkpoint every stateful detector (no-op when none is)."""
+        stateful = self._stateful()
+        if stateful:
+            from netmon.detect import checkpoint
+
+            checkpoint.save(Path(self.settings.checkpoint), {name: d.state() for name, d in stateful.items()})

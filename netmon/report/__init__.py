@@ -1,0 +1,1 @@
+"""Reports that read the store: host tables, per-host evidence for an abuse desk."""

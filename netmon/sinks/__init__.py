@@ -1,0 +1,1 @@
+"""Sinks: where scored intervals go (embedded store, InfluxDB, alert hooks)."""

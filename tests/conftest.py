@@ -1,0 +1,34 @@
+"""Fixtures every test area shares: the peer corpus and the network lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netmon import health
+from tests.support.lab import CORPUS, Lab, can_make_namespaces
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """../shared/corpus, read in place (never copied: some files carry GPL/AGPL terms)."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"peer corpus not found at {CORPUS} (it sits beside the repository as shared/corpus)")
+    return CORPUS
+
+
+@pytest.fixture
+def lab():
+    """Network namespaces and processes for one test, all removed afterwards."""
+    reason = can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    with Lab() as lab:
+        yield lab
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health():
+    health.reset()
+    yield
