@@ -122,10 +122,10 @@ class Logging(Strict):
 class Settings(Strict):
     """The whole validated config."""
 
-    campus: Campus = Campus()
-    aggregate: Aggregate = Aggregate()
-    detect: Detect = Detect()
-    logging: Logging = Logging()
+    campus: Campus = Field(default_factory=Campus)
+    aggregate: Aggregate = Field(default_factory=Aggregate)
+    detect: Detect = Field(default_factory=Detect)
+    logging: Logging = Field(default_factory=Logging)
     sources: list[dict[str, Any]] = Field(default_factory=list)
     sinks: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "store"}])
 

@@ -1,0 +1,45 @@
+"""``netmon check-config``: validate a config, and ask each plug-in whether it can run.
+
+Validation names each bad key and what is allowed; then every source and sink whose
+module offers ``check(config) -> list[str]`` (a hook URL that is malformed, an
+executable that is missing, an interface that does not exist) reports its problems,
+before anything starts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from netmon import registry
+from netmon.config import ConfigError, load, plugin_config
+
+
+def problems(path: str | None) -> list[str]:
+    """Every reason the config at ``path`` cannot run; empty when it can."""
+    try:
+        settings = load(path)
+    except ConfigError as exc:
+        return [str(exc)]
+    found: list[str] = []
+    for kind, tables in (("source", settings.sources), ("sink", settings.sinks)):
+        for index, table in enumerate(tables):
+            module = registry.plugin(kind, table["type"])
+            check = getattr(module, "check", None)
+            if check is not None:
+                where = f"{kind}s[{index}] ({table['type']})"
+                found.extend(f"{where}: {problem}" for problem in check(plugin_config(kind, table)))
+    return found
+
+
+@click.command("check-config")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+def command(config: str | None) -> None:
+    """Check CONFIG (TOML) before running: keys, values, hooks, interfaces."""
+    found = problems(config)
+    for problem in found:
+        click.echo(problem, err=True)
+    if found:
+        sys.exit(2)
+    click.echo(f"{config or 'default settings'}: OK")
