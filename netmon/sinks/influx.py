@@ -1,0 +1,439 @@
+"""The "influx" sink: host metrics, scores, findings and netmon's health to InfluxDB.
+
+Two write APIs:
+
+* ``api = "v2"``: the v2 write API through ``influxdb-client`` (InfluxDB 2.x, 3.x,
+  Cloud, and the 1.8+ compatibility endpoint); url, org, bucket, token.
+* ``api = "v1"``: the 1.x ``/write`` endpoint with ``requests``; url, database,
+  retention policy, username/password.
+
+Nothing is lost: :meth:`InfluxSink.write` turns a :class:`~netmon.batch.Scored` into
+line protocol and appends it to the on-disk spool (:mod:`netmon.sinks.spool`), which
+takes microseconds and never waits on the network; one sender thread sends the spool
+in order, in batches of ``batch_size`` points or every ``flush_interval`` seconds,
+gzip-compressed, retrying with exponential backoff and full jitter while the
+database is down. Points carry their own (event-time) timestamps, so a resend after
+a crash overwrites the same points instead of adding new ones.
+
+Schema (documented with units in deploy/README.md): measurements ``ntp_host``,
+``ntp_traffic`` (tag ``direction``), ``ntp_score``, ``ntp_finding`` (tag
+``severity``) and ``netmon_health``; tags only host, group, direction, severity.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import random
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import requests
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from netmon import health
+from netmon.batch import Finding, Scored
+from netmon.sinks.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+#: Measurement names.
+HOST = "ntp_host"
+TRAFFIC = "ntp_traffic"
+SCORE = "ntp_score"
+FINDING = "ntp_finding"
+HEALTH = "netmon_health"
+
+
+class Config(BaseModel):
+    """``[[sinks]] type = "influx"``: where to write, how to batch, where to spool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["influx"]
+    api: Literal["v2", "v1"] = Field("v2", description="v2: InfluxDB 2.x/3.x/Cloud/1.8+; v1: InfluxDB 1.x /write")
+    url: str = Field("http://localhost:8086", description="base URL of the database")
+    # v2
+    org: str = Field("", description="v2 organisation (ignored by InfluxDB 3.x and 1.8+)")
+    bucket: str = Field("netmon", description="v2 bucket (1.8+: database/retention-policy)")
+    token: SecretStr | None = Field(None, description="v2 API token; prefer token_env or token_file")
+    token_env: str = Field("INFLUX_TOKEN", description="environment variable holding the token")
+    token_file: str | None = Field(None, description="file holding the token (first line)")
+    # v1
+    database: str = Field("netmon", description="v1 database")
+    retention_policy: str = Field("", description="v1 retention policy; empty = the database's default")
+    username: str = Field("", description="v1 user; empty = no authentication")
+    password: SecretStr | None = Field(None, description="v1 password; prefer password_env or password_file")
+    password_env: str = Field("INFLUX_PASSWORD", description="environment variable holding the v1 password")
+    password_file: str | None = Field(None, description="file holding the v1 password (first line)")
+    # batching and retry
+    batch_size: int = Field(5000, ge=1, description="points per write request")
+    flush_interval: float = Field(1.0, gt=0, description="seconds a point may wait for a batch to fill")
+    gzip: bool = Field(True, description="gzip request bodies")
+    timeout: float = Field(10.0, gt=0, description="seconds per write request")
+    retry_initial: float = Field(0.5, gt=0, description="first retry delay, seconds (doubles per failure)")
+    retry_max: float = Field(30.0, gt=0, description="longest retry delay, seconds")
+    close_timeout: float = Field(10.0, ge=0, description="seconds close() keeps sending before leaving the rest spooled")
+    # spool
+    spool_dir: str = Field("spool/influx", description="spool directory (relative to the working directory)")
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 16, description="spool bound, bytes; oldest points dropped beyond")
+    # self-monitoring
+    health_interval: float = Field(10.0, gt=0, description="seconds between netmon_health points")
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> "Config":
+        if self.retry_max < self.retry_initial:
+            raise ValueError(f"retry_max ({self.retry_max}) must be >= retry_initial ({self.retry_initial})")
+        return self
+
+
+# -- line protocol ------------------------------------------------------------------
+
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+
+
+def _key(text: str) -> str:
+    """A tag key, tag value or field key escaped for line protocol."""
+    return text.replace("\\", "\\\\").replace("\n", " ").translate(_KEY_ESCAPES)
+
+
+def _string(text: str) -> str:
+    """A string field value, quoted (newlines become spaces: one point, one line)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def _ns(seconds: float) -> int:
+    """UNIX seconds as integer nanoseconds, rounded to the microsecond (stable across runs)."""
+    return int(round(seconds * 1e6)) * 1000
+
+
+def _tags(**tags: str) -> str:
+    return "".join(f",{k}={_key(v)}" for k, v in tags.items() if v)
+
+
+def _line(measurement: str, tags: str, fields: Iterable[str], ns: int) -> bytes | None:
+    body = ",".join(fields)
+    if not body:
+        return None
+    return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tags} {body} {ns}".encode()
+
+
+def _numeric_fields(columns: list[tuple[str, list[float]]], i: int) -> list[str]:
+    """``key=value`` for row ``i`` of each column, NaN and infinities left out (unknown)."""
+    return [f"{key}={value!r}" for key, values in columns if math.isfinite(value := values[i])]
+
+
+def split_direction(name: str) -> tuple[str, str]:
+    """Feature name -> (direction, field): ``requests_out`` -> ("out", "requests"); no suffix -> ("", name)."""
+    for direction in ("out", "in"):
+        if name.endswith("_" + direction):
+            return direction, name[: -len(direction) - 1]
+    return "", name
+
+
+def host_lines(scored: Scored) -> list[bytes]:
+    """``ntp_host`` (features without a direction, and role) and ``ntp_traffic`` (per direction)."""
+    iv = scored.intervals
+    ns = _ns(iv.start)
+    by_direction: dict[str, list[tuple[str, list[float]]]] = {"": [], "out": [], "in": []}
+    for name, column in iv.features.items():
+        direction, field = split_direction(name)
+        by_direction[direction].append((_key(field), np.asarray(column, dtype=np.float64).tolist()))
+    hosts, groups, roles = iv.host.tolist(), iv.group.tolist(), iv.role.tolist()
+    lines: list[bytes | None] = []
+    for i, host in enumerate(hosts):
+        tags = _tags(host=str(host), group=str(groups[i]))
+        fields = _numeric_fields(by_direction[""], i) + [f"role={_string(str(roles[i]))}"]
+        lines.append(_line(HOST, tags, fields, ns))
+        for direction in ("out", "in"):
+            fields = _numeric_fields(by_direction[direction], i)
+            lines.append(_line(TRAFFIC, tags + _tags(direction=direction), fields, ns))
+    return [line for line in lines if line]
+
+
+def score_lines(scored: Scored) -> list[bytes]:
+    """``ntp_score``: one field per score name, and ``max`` over them (the host's worst)."""
+    iv = scored.intervals
+    if not scored.scores or not len(iv):
+        return []
+    names = sorted(scored.scores)
+    matrix = np.vstack([np.asarray(scored.scores[n], dtype=np.float64) for n in names])
+    finite = np.where(np.isfinite(matrix), matrix, -np.inf)
+    worst = finite.max(axis=0)
+    columns = [(_key(n), matrix[k].tolist()) for k, n in enumerate(names)] + [("max", worst.tolist())]
+    ns = _ns(iv.start)
+    lines = []
+    for i, host in enumerate(iv.host.tolist()):
+        line = _line(SCORE, _tags(host=str(host), group=str(iv.group[i])), _numeric_fields(columns, i), ns)
+        if line:
+            lines.append(line)
+    return lines
+
+
+def finding_time(finding: Finding) -> int:
+    """A finding's timestamp, ns: its interval start plus 0-999 ms taken from its detector
+    and server, so two findings of one host and interval are two points (the tags stay
+    host, group, severity) and a resend of the same finding overwrites it. Whole
+    milliseconds, because some InfluxDB-compatible stores keep no finer time."""
+    offset_ms = zlib.crc32(f"{finding.detector}|{finding.server}".encode()) % 1000
+    return _ns(finding.start) + offset_ms * 1_000_000
+
+
+def finding_lines(findings: list[Finding]) -> list[bytes]:
+    """``ntp_finding``: one point per finding; text fields for the table and alerts."""
+    lines = []
+    for f in findings:
+        fields = [
+            f"detector={_string(f.detector)}",
+            f"score={float(f.score)!r}" if math.isfinite(f.score) else "score=0.0",
+            f"explanation={_string(f.explanation)}",
+            f"server={_string(f.server)}",
+            f"evidence={_string(json.dumps(f.evidence, sort_keys=True, default=str))}",
+            f"end={float(f.end)!r}",
+        ]
+        tags = _tags(host=f.host, group=f.group, severity=f.severity)
+        lines.append(_line(FINDING, tags, fields, finding_time(f)))
+    return [line for line in lines if line]
+
+
+def health_lines(now: float) -> list[bytes]:
+    """``netmon_health``: every counter and gauge of :mod:`netmon.health`, at wall time ``now``."""
+    snapshot = health.snapshot()
+    fields = [f"{_key(k)}={float(v)!r}" for k, v in sorted(snapshot.items()) if math.isfinite(v)]
+    line = _line(HEALTH, "", fields, _ns(now))
+    return [line] if line else []
+
+
+def scored_lines(scored: Scored) -> list[bytes]:
+    """Every point one scored interval becomes."""
+    return host_lines(scored) + score_lines(scored) + finding_lines(scored.findings)
+
+
+# -- transports ----------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    """The database refused the data itself (HTTP 400/413/422): resending cannot help."""
+
+
+class Transport(Protocol):
+    def send(self, body: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _secret(value: SecretStr | None, env: str, path: str | None) -> str:
+    """A credential from a file, the config or the environment, in that order; never logged."""
+    if path:
+        text = Path(path).read_text().strip()
+        return text.splitlines()[0].strip() if text else ""
+    if value is not None:
+        return value.get_secret_value()
+    return os.environ.get(env, "")
+
+
+_PERMANENT = {400, 413, 422}
+
+
+class V2Transport:
+    """The v2 write API through influxdb-client, synchronous (the sender thread is the async part)."""
+
+    def __init__(self, config: Config) -> None:
+        from influxdb_client import InfluxDBClient, WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self._precision = WritePrecision.NS
+        self._client = InfluxDBClient(
+            url=config.url,
+            token=_secret(config.token, config.token_env, config.token_file),
+            org=config.org or "-",
+            timeout=int(config.timeout * 1000),
+            enable_gzip=config.gzip,
+        )
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._bucket, self._org = config.bucket, config.org or "-"
+
+    def send(self, body: bytes) -> None:
+        from influxdb_client.rest import ApiException
+
+        try:
+            self._api.write(bucket=self._bucket, org=self._org, record=body, write_precision=self._precision)
+        except ApiException as exc:
+            if exc.status in _PERMANENT:
+                raise Rejected(f"HTTP {exc.status}: {str(exc.body)[:300]}") from None
+            raise
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class V1Transport:
+    """The InfluxDB 1.x ``/write`` endpoint over requests."""
+
+    def __init__(self, config: Config) -> None:
+        self._url = config.url.rstrip("/") + "/write"
+        self._params = {"db": config.database, "precision": "ns"}
+        if config.retention_policy:
+            self._params["rp"] = config.retention_policy
+        password = _secret(config.password, config.password_env, config.password_file)
+        self._session = requests.Session()
+        if config.username:
+            self._session.auth = (config.username, password)
+        self._gzip = config.gzip
+        self._timeout = config.timeout
+
+    def send(self, body: bytes) -> None:
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self._gzip:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        response = self._session.post(self._url, params=self._params, data=body, headers=headers,
+                                      timeout=self._timeout)
+        if response.status_code in _PERMANENT:
+            raise Rejected(f"HTTP {response.status_code}: {response.text[:300]}")
+        response.raise_for_status()
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def transport(config: Config) -> Transport:
+    return V2Transport(config) if config.api == "v2" else V1Transport(config)
+
+
+# -- the sink --------------------------------------------------------------------
+
+
+class InfluxSink:
+    """Spools every point first, sends from one background thread; see the module doc."""
+
+    def __init__(self, config: Config, send: Transport) -> None:
+        self.config = config
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes, name="influx")
+        self._transport = send
+        self._wake = threading.Condition()
+        self._closing = False
+        self._deadline = math.inf
+        self._waiting_since: float | None = time.monotonic() if self.spool.pending_points() else None
+        self._last_health = -math.inf
+        self._thread = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
+        self._thread.start()
+
+    # -- pipeline side ---------------------------------------------------------------
+
+    def write(self, scored: Scored) -> None:
+        """Spool one interval's points (and a health point when due); returns at once."""
+        lines = scored_lines(scored)
+        now = time.time()
+        if now - self._last_health >= self.config.health_interval:
+            self._last_health = now
+            lines += health_lines(now)
+        self._append(lines)
+
+    def close(self) -> None:
+        """Send what is spooled for up to ``close_timeout`` seconds; the rest waits on disk for the next start."""
+        self._append(health_lines(time.time()))
+        with self._wake:
+            self._closing = True
+            self._deadline = time.monotonic() + self.config.close_timeout
+            self._wake.notify()
+        self._thread.join()
+        left = self.spool.pending_points()
+        if left:
+            log.warning("database unreachable at close; points stay spooled for the next start",
+                        points=left, spool=str(self.spool.dir))
+        self.spool.close()
+        self._transport.close()
+
+    def _append(self, lines: list[bytes]) -> None:
+        size = self.config.batch_size
+        for start in range(0, len(lines), size):
+            self.spool.append(lines[start : start + size])
+        with self._wake:
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            if self.spool.pending_points() >= size:
+                self._wake.notify()
+
+    # -- sender thread -----------------------------------------------------------------
+
+    def _due(self) -> bool:
+        if self._closing:
+            return True
+        if self._waiting_since is None:
+            return False
+        full = self.spool.pending_points() >= self.config.batch_size
+        return full or time.monotonic() - self._waiting_since >= self.config.flush_interval
+
+    def _send_loop(self) -> None:
+        failures = 0
+        while True:
+            with self._wake:
+                while not self._due():
+                    wait = None if self._waiting_since is None else (
+                        self._waiting_since + self.config.flush_interval - time.monotonic())
+                    self._wake.wait(timeout=wait if wait is None else max(wait, 0.001))
+                if self._closing and time.monotonic() >= self._deadline:
+                    return
+            records = self.spool.read(self.config.batch_size)
+            if not records:
+                with self._wake:
+                    self._waiting_since = None
+                    if self._closing:
+                        return
+                continue
+            if self._send(records):
+                failures = 0
+                with self._wake:
+                    if not self.spool.pending_points():
+                        self._waiting_since = None
+            else:
+                failures += 1
+                self._backoff(failures)
+
+    def _send(self, records: list[Any]) -> bool:
+        """One request with these records; True when they left the spool (accepted or refused)."""
+        lines = [line for record in records for line in record.lines]
+        self.spool.sync()
+        started = time.monotonic()
+        try:
+            self._transport.send(b"\n".join(lines))
+        except Rejected as exc:
+            health.count("influx.write.rejected_points", len(lines))
+            log.error("database refused points; they are dropped (fix the cause)", points=len(lines), reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "try again later"
+            health.count("influx.write.errors")
+            log.warning("write failed; points stay spooled", points=len(lines), error=type(exc).__name__,
+                        detail=str(exc)[:200])
+            return False
+        else:
+            health.count("influx.write.points", len(lines))
+            health.count("influx.write.requests")
+            health.gauge("influx.write.latency_ms", (time.monotonic() - started) * 1000.0)
+        self.spool.commit(records)
+        return True
+
+    def _backoff(self, failures: int) -> None:
+        """Exponential backoff with full jitter; interruptible by close() past its deadline."""
+        health.count("influx.write.retries")
+        ceiling = min(self.config.retry_max, self.config.retry_initial * 2 ** min(failures - 1, 30))
+        delay = random.uniform(self.config.retry_initial / 2, ceiling)
+        with self._wake:
+            end = min(time.monotonic() + delay, self._deadline)
+            while time.monotonic() < end:
+                self._wake.wait(timeout=end - time.monotonic())
+                end = min(end, self._deadline)
+
+
+def build(config: Config, settings: Any = None) -> InfluxSink:
+    """The sink for one ``[[sinks]] type = "influx"`` table."""
+    return InfluxSink(config, transport(config))

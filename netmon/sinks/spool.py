@@ -1,0 +1,282 @@
+"""A write-ahead spool on disk, so no point is lost while the database is down.
+
+Every batch of line-protocol points a sink writes is appended here first and
+removed only after the database accepted it, so points survive an outage, a
+restart and a SIGKILL, and go out in the order they were written, with their own
+timestamps (a resend overwrites the same point in InfluxDB, never duplicates it).
+
+Layout of the spool directory:
+
+* ``<seq>.seg``: append-only segment files, ``seq`` a zero-padded increasing
+  number. Each record is a 12-byte header (payload length, point count, CRC-32 of
+  the payload; little-endian uint32) and the payload (lines joined by ``\\n``).
+  A record is written with one ``write(2)``, so it is in the kernel's page cache
+  (and survives a SIGKILL of the process) as soon as :meth:`Spool.append` returns;
+  :meth:`Spool.sync` fsyncs (it survives power loss once the sender called it).
+* ``cursor``: ``<seq> <offset>`` of the first record not yet accepted, replaced
+  atomically (write, fsync, rename) after each accepted send.
+* ``lock``: an exclusive ``flock`` so two processes never share one spool.
+
+The spool is bounded (``max_bytes``): when it is full, whole segments are dropped
+oldest first and the points lost are counted (``<name>.spool.dropped_points``)
+and logged, because a bound that bites silently is data loss nobody sees.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from netmon import health
+
+log = structlog.get_logger(__name__)
+
+_HEADER = struct.Struct("<III")
+_SEGMENT_SUFFIX = ".seg"
+
+
+class SpoolBusy(RuntimeError):
+    """Another process holds this spool directory."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a record starts: segment number and byte offset in it."""
+
+    seq: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """One appended batch: its lines, how many points, and where the next record starts."""
+
+    start: Position
+    end: Position
+    lines: list[bytes]
+
+
+def _segment_name(seq: int) -> str:
+    return f"{seq:012d}{_SEGMENT_SUFFIX}"
+
+
+class Spool:
+    """A bounded, ordered, crash-safe queue of line-protocol batches in one directory.
+
+    ``append`` is called by the writer (the pipeline thread); ``read``/``commit``
+    by one sender thread. ``name`` prefixes the health counters (``influx``).
+    Sizes are bytes.
+    """
+
+    def __init__(self, directory: str | Path, max_bytes: int, segment_bytes: int = 8 << 20, name: str = "influx"):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.segment_bytes = min(segment_bytes, max(max_bytes // 4, 4096))
+        self.name = name
+        self._lock = threading.Lock()
+        self._lockfile = open(self.dir / "lock", "a+b")  # noqa: SIM115 - held for the spool's life
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise SpoolBusy(f"spool {self.dir} is in use by another netmon process") from None
+        self._cursor = self._load_cursor()
+        self._sent = 0
+        self._sizes: dict[int, int] = {}
+        self._points: dict[int, int] = {}
+        for seq in self._segments():
+            self._scan(seq)
+        self._drop_before_cursor()
+        if self._cursor.offset and self._cursor.seq in self._sizes:
+            self._sent = self._count_points(self._cursor.seq, self._cursor.offset)
+        last = max(self._sizes, default=self._cursor.seq)
+        self._write_seq = last
+        self._fd = os.open(self.dir / _segment_name(last), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes.setdefault(last, 0)
+        self._points.setdefault(last, 0)
+        self._publish()
+        if self.pending_points():
+            log.info("spool holds unsent points from an earlier run", spool=str(self.dir), points=self.pending_points())
+
+    # -- writer side -------------------------------------------------------------
+
+    def append(self, lines: list[bytes]) -> None:
+        """Append one batch of lines as one record; drops oldest segments if full."""
+        if not lines:
+            return
+        payload = b"\n".join(lines)
+        record = _HEADER.pack(len(payload), len(lines), zlib.crc32(payload)) + payload
+        with self._lock:
+            if self._sizes[self._write_seq] and self._sizes[self._write_seq] + len(record) > self.segment_bytes:
+                self._roll()
+            os.write(self._fd, record)
+            self._sizes[self._write_seq] += len(record)
+            self._points[self._write_seq] += len(lines)
+            self._enforce_bound()
+            self._publish()
+
+    def sync(self) -> None:
+        """fsync the segment being written (durability against power loss)."""
+        with self._lock:
+            os.fsync(self._fd)
+
+    # -- sender side -------------------------------------------------------------
+
+    def read(self, max_points: int) -> list[Record]:
+        """Records from the cursor on, up to about ``max_points`` points (at least one record)."""
+        records: list[Record] = []
+        points = 0
+        with self._lock:
+            position = self._cursor
+            while points < max_points:
+                record = self._read_at(position)
+                if record is None:
+                    if position.seq < self._write_seq:
+                        position = Position(position.seq + 1, 0)
+                        continue
+                    break
+                records.append(record)
+                points += len(record.lines)
+                position = record.end
+        return records
+
+    def commit(self, records: list[Record]) -> None:
+        """Mark ``records`` (read in order from the cursor) as accepted: move the cursor past them."""
+        if not records:
+            return
+        with self._lock:
+            if records[0].start.seq < self._cursor.seq:
+                return  # the bound dropped them meanwhile
+            position = records[-1].end
+            earlier = self._sent_before(position.seq)
+            self._sent = earlier + sum(len(r.lines) for r in records if r.start.seq == position.seq)
+            self._cursor = position
+            tmp = self.dir / "cursor.tmp"
+            with open(tmp, "w") as handle:
+                handle.write(f"{position.seq} {position.offset}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.dir / "cursor")
+            self._drop_before_cursor()
+            self._publish()
+
+    def pending_points(self) -> int:
+        """Points written but not yet accepted by the database."""
+        with self._lock:
+            return self._pending_points()
+
+    def pending_bytes(self) -> int:
+        """Bytes of segments still holding unsent records."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def close(self) -> None:
+        """fsync and release the spool (its content stays for the next run)."""
+        with self._lock:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._lockfile.close()
+
+    # -- internals (called with self._lock held) ---------------------------------
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.name[: -len(_SEGMENT_SUFFIX)]) for p in self.dir.glob("*" + _SEGMENT_SUFFIX))
+
+    def _load_cursor(self) -> Position:
+        try:
+            seq, offset = (self.dir / "cursor").read_text().split()
+            return Position(int(seq), int(offset))
+        except (FileNotFoundError, ValueError):
+            first = self._segments()
+            return Position(first[0] if first else 0, 0)
+
+    def _scan(self, seq: int) -> None:
+        """Size and points of a segment; a torn last record (crash mid-write) is cut off."""
+        path = self.dir / _segment_name(seq)
+        data = path.read_bytes()
+        offset = points = 0
+        while offset + _HEADER.size <= len(data):
+            length, count, crc = _HEADER.unpack_from(data, offset)
+            payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
+            if len(payload) != length or zlib.crc32(payload) != crc:
+                break
+            offset += _HEADER.size + length
+            points += count
+        if offset != len(data):
+            health.count(f"{self.name}.spool.torn_bytes", len(data) - offset)
+            log.warning("spool segment had a torn record; cut off", segment=path.name, bytes=len(data) - offset)
+            os.truncate(path, offset)
+        self._sizes[seq] = offset
+        self._points[seq] = points
+
+    def _read_at(self, position: Position) -> Record | None:
+        path = self.dir / _segment_name(position.seq)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(position.offset)
+                header = handle.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    return None
+                length, _count, crc = _HEADER.unpack(header)
+                payload = handle.read(length)
+        except FileNotFoundError:
+            return None
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            return None
+        end = Position(position.seq, position.offset + _HEADER.size + length)
+        return Record(start=position, end=end, lines=payload.split(b"\n"))
+
+    def _sent_before(self, seq: int) -> int:
+        """Points of segment ``seq`` already accepted (the cursor is inside it)."""
+        return self._sent if self._cursor.seq == seq else 0
+
+    def _pending_points(self) -> int:
+        return sum(self._points.values()) - (self._sent if self._cursor.seq in self._points else 0)
+
+    def _count_points(self, seq: int, end: int) -> int:
+        """Points in segment ``seq`` before byte ``end`` (already sent, on restart)."""
+        with open(self.dir / _segment_name(seq), "rb") as handle:
+            data = handle.read(end)
+        offset = points = 0
+        while offset + _HEADER.size <= len(data):
+            length, count, _crc = _HEADER.unpack_from(data, offset)
+            offset += _HEADER.size + length
+            points += count
+        return points
+
+    def _roll(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._write_seq += 1
+        self._fd = os.open(self.dir / _segment_name(self._write_seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes[self._write_seq] = 0
+        self._points[self._write_seq] = 0
+
+    def _drop_before_cursor(self) -> None:
+        for seq in [s for s in self._sizes if s < self._cursor.seq]:
+            (self.dir / _segment_name(seq)).unlink(missing_ok=True)
+            del self._sizes[seq], self._points[seq]
+
+    def _enforce_bound(self) -> None:
+        while sum(self._sizes.values()) > self.max_bytes and len(self._sizes) > 1:
+            oldest = min(self._sizes)
+            lost = self._points[oldest] - self._sent_before(oldest)
+            (self.dir / _segment_name(oldest)).unlink(missing_ok=True)
+            del self._sizes[oldest], self._points[oldest]
+            self._cursor = Position(min(self._sizes), 0)
+            self._sent = 0
+            health.count(f"{self.name}.spool.dropped_points", lost)
+            log.warning("spool full: dropped the oldest unsent points", spool=str(self.dir), points=lost,
+                        max_bytes=self.max_bytes)
+
+    def _publish(self) -> None:
+        health.gauge(f"{self.name}.spool.points", self._pending_points())
+        health.gauge(f"{self.name}.spool.bytes", sum(self._sizes.values()))
