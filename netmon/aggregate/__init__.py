@@ -1,0 +1,114 @@
+"""Per internal host, per interval: observation rows in, feature rows out, in event time.
+
+Windows are ``aggregate.interval`` seconds long, aligned to multiples of the
+interval since the UNIX epoch, and follow the packets' own timestamps: a window
+closes when the watermark (the latest event time seen minus ``aggregate.lateness``,
+or a source's :class:`~netmon.batch.Watermark`) passes its end. Rows of a window
+that already closed are counted as ``aggregate.late`` and dropped. Rows wait
+unreduced in their open window (memory: one window plus lateness of UDP/123
+rows); features are computed once, when the window closes, in time order, so the
+per-socket memory (poll gaps, origins, KoD) sees every packet in event order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import structlog
+
+from netmon import config, health
+from netmon.aggregate.features import Campus, compute
+from netmon.aggregate.keys import PrefixSet
+from netmon.aggregate.state import SocketTable
+from netmon.batch import HostIntervals
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["Aggregator"]
+
+
+class Aggregator:
+    """Event-time windows over observation rows, closed into :class:`HostIntervals`."""
+
+    def __init__(self, campus: config.Campus, aggregate: config.Aggregate) -> None:
+        names = list(campus.groups)
+        self.campus = Campus(
+            internal=PrefixSet(campus.internal),
+            groups=PrefixSet([p for name in names for p in campus.groups[name]]),
+            group_names=[name for name in names for _ in campus.groups[name]],
+            default_group=campus.default_group,
+            ipv6_bits=campus.ipv6_prefix,
+        )
+        self.interval = float(aggregate.interval)
+        self.lateness = float(aggregate.lateness)
+        self.sockets = SocketTable(aggregate.kod_holdoff)
+        self._pending: dict[int, list[np.ndarray]] = {}
+        self._open_from = -math.inf  # first window index still open
+        self._max_time = -math.inf
+        if not campus.internal:
+            log.warning("no campus prefixes configured: no host is internal, no features will be produced")
+
+    def add(self, rows: np.ndarray) -> list[HostIntervals]:
+        """Take a batch of observation rows; return the intervals the batch closed."""
+        if rows.shape[0] == 0:
+            return []
+        time = rows["time"]
+        good = np.isfinite(time)
+        if not good.all():
+            health.count("aggregate.skip.bad_time", int((~good).sum()))
+            rows, time = rows[good], time[good]
+        window = np.floor(time / self.interval).astype(np.int64)
+        late = window < self._open_from
+        if late.any():
+            health.count("aggregate.late", int(late.sum()))
+            rows, window = rows[~late], window[~late]
+        if rows.shape[0]:
+            self._max_time = max(self._max_time, float(rows["time"].max()))
+            self._stash(rows, window)
+        return self._close_before(self._max_time - self.lateness)
+
+    def advance(self, time: float) -> list[HostIntervals]:
+        """A source's promise that nothing before ``time`` follows: close what ended by then."""
+        return self._close_before(time)
+
+    def flush(self) -> list[HostIntervals]:
+        """Close every open window (end of a replay, or shutdown)."""
+        closed = self._close_windows(sorted(self._pending))
+        if closed:
+            self._open_from = max(self._open_from, math.floor(closed[-1].end / self.interval))
+        return closed
+
+    def _stash(self, rows: np.ndarray, window: np.ndarray) -> None:
+        first, last = int(window.min()), int(window.max())
+        if first == last:
+            self._pending.setdefault(first, []).append(rows)
+            return
+        order = np.argsort(window, kind="stable")
+        window = window[order]
+        cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
+        for index, part in zip(window[np.concatenate([[0], cuts])], np.split(order, cuts)):
+            self._pending.setdefault(int(index), []).append(rows[part])
+
+    def _close_before(self, watermark: float) -> list[HostIntervals]:
+        """Close windows whose end is at or before ``watermark``."""
+        boundary = math.floor(watermark / self.interval)  # windows below this index have ended
+        if boundary <= self._open_from:
+            return []
+        self._open_from = boundary
+        return self._close_windows(sorted(w for w in self._pending if w < boundary))
+
+    def _close_windows(self, windows: list[int]) -> list[HostIntervals]:
+        closed = []
+        for index in windows:
+            parts = self._pending.pop(index)
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            rows = rows[np.argsort(rows["time"], kind="stable")]
+            start = index * self.interval
+            intervals = compute(rows, start, start + self.interval, self.campus, self.sockets)
+            health.count("aggregate.rows", rows.shape[0])
+            health.count("aggregate.host_intervals", len(intervals))
+            if len(intervals):
+                closed.append(intervals)
+        health.gauge("aggregate.sockets", len(self.sockets))
+        return closed

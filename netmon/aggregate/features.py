@@ -1,0 +1,291 @@
+"""The features of one closed interval, from its observation rows, in numpy.
+
+Each row is seen from the internal host's side: a row whose source is internal is
+the host sending (direction "out"), a row whose destination is internal is the
+host receiving ("in"); a row between two internal hosts counts for both. Rows
+with NTP header data (``ntp == 1``) are classified by mode; flow records
+(``ntp == 0``) by ports (outside port 123 = talking to a server) and contribute
+only counts, so NTP-only features stay NaN for hosts seen only through flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netmon.aggregate import groups
+from netmon.aggregate.keys import PrefixSet, hash_key, roll_up, texts
+from netmon.aggregate.state import Sockets, SocketTable
+from netmon.batch import FEATURES, HostIntervals
+
+#: Kiss-o'-Death reference IDs (ASCII as a big-endian uint32).
+KOD_CODES = {"kod_rate": 0x52415445, "kod_deny": 0x44454E59, "kod_rstr": 0x52535452}
+#: Mode 7 request codes of the monitor list (MON_GETLIST, MON_GETLIST_1).
+MONLIST_CODES = (20, 42)
+#: Features that need the NTP header; NaN for a host-interval seen only in flow records.
+NTP_ONLY = frozenset(
+    {"instances", "poll", "rate_vs_poll", "interval_min", "after_kod", "org_zero", "org_match", "org_mismatch",
+     "ctl_out", "ctl_in", "ctl_bytes_out", "ctl_bytes_in", "monlist_out", "amplification"}
+    | {k for k in KOD_CODES} | {"kod_other"}
+    | {k for k in FEATURES if k.startswith(("mode", "version"))}
+)
+#: Shortest gap (seconds) used in rates, so duplicated captures do not divide by zero.
+MIN_GAP = 1e-3
+
+
+@dataclass(frozen=True)
+class Campus:
+    """The compiled campus config the feature code needs."""
+
+    internal: PrefixSet
+    groups: PrefixSet
+    group_names: list[str]
+    default_group: str
+    ipv6_bits: int
+
+
+@dataclass
+class View:
+    """Rows seen from the internal host's side, in time order."""
+
+    out: np.ndarray
+    time: np.ndarray
+    host_hi: np.ndarray
+    host_lo: np.ndarray
+    peer_hi: np.ndarray
+    peer_lo: np.ndarray
+    host_port: np.ndarray
+    peer_port: np.ndarray
+    rows: np.ndarray
+
+
+def host_view(rows: np.ndarray, campus: Campus) -> View:
+    """Each row once per internal end, time-ordered; host addresses rolled up."""
+    src_in = campus.internal.contains(rows["src_hi"], rows["src_lo"])
+    dst_in = campus.internal.contains(rows["dst_hi"], rows["dst_lo"])
+    index = np.concatenate([np.flatnonzero(src_in), np.flatnonzero(dst_in)])
+    out = np.concatenate([np.ones(int(src_in.sum()), bool), np.zeros(int(dst_in.sum()), bool)])
+    order = np.argsort(rows["time"][index], kind="stable")
+    index, out = index[order], out[order]
+    r = rows[index]
+    host_hi, host_lo = roll_up(np.where(out, r["src_hi"], r["dst_hi"]), np.where(out, r["src_lo"], r["dst_lo"]),
+                               campus.ipv6_bits)
+    return View(
+        out=out,
+        time=r["time"],
+        host_hi=host_hi,
+        host_lo=host_lo,
+        peer_hi=np.where(out, r["dst_hi"], r["src_hi"]),
+        peer_lo=np.where(out, r["dst_lo"], r["src_lo"]),
+        host_port=np.where(out, r["sport"], r["dport"]),
+        peer_port=np.where(out, r["dport"], r["sport"]),
+        rows=r,
+    )
+
+
+def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets: SocketTable) -> HostIntervals:
+    """Feature rows for every internal host in ``rows`` (one interval), updating socket memory."""
+    v = host_view(rows, campus)
+    r = v.rows
+    host_key = hash_key(v.host_hi, v.host_lo)
+    _, first, host = np.unique(host_key, return_index=True, return_inverse=True)
+    n = first.shape[0]
+    weight, size = r["packets"], r["bytes"]
+    ntp = r["ntp"] == 1
+    mode = r["mode"]
+    inward = ~v.out
+    is_request = ntp & ((mode == 3) | (mode == 1))
+    is_reply = ntp & (mode == 4)
+    flow = ~ntp
+    to_server = v.peer_port == 123
+    as_server = (v.host_port == 123) & ~to_server
+    request_out = v.out & (is_request | (flow & to_server))
+    reply_in = inward & (is_reply | (flow & to_server))
+    request_in = inward & (is_request | (flow & as_server))
+    reply_out = v.out & (is_reply | (flow & as_server))
+
+    def total(mask: np.ndarray, w: np.ndarray | None = weight) -> np.ndarray:
+        return groups.total(host[mask], n, None if w is None else w[mask])
+
+    f: dict[str, np.ndarray] = {
+        "requests_out": total(request_out),
+        "replies_in": total(reply_in),
+        "requests_in": total(request_in),
+        "replies_out": total(reply_out),
+        "bytes_out": total(v.out, size),
+        "bytes_in": total(inward, size),
+        "flows": total(np.ones_like(ntp), r["flows"].astype(np.float64)),
+    }
+    peer_key = hash_key(host_key, v.peer_hi, v.peer_lo)
+    f["servers"] = groups.distinct(host[request_out], peer_key[request_out], n)
+    f["clients"] = groups.distinct(host[request_in], peer_key[request_in], n)
+    port_key = hash_key(host_key, v.host_port)
+    f["client_ports"] = groups.distinct(host[request_out], port_key[request_out], n)
+    ntp_request_out = request_out & ntp
+    f["poll"] = groups.median(host[ntp_request_out], r["poll"][ntp_request_out].astype(np.float64), n)
+    _modes_and_versions(f, host, n, ntp, v.out, mode, r["version"], weight)
+    _kod_counts(f, host, n, reply_in & ntp & (r["leap"] == 3) & (r["stratum"] == 0), r["ref_id"], weight)
+    _control(f, host, n, ntp & (mode >= 6), v.out, mode, r, weight, size)
+    reply_bytes, request_bytes = total(reply_in, size), total(request_out, size)
+    f["reply_ratio"] = np.divide(reply_bytes, request_bytes, out=np.full(n, np.nan), where=request_bytes > 0)
+    _sockets(f, host, n, v, host_key, ntp_request_out, reply_in & ntp, r, weight, sockets)
+
+    has_ntp = groups.total(host[ntp], n) > 0
+    for name in NTP_ONLY:
+        f[name][~has_ntp] = np.nan
+    client = (f["requests_out"] + f["replies_in"]) > 0
+    server = (f["requests_in"] + f["replies_out"] + np.nan_to_num(f["ctl_out"])) > 0
+    role = np.where(client & server, "both", np.where(server & ~client, "server", "client"))
+
+    host_hi, host_lo = v.host_hi[first], v.host_lo[first]
+    names = texts(host_hi, host_lo, campus.ipv6_bits)
+    group_index = campus.groups.first_match(host_hi, host_lo)
+    labels = np.array(campus.group_names + [campus.default_group], dtype=object)
+    group = labels[group_index].astype(str)
+    features = {name: f[name] for name in FEATURES}
+    return HostIntervals(start=start, end=end, host=names, group=group, role=role, features=features,
+                         servers_by_host=_servers_by_host(names, host, v, peer_key, request_out, weight))
+
+
+def _modes_and_versions(f: dict[str, np.ndarray], host: np.ndarray, n: int, ntp: np.ndarray, out: np.ndarray,
+                        mode: np.ndarray, version: np.ndarray, weight: np.ndarray) -> None:
+    for direction, mask in (("out", ntp & out), ("in", ntp & ~out)):
+        counts = np.bincount(host[mask] * 8 + mode[mask], weights=weight[mask], minlength=8 * n).reshape(n, 8)
+        for m in range(8):
+            f[f"mode{m}_{direction}"] = counts[:, m].copy()
+    sent = ntp & out
+    counts = np.bincount(host[sent] * 8 + (version[sent] & 7), weights=weight[sent], minlength=8 * n).reshape(n, 8)
+    for ver in range(1, 5):
+        f[f"version{ver}_out"] = counts[:, ver].copy()
+
+
+def _kod_counts(f: dict[str, np.ndarray], host: np.ndarray, n: int, kod: np.ndarray, ref_id: np.ndarray,
+                weight: np.ndarray) -> None:
+    known = np.zeros_like(kod)
+    for name, code in KOD_CODES.items():
+        mask = kod & (ref_id == code)
+        known |= mask
+        f[name] = groups.total(host[mask], n, weight[mask])
+    other = kod & ~known
+    f["kod_other"] = groups.total(host[other], n, weight[other])
+
+
+def _control(f: dict[str, np.ndarray], host: np.ndarray, n: int, ctl: np.ndarray, out: np.ndarray, mode: np.ndarray,
+             r: np.ndarray, weight: np.ndarray, size: np.ndarray) -> None:
+    """Mode 6/7 counts; amplification = response bytes sent / request bytes received (host as server)."""
+    response = r["ctl_response"] == 1
+    for direction, mask in (("out", ctl & out), ("in", ctl & ~out)):
+        f[f"ctl_{direction}"] = groups.total(host[mask], n, weight[mask])
+        f[f"ctl_bytes_{direction}"] = groups.total(host[mask], n, size[mask])
+    monlist = ctl & out & response & (mode == 7) & np.isin(r["ctl_code"], MONLIST_CODES)
+    f["monlist_out"] = groups.total(host[monlist], n, weight[monlist])
+    sent = ctl & out & response
+    asked = ctl & ~out & ~response
+    sent_bytes = groups.total(host[sent], n, size[sent])
+    asked_bytes = groups.total(host[asked], n, size[asked])
+    f["amplification"] = np.divide(sent_bytes, asked_bytes, out=np.full(n, np.nan), where=asked_bytes > 0)
+
+
+def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_key: np.ndarray,
+             request: np.ndarray, reply: np.ndarray, r: np.ndarray, weight: np.ndarray, table: SocketTable) -> None:
+    """Timing, origin and KoD features, which follow each socket's packets in time order.
+
+    A request's gap is the time since the socket's previous request; the socket's
+    rate against its poll uses the mean gap, which independent schedules sharing
+    one socket (random phases) shorten exactly in proportion to their number; its origin is
+    checked against the last reply that socket received before it (transmit
+    timestamp, or receive timestamp for interleaved mode); it ignores a KoD when
+    the socket received one within the hold-off before it.
+    """
+    pick = np.flatnonzero(request | reply)
+    socket_key = hash_key(host_key, v.peer_hi, v.peer_lo, v.host_port)[pick]
+    order = np.argsort(socket_key, kind="stable")  # rows are time-ordered, so each run stays time-ordered
+    pick, key = pick[order], socket_key[order]
+    starts, run, row_start = groups.runs(key)
+    is_req, is_rep = request[pick], reply[pick]
+    t = v.time[pick]
+    org, xmt, rec = r["org_ts"][pick], r["xmt_ts"][pick], r["rec_ts"][pick]
+    is_kod = is_rep & (r["leap"][pick] == 3) & (r["stratum"][pick] == 0)
+    known = table.lookup(key[starts])
+
+    prev, found = groups.last_before(is_req, row_start)
+    prev_request = np.where(found, t[prev], known.request_time[run])
+    gap = np.where(is_req, t - prev_request, np.nan)
+
+    prev, found = groups.last_before(is_rep, row_start)
+    had_reply = found | ~np.isnan(known.reply_time[run])
+    last_xmt = np.where(found, xmt[prev], known.reply_xmt[run])
+    last_rec = np.where(found, rec[prev], known.reply_rec[run])
+    zero = is_req & (org == 0)
+    match = is_req & ~zero & had_reply & ((org == last_xmt) | (org == last_rec))
+    mismatch = is_req & ~zero & had_reply & ~match
+
+    prev, found = groups.last_before(is_kod, row_start)
+    kod_time = np.where(found, t[prev], known.kod_time[run])
+    after_kod = is_req & (t - kod_time <= table.kod_holdoff)
+
+    h, w = host[pick], weight[pick]
+    f["org_zero"] = groups.total(h[zero], n, w[zero])
+    f["org_match"] = groups.total(h[match], n, w[match])
+    f["org_mismatch"] = groups.total(h[mismatch], n, w[mismatch])
+    f["after_kod"] = groups.total(h[after_kod], n, w[after_kod])
+    f["interval_min"] = groups.extreme(h, gap, n, np.minimum)
+
+    n_runs = starts.shape[0]
+    socket_gap = groups.mean(run, gap, n_runs)
+    socket_poll = groups.median(run[is_req], r["poll"][pick][is_req].astype(np.float64), n_runs)
+    socket_rate = np.exp2(socket_poll) / np.maximum(socket_gap, MIN_GAP)
+    socket_host = h[starts]
+    f["rate_vs_poll"] = groups.extreme(socket_host, socket_rate, n, np.maximum)
+    f["instances"] = _instances(socket_host, v.host_port[pick][starts], socket_rate,
+                                groups.total(run[is_req], n_runs) > 0, n)
+    _remember(table, known, starts, is_req, is_rep, is_kod, t, xmt, rec)
+
+
+def _instances(socket_host: np.ndarray, socket_port: np.ndarray, rate: np.ndarray, requested: np.ndarray,
+               n: int) -> np.ndarray:
+    """Client instances per host: over its source ports, each port's fastest poll ratio (at least 1).
+
+    One ntpd polling four servers from port 123 is one instance; 37 ntpd sharing
+    port 123 poll one server 37 times faster than advertised: 37 instances; a NAT
+    gateway's clients each have their own port polling at ratio 1: one each.
+    """
+    socket_host, socket_port = socket_host[requested], socket_port[requested]
+    ratio = np.fmax(rate[requested], 1.0)
+    pairs, inverse = np.unique(hash_key(socket_host, socket_port), return_inverse=True)
+    per_port = np.zeros(pairs.shape[0])
+    np.maximum.at(per_port, inverse, ratio)
+    port_host = np.zeros(pairs.shape[0], dtype=np.int64)
+    port_host[inverse] = socket_host
+    return groups.total(port_host, n, per_port)
+
+
+def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np.ndarray, is_rep: np.ndarray,
+              is_kod: np.ndarray, t: np.ndarray, xmt: np.ndarray, rec: np.ndarray) -> None:
+    """Write each socket's latest request, reply and KoD back to the table."""
+    if starts.shape[0] == 0:
+        return
+    update = known
+    last, found = groups.last_in_run(is_req, starts)
+    update.request_time = np.where(found, t[last], known.request_time)
+    last, found = groups.last_in_run(is_rep, starts)
+    update.reply_time = np.where(found, t[last], known.reply_time)
+    update.reply_xmt = np.where(found, xmt[last], known.reply_xmt)
+    update.reply_rec = np.where(found, rec[last], known.reply_rec)
+    last, found = groups.last_in_run(is_kod, starts)
+    update.kod_time = np.where(found, t[last], known.kod_time)
+    table.store(update, float(t.max()))
+
+
+def _servers_by_host(names: np.ndarray, host: np.ndarray, v: View, peer_key: np.ndarray, request_out: np.ndarray,
+                     weight: np.ndarray) -> dict[str, dict[str, float]]:
+    """host text -> {server text: requests} for the requests each host sent."""
+    keys, first, inverse = np.unique(peer_key[request_out], return_index=True, return_inverse=True)
+    counts = np.bincount(inverse, weights=weight[request_out], minlength=keys.shape[0])
+    index = np.flatnonzero(request_out)[first]
+    servers = texts(v.peer_hi[index], v.peer_lo[index])
+    result: dict[str, dict[str, float]] = {}
+    for owner, server, count in zip(names[host[index]].tolist(), servers.tolist(), counts.tolist()):
+        result.setdefault(owner, {})[server] = count
+    return result
