@@ -1,0 +1,215 @@
+"""Export datagrams in, flow records (and sampled frames) out: the state an exporter needs.
+
+A :class:`Collector` keeps, per exporter and observation domain, the templates,
+the sampling rates learnt from options data, the system init time and the next
+expected sequence number. ``feed`` parses one datagram's headers and sets in
+Python and only queues each data set's bytes; ``flush`` decodes every queued set
+of one template with numpy in one go, which is where the records/second come from.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from netmon import health
+from netmon.batch import Frames, addr_halves
+from netmon.sources.netflow import ipfix, v5, v9
+from netmon.sources.netflow.layout import Template, fixed_columns, variable_columns
+from netmon.sources.netflow.records import FLOW_DTYPE, build, frames_from
+from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
+
+log = structlog.get_logger(__name__)
+
+_VERSION = struct.Struct("!H")
+#: Backward sequence jumps larger than this are an exporter restart, not reordering.
+_RESTART_JUMP = 100_000
+
+
+@dataclass
+class Decoded:
+    """One flush: every flow record (FLOW_DTYPE) and the sampled frames, if any."""
+
+    flows: np.ndarray
+    frames: Frames | None = None
+
+
+@dataclass
+class _Queued:
+    template: Template
+    fixed: list[tuple[np.ndarray, Context]] = field(default_factory=list)
+
+
+class Collector:
+    """NetFlow v5/v9/IPFIX decoding state for any number of exporters."""
+
+    def __init__(self, sampling: dict[str, int] | None = None, max_templates: int = 65536, max_pending: int = 4096) -> None:
+        self.override = {k: float(v) for k, v in (sampling or {}).items()}
+        self.templates = TemplateCache(max_templates=max_templates, max_pending=max_pending)
+        self.rates: dict[Domain, dict[int | None, float]] = {}
+        self.sysinit: dict[Domain, float] = {}
+        self.next_sequence: dict[Domain, int] = {}
+        self.lost: dict[str, int] = {}
+        self.last_export = 0.0
+        self._halves: dict[str, tuple[int, int]] = {}
+        self._queued: dict[int, _Queued] = {}
+        self._rows: list[np.ndarray] = []
+        self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
+
+    # -- datagrams -------------------------------------------------------------
+    def feed(self, data: bytes, exporter: str) -> None:
+        """Parse one export datagram from ``exporter`` (address text); data sets queue for flush."""
+        health.count("source.netflow.datagrams")
+        if len(data) < 4:
+            health.count("decode.skip.truncated")
+            return
+        version = _VERSION.unpack_from(data)[0]
+        parser = {5: v5.parse, 9: v9.parse, 10: ipfix.parse}.get(version)
+        if parser is None:
+            health.count("decode.skip.netflow_version")
+            return
+        try:
+            parser(self, data, exporter)
+        except (struct.error, ValueError, IndexError):
+            health.count("decode.skip.malformed")
+            log.debug("malformed export datagram", exporter=exporter, version=version, exc_info=True)
+
+    def sequence(self, domain: Domain, seq: int, increment: int | None, unit: str) -> None:
+        """Check a header sequence number; a forward gap is counted as lost ``unit``."""
+        expected = self.next_sequence.get(domain)
+        if expected is not None:
+            gap = (seq - expected) & 0xFFFF_FFFF
+            if 0 < gap < 2**31:
+                self.lost[domain[0]] = self.lost.get(domain[0], 0) + gap
+                health.count(f"source.netflow.lost.{unit}", gap)
+            elif gap and 2**32 - gap < _RESTART_JUMP:
+                health.count("source.netflow.reordered")
+                return
+        if increment is None:
+            self.next_sequence.pop(domain, None)
+        else:
+            self.next_sequence[domain] = (seq + increment) & 0xFFFF_FFFF
+
+    def template(self, domain: Domain, template: Template) -> None:
+        """Store a template and decode the data sets that waited for it."""
+        if template.record_len == 0:
+            health.count("decode.skip.template_empty")
+            return
+        for item in self.templates.put(domain, template):
+            self.records(item.context, template, item.body, 0, len(item.body))
+
+    def data(self, ctx: Context, template_id: int, data: bytes, start: int, end: int) -> int | None:
+        """Queue one data set; returns its record count, None when its template is unknown."""
+        tpl = self.templates.get(ctx.domain, template_id)
+        if tpl is None:
+            self.templates.hold(ctx.domain, template_id, Pending(bytes(data[start:end]), ctx))
+            return None
+        return self.records(ctx, tpl, data, start, end)
+
+    def records(self, ctx: Context, tpl: Template, data: bytes, start: int, end: int) -> int:
+        """Queue the records of ``data[start:end]`` laid out by ``tpl``; returns their count."""
+        if tpl.dtype is not None and tpl.record_len:
+            count = (end - start) // tpl.record_len
+            if count == 0:
+                return 0
+            records = np.frombuffer(data, tpl.dtype, count, start)
+            if tpl.options:
+                self._options(ctx, fixed_columns(records), count)
+            else:
+                self._queued.setdefault(id(tpl), _Queued(tpl)).fixed.append((records, ctx))
+            return count
+        cols, count = variable_columns(tpl, data, start, end)
+        if count:
+            if tpl.options:
+                self._options(ctx, cols, count)
+            else:
+                self._emit(tpl, cols, [ctx], np.array([count]))
+        return count
+
+    # -- options data: sampling and system init time ----------------------------
+    def _options(self, ctx: Context, cols: dict[str, np.ndarray], count: int) -> None:
+        health.count("source.netflow.options_records", count)
+        if "sysinit_ms" in cols:
+            self.sysinit[ctx.domain] = float(cols["sysinit_ms"][-1]) / 1000.0
+        rate = _options_rate(cols)
+        if rate is None:
+            return
+        keys = cols.get("sampler_id", cols.get("selector_id"))
+        table = self.rates.setdefault(ctx.domain, {})
+        for i in range(count):
+            if rate[i] >= 1:
+                table[int(keys[i]) if keys is not None else None] = float(rate[i])
+
+    def _rate(self, ctx: Context, cols: dict[str, np.ndarray], lo: int, hi: int) -> np.ndarray | float:
+        """Sampling rate of records lo:hi: config override, record field, sampler id, domain, v5 header."""
+        if ctx.exporter in self.override:
+            return self.override[ctx.exporter]
+        table = self.rates.get(ctx.domain, {})
+        default = table.get(None) or (next(reversed(table.values())) if table else 0.0) or ctx.header_rate or 1.0
+        rate: np.ndarray | float = default
+        keys = cols.get("sampler_id", cols.get("selector_id"))
+        if keys is not None and table:
+            ids = keys[lo:hi]
+            rate = np.array([table.get(int(k), default) for k in ids]) if len(np.unique(ids)) > 1 else table.get(int(ids[0]), default)
+        if "sampling" in cols:
+            own = cols["sampling"][lo:hi].astype(np.float64)
+            rate = np.where(own >= 1, own, rate)
+        return rate
+
+    # -- flush: numpy decoding per template ------------------------------------
+    def flush(self) -> Decoded:
+        """Decode everything queued since the last flush."""
+        for queued in self._queued.values():
+            records = np.concatenate([r for r, _ in queued.fixed]) if len(queued.fixed) > 1 else queued.fixed[0][0]
+            counts = np.array([len(r) for r, _ in queued.fixed])
+            self._emit(queued.template, fixed_columns(records), [c for _, c in queued.fixed], counts)
+        self._queued.clear()
+        flows = np.concatenate(self._rows) if self._rows else np.zeros(0, FLOW_DTYPE)
+        self._rows = []
+        frames = frames_from(self._frames) if self._frames else None
+        self._frames = []
+        health.count("source.netflow.records", len(flows))
+        return Decoded(flows, frames)
+
+    def _emit(self, tpl: Template, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> None:
+        n = int(counts.sum())
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        sampling = np.empty(n)
+        for i, ctx in enumerate(contexts):
+            sampling[bounds[i] : bounds[i + 1]] = self._rate(ctx, cols, int(bounds[i]), int(bounds[i + 1]))
+        halves = [self._halves.setdefault(c.exporter, addr_halves(c.exporter)) for c in contexts]
+        meta = {
+            "export": np.repeat([c.export for c in contexts], counts),
+            "uptime": np.repeat([c.uptime for c in contexts], counts),
+            "sysinit": np.repeat([self.sysinit.get(c.domain, np.nan) for c in contexts], counts),
+            "exporter_hi": np.repeat(np.array([h[0] for h in halves], np.uint64), counts),
+            "exporter_lo": np.repeat(np.array([h[1] for h in halves], np.uint64), counts),
+            "sampling": sampling,
+            "version": np.repeat([c.domain[1] for c in contexts], counts),
+        }
+        rows = build(cols, meta)
+        self._rows.append(rows)
+        if "frame" in cols:
+            frames = [bytes(f) for f in cols["frame"]]
+            size = cols.get("frame_size", np.array([len(f) for f in frames]))
+            self._frames.append((frames, size, rows["end"][:n], sampling))
+        self.last_export = max(self.last_export, float(meta["export"].max()))
+
+
+def _options_rate(cols: dict[str, np.ndarray]) -> np.ndarray | None:
+    """1-in-N rates from options data (samplingInterval, random interval, n-in-N, size/population)."""
+    if "sampling" in cols:
+        return cols["sampling"].astype(np.float64)
+    if "sampler_interval" in cols:
+        return cols["sampler_interval"].astype(np.float64)
+    if "packet_interval" in cols:
+        interval = cols["packet_interval"].astype(np.float64)
+        space = cols.get("packet_space", np.zeros_like(interval)).astype(np.float64)
+        return np.where(interval > 0, (interval + space) / np.maximum(interval, 1), 0)
+    if "sampling_population" in cols and "sampling_size" in cols:
+        size = cols["sampling_size"].astype(np.float64)
+        return np.where(size > 0, cols["sampling_population"] / np.maximum(size, 1), 0)
+    return None

@@ -1,0 +1,172 @@
+"""Flow records as one numpy table, and the rows netmon keeps from them.
+
+Every decoder (NetFlow v5, v9, IPFIX, sFlow sampled headers) produces
+:data:`FLOW_DTYPE` rows, all records, whatever the protocol; ``netmon decode
+--flows`` prints them. Only UDP/123 records become :class:`~netmon.batch.Observations`
+rows, with counts multiplied by the sampling rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netmon.batch import OBS_DTYPE, Frames
+
+#: One flow record. ``start``/``end`` UNIX seconds; ``packets``/``bytes`` as exported
+#: (not sampling-corrected); ``sampling`` the 1-in-N rate that applies (1 = unsampled);
+#: addresses as IPv6 (IPv4-mapped) 64-bit halves like OBS_DTYPE; ``version`` the
+#: export protocol (5, 9, 10 = IPFIX, 50 = sFlow v5).
+FLOW_DTYPE = np.dtype(
+    [
+        ("start", "f8"),
+        ("end", "f8"),
+        ("exporter_hi", "u8"),
+        ("exporter_lo", "u8"),
+        ("src_hi", "u8"),
+        ("src_lo", "u8"),
+        ("dst_hi", "u8"),
+        ("dst_lo", "u8"),
+        ("sport", "u2"),
+        ("dport", "u2"),
+        ("proto", "u1"),
+        ("vlan", "u2"),
+        ("packets", "f8"),
+        ("bytes", "f8"),
+        ("sampling", "f8"),
+        ("version", "u1"),
+    ]
+)
+
+MAPPED_HI = np.uint64(0)
+MAPPED_LO = np.uint64(0xFFFF_0000_0000)
+NTP_PORT = 123
+UDP = 17
+_NTP_EPOCH = 2208988800
+
+
+def mapped(v4: np.ndarray) -> np.ndarray:
+    """IPv4 addresses (uint) as the low half of their IPv4-mapped IPv6 form."""
+    return v4.astype(np.uint64) | MAPPED_LO
+
+
+def ntp_seconds(value: np.ndarray) -> np.ndarray:
+    """IPFIX dateTimeMicro/Nanoseconds (NTP 32.32 format) as UNIX seconds."""
+    value = value.astype(np.uint64)
+    return (value >> np.uint64(32)).astype(np.float64) - _NTP_EPOCH + (value & np.uint64(0xFFFF_FFFF)).astype(np.float64) / 2**32
+
+
+def uptime_seconds(export: np.ndarray, uptime_ms: np.ndarray, at_ms: np.ndarray) -> np.ndarray:
+    """Absolute time of a sysUptime-relative stamp, allowing for 32-bit uptime wrap."""
+    delta = (uptime_ms.astype(np.int64) - at_ms.astype(np.int64)) & 0xFFFF_FFFF
+    delta = np.where(delta >= 2**31, delta - 2**32, delta)
+    return export - delta / 1000.0
+
+
+def flow_time(cols: dict[str, np.ndarray], edge: str, export: np.ndarray, uptime_ms: np.ndarray, sysinit: np.ndarray) -> np.ndarray | None:
+    """Flow ``edge`` ("start"/"end") time from whichever encoding the template used, or None."""
+    if f"{edge}_ms" in cols:
+        return cols[f"{edge}_ms"].astype(np.float64) / 1000.0
+    if f"{edge}_ntp_ns" in cols:
+        return ntp_seconds(cols[f"{edge}_ntp_ns"])
+    if f"{edge}_ntp" in cols:
+        return ntp_seconds(cols[f"{edge}_ntp"])
+    if f"{edge}_s" in cols:
+        return cols[f"{edge}_s"].astype(np.float64)
+    if f"{edge}_delta_us" in cols:
+        return export - cols[f"{edge}_delta_us"].astype(np.float64) / 1e6
+    if f"{edge}_uptime" in cols:
+        at = cols[f"{edge}_uptime"]
+        relative = uptime_seconds(export, uptime_ms, at)
+        absolute = sysinit + at.astype(np.float64) / 1000.0
+        return np.where(uptime_ms >= 0, relative, np.where(np.isnan(sysinit), export, absolute))
+    return None
+
+
+def _address(cols: dict[str, np.ndarray], side: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) of the IPv6 field when set, else of the IPv4 field mapped to IPv6."""
+    hi = cols.get(f"{side}6_hi", np.zeros(n, np.uint64))
+    lo = cols.get(f"{side}6_lo", np.zeros(n, np.uint64))
+    if f"{side}4" not in cols:
+        return hi, lo
+    v6 = (hi | lo) != 0
+    return np.where(v6, hi, MAPPED_HI), np.where(v6, lo, mapped(cols[f"{side}4"]))
+
+
+def build(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray]) -> np.ndarray:
+    """FLOW_DTYPE rows from decoded columns and per-record metadata.
+
+    ``meta`` holds arrays aligned with the records: ``export`` (UNIX s), ``uptime``
+    (exporter sysUptime in ms, -1 for IPFIX), ``sysinit`` (UNIX s, NaN unknown),
+    ``exporter_hi``/``exporter_lo``, ``sampling``, ``version``. A record with RFC 5103
+    reverse counters adds a second row, endpoints swapped, when they are non-zero.
+    """
+    n = len(meta["export"])
+    out = np.zeros(n, dtype=FLOW_DTYPE)
+    export = meta["export"]
+    end = flow_time(cols, "end", export, meta["uptime"], meta["sysinit"])
+    end = export if end is None else end
+    start = flow_time(cols, "start", export, meta["uptime"], meta["sysinit"])
+    if start is None:
+        start = end - cols["duration_ms"] / 1000.0 if "duration_ms" in cols else end
+    out["start"], out["end"] = start, end
+    out["exporter_hi"], out["exporter_lo"] = meta["exporter_hi"], meta["exporter_lo"]
+    for side in ("src", "dst"):
+        out[f"{side}_hi"], out[f"{side}_lo"] = _address(cols, side, n)
+    out["sport"] = cols.get("sport", cols.get("sport_udp", 0))
+    out["dport"] = cols.get("dport", cols.get("dport_udp", 0))
+    out["proto"] = cols.get("proto", 0)
+    out["vlan"] = cols.get("vlan", cols.get("vlan_dot1q", 0)) & 0x0FFF
+    out["packets"] = cols.get("packets", cols.get("packets_total", 0))
+    out["bytes"] = cols.get("bytes", cols.get("bytes_total", 0))
+    out["sampling"] = meta["sampling"]
+    out["version"] = meta["version"]
+    rpackets = cols.get("rpackets", cols.get("rpackets_total"))
+    if rpackets is None:
+        return out
+    back = out[rpackets > 0].copy()
+    back["src_hi"], back["dst_hi"] = out["dst_hi"][rpackets > 0], out["src_hi"][rpackets > 0]
+    back["src_lo"], back["dst_lo"] = out["dst_lo"][rpackets > 0], out["src_lo"][rpackets > 0]
+    back["sport"], back["dport"] = out["dport"][rpackets > 0], out["sport"][rpackets > 0]
+    back["packets"] = rpackets[rpackets > 0]
+    rbytes = cols.get("rbytes", cols.get("rbytes_total"))
+    back["bytes"] = rbytes[rpackets > 0] if rbytes is not None else 0
+    return np.concatenate([out[out["packets"] > 0], back])
+
+
+def ntp_observations(flows: np.ndarray) -> np.ndarray:
+    """OBS_DTYPE rows for the UDP/123 records: counts sampling-corrected, ``ntp`` = 0."""
+    keep = (flows["proto"] == UDP) & ((flows["sport"] == NTP_PORT) | (flows["dport"] == NTP_PORT))
+    sel = flows[keep]
+    rows = np.zeros(len(sel), dtype=OBS_DTYPE)
+    rows["time"] = sel["end"]
+    for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "vlan"):
+        rows[name] = sel[name]
+    rows["packets"] = sel["packets"] * sel["sampling"]
+    rows["bytes"] = sel["bytes"] * sel["sampling"]
+    rows["flows"] = 1
+    return rows
+
+
+#: pcap LINKTYPE_ETHERNET: IPFIX dataLinkFrameSection and sFlow header protocol 1.
+LINKTYPE_ETHERNET = 1
+
+
+def frames_from(parts: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray | float]], linktype: int | np.ndarray = LINKTYPE_ETHERNET) -> Frames:
+    """One Frames batch from groups of (frame bytes, wire length, time, weight)."""
+    chunks = [f for frames, _, _, _ in parts for f in frames]
+    caplen = np.array([len(f) for f in chunks], dtype=np.int64)
+    offset = np.concatenate([[0], np.cumsum(caplen)[:-1]]).astype(np.int64)
+    n = len(chunks)
+
+    def column(i: int, dtype: str) -> np.ndarray:
+        return np.concatenate([np.broadcast_to(np.asarray(p[i], dtype=dtype), (len(p[0]),)) for p in parts])
+
+    return Frames(
+        data=np.frombuffer(b"".join(chunks), dtype=np.uint8),
+        offset=offset,
+        caplen=caplen,
+        wirelen=np.maximum(column(1, "i8"), caplen),
+        time=column(2, "f8"),
+        linktype=np.broadcast_to(np.asarray(linktype, dtype=np.int64), (n,)).copy(),
+        weight=column(3, "f8"),
+    )

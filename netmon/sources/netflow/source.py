@@ -1,0 +1,124 @@
+"""The ``netflow`` source: NetFlow v5/v9 and IPFIX exports in, UDP/123 observations out.
+
+Listens on UDP (IPv4 and IPv6) or replays pcaps of export traffic; keeps only
+records of UDP/123 (``ntp`` = 0, counts sampling-corrected, ``flows`` = 1) and
+passes IPFIX dataLinkFrameSection samples on as Frames for the NTP decoder.
+Other records are counted (``source.netflow.other_records``), not emitted. When
+exports stop, Watermarks move event time on from the last export time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from netmon import health
+from netmon.batch import Frames, Observations, Watermark
+from netmon.config import Settings, Strict
+from netmon.sources.netflow.collector import Collector
+from netmon.sources.netflow.datagrams import Datagram
+from netmon.sources.netflow.listener import Allowlist, Listener, parse_endpoint, replay
+from netmon.sources.netflow.records import ntp_observations
+
+
+def _check_prefixes(values: list[str]) -> list[str]:
+    Allowlist(values)
+    return values
+
+
+def _check_endpoints(values: list[str]) -> list[str]:
+    for value in values:
+        parse_endpoint(value)
+    return values
+
+
+class Config(Strict):
+    """``[[sources]] type = "netflow"``."""
+
+    type: Literal["netflow"] = "netflow"
+    listen: list[str] = Field(default_factory=lambda: ["0.0.0.0:2055", "[::]:2055"], description="host:port to receive exports on")
+    paths: list[str] = Field(default_factory=list, description="pcap files of export traffic to replay instead of listening")
+    exporters: list[str] = Field(default_factory=list, description="allowed exporter prefixes; empty allows any")
+    sampling: dict[str, int] = Field(default_factory=dict, description="exporter address -> 1-in-N rate, overriding what it exports")
+    batch_seconds: float = Field(0.5, gt=0, description="longest wait before decoding what has arrived")
+    idle_watermark: float = Field(1.0, gt=0, description="seconds without exports before a Watermark is sent")
+    max_templates: int = Field(65536, ge=1)
+    max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
+
+    _listen = field_validator("listen")(_check_endpoints)
+    _exporters = field_validator("exporters")(_check_prefixes)
+
+    @field_validator("sampling")
+    @classmethod
+    def _rates(cls, value: dict[str, int]) -> dict[str, int]:
+        for address, rate in value.items():
+            _check_prefixes([address])
+            if rate < 1:
+                raise ValueError(f"sampling rate for {address} must be >= 1 (1-in-N), got {rate}")
+        return value
+
+
+class FlowSource:
+    """Decode export datagrams in batches and yield what the pipeline keeps.
+
+    ``decode`` is the protocol step (datagrams -> records and frames); the rest,
+    listening, replaying and watermarks, is shared with the sFlow source.
+    """
+
+    name = "netflow"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.allowlist = Allowlist(config.exporters)
+        self.listener: Listener | None = None
+        if not config.paths:
+            self.listener = Listener(config.listen, self.allowlist, self.name)
+
+    def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
+        raise NotImplementedError
+
+    def batches(self) -> Iterator[Frames | Observations | Watermark]:
+        if self.listener is None:
+            feed = replay(self.config.paths, self.allowlist, self.name)
+        else:
+            feed = self.listener.receive(self.config.batch_seconds)
+        last_time, last_arrival = 0.0, time.monotonic()
+        for batch in feed:
+            if not batch:
+                idle = time.monotonic() - last_arrival
+                if self.listener is not None and last_time and idle >= self.config.idle_watermark:
+                    yield Watermark(last_time + idle)
+                continue
+            observations, frames, export = self.decode(batch)
+            last_time, last_arrival = max(last_time, export), time.monotonic()
+            if len(observations):
+                yield observations
+            if frames is not None and len(frames):
+                yield frames
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+
+
+class NetflowSource(FlowSource):
+    """NetFlow v5/v9 and IPFIX."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.collector = Collector(config.sampling, config.max_templates, config.max_pending)
+
+    def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
+        for datagram in batch:
+            self.collector.feed(datagram.payload, datagram.source)
+        decoded = self.collector.flush()
+        rows = ntp_observations(decoded.flows)
+        health.count("source.netflow.other_records", len(decoded.flows) - len(rows))
+        return Observations(rows), decoded.frames, self.collector.last_export
+
+
+def build(config: Config, settings: Settings) -> NetflowSource:
+    return NetflowSource(config)
