@@ -1,0 +1,1 @@
+"""Actions on the network: opt-in, audited, reversible (see ``netmon.act.muzzle``)."""

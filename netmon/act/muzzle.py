@@ -1,0 +1,282 @@
+"""Muzzle: rate-limit or drop one host's UDP/123 in the kernel with nftables, with an expiry.
+
+Everything lives in one dedicated table, ``inet netmon_muzzle``, so netmon never
+touches anyone else's rules::
+
+    table inet netmon_muzzle {
+      set hosts4 { type ipv4_addr; flags interval, timeout; }   # element timeout = expiry
+      set hosts6 { type ipv6_addr; flags interval, timeout; }
+      chain muzzle { ip saddr H limit rate R/second accept ...; drop }
+      chain forward { type filter hook forward priority -5; ip saddr @hosts4 udp dport 123 jump muzzle; ... }
+      chain input   { type filter hook input priority -5; ... }
+    }
+
+A muzzled host's UDP/123 (queries to servers, dport 123, and replies it serves,
+sport 123) jumps to ``muzzle``: a per-host ``limit`` rule lets ``rate`` packets per
+second through, the rest is dropped. When the set element times out the kernel
+stops the jump, so expiry needs no daemon; the then inert per-host rule is swept by
+the next ``netmon muzzle`` call. Every action writes one audit line (JSON) to
+``audit_log`` and the structured log. Nothing changes unless ``enabled = true``:
+otherwise each action is a dry run that prints the nft commands it would run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import Field, field_validator
+
+from netmon.config import Strict
+
+log = structlog.get_logger(__name__)
+
+TABLE = "netmon_muzzle"
+COMMENT = "netmon host="
+
+
+class MuzzleError(RuntimeError):
+    """nft refused a command; the message carries nft's own words."""
+
+
+class Config(Strict):
+    """``[sinks.muzzle]`` in the alerts sink table: the muzzle's switch, defaults and automatic use."""
+
+    enabled: bool = Field(False, description="false = dry run: print the nft commands, change nothing")
+    nft: str = Field("nft", description="the nft program")
+    audit_log: str = Field("netmon-data/muzzle.log", description="JSON line per action")
+    rate: float = Field(0.0, ge=0, description="default packets/s let through; 0 = drop all")
+    duration: float = Field(3600.0, gt=0, description="default seconds until the muzzle expires")
+    auto_rules: list[str] = Field(default_factory=list, description="rules whose alerts muzzle automatically; empty = never")
+    auto_severities: list[str] = Field(default_factory=lambda: ["critical"])
+
+    @field_validator("auto_severities")
+    @classmethod
+    def _severities(cls, value: list[str]) -> list[str]:
+        from netmon.batch import SEVERITIES
+
+        for item in value:
+            if item not in SEVERITIES:
+                raise ValueError(f"unknown severity {item!r}; allowed: {', '.join(SEVERITIES)}")
+        return value
+
+    def wants(self, event: str, rule: str, severity: str) -> bool:
+        """Whether a firing or updated alert of this rule and severity muzzles its host."""
+        return event != "resolved" and rule in self.auto_rules and severity in self.auto_severities
+
+
+@dataclass(frozen=True)
+class Muzzled:
+    """One muzzled host as the kernel holds it: packets/s let through (0 = none), seconds left."""
+
+    host: str
+    rate: float
+    expires_in: float
+    reason: str
+
+
+def host_network(host: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A host address or an IPv6 /64 host key; ValueError otherwise."""
+    try:
+        net = ipaddress.ip_network(host.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not a host address (or an IPv6 prefix host key): {exc}") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.ipv4_mapped is not None:
+        net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/32")  # type: ignore[union-attr]
+    return net
+
+
+def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[str, str]:
+    return ("ip", "hosts4") if net.version == 4 else ("ip6", "hosts6")
+
+
+def _element(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return str(net.network_address) if net.num_addresses == 1 else str(net)
+
+
+def _clean(reason: str) -> str:
+    """A reason fit for an nft comment: printable ASCII, no quotes or backslashes, <= 120 chars."""
+    return "".join(c for c in reason if 32 <= ord(c) <= 126 and c not in '"\\;{}')[:120]
+
+
+def _limit(rate: float) -> str:
+    """nft limit for ``rate`` packets/s (whole numbers per second, minute or hour)."""
+    for unit, seconds in (("second", 1), ("minute", 60), ("hour", 3600)):
+        if rate * seconds >= 1:
+            return f"{max(1, round(rate * seconds))}/{unit}"
+    return "1/hour"
+
+
+SETUP = """table inet {table} {{
+  set hosts4 {{ type ipv4_addr; flags interval, timeout; }}
+  set hosts6 {{ type ipv6_addr; flags interval, timeout; }}
+  chain muzzle {{ }}
+  chain forward {{ type filter hook forward priority -5; policy accept; {jumps} }}
+  chain input {{ type filter hook input priority -5; policy accept; {jumps} }}
+}}
+add rule inet {table} muzzle counter drop
+"""
+JUMPS = "; ".join(
+    f"{fam} saddr @{name} udp {port} 123 jump muzzle" for fam, name in (("ip", "hosts4"), ("ip6", "hosts6")) for port in ("dport", "sport")
+)
+
+
+class Muzzle:
+    """The nftables muzzle; ``dry_run`` when the config does not enable it."""
+
+    def __init__(self, config: Config = Config()) -> None:
+        self.config = config
+        self.dry_run = not config.enabled
+        self.planned: list[str] = []
+
+    def _nft(self, *args: str, script: str = "", json_out: bool = False) -> str:
+        argv = [self.config.nft, *(["-j"] if json_out else []), *args]
+        done = subprocess.run(argv, input=script or None, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise MuzzleError(f"{' '.join(argv)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def _apply(self, script: str) -> None:
+        """Run an nft script atomically, or only remember it in a dry run."""
+        self.planned.append(script)
+        if not self.dry_run:
+            self._nft("-f", "-", script=script)
+
+    def _exists(self) -> bool:
+        try:
+            self._nft("list", "table", "inet", TABLE)
+        except (MuzzleError, FileNotFoundError):
+            return False
+        return True
+
+    def _rules(self) -> list[dict[str, Any]]:
+        if not self._exists():
+            return []
+        out = json.loads(self._nft("-a", "list", "chain", "inet", TABLE, "muzzle", json_out=True))
+        return [item["rule"] for item in out["nftables"] if "rule" in item and "comment" in item["rule"]]
+
+    def _elements(self) -> list[dict[str, Any]]:
+        if not self._exists():
+            return []
+        found = []
+        for name in ("hosts4", "hosts6"):
+            out = json.loads(self._nft("list", "set", "inet", TABLE, name, json_out=True))
+            for item in out["nftables"]:
+                for elem in item.get("set", {}).get("elem", []):
+                    found.append(elem["elem"])
+        return found
+
+    def list(self) -> list[Muzzled]:
+        """Hosts muzzled now (expired ones are gone: the kernel removed them)."""
+        rates = {_comment_host(r["comment"]): _comment_rate(r["comment"]) for r in self._rules()}
+        result = []
+        for elem in self._elements():
+            val = elem["val"]
+            host = f"{val['prefix']['addr']}/{val['prefix']['len']}" if isinstance(val, dict) else str(val)
+            result.append(Muzzled(host, rates.get(host, 0.0), float(elem.get("expires", 0)), elem.get("comment", "")))
+        return sorted(result, key=lambda m: m.host)
+
+    def add(self, host: str, rate: float | None = None, duration: float | None = None, reason: str = "") -> Muzzled:
+        """Muzzle ``host`` for ``duration`` s, letting ``rate`` packets/s through (0 = drop)."""
+        net = host_network(host)
+        rate = self.config.rate if rate is None else rate
+        duration = self.config.duration if duration is None else duration
+        fam, set_name = _family(net)
+        elem = _element(net)
+        script = [] if self._exists() else [SETUP.format(table=TABLE, jumps=JUMPS)]
+        script += self._forget_script(elem, fam, set_name)
+        script.append(
+            f'add element inet {TABLE} {set_name} {{ {elem} timeout {max(1, math.ceil(duration))}s comment "{_clean(reason)}" }}'
+        )
+        if rate > 0:
+            script.append(
+                f'insert rule inet {TABLE} muzzle {fam} saddr {elem} limit rate {_limit(rate)} accept comment "{COMMENT}{elem} rate={rate:g}"'
+            )
+        self._apply("\n".join(script) + "\n")
+        self._audit("add", elem, rate=rate, duration=duration, reason=reason)
+        return Muzzled(elem, rate, duration, _clean(reason))
+
+    def remove(self, host: str, reason: str = "") -> bool:
+        """Lift the muzzle on ``host``; False when it was not muzzled."""
+        net = host_network(host)
+        fam, set_name = _family(net)
+        elem = _element(net)
+        script = self._forget_script(elem, fam, set_name)
+        if script:
+            self._apply("\n".join(script) + "\n")
+        self._audit("remove", elem, reason=reason, found=bool(script))
+        return bool(script)
+
+    def sweep(self) -> int:
+        """Delete per-host rate rules whose host is no longer muzzled (expired); how many."""
+        live = {m.host for m in self.list()}
+        stale = [r for r in self._rules() if _comment_host(r["comment"]) not in live]
+        if stale:
+            self._apply("".join(f"delete rule inet {TABLE} muzzle handle {r['handle']}\n" for r in stale))
+        return len(stale)
+
+    def _forget_script(self, elem: str, fam: str, set_name: str) -> list[str]:
+        """nft commands that remove ``elem`` from its set and its rate rules, if present."""
+        script = [f"delete element inet {TABLE} {set_name} {{ {elem} }}"] if any(m.host == elem for m in self.list()) else []
+        script += [f"delete rule inet {TABLE} muzzle handle {r['handle']}" for r in self._rules() if _comment_host(r["comment"]) == elem]
+        return script
+
+    def _audit(self, action: str, host: str, **details: Any) -> None:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "action": action,
+            "host": host,
+            "dry_run": self.dry_run,
+            "user": _user(),
+            "netns": _netns(),
+            **details,
+        }
+        log.warning("muzzle", **line)
+        path = Path(self.config.audit_log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def _comment_host(comment: str) -> str:
+    return comment.removeprefix(COMMENT).split(" ")[0] if comment.startswith(COMMENT) else ""
+
+
+def _comment_rate(comment: str) -> float:
+    for word in comment.split():
+        if word.startswith("rate="):
+            return float(word[5:])
+    return 0.0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _netns() -> str:
+    """The network namespace this runs in (``ip netns exec`` sets it), for the audit line."""
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return ""
+
+
+def auto(host: str, config: Config, reason: str) -> Muzzled | None:
+    """Muzzle a host because an alert asked to (the config allows it); errors are logged, not raised."""
+    try:
+        return Muzzle(config).add(host, reason=reason)
+    except (MuzzleError, ValueError, OSError) as exc:
+        log.error("automatic muzzle failed", host=host, error=str(exc))
+        return None

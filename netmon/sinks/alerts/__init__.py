@@ -1,0 +1,158 @@
+"""The alerts sink: findings -> lifecycle -> one queue per hook -> people and systems.
+
+``[[sinks]] type = "alerts"`` with ``[[sinks.hooks]]`` tables, each with a ``kind``:
+``webhook``, ``slack``, ``mattermost``, ``teams``, ``alertmanager``, ``exec``,
+``syslog`` or ``email``. ``write`` runs the lifecycle for one interval and hands the
+notifications to the hook workers; it never waits for a hook.
+
+    [[sinks]]
+    type = "alerts"
+    min_severity = "warning"
+    resolve_after = 3            # intervals without a finding
+    cooldown = 900               # seconds between notifications of one host and rule
+    storm_hosts = 20             # this many new hosts on one rule -> one grouped alert
+    evidence_url = "https://netmon.example.edu/evidence/{host}/report.html"
+    [[sinks.hooks]]
+    kind = "webhook"
+    url = "https://soc.example.edu/hooks/netmon"
+    secret = "..."
+    [[sinks.allowlist]]
+    host = "10.0.0.5"
+    reason = "campus stratum-1 server"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import structlog
+from pydantic import Field
+
+from netmon import health
+from netmon.batch import Scored
+from netmon.config import Settings, Strict
+from netmon.act import muzzle as muzzle_action
+from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
+from netmon.sinks.alerts.lifecycle import Lifecycle, rank
+from netmon.sinks.alerts.model import Alert, host_slug
+from netmon.sinks.alerts.silences import RuleConfig, Silences
+from netmon.sinks.alerts.worker import HookWorker, Retry
+
+log = structlog.get_logger(__name__)
+
+HOOKS = {
+    "webhook": webhook,
+    "slack": chat,
+    "mattermost": chat,
+    "teams": chat,
+    "alertmanager": alertmanager,
+    "exec": command,
+    "syslog": syslog,
+    "email": email_hook,
+}
+
+HookTable = Annotated[
+    Union[webhook.Config, chat.Config, alertmanager.Config, command.Config, syslog.Config, email_hook.Config],
+    Field(discriminator="kind"),
+]
+
+DEFAULT_SILENCES = "netmon-data/silences.json"
+
+
+class Config(Strict):
+    type: Literal["alerts"]
+    min_severity: Literal["info", "warning", "critical"] = Field("warning", description="ignore findings below this")
+    resolve_after: int = Field(3, ge=1, description="intervals in a row without a finding before an alert resolves")
+    cooldown: float = Field(900.0, ge=0, description="seconds between notifications of one host and rule")
+    escalate_ratio: float = Field(2.0, gt=1, description="score this many times the last one told is worth an update")
+    storm_hosts: int = Field(20, ge=2, description="new hosts on one rule in one interval that make one grouped alert")
+    evidence_url: str = Field("", description="link to the evidence report; {host} becomes the host's file-safe name")
+    silences_file: str = Field(DEFAULT_SILENCES, description="silences written by `netmon silence`")
+    silences: list[RuleConfig] = Field(default_factory=list)
+    allowlist: list[RuleConfig] = Field(default_factory=list)
+    queue_size: int = Field(1000, ge=1, description="alerts queued per hook before the oldest is dropped")
+    backoff: float = Field(1.0, gt=0, description="seconds before the first retry; doubles each time")
+    backoff_max: float = Field(60.0, gt=0)
+    retry_for: float = Field(3600.0, gt=0, description="seconds an alert is retried before it is given up")
+    close_timeout: float = Field(10.0, ge=0, description="seconds to deliver queued alerts at shutdown")
+    hooks: list[HookTable] = Field(default_factory=list)
+    muzzle: muzzle_action.Config = muzzle_action.Config()
+
+
+def hook_name(hook: Any, index: int) -> str:
+    return hook.name or f"{hook.kind}{index}"
+
+
+def named_hooks(config: Config) -> list[Any]:
+    """Hook configs with their names filled in."""
+    return [h.model_copy(update={"name": hook_name(h, i)}) for i, h in enumerate(config.hooks)]
+
+
+class AlertsSink:
+    """See the module docstring."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        rules = [r.rule("silence") for r in config.silences] + [r.rule("allow") for r in config.allowlist]
+        self.silences = Silences(rules, Path(config.silences_file) if config.silences_file else None)
+        self.lifecycle = Lifecycle(
+            resolve_after=config.resolve_after,
+            cooldown=config.cooldown,
+            escalate_ratio=config.escalate_ratio,
+            storm_hosts=config.storm_hosts,
+            evidence_url=self.evidence_url,
+        )
+        retry = Retry(config.backoff, config.backoff_max, config.retry_for)
+        self.hooks = [
+            (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry))
+            for hook in named_hooks(config)
+        ]
+
+    def evidence_url(self, host: str) -> str:
+        return self.config.evidence_url.replace("{host}", host_slug(host))
+
+    def write(self, scored: Scored) -> None:
+        """Run one interval through the lifecycle and queue its notifications (never blocks)."""
+        floor = rank(self.config.min_severity)
+        findings = []
+        for finding in scored.findings:
+            if rank(finding.severity) < floor:
+                continue
+            rule = self.silences.match(finding.host, finding.server)
+            if rule is not None:
+                health.count(f"alerts.{'allowed' if rule.kind == 'allow' else 'silenced'}")
+                continue
+            findings.append(finding)
+        for alert in self.lifecycle.step(findings, scored.intervals.end):
+            self.notify(alert)
+
+    def notify(self, alert: Alert) -> None:
+        health.count(f"alerts.{alert.event}")
+        log.info("alert", event=alert.event, host=alert.host, rule=alert.rule, severity=alert.severity, id=alert.id)
+        for hook, worker in self.hooks:
+            if hook.min_severity and alert.event != "resolved" and rank(alert.severity) < rank(hook.min_severity):
+                continue
+            worker.submit(alert)
+        if self.config.muzzle.wants(alert.event, alert.rule, alert.severity) and not alert.grouped:
+            muzzle_action.auto(alert.host, self.config.muzzle, reason=f"alert {alert.id}: {alert.rule} {alert.severity}")
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every hook's queue is empty (tests, shutdown)."""
+        return all(worker.drain(timeout) for _, worker in self.hooks)
+
+    def close(self) -> None:
+        for _, worker in self.hooks:
+            worker.close(self.config.close_timeout)
+
+
+def build(config: Config, settings: Settings | None = None) -> AlertsSink:
+    return AlertsSink(config)
+
+
+def check(config: Config) -> list[str]:
+    """Every reason a hook cannot deliver (malformed URL, missing program, bad SMTP)."""
+    problems = []
+    for hook in named_hooks(config):
+        problems += [f"hook {hook.name} ({hook.kind}): {p}" for p in HOOKS[hook.kind].check(hook)]
+    return problems
