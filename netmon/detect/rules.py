@@ -1,0 +1,195 @@
+"""The "rules" detector: protocol facts that need no learning, each finding explained.
+
+Rules read the per-host features of one interval (see ``netmon.batch.FEATURES``):
+
+* ``rule.poll_rate``: requests to one server far faster than the advertised 2^poll,
+  sustained for ``persist`` consecutive intervals (an iburst or a boot-time sync is a
+  few fast requests once, and ends within two intervals);
+* ``rule.kod_ignored``: requests that kept coming on the same socket after the server
+  sent a Kiss-o'-Death (per socket, so a NAT gateway whose one client was told off
+  while the others poll normally does not count);
+* ``rule.origin``: request origin timestamps that match no reply the server sent that
+  socket (zero origins, sent on purpose by data-minimising clients such as chrony, and
+  sockets with no reply seen, such as random-port clients, are never counted);
+* ``rule.reflector``: mode 7 monlist responses, or mode 6/7 responses far larger than
+  the requests, sent by a campus host (an open NTP server used for amplification);
+* ``rule.policy``: requests to servers outside ``allowed_servers`` (off when empty).
+
+Client rules look only at what a host sends as a client, so a busy campus NTP
+server (many requests in, replies out) never trips them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from netmon.aggregate.keys import PrefixSet
+from netmon.batch import Finding, HostIntervals, addr_halves
+from netmon.config import _check_prefixes
+from netmon.detect.engine import DetectorOutput
+
+
+class Config(BaseModel):
+    """Thresholds of the rules; counts are per interval."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_ratio: float = Field(2.5, gt=1, description="requests per server this many times faster than 2^poll")
+    poll_min_requests: float = Field(3, ge=1, description="requests in an interval before its rate is judged")
+    persist: int = Field(3, ge=1, description="consecutive intervals the fast polling must last")
+    kod_ignored_min: float = Field(3, ge=1, description="requests after a KoD, same socket, in one interval")
+    origin_min: float = Field(3, ge=1, description="requests with an origin matching no reply")
+    origin_fraction: float = Field(0.5, gt=0, le=1, description="share of checked origins that mismatch")
+    monlist_min: float = Field(1, ge=1, description="monlist responses sent")
+    amplification_ratio: float = Field(5.0, gt=1, description="mode 6/7 response bytes over request bytes")
+    control_bytes_min: float = Field(10_000, ge=0, description="mode 6/7 response bytes before amplification counts")
+    allowed_servers: list[str] = Field(default_factory=list, description="server prefixes allowed; empty = policy off")
+
+    _prefixes = field_validator("allowed_servers")(_check_prefixes)
+
+
+@dataclass
+class Hit:
+    """One rule firing on one host, before it becomes a Finding."""
+
+    row: int
+    rule: str
+    score: float
+    explanation: str
+    evidence: dict[str, Any]
+    server: str = ""
+
+
+def _severity(score: float) -> str:
+    return "critical" if score >= 4 else "warning"
+
+
+def _ev(value: float, baseline: float) -> dict[str, float]:
+    return {"value": float(value), "baseline": float(baseline)}
+
+
+def _top_server(servers: dict[str, float]) -> str:
+    return max(servers, key=servers.get) if servers else ""
+
+
+class Rules:
+    """Stateless but for the fast-polling streaks of hosts currently polling too fast."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.allowed = PrefixSet(config.allowed_servers) if config.allowed_servers else None
+        self.streaks: dict[str, tuple[int, float]] = {}
+
+    def score(self, intervals: HostIntervals) -> DetectorOutput:
+        hits = self._poll_rate(intervals) + self._kod_ignored(intervals) + self._origin(intervals)
+        hits += self._reflector(intervals) + self._policy(intervals)
+        scores = np.zeros(len(intervals))
+        findings = []
+        for hit in hits:
+            host = str(intervals.host[hit.row])
+            scores[hit.row] = max(scores[hit.row], hit.score)
+            server = hit.server or _top_server(intervals.servers_by_host.get(host, {}))
+            findings.append(Finding(host=host, group=str(intervals.group[hit.row]), start=intervals.start,
+                                    end=intervals.end, detector=hit.rule, severity=_severity(hit.score),
+                                    score=round(hit.score, 3), explanation=hit.explanation,
+                                    evidence=hit.evidence, server=server))
+        return DetectorOutput(scores={"rules": scores}, findings=findings)
+
+    def _poll_rate(self, iv: HostIntervals) -> list[Hit]:
+        c, f = self.config, iv.features
+        fast = (np.nan_to_num(f["rate_vs_poll"]) >= c.poll_ratio) & (f["requests_out"] >= c.poll_min_requests)
+        streaks: dict[str, tuple[int, float]] = {}
+        hits = []
+        for row in np.flatnonzero(fast):
+            host = str(iv.host[row])
+            count, last_end = self.streaks.get(host, (0, -1.0))
+            count = count + 1 if last_end == iv.start else 1
+            streaks[host] = (count, iv.end)
+            if count < c.persist:
+                continue
+            rate, poll = f["rate_vs_poll"][row], f["poll"][row]
+            score = rate / c.poll_ratio
+            hits.append(Hit(row, "rule.poll_rate", score, (
+                f"~{f['instances'][row]:.0f} client instances behind {f['client_ports'][row]:.0f} source port(s): "
+                f"{f['requests_out'][row]:.0f} requests to {f['servers'][row]:.0f} server(s) in "
+                f"{iv.end - iv.start:.0f} s, {rate:.1f}x faster than the advertised poll of {2 ** poll:.0f} s "
+                f"(threshold {c.poll_ratio}x) for {count} intervals; shortest gap {f['interval_min'][row]:.2f} s"),
+                {"rate_vs_poll": _ev(rate, 1.0), "instances": _ev(f["instances"][row], f["client_ports"][row]),
+                 "requests_out": _ev(f["requests_out"][row], f["servers"][row] * (iv.end - iv.start) / 2 ** poll),
+                 "interval_min": _ev(f["interval_min"][row], 2 ** poll)}))
+        self.streaks = streaks
+        return hits
+
+    def _kod_ignored(self, iv: HostIntervals) -> list[Hit]:
+        c, f = self.config, iv.features
+        hits = []
+        for row in np.flatnonzero(np.nan_to_num(f["after_kod"]) >= c.kod_ignored_min):
+            after = f["after_kod"][row]
+            kods = {k: f[k][row] for k in ("kod_rate", "kod_deny", "kod_rstr", "kod_other") if f[k][row] > 0}
+            told = ", ".join(f"{v:.0f} {k.removeprefix('kod_').upper()}" for k, v in kods.items()) or "earlier KoD"
+            hits.append(Hit(row, "rule.kod_ignored", after / c.kod_ignored_min, (
+                f"KoD ignored: {after:.0f} requests sent on the same socket after the server's Kiss-o'-Death "
+                f"({told} received this interval); a compliant client backs off (RATE) or stops (DENY, RSTR); "
+                f"threshold {c.kod_ignored_min:.0f}"),
+                {"after_kod": _ev(after, 0.0), **{k: _ev(v, 0.0) for k, v in kods.items()}}))
+        return hits
+
+    def _origin(self, iv: HostIntervals) -> list[Hit]:
+        c, f = self.config, iv.features
+        mismatch, match = np.nan_to_num(f["org_mismatch"]), np.nan_to_num(f["org_match"])
+        checked = mismatch + match
+        share = np.divide(mismatch, checked, out=np.zeros(len(iv)), where=checked > 0)
+        hits = []
+        for row in np.flatnonzero((mismatch >= c.origin_min) & (share >= c.origin_fraction)):
+            hits.append(Hit(row, "rule.origin", share[row] / c.origin_fraction * mismatch[row] / c.origin_min, (
+                f"origin timestamps inconsistent: {mismatch[row]:.0f} of {checked[row]:.0f} checked requests "
+                f"({share[row]:.0%}) carry an origin matching no reply the server sent that socket "
+                f"(threshold {c.origin_fraction:.0%} and {c.origin_min:.0f}); the signature of client instances "
+                f"sharing one socket; {f['org_zero'][row]:.0f} zero-origin (data-minimising) requests not counted"),
+                {"org_mismatch": _ev(mismatch[row], 0.0), "org_match": _ev(match[row], checked[row])}))
+        return hits
+
+    def _reflector(self, iv: HostIntervals) -> list[Hit]:
+        c, f = self.config, iv.features
+        monlist = np.nan_to_num(f["monlist_out"])
+        amp = np.nan_to_num(f["amplification"])
+        big = (amp >= c.amplification_ratio) & (np.nan_to_num(f["ctl_bytes_out"]) >= c.control_bytes_min)
+        hits = []
+        for row in np.flatnonzero((monlist >= c.monlist_min) | big):
+            score = max(monlist[row] / c.monlist_min, amp[row] / c.amplification_ratio if big[row] else 0.0)
+            hits.append(Hit(row, "rule.reflector", score, (
+                f"NTP reflector: {monlist[row]:.0f} monlist (mode 7) responses and {f['ctl_out'][row]:.0f} mode 6/7 "
+                f"packets sent ({f['ctl_bytes_out'][row]:.0f} bytes) for {f['ctl_bytes_in'][row]:.0f} bytes of "
+                f"requests ({amp[row]:.1f}x amplification, threshold {c.amplification_ratio}x)"),
+                {"monlist_out": _ev(monlist[row], 0.0), "amplification": _ev(amp[row], 1.0),
+                 "ctl_bytes_out": _ev(f["ctl_bytes_out"][row], f["ctl_bytes_in"][row])}))
+        return hits
+
+    def _policy(self, iv: HostIntervals) -> list[Hit]:
+        if self.allowed is None or not iv.servers_by_host:
+            return []
+        row_of = {str(h): i for i, h in enumerate(iv.host)}
+        pairs = [(host, server, n) for host, servers in iv.servers_by_host.items() for server, n in servers.items()]
+        halves = np.array([addr_halves(server) for _, server, _ in pairs], dtype=np.uint64).reshape(-1, 2)
+        outside = ~self.allowed.contains(halves[:, 0], halves[:, 1])
+        bad: dict[str, list[tuple[str, float]]] = {}
+        for (host, server, n), out in zip(pairs, outside):
+            if out:
+                bad.setdefault(host, []).append((server, n))
+        hits = []
+        for host, servers in bad.items():
+            servers.sort(key=lambda item: -item[1])
+            listed = ", ".join(f"{s} ({n:.0f})" for s, n in servers[:5])
+            hits.append(Hit(row_of[host], "rule.policy", 1.0, (
+                f"requests to {len(servers)} server(s) outside the allowed list: {listed}"),
+                {"servers": _ev(len(servers), 0.0)}, server=servers[0][0]))
+        return hits
+
+
+def build(config: Config) -> Rules:
+    """The rules detector for the ``[detect.rules]`` settings."""
+    return Rules(config)
