@@ -322,6 +322,7 @@ class InfluxSink:
         self._transport = send
         self._wake = threading.Condition()
         self._closing = False
+        self._urgent = False
         self._deadline = math.inf
         self._waiting_since: float | None = time.monotonic() if self.spool.pending_points() else None
         self._last_health = -math.inf
@@ -339,12 +340,27 @@ class InfluxSink:
             lines += health_lines(now)
         self._append(lines)
 
+    def flush(self, timeout: float) -> bool:
+        """Send everything spooled now, waiting up to ``timeout`` seconds; True when the spool is empty."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            self._urgent = True
+            self._wake.notify()
+        while self.spool.pending_points() and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.01)
+        with self._wake:
+            self._urgent = False
+        return not self.spool.pending_points()
+
     def close(self) -> None:
-        """Send what is spooled for up to ``close_timeout`` seconds; the rest waits on disk for the next start."""
+        """Send what is spooled for up to ``close_timeout`` seconds, then a last health point
+        (so its counters tell how the run ended); the rest waits on disk for the next start."""
+        deadline = time.monotonic() + self.config.close_timeout
+        self.flush(self.config.close_timeout)
         self._append(health_lines(time.time()))
         with self._wake:
             self._closing = True
-            self._deadline = time.monotonic() + self.config.close_timeout
+            self._deadline = max(deadline, time.monotonic() + min(1.0, self.config.close_timeout))
             self._wake.notify()
         self._thread.join()
         left = self.spool.pending_points()
@@ -367,7 +383,7 @@ class InfluxSink:
     # -- sender thread -----------------------------------------------------------------
 
     def _due(self) -> bool:
-        if self._closing:
+        if self._closing or (self._urgent and self.spool.pending_points()):
             return True
         if self._waiting_since is None:
             return False

@@ -25,9 +25,11 @@ and logged, because a bound that bites silently is data loss nobody sees.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,7 @@ class Spool:
             raise SpoolBusy(f"spool {self.dir} is in use by another netmon process") from None
         self._cursor = self._load_cursor()
         self._sent = 0
+        self._last_drop_log = -math.inf
         self._sizes: dict[int, int] = {}
         self._points: dict[int, int] = {}
         for seq in self._segments():
@@ -274,8 +277,10 @@ class Spool:
             self._cursor = Position(min(self._sizes), 0)
             self._sent = 0
             health.count(f"{self.name}.spool.dropped_points", lost)
-            log.warning("spool full: dropped the oldest unsent points", spool=str(self.dir), points=lost,
-                        max_bytes=self.max_bytes)
+            if time.monotonic() - self._last_drop_log >= 10.0:  # counted every time, logged at most every 10 s
+                self._last_drop_log = time.monotonic()
+                log.warning("spool full: dropping the oldest unsent points", spool=str(self.dir), points=lost,
+                            max_bytes=self.max_bytes)
 
     def _publish(self) -> None:
         health.gauge(f"{self.name}.spool.points", self._pending_points())

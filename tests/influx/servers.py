@@ -121,7 +121,8 @@ class Victoria(Server):
     def export(self, match: str = '{__name__=~"ntp_.*|netmon_.*"}') -> dict[tuple, list[tuple[int, float]]]:
         """Every sample: (metric name, sorted labels) -> [(ms, value)], samples in time order."""
         requests.get(self.url + "/internal/force_flush", timeout=10)
-        response = requests.post(self.url + "/api/v1/export", data={"match[]": match}, timeout=30)
+        window = {"match[]": match, "start": "0", "end": str(int(time.time()) + 86400)}  # end defaults to "now"
+        response = requests.post(self.url + "/api/v1/export", data=window, timeout=30)
         response.raise_for_status()
         out: dict[tuple, list[tuple[int, float]]] = {}
         for line in response.text.splitlines():

@@ -1,0 +1,80 @@
+"""The disk spool on its own: order, restart, torn records, bound, one owner."""
+
+from __future__ import annotations
+
+import pytest
+
+from netmon import health
+from netmon.sinks.spool import Spool, SpoolBusy
+
+
+def batch(k: int, n: int = 3) -> list[bytes]:
+    return [f"m,host=h{k} v={i} {k * 1000 + i}".encode() for i in range(n)]
+
+
+def drain(spool: Spool) -> list[bytes]:
+    sent = []
+    while records := spool.read(10):
+        sent += [line for r in records for line in r.lines]
+        spool.commit(records)
+    return sent
+
+
+def test_batches_come_out_in_the_order_written_across_segments(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    for k in range(20):
+        spool.append(batch(k))
+    assert spool.pending_points() == 60
+    assert drain(spool) == [line for k in range(20) for line in batch(k)]
+    assert spool.pending_points() == 0
+    assert len(list(tmp_path.glob("*.seg"))) == 1, "sent segments must be deleted"
+    spool.close()
+
+
+def test_reopened_spool_resumes_after_the_last_committed_record(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    for k in range(10):
+        spool.append(batch(k))
+    records = spool.read(7)  # three records of three points
+    spool.commit(records)
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    assert again.pending_points() == 30 - 9
+    assert drain(again) == [line for k in range(3, 10) for line in batch(k)]
+    again.close()
+
+
+def test_torn_record_at_the_tail_is_cut_and_counted(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(batch(1))
+    spool.append(batch(2))
+    spool.close()
+    segment = next(tmp_path.glob("*.seg"))
+    segment.write_bytes(segment.read_bytes()[:-5])  # a crash in the middle of the second write
+    again = Spool(tmp_path, max_bytes=1 << 20)
+    assert drain(again) == batch(1)
+    assert health.snapshot()["influx.spool.torn_bytes"] > 0
+    again.append(batch(3))
+    assert drain(again) == batch(3), "appends after a cut tail must be readable"
+    again.close()
+
+
+def test_bound_drops_oldest_segments_and_counts_their_points(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 16, segment_bytes=4096)
+    for k in range(2000):
+        spool.append(batch(k))
+    dropped = health.snapshot()["influx.spool.dropped_points"]
+    sent = drain(spool)
+    assert dropped > 0
+    assert len(sent) + dropped == 6000
+    assert sent[-3:] == batch(1999), "the newest points must survive"
+    assert sent[0] != batch(0)[0], "the oldest points must be the ones dropped"
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.seg")) <= 1 << 16
+    spool.close()
+
+
+def test_second_process_on_the_same_spool_is_refused(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    with pytest.raises(SpoolBusy, match="in use"):
+        Spool(tmp_path, max_bytes=1 << 20)
+    spool.close()

@@ -1,0 +1,142 @@
+"""The v1 /write path against a real influxd 1.x: point by point, outages, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from netmon import health
+from netmon.sinks import influx
+from tests.influx.data import make_run, recent_start
+from tests.influx.expected import expected_points
+from tests.influx.readback import influx_points
+from tests.influx.servers import Influx1
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sink_config(url: str, spool: Path, **extra) -> influx.Config:
+    """Small batches and quick retries, so outages resolve within a test's seconds."""
+    values = dict(type="influx", api="v1", url=url, spool_dir=str(spool), batch_size=200, flush_interval=0.1,
+                  retry_initial=0.05, retry_max=0.5, close_timeout=30)
+    return influx.Config(**(values | extra))
+
+
+def assert_same_points(server: Influx1, run) -> None:
+    got, want = influx_points(server), expected_points(run)
+    missing = sorted(set(want) - set(got))[:3]
+    extra = sorted(set(got) - set(want))[:3]
+    assert not missing and not extra, f"{len(set(want) - set(got))} points missing e.g. {missing}; extra {extra}"
+    wrong = [(k, got[k], want[k]) for k in want if got[k] != want[k]][:2]
+    assert not wrong, f"field values differ (got, want): {wrong}"
+
+
+def test_every_point_written_reads_back_identical(influx1, tmp_path):
+    run = make_run(recent_start(), 12)
+    sink = influx.build(sink_config(influx1.url, tmp_path / "spool"))
+    for scored in run:
+        sink.write(scored)
+    sink.close()
+    assert_same_points(influx1, run)
+    assert health.snapshot()["influx.spool.points"] == 0
+
+
+def test_health_point_carries_write_counters(influx1, tmp_path):
+    sink = influx.build(sink_config(influx1.url, tmp_path / "spool"))
+    health.count("decode.skip.truncated", 3)
+    for scored in make_run(recent_start(), 3):
+        sink.write(scored)
+    sink.close()
+    rows = influx1.series('SELECT last("decode.skip.truncated"), last("influx.spool.points") FROM netmon_health')
+    assert rows, "no netmon_health point was written"
+    assert rows[0]["values"][0][1:] == [3, 0]
+
+
+def test_database_stopped_mid_stream_every_point_arrives_once(influx1, tmp_path):
+    run = make_run(recent_start(), 30)
+    sink = influx.build(sink_config(influx1.url, tmp_path / "spool"))
+    for scored in run[:10]:
+        sink.write(scored)
+    time.sleep(0.5)
+    influx1.stop()
+    for scored in run[10:20]:
+        sink.write(scored)
+    time.sleep(1.0)
+    assert health.snapshot().get("influx.write.errors", 0) > 0, "the sink never noticed the database was down"
+    assert health.snapshot()["influx.spool.points"] > 0, "nothing was spooled while the database was down"
+    influx1.start()
+    for scored in run[20:]:
+        sink.write(scored)
+    sink.close()
+    assert_same_points(influx1, run)
+    assert health.snapshot()["influx.spool.points"] == 0
+
+
+WRITER = """
+import sys, time
+from netmon.sinks import influx
+from tests.influx.data import make_run
+from tests.influx.test_v1_influxd import sink_config
+sink = influx.build(sink_config(sys.argv[1], sys.argv[2]))
+for scored in make_run(float(sys.argv[3]), int(sys.argv[4])):
+    sink.write(scored)
+print("spooled", sink.spool.pending_points(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_writer_killed_with_full_spool_sends_it_on_restart(tmp_path):
+    root = tmp_path / "influxd"
+    root.mkdir()
+    server = Influx1.create(root)  # not started yet: the database is down while netmon writes
+    spool, start = tmp_path / "spool", recent_start()
+    run = make_run(start, 20)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, server.url, str(spool), str(start), str(len(run))],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    try:
+        line = writer.stdout.readline()
+        assert line.startswith("spooled "), f"writer said {line!r}"
+        assert int(line.split()[1]) >= len(expected_points(run)), "the writer did not spool every point"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    server.start()
+    try:
+        server.create_database("netmon")
+        sink = influx.build(sink_config(server.url, spool))
+        deadline = time.monotonic() + 20
+        while sink.spool.pending_points() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.spool.pending_points() == 0, "the restarted sink did not send the spool on its own"
+        sink.close()
+        assert_same_points(server, run)
+    finally:
+        server.stop()
+
+
+def test_full_spool_drops_oldest_and_counts_them(influx1, tmp_path):
+    run = make_run(recent_start(), 40)
+    influx1.stop()
+    sink = influx.build(sink_config(influx1.url, tmp_path / "spool", spool_max_bytes=1 << 16, close_timeout=0))
+    for scored in run:
+        sink.write(scored)
+    sink.close()
+    dropped = health.snapshot().get("influx.spool.dropped_points", 0)
+    assert dropped > 0, "a 64 KiB spool held 40 intervals: the bound never bit"
+    influx1.start()
+    sink = influx.build(sink_config(influx1.url, tmp_path / "spool"))
+    sink.close()
+    got = influx_points(influx1)
+    want = expected_points(run)
+    health_rows = influx1.series('SELECT count("influx.spool.points") FROM netmon_health')
+    health_arrived = health_rows[0]["values"][0][1] - 1  # less the second sink's own closing point
+    assert set(got) <= set(want), "points arrived that were never written"
+    written = len(want) + 2  # and the netmon_health points of the first sink's first write and close
+    assert len(got) + health_arrived + dropped == written, "arrived + dropped must account for every point"
+    newest = max(want, key=lambda k: k[2])
+    oldest = min(want, key=lambda k: k[2])
+    assert newest in got and oldest not in got, "the bound must drop the oldest points, keep the newest"

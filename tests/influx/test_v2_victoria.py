@@ -1,0 +1,93 @@
+"""The v2 write API (influxdb-client) against victoria-metrics: read back point by point."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from netmon import health
+from netmon.sinks import influx
+from tests.influx.data import make_run, recent_start
+from tests.influx.expected import expected_points, numeric_series
+
+
+def v2_config(url: str, spool, **extra) -> influx.Config:
+    values = dict(type="influx", api="v2", url=url, org="campus", bucket="netmon", token="not-checked",
+                  spool_dir=str(spool), batch_size=300, flush_interval=0.1, retry_initial=0.05, retry_max=0.5,
+                  close_timeout=30)
+    return influx.Config(**(values | extra))
+
+
+def same_samples(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> bool:
+    """Same timestamps, values equal to 12 significant digits (what victoria-metrics stores)."""
+    return [t for t, _ in got] == [t for t, _ in want] and all(
+        math.isclose(g, w, rel_tol=1e-11, abs_tol=1e-300) for (_, g), (_, w) in zip(got, want))
+
+
+def assert_same_series(victoria, run) -> None:
+    points = expected_points(run)
+    want = numeric_series(points)
+    # victoria-metrics keeps string fields (role, explanation...) as value-less series; only numbers compare
+    strings = {f"{m}_{name}" for (m, _tags, _ms), fields in points.items() for name, v in fields.items()
+               if isinstance(v, str)}
+    got = {k: v for k, v in victoria.export().items() if not k[0].startswith("netmon_health") and k[0] not in strings}
+    assert set(got) == set(want), (f"series missing {sorted(set(want) - set(got))[:3]}, "
+                                   f"extra {sorted(set(got) - set(want))[:3]}")
+    wrong = [(k, got[k][:3], want[k][:3]) for k in want if not same_samples(got[k], want[k])][:2]
+    assert not wrong, f"samples differ (got, want): {wrong}"
+
+
+def test_v2_points_read_back_identical(victoria, tmp_path):
+    run = make_run(recent_start(), 15)
+    sink = influx.build(v2_config(victoria.url, tmp_path / "spool"))
+    for scored in run:
+        sink.write(scored)
+    sink.close()
+    assert_same_series(victoria, run)
+    assert health.snapshot()["influx.write.points"] >= len(expected_points(run))
+
+
+def test_v2_health_counters_arrive_as_series(victoria, tmp_path):
+    health.count("decode.skip.bad_udp_length", 7)
+    sink = influx.build(v2_config(victoria.url, tmp_path / "spool"))
+    sink.write(make_run(recent_start(), 1)[0])
+    sink.close()
+    series = victoria.export('{__name__="netmon_health_decode.skip.bad_udp_length"}')
+    assert series, "the health counter did not arrive"
+    assert list(series.values())[0][-1][1] == 7
+
+
+def test_v2_database_stopped_mid_stream_every_point_arrives_once(victoria, tmp_path):
+    run = make_run(recent_start(), 24)
+    sink = influx.build(v2_config(victoria.url, tmp_path / "spool"))
+    for scored in run[:8]:
+        sink.write(scored)
+    time.sleep(0.5)
+    victoria.stop()
+    for scored in run[8:16]:
+        sink.write(scored)
+    time.sleep(1.0)
+    assert health.snapshot().get("influx.write.errors", 0) > 0, "the sink never noticed the database was down"
+    victoria.start()
+    for scored in run[16:]:
+        sink.write(scored)
+    sink.close()
+    assert_same_series(victoria, run)
+
+
+def test_token_never_appears_in_config_repr_or_logs(tmp_path, capsys):
+    config = v2_config("http://127.0.0.1:9", tmp_path / "spool", token="s3cret-token", close_timeout=0)
+    assert "s3cret-token" not in repr(config) and "s3cret-token" not in str(config.model_dump())
+    sink = influx.build(config)
+    sink.write(make_run(recent_start(), 1)[0])
+    sink.close()
+    out = capsys.readouterr()
+    assert "s3cret-token" not in out.out + out.err
+
+
+def test_token_read_from_file_and_environment(tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    monkeypatch.setenv("NETMON_TEST_TOKEN", "from-env")
+    assert influx._secret(None, "NETMON_TEST_TOKEN", str(token_file)) == "from-file"
+    assert influx._secret(None, "NETMON_TEST_TOKEN", None) == "from-env"
