@@ -31,6 +31,7 @@ SINKS: dict[str, str] = {
     "store": "netmon.sinks.store",
     "influx": "netmon.sinks.influx",
     "alerts": "netmon.sinks.alerts",
+    "metrics": "netmon.sinks.metrics",
 }
 
 DETECTORS: dict[str, str] = {

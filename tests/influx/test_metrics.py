@@ -1,0 +1,55 @@
+"""The Prometheus /metrics endpoint, scraped over loopback and parsed by prometheus-client."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from netmon import health
+from netmon.config import validate
+from netmon.sinks import metrics
+from tests.influx.data import make_scored
+from tests.influx.servers import free_port
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture
+def sink():
+    sink = metrics.build(metrics.Config(type="metrics", listen=f"127.0.0.1:{free_port()}"))
+    yield sink
+    sink.close()
+
+
+def test_health_counters_and_gauges_are_served(sink):
+    health.count("source.pcap.packets", 1500)
+    health.count("decode.skip.truncated", 3)
+    health.count("decode.skip.bad_ip_header", 2)
+    health.gauge("influx.spool.points", 42)
+    health.gauge("influx.write.latency_ms", 12.5)
+    samples = scrape(sink.port)
+    assert samples[("netmon_source_pcap_packets_total", ())] == 1500
+    assert samples[("netmon_decode_skip_total", (("reason", "truncated"),))] == 3
+    assert samples[("netmon_decode_skip_total", (("reason", "bad_ip_header"),))] == 2
+    assert samples[("netmon_influx_spool_points", ())] == 42
+    assert samples[("netmon_influx_write_latency_ms", ())] == 12.5
+
+
+def test_findings_and_last_interval_counted_from_what_the_sink_is_handed(sink):
+    sink.write(make_scored(1_700_000_000.0))
+    samples = scrape(sink.port)
+    assert samples[("netmon_intervals_total", ())] == 1
+    assert samples[("netmon_findings_total", (("severity", "critical"),))] == 1
+    assert samples[("netmon_findings_total", (("severity", "warning"),))] == 1
+    assert samples[("netmon_last_interval_end_seconds", ())] == 1_700_000_060.0
+
+
+def test_listen_address_validated_in_config():
+    with pytest.raises(Exception, match="address:port"):
+        validate({"sinks": [{"type": "metrics", "listen": "9123"}]})
+    assert metrics.split_listen("[::1]:9123") == ("::1", 9123)
