@@ -1,0 +1,231 @@
+"""Slow reference: has this host crept up from what it used to be?
+
+The founding incident grew by one ntpd an hour. A model that adapts every
+interval (``baseline``, ``population``) learns such a ramp as normal, so this
+detector keeps, per host, a reference that is captured during a warm-up
+(``warmup`` s after the host is first seen) and afterwards moves only with time
+constant ``adapt`` (a week) and only on intervals no detector flagged. Beside
+it runs a one-sided CUSUM per feature on the log2 level of the recent rate
+(``window`` s, see :func:`netmon.detect.hoststate.windowed`)::
+
+    C <- max(0, C + (level - reference - allowance - 2 x reference_dev) x hours)
+
+which sums, hour by hour, how far the host stays above its reference beyond an
+allowance; a steady ramp accumulates until ``C >= threshold`` (log2-hours)
+while noise and a reboot's short burst do not. Default features: the request
+rate (allowance 2: a 4x rise) and ``instance_seconds``, the requests weighted
+by their advertised poll interval (allowance 0.5), which counts polling
+instances: a reboot that polls fast at poll 6 stays one instance, two ntpd
+polling as advertised are two, whatever their poll.
+
+Cold start: NaN and no finding until the reference is captured (``warmup`` s
+and ``window`` s of a host, whichever is longer); a host silent for
+``forget_after`` s starts over. State: 24 + 16 x features bytes per host, plus
+its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from netmon.batch import HostIntervals
+from netmon.detect import scaling
+from netmon.detect.engine import DetectorOutput
+from netmon.detect.explain import Deviation, finding, score01
+from netmon.detect.hoststate import Column, HostTable, windowed
+
+log = structlog.get_logger(__name__)
+
+#: Intervals between two checks for hosts to forget.
+PRUNE_EVERY = 360
+
+
+class Config(BaseModel):
+    """``[detect.drift]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: dict[str, float] = Field(
+        default_factory=lambda: {"requests_out": 2.0, "instance_seconds": 0.5},
+        description="feature -> allowance: log2 rise above the reference that is tolerated",
+    )
+    window: float = Field(1800.0, gt=0, description="seconds the current rate is measured over")
+    warmup: float = Field(6 * 3600.0, ge=0, description="seconds during which the reference is captured")
+    adapt: float = Field(7 * 86400.0, gt=0, description="time constant of the reference after warm-up, seconds")
+    threshold: float = Field(2.0, gt=0, description="CUSUM level (log2-hours above reference) that makes a finding")
+    critical: float = Field(12.0, gt=0, description="CUSUM level that makes a finding critical")
+    forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
+
+    @field_validator("features")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = [v for v in value if v not in scaling.SPECS]
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; allowed: {', '.join(scaling.SPECS)}")
+        return value
+
+
+@dataclass
+class _Seen:
+    key: int
+    rows: np.ndarray
+    sums: np.ndarray
+    level: np.ndarray
+    first: np.ndarray
+    ref: np.ndarray
+    dev: np.ndarray
+    weight: np.ndarray
+    cusum: np.ndarray
+    hours: np.ndarray
+    ready: np.ndarray
+
+
+class Drift:
+    """The slow-reference drift detector."""
+
+    name = "drift"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.names = tuple(config.features)
+        self.allowance = np.array([config.features[n] for n in self.names])
+        self.rates = scaling.rate_mask(self.names)
+        self.floors = scaling.floors(self.names)
+        k = len(self.names)
+        self.table = HostTable(
+            {
+                "first": Column("f8", 0, np.nan),
+                "last": Column("f8", 0, np.nan),
+                "weight": Column("f4", 0, 0.0),
+                "sums": Column("f4", k, 0.0),
+                "ref": Column("f4", k, np.nan),
+                "dev": Column("f4", k, 0.0),
+                "cusum": Column("f4", k, 0.0),
+            }
+        )
+        self._seen: _Seen | None = None
+        self._intervals = 0
+
+    def _observe(self, intervals: HostIntervals) -> _Seen:
+        if self._seen is not None and self._seen.key == id(intervals):
+            return self._seen
+        cfg = self.config
+        t = float(intervals.end)
+        length = float(intervals.end - intervals.start)
+        rows = self.table.rows(intervals.host)
+        last = self.table["last"][rows]
+        elapsed = t - last
+        fresh = np.isnan(last) | (elapsed > cfg.forget_after)
+        elapsed[fresh] = np.nan
+        first = np.where(fresh, t, self.table["first"][rows])
+        age = t - first + length
+        sums = np.where(fresh[:, None], 0.0, self.table["sums"][rows])
+        counts = scaling.matrix(intervals, self.names, per_hour=False)
+        sums, current = windowed(sums, elapsed, age, cfg.window, counts, self.rates)
+        level = scaling.level(current)
+        ref = np.where(fresh[:, None], np.nan, self.table["ref"][rows])
+        dev = np.where(fresh[:, None], 0.0, self.table["dev"][rows])
+        ready = (age >= max(cfg.warmup, cfg.window))[:, None] & ~np.isnan(ref)
+        hours = (np.minimum(np.nan_to_num(elapsed, nan=length), cfg.window) / 3600.0)[:, None]
+        excess = level - ref - self.allowance - 2.0 * dev
+        old = np.where(fresh[:, None], 0.0, self.table["cusum"][rows])
+        cusum = np.where(ready & ~np.isnan(level), np.maximum(0.0, old + np.nan_to_num(excess) * hours), old)
+        return _Seen(
+            key=id(intervals),
+            rows=rows,
+            sums=sums,
+            level=level,
+            first=first,
+            ref=ref,
+            dev=dev,
+            weight=np.where(fresh, 0.0, self.table["weight"][rows]),
+            cusum=np.where(ready, cusum, 0.0),
+            hours=hours,
+            ready=ready,
+        )
+
+    def score(self, intervals: HostIntervals) -> DetectorOutput:
+        """CUSUM of each host against its slow reference; findings past the threshold."""
+        cfg = self.config
+        seen = self._seen = self._observe(intervals)
+        with np.errstate(invalid="ignore"):
+            value = scaling.unlevel(seen.level)
+            usual = scaling.unlevel(seen.ref)
+            hit = seen.ready & (seen.cusum >= cfg.threshold) & (value - usual >= self.floors)
+        worst = np.where(seen.ready.any(axis=1), np.where(seen.ready, seen.cusum, 0.0).max(axis=1), np.nan)
+        findings = []
+        for i in np.flatnonzero(hit.any(axis=1)).tolist():
+            cols = np.flatnonzero(hit[i])
+            hours = (float(intervals.end) - seen.first[i]) / 3600.0
+            findings.append(
+                finding(
+                    intervals,
+                    i,
+                    "model.drift",
+                    "critical" if seen.cusum[i, cols].max() >= cfg.critical else "warning",
+                    float(score01(worst[i : i + 1], cfg.threshold)[0]),
+                    f"its slow reference (captured over its first {cfg.warmup / 3600:.0f} h, "
+                    f"adapting over {cfg.adapt / 86400:.0f} d; watched {hours:.0f} h)",
+                    [
+                        Deviation(self.names[j], float(value[i, j]), float(usual[i, j]), float(seen.cusum[i, j]), "cusum")
+                        for j in cols
+                    ],
+                )
+            )
+        return DetectorOutput(scores={"drift": score01(worst, cfg.threshold)}, findings=findings)
+
+    def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
+        """Keep every host's rate and CUSUM; capture or slowly move the reference of normal hosts."""
+        cfg = self.config
+        seen = self._observe(intervals)
+        self._seen = None
+        t = float(intervals.end)
+        age = t - seen.first + float(intervals.end - intervals.start)
+        filled = (age >= cfg.window)[:, None]
+        capturing = filled & (age < max(cfg.warmup, cfg.window))[:, None]
+        use = normal[:, None] & ~np.isnan(seen.level) & (filled | capturing)
+        seconds = seen.hours * 3600.0
+        weight = seen.weight[:, None] + seconds
+        alpha = np.where(capturing, seconds / weight, -np.expm1(-seconds / cfg.adapt))
+        first = use & np.isnan(seen.ref)
+        ref = np.where(first, seen.level, seen.ref)
+        gap = np.abs(seen.level - ref)
+        dev = np.where(use & ~first, seen.dev + alpha * (gap - seen.dev), seen.dev)
+        ref = np.where(use, ref + alpha * (seen.level - ref), ref)
+        table, rows = self.table, seen.rows
+        table["sums"][rows] = seen.sums
+        table["ref"][rows] = ref
+        table["dev"][rows] = dev
+        table["cusum"][rows] = seen.cusum
+        table["weight"][rows] = np.where(normal & capturing.any(axis=1), weight[:, 0], seen.weight)
+        table["first"][rows] = seen.first
+        table["last"][rows] = t
+        self._intervals += 1
+        if self._intervals >= PRUNE_EVERY:
+            self._intervals = 0
+            self.table.prune(self.table["last"] >= t - cfg.forget_after)
+
+    def state(self) -> dict[str, Any]:
+        return {"features": list(self.names), **self.table.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a state for other features is dropped (cold start) with a log line."""
+        if list(state.get("features", [])) != list(self.names):
+            log.warning("drift state is for other features; starting cold", saved=state.get("features"))
+            return
+        try:
+            self.table.load(state)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("drift state unusable; starting cold", error=str(exc))
+
+    def nbytes(self) -> int:
+        return self.table.nbytes()
+
+
+def build(config: Config) -> Drift:
+    return Drift(config)
