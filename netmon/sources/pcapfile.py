@@ -110,3 +110,285 @@ def write_pcap(path: str | Path, frames: Frames, linktype: int | None = None, na
         out.write(pcap_header(linktype, nanosecond))
         for lo in range(0, len(frames), CHUNK_FRAMES):
             out.write(pcap_records(frames, lo, min(lo + CHUNK_FRAMES, len(frames)), nanosecond))
+
+
+# ---------------------------------------------------------------------------- reading
+
+MAX_CAPLEN = 262144 * 4
+MAX_BLOCK = 64 << 20
+EPB, SPB, OPB, IDB = 6, 3, 2, 1
+KIND_SHIFT = 48
+
+
+class _Stream:
+    """Buffered bytes of a (possibly gzip-compressed) file with the file offset of ``buf[0]``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        raw: BinaryIO = open(path, "rb")
+        magic = raw.read(2)
+        raw.seek(0)
+        self.file: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
+        self.raw = raw
+        self.buf = b""
+        self.base = 0
+        self.eof = False
+
+    def fill(self, need: int = 1) -> bool:
+        """Read more until at least ``need`` bytes are buffered; False at end of file."""
+        while len(self.buf) < need and not self.eof:
+            try:
+                more = self.file.read(max(READ_BYTES, need - len(self.buf)))
+            except (OSError, EOFError) as exc:
+                raise CaptureError(self.path, self.base + len(self.buf), f"compressed stream is damaged ({exc})") from None
+            if not more:
+                self.eof = True
+            self.buf += more
+        return len(self.buf) >= need
+
+    def consume(self, n: int) -> None:
+        self.buf = self.buf[n:]
+        self.base += n
+
+    def close(self) -> None:
+        self.file.close()
+        self.raw.close()
+
+
+def read_frames(path: str | Path) -> Iterator[Frames]:
+    """Frames of a pcap, pcapng or gzip-compressed capture, a chunk at a time.
+
+    Raises :class:`CaptureError` (after yielding every frame before the fault) for
+    a file that is not a capture, is corrupt, or ends inside a record.
+    """
+    stream = _Stream(path)
+    try:
+        if not stream.fill(4):
+            raise CaptureError(stream.path, 0, "not a pcap or pcapng file (too short)")
+        magic_le = struct.unpack_from("<I", stream.buf)[0]
+        magic_be = struct.unpack_from(">I", stream.buf)[0]
+        if magic_le == PCAPNG_SHB:
+            yield from _read_pcapng(stream)
+        elif PCAP_MAGIC_US in (magic_le, magic_be) or PCAP_MAGIC_NS in (magic_le, magic_be):
+            yield from _read_pcap(stream, "<" if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">")
+        else:
+            raise CaptureError(stream.path, 0, f"not a pcap or pcapng file (magic 0x{magic_le:08x})")
+    except CaptureError:
+        health.count("source.pcap.corrupt")
+        raise
+    finally:
+        stream.close()
+
+
+def _gather_u32(block: np.ndarray, at: np.ndarray, words: int, endian: str) -> np.ndarray:
+    """``words`` 32-bit integers starting at each ``at``, as an (n, words) int64 matrix."""
+    index = at[:, None] + np.arange(4 * words, dtype=np.int64)
+    return block[index].view(endian + "u4").reshape(len(at), words).astype(np.int64)
+
+
+def _walk_pcap(buf: bytes, pos: int, caplen_of: struct.Struct) -> list[int]:
+    """Positions of consecutive pcap record headers from ``pos``.
+
+    The tightest loop in netmon: one unpack and one append per packet; bounds and
+    sanity checks are done afterwards on whole arrays. The list may end with
+    records cut by the end of ``buf`` (or garbage after a corrupt length).
+    """
+    positions: list[int] = []
+    append = positions.append
+    unpack = caplen_of.unpack_from
+    try:
+        while True:
+            append(pos)
+            pos += 16 + unpack(buf, pos + 8)[0]
+    except struct.error:
+        pass
+    return positions
+
+
+def _read_pcap(stream: _Stream, endian: str) -> Iterator[Frames]:
+    if not stream.fill(24):
+        raise CaptureError(stream.path, len(stream.buf), "file ends inside the pcap file header")
+    magic, _, _, _, _, snaplen, network = struct.unpack_from(endian + "IHHiIII", stream.buf)
+    scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
+    linktype = network & 0xFFFF
+    limit = max(snaplen, MAX_CAPLEN)
+    caplen_of = struct.Struct(endian + "I")
+    stream.consume(24)
+    while stream.fill(READ_BYTES) or stream.buf:
+        buf = stream.buf
+        block = np.frombuffer(buf, dtype=np.uint8)
+        at = np.asarray(_walk_pcap(buf, 0, caplen_of), dtype=np.int64)
+        at = at[at + 16 <= len(buf)]
+        head = _gather_u32(block, at, 4, endian)
+        caplen = head[:, 2]
+        whole = (at + 16 + caplen <= len(buf)) & (caplen <= limit)
+        good = len(whole) if whole.all() else int(np.argmin(whole))
+        if good:
+            yield _frames(block, at[:good] + 16, caplen[:good], head[:good, 3],
+                          head[:good, 0] + head[:good, 1] * scale, np.full(good, linktype))
+        if good < len(whole) and caplen[good] > limit:
+            raise CaptureError(stream.path, stream.base + int(at[good]),
+                               f"corrupt pcap record (captured length {int(caplen[good])} > {limit})")
+        stream.consume(int(at[good]) if good < len(at) else int(at[-1] + 16 + caplen[-1]) if len(at) else 0)
+        if stream.eof and stream.buf:
+            raise CaptureError(stream.path, stream.base, "file ends inside a pcap record (cut capture)")
+
+
+def _frames(block: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
+            time: np.ndarray, linktype: np.ndarray) -> Frames:
+    n = len(offset)
+    health.count("source.pcap.frames", n)
+    return Frames(
+        data=block,
+        offset=offset,
+        caplen=caplen,
+        wirelen=np.maximum(wirelen, caplen),
+        time=time.astype(np.float64),
+        linktype=linktype.astype(np.uint16),
+        weight=np.ones(n, dtype=np.float64),
+    )
+
+
+class _Interface:
+    """A pcapng interface description: link type, snap length and clock."""
+
+    def __init__(self, linktype: int, snaplen: int, units: int = 1_000_000, offset: int = 0) -> None:
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self.units = units
+        self.offset = offset
+
+
+def _parse_idb(buf: bytes, pos: int, blen: int, endian: str) -> _Interface:
+    linktype, _, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
+    interface = _Interface(linktype, snaplen)
+    opt, end = pos + 16, pos + blen - 4
+    while opt + 4 <= end:
+        code, length = struct.unpack_from(endian + "HH", buf, opt)
+        if code == 0:
+            break
+        if code == 9 and length >= 1:
+            resol = buf[opt + 4]
+            interface.units = 2 ** (resol & 0x7F) if resol & 0x80 else 10 ** resol
+        elif code == 14 and length >= 8:
+            interface.offset = struct.unpack_from(endian + "q", buf, opt + 4)[0]
+        opt += 4 + (length + 3) // 4 * 4
+    return interface
+
+
+def _walk_pcapng(buf: bytes, pos: int, head: struct.Struct, positions: list[int]) -> int:
+    """Append positions of consecutive enhanced packet blocks from ``pos``; return where the run stops.
+
+    Stops at any other block type (handled one at a time by the caller) or at the
+    end of ``buf``; the last block appended may run past the end of ``buf``.
+    """
+    append = positions.append
+    unpack = head.unpack_from
+    try:
+        while True:
+            btype, blen = unpack(buf, pos)
+            if btype != EPB or blen < 32:
+                return pos
+            append(pos)
+            pos += blen
+    except struct.error:
+        return pos
+
+
+def _read_pcapng(stream: _Stream) -> Iterator[Frames]:
+    endian = "<"
+    interfaces: list[_Interface] = []
+    need = READ_BYTES
+    while stream.fill(need) or stream.buf:
+        buf = stream.buf
+        positions: list[int] = []
+        pos = 0
+        error = ""
+        need = READ_BYTES
+        short = False
+        head = struct.Struct(endian + "II")
+        while True:
+            pos = _walk_pcapng(buf, pos, head, positions)
+            if positions and positions[-1] + head.unpack_from(buf, positions[-1])[1] > len(buf):
+                pos = positions.pop()
+            if pos + 12 > len(buf):
+                need, short = pos + 12, True
+                break
+            btype, blen = head.unpack_from(buf, pos)
+            if btype == PCAPNG_SHB:
+                if positions:
+                    break
+                bom = struct.unpack_from("<I", buf, pos + 8)[0]
+                if bom not in (PCAPNG_BOM, 0x4D3C2B1A):
+                    error = f"corrupt pcapng section header (byte-order magic 0x{bom:08x})"
+                    break
+                endian = "<" if bom == PCAPNG_BOM else ">"
+                head = struct.Struct(endian + "II")
+                blen = head.unpack_from(buf, pos)[1]
+                interfaces = []
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                error = f"corrupt pcapng block (type 0x{btype:08x}, length {blen})"
+                break
+            if pos + blen > len(buf):
+                need, short = pos + blen, True
+                break
+            if btype == IDB:
+                interfaces.append(_parse_idb(buf, pos, blen, endian))
+            elif btype in (SPB, OPB):
+                positions.append(pos | (btype << KIND_SHIFT))
+            elif btype == EPB:
+                error = f"corrupt enhanced packet block (length {blen} < 32)"
+                break
+            pos += blen
+        frames, bad = _pcapng_frames(buf, positions, interfaces, endian)
+        if len(frames):
+            yield frames
+        if bad >= 0:
+            raise CaptureError(stream.path, stream.base + bad, "corrupt pcapng packet block (bad length or interface)")
+        if error:
+            raise CaptureError(stream.path, stream.base + pos, error)
+        stream.consume(pos)
+        if short and stream.eof and stream.buf:
+            raise CaptureError(stream.path, stream.base, "file ends inside a pcapng block (cut capture)")
+        need = max(READ_BYTES, need - pos)
+
+
+def _pcapng_frames(buf: bytes, positions: list[int], interfaces: list[_Interface], endian: str) -> tuple[Frames, int]:
+    """Frames of the packet blocks at ``positions``, and the offset of the first bad one (-1 if none)."""
+    block = np.frombuffer(buf, dtype=np.uint8)
+    tagged = np.asarray(positions, dtype=np.int64)
+    kind = tagged >> KIND_SHIFT
+    at = tagged & ((1 << KIND_SHIFT) - 1)
+    index = np.minimum(at[:, None] + np.arange(32, dtype=np.int64), len(block) - 1)
+    words = block[index].view(endian + "u4").reshape(len(at), 8).astype(np.int64)
+    blen = words[:, 1]
+    epb, spb = kind == 0, kind == SPB
+    opb = kind == OPB
+    iface = np.where(epb, words[:, 2], np.where(opb, words[:, 2] & 0xFFFF if endian == "<" else words[:, 2] >> 16, 0))
+    ts = np.where(spb, 0, words[:, 3] << 32 | words[:, 4])
+    caplen = np.where(epb | opb, words[:, 5], np.minimum(words[:, 2], blen - 16))
+    wirelen = np.where(epb | opb, words[:, 6], words[:, 2])
+    offset = at + np.where(spb, 12, 28)
+    room = np.where(spb, blen - 16, blen - 32)
+    known = len(interfaces)
+    bad = (iface >= known) | (caplen > room) | (caplen < 0)
+    first_bad = -1
+    if bad.any():
+        cut = int(np.argmax(bad))
+        first_bad = int(at[cut])
+        kind, at, iface, ts, caplen, wirelen, offset, spb = (
+            a[:cut] for a in (kind, at, iface, ts, caplen, wirelen, offset, spb)
+        )
+    table = interfaces or [_Interface(0, 0)]
+    linktype = np.array([i.linktype for i in table], dtype=np.int64)[iface]
+    snaplen = np.array([i.snaplen or MAX_CAPLEN for i in table], dtype=np.int64)[iface]
+    caplen = np.where(spb, np.minimum(caplen, snaplen), caplen)
+    units = np.array([i.units for i in table], dtype=np.float64)[iface]
+    units_int = np.array([min(i.units, 1 << 62) for i in table], dtype=np.int64)[iface]
+    tsoff = np.array([i.offset for i in table], dtype=np.float64)[iface]
+    seconds = ts // units_int
+    time = seconds + (ts - seconds * units_int) / units + tsoff
+    if spb.any():
+        last = np.maximum.accumulate(np.where(spb, 0, np.arange(len(time))))
+        time = np.where(spb, np.where(last > 0, time[last], 0.0), time)
+    return _frames(block, offset, caplen, wirelen, time, linktype), first_bad

@@ -1,0 +1,234 @@
+"""Link layer to UDP for whole batches of frames: find the UDP/123 packets, cheaply.
+
+A campus capture is mostly not NTP, so every frame goes through a handful of
+column-wide byte gathers (link type, VLAN tags, IP version and protocol, ports)
+and only UDP packets with port 123 on either side go further. Nothing here loops
+over packets in Python.
+
+Link types: Ethernet (1), Linux cooked SLL (113) and SLL2 (276), raw IP (101, 12,
+14, 228 = IPv4, 229 = IPv6), BSD loopback (0 NULL, 108 LOOP). 802.1Q, 802.1ad and
+QinQ tags are stepped over (the outermost VLAN id is kept). IPv4 options are
+honoured; IPv6 hop-by-hop, routing, destination options, AH and atomic fragment
+headers are stepped over. Fragments (IPv4 or IPv6) are counted and skipped: only a
+first fragment carries the ports, and NTP packets are never fragmented in practice.
+
+Every frame that is not UDP/123 is counted under one ``decode.skip.<reason>``:
+``unknown_linktype``, ``not_ip``, ``truncated`` (the capture ends before the UDP
+header), ``fragment``, ``bad_ip`` (impossible header lengths), ``not_udp123``
+(other traffic: the usual case) and ``bad_udp`` (a UDP length below 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netmon import health
+from netmon.batch import Frames
+
+NTP_PORT = 123
+VLAN_ETHERTYPES = (0x8100, 0x88A8, 0x9100)
+IPV4, IPV6 = 0x0800, 0x86DD
+MAX_VLAN_TAGS = 3
+MAX_IPV6_EXTENSIONS = 6
+IPV6_SKIPPABLE = (0, 43, 60)
+IPV6_FRAGMENT, IPV6_AH = 44, 51
+MAPPED = np.uint64(0xFFFF_0000_0000)
+
+
+@dataclass
+class UdpPackets:
+    """UDP/123 packets found in a Frames batch, one entry per packet.
+
+    ``index`` is the frame number in the batch; addresses are 64-bit halves as in
+    OBS_DTYPE (IPv4 as IPv4-mapped); ``ip_len`` the IP length in bytes (header and
+    payload); ``payload_at`` the position of the UDP payload in ``Frames.data``,
+    ``payload_len`` its length on the wire (from the UDP header) and ``captured``
+    how many of those bytes the capture holds.
+    """
+
+    index: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    vlan: np.ndarray
+    ip_len: np.ndarray
+    payload_at: np.ndarray
+    payload_len: np.ndarray
+    captured: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+class _Bytes:
+    """Bounds-safe big-endian reads at many positions of one buffer at once."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data if len(data) else np.zeros(1, dtype=np.uint8)
+        self.last = len(self.data) - 1
+
+    def u8(self, at: np.ndarray) -> np.ndarray:
+        return self.data[np.minimum(at, self.last)].astype(np.int64)
+
+    def u16(self, at: np.ndarray) -> np.ndarray:
+        return self.u8(at) << 8 | self.u8(at + 1)
+
+    def u64(self, at: np.ndarray) -> np.ndarray:
+        index = np.minimum(at[:, None] + np.arange(8, dtype=np.int64), self.last)
+        return np.ascontiguousarray(self.data[index]).view(">u8").reshape(len(at)).astype(np.uint64)
+
+    def u32(self, at: np.ndarray) -> np.ndarray:
+        return self.u16(at) << 16 | self.u16(at + 2)
+
+
+class _Remaining:
+    """Frames still in the running; each drop counts the newly dropped ones under its reason."""
+
+    def __init__(self, n: int) -> None:
+        self.keep = np.ones(n, dtype=bool)
+
+    def drop(self, reason: str, mask: np.ndarray) -> None:
+        gone = self.keep & mask
+        n = int(np.count_nonzero(gone))
+        if n:
+            health.count(f"decode.skip.{reason}", n)
+            self.keep &= ~mask
+
+
+def _at(n: int, rows: np.ndarray) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return mask
+
+
+def _link(frames: Frames, read: _Bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ethertype, network-layer position, outer VLAN id) per frame; ethertype 0 = unknown link type."""
+    n = len(frames)
+    offset = frames.offset.astype(np.int64)
+    linktype = frames.linktype.astype(np.int64)
+    ethertype = np.zeros(n, dtype=np.int64)
+    at = offset.copy()
+    vlan = np.zeros(n, dtype=np.int64)
+    kinds = np.unique(linktype)
+    for kind in kinds.tolist():
+        sel = linktype == kind if len(kinds) > 1 else slice(None)
+        off = offset[sel]
+        if kind == 1:
+            ethertype[sel], at[sel] = read.u16(off + 12), off + 14
+        elif kind == 113:
+            ethertype[sel], at[sel] = read.u16(off + 14), off + 16
+        elif kind == 276:
+            ethertype[sel], at[sel] = read.u16(off), off + 20
+        elif kind in (101, 12, 14):
+            version = read.u8(off) >> 4
+            ethertype[sel] = np.where(version == 4, IPV4, np.where(version == 6, IPV6, 1))
+        elif kind in (228, 229):
+            ethertype[sel] = IPV4 if kind == 228 else IPV6
+        elif kind in (0, 108):
+            family = read.u32(off)
+            if kind == 0:  # host byte order, written by the capturing machine
+                swapped = ((family & 0xFF) << 24) | ((family >> 8 & 0xFF) << 16) | ((family >> 16 & 0xFF) << 8) | (family >> 24)
+                family = np.where(family > 0xFFFF, swapped, family)
+            ethertype[sel] = np.where(family == 2, IPV4, np.where(np.isin(family, (10, 24, 28, 30)), IPV6, 1))
+            at[sel] = off + 4
+    for _ in range(MAX_VLAN_TAGS):
+        tagged = np.isin(ethertype, VLAN_ETHERTYPES)
+        if not tagged.any():
+            break
+        first = tagged & (vlan == 0)
+        vlan = np.where(first, read.u16(at) & 0x0FFF, vlan)
+        ethertype = np.where(tagged, read.u16(at + 2), ethertype)
+        at = np.where(tagged, at + 4, at)
+    return ethertype, at, vlan
+
+
+def _ipv6_extensions(read: _Bytes, header: np.ndarray, l4: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Step over IPv6 extension headers for ``rows``; returns 1 = fragment, 2 = unparsed, 0 = ok."""
+    status = np.zeros(len(rows), dtype=np.int64)
+    for _ in range(MAX_IPV6_EXTENSIONS):
+        nh = header[rows]
+        skippable = np.isin(nh, IPV6_SKIPPABLE) | (nh == IPV6_AH)
+        fragment = nh == IPV6_FRAGMENT
+        active = (skippable | fragment) & (status == 0)
+        if not active.any():
+            break
+        at = l4[rows]
+        fo = read.u16(at + 2)
+        status = np.where(fragment & active & ((fo & 0xFFF9) != 0), 1, status)
+        length = np.where(fragment, 8, np.where(nh == IPV6_AH, (read.u8(at + 1) + 2) * 4, (read.u8(at + 1) + 1) * 8))
+        go = active & (status == 0)
+        header[rows[go]] = read.u8(at[go])
+        l4[rows[go]] = at[go] + length[go]
+    still = np.isin(header[rows], IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)) & (status == 0)
+    return np.where(still, 2, status)
+
+
+def udp123(frames: Frames) -> UdpPackets:
+    """The UDP packets with port 123 on either side; every other frame counted as a skip."""
+    read = _Bytes(frames.data)
+    offset = frames.offset.astype(np.int64)
+    end = offset + frames.caplen.astype(np.int64)
+    ethertype, ip, vlan = _link(frames, read)
+    left = _Remaining(len(frames))
+    left.drop("unknown_linktype", ethertype == 0)
+    left.drop("not_ip", (ethertype != IPV4) & (ethertype != IPV6))
+
+    first = read.u8(ip)
+    v4 = ethertype == IPV4
+    left.drop("bad_ip", first >> 4 != np.where(v4, 4, 6))
+    left.drop("truncated", ip + np.where(v4, 20, 40) > end)
+    ihl = (first & 0x0F) * 4
+    left.drop("bad_ip", v4 & (ihl < 20))
+    protocol = np.where(v4, read.u8(ip + 9), read.u8(ip + 6))
+    l4 = np.where(v4, ip + ihl, ip + 40)
+    left.drop("fragment", v4 & ((read.u16(ip + 6) & 0x3FFF) != 0))
+    ext = np.flatnonzero(left.keep & ~v4 & np.isin(protocol, IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)))
+    if len(ext):
+        status = _ipv6_extensions(read, protocol, l4, ext)
+        left.drop("fragment", _at(len(frames), ext[status == 1]))
+        left.drop("bad_ip", _at(len(frames), ext[status == 2]))
+    left.drop("not_udp123", protocol != 17)
+    left.drop("truncated", l4 + 4 > end)
+    ports = read.u32(l4)
+    sport, dport = ports >> 16, ports & 0xFFFF
+    left.drop("not_udp123", (sport != NTP_PORT) & (dport != NTP_PORT))
+    left.drop("truncated", l4 + 8 > end)
+    whole = left.keep
+
+    index = np.flatnonzero(whole)
+    ip, l4, is_v4 = ip[index], l4[index], v4[index]
+    udp_len = read.u16(l4 + 4)
+    total = np.where(is_v4, read.u16(ip + 2), read.u16(ip + 4) + 40)
+    ip_len = np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - offset[index]))
+    room = ip_len - (l4 - ip)
+    good = (udp_len >= 8) & (room >= 8)
+    if not good.all():
+        health.count("decode.skip.bad_udp", int(np.count_nonzero(~good)))
+    index, ip, l4, is_v4, udp_len, ip_len, room = (a[good] for a in (index, ip, l4, is_v4, udp_len, ip_len, room))
+    payload_len = np.minimum(udp_len, room) - 8
+    payload_at = l4 + 8
+    captured = np.clip(np.minimum(payload_len, end[index] - payload_at), 0, None)
+
+    src_hi = np.where(is_v4, np.uint64(0), read.u64(ip + 8))
+    src_lo = np.where(is_v4, MAPPED | read.u32(ip + 12).astype(np.uint64), read.u64(ip + 16))
+    dst_hi = np.where(is_v4, np.uint64(0), read.u64(ip + 24))
+    dst_lo = np.where(is_v4, MAPPED | read.u32(ip + 16).astype(np.uint64), read.u64(ip + 32))
+    return UdpPackets(
+        index=index,
+        src_hi=src_hi.astype(np.uint64),
+        src_lo=src_lo.astype(np.uint64),
+        dst_hi=dst_hi.astype(np.uint64),
+        dst_lo=dst_lo.astype(np.uint64),
+        sport=sport[index].astype(np.uint16),
+        dport=dport[index].astype(np.uint16),
+        vlan=vlan[index].astype(np.uint16),
+        ip_len=ip_len,
+        payload_at=payload_at,
+        payload_len=payload_len,
+        captured=captured,
+    )
