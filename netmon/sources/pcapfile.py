@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -123,8 +123,9 @@ KIND_SHIFT = 48
 class _Stream:
     """Buffered bytes of a (possibly gzip-compressed) file with the file offset of ``buf[0]``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, progress: Callable[[int], None] | None = None) -> None:
         self.path = str(path)
+        self.progress = progress
         raw: BinaryIO = open(path, "rb")
         magic = raw.read(2)
         raw.seek(0)
@@ -144,6 +145,8 @@ class _Stream:
             if not more:
                 self.eof = True
             self.buf += more
+            if self.progress is not None:
+                self.progress(self.raw.tell())
         return len(self.buf) >= need
 
     def consume(self, n: int) -> None:
@@ -155,13 +158,15 @@ class _Stream:
         self.raw.close()
 
 
-def read_frames(path: str | Path) -> Iterator[Frames]:
+def read_frames(path: str | Path, progress: Callable[[int], None] | None = None) -> Iterator[Frames]:
     """Frames of a pcap, pcapng or gzip-compressed capture, a chunk at a time.
 
     Raises :class:`CaptureError` (after yielding every frame before the fault) for
     a file that is not a capture, is corrupt, or ends inside a record.
+    ``progress`` is called with the bytes of the file read so far (compressed
+    bytes for a gzip file), once per chunk.
     """
-    stream = _Stream(path)
+    stream = _Stream(path, progress)
     try:
         if not stream.fill(4):
             raise CaptureError(stream.path, 0, "not a pcap or pcapng file (too short)")
