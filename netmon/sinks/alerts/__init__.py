@@ -129,7 +129,7 @@ class AlertsSink:
 
     def notify(self, alert: Alert) -> None:
         health.count(f"alerts.{alert.event}")
-        log.info("alert", event=alert.event, host=alert.host, rule=alert.rule, severity=alert.severity, id=alert.id)
+        log.info("alert", change=alert.event, host=alert.host, rule=alert.rule, severity=alert.severity, id=alert.id)
         for hook, worker in self.hooks:
             if hook.min_severity and alert.event != "resolved" and rank(alert.severity) < rank(hook.min_severity):
                 continue

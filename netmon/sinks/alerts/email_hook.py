@@ -78,14 +78,14 @@ def build(config: Config) -> Callable[[Alert], None]:
 def check(config: Config) -> list[str]:
     problems = []
     if config.tls and config.starttls:
-        problems.append("email: tls (implicit, port 465) and starttls (port 587) exclude each other; set starttls = false")
+        problems.append("tls (implicit, port 465) and starttls (port 587) exclude each other; set starttls = false")
     if config.password_env and config.password_env not in os.environ:
-        problems.append(f"email: password_env {config.password_env!r} is not set in the environment")
+        problems.append(f"password_env {config.password_env!r} is not set in the environment")
     if (config.password or config.password_env) and not config.username:
-        problems.append("email: a password is set but no username")
+        problems.append("a password is set but no username")
     if config.username and not (config.starttls or config.tls):
-        problems.append("email: refusing AUTH over plain text; set starttls = true or tls = true")
+        problems.append("refusing AUTH over plain text; set starttls = true or tls = true")
     for address in [config.sender, *config.to]:
         if "@" not in parseaddr(address)[1]:
-            problems.append(f"email: {address!r} is not an email address")
+            problems.append(f"{address!r} is not an email address")
     return problems + reach_problems(config.host, config.port, "SMTP server")

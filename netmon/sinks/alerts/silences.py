@@ -33,6 +33,23 @@ def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text.strip(), strict=False)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``2h``, ``1d`` or ``1w``; ValueError otherwise."""
+    value = text.strip().lower()
+    scale = _UNITS.get(value[-1:], None)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 2h or 1d") from None
+    if not seconds > 0:
+        raise ValueError(f"{text!r}: a duration must be positive")
+    return seconds
+
+
 def check_address(value: str) -> str:
     """``value`` if empty or an address or prefix, else a ValueError that says what is expected."""
     if value:

@@ -78,7 +78,7 @@ class HookWorker:
                 self.deliver(alert)
             except Exception as exc:  # every hook failure is counted, logged and retried
                 self._count("failed")
-                log.warning("alert hook failed", hook=self.name, alert=alert.id, event=alert.event, error=str(exc))
+                log.warning("alert hook failed", hook=self.name, alert=alert.id, change=alert.event, error=str(exc))
                 if time.monotonic() - queued > self.retry.retry_for:
                     self._pop(alert, "expired")
                     delay = self.retry.backoff

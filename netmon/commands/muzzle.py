@@ -1,0 +1,95 @@
+"""``netmon muzzle list|add|remove``: rate-limit or drop one host's UDP/123 with nftables.
+
+A dry run (the nft commands are printed, nothing changes) unless the alerts sink's
+``[sinks.muzzle] enabled = true`` in ``--config``. Run it on the border box; to act
+inside a network namespace, run it under ``ip netns exec NAME netmon muzzle ...``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from netmon.act.muzzle import Config, Muzzle, MuzzleError
+from netmon.config import ConfigError, load
+from netmon.sinks.alerts.silences import parse_duration
+
+
+def _muzzle(config: str | None) -> Muzzle:
+    settings = Config()
+    if config:
+        try:
+            loaded = load(config)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        for table in loaded.sinks:
+            if table.get("type") == "alerts":
+                settings = Config.model_validate(table.get("muzzle", {}))
+    return Muzzle(settings)
+
+
+def _report(muzzle: Muzzle) -> None:
+    if muzzle.dry_run:
+        click.echo("dry run (set [sinks.muzzle] enabled = true to act); would run:", err=True)
+        for script in muzzle.planned:
+            click.echo(script.rstrip())
+
+
+config_option = click.option("--config", type=click.Path(dir_okay=False), help="netmon config (muzzle settings)")
+
+
+@click.group("muzzle")
+def command() -> None:
+    """Rate-limit or drop a host's NTP in the kernel (nftables), with expiry and audit log."""
+
+
+@command.command("list")
+@config_option
+def list_(config: str | None) -> None:
+    """Muzzled hosts: host, packets/s let through, seconds left, reason."""
+    muzzle = _muzzle(config)
+    try:
+        if not muzzle.dry_run:
+            muzzle.sweep()
+        for item in muzzle.list():
+            rate = f"{item.rate:g}/s" if item.rate else "drop"
+            click.echo(f"{item.host}\t{rate}\t{item.expires_in:.0f}s left\t{item.reason}")
+    except MuzzleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@command.command("add")
+@click.argument("host")
+@click.option("--rate", type=float, default=None, help="packets/s let through (default from config: 0 = drop)")
+@click.option("--for", "duration", default=None, help="expiry, e.g. 30m, 2h (default from config: 1h)")
+@click.option("--reason", default="", help="why (audit log, nft comment)")
+@config_option
+def add(host: str, rate: float | None, duration: str | None, reason: str, config: str | None) -> None:
+    """Muzzle HOST's UDP/123."""
+    muzzle = _muzzle(config)
+    try:
+        seconds = parse_duration(duration) if duration else None
+        item = muzzle.add(host, rate=rate, duration=seconds, reason=reason)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    except MuzzleError as exc:
+        raise click.ClickException(str(exc)) from None
+    _report(muzzle)
+    what = f"held to {item.rate:g} packets/s" if item.rate else "dropped"
+    click.echo(f"{item.host}: UDP/123 {what} for {item.expires_in:.0f}s")
+
+
+@command.command("remove")
+@click.argument("host")
+@click.option("--reason", default="", help="why (audit log)")
+@config_option
+def remove(host: str, reason: str, config: str | None) -> None:
+    """Lift the muzzle on HOST."""
+    muzzle = _muzzle(config)
+    try:
+        found = muzzle.remove(host, reason=reason)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    except MuzzleError as exc:
+        raise click.ClickException(str(exc)) from None
+    _report(muzzle)
+    click.echo(f"{host}: " + ("muzzle removed" if found else "was not muzzled"))

@@ -1,0 +1,111 @@
+"""``netmon silence add|list|remove``: mute alerts for hosts, prefixes or servers, with a reason.
+
+Silences (and allowlist entries, ``--allow``) are kept in a small JSON file the
+alerts sink re-reads when it changes (default ``netmon-data/silences.json``, or the
+``silences_file`` of the alerts sink in ``--config``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from netmon.config import ConfigError, load
+from netmon.sinks.alerts.silences import Rule, check_address, load_file, parse_duration, save_file
+
+DEFAULT_FILE = "netmon-data/silences.json"
+
+
+def _file(config: str | None, path: str | None) -> Path:
+    if path:
+        return Path(path)
+    if config:
+        try:
+            settings = load(config)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        for table in settings.sinks:
+            if table.get("type") == "alerts":
+                return Path(table.get("silences_file", DEFAULT_FILE))
+    return Path(DEFAULT_FILE)
+
+
+def _when(t: float | None) -> str:
+    return "never" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+file_options = [
+    click.option("--config", "config", type=click.Path(dir_okay=False), help="take the silences file from this config"),
+    click.option("--file", "path", type=click.Path(dir_okay=False), help=f"silences file (default {DEFAULT_FILE})"),
+]
+
+
+def with_file(func):
+    for option in reversed(file_options):
+        func = option(func)
+    return func
+
+
+@click.group("silence")
+def command() -> None:
+    """Silence alerts (or allowlist hosts) with an expiry and a reason."""
+
+
+@command.command("add")
+@click.option("--host", default="", help="exact host address (or IPv6 /64 host key)")
+@click.option("--prefix", default="", help="every host inside this prefix")
+@click.option("--server", default="", help="findings about this server address or prefix")
+@click.option("--for", "duration", default="", help="how long, e.g. 2h, 1d (default: until removed)")
+@click.option("--reason", required=True, help="why; shown in the list and the audit trail")
+@click.option("--allow", is_flag=True, help="an allowlist entry (known good) rather than a silence")
+@with_file
+def add(host: str, prefix: str, server: str, duration: str, reason: str, allow: bool, config: str | None, path: str | None) -> None:
+    """Add a silence; prints its id."""
+    try:
+        for value in (host, prefix, server):
+            check_address(value)
+        expires = time.time() + parse_duration(duration) if duration else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not (host or prefix or server):
+        raise click.UsageError("give --host, --prefix or --server")
+    if not reason.strip():
+        raise click.BadParameter("--reason must say why")
+    target = _file(config, path)
+    rule = Rule(kind="allow" if allow else "silence", reason=reason, host=host, prefix=prefix, server=server, expires=expires)
+    save_file(target, [*load_file(target), rule])
+    click.echo(f"{rule.id}\t{rule.kind} until {_when(expires)}\t{target}")
+
+
+@command.command("list")
+@click.option("--all", "show_all", is_flag=True, help="include expired entries")
+@with_file
+def list_(show_all: bool, config: str | None, path: str | None) -> None:
+    """List silences: id, kind, match, expiry, reason."""
+    now = time.time()
+    for rule in load_file(_file(config, path)):
+        if rule.active(now) or show_all:
+            match = " ".join(f"{k}={v}" for k, v in (("host", rule.host), ("prefix", rule.prefix), ("server", rule.server)) if v)
+            state = "" if rule.active(now) else " (expired)"
+            click.echo(f"{rule.id}\t{rule.kind}\t{match}\tuntil {_when(rule.expires)}{state}\t{rule.reason}")
+
+
+@command.command("remove")
+@click.argument("ids", nargs=-1, required=True)
+@with_file
+def remove(ids: tuple[str, ...], config: str | None, path: str | None) -> None:
+    """Remove silences by id (also drops expired entries from the file)."""
+    target = _file(config, path)
+    rules = load_file(target)
+    now = time.time()
+    kept = [r for r in rules if r.id not in ids and r.active(now)]
+    missing = set(ids) - {r.id for r in rules}
+    save_file(target, kept)
+    for rule_id in missing:
+        click.echo(f"no silence with id {rule_id}", err=True)
+    if missing:
+        sys.exit(1)
