@@ -151,11 +151,11 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
 def _modes_and_versions(f: dict[str, np.ndarray], host: np.ndarray, n: int, ntp: np.ndarray, out: np.ndarray,
                         mode: np.ndarray, version: np.ndarray, weight: np.ndarray) -> None:
     for direction, mask in (("out", ntp & out), ("in", ntp & ~out)):
-        counts = np.bincount(host[mask] * 8 + mode[mask], weights=weight[mask], minlength=8 * n).reshape(n, 8)
+        counts = groups.total(host[mask] * 8 + mode[mask], 8 * n, weight[mask]).reshape(n, 8)
         for m in range(8):
             f[f"mode{m}_{direction}"] = counts[:, m].copy()
     sent = ntp & out
-    counts = np.bincount(host[sent] * 8 + (version[sent] & 7), weights=weight[sent], minlength=8 * n).reshape(n, 8)
+    counts = groups.total(host[sent] * 8 + (version[sent] & 7), 8 * n, weight[sent]).reshape(n, 8)
     for ver in range(1, 5):
         f[f"version{ver}_out"] = counts[:, ver].copy()
 
