@@ -1,0 +1,104 @@
+"""Every address in a simulated campus and the outside world, with what a server does.
+
+Addresses are held once, by index, so request events carry a 4-byte index and the
+wire fields (address halves, stratum, reference ID, round-trip time) are looked up
+per batch with numpy.
+
+Outside addresses come from documentation and benchmark ranges (TEST-NETs,
+198.18.0.0/15, 2001:db8::/32): the simulator never sends anything, but a capture
+it writes must never name a real server either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netmon.batch import addr_halves
+
+GPS = int.from_bytes(b"GPS\0", "big")
+PPS = int.from_bytes(b"PPS\0", "big")
+
+
+@dataclass
+class AddressBook:
+    """Addresses by index; server attributes are meaningful only where a host answers NTP.
+
+    ``rtt`` is the round trip from the campus edge to the address and back (seconds);
+    ``strict`` servers rate-limit with KoD RATE (ntpd ``restrict limited kod``);
+    ``answer`` is the share of requests a server replies to.
+    """
+
+    text: list[str] = field(default_factory=list)
+    hi: list[int] = field(default_factory=list)
+    lo: list[int] = field(default_factory=list)
+    stratum: list[int] = field(default_factory=list)
+    ref_id: list[int] = field(default_factory=list)
+    rtt: list[float] = field(default_factory=list)
+    strict: list[bool] = field(default_factory=list)
+    answer: list[float] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(
+        self,
+        text: str,
+        stratum: int = 2,
+        ref_id: int = 0,
+        rtt: float = 0.02,
+        strict: bool = False,
+        answer: float = 0.995,
+    ) -> int:
+        """Index of ``text``, added with these server attributes if new."""
+        if text in self.index:
+            return self.index[text]
+        hi, lo = addr_halves(text)
+        self.text.append(text)
+        self.hi.append(hi)
+        self.lo.append(lo)
+        self.stratum.append(stratum)
+        self.ref_id.append(ref_id)
+        self.rtt.append(rtt)
+        self.strict.append(strict)
+        self.answer.append(answer)
+        self.index[text] = len(self.text) - 1
+        self._arrays.clear()
+        return self.index[text]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Column arrays of every attribute, for per-batch lookups."""
+        if not self._arrays:
+            self._arrays = {
+                "hi": np.array(self.hi, dtype=np.uint64),
+                "lo": np.array(self.lo, dtype=np.uint64),
+                "stratum": np.array(self.stratum, dtype=np.uint8),
+                "ref_id": np.array(self.ref_id, dtype=np.uint32),
+                "rtt": np.array(self.rtt, dtype=np.float64),
+                "strict": np.array(self.strict, dtype=bool),
+                "answer": np.array(self.answer, dtype=np.float64),
+                "v6": np.array([":" in t for t in self.text], dtype=bool),
+            }
+        return self._arrays
+
+
+class Allocator:
+    """Hands out consecutive addresses from a prefix, with a clear error when it runs out."""
+
+    def __init__(self, prefix: str, skip: int = 1) -> None:
+        self.network = ipaddress.ip_network(prefix, strict=False)
+        self.next = skip
+
+    def take(self) -> str:
+        if self.next >= self.network.num_addresses - 1:
+            raise ValueError(f"prefix {self.network} has no room for more simulated hosts; give a larger --internal prefix")
+        address = self.network.network_address + self.next
+        self.next += 1
+        return str(address)
+
+
+def ref_id_of(text: str) -> int:
+    """A reference ID naming an upstream IPv4 server (stratum 2 and below)."""
+    ip = ipaddress.ip_address(text)
+    return int(ip) if ip.version == 4 else int.from_bytes(ip.packed[:4], "big")
