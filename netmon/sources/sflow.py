@@ -35,6 +35,9 @@ SFLOW_VERSION = 50
 #: sFlow header_protocol -> pcap LINKTYPE (Ethernet, raw IPv4, raw IPv6).
 LINKTYPES = {1: 1, 11: 228, 12: 229}
 
+#: Bytes of Ethernet FCS an agent may strip; larger "stripped" values (some vendors
+#: report frame length minus header length there) are not subtracted.
+_FCS = 4
 _U32 = struct.Struct("!I")
 _PAIR = struct.Struct("!II")
 _FLOW = struct.Struct("!IIIIIIII")
@@ -167,7 +170,8 @@ class SflowDecoder:
             if fmt == 1:
                 protocol, frame_length, stripped, header_length = _RAW.unpack_from(record)
                 header = bytes(record[16 : 16 + header_length])
-                headers.append((protocol, header, max(frame_length - stripped, len(header))))
+                wire = frame_length - stripped if stripped <= _FCS else frame_length
+                headers.append((protocol, header, max(wire, len(header))))
             elif fmt == 3:
                 ip_len, proto, src, dst, sport, dport, _, _ = _IPV4.unpack_from(record)
                 sampled.append((ip_len, proto, ipaddress.IPv4Address(src), ipaddress.IPv4Address(dst), sport, dport))
@@ -175,7 +179,8 @@ class SflowDecoder:
                 ip_len, proto, src, dst, sport, dport, _, _ = _IPV6.unpack_from(record)
                 sampled.append((ip_len, proto, ipaddress.IPv6Address(src), ipaddress.IPv6Address(dst), sport, dport))
             elif fmt == 1001:
-                vlan = _U32.unpack_from(record)[0] & 0x0FFF
+                src_vlan, _, dst_vlan = struct.unpack_from("!III", record)
+                vlan = (src_vlan or dst_vlan) & 0x0FFF
             else:
                 health.count("source.sflow.other_records")
         b = self._batch
@@ -191,8 +196,7 @@ class SflowDecoder:
             b.linktype.append(linktype)
             packet = ip_packet(header, linktype)
             if packet is not None:
-                l2 = wirelen - packet.ip_len if linktype == 1 else 0
-                b.header_flows.append(_row(time, agent, packet.src, packet.dst, packet.sport, packet.dport, packet.proto, vlan, wirelen - max(l2, 0), rate))
+                b.header_flows.append(_row(time, agent, packet.src, packet.dst, packet.sport, packet.dport, packet.proto, vlan, packet.ip_len, rate))
         if not headers:
             for ip_len, proto, src, dst, sport, dport in sampled:
                 b.flows.append(_row(time, agent, str(src), str(dst), sport, dport, proto, vlan, ip_len, rate))

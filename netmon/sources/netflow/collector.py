@@ -19,7 +19,7 @@ from netmon import health
 from netmon.batch import Frames, addr_halves
 from netmon.sources.netflow import ipfix, v5, v9
 from netmon.sources.netflow.layout import Template, fixed_columns, variable_columns
-from netmon.sources.netflow.records import FLOW_DTYPE, build, frames_from
+from netmon.sources.netflow.records import FLOW_DTYPE, build, fill_from_frames, frames_from
 from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
 
 log = structlog.get_logger(__name__)
@@ -31,9 +31,14 @@ _RESTART_JUMP = 100_000
 
 @dataclass
 class Decoded:
-    """One flush: every flow record (FLOW_DTYPE) and the sampled frames, if any."""
+    """One flush: flow records (FLOW_DTYPE), and records that carried a frame section.
+
+    ``header_flows`` rows are filled from their frame's own headers; the frames
+    go to the NTP decoder, so these rows are for display, not for counting twice.
+    """
 
     flows: np.ndarray
+    header_flows: np.ndarray
     frames: Frames | None = None
 
 
@@ -57,6 +62,7 @@ class Collector:
         self._halves: dict[str, tuple[int, int]] = {}
         self._queued: dict[int, _Queued] = {}
         self._rows: list[np.ndarray] = []
+        self._header_rows: list[np.ndarray] = []
         self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
 
     # -- datagrams -------------------------------------------------------------
@@ -168,11 +174,11 @@ class Collector:
             self._emit(queued.template, fixed_columns(records), [c for _, c in queued.fixed], counts)
         self._queued.clear()
         flows = np.concatenate(self._rows) if self._rows else np.zeros(0, FLOW_DTYPE)
-        self._rows = []
+        header_flows = np.concatenate(self._header_rows) if self._header_rows else np.zeros(0, FLOW_DTYPE)
         frames = frames_from(self._frames) if self._frames else None
-        self._frames = []
-        health.count("source.netflow.records", len(flows))
-        return Decoded(flows, frames)
+        self._rows, self._header_rows, self._frames = [], [], []
+        health.count("source.netflow.records", len(flows) + len(header_flows))
+        return Decoded(flows, header_flows, frames)
 
     def _emit(self, tpl: Template, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> None:
         n = int(counts.sum())
@@ -191,11 +197,13 @@ class Collector:
             "version": np.repeat([c.domain[1] for c in contexts], counts),
         }
         rows = build(cols, meta)
-        self._rows.append(rows)
-        if "frame" in cols:
+        if "frame" not in cols:
+            self._rows.append(rows)
+        else:
             frames = [bytes(f) for f in cols["frame"]]
             size = cols.get("frame_size", np.array([len(f) for f in frames]))
             self._frames.append((frames, size, rows["end"][:n], sampling))
+            self._header_rows.append(fill_from_frames(rows[:n], frames))
         self.last_export = max(self.last_export, float(meta["export"].max()))
 
 
@@ -205,11 +213,11 @@ def _options_rate(cols: dict[str, np.ndarray]) -> np.ndarray | None:
         return cols["sampling"].astype(np.float64)
     if "sampler_interval" in cols:
         return cols["sampler_interval"].astype(np.float64)
+    if "sampling_population" in cols and "sampling_size" in cols:
+        size = cols["sampling_size"].astype(np.float64)
+        return np.where(size > 0, cols["sampling_population"] / np.maximum(size, 1), 0)
     if "packet_interval" in cols:
         interval = cols["packet_interval"].astype(np.float64)
         space = cols.get("packet_space", np.zeros_like(interval)).astype(np.float64)
         return np.where(interval > 0, (interval + space) / np.maximum(interval, 1), 0)
-    if "sampling_population" in cols and "sampling_size" in cols:
-        size = cols["sampling_size"].astype(np.float64)
-        return np.where(size > 0, cols["sampling_population"] / np.maximum(size, 1), 0)
     return None

@@ -5,7 +5,8 @@ sent so far in this observation domain, so a gap counts lost records),
 observation domain id. Field specifiers with the enterprise bit carry a private
 enterprise number (RFC 5103 reverse elements use 29305). A template record with
 no fields withdraws its template; template id 2 (or 3) withdraws every data (or
-options) template of the domain.
+options) template of the domain. Set id 0 (NetFlow v9's template set, reserved in
+IPFIX) is read as a template set, as tshark and scapy do.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def parse(collector: "Collector", data: bytes, exporter: str) -> None:
     ctx = Context(exporter, domain, float(export), -1)
     records: int | None = 0
     for set_id, start, end in sets(data, HEADER.size, len(data)):
-        if set_id in (2, 3):
+        if set_id in (0, 2, 3):
             _templates(collector, domain, data, start, end, options=set_id == 3)
         elif set_id >= 256:
             count = collector.data(ctx, set_id, data, start, end)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from netmon.batch import OBS_DTYPE, Frames
+from netmon.batch import OBS_DTYPE, Frames, addr_halves
+from netmon.sources.netflow.datagrams import ip_packet
 
 #: One flow record. ``start``/``end`` UNIX seconds; ``packets``/``bytes`` as exported
 #: (not sampling-corrected); ``sampling`` the 1-in-N rate that applies (1 = unsampled);
@@ -170,3 +171,17 @@ def frames_from(parts: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarra
         linktype=np.broadcast_to(np.asarray(linktype, dtype=np.int64), (n,)).copy(),
         weight=column(3, "f8"),
     )
+
+
+def fill_from_frames(rows: np.ndarray, frames: list[bytes], linktype: int = LINKTYPE_ETHERNET) -> np.ndarray:
+    """Rows whose endpoints, protocol and IP bytes come from their sampled frame's headers."""
+    rows = rows.copy()
+    for i, frame in enumerate(frames):
+        packet = ip_packet(frame, linktype)
+        if packet is None:
+            continue
+        (rows["src_hi"][i], rows["src_lo"][i]), (rows["dst_hi"][i], rows["dst_lo"][i]) = addr_halves(packet.src), addr_halves(packet.dst)
+        rows["sport"][i], rows["dport"][i], rows["proto"][i] = packet.sport, packet.dport, packet.proto
+        rows["packets"][i] = rows["packets"][i] or 1
+        rows["bytes"][i] = rows["bytes"][i] or packet.ip_len
+    return rows

@@ -1,0 +1,84 @@
+"""Helpers for the flow tests: feed pcaps of export traffic to the decoders, read peer outputs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netmon.batch import addr_text
+from netmon.sources.netflow.collector import Collector, Decoded
+from netmon.sources.netflow.datagrams import Datagram, udp_datagrams
+from netmon.sources.pcapfile import read_frames
+from netmon.sources.sflow import SflowDecoder
+
+FlowKey = tuple[str, str, int, int, int, int, int]
+
+
+def datagrams(path: Path) -> list[Datagram]:
+    """Every UDP datagram of a pcap, in order."""
+    return [d for frames in read_frames(path) for d in udp_datagrams(frames)]
+
+
+def collect(paths: list[Path], exporter: str | None = None, collector: Collector | None = None) -> Decoded:
+    """Feed pcaps in order to one collector (optionally as one exporter) and flush."""
+    collector = collector or Collector()
+    for path in paths:
+        for d in datagrams(path):
+            collector.feed(d.payload, exporter or d.source)
+    return collector.flush()
+
+
+def sflow(paths: list[Path]):
+    decoder = SflowDecoder()
+    for path in paths:
+        for d in datagrams(path):
+            decoder.feed(d.payload, d.time)
+    return decoder.flush()
+
+
+def keys(rows: np.ndarray) -> Counter[FlowKey]:
+    """Multiset of (src, dst, sport, dport, proto, packets, bytes) of flow rows."""
+    return Counter(
+        (addr_text(r["src_hi"], r["src_lo"]), addr_text(r["dst_hi"], r["dst_lo"]), int(r["sport"]), int(r["dport"]),
+         int(r["proto"]), int(r["packets"]), int(r["bytes"]))
+        for r in rows
+    )
+
+
+def _tshark_flows(node: Any, out: list[dict[str, str]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.startswith("Flow ") and isinstance(value, dict) and ("cflow.srcaddr" in value or "cflow.srcaddr_v6" in value):
+                out.append(value)
+            else:
+                _tshark_flows(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _tshark_flows(value, out)
+
+
+def _first(flow: dict[str, Any], *names: str, default: str = "0") -> str:
+    """The first of ``names`` present and not an all-zero address."""
+    for name in names:
+        value = flow.get(name)
+        value = value[0] if isinstance(value, list) else value
+        if value is not None and value not in ("0.0.0.0", "::"):
+            return value
+    return default
+
+
+def tshark_keys(path: Path) -> Counter[FlowKey]:
+    """The same multiset from a corpus ``.tshark.json`` (tshark's cflow decode)."""
+    found: list[dict[str, str]] = []
+    for frame in json.loads(path.read_text()):
+        _tshark_flows(frame["_source"]["layers"].get("cflow", {}), found)
+    return Counter(
+        (_first(f, "cflow.srcaddr_v6", "cflow.srcaddrv6", "cflow.srcaddr", default="0.0.0.0"), _first(f, "cflow.dstaddr_v6", "cflow.dstaddrv6", "cflow.dstaddr", default="0.0.0.0"),
+         int(_first(f, "cflow.srcport")), int(_first(f, "cflow.dstport")), int(_first(f, "cflow.protocol")),
+         int(_first(f, "cflow.packets", "cflow.packets64", "cflow.permanent_packets")), int(_first(f, "cflow.octets", "cflow.octets64", "cflow.permanent_octets")))
+        for f in found
+    )
