@@ -151,13 +151,14 @@ class Silences:
     def __init__(self, rules: list[Rule], path: Path | None) -> None:
         self.config_rules = rules
         self.path = path
-        self._stamp: float | None = None
+        self._stamp: tuple[int, int] | None = None
         self._file_rules: list[Rule] = []
 
     def rules(self) -> list[Rule]:
         if self.path is not None:
             try:
-                stamp = self.path.stat().st_mtime
+                info = self.path.stat()
+                stamp: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
             except FileNotFoundError:
                 stamp = None
             if stamp != self._stamp:
