@@ -11,6 +11,7 @@ as ``source.capture.*`` health counters.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import mmap
 import select
 import socket
@@ -106,6 +107,17 @@ class Config(Strict):
 
 def build(config: Config, settings: Settings) -> "CaptureSource":
     return CaptureSource(config)
+
+
+def check(config: Config) -> list[str]:
+    """What would stop the source from starting here (for ``netmon check-config``)."""
+    try:
+        live.require_caps("the capture source", {"CAP_NET_RAW": live.CAP_NET_RAW})
+        with live.netns(config.netns):
+            live.interface_index(config.interface)
+    except live.LiveError as exc:
+        return [str(exc)]
+    return []
 
 
 class _SockFilter(ctypes.Structure):
@@ -207,6 +219,8 @@ class Ring:
             at += nxt
 
     def close(self) -> None:
+        if self.sock.fileno() < 0:
+            return
         self.view.release()
         self.map.close()
         self.sock.close()
@@ -236,9 +250,15 @@ class CaptureSource:
         self.config = config
         self._stop = threading.Event()
         self.ring: Ring | None = None
+        self._generator: Iterator | None = None
 
     def batches(self) -> Iterator[Frames | Watermark]:
-        ring = self.ring = self.ring or Ring(self.config)
+        """Frames and watermarks until :meth:`stop` or :meth:`close`."""
+        self.ring = self.ring or Ring(self.config)
+        self._generator = self._batches(self.ring)
+        return self._generator
+
+    def _batches(self, ring: Ring) -> Iterator[Frames | Watermark]:
         lag = 2 * self.config.block_timeout_ms / 1000  # a partly filled block may hold this much
         next_mark = time.monotonic() + self.config.watermark_interval
         try:
@@ -270,6 +290,18 @@ class CaptureSource:
         if drops:
             log.warning("capture: the kernel dropped packets (ring full); raise ring_mb", drops=drops)
 
-    def close(self) -> None:
-        """Ask :meth:`batches` to drain what the kernel holds and stop (safe from a signal handler)."""
+    def stop(self) -> None:
+        """Ask :meth:`batches` to drain what the kernel holds and end (safe in a signal handler)."""
         self._stop.set()
+
+    def close(self) -> None:
+        """Stop and close the socket now; a generator running in another thread closes it itself."""
+        self._stop.set()
+        generator = self._generator
+        if generator is not None and inspect.getgeneratorstate(generator) == inspect.GEN_RUNNING:
+            return
+        if generator is not None:
+            generator.close()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None

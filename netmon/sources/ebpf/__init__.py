@@ -18,6 +18,7 @@ the packets and IP bytes the kernel counted: nothing is counted twice or lost.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from pydantic import Field
 from netmon import health
 from netmon.batch import Frames, Observations, Watermark, empty_observations
 from netmon.config import Settings, Strict
+from netmon.sources import live
 from netmon.sources.ebpf import loader
 from netmon.sources.ebpf.libbpf import RingBuffer
 
@@ -54,6 +56,25 @@ class Config(Strict):
 
 def build(config: Config, settings: Settings) -> "EbpfSource":
     return EbpfSource(config, list(settings.campus.internal))
+
+
+def check(config: Config) -> list[str]:
+    """What would stop the source from starting here (for ``netmon check-config``)."""
+    found = []
+    steps = [loader.check_privileges, loader.check_kernel, lambda: _interface(config)]
+    if not config.object:
+        steps.append(loader.check_toolchain)
+    for step in steps:
+        try:
+            step()
+        except loader.LiveError as exc:
+            found.append(str(exc))
+    return found
+
+
+def _interface(config: Config) -> None:
+    with live.netns(config.netns):
+        live.interface_index(config.interface)
 
 
 def frames_from_samples(records: np.ndarray, clock_offset: float) -> Frames:
@@ -172,11 +193,10 @@ class EbpfSource:
 
     def batches(self) -> Iterator[Frames | Observations | Watermark]:
         """Items until :meth:`close`; the last read after the stop flushes what is left."""
-        self._generator = self._batches()
+        self._generator = self._batches(self.open())
         return self._generator
 
-    def _batches(self) -> Iterator[Frames | Observations | Watermark]:
-        att = self.open()
+    def _batches(self, att: loader.Attachment) -> Iterator[Frames | Observations | Watermark]:
         records: list[bytes] = []
         self._ring = RingBuffer(att.maps["netmon_samples"], records.append)
         deltas = CounterDeltas()
@@ -212,15 +232,21 @@ class EbpfSource:
             yield Observations(rows_from_counts(new_keys, packets, nbytes, now))
         yield Watermark(now)
 
-    def close(self) -> None:
-        """Stop and detach; safe twice, from a signal handler and from another thread.
+    def stop(self) -> None:
+        """Ask :meth:`batches` to read the counters a last time, yield, detach and end.
 
-        While :meth:`batches` is running (a signal arrived during a poll) this only asks
-        it to stop: it reads the counters a last time, yields, and then detaches.
+        Only sets a flag, so it is safe in a signal handler and from another thread.
+        """
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop and detach now (the contract's close); safe to call twice.
+
+        A generator running in another thread is only asked to stop: it detaches itself.
         """
         self._stop.set()
         generator = self._generator
-        if generator is not None and generator.gi_running:
+        if generator is not None and inspect.getgeneratorstate(generator) == inspect.GEN_RUNNING:
             return
         if generator is not None:
             generator.close()

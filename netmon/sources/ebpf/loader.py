@@ -96,6 +96,16 @@ def include_dirs() -> list[str]:
     return [d for d in (arch,) if Path(d).is_dir()]
 
 
+def check_toolchain() -> str:
+    """The clang path; LiveError when clang or libbpf-dev's headers are missing."""
+    clang = shutil.which("clang")
+    if clang is None:
+        raise LiveError("clang not found: the eBPF source compiles its program at start; apt-get install clang llvm")
+    if not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        raise LiveError("bpf/bpf_helpers.h not found: apt-get install libbpf-dev")
+    return clang
+
+
 def compile_program(cache_dir: Path | None = None) -> Path:
     """The compiled object for ``ntp_tc.c``, built with clang once per source version."""
     source = SOURCE.read_bytes()
@@ -104,11 +114,7 @@ def compile_program(cache_dir: Path | None = None) -> Path:
     target = cache / f"ntp_tc-{digest}.o"
     if target.exists():
         return target
-    clang = shutil.which("clang")
-    if clang is None:
-        raise LiveError("clang not found: the eBPF source compiles its program at start; apt-get install clang llvm")
-    if not Path("/usr/include/bpf/bpf_helpers.h").exists():
-        raise LiveError("bpf/bpf_helpers.h not found: apt-get install libbpf-dev")
+    clang = check_toolchain()
     cache.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     argv = [clang, "-target", "bpf", "-O2", "-g", *[f"-I{d}" for d in include_dirs()], "-c", str(SOURCE), "-o", str(tmp)]
