@@ -326,6 +326,9 @@ class InfluxSink:
         self._deadline = math.inf
         self._waiting_since: float | None = time.monotonic() if self.spool.pending_points() else None
         self._last_health = -math.inf
+        for name in ("influx.write.errors", "influx.write.retries", "influx.write.rejected_points",
+                     "influx.spool.dropped_points"):
+            health.count(name, 0)  # present from the start: dashboards show 0, not "no data"
         self._thread = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
         self._thread.start()
 

@@ -1,0 +1,98 @@
+"""Dashboard JSON against Grafana's schema, as published in grafana-foundation-sdk (its
+models are generated from Grafana's CUE schema): parsing through them must keep every key
+(a key the schema does not know is lost, so a typo fails here), panel options are parsed
+by each panel type's own model. The SDK has no InfluxDB query model, so targets are
+checked structurally below, and the files must match their generator."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+
+
+def lost_keys(original, parsed, path: str = "") -> list[str]:
+    """Keys of ``original`` that did not survive the schema models' round trip."""
+    if isinstance(original, dict):
+        if not isinstance(parsed, dict):
+            return [f"{path} (became {type(parsed).__name__})"]
+        out = []
+        for key, value in original.items():
+            out += [f"{path}/{key}"] if key not in parsed else lost_keys(value, parsed[key], f"{path}/{key}")
+        return out
+    if isinstance(original, list):
+        return [k for i, (a, b) in enumerate(zip(original, parsed)) for k in lost_keys(a, b, f"{path}[{i}]")]
+    return []
+
+
+@pytest.fixture(scope="module")
+def sdk():
+    if importlib.util.find_spec("grafana_foundation_sdk") is None:
+        pytest.skip("grafana-foundation-sdk not installed (pip install -e .[test])")
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    register_default_plugins()
+    return lambda data: json.loads(json.dumps(Dashboard.from_json(data), cls=JSONEncoder))
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_keeps_every_key_through_grafana_schema_models(sdk, path):
+    data = json.loads(path.read_text())
+    lost = lost_keys(data, sdk(data))
+    assert not lost, f"{path.name}: keys unknown to Grafana's dashboard schema: {lost}"
+
+
+def test_schema_check_catches_a_misspelt_key(sdk):
+    data = json.loads(DASHBOARDS[0].read_text())
+    data["panels"][0]["gridPoss"] = data["panels"][0].pop("gridPos")
+    assert lost_keys(data, sdk(data)) == ["/panels[0]/gridPoss"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_structure(path):
+    data = json.loads(path.read_text())
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/netmon-influxdb.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    assert data["uid"] and data["title"] and isinstance(data["schemaVersion"], int)
+    ids = [p["id"] for p in data["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: set[tuple[int, int]] = set()
+    for panel in data["panels"]:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, f"{panel['title']}: outside the 24-column grid"
+        mine = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not mine & cells, f"{panel['title']}: overlaps another panel"
+        cells |= mine
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)) and refs, f"{panel['title']}: refIds must be unique"
+        for t in panel["targets"]:
+            assert t["datasource"]["uid"] == uid and t["rawQuery"] is True and t["query"].startswith("SELECT")
+            assert t["resultFormat"] in ("time_series", "table")
+
+
+def test_dashboard_files_match_their_generator():
+    spec = importlib.util.spec_from_file_location("build_dashboards", DEPLOY / "grafana" / "build_dashboards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, build in module.DASHBOARDS.items():
+        assert (DEPLOY / "grafana" / "dashboards" / name).read_text() == module.render(build), (
+            f"{name} is stale: run .venv/bin/python deploy/grafana/build_dashboards.py")
+
+
+def test_dashboard_provider_points_where_compose_mounts_the_dashboards():
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/netmon.yml").read_text())
+    compose = yaml.safe_load((DEPLOY / "compose/docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    path = provider["providers"][0]["options"]["path"]
+    assert any(m.endswith(":" + path + ":ro") or m.endswith(":" + path) for m in mounts), (path, mounts)
