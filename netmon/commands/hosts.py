@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
-from netmon.report.hosts import top_hosts_table
+from netmon.report.hosts import console, top_hosts_table
 from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader
 
 
@@ -22,4 +21,4 @@ def command(top: int, db: str) -> None:
     if not rows:
         click.echo(f"{db}: no host-intervals stored yet")
         return
-    Console().print(top_hosts_table(rows))
+    console().print(top_hosts_table(rows))

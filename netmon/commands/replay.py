@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from netmon import pipeline
 from netmon.config import ConfigError, Settings, load, validate
-from netmon.report.hosts import findings_table, worst_hosts_table
+from netmon.report.hosts import console, reasons, worst_hosts_table
 
 
 def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[str, ...], interval: float | None,
@@ -62,9 +61,10 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         with open(findings_json, "w") as out:
             for finding in summary.findings:
                 out.write(json.dumps(finding.to_json(), default=float) + "\n")
-    console = Console()
+    out = console()
     hosts = len({f.host for f in summary.findings})
-    console.print(f"{summary.intervals} intervals scored; {len(summary.findings)} findings on {hosts} hosts")
+    out.print(f"{summary.intervals} intervals scored; {len(summary.findings)} findings on {hosts} hosts")
     if summary.findings:
-        console.print(worst_hosts_table(summary.findings, top))
-        console.print(findings_table(summary.findings, top))
+        out.print(worst_hosts_table(summary.findings, top))
+        for line in reasons(summary.findings, top):
+            out.print(line, highlight=False, markup=False)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 
-from netmon.report.hosts import host_findings_table, intervals_table, when
+from netmon.report.hosts import console, host_findings_table, intervals_table, when
 from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader
 
 
@@ -24,12 +23,12 @@ def command(host: str, db: str, last: int) -> None:
         raise click.ClickException(str(exc)) from None
     if not intervals and not findings:
         raise click.ClickException(f"{host}: not in {db} (hosts are stored as addresses, or IPv6 /64 prefixes)")
-    console = Console()
-    console.print(intervals_table(host, intervals))
+    out = console()
+    out.print(intervals_table(host, intervals))
     if findings:
-        console.print(host_findings_table(host, findings))
+        out.print(host_findings_table(host, findings))
     else:
-        console.print(f"{host}: no findings")
+        out.print(f"{host}: no findings")
     for item in inputs:
         if findings and item["first"] <= findings[-1]["end"] and item["last"] >= findings[0]["start"]:
-            console.print(f"packets: {item['path']} ({when(item['first'])} to {when(item['last'])})")
+            out.print(f"packets: {item['path']} ({when(item['first'])} to {when(item['last'])})")

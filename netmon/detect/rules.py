@@ -115,8 +115,8 @@ class Rules:
             score = rate / c.poll_ratio
             hits.append(Hit(row, "rule.poll_rate", score, (
                 f"~{f['instances'][row]:.0f} client instances behind {f['client_ports'][row]:.0f} source port(s): "
-                f"{f['requests_out'][row]:.0f} requests to {f['servers'][row]:.0f} server(s) in "
-                f"{iv.end - iv.start:.0f} s, {rate:.1f}x faster than the advertised poll of {2 ** poll:.0f} s "
+                f"{f['requests_out'][row]:.0f} requests ({f['requests_out'][row] / (iv.end - iv.start):.2f}/s) to "
+                f"{f['servers'][row]:.0f} server(s) in {iv.end - iv.start:.0f} s, {rate:.1f}x faster than the advertised poll of {2 ** poll:.0f} s "
                 f"(threshold {c.poll_ratio}x) for {count} intervals; shortest gap {f['interval_min'][row]:.2f} s"),
                 {"rate_vs_poll": _ev(rate, 1.0), "instances": _ev(f["instances"][row], f["client_ports"][row]),
                  "requests_out": _ev(f["requests_out"][row], f["servers"][row] * (iv.end - iv.start) / 2 ** poll),
@@ -145,11 +145,11 @@ class Rules:
         share = np.divide(mismatch, checked, out=np.zeros(len(iv)), where=checked > 0)
         hits = []
         for row in np.flatnonzero((mismatch >= c.origin_min) & (share >= c.origin_fraction)):
-            hits.append(Hit(row, "rule.origin", share[row] / c.origin_fraction * mismatch[row] / c.origin_min, (
+            hits.append(Hit(row, "rule.origin", share[row] / c.origin_fraction, (
                 f"origin timestamps inconsistent: {mismatch[row]:.0f} of {checked[row]:.0f} checked requests "
-                f"({share[row]:.0%}) carry an origin matching no reply the server sent that socket "
-                f"(threshold {c.origin_fraction:.0%} and {c.origin_min:.0f}); the signature of client instances "
-                f"sharing one socket; {f['org_zero'][row]:.0f} zero-origin (data-minimising) requests not counted"),
+                f"({share[row]:.0%}) match no reply the server sent that socket (threshold {c.origin_fraction:.0%}, "
+                f"at least {c.origin_min:.0f}); {f['org_zero'][row]:.0f} zero-origin (data-minimising) requests "
+                f"not counted"),
                 {"org_mismatch": _ev(mismatch[row], 0.0), "org_match": _ev(match[row], checked[row])}))
         return hits
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from netmon.batch import SEVERITIES, Finding
@@ -35,6 +36,12 @@ INTERVAL_COLUMNS = (
 )
 
 
+def console() -> Console:
+    """A console as wide as the terminal, or 160 columns when writing to a file or pipe."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=160)
+
+
 def when(seconds: float | None) -> str:
     """UNIX seconds as UTC text (event time)."""
     if seconds is None or not math.isfinite(seconds):
@@ -54,24 +61,26 @@ def _worse(a: str, b: str) -> str:
 
 @dataclass
 class HostSummary:
-    """One host's findings over a run, folded."""
+    """One host's findings over a run, folded: per detector the strongest finding."""
 
     host: str
     group: str
     score: float = 0.0
     severity: str = "info"
     intervals: set[float] = field(default_factory=set)
-    detectors: dict[str, int] = field(default_factory=dict)
-    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    strongest: dict[str, Finding] = field(default_factory=dict)
     first: float = math.inf
     last: float = -math.inf
 
     def add(self, finding: Finding) -> None:
-        if finding.score >= self.score:
-            self.score, self.reason = finding.score, finding.explanation
+        self.score = max(self.score, finding.score)
         self.severity = _worse(finding.severity, self.severity)
         self.intervals.add(finding.start)
-        self.detectors[finding.detector] = self.detectors.get(finding.detector, 0) + 1
+        self.counts[finding.detector] = self.counts.get(finding.detector, 0) + 1
+        best = self.strongest.get(finding.detector)
+        if best is None or finding.score > best.score:
+            self.strongest[finding.detector] = finding
         self.first = min(self.first, finding.start)
         self.last = max(self.last, finding.end)
 
@@ -85,34 +94,27 @@ def summarise(findings: Iterable[Finding]) -> list[HostSummary]:
 
 
 def worst_hosts_table(findings: list[Finding], top: int) -> Table:
-    """The ``top`` worst hosts of a run, with every detector that fired and the strongest reason."""
-    table = Table(title=f"Worst hosts (top {top})", show_lines=True)
-    for column in ("host", "group", "severity", "score", "intervals flagged", "first", "detectors", "reason"):
+    """The ``top`` worst hosts of a run: severity, score, when, which detectors how often."""
+    table = Table(title=f"Worst hosts (top {top})")
+    for column in ("host", "group", "severity", "score", "flagged", "first (UTC)", "last (UTC)", "detectors"):
         table.add_column(column, overflow="fold")
     for h in summarise(findings)[:top]:
-        detectors = ", ".join(f"{d} x{n}" for d, n in sorted(h.detectors.items()))
-        table.add_row(h.host, h.group, h.severity, f"{h.score:.2f}", str(len(h.intervals)), when(h.first),
-                      detectors, h.reason)
+        detectors = ", ".join(f"{d.removeprefix('rule.')} x{n}" for d, n in sorted(h.counts.items()))
+        table.add_row(h.host, h.group, h.severity, f"{h.score:.1f}", f"{len(h.intervals)} intervals", when(h.first),
+                      when(h.last), detectors)
     return table
 
 
-def findings_table(findings: list[Finding], top: int) -> Table:
-    """Findings folded per (host, detector): how often, when, the strongest explanation."""
-    folded: dict[tuple[str, str], list[Finding]] = {}
-    for finding in findings:
-        folded.setdefault((finding.host, finding.detector), []).append(finding)
-    ranked = sorted(folded.values(), key=lambda fs: max(f.score for f in fs), reverse=True)
-    table = Table(title=f"Findings ({len(findings)} in {len(folded)} host/detector pairs)", show_lines=True)
-    for column in ("host", "detector", "severity", "count", "first", "last", "server", "strongest explanation"):
-        table.add_column(column, overflow="fold")
-    for group in ranked[:top]:
-        best = max(group, key=lambda f: f.score)
-        severity = "info"
-        for f in group:
-            severity = _worse(f.severity, severity)
-        table.add_row(best.host, best.detector, severity, str(len(group)), when(min(f.start for f in group)),
-                      when(max(f.end for f in group)), best.server, best.explanation)
-    return table
+def reasons(findings: list[Finding], top: int) -> list[str]:
+    """Per worst host, one line per detector that fired: its strongest explanation."""
+    lines = []
+    for h in summarise(findings)[:top]:
+        lines.append(f"{h.host} ({h.group}, {h.severity}):")
+        for detector, best in sorted(h.strongest.items(), key=lambda item: -item[1].score):
+            server = f" [server {best.server}]" if best.server else ""
+            lines.append(f"  - {detector} x{h.counts[detector]}, worst at {when(best.start)}{server}: "
+                         f"{best.explanation}")
+    return lines
 
 
 def top_hosts_table(rows: list[dict[str, Any]]) -> Table:
