@@ -107,7 +107,7 @@ def generate(scenario: Scenario) -> Simulation:
         book=AddressBook(),
         table=EventTable(),
         v4=Allocator(scenario.internal),
-        v6=Allocator(scenario.internal6),
+        v6=Allocator(scenario.internal6, skip=0, step=1 << 64),
         outside_clients=Allocator("198.18.0.0/16"),
     )
     outside_world(campus)

@@ -84,18 +84,20 @@ class AddressBook:
 
 
 class Allocator:
-    """Hands out consecutive addresses from a prefix, with a clear error when it runs out."""
+    """Hands out addresses from a prefix in order, with a clear error when it runs out."""
 
-    def __init__(self, prefix: str, skip: int = 1) -> None:
+    def __init__(self, prefix: str, skip: int = 1, step: int = 1) -> None:
         self.network = ipaddress.ip_network(prefix, strict=False)
         self.next = skip
+        self.step = step
 
     def take(self) -> str:
-        if self.next >= self.network.num_addresses - 1:
+        """The next address: ``step`` apart (an IPv6 host per /64 with step 2^64)."""
+        offset = self.next * self.step + (1 if self.step > 1 else 0)
+        if offset >= self.network.num_addresses - 1:
             raise ValueError(f"prefix {self.network} has no room for more simulated hosts; give a larger --internal prefix")
-        address = self.network.network_address + self.next
         self.next += 1
-        return str(address)
+        return str(self.network.network_address + offset)
 
 
 def ref_id_of(text: str) -> int:

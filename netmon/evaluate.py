@@ -1,0 +1,243 @@
+"""Findings against labels: per case recall, precision and time to detect; false alerts.
+
+An *alert* is an episode: a host's findings of severity warning or critical
+(any detector), merged while they come less than ``merge_gap`` seconds apart.
+Info findings are not alerts. An alert is true when its host carries a labelled
+case and it overlaps the case's time span (``grace`` seconds after the end
+allowed for the interval that closes late); every other alert is false.
+
+Per case: recall = labelled hosts with a true alert / labelled hosts; precision
+= true alerts / all alerts on those hosts; time to detect = end of the first
+finding (event time, when the alert could have gone out) minus the case start.
+False alerts are also normalised per 1,000 host-days of the run (campus
+addresses times days) and broken down by host kind and by the detector that
+raised them. For the incident, the number of daemons running at detection
+(``daemons_before`` + one per ``extra_every`` seconds since the start).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from netmon.batch import Finding
+from netmon.simulate.labels import Labels
+
+if TYPE_CHECKING:
+    from netmon.config import Settings
+
+ALERT_SEVERITIES = ("warning", "critical")
+
+
+@dataclass
+class Episode:
+    """Consecutive alerting findings on one host."""
+
+    host: str
+    start: float
+    end: float
+    detectors: set[str] = field(default_factory=set)
+
+    def overlaps(self, start: float, end: float) -> bool:
+        return self.start < end and self.end > start
+
+
+def host_key(host: str, ipv6_prefix: int) -> str:
+    """The host name findings use: an IPv6 address rolls up to its prefix (as the aggregator does)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ipv6_prefix < 128:
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)
+
+
+def episodes(findings: Iterable[Finding], merge_gap: float) -> list[Episode]:
+    """Alerting findings merged per host into episodes."""
+    out = []
+    for host, items in _alerting(findings).items():
+        current: Episode | None = None
+        for f in sorted(items, key=lambda f: (f.start, f.end)):
+            if current is None or f.start > current.end + merge_gap:
+                current = Episode(host, f.start, f.end, {f.detector})
+                out.append(current)
+            else:
+                current.end = max(current.end, f.end)
+                current.detectors.add(f.detector)
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"min": None, "median": None, "max": None}
+    ordered = sorted(values)
+    return {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]}
+
+
+def _alerting(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
+    by_host: dict[str, list[Finding]] = defaultdict(list)
+    for f in findings:
+        if f.severity in ALERT_SEVERITIES:
+            by_host[f.host].append(f)
+    for items in by_host.values():
+        items.sort(key=lambda f: (f.end, f.start))
+    return by_host
+
+
+def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_gap: float = 3600.0,
+          grace: float = 600.0) -> dict[str, Any]:
+    """The evaluation report (a JSON-able dict) of ``findings`` against ``labels``."""
+    alerts = episodes(findings, merge_gap)
+    alerting = _alerting(findings)
+    by_host: dict[str, list[Episode]] = defaultdict(list)
+    for e in alerts:
+        by_host[e.host].append(e)
+    true_alerts: set[int] = set()
+    cases: dict[str, dict[str, Any]] = {}
+    for name in sorted({c["case"] for c in labels.cases}):
+        rows = [c for c in labels.cases if c["case"] == name]
+        ttd: list[float] = []
+        first: Counter[str] = Counter()
+        on_hosts: set[int] = set()
+        true_here: set[int] = set()
+        daemons: list[int] = []
+        for case in rows:
+            key = host_key(case["host"], ipv6_prefix)
+            start, until = case["start"], case["end"] + grace
+            on_hosts.update(id(e) for e in by_host.get(key, []))
+            true_here.update(id(e) for e in by_host.get(key, []) if e.overlaps(start, until))
+            hit = next((f for f in alerting.get(key, []) if f.end > start and f.start < until), None)
+            if hit is None:
+                continue
+            ttd.append(hit.end - start)
+            first[hit.detector] += 1
+            if name == "incident":
+                detail = case.get("detail", {})
+                every = float(detail.get("extra_every", 3600.0))
+                daemons.append(int(detail.get("daemons_before", 1)) + 1 + int((hit.end - start) // every))
+        true_alerts |= true_here
+        cases[name] = {
+            "labelled": len(rows),
+            "detected": len(ttd),
+            "recall": len(ttd) / len(rows),
+            "alerts": len(on_hosts),
+            "true_alerts": len(true_here),
+            "precision": len(true_here) / len(on_hosts) if on_hosts else None,
+            "time_to_detect_s": _stats(ttd),
+            "first_detector": dict(first),
+        }
+        if name == "incident":
+            cases[name]["daemons_at_detection"] = daemons
+            cases[name]["flagged_by_4_daemons"] = bool(daemons) and max(daemons) <= 4
+    false = [e for e in alerts if id(e) not in true_alerts]
+    kinds = {host_key(h, ipv6_prefix): d.get("kind", "?") for h, d in labels.hosts.items()}
+    host_days = labels.host_days
+    return {
+        "scenario": labels.meta.get("scenario", {}),
+        "host_days": host_days,
+        "findings": len(findings),
+        "alerts": len(alerts),
+        "precision": (len(alerts) - len(false)) / len(alerts) if alerts else None,
+        "cases": cases,
+        "false_alerts": {
+            "count": len(false),
+            "per_1000_host_days": 1000.0 * len(false) / host_days if host_days else math.nan,
+            "by_kind": dict(Counter(kinds.get(e.host, "?") for e in false)),
+            "by_detector": dict(Counter(d for e in false for d in e.detectors)),
+            "examples": [
+                {"host": e.host, "kind": kinds.get(e.host, "?"), "start": e.start, "end": e.end, "detectors": sorted(e.detectors)}
+                for e in sorted(false, key=lambda e: e.start)[:25]
+            ],
+        },
+    }
+
+
+def check_capture(labels: Labels, first_time: float | None, last_time: float | None, rows: int | None) -> None:
+    """Raise LabelsError when a capture's span or size does not fit its labels."""
+    from netmon.simulate.labels import LabelsError
+
+    if first_time is None or last_time is None:
+        raise LabelsError("the capture holds no packets, but the labels describe a simulated run")
+    if first_time < labels.start - 1.0 or last_time > labels.end + 60.0:
+        raise LabelsError(
+            f"the capture spans {first_time:.0f}-{last_time:.0f} but the labels describe {labels.start:.0f}-{labels.end:.0f}: "
+            "were they written by the same netmon simulate run?"
+        )
+    expected = labels.meta.get("rows")
+    if rows is not None and expected is not None and rows != expected:
+        raise LabelsError(
+            f"the capture holds {rows} packets but the labels were written for {expected}: "
+            "were they written by the same netmon simulate run?"
+        )
+
+
+DEFAULT_DETECTORS = ("rules", "population", "baseline", "drift")
+
+
+def available_detectors(names: Iterable[str] = DEFAULT_DETECTORS) -> list[str]:
+    """The named detectors whose modules import (a detector not built yet is left out)."""
+    from netmon import registry
+
+    out = []
+    for name in names:
+        try:
+            registry.plugin("detector", name)
+        except ImportError:
+            continue
+        out.append(name)
+    return out
+
+
+def evaluation_settings(labels: Labels, config: str | None, checkpoint: str) -> "Settings":
+    """The config for an evaluation: campus and groups from the labels unless the config sets
+    them, no sinks, and a throw-away checkpoint so no earlier model state leaks in."""
+    from netmon.config import load, validate
+
+    data: dict[str, Any] = load(config).model_dump()
+    campus = data["campus"]
+    campus["internal"] = campus["internal"] or list(labels.meta["internal"])
+    campus["groups"] = campus["groups"] or dict(labels.meta.get("groups", {}))
+    if config is None:
+        data["detect"]["detectors"] = available_detectors()
+    data["detect"]["checkpoint"] = checkpoint
+    data["sources"] = []
+    data["sinks"] = []
+    return validate(data, config or "evaluation")
+
+
+@dataclass
+class Tally:
+    """What went through: frames or rows, and the event-time span, to check against the labels."""
+
+    packets: int = 0
+    first: float | None = None
+    last: float | None = None
+
+    def watch(self, items: Iterable[Any]) -> Iterable[Any]:
+        from netmon.batch import Frames, Observations
+
+        for item in items:
+            if isinstance(item, Frames | Observations) and len(item):
+                times = item.time if isinstance(item, Frames) else item.rows["time"]
+                self.packets += len(item)
+                self.first = float(times.min()) if self.first is None else min(self.first, float(times.min()))
+                self.last = float(times.max()) if self.last is None else max(self.last, float(times.max()))
+            yield item
+
+
+def run(settings: "Settings", items: Iterable[Any]) -> tuple[list[Finding], Tally, int]:
+    """Every finding the pipeline makes over ``items``, what went through, intervals scored."""
+    from netmon import pipeline
+    from netmon.aggregate import Aggregator
+    from netmon.detect.engine import Engine
+
+    stages = pipeline.Stages(sources=[], aggregator=Aggregator(settings.campus, settings.aggregate),
+                             engine=Engine(settings.detect, restore=False), sinks=[])
+    tally = Tally()
+    summary = pipeline.run_items(stages, tally.watch(items))
+    return summary.findings, tally, summary.intervals
