@@ -109,24 +109,32 @@ def _clean(reason: str) -> str:
 
 
 def _limit(rate: float) -> str:
-    """nft limit for ``rate`` packets/s (whole numbers per second, minute or hour)."""
+    """nft limit for ``rate`` packets/s (whole numbers per second, minute or hour), with a
+    burst of one second's worth (at least 1 packet)."""
+    burst = f"burst {max(1, round(rate))} packets"
     for unit, seconds in (("second", 1), ("minute", 60), ("hour", 3600)):
         if rate * seconds >= 1:
-            return f"{max(1, round(rate * seconds))}/{unit}"
-    return "1/hour"
+            return f"{max(1, round(rate * seconds))}/{unit} {burst}"
+    return f"1/hour {burst}"
 
 
 SETUP = """table inet {table} {{
   set hosts4 {{ type ipv4_addr; flags interval, timeout; }}
   set hosts6 {{ type ipv6_addr; flags interval, timeout; }}
   chain muzzle {{ }}
-  chain forward {{ type filter hook forward priority -5; policy accept; {jumps} }}
-  chain input {{ type filter hook input priority -5; policy accept; {jumps} }}
+  chain forward {{
+    type filter hook forward priority -5; policy accept;
+{jumps}
+  }}
+  chain input {{
+    type filter hook input priority -5; policy accept;
+{jumps}
+  }}
 }}
 add rule inet {table} muzzle counter drop
 """
-JUMPS = "; ".join(
-    f"{fam} saddr @{name} udp {port} 123 jump muzzle" for fam, name in (("ip", "hosts4"), ("ip6", "hosts6")) for port in ("dport", "sport")
+JUMPS = "\n".join(
+    f"    {fam} saddr @{name} udp {port} 123 jump muzzle" for fam, name in (("ip", "hosts4"), ("ip6", "hosts6")) for port in ("dport", "sport")
 )
 
 
