@@ -16,8 +16,8 @@ from netmon.batch import OBS_DTYPE, addr_halves
 from netmon.config import Aggregate, Campus
 
 KOD = {"RATE": 0x52415445, "DENY": 0x44454E59, "RSTR": 0x52535452}
-REQUEST_BYTES = 76
-REPLY_BYTES = 76
+#: IP bytes of a 48-byte NTP packet over UDP: IPv4 and IPv6 headers
+NTP_BYTES = {4: 20 + 8 + 48, 6: 40 + 8 + 48}
 
 
 def campus(*internal: str, **groups: list[str]) -> Campus:
@@ -42,8 +42,9 @@ class Traffic:
     def packet(self, time: float, src: str, dst: str, sport: int, dport: int, **fields) -> dict:
         src_hi, src_lo = addr_halves(src)
         dst_hi, dst_lo = addr_halves(dst)
+        family = 6 if ":" in src else 4
         row = dict(time=time, src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo, sport=sport,
-                   dport=dport, packets=1.0, bytes=REQUEST_BYTES, ntp=1, version=4, stratum=2, poll=6)
+                   dport=dport, packets=1.0, bytes=NTP_BYTES[family], ntp=1, version=4, stratum=2, poll=6)
         row.update(fields)
         self.items.append(row)
         return row
@@ -59,7 +60,7 @@ class Traffic:
               poll: int = 6) -> int:
         """A server reply (or KoD with ``kod`` = RATE/DENY/RSTR); returns its transmit timestamp."""
         xmt = self.stamp()
-        fields = dict(mode=4, poll=poll, org_ts=org, rec_ts=xmt - 1, xmt_ts=xmt, bytes=REPLY_BYTES)
+        fields = dict(mode=4, poll=poll, org_ts=org, rec_ts=xmt - 1, xmt_ts=xmt)
         if kod:
             fields.update(leap=3, stratum=0, ref_id=KOD[kod])
         self.packet(time, server, host, 123, port, **fields)
