@@ -49,10 +49,13 @@ def keys(rows: np.ndarray) -> Counter[FlowKey]:
     )
 
 
+_ADDRESSES = ("cflow.srcaddr", "cflow.srcaddr_v6", "cflow.srcaddrv6")
+
+
 def _tshark_flows(node: Any, out: list[dict[str, str]]) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
-            if key.startswith("Flow ") and isinstance(value, dict) and ("cflow.srcaddr" in value or "cflow.srcaddr_v6" in value):
+            if key.startswith(("Flow ", "pdu ")) and isinstance(value, dict) and any(a in value for a in _ADDRESSES):
                 out.append(value)
             else:
                 _tshark_flows(value, out)

@@ -49,7 +49,7 @@ class _Queued:
 
 
 class Collector:
-    """NetFlow v5/v9/IPFIX decoding state for any number of exporters."""
+    """NetFlow v1/v5/v9/IPFIX decoding state for any number of exporters."""
 
     def __init__(self, sampling: dict[str, int] | None = None, max_templates: int = 65536, max_pending: int = 4096) -> None:
         self.override = {k: float(v) for k, v in (sampling or {}).items()}
@@ -73,7 +73,7 @@ class Collector:
             health.count("decode.skip.truncated")
             return
         version = _VERSION.unpack_from(data)[0]
-        parser = {5: v5.parse, 9: v9.parse, 10: ipfix.parse}.get(version)
+        parser = {1: v5.parse_v1, 5: v5.parse, 9: v9.parse, 10: ipfix.parse}.get(version)
         if parser is None:
             health.count("decode.skip.netflow_version")
             return
