@@ -13,7 +13,7 @@ APT_TEST_PACKAGES=(
   softflowd pmacct nfdump
   chrony tcpdump tshark
   clang llvm libbpf-dev bpftool iproute2 nftables
-  systemd
+  systemd docker-compose
 )
 # ntpsec conflicts with chrony in Debian (both provide time-daemon); the tests need
 # both, so ntpsec is unpacked beside the system, never installed or started as a service.
