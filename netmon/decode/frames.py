@@ -18,11 +18,19 @@ from netmon.decode.packets import udp123
 
 def decode_frames(frames: Frames) -> np.ndarray:
     """OBS_DTYPE rows for the NTP packets in ``frames``, in frame order; the rest counted as skips."""
+    return decode_with_index(frames)[0]
+
+
+def decode_with_index(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    """``decode_frames`` and, per row, the number of the frame in the batch it came from.
+
+    The frame numbers let evidence reports and tests go back from a row to its bytes.
+    """
     health.count("decode.frames", len(frames))
     found = udp123(frames)
     rows = np.zeros(len(found), dtype=OBS_DTYPE)
     if not len(found):
-        return rows
+        return rows, found.index
     weight = frames.weight[found.index].astype(np.float64)
     rows["time"] = frames.time[found.index]
     for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "vlan"):
@@ -30,6 +38,5 @@ def decode_frames(frames: Frames) -> np.ndarray:
     rows["packets"] = weight
     rows["bytes"] = found.ip_len * weight
     ntp = decode_ntp(frames.data, found.payload_at, found.payload_len, found.captured, rows)
-    rows = rows[ntp]
-    health.count("decode.ntp", len(rows))
-    return rows
+    health.count("decode.ntp", int(np.count_nonzero(ntp)))
+    return rows[ntp], found.index[ntp]

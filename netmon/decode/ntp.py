@@ -8,7 +8,7 @@ opcode) and the mode 7 private header (R bit, request code; 42 MON_GETLIST_1 and
 20 MON_GETLIST are "monlist"). Payloads on port 123 that are not NTP are counted
 as ``decode.skip.not_ntp``; a header cut by the capture as ``decode.skip.truncated``;
 a modes 1-5 packet whose bytes after the header are neither extension fields nor a
-MAC as ``decode.skip.bad_extension``.
+MAC (an odd length, say) as ``decode.skip.bad_extension``.
 
 Conversions: :func:`ntp_to_unix` (timestamps, era by the peers' rule),
 :func:`short_to_seconds`, :func:`ref_id_text`, :func:`kod_code` / :func:`is_kod`.
@@ -26,7 +26,8 @@ NTP_UNIX_OFFSET = 2_208_988_800
 MON_GETLIST, MON_GETLIST_1 = 20, 42
 #: the longest MAC: a 4-byte key ID and a 20-byte SHA-1 digest (RFC 7822 section 3)
 MAX_MAC = 24
-MAC_LENGTHS = (0, 4, 20, 24)
+#: the longest digest accepted in a MAC that is not an extension field (SHA-512)
+MAX_DIGEST = 64
 MAX_EXTENSIONS = 32
 HEADER = 48
 CONTROL_HEADER, PRIVATE_HEADER = 12, 8
@@ -54,29 +55,32 @@ def _be(matrix: np.ndarray, dtype: str) -> np.ndarray:
 def _trailer(data: np.ndarray, at: np.ndarray, length: np.ndarray, captured: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(num_exts, mac_len, valid) of the bytes after a 48-byte header (RFC 7822).
 
-    While more than ``MAX_MAC`` bytes remain, the next bytes must be an extension
-    field (length >= 16, a multiple of 4, inside the packet); what is left must
-    be empty, a 4-byte crypto-NAK or a key ID plus an MD5 or SHA-1 digest.
-    A payload the capture cut short is parsed as far as it was captured.
+    While more than ``MAX_MAC`` bytes remain, the next bytes are taken as an
+    extension field if they look like one (length >= 16, a multiple of 4, inside
+    the packet). What is left is the MAC: empty, a 4-byte crypto-NAK, or a key ID
+    and a digest (MD5 16, SHA-1 20, up to ``MAX_DIGEST`` bytes for newer digests;
+    Wireshark and scapy read such a tail as a MAC too). Anything else (an odd
+    length, a tail longer than any MAC) is not NTP. A payload the capture cut
+    short is parsed as far as it was captured and not judged.
     """
     n = len(at)
     exts = np.zeros(n, dtype=np.int64)
     pos = np.full(n, HEADER, dtype=np.int64)
-    valid = np.ones(n, dtype=bool)
+    parsing = np.ones(n, dtype=bool)
     cut = captured < length
     for _ in range(MAX_EXTENSIONS):
-        more = valid & (length - pos > MAX_MAC) & (pos + 4 <= captured)
+        more = parsing & (length - pos > MAX_MAC) & (pos + 4 <= captured)
         if not more.any():
             break
         field = _gather(data, at[more] + pos[more] + 2, 2).astype(np.int64)
         size = field[:, 0] << 8 | field[:, 1]
         ok = (size >= 16) & (size % 4 == 0) & (pos[more] + size <= length[more])
         rows = np.flatnonzero(more)
-        valid[rows[~ok]] = False
+        parsing[rows[~ok]] = False
         exts[rows[ok]] += 1
         pos[rows[ok]] += size[ok]
     mac = length - pos
-    valid &= cut | np.isin(mac, MAC_LENGTHS)
+    valid = cut | (mac == 0) | ((mac % 4 == 0) & (mac >= 4) & (mac <= 4 + MAX_DIGEST))
     return exts, np.where(valid & ~cut, mac, 0), valid
 
 
