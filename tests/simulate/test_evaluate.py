@@ -1,0 +1,77 @@
+"""netmon evaluate: alerts matched to labelled cases, false alerts counted, mismatched labels refused."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from netmon.batch import Finding
+from netmon.cli import main
+from netmon.evaluate import episodes, score
+from netmon.simulate.labels import Labels
+
+T0 = 1_000_000.0
+
+
+def labels() -> Labels:
+    meta = {"type": "meta", "version": 1, "start": T0, "end": T0 + 86400, "internal": ["10.20.0.0/16"], "host_count": 10}
+    cases = [{"case": "incident", "host": "10.20.0.1", "start": T0 + 3600, "end": T0 + 86400,
+              "detail": {"daemons_before": 1, "extra_every": 3600.0}},
+             {"case": "flood", "host": "10.20.0.2", "start": T0 + 7200, "end": T0 + 9000, "detail": {}}]
+    hosts = {f"10.20.0.{i}": {"kind": "ntpd"} for i in range(1, 10)} | {"2001:db8:20:5::1": {"kind": "chrony"}}
+    return Labels(meta=meta, cases=cases, hosts=hosts)
+
+
+def finding(host: str, start: float, detector: str = "rule.kod_ignored", severity: str = "warning") -> Finding:
+    return Finding(host, "clients", start, start + 60, detector, severity, 1.0, "because")
+
+
+def test_alerts_inside_a_case_are_true_and_time_to_detect_counts_from_its_start():
+    found = [finding("10.20.0.1", T0 + 3600 + 2 * 3600 + 60 * k) for k in range(5)]
+    report = score(labels(), found)
+    incident = report["cases"]["incident"]
+    assert incident["recall"] == 1.0 and incident["precision"] == 1.0
+    assert incident["time_to_detect_s"]["min"] == 2 * 3600 + 60
+    assert incident["daemons_at_detection"] == [4] and incident["flagged_by_4_daemons"]
+    assert report["cases"]["flood"]["recall"] == 0.0
+    assert report["false_alerts"]["count"] == 0
+
+
+def test_alerts_on_unlabelled_hosts_and_info_findings_count_as_false_or_nothing():
+    found = [finding("10.20.0.5", T0 + 100), finding("10.20.0.5", T0 + 400),  # one episode
+             finding("10.20.0.6", T0 + 100, severity="info"),  # not an alert
+             finding("2001:db8:20:5::/64", T0 + 500, detector="model.population")]
+    report = score(labels(), found)
+    false = report["false_alerts"]
+    assert false["count"] == 2
+    assert false["by_kind"] == {"ntpd": 1, "chrony": 1}
+    assert abs(false["per_1000_host_days"] - 200.0) < 1e-9  # 2 alerts over 10 host-days
+    assert len(episodes(found, 3600)) == 2
+
+
+def test_an_alert_before_the_case_on_its_host_is_false(tmp_path):
+    report = score(labels(), [finding("10.20.0.2", T0 + 60), finding("10.20.0.2", T0 + 7300)])
+    flood = report["cases"]["flood"]
+    assert flood["detected"] == 1 and flood["alerts"] == 2 and flood["precision"] == 0.5
+
+
+def test_evaluate_refuses_labels_of_another_capture(tmp_path):
+    runner = CliRunner()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, seed in ((a, 1), (b, 2)):
+        result = runner.invoke(main, ["simulate", "--hosts", "12", "--days", "0.05", "--seed", str(seed), "--cases", "incident", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    good = runner.invoke(main, ["evaluate", "--labels", str(a / "labels.jsonl"), str(a / "campus.pcap"), "--json", str(tmp_path / "r.json")])
+    assert good.exit_code == 0, good.output
+    assert json.loads((tmp_path / "r.json").read_text())["cases"]["incident"]["labelled"] == 1
+    bad = runner.invoke(main, ["evaluate", "--labels", str(b / "labels.jsonl"), str(a / "campus.pcap")])
+    assert bad.exit_code != 0
+    assert "same netmon simulate run" in bad.output
+
+
+def test_a_labels_file_that_is_not_one_says_so(tmp_path):
+    junk = tmp_path / "labels.jsonl"
+    junk.write_text('{"type": "case"}\n')
+    result = CliRunner().invoke(main, ["evaluate", "--labels", str(junk), str(junk)])
+    assert result.exit_code != 0 and "meta record" in result.output
