@@ -85,3 +85,42 @@ def tshark_keys(path: Path) -> Counter[FlowKey]:
          int(_first(f, "cflow.packets", "cflow.packets64", "cflow.permanent_packets")), int(_first(f, "cflow.octets", "cflow.octets64", "cflow.permanent_octets")))
         for f in found
     )
+
+
+# --- crafting export datagrams (tests write their own, field by field) ------------------
+import struct  # noqa: E402
+
+
+def set_bytes(set_id: int, body: bytes) -> bytes:
+    return struct.pack("!HH", set_id, 4 + len(body)) + body
+
+
+def template_record(template_id: int, fields: list[tuple[int, int]] | list[tuple[int, int, int]]) -> bytes:
+    """An IPFIX/v9 template record; fields are (ie, length) or (ie, length, enterprise)."""
+    out = struct.pack("!HH", template_id, len(fields))
+    for f in fields:
+        if len(f) == 3 and f[2]:
+            out += struct.pack("!HHI", f[0] | 0x8000, f[1], f[2])
+        else:
+            out += struct.pack("!HH", f[0], f[1])
+    return out
+
+
+def ipfix(sets: list[bytes], export: int = 1_700_000_000, sequence: int = 0, domain: int = 1) -> bytes:
+    body = b"".join(sets)
+    return struct.pack("!HHIII", 10, 16 + len(body), export, sequence, domain) + body
+
+
+def v9(sets: list[bytes], export: int = 1_700_000_000, uptime: int = 1_000_000, sequence: int = 0, source: int = 1) -> bytes:
+    return struct.pack("!HHIIII", 9, len(sets), uptime, export, sequence, source) + b"".join(sets)
+
+
+#: A minimal IPFIX template for NTP-relevant records: src, dst, sport, dport, proto, packets, bytes, end ms.
+NTP_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 8), (1, 8), (153, 8)]
+
+
+def ntp_record(src: str, dst: str, sport: int, dport: int, packets: int, octets: int, end_ms: int, proto: int = 17) -> bytes:
+    import ipaddress
+
+    return (ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
+            + struct.pack("!HHBQQQ", sport, dport, proto, packets, octets, end_ms))
