@@ -36,6 +36,10 @@ from netmon.detect.hoststate import Column, HostTable, windowed
 
 log = structlog.get_logger(__name__)
 
+#: Seconds the current rate is measured over: short, so a sudden change shows
+#: within an interval or two.
+WINDOW = 300.0
+
 #: Intervals between two checks for hosts to forget.
 PRUNE_EVERY = 360
 
@@ -46,15 +50,27 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: list[str] = Field(
-        default_factory=lambda: ["requests_out", "instance_seconds", "servers", "bytes_out", "replies_out", "ctl_out"],
+        default_factory=lambda: [
+            "requests_out",
+            "rate_vs_poll",
+            "org_mismatch",
+            "after_kod",
+            "servers",
+            "bytes_out",
+            "replies_out",
+            "ctl_out",
+        ],
         description="features compared with the host's own past (see netmon.detect.scaling.SPECS)",
     )
-    window: float = Field(1800.0, gt=0, description="seconds the current rate is measured over")
+    window: float = Field(WINDOW, gt=0, description="seconds the current rate is measured over")
     memory: float = Field(86400.0, gt=0, description="time constant of the host's usual level, seconds")
     warmup: float = Field(6 * 3600.0, ge=0, description="seconds a host is watched before it can be flagged")
     min_rows: int = Field(12, ge=1, description="learned intervals a host needs before it can be flagged")
     z_alert: float = Field(6.0, gt=0, description="deviations above the usual level that make a finding")
     min_ratio: float = Field(4.0, ge=1, description="factor above the usual rate that makes a finding")
+    floor_scale: float = Field(
+        4.0, gt=0, description="times each feature's floor a sudden rise must exceed (reboots are sudden too)"
+    )
     critical_ratio: float = Field(64.0, ge=1, description="factor above the usual rate that makes it critical")
     forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
 
@@ -96,14 +112,14 @@ class Baseline:
         self.config = config
         self.names = tuple(config.features)
         self.rates = scaling.rate_mask(self.names)
-        self.floors = scaling.floors(self.names)
+        self.floors = scaling.floors(self.names) * config.floor_scale
         k = len(self.names)
         self.table = HostTable(
             {
                 "first": Column("f8", 0, np.nan),
                 "last": Column("f8", 0, np.nan),
                 "n": Column("f4", 0, 0.0),
-                "sums": Column("f4", k, 0.0),
+                "sums": Column("f4", k, np.nan),
                 "mean": Column("f4", k, np.nan),
                 "dev": Column("f4", k, 0.0),
             }
@@ -120,11 +136,11 @@ class Baseline:
         elapsed = t - last
         fresh = np.isnan(last) | (elapsed > self.config.forget_after)
         elapsed[fresh] = np.nan
-        sums = np.where(fresh[:, None], 0.0, self.table["sums"][rows])
+        sums = np.where(fresh[:, None], np.where(self.rates, 0.0, np.nan), self.table["sums"][rows])
         counts = scaling.matrix(intervals, self.names, per_hour=False)
         first = np.where(fresh, t, self.table["first"][rows])
         age = t - first + float(intervals.end - intervals.start)
-        sums, current = windowed(sums, elapsed, age, self.config.window, counts, self.rates)
+        sums, current = windowed(sums, elapsed, age, float(intervals.end - intervals.start), self.config.window, counts, self.rates)
         self._seen = _Seen(
             key=id(intervals),
             rows=rows,

@@ -12,11 +12,14 @@ it runs a one-sided CUSUM per feature on the log2 level of the recent rate
 
 which sums, hour by hour, how far the host stays above its reference beyond an
 allowance; a steady ramp accumulates until ``C >= threshold`` (log2-hours)
-while noise and a reboot's short burst do not. Default features: the request
-rate (allowance 2: a 4x rise) and ``instance_seconds``, the requests weighted
-by their advertised poll interval (allowance 0.5), which counts polling
-instances: a reboot that polls fast at poll 6 stays one instance, two ntpd
-polling as advertised are two, whatever their poll.
+while noise and a reboot's short burst do not. Default features and allowances:
+the request rate (2: a 4x rise), ``rate_vs_poll`` (0.3: the aggregator's
+requests per socket against the advertised poll, 1 for a daemon polling as it
+says, N for N daemons sharing port 123, and left alone by a reboot that polls
+fast at poll 6 because it also advertises poll 6) and ``org_mismatch`` (2:
+origins that match nothing, as when daemons read each other's replies). Each
+finding also needs the feature's absolute rise floor
+(:data:`netmon.detect.scaling.SPECS`).
 
 Cold start: NaN and no finding until the reference is captured (``warmup`` s
 and ``window`` s of a host, whichever is longer); a host silent for
@@ -51,7 +54,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: dict[str, float] = Field(
-        default_factory=lambda: {"requests_out": 2.0, "instance_seconds": 0.5},
+        default_factory=lambda: {"requests_out": 2.0, "rate_vs_poll": 0.3, "org_mismatch": 2.0},
         description="feature -> allowance: log2 rise above the reference that is tolerated",
     )
     window: float = Field(1800.0, gt=0, description="seconds the current rate is measured over")
@@ -102,7 +105,7 @@ class Drift:
                 "first": Column("f8", 0, np.nan),
                 "last": Column("f8", 0, np.nan),
                 "weight": Column("f4", 0, 0.0),
-                "sums": Column("f4", k, 0.0),
+                "sums": Column("f4", k, np.nan),
                 "ref": Column("f4", k, np.nan),
                 "dev": Column("f4", k, 0.0),
                 "cusum": Column("f4", k, 0.0),
@@ -124,9 +127,9 @@ class Drift:
         elapsed[fresh] = np.nan
         first = np.where(fresh, t, self.table["first"][rows])
         age = t - first + length
-        sums = np.where(fresh[:, None], 0.0, self.table["sums"][rows])
+        sums = np.where(fresh[:, None], np.where(self.rates, 0.0, np.nan), self.table["sums"][rows])
         counts = scaling.matrix(intervals, self.names, per_hour=False)
-        sums, current = windowed(sums, elapsed, age, cfg.window, counts, self.rates)
+        sums, current = windowed(sums, elapsed, age, length, cfg.window, counts, self.rates)
         level = scaling.level(current)
         ref = np.where(fresh[:, None], np.nan, self.table["ref"][rows])
         dev = np.where(fresh[:, None], 0.0, self.table["dev"][rows])

@@ -117,23 +117,41 @@ class HostTable:
 
 
 def windowed(
-    sums: np.ndarray, elapsed: np.ndarray, age: np.ndarray, window: float, counts: np.ndarray, rates: np.ndarray
+    sums: np.ndarray,
+    elapsed: np.ndarray,
+    age: np.ndarray,
+    length: float,
+    window: float,
+    values: np.ndarray,
+    rates: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rates over a sliding exponential window, however sparse a host's rows.
+    """Recent values over a sliding exponential window, however sparse a host's rows.
 
-    A host polling every 1024 s shows up in one 60 s interval of 17, so the value
-    of a single interval says little; ``sums`` (hosts, features) holds each count
-    summed with weight ``exp(-age / window)``, which divided by ``window`` is the
-    recent rate whether or not the host appeared in between. ``elapsed`` is the
-    seconds since the host's previous row (NaN for a new host), ``counts`` the
-    counts of this interval (NaN unknown: the sum only decays), ``rates`` marks
-    the count features. Returns the new sums and the per-hour rates of the count
-    features (other features pass through as they are, NaN where unknown).
+    A host polling every 1024 s shows up in one 60 s interval of 17, so one
+    interval says little. For count features (``rates``), ``sums`` holds each
+    count summed with weight ``exp(-age / window)``; divided by ``window`` it is
+    the recent rate whether or not the host appeared in between, and ``age``
+    (seconds since the host was first seen, this interval included) corrects a
+    window not yet filled, so a new host's rate is not underestimated. For
+    level features (a ratio, a count of servers) ``sums`` holds their mean over
+    the host's last ``window`` seconds of rows, each row weighing its interval
+    ``length``: one interval of a reboot's iburst barely moves it, a lasting
+    change does. ``elapsed`` is the seconds since the host's previous row (NaN
+    for a new host, whose state starts from nothing); NaN values are unknown and
+    leave the state as it was (the sums only decay).
+
+    Returns the new state and the current values: per hour for counts, the
+    windowed mean for levels; NaN where this interval did not know the feature.
     """
+    new_host = np.isnan(elapsed)[:, None]
     keep = np.exp(-np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0) / window)[:, None]
-    known = ~np.isnan(counts)
-    new = sums * keep + np.where(known & rates, counts, 0.0)
+    known = ~np.isnan(values)
+    counts = sums * keep + np.where(known, values, 0.0)
+    blend = -np.expm1(-length / window)
+    start = new_host | np.isnan(sums)
+    levels = np.where(known, np.where(start, values, sums + blend * (values - sums)), np.where(new_host, np.nan, sums))
+    state = np.where(rates, counts, levels)
     filled = -np.expm1(-np.maximum(age, 1.0) / window)[:, None]
-    current = np.where(rates, new * (3600.0 / window) / filled, counts)
+    current = np.where(rates, counts * (3600.0 / window) / filled, levels)
     current[~known] = np.nan
-    return new, current
+    return state, current

@@ -11,6 +11,11 @@ randomly drawn hosts of its group that no detector flagged, and scores every
 host with a numpy walk of its trees (:func:`tree_scores`, the same arithmetic as
 river's ``score_one`` but over whole columns).
 
+Threshold: a finding needs a score of at least ``threshold`` and above the
+group's own 99.9th percentile (over the scores of its last ``recent`` learned
+rows) plus ``margin``, so a diverse group does not flood and a uniform one stays
+sensitive.
+
 Explanation: beside each forest, the group's typical scaled value and spread per
 feature (exponentially weighted over the learned samples); a finding names the
 features where the host is furthest above its group, with the group's typical
@@ -67,8 +72,10 @@ class Config(BaseModel):
     window_size: int = Field(250, ge=10, description="learned rows per HalfSpaceTrees window")
     sample: int = Field(64, ge=1, description="hosts per group learned each interval")
     min_learned: int = Field(500, ge=1, description="rows a model learns before it scores")
-    threshold: float = Field(0.85, gt=0, lt=1, description="HalfSpaceTrees score that makes a finding")
-    critical: float = Field(0.97, gt=0, le=1, description="score that makes a finding critical")
+    threshold: float = Field(0.2, gt=0, lt=1, description="lowest HalfSpaceTrees score that makes a finding")
+    margin: float = Field(0.1, ge=0, lt=1, description="score above the group's own 99.9th percentile that makes a finding")
+    critical: float = Field(0.6, gt=0, le=1, description="score that makes a finding critical")
+    recent: int = Field(2000, ge=100, description="learned rows' scores kept to place the group's 99.9th percentile")
     min_z: float = Field(4.0, gt=0, description="how far above its group a feature must be to be named")
     memory: int = Field(2000, ge=10, description="learned rows the group's typical values average over")
     seed: int = 7
@@ -150,8 +157,23 @@ class Model:
     learned: int = 0
     center: np.ndarray = field(default_factory=lambda: np.zeros(0))
     spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0))
     forest: Forest | None = None
     pivots: int = -1
+
+    def current(self, window_size: int) -> Forest:
+        """The flattened forest, refreshed when the model has pivoted to a new window
+        (scores read only the reference masses, which change only then)."""
+        pivots = self.learned // window_size
+        if self.forest is None or self.pivots != pivots:
+            self.forest, self.pivots = flatten(self.hst, self.columns), pivots
+        return self.forest
+
+    def threshold(self, floor: float, margin: float) -> float:
+        """The score that makes a finding: the group's own 99.9th percentile plus a margin."""
+        if not self.recent.size:
+            return floor
+        return max(floor, float(np.quantile(self.recent, 0.999)) + margin)
 
 
 class Population:
@@ -211,27 +233,26 @@ class Population:
                 continue
             known = ~np.isnan(scaled[members[0]])
             x = scaled[np.ix_(members, np.flatnonzero(known))]
-            pivots = model.learned // cfg.window_size
-            if model.forest is None or model.pivots != pivots:
-                model.forest, model.pivots = flatten(model.hst, model.columns), pivots
-            s = tree_scores(model.forest, x, cfg.height, cfg.window_size)
+            s = tree_scores(model.current(cfg.window_size), x, cfg.height, cfg.window_size)
             scores[members] = s
+            threshold = model.threshold(cfg.threshold, cfg.margin)
             z = (x - model.center) / np.maximum(model.spread * 1.25, SPREAD_FLOOR)
             cols = np.flatnonzero(known)
             typical = scaling.unlevel(model.center * self.top[cols])
             rise = values[np.ix_(members, cols)] - typical >= self.floors[cols]
             named = (z >= cfg.min_z) & rise
             group = key.split("|")[0]
-            for m in np.flatnonzero((s >= cfg.threshold) & named.any(axis=1)).tolist():
+            for m in np.flatnonzero((s >= threshold) & named.any(axis=1)).tolist():
                 i = int(members[m])
                 findings.append(
                     finding(
                         intervals,
                         i,
                         "model.population",
-                        "critical" if s[m] >= cfg.critical else "warning",
+                        "critical" if s[m] >= max(cfg.critical, threshold) else "warning",
                         float(s[m]),
-                        f"the population of group {group} ({model.learned} host-intervals learned)",
+                        f"the population of group {group} ({model.learned} host-intervals learned, "
+                        f"score {s[m]:.2f} over {threshold:.2f})",
                         [
                             Deviation(self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(z[m, j]))
                             for j in np.flatnonzero(named[m])
@@ -254,6 +275,9 @@ class Population:
             columns = self._columns(known)
             model = self._model(key, columns)
             x = scaled[np.ix_(members, np.flatnonzero(known))]
+            if model.learned >= cfg.window_size:
+                seen = tree_scores(model.current(cfg.window_size), x, cfg.height, cfg.window_size)
+                model.recent = np.concatenate([model.recent, seen])[-cfg.recent :]
             for row in x.tolist():
                 model.hst.learn_one(dict(zip(columns, row)))
             alpha = max(1.0 / (model.learned + members.size), members.size / cfg.memory)
@@ -277,6 +301,7 @@ class Population:
                     "learned": m.learned,
                     "center": m.center,
                     "spread": m.spread,
+                    "recent": m.recent,
                 }
                 for key, m in self.models.items()
             },
@@ -293,7 +318,14 @@ class Population:
                 hst = pickle.loads(m["hst"])
                 if not isinstance(hst, HalfSpaceTrees):
                     raise TypeError(f"model {key!r} is a {type(hst).__name__}, not HalfSpaceTrees")
-                models[key] = Model(hst, list(m["columns"]), int(m["learned"]), np.asarray(m["center"]), np.asarray(m["spread"]))
+                models[key] = Model(
+                    hst,
+                    list(m["columns"]),
+                    int(m["learned"]),
+                    np.asarray(m["center"]),
+                    np.asarray(m["spread"]),
+                    np.asarray(m["recent"]),
+                )
         except (KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError, EOFError) as exc:
             log.warning("population state unusable; starting cold", error=str(exc))
             return

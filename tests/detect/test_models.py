@@ -1,0 +1,137 @@
+"""The learned detectors on synthetic fleets: what each must flag, and what it must not."""
+
+from __future__ import annotations
+
+import numpy as np
+from river.anomaly import HalfSpaceTrees
+
+from netmon.detect import baseline, drift, population
+from tests.detect.fleet import Fleet, run
+
+HOUR = 3600.0
+ODD = "10.9.9.9"
+
+
+def _first(findings: list, host: str, detector: str) -> float | None:
+    times = [f.start for f in findings if f.host == host and f.detector == detector]
+    return min(times) if times else None
+
+
+def _others(findings: list, host: str) -> list:
+    return [f for f in findings if f.host != host]
+
+
+def _incident(fleet: Fleet, ramp: float, stale: bool = False) -> int:
+    """One ntpd at poll 10, then one more ntpd at poll 6 every hour from ``ramp``, all on one socket."""
+    host = fleet.add_host(ODD)
+    fleet.add(host, 1024.0, 5.0, socket=999)
+    for k in range(8):
+        fleet.add(host, 64.0, 7.0 * k + 3.0, start=ramp + k * HOUR, socket=999, stale=stale)
+    return host
+
+
+def test_population_flags_the_host_unlike_its_group_and_not_the_group():
+    fleet = Fleet.clients(300)
+    odd = fleet.add_host(ODD)
+    fleet.add(odd, 8.0, 1.0, start=2 * HOUR)  # hard-wired device: every 8 s from one port
+    model = population.build(population.Config())
+    found = run([model], fleet, 0.0, 4.0)
+    odd_found = [f for f in found if f.host == ODD]
+    assert odd_found, "the host polling every 8 s among 64-1024 s pollers was never flagged"
+    assert _first(found, ODD, "model.population") <= 2 * HOUR + 120, "flagged too late"
+    assert len(odd_found) >= 0.9 * 120, f"flagged in only {len(odd_found)} of its 120 intervals"
+    assert not _others(found, ODD), f"normal group members flagged: {_others(found, ODD)[:3]}"
+    text = odd_found[0].explanation
+    assert "population of group clients" in text and "requests_per_port" in text, text
+
+
+def test_population_numpy_walk_equals_river_score_one():
+    rng = np.random.default_rng(3)
+    hst = HalfSpaceTrees(n_trees=5, height=6, window_size=50, seed=11)
+    columns = ["a", "b", "c"]
+    for row in rng.random((180, 3)):
+        hst.learn_one(dict(zip(columns, row)))
+    probe = np.vstack([rng.random((100, 3)), rng.random((20, 3)) * 0.1 + 0.9])
+    fast = population.tree_scores(population.flatten(hst, columns), probe, 6, 50)
+    slow = np.array([hst.score_one(dict(zip(columns, row))) for row in probe])
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, err_msg="numpy tree walk disagrees with river")
+
+
+def test_baseline_flags_a_sudden_change_of_one_host_only():
+    fleet = Fleet.clients(50)
+    fleet.add(7, 1.0, 0.0, start=12 * HOUR)  # host 7 starts sending once a second
+    found = run([baseline.build(baseline.Config())], fleet, 0.0, 13.0)
+    host = fleet.hosts[7]
+    first = _first(found, host, "model.baseline")
+    assert first is not None and first <= 12 * HOUR + 120, f"sudden flood flagged at {first}"
+    assert not _others(found, host), f"steady hosts flagged: {_others(found, host)[:3]}"
+    f = next(f for f in found if f.host == host)
+    assert "its own usual level" in f.explanation and "requests_out" in f.evidence, f.explanation
+    assert f.evidence["requests_out"]["value"] > 8 * f.evidence["requests_out"]["baseline"], f.evidence
+
+
+def test_drift_flags_hourly_ramp_by_four_daemons_while_fast_model_absorbs_it():
+    ramp = 24 * HOUR
+    fleet = Fleet.clients(40)
+    _incident(fleet, ramp)
+    slow = drift.build(drift.Config())
+    fast = baseline.build(baseline.Config(memory=1800.0, z_alert=3.0))
+    found = run([slow], fleet, 0.0, 29.0)
+    first = _first(found, ODD, "model.drift")
+    assert first is not None, "the hourly ramp was never flagged by drift"
+    assert first < ramp + 3 * HOUR, f"flagged {(first - ramp) / HOUR:.1f} h in: more than 4 daemons by then"
+    assert not _others(found, ODD), f"steady hosts flagged: {_others(found, ODD)[:3]}"
+    absorbed = run([fast], fleet, 0.0, 29.0, gate=False)
+    assert _first(absorbed, ODD, "model.baseline") is None, "fast baseline was expected to absorb the ramp"
+    f = next(f for f in found if f.host == ODD)
+    assert "slow reference" in f.explanation and "cusum" in f.explanation, f.explanation
+
+
+def test_drift_is_quiet_for_a_reboot_with_iburst():
+    fleet = Fleet.clients(40)
+    host = fleet.add_host(ODD)
+    boot = 20 * HOUR
+    fleet.add(host, 1024.0, 5.0, stop=boot)
+    fleet.add(host, 2.0, 0.0, start=boot + 60, stop=boot + 76, servers=4.0)  # iburst to 4 servers
+    fleet.add(host, 64.0, 3.0, start=boot + 60, stop=boot + 3 * HOUR)
+    fleet.add(host, 1024.0, 9.0, start=boot + 3 * HOUR)
+    found = run([drift.build(drift.Config()), baseline.build(baseline.Config())], fleet, 0.0, 26.0)
+    assert not found, f"a reboot raised findings: {[f.explanation for f in found[:3]]}"
+
+
+def test_anomalous_intervals_do_not_teach_a_sustained_anomaly_stays_flagged():
+    fleet = Fleet.clients(30)
+    fleet.add(4, 0.5, 0.0, start=12 * HOUR)
+    model = baseline.build(baseline.Config())
+    found = run([model], fleet, 0.0, 18.0)
+    host = fleet.hosts[4]
+    late = [f for f in found if f.host == host and f.start >= 17 * HOUR]
+    assert len(late) == 60, f"after 5 h of flooding only {len(late)} of 60 intervals still flagged"
+
+
+def test_cold_start_reports_nan_until_warmup():
+    fleet = Fleet.clients(20, periods=(64.0,))
+    model = baseline.build(baseline.Config(warmup=2 * HOUR))
+    slow = drift.build(drift.Config(warmup=2 * HOUR))
+    run([model, slow], fleet, 0.0, 1.0)
+    early = fleet.interval(1.0 * HOUR)
+    assert np.isnan(model.score(early).scores["baseline"]).all(), "baseline scored before its warm-up"
+    assert np.isnan(slow.score(early).scores["drift"]).all(), "drift scored before its reference was captured"
+    run([model, slow], fleet, 1.0 * HOUR, 2.0)
+    later = fleet.interval(3.0 * HOUR)
+    assert np.isfinite(model.score(later).scores["baseline"]).all(), "baseline still cold after warm-up"
+    assert np.isfinite(slow.score(later).scores["drift"]).all(), "drift still cold after warm-up"
+
+
+def test_flow_rows_with_nan_ntp_features_are_scored_on_what_is_known():
+    fleet = Fleet.clients(200)
+    fleet.flow = True
+    fleet.add(9, 1.0, 0.0, start=10 * HOUR)
+    detectors = [population.build(population.Config()), baseline.build(baseline.Config()), drift.build(drift.Config())]
+    found = run(detectors, fleet, 0.0, 10.5)
+    batch = fleet.interval(10.5 * HOUR)
+    for d in detectors:
+        scores = next(iter(d.score(batch).scores.values()))
+        assert np.isfinite(scores).mean() > 0.9, f"{d.name}: NaN features left most hosts unscored"
+    assert _first(found, fleet.hosts[9], "model.baseline") is not None, "flow-only flood not flagged"
+    assert all(not np.isnan(v["value"]) for f in found for v in f.evidence.values()), "a finding cites an unknown value"
