@@ -49,3 +49,84 @@ def test_softflowd_export_gives_the_same_ntp_totals_as_the_capture(capture, tmp_
     v4_only = version == "5"  # NetFlow v5 carries IPv4 only
     want = pair_totals(truth, v4_only)
     assert pair_totals(got) == want, f"NetFlow v{version}: per-pair NTP packets/bytes differ from the capture"
+
+
+class AllRecords:
+    """netmon's collector on loopback keeping every record (not only UDP/123), for peer comparison."""
+
+    def __init__(self) -> None:
+        from netmon.sources.netflow.collector import Collector
+        from netmon.sources.netflow.listener import Allowlist, Listener
+
+        self.listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow")
+        self.port = self.listener.ports[0]
+        self.collector = Collector()
+        self.parts: list[np.ndarray] = []
+        import threading
+
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for batch in self.listener.receive(0.1):
+            for d in batch:
+                self.collector.feed(d.payload, d.source)
+            self.parts.append(self.collector.flush().flows)
+
+    def stop(self) -> np.ndarray:
+        import time
+
+        time.sleep(0.5)
+        self.listener.close()
+        self._thread.join(timeout=5)
+        return np.concatenate(self.parts)
+
+
+def _nfdump_records(flowdir: Path) -> list[tuple]:
+    out = subprocess.run(["nfdump", "-R", str(flowdir), "-q", "-o", "fmt:%sa,%da,%sp,%dp,%pr,%ipkt,%ibyt,%ts,%te", "-N"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    records = []
+    for line in out.splitlines():
+        sa, da, sp, dp, pr, pkts, byts, ts, te = (x.strip() for x in line.split(","))
+        proto = {"TCP": 6, "UDP": 17, "ICMP": 1}.get(pr, pr)
+        records.append((sa, da, int(sp), int(float(dp)), int(proto), int(pkts), int(byts)))
+    return records
+
+
+@pytest.mark.skipif(shutil.which("nfcapd") is None or shutil.which("softflowd") is None, reason="nfdump and softflowd needed")
+@pytest.mark.parametrize("version", ["9", "10"])
+def test_records_equal_nfdumps_for_the_same_export_stream(capture, tmp_path: Path, version: str) -> None:
+    from collections import Counter
+
+    from tests.flows.support import keys
+
+    pcap, _ = capture
+    ours = AllRecords()
+    flowdir = tmp_path / "nfcapd"
+    flowdir.mkdir()
+    nfcapd = subprocess.Popen(["nfcapd", "-w", str(flowdir), "-b", "127.0.0.1", "-p", "0", "-t", "3600",
+                               "-R", f"127.0.0.1/{ours.port}", "-P", str(tmp_path / "nfcapd.pid")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        port = _bound_udp_port(nfcapd.pid)
+        softflowd_export(pcap, port, version, tmp_path, ["-6"])
+        assert wait_for(lambda: ours.collector.last_export > 0, 10), "nothing repeated to netmon by nfcapd"
+    finally:
+        stop_process(nfcapd)
+        rows = ours.stop()
+    theirs = Counter(_nfdump_records(flowdir))
+    mine = Counter(k for k, n in keys(rows).items() for _ in range(n))
+    assert sum(theirs.values()) > 20, "nfdump saw too few records to compare"
+    assert mine == theirs, f"netmon and nfdump differ: only netmon {list((mine - theirs))[:3]}, only nfdump {list((theirs - mine))[:3]}"
+
+
+def _bound_udp_port(pid: int) -> int:
+    """The UDP port a process we started has bound (nfcapd -p 0 picks a free one)."""
+    def found() -> int:
+        out = subprocess.run(["ss", "-Hulnp"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if f"pid={pid}," in line:
+                return int(line.split()[3].rsplit(":", 1)[1])
+        return 0
+    assert wait_for(lambda: found() > 0, 10), "nfcapd did not bind"
+    return found()
