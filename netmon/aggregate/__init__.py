@@ -19,7 +19,7 @@ import structlog
 
 from netmon import config, health
 from netmon.aggregate.features import Campus, compute
-from netmon.aggregate.keys import PrefixSet
+from netmon.aggregate.keys import Names, PrefixSet
 from netmon.aggregate.state import SocketTable
 from netmon.batch import HostIntervals
 
@@ -39,6 +39,8 @@ class Aggregator:
             group_names=[name for name in names for _ in campus.groups[name]],
             default_group=campus.default_group,
             ipv6_bits=campus.ipv6_prefix,
+            host_names=Names(campus.ipv6_prefix),
+            server_names=Names(),
         )
         self.interval = float(aggregate.interval)
         self.lateness = float(aggregate.lateness)
@@ -80,15 +82,13 @@ class Aggregator:
         return closed
 
     def _stash(self, rows: np.ndarray, window: np.ndarray) -> None:
-        first, last = int(window.min()), int(window.max())
-        if first == last:
-            self._pending.setdefault(first, []).append(rows)
-            return
-        order = np.argsort(window, kind="stable")
-        window = window[order]
+        """Park rows in their windows: slices (no copy) when the batch is in time order."""
+        if window.shape[0] > 1 and not (window[1:] >= window[:-1]).all():
+            order = np.argsort(window, kind="stable")
+            rows, window = rows[order], window[order]
         cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        for index, part in zip(window[np.concatenate([[0], cuts])], np.split(order, cuts)):
-            self._pending.setdefault(int(index), []).append(rows[part])
+        for start, stop in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [window.shape[0]]]).tolist()):
+            self._pending.setdefault(int(window[start]), []).append(rows[start:stop])
 
     def _close_before(self, watermark: float) -> list[HostIntervals]:
         """Close windows whose end is at or before ``watermark``."""
@@ -103,7 +103,8 @@ class Aggregator:
         for index in windows:
             parts = self._pending.pop(index)
             rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            rows = rows[np.argsort(rows["time"], kind="stable")]
+            if rows.shape[0] > 1 and not (rows["time"][1:] >= rows["time"][:-1]).all():
+                rows = rows[np.argsort(rows["time"], kind="stable")]
             start = index * self.interval
             intervals = compute(rows, start, start + self.interval, self.campus, self.sockets)
             health.count("aggregate.rows", rows.shape[0])

@@ -10,12 +10,13 @@ only counts, so NTP-only features stay NaN for hosts seen only through flows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from netmon.aggregate import groups
-from netmon.aggregate.keys import PrefixSet, hash_key, roll_up, texts
+from netmon.aggregate.keys import Names, PrefixSet, hash_key, roll_up
 from netmon.aggregate.state import Sockets, SocketTable
 from netmon.batch import FEATURES, HostIntervals
 
@@ -43,6 +44,8 @@ class Campus:
     group_names: list[str]
     default_group: str
     ipv6_bits: int
+    host_names: Names
+    server_names: Names
 
 
 @dataclass
@@ -64,11 +67,15 @@ def host_view(rows: np.ndarray, campus: Campus) -> View:
     """Each row once per internal end, time-ordered; host addresses rolled up."""
     src_in = campus.internal.contains(rows["src_hi"], rows["src_lo"])
     dst_in = campus.internal.contains(rows["dst_hi"], rows["dst_lo"])
-    index = np.concatenate([np.flatnonzero(src_in), np.flatnonzero(dst_in)])
-    out = np.concatenate([np.ones(int(src_in.sum()), bool), np.zeros(int(dst_in.sum()), bool)])
-    order = np.argsort(rows["time"][index], kind="stable")
-    index, out = index[order], out[order]
-    r = rows[index]
+    index = np.flatnonzero(src_in | dst_in)
+    out = src_in[index]
+    both = np.flatnonzero(src_in & dst_in)
+    if both.shape[0]:  # campus to campus: the receiving side too, kept in time order
+        index = np.concatenate([index, both])
+        out = np.concatenate([out, np.zeros(both.shape[0], bool)])
+        order = np.argsort(index, kind="stable")
+        index, out = index[order], out[order]
+    r = rows if index.shape[0] == rows.shape[0] and not both.shape[0] else rows[index]
     host_hi, host_lo = roll_up(np.where(out, r["src_hi"], r["dst_hi"]), np.where(out, r["src_lo"], r["dst_lo"]),
                                campus.ipv6_bits)
     return View(
@@ -139,13 +146,13 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
     role = np.where(client & server, "both", np.where(server & ~client, "server", "client"))
 
     host_hi, host_lo = v.host_hi[first], v.host_lo[first]
-    names = texts(host_hi, host_lo, campus.ipv6_bits)
+    names = np.array(campus.host_names(host_key[first], host_hi, host_lo), dtype=object)
     group_index = campus.groups.first_match(host_hi, host_lo)
     labels = np.array(campus.group_names + [campus.default_group], dtype=object)
     group = labels[group_index].astype(str)
     features = {name: f[name] for name in FEATURES}
-    return HostIntervals(start=start, end=end, host=names, group=group, role=role, features=features,
-                         servers_by_host=_servers_by_host(names, host, v, peer_key, request_out, weight))
+    return HostIntervals(start=start, end=end, host=names.astype(str), group=group, role=role, features=features,
+                         servers_by_host=ServersByHost(names, host, v, campus.server_names, request_out, weight))
 
 
 def _modes_and_versions(f: dict[str, np.ndarray], host: np.ndarray, n: int, ntp: np.ndarray, out: np.ndarray,
@@ -278,14 +285,38 @@ def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np
     table.store(update, float(t.max()))
 
 
-def _servers_by_host(names: np.ndarray, host: np.ndarray, v: View, peer_key: np.ndarray, request_out: np.ndarray,
-                     weight: np.ndarray) -> dict[str, dict[str, float]]:
-    """host text -> {server text: requests} for the requests each host sent."""
-    keys, first, inverse = np.unique(peer_key[request_out], return_index=True, return_inverse=True)
-    counts = np.bincount(inverse, weights=weight[request_out], minlength=keys.shape[0])
-    index = np.flatnonzero(request_out)[first]
-    servers = texts(v.peer_hi[index], v.peer_lo[index])
-    result: dict[str, dict[str, float]] = {}
-    for owner, server, count in zip(names[host[index]].tolist(), servers.tolist(), counts.tolist()):
-        result.setdefault(owner, {})[server] = count
-    return result
+class ServersByHost(Mapping):
+    """host text -> {server text: requests}, built on first use.
+
+    Most intervals are never asked (the allowlist rule is off by default), and
+    building it is Python work per (host, server) pair, so the columns are kept
+    and the mapping is made only when read.
+    """
+
+    def __init__(self, names: np.ndarray, host: np.ndarray, v: View, server_names: Names, request_out: np.ndarray,
+                 weight: np.ndarray) -> None:
+        sent = np.flatnonzero(request_out)
+        self._args = (names, host[sent], v.peer_hi[sent], v.peer_lo[sent], weight[sent], server_names)
+        self._built: dict[str, dict[str, float]] | None = None
+
+    def _mapping(self) -> dict[str, dict[str, float]]:
+        if self._built is None:
+            names, host, peer_hi, peer_lo, weight, server_names = self._args
+            server_key = hash_key(peer_hi, peer_lo)
+            pairs, first, inverse = np.unique(hash_key(host, server_key), return_index=True, return_inverse=True)
+            counts = np.bincount(inverse, weights=weight, minlength=pairs.shape[0])
+            servers = server_names(server_key[first], peer_hi[first], peer_lo[first])
+            built: dict[str, dict[str, float]] = {}
+            for owner, server, count in zip(names[host[first]].tolist(), servers, counts.tolist()):
+                built.setdefault(owner, {})[server] = count
+            self._built, self._args = built, ()
+        return self._built
+
+    def __getitem__(self, host: str) -> dict[str, float]:
+        return self._mapping()[host]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())

@@ -93,18 +93,34 @@ def hash_key(*columns: np.ndarray) -> np.ndarray:
     return key
 
 
-def texts(hi: np.ndarray, lo: np.ndarray, v6_bits: int = 128) -> np.ndarray:
-    """Address text per row; IPv4 vectorised, IPv6 as ``addr`` or ``prefix/bits``."""
-    out = np.empty(hi.shape[0], dtype=object)
-    v4 = is_mapped(hi, lo)
-    if v4.any():
-        value = lo[v4] & np.uint64(0xFFFF_FFFF)
-        octets = [((value >> np.uint64(s)) & np.uint64(255)).astype(str) for s in (24, 16, 8, 0)]
-        dotted = octets[0]
-        for octet in octets[1:]:
-            dotted = np.char.add(np.char.add(dotted, "."), octet)
-        out[v4] = dotted
-    suffix = f"/{v6_bits}" if v6_bits < 128 else ""
-    for i in np.flatnonzero(~v4):
-        out[i] = str(ipaddress.IPv6Address((int(hi[i]) << 64) | int(lo[i]))) + suffix
-    return out.astype(str)
+def text(hi: int, lo: int, v6_bits: int = 128) -> str:
+    """One address as text: IPv4 dotted, IPv6 as ``addr`` or ``prefix/bits`` when rolled up."""
+    if hi == 0 and lo >> 32 == _MAPPED:
+        return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))
+    name = str(ipaddress.IPv6Address((hi << 64) | lo))
+    return f"{name}/{v6_bits}" if v6_bits < 128 else name
+
+
+class Names:
+    """Address text by hashed key, remembered: hosts and servers recur every interval.
+
+    Bounded: the memory is dropped whole when it passes ``limit`` entries (a
+    million names is about 100 MB), then refills from the next intervals.
+    """
+
+    def __init__(self, v6_bits: int = 128, limit: int = 1_000_000) -> None:
+        self.v6_bits = v6_bits
+        self.limit = limit
+        self.known: dict[int, str] = {}
+
+    def __call__(self, key: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+        """Text for each row; ``key`` is the rows' address hash (uint64)."""
+        if len(self.known) > self.limit:
+            self.known.clear()
+        known = self.known
+        keys = key.tolist()
+        names = [known.get(k) for k in keys]
+        for i, name in enumerate(names):
+            if name is None:
+                names[i] = known[keys[i]] = text(int(hi[i]), int(lo[i]), self.v6_bits)
+        return names
