@@ -13,7 +13,7 @@ import re
 from netmon.sinks.alerts.model import Alert, iso
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~=&@:])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]#|<>~&@:])")
 
 
 def plain(text: str) -> str:

@@ -1,0 +1,123 @@
+"""Evidence report end to end: a capture replayed into the store, then `netmon evidence HOST`."""
+
+from __future__ import annotations
+
+import html.parser
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from netmon.batch import addr_halves, empty_observations
+from netmon.cli import main
+from netmon.decode.encode import frames_from_observations
+from netmon.decode.frames import decode_frames
+from netmon.sources.pcapfile import read_frames, write_pcap
+
+T0 = 1_700_000_000.0
+RATE = int.from_bytes(b"RATE", "big")
+RUNAWAY, QUIET, SERVER, OTHER_SERVER = "10.1.2.3", "10.1.2.4", "192.0.2.10", "192.0.2.11"
+
+
+def packets(src: str, dst: str, times: np.ndarray, mode: int, **fields) -> np.ndarray:
+    rows = empty_observations(len(times))
+    rows["time"] = times
+    rows["src_hi"], rows["src_lo"] = addr_halves(src)
+    rows["dst_hi"], rows["dst_lo"] = addr_halves(dst)
+    rows["sport"], rows["dport"] = (123, 123)
+    rows["packets"], rows["ntp"], rows["version"], rows["mode"], rows["poll"] = 1, 1, 4, mode, 6
+    rows["xmt_ts"] = (times.astype(np.uint64) + np.uint64(2_208_988_800)) << np.uint64(32)
+    for name, value in fields.items():
+        rows[name] = value
+    return rows
+
+
+@pytest.fixture
+def replayed(tmp_path):
+    """A 20-minute capture: a runaway host ignoring KoD RATE, a quiet host polling every 64 s."""
+    burst = T0 + np.arange(0, 1200, 1.5)
+    quiet = T0 + np.arange(0, 1200, 64.0)
+    rows = np.concatenate([
+        packets(RUNAWAY, SERVER, burst, 3, org_ts=np.arange(len(burst), dtype=np.uint64) * np.uint64(7919)),
+        packets(SERVER, RUNAWAY, burst + 0.01, 4, leap=3, stratum=0, ref_id=RATE),
+        packets(QUIET, OTHER_SERVER, quiet, 3),
+        packets(OTHER_SERVER, QUIET, quiet + 0.01, 4, stratum=2),
+    ])
+    rows = rows[np.argsort(rows["time"], kind="stable")]
+    pcap = tmp_path / "edge.pcap"
+    write_pcap(pcap, frames_from_observations(rows))
+    db = tmp_path / "store.db"
+    result = CliRunner().invoke(main, ["replay", str(pcap), "--internal", "10.0.0.0/8", "--db", str(db)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return {"pcap": pcap, "db": db, "tmp": tmp_path, "runaway_packets": 2 * len(burst)}
+
+
+def evidence(replayed, host: str, *extra: str):
+    out = replayed["tmp"] / "report"
+    result = CliRunner().invoke(main, ["evidence", host, "--db", str(replayed["db"]), "--out", str(out), *extra],
+                                catch_exceptions=False)
+    return result, out
+
+
+def test_report_has_plot_findings_kod_timeline_servers_and_pcap_excerpt(replayed):
+    result, out = evidence(replayed, RUNAWAY)
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert (out / "rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "plot is not a PNG"
+    assert "![request rate](rate.png)" in md
+    assert "Kiss-o'-Death timeline" in md and "no KoD received" not in md, "KoD timeline missing"
+    assert "| 192.0.2.10 | 800 |" in md, "top server missing"
+    assert "Client instances" in md, "instance estimate missing"
+    assert "no findings" not in md, "the runaway host's findings are missing"
+    rows = np.concatenate([decode_frames(f) for f in read_frames(out / "excerpt.pcap")])
+    assert len(rows) == replayed["runaway_packets"], "excerpt should hold exactly the host's packets"
+    quiet_hi, quiet_lo = addr_halves(QUIET)
+    assert not np.any((rows["src_lo"] == quiet_lo) | (rows["dst_lo"] == quiet_lo)), "another host's packets leaked in"
+    assert np.all(np.diff(rows["time"]) >= 0), "excerpt out of time order"
+
+
+def test_since_limits_the_period_and_the_excerpt(replayed):
+    result, out = evidence(replayed, RUNAWAY, "--since", "5m")
+    assert result.exit_code == 0, result.output
+    rows = np.concatenate([decode_frames(f) for f in read_frames(out / "excerpt.pcap")])
+    assert 0 < len(rows) < replayed["runaway_packets"] / 2, f"--since 5m kept {len(rows)} packets"
+    assert rows["time"].min() >= T0 + 1200 - 5 * 60 - 60
+
+
+def test_html_escapes_stored_text(replayed):
+    import sqlite3
+
+    with sqlite3.connect(replayed["db"]) as db:
+        db.execute("UPDATE findings SET explanation = ?, server = ? WHERE host = ?",
+                   ("<script>alert(1)</script> & <img src=x onerror=alert(2)>", '"><b>x</b>', RUNAWAY))
+    result, out = evidence(replayed, RUNAWAY)
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "<b>x</b>" not in page, "stored text not escaped"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+    tags = []
+
+    class Tags(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append(tag)
+
+    Tags().feed(page)
+    assert set(tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "table", "tr", "th", "td", "img"}
+    md = (out / "report.md").read_text()
+    assert "<script>" not in md
+
+
+def test_unknown_host_and_missing_store_are_clear_errors(replayed, tmp_path):
+    result, _ = evidence(replayed, "10.77.0.1")
+    assert result.exit_code != 0 and "no intervals" in result.output
+    result = CliRunner().invoke(main, ["evidence", RUNAWAY, "--db", str(tmp_path / "none.db"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "no netmon store" in result.output
+
+
+def test_report_without_the_capture_says_so(replayed):
+    replayed["pcap"].unlink()
+    result, out = evidence(replayed, RUNAWAY)
+    assert result.exit_code == 0, result.output
+    assert not (out / "excerpt.pcap").exists()
+    assert "No packet excerpt" in (out / "report.md").read_text()
