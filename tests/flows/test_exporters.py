@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
+
+from collections import Counter
 
 import numpy as np
 import pytest
 
+from netmon.sources.netflow.collector import Collector
+from netmon.sources.netflow.listener import Allowlist, Listener
+from tests.flows.support import keys
 from tests.flows.exporters import Collecting, capture_truth, ntp_rows, pair_totals, stop_process, wait_for, write_capture
 
 
@@ -55,15 +63,10 @@ class AllRecords:
     """netmon's collector on loopback keeping every record (not only UDP/123), for peer comparison."""
 
     def __init__(self) -> None:
-        from netmon.sources.netflow.collector import Collector
-        from netmon.sources.netflow.listener import Allowlist, Listener
-
         self.listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow")
         self.port = self.listener.ports[0]
         self.collector = Collector()
         self.parts: list[np.ndarray] = []
-        import threading
-
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -74,8 +77,6 @@ class AllRecords:
             self.parts.append(self.collector.flush().flows)
 
     def stop(self) -> np.ndarray:
-        import time
-
         time.sleep(0.5)
         self.listener.close()
         self._thread.join(timeout=5)
@@ -96,10 +97,6 @@ def _nfdump_records(flowdir: Path) -> list[tuple]:
 @pytest.mark.skipif(shutil.which("nfcapd") is None or shutil.which("softflowd") is None, reason="nfdump and softflowd needed")
 @pytest.mark.parametrize("version", ["9", "10"])
 def test_records_equal_nfdumps_for_the_same_export_stream(capture, tmp_path: Path, version: str) -> None:
-    from collections import Counter
-
-    from tests.flows.support import keys
-
     pcap, _ = capture
     ours = AllRecords()
     flowdir = tmp_path / "nfcapd"
@@ -130,3 +127,44 @@ def _bound_udp_port(pid: int) -> int:
         return 0
     assert wait_for(lambda: found() > 0, 10), "nfcapd did not bind"
     return found()
+
+
+@pytest.mark.skipif(shutil.which("pmacctd") is None, reason="pmacct not installed (deploy/install.sh installs it)")
+def test_pmacctd_sampled_netflow_and_sflow_totals_fall_within_the_sampling_bound(tmp_path: Path) -> None:
+    """pmacctd samples 1 in 4 packets of the capture; nfprobe (v9, rate in options data) and
+    sfprobe (raw headers, rate per sample) both go to netmon, which scales by the rate.
+    The scaled totals must lie within 4 standard deviations of the capture's true count."""
+    ntp, background = ntp_rows(hosts=40)
+    pcap = tmp_path / "ntp.pcap"
+    write_capture(pcap, ntp, background)
+    truth = capture_truth(pcap)
+    rate = 4
+    netflow, sflow = Collecting("netflow"), Collecting("sflow")
+    log = tmp_path / "pmacctd.log"
+    conf = tmp_path / "pmacctd.conf"
+    conf.write_text("\n".join([
+        "daemonize: false", f"pcap_savefile: {pcap}", "pcap_savefile_wait: true", f"logfile: {log}",
+        "plugins: nfprobe[n], sfprobe[s]", f"sampling_rate: {rate}",
+        f"nfprobe_receiver[n]: 127.0.0.1:{netflow.port}", "nfprobe_version[n]: 9",
+        "nfprobe_timeouts[n]: udp=1:tcp=1:maxlife=1:expint=1:general=1",
+        f"sfprobe_receiver[s]: 127.0.0.1:{sflow.port}", "sfprobe_agentip[s]: 127.0.0.1", "",
+    ]))
+    proc = subprocess.Popen(["pmacctd", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: log.exists() and "finished reading PCAP" in log.read_text(), 30), "pmacctd did not read the capture"
+        assert wait_for(lambda: netflow.source.collector.last_export > 0 and sflow.frames, 15), "no exports arrived"
+        time.sleep(3)  # nfprobe expires its flows every second
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        stop_process(proc)
+        netflow.stop()
+        sflow.stop()
+    n = float(truth["packets"].sum())
+    bound = 4 * rate * np.sqrt(n * (1 / rate) * (1 - 1 / rate))
+    for name, collected in (("nfprobe", netflow), ("sfprobe", sflow)):
+        got = collected.observations()
+        estimate = float(got["packets"].sum())
+        assert abs(estimate - n) <= bound, f"{name}: {estimate} packets estimated, {n} true, bound {bound:.0f}"
+        assert (got["packets"] % rate == 0).all(), f"{name}: counts not scaled by the 1-in-{rate} rate"
+    assert all((f.weight == rate).all() for f in sflow.frames), "sFlow raw headers must carry the sampling rate as weight"
