@@ -127,9 +127,20 @@ def _line(measurement: str, tags: str, fields: Iterable[str], ns: int) -> bytes 
     return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tags} {body} {ns}".encode()
 
 
-def _numeric_fields(columns: list[tuple[str, list[float]]], i: int) -> list[str]:
-    """``key=value`` for row ``i`` of each column, NaN and infinities left out (unknown)."""
-    return [f"{key}={value!r}" for key, values in columns if math.isfinite(value := values[i])]
+def _field_rows(columns: list[tuple[str, np.ndarray]], n: int) -> list[str]:
+    """``key=value,...`` per row over float ``columns``; NaN and infinities left out (unknown).
+
+    Column-wise ``map`` keeps the per-value work in C: about 0.3 us a value.
+    """
+    texts = []
+    for key, values in columns:
+        column = list(map((key + "=").__add__, map(repr, values.tolist())))
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            column[i] = ""
+        texts.append(column)
+    if not texts:
+        return [""] * n
+    return [",".join(filter(None, row)) for row in zip(*texts)]
 
 
 def split_direction(name: str) -> tuple[str, str]:
@@ -143,20 +154,19 @@ def split_direction(name: str) -> tuple[str, str]:
 def host_lines(scored: Scored) -> list[bytes]:
     """``ntp_host`` (features without a direction, and role) and ``ntp_traffic`` (per direction)."""
     iv = scored.intervals
-    ns = _ns(iv.start)
-    by_direction: dict[str, list[tuple[str, list[float]]]] = {"": [], "out": [], "in": []}
+    n, ns = len(iv), _ns(iv.start)
+    by_direction: dict[str, list[tuple[str, np.ndarray]]] = {"": [], "out": [], "in": []}
     for name, column in iv.features.items():
         direction, field = split_direction(name)
-        by_direction[direction].append((_key(field), np.asarray(column, dtype=np.float64).tolist()))
-    hosts, groups, roles = iv.host.tolist(), iv.group.tolist(), iv.role.tolist()
-    lines: list[bytes | None] = []
-    for i, host in enumerate(hosts):
-        tags = _tags(host=str(host), group=str(groups[i]))
-        fields = _numeric_fields(by_direction[""], i) + [f"role={_string(str(roles[i]))}"]
-        lines.append(_line(HOST, tags, fields, ns))
-        for direction in ("out", "in"):
-            fields = _numeric_fields(by_direction[direction], i)
-            lines.append(_line(TRAFFIC, tags + _tags(direction=direction), fields, ns))
+        by_direction[direction].append((_key(field), np.asarray(column, dtype=np.float64)))
+    tags = [_tags(host=str(h), group=str(g)) for h, g in zip(iv.host.tolist(), iv.group.tolist())]
+    roles = [f"role={_string(str(r))}" for r in iv.role.tolist()]
+    plain = _field_rows(by_direction[""], n)
+    lines = [_line(HOST, tags[i], [f for f in (plain[i], roles[i]) if f], ns) for i in range(n)]
+    for direction in ("out", "in"):
+        fields = _field_rows(by_direction[direction], n)
+        suffix = _tags(direction=direction)
+        lines += [_line(TRAFFIC, tags[i] + suffix, [fields[i]] if fields[i] else [], ns) for i in range(n)]
     return [line for line in lines if line]
 
 
@@ -167,16 +177,12 @@ def score_lines(scored: Scored) -> list[bytes]:
         return []
     names = sorted(scored.scores)
     matrix = np.vstack([np.asarray(scored.scores[n], dtype=np.float64) for n in names])
-    finite = np.where(np.isfinite(matrix), matrix, -np.inf)
-    worst = finite.max(axis=0)
-    columns = [(_key(n), matrix[k].tolist()) for k, n in enumerate(names)] + [("max", worst.tolist())]
+    worst = np.where(np.isfinite(matrix), matrix, -np.inf).max(axis=0)
+    fields = _field_rows([(_key(n), matrix[k]) for k, n in enumerate(names)] + [("max", worst)], len(iv))
     ns = _ns(iv.start)
-    lines = []
-    for i, host in enumerate(iv.host.tolist()):
-        line = _line(SCORE, _tags(host=str(host), group=str(iv.group[i])), _numeric_fields(columns, i), ns)
-        if line:
-            lines.append(line)
-    return lines
+    lines = [_line(SCORE, _tags(host=str(h), group=str(g)), [fields[i]] if fields[i] else [], ns)
+             for i, (h, g) in enumerate(zip(iv.host.tolist(), iv.group.tolist()))]
+    return [line for line in lines if line]
 
 
 def finding_time(finding: Finding) -> int:

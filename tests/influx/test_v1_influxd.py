@@ -84,7 +84,7 @@ from tests.influx.test_v1_influxd import sink_config
 sink = influx.build(sink_config(sys.argv[1], sys.argv[2]))
 for scored in make_run(float(sys.argv[3]), int(sys.argv[4])):
     sink.write(scored)
-print("spooled", sink.spool.pending_points(), flush=True)
+print(); print(f"SPOOLED_POINTS={sink.spool.pending_points()}", flush=True)
 time.sleep(600)
 """
 
@@ -98,9 +98,11 @@ def test_writer_killed_with_full_spool_sends_it_on_restart(tmp_path):
     writer = subprocess.Popen([sys.executable, "-c", WRITER, server.url, str(spool), str(start), str(len(run))],
                               cwd=REPO, stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
     try:
-        line = writer.stdout.readline()
-        assert line.startswith("spooled "), f"writer said {line!r}"
-        assert int(line.split()[1]) >= len(expected_points(run)), "the writer did not spool every point"
+        said = ""
+        while "SPOOLED_POINTS=" not in said and (line := writer.stdout.readline()):
+            said += line  # structlog's warnings share stdout
+        assert "SPOOLED_POINTS=" in said, f"writer said {said!r}"
+        assert int(said.split("SPOOLED_POINTS=")[1].split()[0]) >= len(expected_points(run)), "the writer did not spool every point"
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()

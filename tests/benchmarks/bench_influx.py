@@ -1,0 +1,103 @@
+"""InfluxDB sink speed: points per second written, and replay throughput with the sink on vs off.
+
+1. Points/s: consecutive Scored intervals (every FEATURES column, scores, findings)
+   written with the sink's default batching (5000 points a request, 1 s flush,
+   gzip) to victoria-metrics (v2 API, influxdb-client) and influxd 1.x (v1 /write),
+   both on loopback; timed from the first write() to close() returning with the
+   spool empty (every point acknowledged). Also the pipeline side alone: the time
+   write() itself takes (line protocol + spool append), which is what a replay waits for.
+2. Replay: observation rows through aggregate -> detect (rules) -> sinks, with no
+   sink and with the influx sink (to victoria-metrics); ratio of rows/s.
+
+    .venv/bin/python tests/benchmarks/bench_influx.py [--intervals 60] [--hosts 500] [--rows 400000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from netmon import health, pipeline  # noqa: E402
+from netmon.aggregate import Aggregator  # noqa: E402
+from netmon.batch import Observations  # noqa: E402
+from netmon.config import validate  # noqa: E402
+from netmon.detect.engine import Engine  # noqa: E402
+from netmon.sinks import influx  # noqa: E402
+from tests.benchmarks.bench_aggregate import make_rows  # noqa: E402
+from tests.influx.data import make_run, recent_start  # noqa: E402
+from tests.influx.servers import Influx1, Victoria  # noqa: E402
+
+
+def write_points(config: influx.Config, run) -> tuple[int, float, float]:
+    """(points, seconds in write() calls, seconds until all acknowledged)."""
+    health.reset()
+    sink = influx.build(config)
+    started = time.perf_counter()
+    in_write = 0.0
+    for scored in run:
+        t = time.perf_counter()
+        sink.write(scored)
+        in_write += time.perf_counter() - t
+    sink.close()
+    total = time.perf_counter() - started
+    assert sink.spool.pending_points() == 0, "points left unsent"
+    return int(health.snapshot()["influx.write.points"]), in_write, total
+
+
+def replay(rows, sink_config: influx.Config | None, batch: int = 20000) -> float:
+    """Rows/s through aggregate, rules and the sinks (closed, so every point delivered)."""
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"]}})
+    sinks = [influx.build(sink_config)] if sink_config else []
+    stages = pipeline.Stages(sources=[], aggregator=Aggregator(settings.campus, settings.aggregate),
+                             engine=Engine(settings.detect, restore=False), sinks=sinks)
+    items = [Observations(rows[i : i + batch]) for i in range(0, len(rows), batch)]
+    started = time.perf_counter()
+    pipeline.run_items(stages, items)
+    return len(rows) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--intervals", type=int, default=60)
+    parser.add_argument("--hosts", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=400_000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-influx-"))
+    (root / "vm").mkdir()
+    (root / "influxd").mkdir()
+    vm, influxd = Victoria.create(root / "vm"), Influx1.create(root / "influxd")
+    vm.start()
+    influxd.start()
+    influxd.create_database("netmon")
+    try:
+        run = make_run(recent_start(), args.intervals, n_hosts=args.hosts)
+        print(f"points/s: {args.intervals} intervals x {args.hosts} hosts, default batching "
+              f"(batch_size 5000, flush 1 s, gzip)")
+        for label, config in (
+            ("victoria-metrics v2 API", influx.Config(type="influx", api="v2", url=vm.url, spool_dir=str(root / "s1"))),
+            ("influxd 1.x  v1 /write", influx.Config(type="influx", api="v1", url=influxd.url,
+                                                     spool_dir=str(root / "s2"))),
+        ):
+            points, in_write, total = write_points(config, run)
+            print(f"  {label}: {points} points in {total:.2f} s = {points / total:,.0f} points/s acknowledged; "
+                  f"write() alone {points / in_write:,.0f} points/s ({in_write / len(run) * 1000:.1f} ms/interval)")
+        rows = make_rows(args.rows, args.hosts * 4)
+        off = replay(rows, None)
+        on = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, spool_dir=str(root / "s3")))
+        print(f"replay ({args.rows} rows, rules detector): sink off {off:,.0f} rows/s, "
+              f"influx sink on {on:,.0f} rows/s, on/off = {on / off:.2f}")
+    finally:
+        vm.stop()
+        influxd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
