@@ -53,6 +53,7 @@ class Config(Strict):
 
     enabled: bool = Field(False, description="false = dry run: print the nft commands, change nothing")
     nft: str = Field("nft", description="the nft program")
+    netns: str = Field("", description="act inside this network namespace (ip netns exec); empty = this one")
     audit_log: str = Field("netmon-data/muzzle.log", description="JSON line per action")
     rate: float = Field(0.0, ge=0, description="default packets/s let through; 0 = drop all")
     duration: float = Field(3600.0, gt=0, description="default seconds until the muzzle expires")
@@ -148,6 +149,8 @@ class Muzzle:
 
     def _nft(self, *args: str, script: str = "", json_out: bool = False) -> str:
         argv = [self.config.nft, *(["-j"] if json_out else []), *args]
+        if self.config.netns:
+            argv = ["ip", "netns", "exec", self.config.netns, *argv]
         done = subprocess.run(argv, input=script or None, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise MuzzleError(f"{' '.join(argv)}: {done.stderr.strip()}")
@@ -245,7 +248,7 @@ class Muzzle:
             "host": host,
             "dry_run": self.dry_run,
             "user": _user(),
-            "netns": _netns(),
+            "netns": self.config.netns or _netns(),
             **details,
         }
         log.warning("muzzle", **line)

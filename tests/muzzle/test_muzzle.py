@@ -126,3 +126,29 @@ def test_dry_run_changes_nothing_without_enabled(border_lab):
     assert "add element inet netmon_muzzle hosts4" in done.stdout, done.stdout
     assert delta(env, env["client"], "10.99.1.2") == 20, "a dry run blocked traffic"
     assert env["border"].exec(["nft", "list", "table", "inet", "netmon_muzzle"], check=False).returncode != 0
+
+
+def test_critical_alert_muzzles_automatically_when_config_allows(border_lab):
+    import netmon.sinks.alerts as alerts
+    from tests.alerts.receivers import finding, scored
+
+    env = border_lab
+    muzzle_config = {"enabled": True, "netns": env["border"].name, "audit_log": str(env["tmp"] / "auto.log"),
+                     "auto_rules": ["rule.kod_ignored"], "auto_severities": ["critical"], "duration": 60}
+    sink = alerts.build(alerts.Config.model_validate(
+        {"type": "alerts", "silences_file": "", "muzzle": muzzle_config}), None)
+    sink.write(scored([finding(host="10.99.1.2", rule="rule.kod_ignored", severity="critical"),
+                       finding(host="10.99.2.2", rule="rule.origin", severity="critical")]))
+    sink.close()
+    assert delta(env, env["client"], "10.99.1.2") == 0, "the critical kod_ignored host was not muzzled"
+    assert delta(env, env["other"], "10.99.2.2") == 20, "a rule not allowed to muzzle muzzled its host"
+    audit = [json.loads(line) for line in (env["tmp"] / "auto.log").read_text().splitlines()]
+    assert len(audit) == 1 and audit[0]["host"] == "10.99.1.2" and "rule.kod_ignored" in audit[0]["reason"]
+
+
+def test_automatic_muzzle_is_off_by_default(tmp_path):
+    import netmon.sinks.alerts as alerts
+
+    config = alerts.Config.model_validate({"type": "alerts"})
+    assert not config.muzzle.enabled and config.muzzle.auto_rules == []
+    assert not config.muzzle.wants("firing", "rule.kod_ignored", "critical")
