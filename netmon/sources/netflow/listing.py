@@ -59,3 +59,18 @@ def as_dicts(rows: np.ndarray) -> Iterator[dict[str, Any]]:
 def flow_records(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a pcap as dicts, in order."""
     return [d for rows in flow_rows(path) for d in as_dicts(rows)]
+
+
+def flow_line(record: dict[str, Any]) -> str:
+    """A flow record as one short human line."""
+    return (f"{record['time']:.3f} {record['exporter']} {record['src']}:{record['sport']} > {record['dst']}:{record['dport']}"
+            f" proto {record['proto']} packets {record['packets']} bytes {record['bytes']} sampling 1/{record['sampling']:g}")
+
+
+def print_flows(path: str | Path, as_json: bool, write: Any) -> None:
+    """Write every flow record of a pcap, one per line (JSON objects with ``as_json``)."""
+    import json
+
+    for rows in flow_rows(path):
+        for record in as_dicts(rows):
+            write((json.dumps(record) if as_json else flow_line(record)) + "\n")
