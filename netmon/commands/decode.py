@@ -95,11 +95,17 @@ def _print_rows(rows: np.ndarray, as_json: bool) -> None:
 @click.command("decode")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per packet (Zeek ntp.log field names)")
-def command(files: tuple[str, ...], as_json: bool) -> None:
+@click.option("--flows", is_flag=True, help="the files hold NetFlow/IPFIX/sFlow exports: print every flow record")
+def command(files: tuple[str, ...], as_json: bool, flows: bool) -> None:
     """Print the NTP packets in capture FILEs (pcap, pcapng, gzip-compressed)."""
     failed = []
     for path in files:
         try:
+            if flows:
+                from netmon.sources.netflow.listing import print_flows
+
+                print_flows(path, as_json, sys.stdout.write)
+                continue
             for frames in read_frames(path):
                 _print_rows(decode_frames(frames), as_json)
         except CaptureError as exc:
