@@ -12,20 +12,23 @@ writes the whole report (see ``netmon.evaluate.score``).
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from netmon import evaluate
 from netmon.batch import Observations
 from netmon.commands.simulate import scenario_from, scenario_options
 from netmon.config import ConfigError
-from netmon.simulate import generate
+from netmon.simulate import Simulation, generate
 from netmon.simulate.labels import Labels, LabelsError, read
 
 
@@ -71,6 +74,15 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         )
 
 
+def _items_from_simulation(sim: Simulation) -> Iterator[Observations]:
+    """The simulator's batches, with a progress bar on a terminal (stderr)."""
+    with Progress(console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("simulated packets", total=sim.rows())
+        for rows in sim.batches():
+            yield Observations(rows)
+            bar.update(task, advance=len(rows))
+
+
 def _items_from_pcaps(paths: tuple[str, ...]) -> Any:
     from netmon.sources.pcap import Config, PcapSource
 
@@ -105,7 +117,7 @@ def command(pcaps: tuple[str, ...], labels_path: str | None, simulated: bool, ho
             labels = read(labels_path)
         with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
             settings = evaluate.evaluation_settings(labels, config_path, str(Path(tmp) / "state.ckpt"))
-            items = (Observations(rows) for rows in sim.batches()) if sim else _items_from_pcaps(pcaps)
+            items = _items_from_simulation(sim) if sim else _items_from_pcaps(pcaps)
             findings, tally, intervals = evaluate.run(settings, items)
         if not simulated:
             evaluate.check_capture(labels, tally.first, tally.last, tally.packets)

@@ -12,8 +12,10 @@ Host kinds (share of ``--hosts``, the rest is a DHCP pool for laptops):
 * ``server``: busy campus NTP servers answering a few hundred outside clients, and
   polling their own upstreams;
 * ``nat`` and ``vpn``: one address for 20-60 clients each behaving (NAT clients
-  reboot now and then, VPN clients connect for the working day); they may draw
-  KoD from a strict server, which the client that got it honours;
+  reboot now and then, VPN clients connect for the working day); the site's DHCP
+  names two servers (one strict) that all but the Windows clients use, so the
+  gateway draws KoD RATE when two clients' requests come within a second, and
+  the client that got it honours it;
 * ``dhcp``: addresses handed to laptops that come and go; one address serves
   different laptops (different client software) on different days.
 
@@ -218,9 +220,12 @@ def nat_gateway(campus: Campus, vpn: bool) -> None:
     """One address for 20-60 clients, each with its own translated port and schedule."""
     rng = campus.rng
     gateway = campus.host("vpn" if vpn else "nat")
+    strict = [s for s in campus.pool if campus.book.strict[s]]
+    lenient = [s for s in campus.pool if not campus.book.strict[s]]
+    site = [int(rng.choice(strict)), int(rng.choice(lenient))]
     for _ in range(int(rng.integers(20, 61))):
         kind = _client_kind(campus)
-        servers = campus.servers_for(kind, False)
+        servers = campus.servers_for(kind, False) if kind == Kind.W32TIME else site
         port = int(rng.integers(*EPHEMERAL))
         if not vpn:
             boots = [float(d + rng.uniform(0, DAY)) for d in _days(campus) if rng.random() < 0.3]

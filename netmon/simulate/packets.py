@@ -12,7 +12,8 @@ What the fields say, by client kind (see ``netmon.simulate.events.Kind``):
 * timesyncd and one-shot syncs: SNTP with zero origin, real transmit time;
 * w32time: version 3 from port 123;
 * the replies copy the request's transmit timestamp into their origin, as servers
-  do; a KoD RATE has LI 3, stratum 0 and reference ID ``RATE``.
+  do; a KoD RATE has LI 3, stratum 0, reference ID ``RATE`` and echoes that
+  timestamp in its receive and transmit fields too.
 """
 
 from __future__ import annotations
@@ -204,8 +205,10 @@ def replies(ev: dict[str, np.ndarray], req: np.ndarray, book: dict[str, np.ndarr
     answered = plain & ~kod
     rows["ref_ts"] = np.where(answered, ntp_time(t - 16.0 - 600.0 * unit(t, 11)), 0)
     rows["org_ts"] = np.where(plain, req["xmt_ts"][index], 0)
-    rows["rec_ts"] = np.where(answered, ntp_time(t + away), 0)
-    rows["xmt_ts"] = np.where(answered, ntp_time(t + away + SERVER_TURNAROUND), 0)
+    # ntpd's KoD echoes the client's transmit timestamp in origin, receive and transmit
+    echo = req["xmt_ts"][index]
+    rows["rec_ts"] = np.where(answered, ntp_time(t + away), np.where(kod, echo, 0))
+    rows["xmt_ts"] = np.where(answered, ntp_time(t + away + SERVER_TURNAROUND), np.where(kod, echo, 0))
     return rows
 
 
