@@ -136,7 +136,7 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
     _control(f, host, n, ntp & (mode >= 6), v.out, mode, r, weight, size)
     reply_bytes, request_bytes = total(reply_in, size), total(request_out, size)
     f["reply_ratio"] = np.divide(reply_bytes, request_bytes, out=np.full(n, np.nan), where=request_bytes > 0)
-    _sockets(f, host, n, v, host_key, ntp_request_out, reply_in & ntp, r, weight, sockets)
+    _sockets(f, host, n, v, host_key, ntp_request_out, reply_in & ntp, r, weight, sockets, end - start)
 
     has_ntp = groups.total(host[ntp], n) > 0
     for name in NTP_ONLY:
@@ -195,7 +195,8 @@ def _control(f: dict[str, np.ndarray], host: np.ndarray, n: int, ctl: np.ndarray
 
 
 def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_key: np.ndarray,
-             request: np.ndarray, reply: np.ndarray, r: np.ndarray, weight: np.ndarray, table: SocketTable) -> None:
+             request: np.ndarray, reply: np.ndarray, r: np.ndarray, weight: np.ndarray, table: SocketTable,
+             interval: float) -> None:
     """Timing, origin and KoD features, which follow each socket's packets in time order.
 
     A request's gap is the time since the socket's previous request; the socket's
@@ -245,27 +246,57 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     socket_rate = np.exp2(socket_poll) / np.maximum(socket_gap, MIN_GAP)
     socket_host = h[starts]
     f["rate_vs_poll"] = groups.extreme(socket_host, socket_rate, n, np.maximum)
-    f["instances"] = _instances(socket_host, v.host_port[pick][starts], socket_rate,
-                                groups.total(run[is_req], n_runs) > 0, n)
+    first = pick[starts]
+    summary = SocketSummary(socket_host, v.host_port[first], hash_key(v.peer_hi[first], v.peer_lo[first]),
+                            socket_rate, socket_poll, groups.total(run[is_req], n_runs, w[is_req]))
+    f["instances"] = _instances(summary, n, interval)
     _remember(table, known, starts, is_req, is_rep, is_kod, t, xmt, rec)
 
 
-def _instances(socket_host: np.ndarray, socket_port: np.ndarray, rate: np.ndarray, requested: np.ndarray,
-               n: int) -> np.ndarray:
-    """Client instances per host: over its source ports, each port's fastest poll ratio (at least 1).
+@dataclass
+class SocketSummary:
+    """Per-socket summary of one interval (aligned arrays)."""
 
-    One ntpd polling four servers from port 123 is one instance; 37 ntpd sharing
-    port 123 poll one server 37 times faster than advertised: 37 instances; a NAT
-    gateway's clients each have their own port polling at ratio 1: one each.
+    host: np.ndarray
+    port: np.ndarray
+    server: np.ndarray
+    rate: np.ndarray
+    poll: np.ndarray
+    requests: np.ndarray
+
+
+def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
+    """Client instances per host: independent poll schedules, from timing.
+
+    Ports whose requests come at least as fast as advertised count their fastest
+    poll ratio over servers: one ntpd polling four servers from port 123 is one
+    instance, 37 ntpd sharing port 123 poll 37 times faster than advertised, a
+    NAT gateway's clients each poll at ratio 1 on their own port. Ports used once
+    (random-port clients such as chrony: no gap) or slower than advertised (a port
+    reused by chance) together count as
+    their requests per server times 2^poll over the interval, at most one per
+    port and at least one: a 50/s flood from random ports is ~50 schedules at
+    poll 0, one chrony polling every 1024 s is one.
     """
-    socket_host, socket_port = socket_host[requested], socket_port[requested]
-    ratio = np.fmax(rate[requested], 1.0)
-    pairs, inverse = np.unique(hash_key(socket_host, socket_port), return_inverse=True)
-    per_port = np.zeros(pairs.shape[0])
-    np.maximum.at(per_port, inverse, ratio)
-    port_host = np.zeros(pairs.shape[0], dtype=np.int64)
-    port_host[inverse] = socket_host
-    return groups.total(port_host, n, per_port)
+    asked = s.requests > 0
+    measured = asked & (np.nan_to_num(s.rate) >= 1.0)
+    port_key = hash_key(s.host, s.port)
+    ports, inverse = np.unique(port_key[measured], return_inverse=True)
+    per_port = np.zeros(ports.shape[0])
+    np.maximum.at(per_port, inverse, np.fmax(s.rate[measured], 1.0))
+    port_host = np.zeros(ports.shape[0], dtype=np.int64)
+    port_host[inverse] = s.host[measured]
+    count = groups.total(port_host, n, per_port)
+
+    single = asked & ~measured & ~np.isin(port_key, ports)
+    h = s.host[single]
+    single_ports = groups.distinct(h, port_key[single], n)
+    servers = groups.distinct(h, hash_key(h, s.server[single]), n)
+    requests = groups.total(h, n, s.requests[single])
+    poll = groups.median(h, s.poll[single], n)
+    schedules = np.divide(requests * np.exp2(np.nan_to_num(poll)), interval * servers,
+                          out=np.zeros(n), where=servers > 0)
+    return count + np.where(single_ports > 0, np.clip(schedules, 1.0, np.maximum(single_ports, 1.0)), 0.0)
 
 
 def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np.ndarray, is_rep: np.ndarray,

@@ -365,3 +365,29 @@ def test_socket_memory_forgets_silent_sockets():
     aggregator.add(t.rows())
     aggregator.flush()
     assert len(aggregator.sockets) == 1
+
+
+def test_random_port_flood_counts_schedules_from_rate_not_ports():
+    t = Traffic(seed=9)
+    for i in range(50 * 60):  # 50 requests/s advertising poll 0, a new port each time
+        t.request(i / 50.0, HOST, SERVER, int(t.rng.integers(32768, 61000)), poll=0)
+    f = one(t)
+    assert f["client_ports"] > 2500
+    assert 40 <= f["instances"] <= 60, f"~50 schedules at poll 0, got {f['instances']}"
+
+
+def test_random_port_client_polling_slowly_is_one_instance():
+    t = Traffic()
+    t.request(5.0, HOST, SERVER, 40123, poll=10)
+    assert one(t)["instances"] == 1
+
+
+def test_nat_of_random_port_clients_counts_about_one_instance_each():
+    t = Traffic(seed=8)
+    for client in range(30):
+        time = float(t.rng.uniform(0, 64))
+        while time < 640:
+            t.request(time, HOST, SERVER, int(t.rng.integers(32768, 61000)), poll=6)
+            time += 64.0
+    features = by_host(run(t), HOST)[2:-2]
+    assert all(20 <= f["instances"] <= 40 for f in features), [f["instances"] for f in features]
