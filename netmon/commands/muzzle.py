@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import click
 
-from netmon.act.muzzle import Config, Muzzle, MuzzleError
-from netmon.config import ConfigError, load
+from netmon.act.muzzle import Muzzle, MuzzleError
+from netmon.config import ConfigError
+from netmon.sinks.alerts import configured
 from netmon.sinks.alerts.silences import parse_duration
 
 
 def _muzzle(config: str | None) -> Muzzle:
-    settings = Config()
-    if config:
-        try:
-            loaded = load(config)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
-        for table in loaded.sinks:
-            if table.get("type") == "alerts":
-                settings = Config.model_validate(table.get("muzzle", {}))
-    return Muzzle(settings)
+    try:
+        return Muzzle(configured(config).muzzle)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _report(muzzle: Muzzle) -> None:

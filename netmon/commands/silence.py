@@ -14,24 +14,17 @@ from pathlib import Path
 
 import click
 
-from netmon.config import ConfigError, load
+from netmon.config import ConfigError
+from netmon.sinks.alerts import DEFAULT_SILENCES, configured
 from netmon.sinks.alerts.silences import Rule, check_address, load_file, parse_duration, save_file
-
-DEFAULT_FILE = "netmon-data/silences.json"
-
 
 def _file(config: str | None, path: str | None) -> Path:
     if path:
         return Path(path)
-    if config:
-        try:
-            settings = load(config)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
-        for table in settings.sinks:
-            if table.get("type") == "alerts":
-                return Path(table.get("silences_file", DEFAULT_FILE))
-    return Path(DEFAULT_FILE)
+    try:
+        return Path(configured(config).silences_file or DEFAULT_SILENCES)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _when(t: float | None) -> str:
@@ -40,7 +33,7 @@ def _when(t: float | None) -> str:
 
 file_options = [
     click.option("--config", "config", type=click.Path(dir_okay=False), help="take the silences file from this config"),
-    click.option("--file", "path", type=click.Path(dir_okay=False), help=f"silences file (default {DEFAULT_FILE})"),
+    click.option("--file", "path", type=click.Path(dir_okay=False), help=f"silences file (default {DEFAULT_SILENCES})"),
 ]
 
 

@@ -31,7 +31,7 @@ from pydantic import Field
 
 from netmon import health
 from netmon.batch import Scored
-from netmon.config import Settings, Strict
+from netmon.config import Settings, Strict, load
 from netmon.act import muzzle as muzzle_action
 from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
 from netmon.sinks.alerts.lifecycle import Lifecycle, rank
@@ -57,6 +57,7 @@ HookTable = Annotated[
     Field(discriminator="kind"),
 ]
 
+#: where `netmon silence` keeps its rules unless the config says otherwise (the store's directory)
 DEFAULT_SILENCES = "netmon-data/silences.json"
 
 
@@ -144,6 +145,18 @@ class AlertsSink:
     def close(self) -> None:
         for _, worker in self.hooks:
             worker.close(self.config.close_timeout)
+
+
+def configured(path: str | None) -> Config:
+    """The alerts sink table of the config at ``path`` (defaults when none names one).
+
+    Commands (``netmon silence``, ``netmon muzzle``) read their settings from it;
+    ConfigError names what is wrong with the file."""
+    if path:
+        for table in load(path).sinks:
+            if table.get("type") == "alerts":
+                return Config.model_validate(table)
+    return Config(type="alerts")
 
 
 def build(config: Config, settings: Settings | None = None) -> AlertsSink:
