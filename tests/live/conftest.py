@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netmon.batch import OBS_DTYPE, Frames, Observations, addr_halves
+from netmon.batch import OBS_DTYPE, Frames, Observations, addr_halves, addr_text
 from netmon.decode.frames import decode_frames
 from netmon.sources import pcapfile
-from tests.support.lab import Lab, Namespace, no_clock_caps, wait_for
+from tests.support.lab import Lab, Namespace, can_make_namespaces, no_clock_caps, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 INTERNAL = ["10.77.0.0/16", "fd77::/16"]
@@ -49,11 +49,13 @@ class Edge:
     def mac(self, ns: Namespace, ifname: str) -> str:
         return ns.exec(["cat", f"/sys/class/net/{ifname}/address"]).stdout.strip()
 
-    def traffic(self, ns: Namespace, *args: str) -> None:
-        """Run tests.live.traffic in ``ns`` and wait for it."""
-        argv = ["ip", "netns", "exec", ns.name, sys.executable, "-m", "tests.live.traffic", *args]
-        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        assert done.returncode == 0, f"traffic generator failed: {done.stderr[-2000:]}"
+    def traffic(self, *jobs: tuple[Namespace, list[str]]) -> None:
+        """Run tests.live.traffic once per (namespace, arguments), all at once, and wait for them."""
+        procs = [subprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable, "-m", "tests.live.traffic", *args],
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for ns, args in jobs]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"traffic generator failed: {err.decode()[-2000:]}"
 
     def tcpdump(self, path: Path, ns: Namespace | None = None, ifname: str | None = None) -> subprocess.Popen:
         """tcpdump writing every UDP/123 frame (any VLAN depth) of the watched interface to ``path``."""
@@ -82,6 +84,11 @@ class Edge:
 
 @pytest.fixture
 def edge(lab: Lab, tmp_path: Path) -> Edge:
+    return make_edge(lab, tmp_path)
+
+
+def make_edge(lab: Lab, tmp_path: Path) -> Edge:
+    """The topology above, in ``lab``; skips when a tool is missing."""
     for tool in ("tcpdump", "chronyd", "clang"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (deploy/install.sh --all installs it)")
@@ -112,16 +119,17 @@ def run_ntp_traffic(edge: Edge, flood: int = 300) -> None:
     client = edge.chrony(edge.inside1, "client", [f"server {SERVER4} iburst minpoll -2 maxpoll -2",
                                                   f"server {SERVER6} iburst minpoll -2 maxpoll -2"])
     time.sleep(2.0)
-    edge.traffic(edge.inside2, "requests", "--dst", SERVER4, "--count", str(flood))
-    edge.traffic(edge.inside2, "requests", "--dst", SERVER6, "--count", str(flood // 3), "--seed", "2")
-    edge.traffic(edge.outside, "requests", "--dst", HOST2, "--count", "20", "--kod", "RATE", "--seed", "3")
     mac = edge.mac(edge.border, edge.bout)
-    for vlans, seed in ((["100"], "4"), (["300", "200"], "5")):
-        vlan_args = [a for v in vlans for a in ("--vlan", v)]
-        edge.traffic(edge.outside, "frames", "--iface", edge.oif, "--dst-mac", mac, "--src", SERVER4, "--dst", HOST2,
-                     "--count", "15", "--kod", "DENY", "--seed", seed, *vlan_args)
-    edge.traffic(edge.outside, "frames", "--iface", edge.oif, "--dst-mac", mac, "--src", SERVER6, "--dst", HOST2_6,
-                 "--count", "10", "--kod", "RSTR", "--seed", "6", "--vlan", "100")
+    tagged = ["frames", "--iface", edge.oif, "--dst-mac", mac, "--count", "15"]
+    edge.traffic(
+        (edge.inside2, ["requests", "--dst", SERVER4, "--count", str(flood)]),
+        (edge.inside2, ["requests", "--dst", SERVER6, "--count", str(flood // 3), "--seed", "2"]),
+        (edge.outside, ["requests", "--dst", HOST2, "--count", "20", "--kod", "RATE", "--seed", "3"]),
+        (edge.outside, [*tagged, "--src", SERVER4, "--dst", HOST2, "--kod", "DENY", "--seed", "4", "--vlan", "100"]),
+        (edge.outside, [*tagged, "--src", SERVER4, "--dst", HOST2, "--kod", "DENY", "--seed", "5", "--vlan", "300",
+                        "--vlan", "200"]),
+        (edge.outside, [*tagged, "--src", SERVER6, "--dst", HOST2_6, "--kod", "RSTR", "--seed", "6", "--vlan", "100"]),
+    )
     time.sleep(0.5)
     edge.lab.stop(client)  # quiet before the collectors are compared
     edge.lab.stop(server)
@@ -189,3 +197,55 @@ def field_multiset(rows: np.ndarray) -> np.ndarray:
     """The NTP fields of every row, as a sorted array: equal when two paths saw the same packets."""
     table = rows[list(NTP_FIELDS)].copy()
     return np.sort(table, order=list(NTP_FIELDS))
+
+
+@dataclass
+class Watched:
+    """One traffic run seen at once by tcpdump, the eBPF source (uncapped) and the capture source."""
+
+    expected: np.ndarray  # tcpdump's capture through the pcap path
+    kernel: dict  # eBPF counters: (host, direction) -> (packets, bytes)
+    ebpf_items: list
+    capture_items: list
+    health: dict
+
+
+@pytest.fixture(scope="session")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Watched:
+    """Runs the traffic once for every test that compares a collector with tcpdump."""
+    from netmon import health
+    from netmon.sources.capture import CaptureSource
+    from netmon.sources.capture import Config as CaptureConfig
+    from netmon.sources.ebpf import Config as EbpfConfig
+    from netmon.sources.ebpf import EbpfSource
+
+    reason = can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("watched")
+    with Lab() as lab:
+        edge = make_edge(lab, tmp)
+        pcap = tmp / "bout.pcap"
+        dump = edge.tcpdump(pcap)
+        ebpf = Collector(EbpfSource(EbpfConfig(type="ebpf", interface=edge.bout, netns=edge.border.name,
+                                               sample_rate=1e6, sample_burst=1e6, read_interval=0.5), INTERNAL))
+        capture = Collector(CaptureSource(CaptureConfig(type="capture", interface=edge.bout, netns=edge.border.name,
+                                                        ring_mb=8, promiscuous=True)))
+        run_ntp_traffic(edge)
+        edge.stop_tcpdump(dump)
+        kernel = kernel_per_host(ebpf.source._attachment)
+        result = Watched(pcap_rows(pcap), kernel, ebpf.finish(), capture.finish(), health.snapshot())
+    return result
+
+
+def kernel_per_host(att) -> dict[tuple[str, str], tuple[float, float]]:
+    """The eBPF counters summed per (host, "out"|"in"): (packets, bytes)."""
+    from netmon.sources.ebpf import loader
+
+    keys, vals = att.read_counters()
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for key, val in zip(keys, vals):
+        where = (addr_text(key["host_hi"], key["host_lo"]), "out" if key["dir"] == loader.DIR_OUT else "in")
+        packets, nbytes = out.get(where, (0.0, 0.0))
+        out[where] = (packets + float(val["packets"]), nbytes + float(val["bytes"]))
+    return out

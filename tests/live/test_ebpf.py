@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from netmon import health
-from netmon.batch import addr_text
-from netmon.sources.ebpf import Config, EbpfSource, loader
+from netmon.sources.ebpf import Config, EbpfSource
 from tests.live.conftest import (HOST1, HOST2, HOST2_6, INTERNAL, Collector, field_multiset, pcap_rows, per_host,
                                  run_ntp_traffic, source_rows)
 
@@ -15,51 +14,31 @@ pytestmark = pytest.mark.root
 HOSTS = [HOST1, HOST2, "fd77:1::2", HOST2_6]
 
 
-def kernel_per_host(att: loader.Attachment) -> dict[tuple[str, str], tuple[float, float]]:
-    keys, vals = att.read_counters()
-    out: dict[tuple[str, str], tuple[float, float]] = {}
-    for key, val in zip(keys, vals):
-        where = (addr_text(key["host_hi"], key["host_lo"]), "out" if key["dir"] == loader.DIR_OUT else "in")
-        packets, nbytes = out.get(where, (0.0, 0.0))
-        out[where] = (packets + float(val["packets"]), nbytes + float(val["bytes"]))
-    return out
-
-
-def source(edge, rate: float, burst: float) -> EbpfSource:
-    config = Config(type="ebpf", interface=edge.bout, netns=edge.border.name, sample_rate=rate,
-                    sample_burst=burst, read_interval=0.5)
-    return EbpfSource(config, INTERNAL)
-
-
-def test_kernel_counters_and_samples_equal_tcpdump_packet_for_packet(edge):
-    pcap = edge.tmp / "bout.pcap"
-    dump = edge.tcpdump(pcap)
-    collector = Collector(source(edge, rate=1e6, burst=1e6))
-    run_ntp_traffic(edge)
-    edge.stop_tcpdump(dump)
-    att = collector.source._attachment
-    kernel = kernel_per_host(att)
-    items = collector.finish()
-
-    expected = pcap_rows(pcap)
-    want = per_host(expected, HOSTS)
+def test_kernel_counters_equal_tcpdump_per_host_packet_and_byte(watched):
+    want = per_host(watched.expected, HOSTS)
     assert all(want[(h, "out")][0] > 0 for h in HOSTS[:3]), f"traffic missing from tcpdump's capture: {want}"
     assert want[(HOST2, "in")][0] >= 50, "KoD replies (plain, VLAN and QinQ) missing from tcpdump's capture"
-    got = {k: kernel.get(k, (0.0, 0.0)) for k in want}
+    got = {k: watched.kernel.get(k, (0.0, 0.0)) for k in want}
     assert got == want, f"kernel counters (packets, bytes) differ from tcpdump's:\nkernel {got}\ntcpdump {want}"
 
-    sampled, counted = source_rows(items)
+
+def test_sampled_headers_decode_to_the_fields_of_tcpdumps_capture(watched):
+    sampled, counted = source_rows(watched.ebpf_items)
+    expected = watched.expected
     assert len(counted) == 0, f"{counted['packets'].sum()} packets not sampled although under the cap"
     assert len(sampled) == len(expected), f"{len(sampled)} samples for {len(expected)} packets in tcpdump's capture"
     assert np.array_equal(field_multiset(sampled), field_multiset(expected)), \
         "sampled headers decode to different NTP fields than tcpdump's capture"
-    assert (sampled["vlan"] == 100).sum() == (expected["vlan"] == 100).sum() > 0, "VLAN ids lost in the samples"
+    for vlan in (100, 300):
+        assert (sampled["vlan"] == vlan).sum() == (expected["vlan"] == vlan).sum() > 0, f"VLAN {vlan} lost"
 
 
 def test_flood_past_the_sampling_cap_still_counts_every_packet_once(edge):
     pcap = edge.tmp / "bout.pcap"
     dump = edge.tcpdump(pcap)
-    collector = Collector(source(edge, rate=20, burst=10))
+    config = Config(type="ebpf", interface=edge.bout, netns=edge.border.name, sample_rate=20, sample_burst=10,
+                    read_interval=0.5)
+    collector = Collector(EbpfSource(config, INTERNAL))
     run_ntp_traffic(edge, flood=600)
     edge.stop_tcpdump(dump)
     items = collector.finish()
