@@ -22,6 +22,7 @@ Schema (documented with units in deploy/README.md): measurements ``ntp_host``,
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -120,6 +121,12 @@ def _tags(**tags: str) -> str:
     return "".join(f",{k}={_key(v)}" for k, v in tags.items() if v)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _host_tags(host: str, group: str) -> str:
+    """``,host=...,group=...``, cached: the same hosts come back every interval."""
+    return _tags(host=host, group=group)
+
+
 def _line(measurement: str, tags: str, fields: Iterable[str], ns: int) -> bytes | None:
     body = ",".join(fields)
     if not body:
@@ -159,7 +166,7 @@ def host_lines(scored: Scored) -> list[bytes]:
     for name, column in iv.features.items():
         direction, field = split_direction(name)
         by_direction[direction].append((_key(field), np.asarray(column, dtype=np.float64)))
-    tags = [_tags(host=str(h), group=str(g)) for h, g in zip(iv.host.tolist(), iv.group.tolist())]
+    tags = [_host_tags(str(h), str(g)) for h, g in zip(iv.host.tolist(), iv.group.tolist())]
     roles = [f"role={_string(str(r))}" for r in iv.role.tolist()]
     plain = _field_rows(by_direction[""], n)
     lines = [_line(HOST, tags[i], [f for f in (plain[i], roles[i]) if f], ns) for i in range(n)]
@@ -180,7 +187,7 @@ def score_lines(scored: Scored) -> list[bytes]:
     worst = np.where(np.isfinite(matrix), matrix, -np.inf).max(axis=0)
     fields = _field_rows([(_key(n), matrix[k]) for k, n in enumerate(names)] + [("max", worst)], len(iv))
     ns = _ns(iv.start)
-    lines = [_line(SCORE, _tags(host=str(h), group=str(g)), [fields[i]] if fields[i] else [], ns)
+    lines = [_line(SCORE, _host_tags(str(h), str(g)), [fields[i]] if fields[i] else [], ns)
              for i, (h, g) in enumerate(zip(iv.host.tolist(), iv.group.tolist()))]
     return [line for line in lines if line]
 

@@ -51,16 +51,35 @@ def write_points(config: influx.Config, run) -> tuple[int, float, float]:
     return int(health.snapshot()["influx.write.points"]), in_write, total
 
 
-def replay(rows, sink_config: influx.Config | None, batch: int = 20000) -> float:
+class Timed:
+    """A sink wrapper that adds up the seconds spent in write() and close()."""
+
+    def __init__(self, sink: influx.InfluxSink) -> None:
+        self.sink, self.in_write, self.in_close, self.intervals, self.points = sink, 0.0, 0.0, 0, 0
+
+    def write(self, scored) -> None:
+        started = time.perf_counter()
+        self.sink.write(scored)
+        self.in_write += time.perf_counter() - started
+        self.intervals += 1
+
+    def close(self) -> None:
+        started = time.perf_counter()
+        self.sink.close()
+        self.in_close += time.perf_counter() - started
+
+
+def replay(rows, sink_config: influx.Config | None, batch: int = 20000) -> tuple[float, Timed | None]:
     """Rows/s through aggregate, rules and the sinks (closed, so every point delivered)."""
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"]}})
-    sinks = [influx.build(sink_config)] if sink_config else []
+    timed = Timed(influx.build(sink_config)) if sink_config else None
     stages = pipeline.Stages(sources=[], aggregator=Aggregator(settings.campus, settings.aggregate),
-                             engine=Engine(settings.detect, restore=False), sinks=sinks)
+                             engine=Engine(settings.detect, restore=False), sinks=[timed] if timed else [])
     items = [Observations(rows[i : i + batch]) for i in range(0, len(rows), batch)]
+    health.reset()
     started = time.perf_counter()
     pipeline.run_items(stages, items)
-    return len(rows) / (time.perf_counter() - started)
+    return len(rows) / (time.perf_counter() - started), timed
 
 
 def main() -> None:
@@ -89,10 +108,12 @@ def main() -> None:
             print(f"  {label}: {points} points in {total:.2f} s = {points / total:,.0f} points/s acknowledged; "
                   f"write() alone {points / in_write:,.0f} points/s ({in_write / len(run) * 1000:.1f} ms/interval)")
         rows = make_rows(args.rows, args.hosts * 4)
-        off = replay(rows, None)
-        on = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, spool_dir=str(root / "s3")))
-        print(f"replay ({args.rows} rows, rules detector): sink off {off:,.0f} rows/s, "
-              f"influx sink on {on:,.0f} rows/s, on/off = {on / off:.2f}")
+        off, _ = replay(rows, None)
+        on, timed = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, spool_dir=str(root / "s3")))
+        points = int(health.snapshot()["influx.write.points"])
+        print(f"replay ({args.rows} rows, {timed.intervals} intervals, {points} points, rules detector): "
+              f"sink off {off:,.0f} rows/s, influx sink on {on:,.0f} rows/s, on/off = {on / off:.2f}; "
+              f"in write() {timed.in_write:.2f} s, in close() {timed.in_close:.2f} s")
     finally:
         vm.stop()
         influxd.stop()
