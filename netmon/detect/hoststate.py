@@ -2,7 +2,7 @@
 
 A million hosts must fit in memory and be updated once a minute, so per-host
 state is a few float32 per feature in preallocated arrays (one row per host),
-and Python touches a host only to look up its row in a dict. Rows of hosts
+and hosts find their rows by a vectorised hash (:func:`host_hashes`). Rows of hosts
 silent for longer than ``forget_after`` seconds are dropped by :meth:`prune`
 (an address handed to another machine by DHCP then starts afresh).
 """
@@ -10,6 +10,7 @@ silent for longer than ``forget_after`` seconds are dropped by :meth:`prune`
 from __future__ import annotations
 
 from dataclasses import dataclass
+import sys
 from typing import Any
 
 import numpy as np
@@ -24,13 +25,45 @@ class Column:
     fill: float
 
 
+def host_hashes(hosts: np.ndarray) -> np.ndarray:
+    """64-bit FNV-1a of each host key, over whole columns of its UTF-32 code points.
+
+    Looking a million host strings up in a dict costs more than all the
+    arithmetic of the models, so rows are found by hash in a sorted array
+    instead. The last result is kept: every detector of an interval asks for the
+    same ``hosts`` array. A collision needs two of a million keys to share 64
+    bits (odds about 3e-8).
+    """
+    global _last
+    if _last is not None and _last[0] is hosts:
+        return _last[1]
+    text = np.asarray(hosts)
+    if text.dtype.kind != "U":
+        text = text.astype(str)
+    n = text.shape[0]
+    width = text.dtype.itemsize // 4
+    codes = np.ascontiguousarray(text).view(np.uint32).reshape(n, width) if n and width else np.zeros((n, 0), np.uint32)
+    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for j in range(width):
+        h ^= codes[:, j]
+        h *= prime
+    _last = (hosts, h)
+    return h
+
+
+_last: tuple[np.ndarray, np.ndarray] | None = None
+
+
 class HostTable:
     """Named numpy columns with one row per host; rows are handed out on first sight."""
 
     def __init__(self, columns: dict[str, Column], capacity: int = 1024) -> None:
         self.columns = columns
-        self.index: dict[str, int] = {}
         self.keys: list[str] = []
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.sorted_hashes = np.zeros(0, dtype=np.uint64)
+        self.sorted_rows = np.zeros(0, dtype=np.int64)
         self.data: dict[str, np.ndarray] = {name: self._blank(col, capacity) for name, col in columns.items()}
 
     @staticmethod
@@ -48,27 +81,39 @@ class HostTable:
         capacity = self.data[next(iter(self.data))].shape[0]
         if need <= capacity:
             return
-        new = max(need, capacity * 2)
+        new = max(need, capacity + capacity // 2)
         for name, col in self.columns.items():
             bigger = self._blank(col, new)
             bigger[:capacity] = self.data[name]
             self.data[name] = bigger
 
+    def _find(self, h: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.sorted_hashes, h)
+        pos = np.minimum(pos, max(self.sorted_hashes.shape[0] - 1, 0))
+        if not self.sorted_hashes.shape[0]:
+            return np.full(h.shape[0], -1, dtype=np.int64)
+        return np.where(self.sorted_hashes[pos] == h, self.sorted_rows[pos], -1)
+
+    def _index(self) -> None:
+        order = np.argsort(self.hashes, kind="stable")
+        self.sorted_hashes = self.hashes[order]
+        self.sorted_rows = order.astype(np.int64)
+
     def rows(self, hosts: np.ndarray) -> np.ndarray:
         """Row index of each host (int64), new hosts get fresh rows at their initial values."""
-        get = self.index.get
-        found = np.fromiter((get(h, -1) for h in hosts.tolist()), dtype=np.int64, count=len(hosts))
+        h = host_hashes(hosts)
+        found = self._find(h)
         missing = np.flatnonzero(found < 0)
         if missing.size:
-            self._grow(len(self.keys) + missing.size)
-            for i in missing.tolist():
-                key = str(hosts[i])
-                row = self.index.get(key)
-                if row is None:
-                    row = len(self.keys)
-                    self.index[key] = row
-                    self.keys.append(key)
-                found[i] = row
+            new_hashes, first = np.unique(h[missing], return_index=True)
+            base = len(self.keys)
+            self._grow(base + new_hashes.size)
+            self.keys.extend(str(k) for k in np.asarray(hosts)[missing[first]].tolist())
+            self.hashes = np.concatenate([self.hashes, new_hashes])
+            at = np.searchsorted(self.sorted_hashes, new_hashes)
+            self.sorted_hashes = np.insert(self.sorted_hashes, at, new_hashes)
+            self.sorted_rows = np.insert(self.sorted_rows, at, np.arange(base, base + new_hashes.size))
+            found[missing] = self._find(h[missing])
         return found
 
     def reset(self, rows: np.ndarray) -> None:
@@ -83,7 +128,8 @@ class HostTable:
         if kept.size == n:
             return
         self.keys = [self.keys[i] for i in kept.tolist()]
-        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.hashes = self.hashes[kept]
+        self._index()
         for name, col in self.columns.items():
             fresh = self._blank(col, max(len(self.keys), 1024))
             fresh[: kept.size] = self.data[name][kept]
@@ -104,16 +150,17 @@ class HostTable:
             if value.shape != want:
                 raise ValueError(f"column {name!r} has shape {value.shape}, expected {want}")
         self.keys = [str(h) for h in hosts.tolist()]
-        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.hashes = host_hashes(np.array(self.keys, dtype=str)).copy() if n else np.zeros(0, dtype=np.uint64)
+        self._index()
         self.data = {name: self._blank(col, max(n, 1024)) for name, col in self.columns.items()}
         for name, col in self.columns.items():
             self.data[name][:n] = np.asarray(state[name], dtype=col.dtype)
 
     def nbytes(self) -> int:
-        """Bytes held: the columns plus an estimate of the key dict and strings."""
+        """Bytes held: the columns, the hash index, and the key strings with their list."""
         arrays = sum(v.nbytes for v in self.data.values())
-        keys = sum(49 + len(k) for k in self.keys) + 8 * len(self.keys)
-        return arrays + keys + 100 * len(self.index)
+        index = self.hashes.nbytes + self.sorted_hashes.nbytes + self.sorted_rows.nbytes
+        return arrays + index + sum(sys.getsizeof(k) + 8 for k in self.keys)
 
 
 def windowed(

@@ -130,20 +130,20 @@ def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) ->
     trees = forest.feature.shape[0]
     size_limit = 0.1 * window_size
     total = np.zeros(n)
-    rows = np.arange(n)
+    flat = np.ascontiguousarray(x.T).ravel()
+    rows = np.arange(n, dtype=np.int64)
     for t in range(trees):
         node = np.zeros(n, dtype=np.int64)
         active = np.ones(n, dtype=bool)
         weight = 1.0
-        r_mass, feature, threshold = forest.r_mass[t], forest.feature[t], forest.threshold[t]
+        r_mass, offset, threshold = forest.r_mass[t], forest.feature[t] * n, forest.threshold[t]
         for _ in range(height):
             r = r_mass[node]
-            total += np.where(active, r * weight, 0.0)
+            total += r * (weight * active)
             active &= r >= size_limit
-            right = ~(x[rows, feature[node]] < threshold[node])
-            node = 2 * node + 1 + right
+            node = 2 * node + 1 + (flat[offset[node] + rows] >= threshold[node])
             weight *= 2.0
-        total += np.where(active, r_mass[node] * weight, 0.0)
+        total += r_mass[node] * (weight * active)
     top = trees * window_size * (2 ** (height + 1) - 1)
     return 1.0 - total / top
 
@@ -188,6 +188,7 @@ class Population:
         self.floors = scaling.floors(self.names)
         self.models: dict[str, Model] = {}
         self.rng = np.random.default_rng(config.seed)
+        self._seen: tuple[int, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] | None = None
 
     def _model(self, key: str, columns: list[str]) -> Model:
         model = self.models.get(key)
@@ -199,7 +200,14 @@ class Population:
         return model
 
     def _groups(self, intervals: HostIntervals) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Per-hour values, their [0, 1] scaling, and host indexes by model key."""
+        """Per-hour values, their [0, 1] scaling, and host indexes by model key
+        (computed once per interval: learning reuses what scoring computed)."""
+        if self._seen is not None and self._seen[0] == id(intervals):
+            return self._seen[1]
+        self._seen = (id(intervals), self._split(intervals))
+        return self._seen[1]
+
+    def _split(self, intervals: HostIntervals) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         values = scaling.matrix(intervals, self.names)
         scaled = scaling.unit_scaled(values, self.names)
         known = ~np.isnan(scaled)
@@ -265,6 +273,7 @@ class Population:
         """Learn a sample of each group's normal hosts."""
         cfg = self.config
         _, scaled, by_key = self._groups(intervals)
+        self._seen = None
         for key, members in by_key.items():
             members = members[normal[members]]
             if members.size == 0:
