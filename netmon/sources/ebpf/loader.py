@@ -36,6 +36,7 @@ FILTER_PREFIX = "netmon-"
 PRIO = 123  # tc filter preference netmon uses on clsact ingress and egress
 HANDLE = 0x7B
 PIN_ROOT = Path("/sys/fs/bpf/netmon")
+BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 BPF_FS_MAGIC = 0xCAFE4A11
 TC_INGRESS = 0xFFFFFFF2
 TC_EGRESS = 0xFFFFFFF3
@@ -80,9 +81,9 @@ def check_privileges() -> None:
 
 def check_kernel() -> None:
     """LiveError when the kernel lacks BTF, which the program's maps are described with."""
-    if not Path("/sys/kernel/btf/vmlinux").exists():
+    if not BTF_PATH.exists():
         raise LiveError(
-            f"kernel {platform.release()} has no BTF (/sys/kernel/btf/vmlinux missing): use a kernel built with "
+            f"kernel {platform.release()} has no BTF ({BTF_PATH} missing): use a kernel built with "
             "CONFIG_DEBUG_INFO_BTF=y (Debian 11+ stock kernels are), or use the AF_PACKET source (type = \"capture\")"
         )
 

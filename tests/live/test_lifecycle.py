@@ -1,0 +1,158 @@
+"""``netmon run`` and ``netmon cleanup`` with the real kernel: attach, reload, stop, crash, clean up;
+the muzzle map; and the errors a missing privilege or tool gives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netmon.sources.ebpf import loader
+from netmon.sources.live import LiveError
+from tests.live.conftest import HOST1, HOST2, INTERNAL, SERVER4, Edge, pcap_rows, per_host
+from tests.support.lab import wait_for
+
+pytestmark = pytest.mark.root
+NETMON = str(Path(sys.executable).with_name("netmon"))
+
+
+def write_config(edge: Edge, source: str = "ebpf") -> Path:
+    path = edge.tmp / "netmon.toml"
+    path.write_text(f"""
+[campus]
+internal = {INTERNAL!r}
+[aggregate]
+interval = 60
+[[sources]]
+type = "{source}"
+interface = "{edge.bout}"
+netns = "{edge.border.name}"
+[[sinks]]
+type = "store"
+path = "{edge.tmp / 'netmon.db'}"
+""")
+    return path
+
+
+def filters(edge: Edge) -> str:
+    """Every tc filter on the watched interface, both hooks."""
+    return "".join(edge.border.exec(["tc", "filter", "show", "dev", edge.bout, hook], check=False).stdout
+                   for hook in ("ingress", "egress"))
+
+
+def pins(pid: int) -> list[Path]:
+    return sorted(loader.PIN_ROOT.glob(f"{pid}_*")) if loader.PIN_ROOT.is_dir() else []
+
+
+def start_netmon(edge: Edge, config: Path) -> subprocess.Popen:
+    log = open(edge.tmp / "netmon.log", "ab")
+    proc = edge.lab.spawn(None, [NETMON, "run", "--config", str(config)], stdout=log, stderr=log)
+    attached = wait_for(lambda: f"netmon-{proc.pid}_" in filters(edge) or proc.poll() is not None, 60)
+    assert attached and proc.poll() is None, f"netmon run did not attach: {(edge.tmp / 'netmon.log').read_text()}"
+    return proc
+
+
+def test_run_flushes_the_last_interval_and_detaches_on_sigterm_after_a_reload(edge):
+    config = write_config(edge)
+    proc = start_netmon(edge, config)
+    edge.traffic((edge.inside2, ["requests", "--dst", SERVER4, "--count", "40"]))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert proc.poll() is None, f"netmon died on SIGHUP: {(edge.tmp / 'netmon.log').read_text()}"
+    assert f"netmon-{proc.pid}_" in filters(edge), "not attached after the reload"
+    edge.traffic((edge.inside1, ["requests", "--dst", SERVER4, "--count", "10"]))
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, f"netmon run failed: {(edge.tmp / 'netmon.log').read_text()}"
+
+    assert "netmon-" not in filters(edge), f"filters left after a clean stop:\n{filters(edge)}"
+    assert not pins(proc.pid), "pinned maps left after a clean stop"
+    with sqlite3.connect(edge.tmp / "netmon.db") as db:
+        rows = dict(db.execute("SELECT host, requests_out FROM intervals").fetchall())
+    assert rows.get(HOST2) == 40, f"the open interval was not flushed at stop (store has {rows})"
+    assert rows.get(HOST1) == 10, f"packets after the reload missing (store has {rows})"
+
+
+def test_cleanup_removes_what_a_killed_netmon_left_attached(edge):
+    proc = start_netmon(edge, write_config(edge))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert f"netmon-{proc.pid}_" in filters(edge), "a SIGKILLed netmon should leave its filter behind"
+    done = subprocess.run([NETMON, "cleanup"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout and f"{proc.pid}_" in done.stdout, done.stdout
+    assert "netmon-" not in filters(edge), f"filters left after cleanup:\n{filters(edge)}"
+    assert not pins(proc.pid), "pinned maps left after cleanup"
+
+
+def test_muzzled_host_is_dropped_and_others_untouched(edge):
+    att = loader.attach(edge.bout, edge.border.name, max_hosts=4096)
+    try:
+        att.set_internal(INTERNAL)
+        assert loader.muzzle(HOST2, rate=0, expiry=time.time() + 60) >= 1, "no netmon muzzle map found"
+        pcap = edge.tmp / "outside.pcap"
+        dump = edge.tcpdump(pcap, edge.outside, edge.oif)
+        edge.traffic((edge.inside1, ["requests", "--dst", SERVER4, "--count", "30"]),
+                     (edge.inside2, ["requests", "--dst", SERVER4, "--count", "30", "--seed", "2"]))
+        edge.stop_tcpdump(dump)
+        arrived = per_host(pcap_rows(pcap), [HOST1, HOST2])
+        assert arrived[(HOST1, "out")][0] == 30, f"an unmuzzled host lost packets: {arrived}"
+        assert arrived[(HOST2, "out")][0] == 0, f"a muzzled host's packets got through: {arrived}"
+        assert loader.muzzled()[HOST2]["dropped"] >= 30
+        assert loader.unmuzzle(HOST2) >= 1
+        assert HOST2 not in loader.muzzled()
+    finally:
+        loader.detach(att)
+
+
+def test_muzzle_at_a_rate_lets_that_many_through(edge):
+    att = loader.attach(edge.bout, edge.border.name, max_hosts=4096)
+    try:
+        att.set_internal(INTERNAL)
+        loader.muzzle(HOST2, rate=5, fds=[att.maps["netmon_muzzle"]])
+        pcap = edge.tmp / "outside.pcap"
+        dump = edge.tcpdump(pcap, edge.outside, edge.oif)
+        edge.traffic((edge.inside2, ["requests", "--dst", SERVER4, "--count", "100"]))
+        edge.stop_tcpdump(dump)
+        passed = per_host(pcap_rows(pcap), [HOST2])[(HOST2, "out")][0]
+        assert 5 <= passed < 60, f"{passed} of 100 packets passed a 5/s muzzle"
+    finally:
+        loader.detach(att)
+
+
+def test_missing_capabilities_say_what_to_grant(edge):
+    config = write_config(edge)
+    drop = "-bpf,-net_admin,-sys_admin,-perfmon,-net_raw"
+    done = subprocess.run(["setpriv", f"--bounding-set={drop}", "--inh-caps=-all", NETMON, "run", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "needs CAP_BPF CAP_PERFMON CAP_NET_ADMIN" in done.stderr and "AmbientCapabilities" in done.stderr, \
+        done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_clang_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LiveError, match="clang not found.*apt-get install clang"):
+        loader.compile_program(cache_dir=tmp_path / "cache")
+
+
+def test_kernel_without_btf_says_what_to_use(monkeypatch, tmp_path):
+    # a kernel without BTF cannot be booted here: the one mocked fault
+    monkeypatch.setattr(loader, "BTF_PATH", tmp_path / "vmlinux")
+    with pytest.raises(LiveError, match="no BTF.*CONFIG_DEBUG_INFO_BTF"):
+        loader.check_kernel()
+
+
+def test_missing_interface_is_reported_by_check_config(edge):
+    config = write_config(edge)
+    config.write_text(config.read_text().replace(edge.bout, "nosuch0"))
+    done = subprocess.run([NETMON, "check-config", str(config)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "sources[0] (ebpf): interface 'nosuch0' not found" in done.stderr, done.stderr
