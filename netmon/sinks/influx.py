@@ -389,7 +389,13 @@ class InfluxSink:
     def _append(self, lines: list[bytes]) -> None:
         size = self.config.batch_size
         for start in range(0, len(lines), size):
-            self.spool.append(lines[start : start + size])
+            chunk = lines[start : start + size]
+            try:
+                self.spool.append(chunk)
+            except OSError as exc:  # disk full or gone: count the loss, keep the pipeline running
+                health.count("influx.spool.dropped_points", len(chunk))
+                log.error("cannot spool points; they are lost", points=len(chunk), spool=str(self.spool.dir),
+                          error=str(exc))
         with self._wake:
             if self._waiting_since is None:
                 self._waiting_since = time.monotonic()

@@ -78,3 +78,20 @@ def test_second_process_on_the_same_spool_is_refused(tmp_path):
     with pytest.raises(SpoolBusy, match="in use"):
         Spool(tmp_path, max_bytes=1 << 20)
     spool.close()
+
+
+def test_sink_counts_points_it_cannot_spool_and_keeps_running(tmp_path, monkeypatch):
+    from netmon.sinks import influx
+    from tests.influx.data import make_scored
+
+    sink = influx.build(influx.Config(type="influx", url="http://127.0.0.1:9", spool_dir=str(tmp_path),
+                                      close_timeout=0))
+
+    def disk_full(lines):  # a fault a real disk cannot be made to show on demand here
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sink.spool, "append", disk_full)
+    sink.write(make_scored(1_700_000_000.0))
+    assert health.snapshot()["influx.spool.dropped_points"] > 0
+    monkeypatch.undo()
+    sink.close()
