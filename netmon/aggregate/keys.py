@@ -96,7 +96,7 @@ def hash_key(*columns: np.ndarray) -> np.ndarray:
 def text(hi: int, lo: int, v6_bits: int = 128) -> str:
     """One address as text: IPv4 dotted, IPv6 as ``addr`` or ``prefix/bits`` when rolled up."""
     if hi == 0 and lo >> 32 == _MAPPED:
-        return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))
+        return f"{(lo >> 24) & 255}.{(lo >> 16) & 255}.{(lo >> 8) & 255}.{lo & 255}"
     name = str(ipaddress.IPv6Address((hi << 64) | lo))
     return f"{name}/{v6_bits}" if v6_bits < 128 else name
 
@@ -120,7 +120,9 @@ class Names:
         known = self.known
         keys = key.tolist()
         names = [known.get(k) for k in keys]
-        for i, name in enumerate(names):
-            if name is None:
-                names[i] = known[keys[i]] = text(int(hi[i]), int(lo[i]), self.v6_bits)
+        missing = [i for i, name in enumerate(names) if name is None]
+        if missing:
+            his, los = hi[missing].tolist(), lo[missing].tolist()
+            for i, h, low in zip(missing, his, los):
+                names[i] = known[keys[i]] = text(h, low, self.v6_bits)
         return names
