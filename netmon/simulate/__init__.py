@@ -106,9 +106,9 @@ def generate(scenario: Scenario) -> Simulation:
         end=end,
         book=AddressBook(),
         table=EventTable(),
-        v4=Allocator(scenario.internal),
-        v6=Allocator(scenario.internal6, skip=0, step=1 << 64),
-        outside_clients=Allocator("198.18.0.0/16"),
+        v4=Allocator(scenario.internal, rng),
+        v6=Allocator(scenario.internal6, rng, step=1 << 64),
+        outside_clients=Allocator("198.18.0.0/16", rng),
     )
     outside_world(campus)
     labels: list[dict] = []

@@ -9,8 +9,8 @@ Host kinds (share of ``--hosts``, the rest is a DHCP pool for laptops):
   32768 s; half of them are switched off at night and boot every morning;
 * ``lab`` (5 %): machines rebooted every night, a one-shot sync at boot (ntpdate
   style), then ntpd with iburst;
-* ``server``: busy campus NTP servers answering a few hundred outside clients, and
-  polling their own upstreams;
+* ``server``: busy campus NTP servers answering up to a few hundred outside clients
+  (fewer on a small campus), and polling their own upstreams;
 * ``nat`` and ``vpn``: one address for 20-60 clients each behaving (NAT clients
   reboot now and then, VPN clients connect for the working day); the site's DHCP
   names two servers (one strict) that all but the Windows clients use, so the
@@ -193,15 +193,15 @@ def lab_machines(campus: Campus, count: int) -> None:
             campus.oneshot(client, servers[0], boot + 30.0)
 
 
-def internal_server(campus: Campus, kind: str = "server") -> int:
-    """A busy campus NTP server: outside clients query it, it polls three upstreams."""
+def internal_server(campus: Campus, share: float = 1.0) -> int:
+    """A busy campus NTP server: ``share`` of 100-250 outside clients query it; it polls three upstreams."""
     rng = campus.rng
     address = campus.v4.take()
-    campus.hosts[address] = {"kind": kind}
+    campus.hosts[address] = {"kind": "server"}
     upstream = [int(s) for s in rng.choice(campus.pool, 3, replace=False)]
     server = campus.book.add(address, 2, ref_id_of(campus.book.text[upstream[0]]), 0.0002)
     campus.daemon(Kind.NTPD, server, upstream, campus.start, campus.end, booted=False)
-    for _ in range(int(rng.integers(100, 250))):
+    for _ in range(max(1, int(rng.integers(100, 250) * share))):
         client = campus.book.add(campus.outside_clients.take())
         kind_ = Kind.NTPD if rng.random() < 0.4 else Kind.CHRONY
         times, polls = steady(rng, campus.start, campus.end, int(rng.integers(8, 11)))
@@ -287,7 +287,7 @@ def populate(campus: Campus, hosts: int) -> None:
     windows_desktops(campus, counts["w32time"])
     lab_machines(campus, counts["lab"])
     for _ in range(servers):
-        internal_server(campus)
+        internal_server(campus, share=min(1.0, max(0.05, hosts / 1000)))
     for i in range(gateways):
         nat_gateway(campus, vpn=i % 3 == 2)
     dhcp_laptops(campus, hosts - sum(counts.values()) - servers - gateways)

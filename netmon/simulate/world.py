@@ -84,20 +84,28 @@ class AddressBook:
 
 
 class Allocator:
-    """Hands out addresses from a prefix in order, with a clear error when it runs out."""
+    """Hands out distinct addresses from a prefix in a random order (hosts sit all over a campus).
 
-    def __init__(self, prefix: str, skip: int = 1, step: int = 1) -> None:
+    ``step`` spaces them (2^64 puts each IPv6 host in a /64 of its own); at most
+    65,536 slots are drawn from; running out is a clear error.
+    """
+
+    def __init__(self, prefix: str, rng: np.random.Generator | None = None, step: int = 1) -> None:
         self.network = ipaddress.ip_network(prefix, strict=False)
-        self.next = skip
         self.step = step
+        slots = min(self.network.num_addresses // step - (2 if step == 1 else 0), 1 << 16)
+        if slots < 1:
+            raise ValueError(f"prefix {self.network} is too small for simulated hosts")
+        order = rng.permutation(slots) if rng is not None else np.arange(slots)
+        self.slots = order + (1 if step == 1 else 0)
+        self.next = 0
 
     def take(self) -> str:
-        """The next address: ``step`` apart (an IPv6 host per /64 with step 2^64)."""
-        offset = self.next * self.step + (1 if self.step > 1 else 0)
-        if offset >= self.network.num_addresses - 1:
+        if self.next >= len(self.slots):
             raise ValueError(f"prefix {self.network} has no room for more simulated hosts; give a larger --internal prefix")
+        slot = int(self.slots[self.next])
         self.next += 1
-        return str(self.network.network_address + offset)
+        return str(self.network.network_address + slot * self.step + (1 if self.step > 1 else 0))
 
 
 def ref_id_of(text: str) -> int:
