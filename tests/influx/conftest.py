@@ -6,17 +6,21 @@ import shutil
 
 import pytest
 
-from tests.influx.servers import Influx1, Victoria
+from tests.influx.servers import Influx1, Server, Victoria
+
+
+def started(kind: type[Server], binary: str, package: str, root) -> Server:
+    if not shutil.which(binary):
+        pytest.skip(f"{binary} (Debian package {package}) is not installed: bash deploy/install.sh --all")
+    root.mkdir()
+    server = kind.create(root)
+    server.start()
+    return server
 
 
 @pytest.fixture
 def influx1(tmp_path):
-    if not shutil.which("influxd"):
-        pytest.skip("influxd (Debian package influxdb) is not installed: bash deploy/install.sh --all")
-    root = tmp_path / "influxd"
-    root.mkdir()
-    server = Influx1.create(root)
-    server.start()
+    server = started(Influx1, "influxd", "influxdb", tmp_path / "influxd")
     server.create_database("netmon")
     yield server
     server.stop()
@@ -24,11 +28,6 @@ def influx1(tmp_path):
 
 @pytest.fixture
 def victoria(tmp_path):
-    if not shutil.which("victoria-metrics"):
-        pytest.skip("victoria-metrics (Debian package) is not installed: bash deploy/install.sh --all")
-    root = tmp_path / "vm"
-    root.mkdir()
-    server = Victoria.create(root, dedup=True)
-    server.start()
+    server = started(Victoria, "victoria-metrics", "victoria-metrics", tmp_path / "vm")
     yield server
     server.stop()

@@ -106,10 +106,15 @@ class Influx1(Server):
 
 
 class Victoria(Server):
-    """victoria-metrics single node; every sample kept (retention 100 years)."""
+    """victoria-metrics single node, samples kept 100 years.
+
+    ``dedup`` keeps one sample per series and millisecond, as InfluxDB keeps one point
+    per series and timestamp (a resend overwrites): without it a batch resent after a
+    lost acknowledgement would show twice here and never in InfluxDB.
+    """
 
     @classmethod
-    def create(cls, root: Path, dedup: bool = False) -> "Victoria":
+    def create(cls, root: Path, dedup: bool = True) -> "Victoria":
         port = free_port()
         argv = [shutil.which("victoria-metrics") or "victoria-metrics", f"-storageDataPath={root}/data",
                 f"-httpListenAddr=127.0.0.1:{port}", "-retentionPeriod=100y", "-search.disableCache",

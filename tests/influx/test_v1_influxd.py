@@ -13,6 +13,7 @@ from netmon import health
 from netmon.sinks import influx
 from tests.influx.data import make_run, recent_start
 from tests.influx.expected import expected_points
+from tests.influx.writing import write_all, write_through_outage
 from tests.influx.readback import influx_points
 from tests.influx.servers import Influx1
 
@@ -37,10 +38,7 @@ def assert_same_points(server: Influx1, run) -> None:
 
 def test_every_point_written_reads_back_identical(influx1, tmp_path):
     run = make_run(recent_start(), 12)
-    sink = influx.build(sink_config(influx1.url, tmp_path / "spool"))
-    for scored in run:
-        sink.write(scored)
-    sink.close()
+    write_all(influx.build(sink_config(influx1.url, tmp_path / "spool")), run)
     assert_same_points(influx1, run)
     assert health.snapshot()["influx.spool.points"] == 0
 
@@ -58,20 +56,7 @@ def test_health_point_carries_write_counters(influx1, tmp_path):
 
 def test_database_stopped_mid_stream_every_point_arrives_once(influx1, tmp_path):
     run = make_run(recent_start(), 30)
-    sink = influx.build(sink_config(influx1.url, tmp_path / "spool"))
-    for scored in run[:10]:
-        sink.write(scored)
-    time.sleep(0.5)
-    influx1.stop()
-    for scored in run[10:20]:
-        sink.write(scored)
-    time.sleep(1.0)
-    assert health.snapshot().get("influx.write.errors", 0) > 0, "the sink never noticed the database was down"
-    assert health.snapshot()["influx.spool.points"] > 0, "nothing was spooled while the database was down"
-    influx1.start()
-    for scored in run[20:]:
-        sink.write(scored)
-    sink.close()
+    write_through_outage(influx.build(sink_config(influx1.url, tmp_path / "spool")), influx1, run)
     assert_same_points(influx1, run)
     assert health.snapshot()["influx.spool.points"] == 0
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import time
 
 from netmon import health
 from netmon.sinks import influx
 from tests.influx.data import make_run, recent_start
 from tests.influx.expected import expected_points, numeric_series
+from tests.influx.writing import write_all, write_through_outage
 
 
 def v2_config(url: str, spool, **extra) -> influx.Config:
@@ -39,10 +39,7 @@ def assert_same_series(victoria, run) -> None:
 
 def test_v2_points_read_back_identical(victoria, tmp_path):
     run = make_run(recent_start(), 15)
-    sink = influx.build(v2_config(victoria.url, tmp_path / "spool"))
-    for scored in run:
-        sink.write(scored)
-    sink.close()
+    write_all(influx.build(v2_config(victoria.url, tmp_path / "spool")), run)
     assert_same_series(victoria, run)
     assert health.snapshot()["influx.write.points"] >= len(expected_points(run))
 
@@ -59,19 +56,7 @@ def test_v2_health_counters_arrive_as_series(victoria, tmp_path):
 
 def test_v2_database_stopped_mid_stream_every_point_arrives_once(victoria, tmp_path):
     run = make_run(recent_start(), 24)
-    sink = influx.build(v2_config(victoria.url, tmp_path / "spool"))
-    for scored in run[:8]:
-        sink.write(scored)
-    time.sleep(0.5)
-    victoria.stop()
-    for scored in run[8:16]:
-        sink.write(scored)
-    time.sleep(1.0)
-    assert health.snapshot().get("influx.write.errors", 0) > 0, "the sink never noticed the database was down"
-    victoria.start()
-    for scored in run[16:]:
-        sink.write(scored)
-    sink.close()
+    write_through_outage(influx.build(v2_config(victoria.url, tmp_path / "spool")), victoria, run)
     assert_same_series(victoria, run)
 
 
