@@ -44,8 +44,12 @@ class Decoded:
 
 @dataclass
 class _Queued:
+    """The data sets of one template waiting for flush: record bytes, counts, contexts."""
+
     template: Template
-    fixed: list[tuple[np.ndarray, Context]] = field(default_factory=list)
+    chunks: list[memoryview] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    contexts: list[Context] = field(default_factory=list)
 
 
 class Collector:
@@ -61,6 +65,7 @@ class Collector:
         self.last_export = 0.0
         self._halves: dict[str, tuple[int, int]] = {}
         self._queued: dict[int, _Queued] = {}
+        self._datagrams = 0
         self._rows: list[np.ndarray] = []
         self._header_rows: list[np.ndarray] = []
         self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
@@ -68,7 +73,7 @@ class Collector:
     # -- datagrams -------------------------------------------------------------
     def feed(self, data: bytes, exporter: str) -> None:
         """Parse one export datagram from ``exporter`` (address text); data sets queue for flush."""
-        health.count("source.netflow.datagrams")
+        self._datagrams += 1
         if len(data) < 4:
             health.count("decode.skip.truncated")
             return
@@ -121,11 +126,15 @@ class Collector:
             count = (end - start) // tpl.record_len
             if count == 0:
                 return 0
-            records = np.frombuffer(data, tpl.dtype, count, start)
             if tpl.options:
-                self._options(ctx, fixed_columns(records), count)
-            else:
-                self._queued.setdefault(id(tpl), _Queued(tpl)).fixed.append((records, ctx))
+                self._options(ctx, fixed_columns(np.frombuffer(data, tpl.dtype, count, start)), count)
+                return count
+            queued = self._queued.get(id(tpl))
+            if queued is None:
+                queued = self._queued[id(tpl)] = _Queued(tpl)
+            queued.chunks.append(memoryview(data)[start : start + count * tpl.record_len])
+            queued.counts.append(count)
+            queued.contexts.append(ctx)
             return count
         cols, count = variable_columns(tpl, data, start, end)
         if count:
@@ -149,30 +158,43 @@ class Collector:
             if rate[i] >= 1:
                 table[int(keys[i]) if keys is not None else None] = float(rate[i])
 
-    def _rate(self, ctx: Context, cols: dict[str, np.ndarray], lo: int, hi: int) -> np.ndarray | float:
-        """Sampling rate of records lo:hi: config override, record field, sampler id, domain, v5 header."""
+    def _default_rate(self, ctx: Context) -> float:
+        """Sampling rate of a set without per-record sampling fields: config, options data, v5 header."""
         if ctx.exporter in self.override:
             return self.override[ctx.exporter]
-        table = self.rates.get(ctx.domain, {})
-        default = table.get(None) or (next(reversed(table.values())) if table else 0.0) or ctx.header_rate or 1.0
-        rate: np.ndarray | float = default
+        table = self.rates.get(ctx.domain)
+        if table:
+            return table.get(None) or next(reversed(table.values()))
+        return float(ctx.header_rate or 1)
+
+    def _sampling(self, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> np.ndarray:
+        """Per-record 1-in-N rate: config override, the record's own field, its sampler id, the domain."""
+        cache: dict[tuple, float] = {}
+        per_set = [cache.get((c.domain, c.header_rate)) or cache.setdefault((c.domain, c.header_rate), self._default_rate(c)) for c in contexts]
+        rate = np.repeat(np.asarray(per_set, dtype=np.float64), counts)
         keys = cols.get("sampler_id", cols.get("selector_id"))
-        if keys is not None and table:
-            ids = keys[lo:hi]
-            rate = np.array([table.get(int(k), default) for k in ids]) if len(np.unique(ids)) > 1 else table.get(int(ids[0]), default)
-        if "sampling" in cols:
-            own = cols["sampling"][lo:hi].astype(np.float64)
-            rate = np.where(own >= 1, own, rate)
+        own = cols.get("sampling")
+        if keys is None and own is None:
+            return rate
+        exporters = np.repeat([c.exporter for c in contexts], counts)
+        overridden = np.isin(exporters, list(self.override)) if self.override else np.zeros(len(rate), bool)
+        if keys is not None:
+            domains = np.repeat(np.arange(len(contexts)), counts)
+            by_id = np.array([self.rates.get(contexts[d].domain, {}).get(int(k), 0.0) for d, k in zip(domains, keys)])
+            rate = np.where((by_id >= 1) & ~overridden, by_id, rate)
+        if own is not None:
+            rate = np.where((own >= 1) & ~overridden, own.astype(np.float64), rate)
         return rate
 
     # -- flush: numpy decoding per template ------------------------------------
     def flush(self) -> Decoded:
         """Decode everything queued since the last flush."""
         for queued in self._queued.values():
-            records = np.concatenate([r for r, _ in queued.fixed]) if len(queued.fixed) > 1 else queued.fixed[0][0]
-            counts = np.array([len(r) for r, _ in queued.fixed])
-            self._emit(queued.template, fixed_columns(records), [c for _, c in queued.fixed], counts)
+            records = np.frombuffer(b"".join(queued.chunks), queued.template.dtype)
+            self._emit(queued.template, fixed_columns(records), queued.contexts, np.array(queued.counts))
         self._queued.clear()
+        health.count("source.netflow.datagrams", self._datagrams)
+        self._datagrams = 0
         flows = np.concatenate(self._rows) if self._rows else np.zeros(0, FLOW_DTYPE)
         header_flows = np.concatenate(self._header_rows) if self._header_rows else np.zeros(0, FLOW_DTYPE)
         frames = frames_from(self._frames) if self._frames else None
@@ -182,11 +204,8 @@ class Collector:
 
     def _emit(self, tpl: Template, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> None:
         n = int(counts.sum())
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        sampling = np.empty(n)
-        for i, ctx in enumerate(contexts):
-            sampling[bounds[i] : bounds[i + 1]] = self._rate(ctx, cols, int(bounds[i]), int(bounds[i + 1]))
-        halves = [self._halves.setdefault(c.exporter, addr_halves(c.exporter)) for c in contexts]
+        sampling = self._sampling(cols, contexts, counts)
+        halves = [self._halves.get(c.exporter) or self._halves.setdefault(c.exporter, addr_halves(c.exporter)) for c in contexts]
         meta = {
             "export": np.repeat([c.export for c in contexts], counts),
             "uptime": np.repeat([c.uptime for c in contexts], counts),

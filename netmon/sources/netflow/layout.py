@@ -78,9 +78,9 @@ def _format(role: str, length: int) -> str:
 
 
 def _as_uint(values: np.ndarray) -> np.ndarray:
-    """Big-endian integers of any width up to 8 bytes (reduced-size encoding) as uint64."""
+    """Big-endian integers of any width up to 8 bytes (reduced-size encoding) as native unsigned ints."""
     if values.ndim == 1:
-        return values.astype(np.uint64)
+        return values.astype(values.dtype.newbyteorder("="))
     width = min(values.shape[1], 8)
     tail = values[:, -width:].astype(np.uint64)
     shifts = np.arange(width - 1, -1, -1, dtype=np.uint64) * np.uint64(8)

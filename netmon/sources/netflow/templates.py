@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from netmon import health
 from netmon.sources.netflow.layout import Template
@@ -19,8 +20,7 @@ from netmon.sources.netflow.layout import Template
 Domain = tuple[str, int, int]
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What a data set needs from its datagram header.
 
     ``export`` UNIX seconds; ``uptime`` exporter sysUptime in ms (-1 for IPFIX,

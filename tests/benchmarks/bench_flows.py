@@ -1,0 +1,246 @@
+"""Flow decoding speed: netmon beside nfcapd and the ``netflow`` PyPI package, printed as ratios.
+
+    .venv/bin/python tests/benchmarks/bench_flows.py [--datagrams 20000] [--no-loopback]
+
+1. In process, one core: records/s that netmon decodes (and aggregates the UDP/123
+   ones) for NetFlow v5, v9 and IPFIX with fixed templates, against the ``netflow``
+   package decoding the same datagrams.
+2. On loopback: the same stream sent as fast as one sender process can to nfcapd and to
+   netmon's netflow source; records/s received and the datagram loss at that rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import ipaddress
+import multiprocessing
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from netmon import health  # noqa: E402
+from netmon.aggregate import Aggregator  # noqa: E402
+from netmon.config import Aggregate, Campus, plugin_config  # noqa: E402
+from netmon.sources.netflow.collector import Collector  # noqa: E402
+from netmon.sources.netflow.records import ntp_observations  # noqa: E402
+from netmon.sources.netflow.source import NetflowSource  # noqa: E402
+
+EXPORT = 1_700_000_000
+#: IPFIX/v9 fields: src, dst, sport, dport, proto, tos, flags, in/out if, packets, bytes, start/end uptime or ms.
+V9_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1), (6, 1), (10, 4), (14, 4), (2, 4), (1, 4), (22, 4), (21, 4)]
+IPFIX_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1), (6, 1), (10, 4), (14, 4), (2, 8), (1, 8), (152, 8), (153, 8)]
+
+
+def _records(n: int, rng: np.random.Generator, fields: list[tuple[int, int]]) -> list[bytes]:
+    out = []
+    for _ in range(n):
+        ntp = rng.random() < 0.5
+        src = ipaddress.IPv4Address(int(0x0A000000 + rng.integers(1, 5000))).packed
+        dst = ipaddress.IPv4Address(int(0xC0000200 + rng.integers(1, 50))).packed
+        sport, dport = (int(rng.integers(1024, 65535)), 123) if ntp else (443, int(rng.integers(1024, 65535)))
+        values = {8: src, 12: dst, 7: sport, 11: dport, 4: 17 if ntp else 6, 5: 0, 6: 0, 10: 1, 14: 2, 2: 1, 1: 76,
+                  22: 990_000, 21: 999_000, 152: (EXPORT - 10) * 1000, 153: (EXPORT - 1) * 1000}
+        rec = b""
+        for ie, length in fields:
+            value = values[ie]
+            rec += value if isinstance(value, bytes) else value.to_bytes(length, "big")
+        out.append(rec)
+    return out
+
+
+def v5_stream(count: int, rng: np.random.Generator) -> list[bytes]:
+    per = 30
+    body = []
+    for i in range(count):
+        recs = b""
+        for _ in range(per):
+            ntp = rng.random() < 0.5
+            recs += struct.pack("!4s4s4sHHIIIIHHBBBBHHBBH", ipaddress.IPv4Address(int(0x0A000000 + rng.integers(1, 5000))).packed,
+                                ipaddress.IPv4Address(int(0xC0000200 + rng.integers(1, 50))).packed, b"\0" * 4, 1, 2, 1, 76,
+                                990_000, 999_000, int(rng.integers(1024, 65535)), 123 if ntp else 443, 0, 0, 17 if ntp else 6, 0, 0, 0, 0, 0, 0)
+        body.append(struct.pack("!HHIIIIBBH", 5, per, 1_000_000, EXPORT, 0, i * per, 0, 0, 0) + recs)
+    return body
+
+
+def _template_stream(version: int, count: int, rng: np.random.Generator) -> list[bytes]:
+    fields = IPFIX_FIELDS if version == 10 else V9_FIELDS
+    reclen = sum(length for _, length in fields)
+    per = (1400 - 24) // reclen
+    template = struct.pack("!HH", 256, len(fields)) + b"".join(struct.pack("!HH", ie, ln) for ie, ln in fields)
+    template_set = struct.pack("!HH", 2 if version == 10 else 0, 4 + len(template)) + template
+    pool = _records(per * 50, rng, fields)
+    out = []
+    for i in range(count):
+        recs = b"".join(pool[(i * per + k) % len(pool)] for k in range(per))
+        sets = (template_set if i % 100 == 0 else b"") + struct.pack("!HH", 256, 4 + len(recs)) + recs
+        if version == 10:
+            out.append(struct.pack("!HHIII", 10, 16 + len(sets), EXPORT, i * per, 1) + sets)
+        else:
+            out.append(struct.pack("!HHIIII", 9, per, 1_000_000, EXPORT, i, 1) + sets)
+    return out
+
+
+def streams(count: int) -> dict[str, list[bytes]]:
+    rng = np.random.default_rng(1)
+    return {"v5": v5_stream(count, rng), "v9": _template_stream(9, count, rng), "ipfix": _template_stream(10, count, rng)}
+
+
+def netmon_rate(datagrams: list[bytes], batch: int = 2000) -> tuple[float, float, int]:
+    """(records/s decoded to UDP/123 observations, records/s with those aggregated per host too, records)."""
+    collector = Collector()
+    aggregator = Aggregator(Campus(internal=["10.0.0.0/8"]), Aggregate(interval=60))
+    records = 0
+    decoding = aggregating = 0.0
+    for lo in range(0, len(datagrams), batch):
+        start = time.perf_counter()
+        for data in datagrams[lo : lo + batch]:
+            collector.feed(data, "192.0.2.1")
+        flows = collector.flush().flows
+        rows = ntp_observations(flows)
+        middle = time.perf_counter()
+        aggregator.add(rows)
+        decoding += middle - start
+        aggregating += time.perf_counter() - middle
+        records += len(flows)
+    start = time.perf_counter()
+    aggregator.flush()
+    aggregating += time.perf_counter() - start
+    return records / decoding, records / (decoding + aggregating), records
+
+
+def netflow_package_rate(datagrams: list[bytes], limit: int = 3000) -> float | None:
+    """Records/s of the ``netflow`` PyPI package on the same datagrams (a prefix; it is slow)."""
+    try:
+        import netflow
+    except ImportError:
+        return None
+    templates: dict = {"netflow": {}, "ipfix": {}}
+    records = 0
+    start = time.perf_counter()
+    for data in datagrams[:limit]:
+        try:
+            records += len(netflow.parse_packet(data, templates).flows)
+        except Exception:  # noqa: BLE001 - a peer's failure is its result
+            continue
+    return records / (time.perf_counter() - start)
+
+
+def _send(datagrams: list[bytes], port: int, repeat: int) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    for _ in range(repeat):
+        for data in datagrams:
+            sock.sendto(data, ("127.0.0.1", port))
+
+
+def _send_timed(datagrams: list[bytes], port: int, repeat: int) -> float:
+    proc = multiprocessing.Process(target=_send, args=(datagrams, port, repeat))
+    start = time.perf_counter()
+    proc.start()
+    proc.join()
+    return time.perf_counter() - start
+
+
+def loopback_netmon(datagrams: list[bytes], repeat: int) -> tuple[float, float]:
+    """(records/s received and decoded, datagram loss fraction) for netmon's netflow source."""
+    config = plugin_config("source", {"type": "netflow", "listen": ["127.0.0.1:0"], "batch_seconds": 0.05})
+    source = NetflowSource(config)
+    health.reset()
+    done = threading.Event()
+
+    def consume() -> None:
+        for _ in source.batches():
+            if done.is_set():
+                break
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    _send_timed(datagrams, source.listener.ports[0], repeat)
+    deadline = time.monotonic() + 10
+    sent = len(datagrams) * repeat
+    while time.monotonic() < deadline and health.snapshot().get("source.netflow.datagrams", 0) < sent:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    done.set()
+    source.close()
+    thread.join(timeout=2)
+    got = health.snapshot()
+    return got.get("source.netflow.records", 0) / elapsed, 1 - got.get("source.netflow.datagrams", 0) / sent
+
+
+def loopback_nfcapd(datagrams: list[bytes], repeat: int) -> tuple[float, float] | None:
+    """(records/s, datagram loss) for nfcapd receiving the same stream; counted by nfdump afterwards."""
+    if shutil.which("nfcapd") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        port = _free_port()
+        proc = subprocess.Popen(["nfcapd", "-w", tmp, "-b", "127.0.0.1", "-p", str(port), "-t", "3600", "-B", str(8 << 20)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        try:
+            elapsed = _send_timed(datagrams, port, repeat)
+            time.sleep(1.0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        out = subprocess.run(["nfdump", "-R", tmp, "-I"], capture_output=True, text=True).stdout
+        flows = next((int(line.split(":")[1]) for line in out.splitlines() if line.startswith("Flows:")), 0)
+    expected = sum(_records_in(d) for d in datagrams) * repeat
+    return flows / elapsed, 1 - flows / expected
+
+
+def _records_in(datagram: bytes) -> int:
+    version = struct.unpack_from("!H", datagram)[0]
+    if version == 5:
+        return struct.unpack_from("!H", datagram, 2)[0]
+    collector = Collector()
+    collector.feed(datagram, "192.0.2.1")
+    return len(collector.flush().flows) or 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datagrams", type=int, default=20000, help="datagrams per version")
+    parser.add_argument("--no-loopback", action="store_true", help="only the in-process decode rates")
+    args = parser.parse_args()
+    data = streams(args.datagrams)
+    gc.freeze()  # the generated streams are long-lived: keep the collector's GC passes from rescanning them
+    print(f"{'version':8} {'netmon decode':>14} {'+aggregate':>12} {'netflow pkg':>12} {'ratio':>7}   (records/s, one core)")
+    for name, datagrams in data.items():
+        decode, total, records = netmon_rate(datagrams)
+        peer = netflow_package_rate(datagrams)
+        ratio = f"{decode / peer:7.1f}" if peer else "    n/a"
+        print(f"{name:8} {decode:14,.0f} {total:12,.0f} {peer or 0:12,.0f} {ratio}   ({records:,} records)")
+    if args.no_loopback:
+        return
+    print(f"\nloopback, one sender process: {'netmon rec/s':>14} {'loss':>7} {'nfcapd rec/s':>14} {'loss':>7} {'ratio':>7}")
+    for name, datagrams in data.items():
+        sample = datagrams[: min(len(datagrams), 5000)]
+        ours, loss = loopback_netmon(sample, 2)
+        peer = loopback_nfcapd(sample, 2)
+        if peer is None:
+            print(f"{name:8} {ours:14,.0f} {loss:7.1%}   nfcapd not installed")
+        else:
+            print(f"{name:8} {'':21} {ours:14,.0f} {loss:7.1%} {peer[0]:14,.0f} {peer[1]:7.1%} {ours / max(peer[0], 1):7.2f}")
+
+
+if __name__ == "__main__":
+    main()
