@@ -70,6 +70,10 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
          ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(BatchOpts)],
     ),
+    "bpf_map_update_batch": (
+        ctypes.c_int,
+        [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(BatchOpts)],
+    ),
     "bpf_obj_pin": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p]),
     "bpf_obj_get": (ctypes.c_int, [ctypes.c_char_p]),
     "bpf_map_get_next_id": (ctypes.c_int, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]),
