@@ -154,7 +154,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "kod_deny": ("packets", "KoD DENY received"),
     "kod_rstr": ("packets", "KoD RSTR received"),
     "kod_other": ("packets", "other KoD codes received"),
-    "after_kod": ("packets", "requests sent to a server after it sent the host a KoD"),
+    "after_kod": ("packets", "requests sent to a server after its KoD without backing off (per socket, within the hold-off: any after DENY/RSTR; after RATE, sooner than 2^poll/2 after the previous)"),
     "org_zero": ("packets", "requests with a zero origin timestamp (data-minimising clients)"),
     "org_match": ("packets", "requests whose origin equals the last transmit timestamp that server sent the host"),
     "org_mismatch": ("packets", "requests whose origin matches nothing the server sent recently"),

@@ -22,6 +22,11 @@ from netmon.batch import FEATURES, HostIntervals
 
 #: Kiss-o'-Death reference IDs (ASCII as a big-endian uint32).
 KOD_CODES = {"kod_rate": 0x52415445, "kod_deny": 0x44454E59, "kod_rstr": 0x52535452}
+#: KoD codes that tell a client to stop (DENY, RSTR); RATE tells it to slow down.
+STOP_CODES = (KOD_CODES["kod_deny"], KOD_CODES["kod_rstr"])
+#: After a RATE KoD, a request sooner than this share of the advertised 2^poll
+#: after the socket's previous request has not backed off.
+KOD_BACKOFF = 0.5
 #: Mode 7 request codes of the monitor list (MON_GETLIST, MON_GETLIST_1).
 MONLIST_CODES = (20, 42)
 #: Features that need the NTP header; NaN for a host-interval seen only in flow records.
@@ -204,7 +209,10 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     one socket (random phases) shorten exactly in proportion to their number; its origin is
     checked against the last reply that socket received before it (transmit
     timestamp, or receive timestamp for interleaved mode); it ignores a KoD when
-    the socket received one within the hold-off before it.
+    the socket received one within the hold-off before it and did not back off:
+    any request after DENY or RSTR, or after RATE one sent sooner than half its
+    advertised 2^poll after the socket's previous request. A NAT gateway whose
+    clients each honour their own KoD adds nothing, however many there are.
     """
     pick = np.flatnonzero(request | reply)
     socket_key = hash_key(host_key, v.peer_hi, v.peer_lo, v.host_port)[pick]
@@ -231,7 +239,11 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
 
     prev, found = groups.last_before(is_kod, row_start)
     kod_time = np.where(found, t[prev], known.kod_time[run])
-    after_kod = is_req & (t - kod_time <= table.kod_holdoff)
+    stop = is_kod & np.isin(r["ref_id"][pick], STOP_CODES)
+    kod_stop = np.where(found, stop[prev], known.kod_stop[run])
+    poll = r["poll"][pick].astype(np.float64)
+    not_backed_off = kod_stop | (gap < KOD_BACKOFF * np.exp2(poll))
+    after_kod = is_req & (t - kod_time <= table.kod_holdoff) & not_backed_off
 
     h, w = host[pick], weight[pick]
     f["org_zero"] = groups.total(h[zero], n, w[zero])
@@ -250,7 +262,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     summary = SocketSummary(socket_host, v.host_port[first], hash_key(v.peer_hi[first], v.peer_lo[first]),
                             socket_rate, socket_poll, groups.total(run[is_req], n_runs, w[is_req]))
     f["instances"] = _instances(summary, n, interval)
-    _remember(table, known, starts, is_req, is_rep, is_kod, t, xmt, rec)
+    _remember(table, known, starts, is_req, is_rep, is_kod, stop, t, xmt, rec)
 
 
 @dataclass
@@ -300,7 +312,7 @@ def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
 
 
 def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np.ndarray, is_rep: np.ndarray,
-              is_kod: np.ndarray, t: np.ndarray, xmt: np.ndarray, rec: np.ndarray) -> None:
+              is_kod: np.ndarray, stop: np.ndarray, t: np.ndarray, xmt: np.ndarray, rec: np.ndarray) -> None:
     """Write each socket's latest request, reply and KoD back to the table."""
     if starts.shape[0] == 0:
         return
@@ -313,6 +325,7 @@ def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np
     update.reply_rec = np.where(found, rec[last], known.reply_rec)
     last, found = groups.last_in_run(is_kod, starts)
     update.kod_time = np.where(found, t[last], known.kod_time)
+    update.kod_stop = np.where(found, stop[last], known.kod_stop)
     table.store(update, float(t.max()))
 
 

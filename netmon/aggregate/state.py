@@ -2,7 +2,7 @@
 
 A "socket" is (internal host, outside server, host port): the unit that polls on
 its own schedule, receives its own replies and is told off by KoD. The table is a
-sorted uint64 key column with parallel value columns (about 56 bytes a socket),
+sorted uint64 key column with parallel value columns (about 50 bytes a socket),
 merged once per closed interval with a sort, never a Python loop per packet.
 Entries expire after :data:`SOCKET_TTL` seconds of silence, KoD memory after the
 configured hold-off.
@@ -21,7 +21,10 @@ SOCKET_TTL = 1100.0
 
 @dataclass
 class Sockets:
-    """Columns aligned with a sorted ``key`` (uint64). Times are UNIX seconds, NaN = never."""
+    """Columns aligned with a sorted ``key`` (uint64). Times are UNIX seconds, NaN = never.
+
+    ``kod_stop`` is true when the socket's last KoD was DENY or RSTR (stop), false for RATE (slow down).
+    """
 
     key: np.ndarray
     request_time: np.ndarray
@@ -29,11 +32,13 @@ class Sockets:
     reply_xmt: np.ndarray
     reply_rec: np.ndarray
     kod_time: np.ndarray
+    kod_stop: np.ndarray
 
     @classmethod
     def empty(cls, n: int = 0) -> "Sockets":
         nan = np.full(n, np.nan)
-        return cls(np.zeros(n, np.uint64), nan, nan.copy(), np.zeros(n, np.uint64), np.zeros(n, np.uint64), nan.copy())
+        return cls(np.zeros(n, np.uint64), nan, nan.copy(), np.zeros(n, np.uint64), np.zeros(n, np.uint64), nan.copy(),
+                   np.zeros(n, bool))
 
     def __len__(self) -> int:
         return int(self.key.shape[0])
@@ -42,7 +47,7 @@ class Sockets:
         return Sockets(*(getattr(self, f)[index] for f in _FIELDS))
 
 
-_FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_time")
+_FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_time", "kod_stop")
 
 
 class SocketTable:

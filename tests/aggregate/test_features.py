@@ -140,11 +140,36 @@ def test_requests_after_a_kod_are_counted_across_intervals():
 
 def test_requests_after_the_kod_holdoff_are_not_counted():
     t = Traffic()
-    t.reply(0.0, SERVER, HOST, kod="RATE")
+    t.reply(0.0, SERVER, HOST, kod="DENY")
     t.request(30.0, HOST, SERVER)
     t.request(200.0, HOST, SERVER)
     features = by_host(run(t, agg=settings(kod_holdoff=100)), HOST)
     assert [f["after_kod"] for f in features] == [1, 0]
+
+
+def test_client_backing_off_after_rate_kod_is_not_ignoring_it():
+    t = Traffic()
+    t.request(0.0, HOST, SERVER, poll=6)
+    t.reply(0.01, SERVER, HOST, kod="RATE")
+    for i in range(1, 6):
+        t.request(i * 128.0, HOST, SERVER, poll=6)  # doubled its interval
+    assert sum(f["after_kod"] for f in by_host(run(t), HOST)) == 0
+
+
+def test_any_request_after_deny_ignores_it_however_slow():
+    t = Traffic()
+    t.reply(0.0, SERVER, HOST, kod="DENY")
+    t.request(500.0, HOST, SERVER, poll=6)
+    assert sum(f["after_kod"] for f in by_host(run(t), HOST)) == 1
+
+
+def test_nat_clients_each_honouring_their_own_kod_add_nothing():
+    t = Traffic()
+    for i, port in enumerate(range(40000, 40010)):
+        t.request(i * 1.0, HOST, SERVER, port, poll=7)
+        t.reply(i * 1.0 + 0.01, SERVER, HOST, port, kod="RATE")
+        t.request(i * 1.0 + 300.0, HOST, SERVER, port, poll=7)  # each backs off past 2^7
+    assert sum(f["after_kod"] for f in by_host(run(t), HOST)) == 0
 
 
 def test_kod_to_one_client_behind_a_nat_is_not_held_against_the_others():
