@@ -78,13 +78,17 @@ def add(host: str, prefix: str, server: str, duration: str, reason: str, allow: 
 @click.option("--all", "show_all", is_flag=True, help="include expired entries")
 @with_file
 def list_(show_all: bool, config: str | None, path: str | None) -> None:
-    """List silences: id, kind, match, expiry, reason."""
+    """List silences: id, kind, match, expiry, reason (with --config, its entries too)."""
     now = time.time()
-    for rule in load_file(_file(config, path)):
+    rules = load_file(_file(config, path))
+    if config:
+        table = configured(config)
+        rules += [r.rule("silence") for r in table.silences] + [r.rule("allow") for r in table.allowlist]
+    for rule in rules:
         if rule.active(now) or show_all:
             match = " ".join(f"{k}={v}" for k, v in (("host", rule.host), ("prefix", rule.prefix), ("server", rule.server)) if v)
             state = "" if rule.active(now) else " (expired)"
-            click.echo(f"{rule.id}\t{rule.kind}\t{match}\tuntil {_when(rule.expires)}{state}\t{rule.reason}")
+            click.echo(f"{rule.id if rule.origin != 'config' else 'config'}\t{rule.kind}\t{match}\tuntil {_when(rule.expires)}{state}\t{rule.reason}")
 
 
 @command.command("remove")

@@ -56,9 +56,15 @@ def test_refusing_hook_is_retried_until_it_comes_up(tmp_path):
 def test_full_queue_drops_oldest_first_and_counts_it(tmp_path):
     receiver = HttpReceiver(port=free_port())
     s = sink(tmp_path, [{"kind": "webhook", "name": "tiny", "url": receiver.url}], queue_size=3, backoff=0.05, backoff_max=0.1, resolve_after=1000)
-    write_many(s, 10)
+    write_many(s, 1)
+    assert wait_for(lambda: health.snapshot().get("alerts.hook.tiny.failed", 0) >= 1), "first delivery never tried"
+    for i in range(1, 10):
+        s.write(scored([finding(host=f"10.3.0.{i}", start=T0 + 60 * i)], start=T0 + 60 * i))
     dropped = health.snapshot().get("alerts.hook.tiny.dropped", 0)
     assert dropped == 7, f"expected 7 oldest alerts dropped from a queue of 3, counted {dropped}"
+    failed = health.snapshot()["alerts.hook.tiny.failed"]
+    # an attempt already under way when its alert was dropped may still land: let it end first
+    assert wait_for(lambda: health.snapshot()["alerts.hook.tiny.failed"] >= failed + 2)
     receiver.start()
     try:
         assert s.drain(10)
@@ -74,3 +80,28 @@ def test_alerts_older_than_retry_for_are_given_up_and_counted(tmp_path):
     write_many(s, 2)
     assert wait_for(lambda: health.snapshot().get("alerts.hook.gone.expired", 0) == 2, 5), health.snapshot()
     s.close()
+
+
+def test_delivery_that_outlasts_its_io_timeout_is_abandoned_by_the_watchdog(tmp_path):
+    import threading
+
+    from netmon.sinks.alerts.worker import HookWorker, Retry
+    from tests.alerts.receivers import finding as make_finding
+    from netmon.sinks.alerts.lifecycle import Lifecycle
+
+    release = threading.Event()
+    calls = []
+
+    def stuck(alert):
+        calls.append(alert.id)
+        if len(calls) == 1:
+            release.wait(5)  # a hook that ignores its own timeout
+
+    worker = HookWorker("stuck", stuck, retry=Retry(backoff=0.05), hang_timeout=0.3)
+    alert = Lifecycle().step([make_finding()], 1_700_000_060.0)[0]
+    worker.submit(alert)
+    assert worker.drain(5), "the watchdog did not free the worker from a stuck delivery"
+    release.set()
+    worker.close(1)
+    snap = health.snapshot()
+    assert snap.get("alerts.hook.stuck.hung") == 1 and snap.get("alerts.hook.stuck.sent") == 1 and len(calls) == 2

@@ -82,3 +82,14 @@ def test_check_config_rejects_a_silence_without_reason(tmp_path):
     config.write_text('[[sinks]]\ntype = "alerts"\n[[sinks.silences]]\nhost = "10.0.0.1"\n')
     found = "\n".join(problems(str(config)))
     assert "reason" in found and "Field required" in found, found
+
+
+def test_silence_list_with_config_shows_config_entries_and_uses_its_file(tmp_path):
+    silences = tmp_path / "custom.json"
+    config = tmp_path / "netmon.toml"
+    config.write_text(f'[[sinks]]\ntype = "alerts"\nsilences_file = "{silences}"\n'
+                      '[[sinks.allowlist]]\nhost = "10.0.0.123"\nreason = "campus NTP server"\n')
+    assert cli("silence", "add", "--server", "192.0.2.0/24", "--reason", "pool", "--config", str(config)).exit_code == 0
+    assert silences.exists(), "the command did not use the config's silences_file"
+    listed = cli("silence", "list", "--config", str(config)).output
+    assert "server=192.0.2.0/24" in listed and "config\tallow\thost=10.0.0.123" in listed, listed

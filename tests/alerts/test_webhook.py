@@ -70,6 +70,8 @@ def test_chat_payloads_escape_hostile_text(tmp_path, http_receiver):
         assert re.search(r"(?<!\\)@channel", text) is None, f"{name}: a channel mention passed through unescaped"
     assert "<!everyone>" not in slack and "&lt;!everyone&gt;" in slack, "Slack mention not neutralised"
     assert "*bold*" not in slack, "Slack formatting not neutralised"
+    card = json.loads(teams)["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive" and card["content"]["type"] == "AdaptiveCard"
 
 
 def test_hook_min_severity_filters_but_resolves_still_arrive(tmp_path, http_receiver):
@@ -80,4 +82,4 @@ def test_hook_min_severity_filters_but_resolves_still_arrive(tmp_path, http_rece
 
 
 def _chat_kind(body: dict) -> str:
-    return "slack" if "attachments" in body else "teams" if "@type" in body else "mattermost"
+    return "teams" if body.get("type") == "message" else "slack" if "attachments" in body else "mattermost"

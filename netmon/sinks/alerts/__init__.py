@@ -106,7 +106,7 @@ class AlertsSink:
         )
         retry = Retry(config.backoff, config.backoff_max, config.retry_for)
         self.hooks = [
-            (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry))
+            (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry, 2 * hook.timeout + 5))
             for hook in named_hooks(config)
         ]
 

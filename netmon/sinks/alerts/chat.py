@@ -1,4 +1,4 @@
-"""Chat payloads: Slack, Mattermost and Microsoft Teams incoming webhooks.
+"""Chat payloads: Slack, Mattermost and Microsoft Teams (Adaptive Card) incoming webhooks.
 
 Each kind formats the alert for its client and POSTs it with the generic webhook's
 transport. Every packet-derived string is escaped for the client's markup (Slack
@@ -56,20 +56,27 @@ def mattermost_payload(alert: Alert) -> dict[str, Any]:
 
 
 def teams_payload(alert: Alert) -> dict[str, Any]:
+    """An Adaptive Card message, as Teams Workflows ("post to a channel when a webhook
+    request is received") and the older incoming-webhook connectors accept."""
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": text.markdown(alert.summary), "weight": "Bolder", "wrap": True,
+         "color": "Good" if alert.event == "resolved" else "Attention" if alert.severity == "critical" else "Warning"},
+        {"type": "TextBlock", "text": text.markdown(alert.explanation), "wrap": True},
+        {"type": "FactSet", "facts": [{"title": text.markdown(k), "value": text.markdown(v)} for k, v in _facts(alert)]},
+    ]
     card: dict[str, Any] = {
-        "@type": "MessageCard",
-        "@context": "https://schema.org/extensions",
-        "summary": text.one_line(alert.summary),
-        "themeColor": _colour(alert).lstrip("#"),
-        "title": text.markdown(alert.summary),
-        "text": text.markdown(alert.explanation),
-        "sections": [{"facts": [{"name": text.markdown(k), "value": text.markdown(v)} for k, v in _facts(alert)]}],
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
     }
-    if alert.evidence_url:
-        card["potentialAction"] = [
-            {"@type": "OpenUri", "name": "Evidence report", "targets": [{"os": "default", "uri": alert.evidence_url}]}
-        ]
-    return card
+    if alert.evidence_url.startswith(("http://", "https://")):
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Evidence report", "url": alert.evidence_url}]
+    return {
+        "type": "message",
+        "summary": text.one_line(alert.summary),
+        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": card}],
+    }
 
 
 PAYLOADS: dict[str, Callable[[Alert], dict[str, Any]]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -45,7 +45,6 @@ class Alert:
     updated_at: float
     ends_at: float | None = None
     evidence_url: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def status(self) -> str:

@@ -5,8 +5,9 @@
 up to ``backoff_max`` seconds) until it succeeds or is older than ``retry_for``
 seconds; the head of the queue is retried first so a hook sees an alert's firing
 before its resolve. A hook that hangs is cut off by its own I/O timeout (every hook
-takes ``timeout`` seconds). Counters in ``netmon.health``:
-``alerts.hook.<name>.{sent,failed,retried,dropped,expired}`` and the gauge
+takes ``timeout`` seconds) and, failing that, abandoned by a watchdog after
+``hang_timeout`` seconds. Counters in ``netmon.health``:
+``alerts.hook.<name>.{sent,failed,retried,dropped,expired,hung,lost}`` and the gauge
 ``alerts.hook.<name>.queue``.
 """
 
@@ -38,8 +39,10 @@ class Retry:
 class HookWorker:
     """Delivers alerts to one hook from a daemon thread; see the module docstring."""
 
-    def __init__(self, name: str, deliver: Callable[[Alert], None], size: int = 1000, retry: Retry = Retry()) -> None:
+    def __init__(self, name: str, deliver: Callable[[Alert], None], size: int = 1000, retry: Retry = Retry(),
+                 hang_timeout: float = 60.0) -> None:
         self.name = name
+        self.hang_timeout = hang_timeout
         self.deliver = deliver
         self.retry = retry
         self.queue: deque[tuple[float, Alert]] = deque()
@@ -75,7 +78,7 @@ class HookWorker:
                 queued, alert = self.queue[0]
                 self.busy = True
             try:
-                self.deliver(alert)
+                self._attempt(alert)
             except Exception as exc:  # every hook failure is counted, logged and retried
                 self._count("failed")
                 log.warning("alert hook failed", hook=self.name, alert=alert.id, change=alert.event, error=str(exc))
@@ -93,6 +96,22 @@ class HookWorker:
                 continue
             self._pop(alert, "sent")
             delay = self.retry.backoff
+
+    def _attempt(self, alert: Alert) -> None:
+        """One delivery, abandoned (and counted ``hung``) if it outlasts ``hang_timeout``.
+
+        Hooks cut their own I/O off after their ``timeout``; this watchdog covers what
+        a per-read timeout cannot (a receiver trickling one byte at a time). An
+        abandoned attempt's thread is left to end on its own."""
+        outcome: list[BaseException | None] = []
+        attempt = threading.Thread(target=_capture, args=(self.deliver, alert, outcome), daemon=True)
+        attempt.start()
+        attempt.join(self.hang_timeout)
+        if attempt.is_alive():
+            self._count("hung")
+            raise TimeoutError(f"delivery still running after {self.hang_timeout:g} s; abandoned")
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
 
     def _pop(self, alert: Alert, outcome: str) -> None:
         self._count(outcome)
@@ -125,3 +144,12 @@ class HookWorker:
             self._count("lost", left)
             log.error("alert hook closed with undelivered alerts", hook=self.name, undelivered=left)
         self.thread.join(timeout=1.0)
+
+
+def _capture(deliver: Callable[[Alert], None], alert: Alert, outcome: list[BaseException | None]) -> None:
+    try:
+        deliver(alert)
+    except BaseException as exc:  # handed to the worker thread, which counts and retries
+        outcome.append(exc)
+    else:
+        outcome.append(None)
