@@ -206,9 +206,9 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
 
     A request's gap is the time since the socket's previous request; the socket's
     rate against its poll uses the mean gap, which independent schedules sharing
-    one socket (random phases) shorten exactly in proportion to their number; its origin is
-    checked against the last reply that socket received before it (transmit
-    timestamp, or receive timestamp for interleaved mode); it ignores a KoD when
+    one socket (random phases) shorten in proportion to their number. A request's
+    origin is checked against the last reply that socket received before it
+    (transmit timestamp, or receive timestamp for interleaved mode). It ignores a KoD when
     the socket received one within the hold-off before it and did not back off:
     any request after DENY or RSTR, or after RATE one sent sooner than half its
     advertised 2^poll after the socket's previous request. A NAT gateway whose
@@ -285,10 +285,9 @@ def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
     instance, 37 ntpd sharing port 123 poll 37 times faster than advertised, a
     NAT gateway's clients each poll at ratio 1 on their own port. Ports used once
     (random-port clients such as chrony: no gap) or slower than advertised (a port
-    reused by chance) together count as
-    their requests per server times 2^poll over the interval, at most one per
-    port and at least one: a 50/s flood from random ports is ~50 schedules at
-    poll 0, one chrony polling every 1024 s is one.
+    reused by chance) together count as their requests per server times 2^poll
+    over the interval, at most one per port and at least one: a 50/s flood from
+    random ports is ~50 schedules at poll 0, one chrony polling every 1024 s is one.
     """
     asked = s.requests > 0
     measured = asked & (np.nan_to_num(s.rate) >= 1.0)
