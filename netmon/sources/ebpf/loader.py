@@ -270,9 +270,12 @@ def load(object_path: Path, max_hosts: int) -> tuple[int, dict[str, int], dict[s
 
 
 def _ipr(netns: str):
+    """A pyroute2 IPRoute whose socket lives in ``netns`` (entered here: pyroute2's own
+    ``netns=`` argument would create a namespace that is missing)."""
     from pyroute2 import IPRoute
 
-    return IPRoute(netns=netns) if netns else IPRoute()
+    with live.netns(netns):
+        return IPRoute()
 
 
 def attach(
@@ -422,29 +425,15 @@ def cleanup(include_live: bool = False, dry_run: bool = False) -> list[Leftover]
     """Find (and unless ``dry_run`` remove) netmon filters and pins whose netmon is gone.
 
     Looks at every interface of the current and every named network namespace; a
-    filter is netmon's when its name is ``netmon-<pid>``, and left over when that pid
-    is no longer a netmon process (``include_live`` takes live ones too).
+    filter is netmon's when its name is ``netmon-<pid>_<start time>``, and left over
+    when that process is gone (``include_live`` takes live ones too).
     """
     found: list[Leftover] = []
     for ns in _namespaces():
         try:
-            ipr = _ipr(ns)
-        except OSError as exc:
-            log.warning("cleanup: cannot open namespace", netns=ns, error=str(exc))
-            continue
-        with ipr:
-            for link in ipr.get_links():
-                ifindex, ifname = link["index"], link.get_attr("IFLA_IFNAME")
-                for parent, msg in list(_filters(ipr, ifindex)):
-                    name = _bpf_name(msg)
-                    if not name.startswith(FILTER_PREFIX):
-                        continue
-                    tag = name[len(FILTER_PREFIX):]
-                    alive = _owner_alive(tag)
-                    hook = "ingress" if parent == TC_INGRESS else "egress"
-                    found.append(Leftover("filter", f"{ns or '(host)'}/{ifname} {hook}", tag, alive))
-                    if (include_live or not alive) and not dry_run:
-                        _delete_filters(ipr, ifindex, [parent])
+            found.extend(_cleanup_namespace(ns, include_live, dry_run))
+        except Exception as exc:  # a namespace deleted meanwhile, or one we may not enter
+            log.warning("cleanup: namespace skipped", netns=ns or "(host)", error=str(exc))
     if PIN_ROOT.is_dir():
         for pin in sorted(PIN_ROOT.iterdir()):
             tag = pin.name.split("-", 1)[0]
@@ -452,6 +441,24 @@ def cleanup(include_live: bool = False, dry_run: bool = False) -> list[Leftover]
             found.append(Leftover("pin", str(pin), tag, alive))
             if (include_live or not alive) and not dry_run:
                 shutil.rmtree(pin, ignore_errors=True)
+    return found
+
+
+def _cleanup_namespace(ns: str, include_live: bool, dry_run: bool) -> list[Leftover]:
+    found = []
+    with _ipr(ns) as ipr:
+        for link in ipr.get_links():
+            ifindex, ifname = link["index"], link.get_attr("IFLA_IFNAME")
+            for parent, msg in list(_filters(ipr, ifindex)):
+                name = _bpf_name(msg)
+                if not name.startswith(FILTER_PREFIX):
+                    continue
+                tag = name[len(FILTER_PREFIX):]
+                alive = _owner_alive(tag)
+                hook = "ingress" if parent == TC_INGRESS else "egress"
+                found.append(Leftover("filter", f"{ns or '(host)'}/{ifname} {hook}", tag, alive))
+                if (include_live or not alive) and not dry_run:
+                    _delete_filters(ipr, ifindex, [parent])
     return found
 
 
