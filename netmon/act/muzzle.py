@@ -91,8 +91,8 @@ def host_network(host: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         net = ipaddress.ip_network(host.strip(), strict=True)
     except ValueError as exc:
         raise ValueError(f"{host!r} is not a host address (or an IPv6 prefix host key): {exc}") from None
-    if isinstance(net, ipaddress.IPv6Network) and net.ipv4_mapped is not None:
-        net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/32")  # type: ignore[union-attr]
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == 128 and net.network_address.ipv4_mapped is not None:
+        return ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/32")
     return net
 
 

@@ -9,7 +9,7 @@ import sys
 
 import netmon.sinks.alerts as alerts
 from netmon import health
-from tests.alerts.receivers import finding, scored
+from tests.alerts.receivers import finding, scored, wait_for
 from tests.alerts.test_webhook import HOSTILE, sink
 
 
@@ -69,8 +69,6 @@ sys.exit(0 if os.path.exists({str(flag)!r}) else 3)
 """)
     s = sink(tmp_path, [{"kind": "exec", "name": "flaky", "argv": [str(program)]}])
     s.write(scored([finding()]))
-    from tests.alerts.receivers import wait_for
-
     assert wait_for(lambda: health.snapshot().get("alerts.exec.flaky.exit.3", 0) >= 2), "failure was not retried"
     flag.touch()
     s.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from netmon import health
+from netmon.sinks.alerts.lifecycle import Lifecycle
+from netmon.sinks.alerts.worker import HookWorker, Retry
 from tests.alerts.receivers import HttpReceiver, finding, free_port, scored, wait_for
 from tests.alerts.test_webhook import sink
 
@@ -83,12 +86,6 @@ def test_alerts_older_than_retry_for_are_given_up_and_counted(tmp_path):
 
 
 def test_delivery_that_outlasts_its_io_timeout_is_abandoned_by_the_watchdog(tmp_path):
-    import threading
-
-    from netmon.sinks.alerts.worker import HookWorker, Retry
-    from tests.alerts.receivers import finding as make_finding
-    from netmon.sinks.alerts.lifecycle import Lifecycle
-
     release = threading.Event()
     calls = []
 
@@ -98,7 +95,7 @@ def test_delivery_that_outlasts_its_io_timeout_is_abandoned_by_the_watchdog(tmp_
             release.wait(5)  # a hook that ignores its own timeout
 
     worker = HookWorker("stuck", stuck, retry=Retry(backoff=0.05), hang_timeout=0.3)
-    alert = Lifecycle().step([make_finding()], 1_700_000_060.0)[0]
+    alert = Lifecycle().step([finding()], 1_700_000_060.0)[0]
     worker.submit(alert)
     assert worker.drain(5), "the watchdog did not free the worker from a stuck delivery"
     release.set()

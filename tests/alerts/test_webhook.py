@@ -11,7 +11,7 @@ import jsonschema
 
 import netmon.sinks.alerts as alerts
 from netmon.sinks.alerts.webhook import signature
-from tests.alerts.receivers import finding, scored, wait_for
+from tests.alerts.receivers import finding, scored
 
 SCHEMA = json.loads((Path(alerts.__file__).parent / "schema.json").read_text())
 HOSTILE = "$(touch /tmp/pwned) `id` <script>alert(1)</script> *bold* [x](http://evil) @channel <!everyone>\r\nInjected: yes\x00\x1b[31m"
