@@ -7,6 +7,7 @@ returning a list of problems (empty when it can run).
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -19,7 +20,7 @@ class HookConfig(Strict):
 
     name: str = Field("", description="name in logs and health counters; default: kind and position")
     timeout: float = Field(10.0, gt=0, description="seconds before a hanging delivery is cut off")
-    min_severity: str = Field("", description="only alerts at least this severe; empty = the sink's")
+    min_severity: Literal["", "info", "warning", "critical"] = Field("", description="only alerts at least this severe; empty = all the sink passes")
 
 
 def url_problems(url: str, what: str = "url") -> list[str]:
