@@ -12,6 +12,7 @@ import ipaddress
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from netmon import health
 from netmon.batch import Frames
@@ -23,8 +24,7 @@ _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 _L3_START = {1: 12, 113: 14, 276: 18}
 
 
-@dataclass(frozen=True)
-class Datagram:
+class Datagram(NamedTuple):
     """One UDP payload with its sender (address text, port), receiver port and time (UNIX s)."""
 
     payload: bytes

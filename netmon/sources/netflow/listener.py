@@ -1,6 +1,6 @@
 """UDP export listeners (IPv4 and IPv6) with an exporter allowlist, shared by NetFlow and sFlow.
 
-Datagrams are read in batches: up to ``max_datagrams`` or ``batch_seconds``,
+Datagrams are decoded in batches: up to ``max_datagrams`` or ``batch_seconds``,
 whichever comes first, so decoding runs once per batch. A pcap of export
 traffic can stand in for the sockets (replay), read through the pcap reader.
 """
@@ -12,6 +12,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,13 +60,22 @@ class Allowlist:
 
 
 class Listener:
-    """Bound UDP sockets; ``receive`` yields batches of datagrams until ``close``."""
+    """Bound UDP sockets drained by a reader thread; ``receive`` yields batches until ``close``.
 
-    def __init__(self, endpoints: list[str], allowlist: Allowlist, name: str) -> None:
+    The reader thread only copies datagrams off the sockets (the system calls release
+    the GIL), so a burst waits in memory, not in a kernel buffer that overflows while
+    a batch is decoded. Its queue is bounded; past ``max_queued`` datagrams are dropped
+    and counted (``source.<name>.dropped``).
+    """
+
+    def __init__(self, endpoints: list[str], allowlist: Allowlist, name: str, max_queued: int = 100_000) -> None:
         self.allowlist = allowlist
         self.name = name
+        self.max_queued = max_queued
         self.sockets: list[socket.socket] = []
         self._stop = threading.Event()
+        self._queue: deque[Datagram] = deque()
+        self._arrived = threading.Event()
         self._selector = selectors.DefaultSelector()
         for text in endpoints:
             host, port = parse_endpoint(text)
@@ -73,58 +83,80 @@ class Listener:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+            _receive_buffer(sock)
             sock.bind((host, port))
             sock.setblocking(False)
             self.sockets.append(sock)
             self._selector.register(sock, selectors.EVENT_READ)
             log.info("listening for exports", source=name, address=host, port=sock.getsockname()[1])
+        self._reader = threading.Thread(target=self._read, name=f"{name}-reader", daemon=True)
+        self._reader.start()
 
     @property
     def ports(self) -> list[int]:
         return [s.getsockname()[1] for s in self.sockets]
 
-    def receive(self, batch_seconds: float, max_datagrams: int = 4096) -> Iterator[list[Datagram]]:
+    def receive(self, batch_seconds: float, max_datagrams: int = 8192) -> Iterator[list[Datagram]]:
         """Batches of allowed datagrams; an empty batch after ``batch_seconds`` of silence."""
+        queue = self._queue
         while not self._stop.is_set():
-            batch: list[Datagram] = []
-            deadline = time.monotonic() + batch_seconds
-            while len(batch) < max_datagrams and not self._stop.is_set():
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                ready = self._selector.select(min(wait, 0.1))
-                for key, _ in ready:
-                    self._drain(key.fileobj, batch, max_datagrams)  # type: ignore[arg-type]
+            if len(queue) < max_datagrams:
+                self._arrived.wait(batch_seconds)
+            self._arrived.clear()
+            batch = [queue.popleft() for _ in range(min(len(queue), max_datagrams))]
             yield batch
 
-    def _drain(self, sock: socket.socket, batch: list[Datagram], limit: int) -> None:
-        now = time.time()
-        while len(batch) < limit:
+    def _read(self) -> None:
+        queue, allows, limit = self._queue, self.allowlist.allows, self.max_queued
+        while not self._stop.is_set():
             try:
-                payload, peer = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
+                ready = self._selector.select(0.2)
+            except (OSError, ValueError):
                 return
-            except OSError:
-                if self._stop.is_set():
-                    return
-                raise
-            address = peer[0]
-            if address.startswith("::ffff:") and "." in address:
-                address = address[7:]
-            if not self.allowlist.allows(address):
-                health.count(f"source.{self.name}.denied")
-                continue
-            batch.append(Datagram(payload, address, peer[1], 0, now))
+            now = time.time()
+            for key, _ in ready:
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                while True:
+                    try:
+                        payload, peer = sock.recvfrom(MAX_DATAGRAM)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        return
+                    address = peer[0]
+                    if address.startswith("::ffff:") and "." in address:
+                        address = address[7:]
+                    if not allows(address):
+                        health.count(f"source.{self.name}.denied")
+                    elif len(queue) >= limit:
+                        health.count(f"source.{self.name}.dropped")
+                    else:
+                        queue.append(Datagram(payload, address, peer[1], 0, now))
+            if ready:
+                self._arrived.set()
 
     def close(self) -> None:
         self._stop.set()
+        self._arrived.set()
+        self._reader.join(timeout=2)
         for sock in self.sockets:
             try:
                 self._selector.unregister(sock)
             except (KeyError, ValueError):
                 pass
             sock.close()
+
+
+def _receive_buffer(sock: socket.socket) -> None:
+    """A large kernel receive buffer: forced past rmem_max when allowed (root), else as large as permitted."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, RECV_BUFFER)
+            return
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
 
 
 def replay(paths: list[str], allowlist: Allowlist, name: str) -> Iterator[list[Datagram]]:
