@@ -168,3 +168,36 @@ def test_pmacctd_sampled_netflow_and_sflow_totals_fall_within_the_sampling_bound
         assert abs(estimate - n) <= bound, f"{name}: {estimate} packets estimated, {n} true, bound {bound:.0f}"
         assert (got["packets"] % rate == 0).all(), f"{name}: counts not scaled by the 1-in-{rate} rate"
     assert all((f.weight == rate).all() for f in sflow.frames), "sFlow raw headers must carry the sampling rate as weight"
+
+
+#: Per-host features flows can know (counts); the NTP-header ones must be NaN (unknown), not 0.
+FLOW_FEATURES = ("requests_out", "replies_in", "requests_in", "replies_out", "bytes_out", "bytes_in", "servers", "client_ports", "clients", "reply_ratio")
+HEADER_FEATURES = ("poll", "instances", "kod_rate", "after_kod", "org_mismatch", "mode3_out", "version4_out")
+
+
+@pytest.mark.skipif(shutil.which("softflowd") is None, reason="softflowd not installed (deploy/install.sh installs it)")
+def test_per_host_features_from_ipfix_equal_the_captures_and_header_features_are_unknown(capture, tmp_path: Path) -> None:
+    from netmon.aggregate import Aggregator
+    from netmon.config import Aggregate, Campus
+
+    pcap, truth = capture
+    collecting = Collecting("netflow")
+    try:
+        softflowd_export(pcap, collecting.port, "10", tmp_path, ["-6"])
+    finally:
+        collecting.stop()
+
+    def features(rows: np.ndarray) -> dict[str, dict[str, float]]:
+        aggregator = Aggregator(Campus(internal=["10.0.0.0/8", "2001:db8:1::/48"]), Aggregate(interval=3600))
+        closed = aggregator.add(np.sort(rows, order="time")) + aggregator.flush()
+        assert len(closed) == 1, "the whole capture lies in one hour-long interval"
+        return {h: {k: float(v[i]) for k, v in closed[0].features.items()} for i, h in enumerate(closed[0].host)}
+
+    direct, flows = features(truth), features(collecting.observations())
+    assert sorted(direct) == sorted(flows)
+    for host in direct:
+        for name in FLOW_FEATURES:
+            assert np.isclose(flows[host][name], direct[host][name], equal_nan=True), f"{host} {name}: flows {flows[host][name]}, capture {direct[host][name]}"
+        for name in HEADER_FEATURES:
+            assert np.isnan(flows[host][name]), f"{host} {name} should be unknown from flows, got {flows[host][name]}"
+        assert flows[host]["flows"] > 0
