@@ -219,7 +219,8 @@ def _read_pcap(stream: _Stream, endian: str) -> Iterator[Frames]:
     limit = max(snaplen, MAX_CAPLEN)
     caplen_of = struct.Struct(endian + "I")
     stream.consume(24)
-    while stream.fill(READ_BYTES) or stream.buf:
+    need = READ_BYTES
+    while stream.fill(need) or stream.buf:
         buf = stream.buf
         block = np.frombuffer(buf, dtype=np.uint8)
         at = np.asarray(_walk_pcap(buf, 0, caplen_of), dtype=np.int64)
@@ -237,6 +238,7 @@ def _read_pcap(stream: _Stream, endian: str) -> Iterator[Frames]:
         stream.consume(int(at[good]) if good < len(at) else int(at[-1] + 16 + caplen[-1]) if len(at) else 0)
         if stream.eof and stream.buf:
             raise CaptureError(stream.path, stream.base, "file ends inside a pcap record (cut capture)")
+        need = max(READ_BYTES, 16 + int(caplen[good]) if good < len(caplen) else 16)
 
 
 def _frames(block: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
@@ -313,8 +315,9 @@ def _read_pcapng(stream: _Stream) -> Iterator[Frames]:
         short = False
         head = struct.Struct(endian + "II")
         while True:
+            before = len(positions)
             pos = _walk_pcapng(buf, pos, head, positions)
-            if positions and positions[-1] + head.unpack_from(buf, positions[-1])[1] > len(buf):
+            if len(positions) > before and positions[-1] + head.unpack_from(buf, positions[-1])[1] > len(buf):
                 pos = positions.pop()
             if pos + 12 > len(buf):
                 need, short = pos + 12, True

@@ -1,0 +1,161 @@
+"""Capture files: every container variant reads back the same frames; damage is an error with an offset."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netmon import health
+from netmon.decode.encode import frames_from_observations
+from netmon.sources import pcapfile
+from netmon.sources.pcapfile import CaptureError, read_frames, write_pcap
+from tests.decode import builders
+
+PACKETS = [builders.link_header(1, p) + p for p in builders.ip_packets(builders.rows(5))]
+TIMES = [builders.T0 + i * 1.000123 for i in range(5)]
+
+
+def _read_all(path: Path) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    packets, times, linktypes = [], [], []
+    for frames in read_frames(path):
+        for i in range(len(frames)):
+            packets.append(bytes(frames.data[frames.offset[i]:frames.offset[i] + frames.caplen[i]]))
+        times.append(frames.time)
+        linktypes.append(frames.linktype)
+    return packets, np.concatenate(times), np.concatenate(linktypes)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("nanosecond", [False, True])
+def test_pcap_in_either_byte_order_and_resolution_reads_back_the_same_frames(tmp_path: Path, endian: str, nanosecond: bool) -> None:
+    path = tmp_path / "x.pcap"
+    path.write_bytes(builders.pcap_bytes(PACKETS, endian=endian, nanosecond=nanosecond, times=TIMES))
+    packets, times, linktypes = _read_all(path)
+    assert packets == PACKETS
+    assert times == pytest.approx(TIMES, abs=1e-6)
+    assert set(linktypes.tolist()) == {1}
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("block", ["epb", "spb", "opb"])
+def test_pcapng_blocks_in_either_byte_order_read_back_the_same_frames(tmp_path: Path, endian: str, block: str) -> None:
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(builders.pcapng_bytes(PACKETS, endian=endian, block=block, times=TIMES))
+    packets, times, _ = _read_all(path)
+    assert packets == PACKETS
+    if block != "spb":  # simple packet blocks carry no time
+        assert times == pytest.approx(TIMES, abs=1e-6)
+
+
+@pytest.mark.parametrize("tsresol", [9, 0x80 | 20, 3])
+def test_pcapng_interface_time_resolution_and_offset_are_honoured(tmp_path: Path, tsresol: int) -> None:
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(builders.pcapng_bytes(PACKETS, tsresol=tsresol, tsoffset=1_000_000, times=TIMES))
+    _, times, _ = _read_all(path)
+    units = 2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10 ** tsresol
+    assert times == pytest.approx(TIMES, abs=1.0 / units + 1e-6)
+
+
+def test_pcapng_with_two_sections_of_different_byte_order_reads_both(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(builders.pcapng_bytes(PACKETS[:2], endian="<") + builders.pcapng_bytes(PACKETS[2:], endian=">", linktype=1))
+    packets, _, _ = _read_all(path)
+    assert packets == PACKETS
+
+
+@pytest.mark.parametrize("name", ["capture.pcap", "capture.bin"])
+def test_gzip_is_recognised_by_its_magic_whatever_the_name(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(builders.pcapng_bytes(PACKETS)))
+    assert _read_all(path)[0] == PACKETS
+
+
+def test_many_read_chunks_lose_and_repeat_no_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pcapfile, "READ_BYTES", 97)  # forces records and blocks to straddle reads
+    packets = [builders.link_header(1, p) + p for p in builders.ip_packets(builders.rows(200))]
+    for name, content in (("a.pcap", builders.pcap_bytes(packets)), ("a.pcapng", builders.pcapng_bytes(packets))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert _read_all(path)[0] == packets, name
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_cut_file_yields_every_whole_frame_then_an_error_naming_the_offset(tmp_path: Path, kind: str) -> None:
+    content = builders.pcap_bytes(PACKETS) if kind == "pcap" else builders.pcapng_bytes(PACKETS)
+    cut = len(content) - 10
+    path = tmp_path / f"cut.{kind}"
+    path.write_bytes(content[:cut])
+    got = []
+    with pytest.raises(CaptureError) as error:
+        for frames in read_frames(path):
+            got.extend(bytes(frames.data[o:o + c]) for o, c in zip(frames.offset, frames.caplen))
+    assert got == PACKETS[:-1], "every frame before the cut must be delivered"
+    last_record = len(content) - (16 + len(PACKETS[-1]) if kind == "pcap" else 32 + len(PACKETS[-1]) + (-len(PACKETS[-1]) % 4))
+    assert error.value.offset == last_record
+    assert f"byte offset {last_record}" in str(error.value)
+    assert health.snapshot()["source.pcap.corrupt"] == 1
+
+
+def test_a_record_with_an_impossible_length_is_an_error_at_that_record(tmp_path: Path) -> None:
+    content = bytearray(builders.pcap_bytes(PACKETS))
+    third = 24 + 2 * (16 + len(PACKETS[0]))
+    content[third + 8:third + 12] = (0x7FFFFFFF).to_bytes(4, "little")
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(bytes(content))
+    got = 0
+    with pytest.raises(CaptureError, match=f"offset {third}") as error:
+        for frames in read_frames(path):
+            got += len(frames)
+    assert got == 2
+    assert "corrupt" in error.value.reason
+
+
+def test_a_corrupt_pcapng_block_length_is_an_error_at_that_block(tmp_path: Path) -> None:
+    content = bytearray(builders.pcapng_bytes(PACKETS))
+    first_packet = content.index((6).to_bytes(4, "little"), 28)
+    content[first_packet + 4:first_packet + 8] = (13).to_bytes(4, "little")
+    path = tmp_path / "bad.pcapng"
+    path.write_bytes(bytes(content))
+    with pytest.raises(CaptureError, match=f"offset {first_packet}"):
+        list(read_frames(path))
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world, not a capture", b"\x1f\x8b garbage"])
+def test_a_file_that_is_not_a_capture_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.pcap"
+    path.write_bytes(content)
+    with pytest.raises(CaptureError, match="offset 0"):
+        list(read_frames(path))
+
+
+@pytest.mark.parametrize("nanosecond", [False, True])
+def test_write_pcap_round_trips_frames_and_times(tmp_path: Path, nanosecond: bool) -> None:
+    observations = builders.rows(300, vlan=np.arange(300) % 3)
+    observations["time"] = builders.T0 + np.arange(300) * 0.001001
+    frames = frames_from_observations(observations)
+    path = tmp_path / ("x.pcap.gz" if nanosecond else "x.pcap")
+    write_pcap(path, frames, nanosecond=nanosecond)
+    packets, times, _ = _read_all(path)
+    assert packets == [bytes(frames.data[o:o + c]) for o, c in zip(frames.offset, frames.caplen)]
+    assert times == pytest.approx(observations["time"], abs=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_reads_written_frames_with_valid_checksums(tmp_path: Path) -> None:
+    observations = np.concatenate([builders.rows(3), builders.rows(2, src="2001:db8::1", dst="2001:db8::2", mac_len=20, num_exts=1)])
+    path = tmp_path / "x.pcap"
+    write_pcap(path, frames_from_observations(observations))
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
+         "-T", "fields", "-e", "ip.checksum.status", "-e", "udp.checksum.status", "-e", "ntp.flags.mode"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")
+    lines = [line.split("\t") for line in out if line]
+    assert len(lines) == 5
+    for ip_status, udp_status, mode in lines:
+        assert ip_status in ("", "1") and udp_status == "1" and mode == "3", lines  # 1 = good, 0 = bad
