@@ -49,11 +49,16 @@ def written(tmp_path_factory):
     server.stop()
 
 
-def substitute(query: str, start: float) -> str:
-    """Grafana's macros as Grafana would expand them for the last few hours."""
-    interval = "1s" if "netmon_health" in query else "60s"
-    window = f"time >= {int(start * 1000) - 60_000}ms and time <= {int(time.time() * 1000) + 60_000}ms"
-    return query.replace("$timeFilter", window).replace("$__interval", interval).replace("$host", RUNAWAY)
+def substitute(query: str, start: float, end: float | None = None, host: str = RUNAWAY) -> str:
+    """Grafana's macros as Grafana would expand them: data panels over [start, end] in 60 s
+    steps, health panels (wall-clock points) over the last hour in 1 s steps."""
+    now_ms = int(time.time() * 1000)
+    if "netmon_health" in query:
+        interval, window = "1s", f"time >= {now_ms - 3_600_000}ms and time <= {now_ms + 60_000}ms"
+    else:
+        end_ms = now_ms + 60_000 if end is None else int(end * 1000)
+        interval, window = "60s", f"time >= {int(start * 1000) - 60_000}ms and time <= {end_ms}ms"
+    return query.replace("$timeFilter", window).replace("$__interval", interval).replace("$host", host)
 
 
 def feature_total(run, name: str, host: str | None = None) -> float:
@@ -129,6 +134,7 @@ def check_host(title: str, series: list[list[dict]], run) -> None:
 
 
 def panels(name: str) -> list[dict]:
+    """The panels of a dashboard file, rows left out."""
     return [p for p in json.loads((DASHBOARDS / name).read_text())["panels"] if p["type"] != "row"]
 
 
