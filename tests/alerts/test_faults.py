@@ -27,10 +27,10 @@ def write_many(s, n: int) -> float:
 def test_hanging_hook_does_not_slow_writes_and_delivers_when_it_recovers(tmp_path):
     receiver = HttpReceiver(delay=3.0).start()
     try:
-        s = sink(tmp_path, [{"kind": "webhook", "name": "slow", "url": receiver.url, "timeout": 0.5}],
+        s = sink(tmp_path, [{"kind": "webhook", "name": "slow", "url": receiver.url, "timeout": 1.0}],
                  backoff=0.05, backoff_max=0.2, resolve_after=1000)
         slowest = write_many(s, 50)
-        assert slowest < 0.2, f"write() blocked for {slowest:.2f} s behind a hanging hook"
+        assert slowest < 0.5, f"write() blocked for {slowest:.2f} s behind a hook that hangs 3 s (timeout 1 s)"
         assert wait_for(lambda: health.snapshot().get("alerts.hook.slow.failed", 0) >= 1, 5), "hang not cut off by timeout"
         receiver.delay = 0.0
         assert s.drain(30), "queued alerts were not delivered after the hook recovered"
@@ -45,7 +45,7 @@ def test_refusing_hook_is_retried_until_it_comes_up(tmp_path):
     port = free_port()
     receiver = HttpReceiver(port=port)
     s = sink(tmp_path, [{"kind": "webhook", "name": "down", "url": receiver.url}], backoff=0.05, backoff_max=0.2, resolve_after=1000)
-    assert write_many(s, 5) < 0.2
+    assert write_many(s, 5) < 0.5, "write() waited for a refusing hook"
     assert wait_for(lambda: health.snapshot().get("alerts.hook.down.retried", 0) >= 3), "refused delivery not retried"
     receiver.start()
     try:
