@@ -11,14 +11,13 @@ as ``source.capture.*`` health counters.
 from __future__ import annotations
 
 import ctypes
-import inspect
 import mmap
 import select
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Literal
 
 import numpy as np
@@ -250,7 +249,7 @@ class CaptureSource:
         self.config = config
         self._stop = threading.Event()
         self.ring: Ring | None = None
-        self._generator: Iterator | None = None
+        self._generator: Generator | None = None
 
     def batches(self) -> Iterator[Frames | Watermark]:
         """Frames and watermarks until :meth:`stop` or :meth:`close`."""
@@ -296,12 +295,6 @@ class CaptureSource:
 
     def close(self) -> None:
         """Stop and close the socket now; a generator running in another thread closes it itself."""
-        self._stop.set()
-        generator = self._generator
-        if generator is not None and inspect.getgeneratorstate(generator) == inspect.GEN_RUNNING:
-            return
-        if generator is not None:
-            generator.close()
-        if self.ring is not None:
+        if live.end(self._stop, self._generator) and self.ring is not None:
             self.ring.close()
             self.ring = None

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 CAP_NET_RAW = 13
 CAP_NET_ADMIN = 12
@@ -89,3 +90,18 @@ def interface_index(name: str) -> int:
     except OSError:
         present = ", ".join(n for _, n in socket.if_nameindex())
         raise LiveError(f"interface {name!r} not found; interfaces here: {present} (see: ip link)") from None
+
+
+def end(stop: threading.Event, generator: Generator | None) -> bool:
+    """Set ``stop`` and close ``generator`` (a source's ``batches``) unless it is running.
+
+    True when the caller may free the source's kernel resources now; False when the
+    generator is running in another thread (or under a signal handler), which then
+    sees ``stop``, yields what is left and frees them itself.
+    """
+    stop.set()
+    if generator is not None and inspect.getgeneratorstate(generator) == inspect.GEN_RUNNING:
+        return False
+    if generator is not None:
+        generator.close()
+    return True

@@ -51,21 +51,28 @@ def pins(pid: int) -> list[Path]:
 
 
 def start_netmon(edge: Edge, config: Path) -> subprocess.Popen:
-    log = open(edge.tmp / "netmon.log", "ab")
+    log_path = edge.tmp / "netmon.log"
+    log = open(log_path, "ab")
     proc = edge.lab.spawn(None, [NETMON, "run", "--config", str(config)], stdout=log, stderr=log)
-    attached = wait_for(lambda: f"netmon-{proc.pid}_" in filters(edge) or proc.poll() is not None, 60)
-    assert attached and proc.poll() is None, f"netmon run did not attach: {(edge.tmp / 'netmon.log').read_text()}"
+    started = wait_for(lambda: proc.poll() is not None or any(
+        line in log_path.read_text() for line in ("ebpf attached", "capture started")), 60)
+    assert started and proc.poll() is None, f"netmon run did not start: {log_path.read_text()}"
     return proc
 
 
-def test_run_flushes_the_last_interval_and_detaches_on_sigterm_after_a_reload(edge):
-    config = write_config(edge)
+@pytest.mark.parametrize("source", ["ebpf", "capture"])
+def test_run_flushes_the_last_interval_and_detaches_on_sigterm_after_a_reload(edge, source):
+    config = write_config(edge, source)
     proc = start_netmon(edge, config)
+    if source == "ebpf":
+        assert f"netmon-{proc.pid}_" in filters(edge), "netmon run did not attach its filter"
     edge.traffic((edge.inside2, ["requests", "--dst", SERVER4, "--count", "40"]))
     proc.send_signal(signal.SIGHUP)
     time.sleep(2)
     assert proc.poll() is None, f"netmon died on SIGHUP: {(edge.tmp / 'netmon.log').read_text()}"
-    assert f"netmon-{proc.pid}_" in filters(edge), "not attached after the reload"
+    assert "config reloaded" in (edge.tmp / "netmon.log").read_text()
+    if source == "ebpf":
+        assert f"netmon-{proc.pid}_" in filters(edge), "not attached after the reload"
     edge.traffic((edge.inside1, ["requests", "--dst", SERVER4, "--count", "10"]))
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
@@ -81,6 +88,7 @@ def test_run_flushes_the_last_interval_and_detaches_on_sigterm_after_a_reload(ed
 
 def test_cleanup_removes_what_a_killed_netmon_left_attached(edge):
     proc = start_netmon(edge, write_config(edge))
+    assert wait_for(lambda: f"netmon-{proc.pid}_" in filters(edge), 10), "netmon run did not attach its filter"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert f"netmon-{proc.pid}_" in filters(edge), "a SIGKILLed netmon should leave its filter behind"

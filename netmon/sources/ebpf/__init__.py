@@ -18,10 +18,9 @@ the packets and IP bytes the kernel counted: nothing is counted twice or lost.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Literal
 
 import numpy as np
@@ -188,7 +187,7 @@ class EbpfSource:
         self._lock = threading.Lock()
         self._attachment: loader.Attachment | None = None
         self._ring: RingBuffer | None = None
-        self._generator: Iterator | None = None
+        self._generator: Generator | None = None
 
     def open(self) -> loader.Attachment:
         """Load and attach (idempotent); errors are LiveError with what to install or grant."""
@@ -259,13 +258,8 @@ class EbpfSource:
 
         A generator running in another thread is only asked to stop: it detaches itself.
         """
-        self._stop.set()
-        generator = self._generator
-        if generator is not None and inspect.getgeneratorstate(generator) == inspect.GEN_RUNNING:
-            return
-        if generator is not None:
-            generator.close()
-        self._teardown()
+        if live.end(self._stop, self._generator):
+            self._teardown()
 
     def _teardown(self) -> None:
         with self._lock:
