@@ -75,7 +75,7 @@ class Influx1(Server):
     """influxd 1.x with a minimal config: loopback only, reporting off, dirs in ``root``."""
 
     @classmethod
-    def create(cls, root: Path) -> "Influx1":
+    def create(cls, root: Path, auth: bool = False) -> "Influx1":
         port, rpc = free_port(), free_port()
         conf = root / "influxdb.conf"
         conf.write_text(
@@ -83,19 +83,31 @@ class Influx1(Server):
             f'[meta]\n  dir = "{root}/meta"\n'
             f'[data]\n  dir = "{root}/data"\n  wal-dir = "{root}/wal"\n  query-log-enabled = false\n'
             f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+            f'  auth-enabled = {"true" if auth else "false"}\n'
             f'[monitor]\n  store-enabled = false\n'
             f'[continuous_queries]\n  enabled = false\n'
         )
         return cls(argv=[shutil.which("influxd") or "influxd", "-config", str(conf)], port=port, root=root,
                    ready_path="/ping")
 
+    auth: tuple[str, str] | None = None  # (user, password) for a server created with auth=True
+
     def query(self, q: str, db: str = "netmon", epoch: str = "ms") -> dict:
-        response = requests.get(self.url + "/query", params={"q": q, "db": db, "epoch": epoch}, timeout=30)
+        response = requests.get(self.url + "/query", params={"q": q, "db": db, "epoch": epoch}, auth=self.auth,
+                                timeout=30)
         response.raise_for_status()
         return response.json()
 
     def create_database(self, db: str = "netmon") -> None:
-        requests.post(self.url + "/query", params={"q": f'CREATE DATABASE "{db}"'}, timeout=10).raise_for_status()
+        self.admin(f'CREATE DATABASE "{db}"')
+
+    def admin(self, statement: str) -> None:
+        """One InfluxQL management statement (CREATE DATABASE, CREATE USER, ...)."""
+        response = requests.post(self.url + "/query", params={"q": statement}, auth=self.auth, timeout=10)
+        response.raise_for_status()
+        result = response.json()["results"][0]
+        if "error" in result:
+            raise AssertionError(f"{statement}: {result['error']}")
 
     def series(self, q: str, db: str = "netmon") -> list[dict]:
         """The series an InfluxQL statement returns (raises on a query error)."""

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import requests
 from pathlib import Path
 
 from netmon import health
@@ -127,3 +129,49 @@ def test_full_spool_drops_oldest_and_counts_them(influx1, tmp_path):
     newest = max(want, key=lambda k: k[2])
     oldest = min(want, key=lambda k: k[2])
     assert newest in got and oldest not in got, "the bound must drop the oldest points, keep the newest"
+
+
+def test_v1_credentials_from_a_file_and_retention_policy(tmp_path, capsys):
+    root = tmp_path / "influxd"
+    root.mkdir()
+    server = Influx1.create(root, auth=True)
+    server.start()
+    try:
+        server.admin("CREATE USER admin WITH PASSWORD 'adm1n-pw' WITH ALL PRIVILEGES")
+        server.auth = ("admin", "adm1n-pw")
+        server.create_database("netmon")
+        server.admin('CREATE RETENTION POLICY "week" ON "netmon" DURATION 7d REPLICATION 1')
+        server.admin("CREATE USER writer WITH PASSWORD 'wr1ter-secret'")
+        server.admin('GRANT WRITE ON "netmon" TO "writer"')
+        password = tmp_path / "password"
+        password.write_text("wr1ter-secret\n")
+        run = make_run(recent_start(), 3)
+        wrong = influx.build(sink_config(server.url, tmp_path / "spool", username="writer", password="nope",
+                                         close_timeout=0.5))
+        write_all(wrong, run)
+        assert health.snapshot()["influx.write.errors"] > 0, "a refused login must be retried, not dropped"
+        assert wrong.spool.pending_points() > 0, "points refused for authentication must stay spooled"
+        sink = influx.build(sink_config(server.url, tmp_path / "spool", username="writer",
+                                        password_file=str(password), retention_policy="week"))
+        write_all(sink, run)
+        stored = server.series('SELECT count("requests") FROM "netmon"."week"."ntp_traffic"')
+        assert stored[0]["values"][0][1] == 2 * 5 * len(run), "points must land in retention policy week"
+        assert not server.series('SELECT count("requests") FROM "netmon"."autogen"."ntp_traffic"')
+        out = capsys.readouterr()
+        assert "wr1ter-secret" not in out.out + out.err
+    finally:
+        server.stop()
+
+
+def test_refused_batch_is_counted_and_does_not_block_later_points(influx1, tmp_path):
+    run = make_run(recent_start(), 4)
+    first_ns = int(run[0].intervals.start * 1e9)
+    # a field type conflict: role written as a number first, so netmon's string role is refused
+    requests.post(influx1.url + "/write", params={"db": "netmon"},
+                  data=f"ntp_host,host=10.1.0.1,group=lab role=1.0 {first_ns}", timeout=10).raise_for_status()
+    sink = influx.build(sink_config(influx1.url, tmp_path / "spool", batch_size=10_000))
+    write_all(sink, run)
+    assert health.snapshot()["influx.write.rejected_points"] > 0
+    assert sink.spool.pending_points() == 0, "a refused batch must leave the spool"
+    later = influx1.series(f'SELECT count("requests") FROM "ntp_traffic" WHERE time > {first_ns}')
+    assert later and later[0]["values"][0][1] > 0
