@@ -71,6 +71,7 @@ def test_plain_text_email_reads_well_on_a_phone(tmp_path):
     lines = body.splitlines()
     assert lines[0].startswith("[FIRING]"), "the first line says what happened"
     assert "Report: https://netmon.example.edu/e/10.1.2.3.html" in lines
+    assert lines[lines.index("To muzzle it:") + 1].startswith("netmon muzzle add 10.1.2.3 --for 1h"), "no muzzle line"
     assert max(len(line) for line in lines if not line.startswith(("[FIRING]", "$("))) <= 80, "lines should be short"
 
 

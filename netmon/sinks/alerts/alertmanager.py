@@ -52,6 +52,7 @@ def payload(alert: Alert, config: Config, now: float) -> list[dict[str, Any]]:
         "evidence": alert.evidence_url,
         "hosts": " ".join(alert.hosts),
         "details": "\n".join(text.evidence_lines(alert)),
+        "muzzle": alert.muzzle_command,
     }
     ends = alert.ends_at if alert.event == "resolved" and alert.ends_at is not None else max(now, alert.updated_at) + config.hold
     if alert.event == "resolved":

@@ -36,6 +36,8 @@ def _facts(alert: Alert) -> list[tuple[str, str]]:
         facts.append(("Server", alert.server))
     facts.append(("Since", iso(alert.starts_at)))
     facts += [(name, value) for name, _, value in (line.partition(": ") for line in text.evidence_lines(alert))]
+    if alert.muzzle_command:
+        facts.append(("Muzzle", alert.muzzle_command))
     return facts
 
 

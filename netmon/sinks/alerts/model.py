@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shlex
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -66,6 +67,13 @@ class Alert:
         state = "RESOLVED" if self.event == "resolved" else ("ESCALATED" if self.escalated else self.event.upper())
         return f"[{state}] {self.severity}: {who}: {self.rule}"
 
+    @property
+    def muzzle_command(self) -> str:
+        """The one line an operator runs on the border box to muzzle this host (empty for storms)."""
+        if self.grouped or self.event == "resolved":
+            return ""
+        return f"netmon muzzle add {shlex.quote(self.host)} --for 1h --reason {shlex.quote('alert ' + self.id)}"
+
     def with_event(self, event: Event, **changes: Any) -> "Alert":
         return replace(self, event=event, **changes)
 
@@ -77,6 +85,7 @@ class Alert:
             version=SCHEMA_VERSION,
             status=self.status,
             summary=self.summary,
+            muzzle_command=self.muzzle_command,
             starts_at_iso=iso(self.starts_at),
             updated_at_iso=iso(self.updated_at),
             ends_at_iso=iso(self.ends_at) if self.ends_at is not None else None,

@@ -81,5 +81,7 @@ def phone_body(alert: Alert) -> str:
         lines += ["", "Evidence:", *(f"- {line}" for line in evidence)]
     if alert.evidence_url:
         lines += ["", f"Report: {alert.evidence_url}"]
+    if alert.muzzle_command:
+        lines += ["", "To muzzle it:", alert.muzzle_command]
     lines += ["", f"Alert id: {alert.id}"]
     return "\n".join(one_line(line) if line else "" for line in lines) + "\n"
