@@ -45,6 +45,8 @@ _EXPANDED = struct.Struct("!IIIIIIIIIII")
 _RAW = struct.Struct("!IIII")
 _IPV4 = struct.Struct("!II4s4sIIII")
 _IPV6 = struct.Struct("!II16s16sIIII")
+#: Sampled IPv4 (3) and IPv6 (4) records: layout and address type.
+_SAMPLED = {3: (_IPV4, ipaddress.IPv4Address), 4: (_IPV6, ipaddress.IPv6Address)}
 
 
 class Config(NetflowConfig):
@@ -172,12 +174,10 @@ class SflowDecoder:
                 header = bytes(record[16 : 16 + header_length])
                 wire = frame_length - stripped if stripped <= _FCS else frame_length
                 headers.append((protocol, header, max(wire, len(header))))
-            elif fmt == 3:
-                ip_len, proto, src, dst, sport, dport, _, _ = _IPV4.unpack_from(record)
-                sampled.append((ip_len, proto, ipaddress.IPv4Address(src), ipaddress.IPv4Address(dst), sport, dport))
-            elif fmt == 4:
-                ip_len, proto, src, dst, sport, dport, _, _ = _IPV6.unpack_from(record)
-                sampled.append((ip_len, proto, ipaddress.IPv6Address(src), ipaddress.IPv6Address(dst), sport, dport))
+            elif fmt in _SAMPLED:
+                layout, address = _SAMPLED[fmt]
+                ip_len, proto, src, dst, sport, dport, _, _ = layout.unpack_from(record)
+                sampled.append((ip_len, proto, address(src), address(dst), sport, dport))
             elif fmt == 1001:
                 src_vlan, _, dst_vlan = struct.unpack_from("!III", record)
                 vlan = (src_vlan or dst_vlan) & 0x0FFF

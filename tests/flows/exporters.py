@@ -15,6 +15,9 @@ from netmon.config import plugin_config
 from netmon.decode.encode import frames_from_observations
 from netmon.decode.frames import decode_frames
 from netmon.sources.pcapfile import read_frames, write_pcap
+from tests.support.lab import wait_for
+
+__all__ = ["Collecting", "capture_truth", "ntp_rows", "pair_totals", "stop_process", "wait_for", "write_capture"]
 
 
 def ntp_rows(seed: int = 7, hosts: int = 12, ipv6: bool = True, start: float = 1_700_000_000.0) -> tuple[np.ndarray, np.ndarray]:
@@ -112,12 +115,3 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()

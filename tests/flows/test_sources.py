@@ -138,3 +138,17 @@ def test_replaying_a_pcap_of_exports_decodes_every_record_without_watermarks(cor
     items = list(source.batches())
     assert not any(isinstance(i, Watermark) for i in items), "a replay needs no watermarks"
     assert health.snapshot()["source.netflow.records"] == 51
+
+
+def test_sflow_sampled_ipv4_record_without_header_becomes_a_flow_row() -> None:
+    from netmon.sources.netflow.records import ntp_observations
+
+    record = struct.pack("!II4s4sIIII", 76, 17, socket.inet_aton("10.1.0.5"), socket.inet_aton("192.0.2.1"), 40000, 123, 0, 0)
+    sample = struct.pack("!IIIIIIII", 1, 7, 64, 1000, 0, 1, 2, 1) + struct.pack("!II", 3, len(record)) + record
+    datagram = struct.pack("!II4sIIII", 5, 1, socket.inet_aton("192.0.2.50"), 0, 1, 1000, 1) + struct.pack("!II", 1, len(sample)) + sample
+    decoder = SflowDecoder()
+    decoder.feed(datagram, 1_700_000_000.0)
+    decoded = decoder.flush()
+    rows = ntp_observations(decoded.flows)
+    assert decoded.frames is None
+    assert rows["packets"].tolist() == [64.0] and rows["bytes"].tolist() == [76.0 * 64] and rows["dport"].tolist() == [123]
