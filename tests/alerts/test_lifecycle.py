@@ -76,3 +76,21 @@ def test_storm_of_hosts_becomes_one_grouped_alert_that_resolves_with_its_last_ho
 def test_fewer_hosts_than_storm_threshold_alert_one_by_one():
     notes = run(Lifecycle(storm_hosts=10), [[finding(host=f"10.1.0.{i}") for i in range(9)]])
     assert len(notes[0]) == 9
+
+
+def test_state_survives_a_restart_so_open_alerts_are_not_told_again(tmp_path, http_receiver):
+    from tests.alerts.receivers import scored
+    from tests.alerts.test_webhook import sink
+
+    state = str(tmp_path / "state.json")
+    first = sink(tmp_path, [{"kind": "webhook", "url": http_receiver.url}], state_file=state, resolve_after=2)
+    first.write(scored([finding()]))
+    first.close()
+    second = sink(tmp_path, [{"kind": "webhook", "url": http_receiver.url}], state_file=state, resolve_after=2)
+    second.write(scored([finding(start=T0 + 60)], start=T0 + 60))
+    for i in (2, 3):
+        second.write(scored([], start=T0 + 60 * i))
+    second.close()
+    events = [r.json()["event"] for r in http_receiver.received]
+    assert events == ["firing", "resolved"], f"a restart re-announced an open alert: {events}"
+    assert len({r.json()["id"] for r in http_receiver.received}) == 1

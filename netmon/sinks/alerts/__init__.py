@@ -23,6 +23,7 @@ notifications to the hook workers; it never waits for a hook.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -70,6 +71,7 @@ class Config(Strict):
     storm_hosts: int = Field(20, ge=2, description="new hosts on one rule in one interval that make one grouped alert")
     evidence_url: str = Field("", description="link to the evidence report; {host} becomes the host's file-safe name")
     silences_file: str = Field(DEFAULT_SILENCES, description="silences written by `netmon silence`")
+    state_file: str = Field("", description="open alerts kept across restarts, e.g. netmon-data/alerts-state.json; empty = none")
     silences: list[RuleConfig] = Field(default_factory=list)
     allowlist: list[RuleConfig] = Field(default_factory=list)
     queue_size: int = Field(1000, ge=1, description="alerts queued per hook before the oldest is dropped")
@@ -104,6 +106,13 @@ class AlertsSink:
             storm_hosts=config.storm_hosts,
             evidence_url=self.evidence_url,
         )
+        self.state_path = Path(config.state_file) if config.state_file else None
+        if self.state_path is not None and self.state_path.exists():
+            try:
+                self.lifecycle.load(json.loads(self.state_path.read_text()))
+            except (ValueError, TypeError, KeyError) as exc:
+                health.count("alerts.state.unreadable")
+                log.error("alert state unreadable; starting without open alerts", path=str(self.state_path), error=str(exc))
         retry = Retry(config.backoff, config.backoff_max, config.retry_for)
         self.hooks = [
             (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry, 2 * hook.timeout + 5))
@@ -145,6 +154,11 @@ class AlertsSink:
     def close(self) -> None:
         for _, worker in self.hooks:
             worker.close(self.config.close_timeout)
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.lifecycle.state()))
+            tmp.replace(self.state_path)
 
 
 def configured(path: str | None) -> Config:

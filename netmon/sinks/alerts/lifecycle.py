@@ -13,17 +13,21 @@ seconds), so a replay notifies exactly as the live run would have.
 * Storm: when ``storm_hosts`` or more hosts start firing one rule in one interval,
   they become one grouped alert (host ``"*"``) that resolves when its last host does;
   hosts that fire the same rule while the storm lasts join it quietly.
+
+:meth:`Lifecycle.state` and :meth:`Lifecycle.load` carry all of this across a restart
+or a config reload, so open alerts are not told again as new.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from netmon import health
 from netmon.batch import SEVERITIES, Finding
-from netmon.sinks.alerts.model import Alert, alert_id
+from netmon.sinks.alerts.model import Alert, alert_id, finite
 
 Key = tuple[str, str]
 
@@ -195,6 +199,25 @@ class Lifecycle:
                 out.append(state.alert.with_event("resolved", updated_at=now, ends_at=state.last_seen, escalated=False))
         return out
 
+    def state(self) -> dict[str, Any]:
+        """Open alerts, storms and cooldown memories as JSON-ready data (see :meth:`load`)."""
+        return {
+            "version": 1,
+            "open": [{**asdict(st), "key": list(k), "alert": _alert_data(st.alert)} for k, st in self.open.items()],
+            "storms": [{"rule": r, "alert": _alert_data(st.alert), "members": [list(m) for m in st.members]}
+                       for r, st in self.storms.items()],
+            "last_told": [[*k, t] for k, t in self.last_told.items()],
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        """Take up where a previous run (or a reloaded sink) left off."""
+        for item in data.get("open", []):
+            fields = {k: v for k, v in item.items() if k not in ("key", "alert")}
+            self.open[(item["key"][0], item["key"][1])] = _State(alert=_alert_from(item["alert"]), **fields)
+        for item in data.get("storms", []):
+            self.storms[item["rule"]] = _Storm(_alert_from(item["alert"]), {(h, r) for h, r in item["members"]})
+        self.last_told.update({(h, r): t for h, r, t in data.get("last_told", [])})
+
     def _forget(self, now: float) -> None:
         """Drop cooldown memories older than the cooldown (bounded state)."""
         if len(self.last_told) > 4 * len(self.open) + 1024:
@@ -211,6 +234,14 @@ def _refresh(alert: Alert, f: Finding, now: float) -> Alert:
         server=f.server or alert.server,
         updated_at=now,
     )
+
+
+def _alert_data(alert: Alert) -> dict[str, Any]:
+    return finite(asdict(alert))
+
+
+def _alert_from(data: dict[str, Any]) -> Alert:
+    return Alert(**{**data, "hosts": tuple(data["hosts"])})
 
 
 def _common(values) -> str:
