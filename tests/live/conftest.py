@@ -32,6 +32,7 @@ INTERNAL = ["10.77.0.0/16", "fd77::/16"]
 SERVER4, SERVER6 = "10.66.0.2", "fd66::2"
 HOST1, HOST2 = "10.77.1.2", "10.77.2.2"
 HOST2_6 = "fd77:2::2"
+NTPD = "/opt/netmon-test/ntpsec/usr/sbin/ntpd"  # deploy/install.sh --all unpacks ntpsec here
 
 
 @dataclass
@@ -71,6 +72,17 @@ class Edge:
         time.sleep(0.5)
         self.lab.stop(proc)
         return proc.stderr.read().decode() if proc.stderr else ""
+
+    def ntpsec(self, ns: Namespace, name: str, lines: list[str]) -> subprocess.Popen | None:
+        """ntpsec's ntpd (classic client: port 123) that never sets the clock; None when not unpacked."""
+        if not Path(NTPD).exists():
+            return None
+        work = self.tmp / name
+        work.mkdir()
+        conf = work / "ntp.conf"
+        conf.write_text("\n".join(["disable kernel", "disable ntp", f"driftfile {work}/drift",
+                                   f"logfile {work}/log", *lines, ""]))
+        return self.lab.spawn(ns, no_clock_caps([NTPD, "-n", "-c", str(conf), "-p", str(work / "pid")]))
 
     def chrony(self, ns: Namespace, name: str, lines: list[str]) -> subprocess.Popen:
         """chronyd that never sets the clock (-x, no CAP_SYS_TIME), own pid/socket files."""
@@ -112,12 +124,14 @@ def make_edge(lab: Lab, tmp_path: Path) -> Edge:
 
 
 def run_ntp_traffic(edge: Edge, flood: int = 300) -> None:
-    """A chrony server outside, a chrony client polling it every 0.25 s (IPv4 and IPv6),
-    a crafted flood of requests (IPv4 and IPv6), KoD replies, and VLAN/QinQ-tagged KoD."""
+    """A chrony server outside; a chrony client polling it every 0.25 s (IPv4 and IPv6) and an
+    ntpsec client (port 123); a crafted flood of requests (IPv4 and IPv6), KoD replies, and
+    VLAN/QinQ-tagged KoD."""
     server = edge.chrony(edge.outside, "server", ["local stratum 8", "allow all", "allow ::/0"])
     time.sleep(0.5)
     client = edge.chrony(edge.inside1, "client", [f"server {SERVER4} iburst minpoll -2 maxpoll -2",
                                                   f"server {SERVER6} iburst minpoll -2 maxpoll -2"])
+    ntpd = edge.ntpsec(edge.inside2, "ntpsec", [f"server {SERVER4} iburst minpoll 1 maxpoll 1"])
     time.sleep(2.0)
     mac = edge.mac(edge.border, edge.bout)
     tagged = ["frames", "--iface", edge.oif, "--dst-mac", mac, "--count", "15"]
@@ -131,7 +145,9 @@ def run_ntp_traffic(edge: Edge, flood: int = 300) -> None:
         (edge.outside, [*tagged, "--src", SERVER6, "--dst", HOST2_6, "--kod", "RSTR", "--seed", "6", "--vlan", "100"]),
     )
     time.sleep(0.5)
-    edge.lab.stop(client)  # quiet before the collectors are compared
+    for daemon in (ntpd, client):  # quiet before the collectors are compared
+        if daemon is not None:
+            edge.lab.stop(daemon)
     edge.lab.stop(server)
     time.sleep(0.5)
 

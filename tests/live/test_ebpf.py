@@ -18,6 +18,8 @@ def test_kernel_counters_equal_tcpdump_per_host_packet_and_byte(watched):
     want = per_host(watched.expected, HOSTS)
     assert all(want[(h, "out")][0] > 0 for h in HOSTS[:3]), f"traffic missing from tcpdump's capture: {want}"
     assert want[(HOST2, "in")][0] >= 50, "KoD replies (plain, VLAN and QinQ) missing from tcpdump's capture"
+    classic = (watched.expected["sport"] == 123) & (watched.expected["dport"] == 123)
+    assert classic.any(), "no ntpd (port 123 to port 123) packets in tcpdump's capture"
     got = {k: watched.kernel.get(k, (0.0, 0.0)) for k in want}
     assert got == want, f"kernel counters (packets, bytes) differ from tcpdump's:\nkernel {got}\ntcpdump {want}"
 
