@@ -211,8 +211,11 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     (transmit timestamp, or receive timestamp for interleaved mode). It ignores a KoD when
     the socket received one within the hold-off before it and did not back off:
     any request after DENY or RSTR, or after RATE one sent sooner than half its
-    advertised 2^poll after the socket's previous request. A NAT gateway whose
-    clients each honour their own KoD adds nothing, however many there are.
+    advertised 2^poll after the socket's previous request. A client that starts
+    afresh on the socket after the KoD (a request with zero origin and leap 3,
+    unsynchronised: a reboot, or a NAT port reused by another client) begins a new
+    association and is not held to it. A NAT gateway whose clients each honour
+    their own KoD adds nothing, however many there are.
     """
     pick = np.flatnonzero(request | reply)
     socket_key = hash_key(host_key, v.peer_hi, v.peer_lo, v.host_port)[pick]
@@ -243,7 +246,10 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     kod_stop = np.where(found, stop[prev], known.kod_stop[run])
     poll = r["poll"][pick].astype(np.float64)
     not_backed_off = kod_stop | (gap < KOD_BACKOFF * np.exp2(poll))
-    after_kod = is_req & (t - kod_time <= table.kod_holdoff) & not_backed_off
+    restart = is_req & (org == 0) & (r["leap"][pick] == 3)
+    prev, found = groups.last_before(restart, row_start)
+    restarted = np.where(restart, t, np.where(found, t[prev], -np.inf))
+    after_kod = is_req & (t - kod_time <= table.kod_holdoff) & (restarted < kod_time) & not_backed_off
 
     h, w = host[pick], weight[pick]
     f["org_zero"] = groups.total(h[zero], n, w[zero])
@@ -262,7 +268,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     summary = SocketSummary(socket_host, v.host_port[first], hash_key(v.peer_hi[first], v.peer_lo[first]),
                             socket_rate, socket_poll, groups.total(run[is_req], n_runs, w[is_req]))
     f["instances"] = _instances(summary, n, interval)
-    _remember(table, known, starts, is_req, is_rep, is_kod, stop, t, xmt, rec)
+    _remember(table, known, starts, is_req, is_rep, is_kod, stop, restart, t, xmt, rec)
 
 
 @dataclass
@@ -311,8 +317,9 @@ def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
 
 
 def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np.ndarray, is_rep: np.ndarray,
-              is_kod: np.ndarray, stop: np.ndarray, t: np.ndarray, xmt: np.ndarray, rec: np.ndarray) -> None:
-    """Write each socket's latest request, reply and KoD back to the table."""
+              is_kod: np.ndarray, stop: np.ndarray, restart: np.ndarray, t: np.ndarray, xmt: np.ndarray,
+              rec: np.ndarray) -> None:
+    """Write each socket's latest request, reply and KoD back to the table; a restart after the KoD clears it."""
     if starts.shape[0] == 0:
         return
     update = known
@@ -325,6 +332,8 @@ def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np
     last, found = groups.last_in_run(is_kod, starts)
     update.kod_time = np.where(found, t[last], known.kod_time)
     update.kod_stop = np.where(found, stop[last], known.kod_stop)
+    last, found = groups.last_in_run(restart, starts)
+    update.kod_time = np.where(found & (t[last] > np.nan_to_num(update.kod_time, nan=-np.inf)), np.nan, update.kod_time)
     table.store(update, float(t.max()))
 
 

@@ -130,11 +130,11 @@ class Rules:
         for row in np.flatnonzero(np.nan_to_num(f["after_kod"]) >= c.kod_ignored_min):
             after = f["after_kod"][row]
             kods = {k: f[k][row] for k in ("kod_rate", "kod_deny", "kod_rstr", "kod_other") if f[k][row] > 0}
-            told = ", ".join(f"{v:.0f} {k.removeprefix('kod_').upper()}" for k, v in kods.items()) or "earlier KoD"
+            told = ", ".join(f"{v:.0f} {k.removeprefix('kod_').upper()}" for k, v in kods.items())
             hits.append(Hit(row, "rule.kod_ignored", after / c.kod_ignored_min, (
                 f"KoD ignored: {after:.0f} requests sent on the same socket after the server's Kiss-o'-Death "
-                f"({told} received this interval); a compliant client backs off (RATE) or stops (DENY, RSTR); "
-                f"threshold {c.kod_ignored_min:.0f}"),
+                f"without backing off ({told + ' received this interval' if told else 'KoD received earlier'}); "
+                f"a compliant client backs off (RATE) or stops (DENY, RSTR); threshold {c.kod_ignored_min:.0f}"),
                 {"after_kod": _ev(after, 0.0), **{k: _ev(v, 0.0) for k, v in kods.items()}}))
         return hits
 

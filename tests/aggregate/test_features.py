@@ -416,3 +416,12 @@ def test_nat_of_random_port_clients_counts_about_one_instance_each():
             time += 64.0
     features = by_host(run(t), HOST)[2:-2]
     assert all(20 <= f["instances"] <= 40 for f in features), [f["instances"] for f in features]
+
+
+def test_a_client_restarting_on_the_socket_after_a_kod_is_a_new_association():
+    t = Traffic()
+    t.request(0.0, HOST, SERVER, 40000, poll=10)
+    t.reply(0.01, SERVER, HOST, 40000, kod="RATE")
+    for i in range(8):  # 20 minutes later another client (reused NAT port) boots: iburst, unsynchronised
+        t.packet(1200.0 + 2 * i, HOST, SERVER, 40000, 123, mode=3, poll=6, leap=3 if i == 0 else 0, org_ts=0)
+    assert sum(f["after_kod"] for f in by_host(run(t), HOST)) == 0
