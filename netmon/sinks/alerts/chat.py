@@ -31,7 +31,7 @@ def _colour(alert: Alert) -> str:
 
 
 def _facts(alert: Alert) -> list[tuple[str, str]]:
-    facts = [("Host", ", ".join(alert.hosts)), ("Group", alert.group), ("Rule", alert.rule), ("Severity", alert.severity)]
+    facts = [("Host", alert.hosts_shown(20)), ("Group", alert.group), ("Rule", alert.rule), ("Severity", alert.severity)]
     if alert.server:
         facts.append(("Server", alert.server))
     facts.append(("Since", iso(alert.starts_at)))

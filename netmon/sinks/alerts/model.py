@@ -60,12 +60,16 @@ class Alert:
     def summary(self) -> str:
         """One plain line: who, what, how bad (not escaped: hooks escape for their medium)."""
         if self.grouped:
-            shown = ", ".join(self.hosts[:5]) + (f" and {len(self.hosts) - 5} more" if len(self.hosts) > 5 else "")
-            who = f"{len(self.hosts)} hosts ({shown})"
+            who = f"{len(self.hosts)} hosts ({self.hosts_shown(5)})"
         else:
             who = f"host {self.host}"
         state = "RESOLVED" if self.event == "resolved" else ("ESCALATED" if self.escalated else self.event.upper())
         return f"[{state}] {self.severity}: {who}: {self.rule}"
+
+    def hosts_shown(self, limit: int) -> str:
+        """The first ``limit`` hosts, comma-separated, and how many more there are."""
+        more = len(self.hosts) - limit
+        return ", ".join(self.hosts[:limit]) + (f" and {more} more" if more > 0 else "")
 
     @property
     def muzzle_command(self) -> str:

@@ -100,7 +100,7 @@ def build(config: Config) -> Callable[[Alert], None]:
         if config.protocol == "udp":
             with socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.settimeout(config.timeout)
-                sock.sendto(msg[: config.max_udp], (config.host, config.port))
+                sock.sendto(msg[: config.max_udp].decode("utf-8", "ignore").encode(), (config.host, config.port))
             return
         with socket.create_connection((config.host, config.port), timeout=config.timeout) as sock:
             sock.sendall(frame(msg))

@@ -66,7 +66,7 @@ def phone_body(alert: Alert) -> str:
         "",
         plain(alert.explanation),
         "",
-        f"Host: {alert.host if not alert.grouped else ', '.join(alert.hosts)}",
+        f"Host: {alert.hosts_shown(20)}",
         f"Group: {alert.group}",
         f"Rule: {alert.rule}",
         f"Severity: {alert.severity} (score {alert.score:.3g})",
