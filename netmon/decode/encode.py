@@ -10,10 +10,11 @@ What a row becomes:
   ``vlan`` is non-zero; valid IPv4 header and UDP checksums.
 * The UDP payload is ``ntp_len`` bytes; when ``ntp_len`` is 0 it is ``bytes /
   packets`` minus the IP and UDP headers when ``bytes`` is known, else the natural
-  size (48 + 16 per extension field + ``mac_len`` for modes 0-5, 12 for mode 6,
+  size (48 + extension fields + ``mac_len`` for modes 0-5, 12 for mode 6,
   8 for mode 7).
 * Modes 0-5: the 48-byte RFC 5905 header from the row's fields, ``num_exts``
-  extension fields of 16 bytes (type 0x0104, zero body) and a MAC of ``mac_len``
+  extension fields of 16 bytes (type 0x0104, zero body; the last one 28 bytes when
+  there is no MAC, as RFC 7822 asks) and a MAC of ``mac_len``
   bytes (a key ID of 1 and a zero digest; a 4-byte MAC is a crypto-NAK, key ID 0).
 * Mode 6: the 12-byte control header (R bit, opcode, count = payload - 12);
   mode 7: the 8-byte private header (R bit, request code, implementation 3).
@@ -33,6 +34,8 @@ ETH_SRC = bytes.fromhex("020000000001")
 ETH_DST = bytes.fromhex("020000000002")
 EXT_TYPE = 0x0104
 EXT_LEN = 16
+#: without a MAC the last extension field is 28 bytes, so it cannot pass for a MAC (RFC 7822)
+LAST_EXT_LEN = 28
 #: rows encoded at a time: the per-byte scatter is several times faster when its
 #: index arrays stay in cache
 ENCODE_CHUNK = 8192
@@ -85,7 +88,7 @@ def _ntp_payload(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     head[:, 12:16] = _be(rows["ref_id"], ">u4")
     for col, name in ((16, "ref_ts"), (24, "org_ts"), (32, "rec_ts"), (40, "xmt_ts")):
         head[:, col:col + 8] = _be(rows[name], ">u8")
-    natural = 48 + EXT_LEN * rows["num_exts"].astype(np.int64) + rows["mac_len"].astype(np.int64)
+    natural = 48 + _ext_bytes(rows["num_exts"], rows["mac_len"]) + rows["mac_len"].astype(np.int64)
 
     response = rows["ctl_response"].astype(np.uint8) & 1
     code = rows["ctl_code"].astype(np.uint8)
@@ -106,6 +109,12 @@ def _ntp_payload(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         head[seven] = ctl
         natural[seven] = 8
     return head, natural
+
+
+def _ext_bytes(num_exts: np.ndarray, mac_len: np.ndarray) -> np.ndarray:
+    """Bytes of ``num_exts`` extension fields: 16 each, the last 28 when no MAC follows."""
+    exts = num_exts.astype(np.int64)
+    return EXT_LEN * exts + np.where((exts > 0) & (mac_len == 0), LAST_EXT_LEN - EXT_LEN, 0)
 
 
 def _payload_lengths(rows: np.ndarray, natural: np.ndarray, ip_header: np.ndarray, l4_header: np.ndarray) -> np.ndarray:
@@ -235,15 +244,16 @@ def _write_ext_and_mac(data: np.ndarray, rows: np.ndarray, pay_at: np.ndarray, p
     total = np.zeros(len(rows), dtype=np.uint64)
     plain = (rows["mode"] & 7) < 6
     exts = np.where(plain, rows["num_exts"].astype(np.int64), 0)
+    mac = np.where(plain, rows["mac_len"].astype(np.int64), 0)
     for k in range(int(exts.max()) if len(exts) else 0):
-        has = (exts > k) & (payload >= 48 + EXT_LEN * (k + 1))
+        size = np.where((exts == k + 1) & (mac == 0), LAST_EXT_LEN, EXT_LEN)
+        has = (exts > k) & (payload >= 48 + EXT_LEN * k + size)
         ext = np.zeros((int(has.sum()), 4), dtype=np.uint8)
         ext[:, 0:2] = _be(np.full(len(ext), EXT_TYPE), ">u2")
-        ext[:, 2:4] = _be(np.full(len(ext), EXT_LEN), ">u2")
+        ext[:, 2:4] = _be(size[has], ">u2")
         _put(data, pay_at[has] + 48 + EXT_LEN * k, ext)
-        total[has] += np.uint64(EXT_TYPE + EXT_LEN)
-    mac = np.where(plain, rows["mac_len"].astype(np.int64), 0)
-    mac_at = 48 + EXT_LEN * exts
+        total[has] += np.uint64(EXT_TYPE) + size[has].astype(np.uint64)
+    mac_at = 48 + _ext_bytes(exts, mac)
     keyed = (mac > 4) & (payload >= mac_at + mac)
     _put(data, pay_at[keyed] + mac_at[keyed], _be(np.ones(int(keyed.sum())), ">u4"))
     total[keyed] += np.uint64(1)
