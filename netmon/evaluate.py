@@ -193,9 +193,14 @@ def available_detectors(names: Iterable[str] = DEFAULT_DETECTORS) -> list[str]:
     return out
 
 
-def evaluation_settings(labels: Labels, config: str | None, checkpoint: str) -> "Settings":
+def evaluation_settings(labels: Labels, config: str | None, checkpoint: str, policy: bool = False) -> "Settings":
     """The config for an evaluation: campus and groups from the labels unless the config sets
-    them, no sinks, and a throw-away checkpoint so no earlier model state leaks in."""
+    them, no sinks, and a throw-away checkpoint so no earlier model state leaks in.
+
+    ``policy`` turns on the rules' server allowlist with the simulation's sanctioned
+    servers (a campus that lists the servers its clients should use), unless the
+    config sets one.
+    """
     from netmon.config import load, validate
 
     data: dict[str, Any] = load(config).model_dump()
@@ -204,6 +209,9 @@ def evaluation_settings(labels: Labels, config: str | None, checkpoint: str) -> 
     campus["groups"] = campus["groups"] or dict(labels.meta.get("groups", {}))
     if config is None:
         data["detect"]["detectors"] = available_detectors()
+    rules = data["detect"].setdefault("rules", {})
+    if policy and "rules" in data["detect"]["detectors"] and not rules.get("allowed_servers"):
+        rules["allowed_servers"] = [str(ipaddress.ip_network(s)) for s in labels.meta.get("sanctioned_servers", [])]
     data["detect"]["checkpoint"] = checkpoint
     data["sources"] = []
     data["sinks"] = []

@@ -96,10 +96,12 @@ def _items_from_pcaps(paths: tuple[str, ...]) -> Any:
 @scenario_options
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (detectors, thresholds)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report here as JSON")
+@click.option("--policy/--no-policy", default=False, show_default=True,
+              help="turn on the server allowlist rule with the simulation's sanctioned servers")
 @click.option("--merge-gap", type=float, default=3600.0, show_default=True, help="seconds between findings that still make one alert")
 def command(pcaps: tuple[str, ...], labels_path: str | None, simulated: bool, hosts: int, days: float, seed: int,
             internal: tuple[str, ...], cases: str, incident_daemons: int, config_path: str | None,
-            json_path: str | None, merge_gap: float) -> None:
+            json_path: str | None, policy: bool, merge_gap: float) -> None:
     """Score the detectors against labelled traffic: recall, precision, time to detect, false alerts."""
     if simulated == bool(pcaps):
         raise click.UsageError("give capture files with --labels, or --simulate (not both)")
@@ -116,7 +118,7 @@ def command(pcaps: tuple[str, ...], labels_path: str | None, simulated: bool, ho
         else:
             labels = read(labels_path)
         with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
-            settings = evaluate.evaluation_settings(labels, config_path, str(Path(tmp) / "state.ckpt"))
+            settings = evaluate.evaluation_settings(labels, config_path, str(Path(tmp) / "state.ckpt"), policy)
             items = _items_from_simulation(sim) if sim else _items_from_pcaps(pcaps)
             findings, tally, intervals = evaluate.run(settings, items)
         if not simulated:
@@ -125,10 +127,11 @@ def command(pcaps: tuple[str, ...], labels_path: str | None, simulated: bool, ho
         raise click.ClickException(str(exc)) from None
     report = evaluate.score(labels, findings, settings.campus.ipv6_prefix, merge_gap)
     report["detectors"] = list(settings.detect.detectors)
+    report["policy"] = policy
     report["intervals"] = intervals
     report["packets"] = tally.packets
     report["runtime_s"] = time.monotonic() - started
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     console.print(f"{tally.packets} packets, {intervals} intervals, detectors {', '.join(report['detectors'])}, "
                   f"{report['runtime_s']:.0f} s")
     print_report(console, report)

@@ -60,6 +60,7 @@ class Simulation:
     book: AddressBook
     labels: list[dict]
     hosts: dict[str, dict] = field(default_factory=dict)
+    sanctioned: list[str] = field(default_factory=list)
 
     @property
     def start(self) -> float:
@@ -87,6 +88,7 @@ class Simulation:
             "end": self.end,
             "internal": [self.scenario.internal, self.scenario.internal6],
             "groups": {"servers": [f"{h}/32" for h, d in self.hosts.items() if d["kind"] == "server"]},
+            "sanctioned_servers": self.sanctioned,
             "host_count": len(self.hosts),
             "rows": self.rows(),
         }
@@ -127,4 +129,6 @@ def generate(scenario: Scenario) -> Simulation:
     events = ratelimit.apply(events, campus.book.arrays()["strict"])
     events = select(events, np.argsort(events["time"], kind="stable"))
     packets.link_origins(events)
-    return Simulation(scenario=scenario, events=events, book=campus.book, labels=labels, hosts=campus.hosts)
+    sanctioned = [campus.book.text[i] for i in campus.pool + campus.pool6 + campus.timesyncd + campus.windows]
+    return Simulation(scenario=scenario, events=events, book=campus.book, labels=labels, hosts=campus.hosts,
+                      sanctioned=sanctioned)
