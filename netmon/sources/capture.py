@@ -69,7 +69,6 @@ TP_STATUS_USER = 1
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 LINKTYPE_ETHERNET = 1
-ARPHRD_ETHER = 1
 
 # struct tpacket_block_desc + tpacket_hdr_v1: version, offset_to_priv, block_status,
 # num_pkts, offset_to_first_pkt
@@ -164,6 +163,7 @@ class Ring:
             self.map = mmap.mmap(self.sock.fileno(), self.block_size * self.block_nr, mmap.MAP_SHARED,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
             self.sock.bind((config.interface, ETH_P_ALL))
+            live.require_ethernet(config.interface, self.sock.getsockname()[3])
             if config.promiscuous:
                 mreq = struct.pack("=iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
                 self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)

@@ -19,6 +19,7 @@ CAP_PERFMON = 38
 CAP_BPF = 39
 
 CLONE_NEWNET = 0x40000000
+ETHERNET_LIKE = (1, 772)  # ARPHRD_ETHER, ARPHRD_LOOPBACK: frames start with an Ethernet header
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -105,3 +106,12 @@ def end(stop: threading.Event, generator: Generator | None) -> bool:
     if generator is not None:
         generator.close()
     return True
+
+
+def require_ethernet(interface: str, hatype: int) -> None:
+    """LiveError unless frames on ``interface`` (ARPHRD ``hatype``) start with an Ethernet header."""
+    if hatype not in ETHERNET_LIKE:
+        raise LiveError(
+            f"interface {interface!r} is not Ethernet (ARPHRD {hatype}: tun, WireGuard, PPP...): the live sources "
+            "read Ethernet frames; watch the Ethernet interface the tunnel rides on, or a mirror port"
+        )

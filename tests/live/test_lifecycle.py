@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from netmon.sources.capture import CaptureSource
+from netmon.sources.capture import Config as CaptureConfig
 from netmon.sources.ebpf import loader
 from netmon.sources.live import LiveError
 from tests.live.conftest import HOST1, HOST2, INTERNAL, SERVER4, Edge, pcap_rows, per_host
@@ -164,3 +166,14 @@ def test_missing_interface_is_reported_by_check_config(edge):
     done = subprocess.run([NETMON, "check-config", str(config)], capture_output=True, text=True)
     assert done.returncode == 2
     assert "sources[0] (ebpf): interface 'nosuch0' not found" in done.stderr, done.stderr
+
+
+def test_a_non_ethernet_interface_is_refused_with_the_reason(lab):
+    ns = lab.namespace("tun")
+    ns.exec(["ip", "tuntap", "add", "mode", "tun", "name", "nmtun0"])
+    ns.exec(["ip", "link", "set", "nmtun0", "up"])
+    with pytest.raises(LiveError, match="'nmtun0' is not Ethernet"):
+        loader.attach("nmtun0", ns.name, max_hosts=1024)
+    assert "netmon-" not in ns.exec(["tc", "filter", "show", "dev", "nmtun0", "ingress"], check=False).stdout
+    with pytest.raises(LiveError, match="'nmtun0' is not Ethernet"):
+        CaptureSource(CaptureConfig(type="capture", interface="nmtun0", netns=ns.name)).batches()

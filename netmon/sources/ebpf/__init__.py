@@ -233,6 +233,7 @@ class EbpfSource:
         if self._ring is not None:
             self._ring.consume()
         health.gauge("source.ebpf.hosts", len(np.unique(keys[["host_hi", "host_lo"]])) if len(keys) else 0)
+        health.gauge("source.ebpf.muzzled", float(vals["muzzled"].sum()))
         for name, value in att.events().items():
             health.gauge(f"source.ebpf.{name}", value)
         if records:

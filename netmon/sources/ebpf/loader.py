@@ -293,6 +293,7 @@ def attach(
     att = Attachment(interface, netns, ifindex, obj, maps, programs, max_hosts)
     try:
         with _ipr(netns) as ipr:
+            live.require_ethernet(interface, ipr.get_links(ifindex)[0]["ifi_type"])
             try:
                 ipr.tc("add", "clsact", ifindex)
                 att.created_clsact = True
