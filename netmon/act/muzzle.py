@@ -283,11 +283,3 @@ def _netns() -> str:
     except OSError:
         return ""
 
-
-def auto(host: str, config: Config, reason: str) -> Muzzled | None:
-    """Muzzle a host because an alert asked to (the config allows it); errors are logged, not raised."""
-    try:
-        return Muzzle(config).add(host, reason=reason)
-    except (MuzzleError, ValueError, OSError) as exc:
-        log.error("automatic muzzle failed", host=host, error=str(exc))
-        return None

@@ -24,6 +24,7 @@ notifications to the hook workers; it never waits for a hook.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -118,6 +119,7 @@ class AlertsSink:
             (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry, 2 * hook.timeout + 5))
             for hook in named_hooks(config)
         ]
+        self.muzzler = HookWorker("muzzle", _auto_muzzle(config.muzzle), config.queue_size, retry) if config.muzzle.auto_rules else None
 
     def evidence_url(self, host: str) -> str:
         return self.config.evidence_url.replace("{host}", host_slug(host))
@@ -144,21 +146,33 @@ class AlertsSink:
             if hook.min_severity and alert.event != "resolved" and rank(alert.severity) < rank(hook.min_severity):
                 continue
             worker.submit(alert)
-        if self.config.muzzle.wants(alert.event, alert.rule, alert.severity) and not alert.grouped:
-            muzzle_action.auto(alert.host, self.config.muzzle, reason=f"alert {alert.id}: {alert.rule} {alert.severity}")
+        if self.muzzler is not None and self.config.muzzle.wants(alert.event, alert.rule, alert.severity) and not alert.grouped:
+            self.muzzler.submit(alert)
+
+    def workers(self) -> list[HookWorker]:
+        return [worker for _, worker in self.hooks] + ([self.muzzler] if self.muzzler else [])
 
     def drain(self, timeout: float) -> bool:
         """Wait until every hook's queue is empty (tests, shutdown)."""
-        return all(worker.drain(timeout) for _, worker in self.hooks)
+        return all(worker.drain(timeout) for worker in self.workers())
 
     def close(self) -> None:
-        for _, worker in self.hooks:
+        for worker in self.workers():
             worker.close(self.config.close_timeout)
         if self.state_path is not None:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.lifecycle.state()))
             tmp.replace(self.state_path)
+
+
+def _auto_muzzle(config: muzzle_action.Config) -> Callable[[Alert], None]:
+    """Delivery for the automatic muzzle: like a hook, queued and retried off the collection path."""
+
+    def deliver(alert: Alert) -> None:
+        muzzle_action.Muzzle(config).add(alert.host, reason=f"alert {alert.id}: {alert.rule} {alert.severity}")
+
+    return deliver
 
 
 def configured(path: str | None) -> Config:
