@@ -317,6 +317,8 @@ def _packets_text(ev: Evidence, pcap: str | None, escape) -> str:
     if pcap is None:
         return escape("No packet excerpt: the source was not a replayed capture, or the files are gone.")
     note = f" (first {x.packets} only)" if x.truncated else ""
+    if x.skipped_other_linktypes:
+        note += f"; {x.skipped_other_linktypes} packets of another link type left out (one pcap holds one)"
     return escape(f"{x.packets} packets{note} in {pcap}, cut from: {', '.join(x.sources)}")
 
 
