@@ -267,6 +267,8 @@ static __always_inline int handle(struct __sk_buff *skb, int ingress)
 			return TC_ACT_OK;
 		if ((ip[6] & 0x1f) | ip[7])   /* not the first fragment: no UDP header */
 			return TC_ACT_OK;
+		if ((ip[0] & 0x0f) < 5)       /* malformed header length */
+			return TC_ACT_OK;
 		__builtin_memset(src, 0, 10);
 		__builtin_memset(dst, 0, 10);
 		src[10] = src[11] = dst[10] = dst[11] = 0xff;
