@@ -36,6 +36,9 @@ NTP_ONLY = frozenset(
     | {k for k in KOD_CODES} | {"kod_other"}
     | {k for k in FEATURES if k.startswith(("mode", "version"))}
 )
+#: Requests a socket may send fast when it starts (ntpd iburst and burst send 8):
+#: their gaps do not count in its rate.
+START_BURST = 8
 #: Shortest gap (seconds) used in rates, so duplicated captures do not divide by zero.
 MIN_GAP = 1e-3
 
@@ -206,7 +209,8 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
 
     A request's gap is the time since the socket's previous request; the socket's
     rate against its poll uses the mean gap, which independent schedules sharing
-    one socket (random phases) shorten in proportion to their number. A request's
+    one socket (random phases) shorten in proportion to their number, leaving out
+    the first :data:`START_BURST` requests of a client (iburst at boot). A request's
     origin is checked against the last reply that socket received before it
     (transmit timestamp, or receive timestamp for interleaved mode). It ignores a KoD when
     the socket received one within the hold-off before it and did not back off:
@@ -231,6 +235,9 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     prev, found = groups.last_before(is_req, row_start)
     prev_request = np.where(found, t[prev], known.request_time[run])
     gap = np.where(is_req, t - prev_request, np.nan)
+    restart = is_req & (org == 0) & (r["leap"][pick] == 3)
+    count = _association_counts(is_req, restart, run, starts, row_start, known.requests)
+    steady_gap = np.where(count > START_BURST, gap, np.nan)
 
     prev, found = groups.last_before(is_rep, row_start)
     had_reply = found | ~np.isnan(known.reply_time[run])
@@ -246,7 +253,6 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     kod_stop = np.where(found, stop[prev], known.kod_stop[run])
     poll = r["poll"][pick].astype(np.float64)
     not_backed_off = kod_stop | (gap < KOD_BACKOFF * np.exp2(poll))
-    restart = is_req & (org == 0) & (r["leap"][pick] == 3)
     prev, found = groups.last_before(restart, row_start)
     restarted = np.where(restart, t, np.where(found, t[prev], -np.inf))
     after_kod = is_req & (t - kod_time <= table.kod_holdoff) & (restarted < kod_time) & not_backed_off
@@ -259,7 +265,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     f["interval_min"] = groups.extreme(h, gap, n, np.minimum)
 
     n_runs = starts.shape[0]
-    socket_gap = groups.mean(run, gap, n_runs)
+    socket_gap = groups.mean(run, steady_gap, n_runs)
     socket_poll = groups.median(run[is_req], r["poll"][pick][is_req].astype(np.float64), n_runs)
     socket_rate = np.exp2(socket_poll) / np.maximum(socket_gap, MIN_GAP)
     socket_host = h[starts]
@@ -268,7 +274,22 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     summary = SocketSummary(socket_host, v.host_port[first], hash_key(v.peer_hi[first], v.peer_lo[first]),
                             socket_rate, socket_poll, groups.total(run[is_req], n_runs, w[is_req]))
     f["instances"] = _instances(summary, n, interval)
-    _remember(table, known, starts, is_req, is_rep, is_kod, stop, restart, t, xmt, rec)
+    _remember(table, known, starts, is_req, is_rep, is_kod, stop, restart, count, t, xmt, rec)
+
+
+def _association_counts(is_req: np.ndarray, restart: np.ndarray, run: np.ndarray, starts: np.ndarray,
+                        row_start: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Each request's number on its socket since the socket was first seen or its client restarted.
+
+    Rows are sorted by (socket, time); ``before`` is each socket's count from earlier intervals.
+    """
+    total = np.cumsum(is_req)
+    at_start = total[starts] - is_req[starts]  # requests before each run
+    running = total - at_start[run]  # this row's number within its run (requests only)
+    prev, found = groups.last_before(restart, row_start)
+    last_restart = np.where(restart, np.arange(is_req.shape[0]), np.where(found, prev, -1))
+    since_restart = total - total[np.maximum(last_restart, 0)] + 1
+    return np.where(last_restart >= 0, since_restart, before[run].astype(np.int64) + running)
 
 
 @dataclass
@@ -317,14 +338,15 @@ def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
 
 
 def _remember(table: SocketTable, known: Sockets, starts: np.ndarray, is_req: np.ndarray, is_rep: np.ndarray,
-              is_kod: np.ndarray, stop: np.ndarray, restart: np.ndarray, t: np.ndarray, xmt: np.ndarray,
-              rec: np.ndarray) -> None:
+              is_kod: np.ndarray, stop: np.ndarray, restart: np.ndarray, count: np.ndarray, t: np.ndarray,
+              xmt: np.ndarray, rec: np.ndarray) -> None:
     """Write each socket's latest request, reply and KoD back to the table; a restart after the KoD clears it."""
     if starts.shape[0] == 0:
         return
     update = known
     last, found = groups.last_in_run(is_req, starts)
     update.request_time = np.where(found, t[last], known.request_time)
+    update.requests = np.where(found, np.minimum(count[last], np.iinfo(np.uint32).max), known.requests).astype(np.uint32)
     last, found = groups.last_in_run(is_rep, starts)
     update.reply_time = np.where(found, t[last], known.reply_time)
     update.reply_xmt = np.where(found, xmt[last], known.reply_xmt)

@@ -2,7 +2,7 @@
 
 A "socket" is (internal host, outside server, host port): the unit that polls on
 its own schedule, receives its own replies and is told off by KoD. The table is a
-sorted uint64 key column with parallel value columns (about 50 bytes a socket),
+sorted uint64 key column with parallel value columns (about 54 bytes a socket),
 merged once per closed interval with a sort, never a Python loop per packet.
 Entries expire after :data:`SOCKET_TTL` seconds of silence, KoD memory after the
 configured hold-off.
@@ -23,7 +23,8 @@ SOCKET_TTL = 1100.0
 class Sockets:
     """Columns aligned with a sorted ``key`` (uint64). Times are UNIX seconds, NaN = never.
 
-    ``kod_stop`` is true when the socket's last KoD was DENY or RSTR (stop), false for RATE (slow down).
+    ``kod_stop`` is true when the socket's last KoD was DENY or RSTR (stop), false for RATE (slow down);
+    ``requests`` counts the socket's requests since it was first seen or its client restarted.
     """
 
     key: np.ndarray
@@ -33,12 +34,13 @@ class Sockets:
     reply_rec: np.ndarray
     kod_time: np.ndarray
     kod_stop: np.ndarray
+    requests: np.ndarray
 
     @classmethod
     def empty(cls, n: int = 0) -> "Sockets":
         nan = np.full(n, np.nan)
         return cls(np.zeros(n, np.uint64), nan, nan.copy(), np.zeros(n, np.uint64), np.zeros(n, np.uint64), nan.copy(),
-                   np.zeros(n, bool))
+                   np.zeros(n, bool), np.zeros(n, np.uint32))
 
     def __len__(self) -> int:
         return int(self.key.shape[0])
@@ -47,7 +49,7 @@ class Sockets:
         return Sockets(*(getattr(self, f)[index] for f in _FIELDS))
 
 
-_FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_time", "kod_stop")
+_FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_time", "kod_stop", "requests")
 
 
 class SocketTable:
