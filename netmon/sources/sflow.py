@@ -80,7 +80,8 @@ class _Batch:
 
 def _row(time: float, agent: tuple[int, int], src: str, dst: str, sport: int, dport: int, proto: int, vlan: int, size: int, rate: float) -> tuple:
     s, d = addr_halves(src), addr_halves(dst)
-    return (time, time, agent[0], agent[1], s[0], s[1], d[0], d[1], sport, dport, proto, vlan, 1.0, float(size), rate, SFLOW_VERSION)
+    return (time, time, agent[0], agent[1], s[0], s[1], d[0], d[1], sport & 0xFFFF, dport & 0xFFFF, proto & 0xFF, vlan,
+            1.0, float(size), rate, SFLOW_VERSION)
 
 
 class SflowDecoder:

@@ -99,9 +99,9 @@ def streams(count: int) -> dict[str, list[bytes]]:
 
 def netmon_rate(datagrams: list[bytes], batch: int = 2000) -> tuple[float, float, int]:
     """(records/s decoded to UDP/123 observations, records/s with those aggregated per host too, records)."""
-    collector = Collector()
+    health.reset()
+    collector = Collector(ntp_only=True)
     aggregator = Aggregator(Campus(internal=["10.0.0.0/8"]), Aggregate(interval=60))
-    records = 0
     decoding = aggregating = 0.0
     for lo in range(0, len(datagrams), batch):
         start = time.perf_counter()
@@ -113,7 +113,7 @@ def netmon_rate(datagrams: list[bytes], batch: int = 2000) -> tuple[float, float
         aggregator.add(rows)
         decoding += middle - start
         aggregating += time.perf_counter() - middle
-        records += len(flows)
+    records = int(health.snapshot().get("source.netflow.records", 0))
     start = time.perf_counter()
     aggregator.flush()
     aggregating += time.perf_counter() - start

@@ -19,7 +19,7 @@ from netmon import health
 from netmon.batch import Frames, addr_halves
 from netmon.sources.netflow import ipfix, v5, v9
 from netmon.sources.netflow.layout import Template, fixed_columns, variable_columns
-from netmon.sources.netflow.records import FLOW_DTYPE, build, fill_from_frames, frames_from
+from netmon.sources.netflow.records import FLOW_DTYPE, build, fill_from_frames, frames_from, ntp_mask
 from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
 
 log = structlog.get_logger(__name__)
@@ -55,7 +55,13 @@ class _Queued:
 class Collector:
     """NetFlow v1/v5/v9/IPFIX decoding state for any number of exporters."""
 
-    def __init__(self, sampling: dict[str, int] | None = None, max_templates: int = 65536, max_pending: int = 4096) -> None:
+    def __init__(self, sampling: dict[str, int] | None = None, max_templates: int = 65536, max_pending: int = 4096,
+                 ntp_only: bool = False) -> None:
+        """``sampling``: exporter address -> 1-in-N rate overriding what it exports.
+        ``ntp_only``: keep only UDP/123 records (the source's case); the rest are
+        counted (``source.netflow.other_records``) before any row is built for them.
+        """
+        self.ntp_only = ntp_only
         self.override = {k: float(v) for k, v in (sampling or {}).items()}
         self.templates = TemplateCache(max_templates=max_templates, max_pending=max_pending)
         self.rates: dict[Domain, dict[int | None, float]] = {}
@@ -66,6 +72,8 @@ class Collector:
         self._halves: dict[str, tuple[int, int]] = {}
         self._queued: dict[int, _Queued] = {}
         self._datagrams = 0
+        self._records = 0
+        self._other = 0
         self._rows: list[np.ndarray] = []
         self._header_rows: list[np.ndarray] = []
         self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
@@ -199,7 +207,9 @@ class Collector:
         header_flows = np.concatenate(self._header_rows) if self._header_rows else np.zeros(0, FLOW_DTYPE)
         frames = frames_from(self._frames) if self._frames else None
         self._rows, self._header_rows, self._frames = [], [], []
-        health.count("source.netflow.records", len(flows) + len(header_flows))
+        health.count("source.netflow.records", self._records)
+        health.count("source.netflow.other_records", self._other)
+        self._records = self._other = 0
         return Decoded(flows, header_flows, frames)
 
     def _emit(self, tpl: Template, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> None:
@@ -215,6 +225,13 @@ class Collector:
             "sampling": sampling,
             "version": np.repeat([c.domain[1] for c in contexts], counts),
         }
+        self._records += n
+        self.last_export = max(self.last_export, max(c.export for c in contexts))
+        if self.ntp_only and "frame" not in cols:
+            keep = ntp_mask(cols, n)
+            self._other += n - int(np.count_nonzero(keep))
+            cols = {k: v[keep] for k, v in cols.items()}
+            meta = {k: v[keep] for k, v in meta.items()}
         rows = build(cols, meta)
         if "frame" not in cols:
             self._rows.append(rows)
@@ -223,7 +240,6 @@ class Collector:
             size = cols.get("frame_size", np.array([len(f) for f in frames]))
             self._frames.append((frames, size, rows["end"][:n], sampling))
             self._header_rows.append(fill_from_frames(rows[:n], frames))
-        self.last_export = max(self.last_export, float(meta["export"].max()))
 
 
 def _options_rate(cols: dict[str, np.ndarray]) -> np.ndarray | None:

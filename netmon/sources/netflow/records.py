@@ -134,6 +134,15 @@ def build(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray]) -> np.ndarra
     return np.concatenate([out[out["packets"] > 0], back])
 
 
+def ntp_mask(cols: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Which decoded records are UDP with port 123 on either side."""
+    sport = cols.get("sport", cols.get("sport_udp"))
+    dport = cols.get("dport", cols.get("dport_udp"))
+    if "proto" not in cols or sport is None or dport is None:
+        return np.zeros(n, dtype=bool)
+    return (cols["proto"] == UDP) & ((sport == NTP_PORT) | (dport == NTP_PORT))
+
+
 def ntp_observations(flows: np.ndarray) -> np.ndarray:
     """OBS_DTYPE rows for the UDP/123 records: counts sampling-corrected, ``ntp`` = 0."""
     keep = (flows["proto"] == UDP) & ((flows["sport"] == NTP_PORT) | (flows["dport"] == NTP_PORT))

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from netmon import health
 from netmon.batch import Frames, Observations, Watermark
 from netmon.config import Settings, Strict
 from netmon.sources.netflow.collector import Collector
@@ -109,15 +108,13 @@ class NetflowSource(FlowSource):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.collector = Collector(config.sampling, config.max_templates, config.max_pending)
+        self.collector = Collector(config.sampling, config.max_templates, config.max_pending, ntp_only=True)
 
     def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
         for datagram in batch:
             self.collector.feed(datagram.payload, datagram.source)
         decoded = self.collector.flush()
-        rows = ntp_observations(decoded.flows)
-        health.count("source.netflow.other_records", len(decoded.flows) - len(rows))
-        return Observations(rows), decoded.frames, self.collector.last_export
+        return Observations(ntp_observations(decoded.flows)), decoded.frames, self.collector.last_export
 
 
 def build(config: Config, settings: Settings) -> NetflowSource:
