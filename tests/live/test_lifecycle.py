@@ -125,7 +125,7 @@ def test_muzzle_at_a_rate_lets_that_many_through(edge):
     att = loader.attach(edge.bout, edge.border.name, max_hosts=4096)
     try:
         att.set_internal(INTERNAL)
-        loader.muzzle(HOST2, rate=5, fds=[att.maps["netmon_muzzle"]])
+        loader.muzzle(HOST2, rate=5, attachments=[att])
         pcap = edge.tmp / "outside.pcap"
         dump = edge.tcpdump(pcap, edge.outside, edge.oif)
         edge.traffic((edge.inside2, ["requests", "--dst", SERVER4, "--count", "100"]))

@@ -10,6 +10,7 @@ when a BPF filesystem is mounted there, for ``bpftool`` and the muzzle command.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -19,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,7 @@ TC_EGRESS = 0xFFFFFFF3
 ETH_P_ALL = 0x0003
 BPF_ANY = 0
 MUZZLE_MAP = "netmon_muzzle"
+CONFIG_MAP = "netmon_config"
 
 #: struct counter_key / counter_val in ntp_tc.c; host as two big-endian halves like Observations.
 KEY_DTYPE = np.dtype(
@@ -222,13 +225,26 @@ class Attachment:
     def set_sampling(self, rate: float, burst: float) -> None:
         """Header samples per second (whole machine; split over CPUs) and the burst allowed."""
         ncpu = _possible_cpus()
-        per_cpu = int(np.ceil(rate / ncpu)) if rate > 0 else 0
-        value = np.array([per_cpu, max(1, int(np.ceil(burst / ncpu)))], dtype="=u8").tobytes()
-        key = ctypes.c_uint32(0)
-        libbpf.check(
-            libbpf.lib().bpf_map_update_elem(self.maps["netmon_config"], ctypes.byref(key), value, BPF_ANY),
-            "sampling settings",
-        )
+        settings = _read_settings(self.maps[CONFIG_MAP])
+        settings["rate"] = int(np.ceil(rate / ncpu)) if rate > 0 else 0
+        settings["burst"] = max(1, int(np.ceil(burst / ncpu)))
+        _write_settings(self.maps[CONFIG_MAP], settings)
+
+
+#: struct settings in ntp_tc.c
+SETTINGS_DTYPE = np.dtype([("rate", "=u8"), ("burst", "=u8"), ("muzzling", "=u8")])
+
+
+def _read_settings(fd: int) -> np.ndarray:
+    value = np.zeros(1, SETTINGS_DTYPE)
+    key = ctypes.c_uint32(0)
+    libbpf.check(libbpf.lib().bpf_map_lookup_elem(fd, ctypes.byref(key), value.ctypes.data), "read settings")
+    return value[0]
+
+
+def _write_settings(fd: int, value: np.ndarray) -> None:
+    key = ctypes.c_uint32(0)
+    libbpf.check(libbpf.lib().bpf_map_update_elem(fd, ctypes.byref(key), value.tobytes(), BPF_ANY), "settings")
 
 
 def _possible_cpus() -> int:
@@ -463,36 +479,38 @@ def _cleanup_namespace(ns: str, include_live: bool, dry_run: bool) -> list[Lefto
     return found
 
 
-def muzzle_maps() -> list[int]:
-    """File descriptors of every netmon muzzle map in the kernel (all interfaces, all namespaces)."""
-    fds = []
+@contextlib.contextmanager
+def _netmon_maps(attachments: list[Attachment] | None) -> Iterator[dict[str, list[int]]]:
+    """Muzzle and settings map fds: of ``attachments``, or of every netmon program in the kernel
+    (all interfaces, all namespaces, other processes: found by map name)."""
+    names = (MUZZLE_MAP, CONFIG_MAP)
+    if attachments is not None:
+        yield {name: [a.maps[name] for a in attachments] for name in names}
+        return
+    found: dict[str, list[int]] = {name: [] for name in names}
     for map_id in libbpf.map_ids():
         fd = libbpf.lib().bpf_map_get_fd_by_id(map_id)
         if fd < 0:
             continue
-        if libbpf.map_info(fd).name.decode() == MUZZLE_MAP:
-            fds.append(fd)
+        name = libbpf.map_info(fd).name.decode()
+        if name in found:
+            found[name].append(fd)
         else:
             os.close(fd)
-    return fds
-
-
-def _each_muzzle_map(fds: list[int] | None):
-    owned = fds is None
-    fds = muzzle_maps() if fds is None else fds
     try:
-        yield from fds
+        yield found
     finally:
-        if owned:
-            for fd in fds:
-                os.close(fd)
+        for fd in found[MUZZLE_MAP] + found[CONFIG_MAP]:
+            os.close(fd)
 
 
-def muzzle(host: str, rate: float = 0.0, expiry: float | None = None, fds: list[int] | None = None) -> int:
+def muzzle(host: str, rate: float = 0.0, expiry: float | None = None,
+           attachments: list[Attachment] | None = None) -> int:
     """Drop (``rate`` 0) or limit to ``rate`` packets/s the UDP/123 of ``host``, until ``expiry``.
 
     ``expiry`` is UNIX time in seconds (None: until unmuzzled). Applies to every loaded
-    netmon program (or the map fds given); returns how many maps were updated.
+    netmon program (or to ``attachments``) while it stays attached; returns how many
+    programs now hold the muzzle.
     """
     expiry_ns = 0
     if expiry is not None:
@@ -500,31 +518,36 @@ def muzzle(host: str, rate: float = 0.0, expiry: float | None = None, fds: list[
     rate_pps = int(np.ceil(rate)) if rate > 0 else 0
     value = np.array([(rate_pps, expiry_ns, rate_pps * 1_000_000_000, time.monotonic_ns(), 0)], MUZZLE_DTYPE)
     key = _host_bytes(host)
-    n = 0
-    for fd in _each_muzzle_map(fds):
-        libbpf.check(libbpf.lib().bpf_map_update_elem(fd, key, value.tobytes(), BPF_ANY), "muzzle")
-        n += 1
-    return n
+    with _netmon_maps(attachments) as maps:
+        for fd in maps[MUZZLE_MAP]:
+            libbpf.check(libbpf.lib().bpf_map_update_elem(fd, key, value.tobytes(), BPF_ANY), "muzzle")
+        for fd in maps[CONFIG_MAP]:  # the program skips the muzzle lookups until this is set
+            settings = _read_settings(fd)
+            settings["muzzling"] = 1
+            _write_settings(fd, settings)
+        return len(maps[MUZZLE_MAP])
 
 
-def unmuzzle(host: str, fds: list[int] | None = None) -> int:
-    """Lift the muzzle on ``host``; returns how many maps held it."""
+def unmuzzle(host: str, attachments: list[Attachment] | None = None) -> int:
+    """Lift the muzzle on ``host``; returns how many programs held it."""
     key = _host_bytes(host)
-    return sum(libbpf.lib().bpf_map_delete_elem(fd, key) == 0 for fd in _each_muzzle_map(fds))
+    with _netmon_maps(attachments) as maps:
+        return sum(libbpf.lib().bpf_map_delete_elem(fd, key) == 0 for fd in maps[MUZZLE_MAP])
 
 
-def muzzled(fds: list[int] | None = None) -> dict[str, dict[str, float]]:
-    """host -> {rate, expiry (UNIX s, 0 = none), dropped} over every netmon muzzle map."""
+def muzzled(attachments: list[Attachment] | None = None) -> dict[str, dict[str, float]]:
+    """host -> {rate, expiry (UNIX s, 0 = none), dropped} over every netmon program."""
     from netmon.batch import addr_text
 
     out: dict[str, dict[str, float]] = {}
-    for fd in _each_muzzle_map(fds):
-        keys, vals = lookup_all(fd, np.dtype([("hi", ">u8"), ("lo", ">u8")]), MUZZLE_DTYPE, 65536)
-        for key, val in zip(keys, vals):
-            host = addr_text(key["hi"], key["lo"])
-            expiry = 0.0
-            if val["expiry_ns"]:
-                expiry = float(val["expiry_ns"]) / 1e9 - time.monotonic() + time.time()
-            entry = out.setdefault(host, {"rate": float(val["rate"]), "expiry": expiry, "dropped": 0.0})
-            entry["dropped"] += float(val["dropped"])
+    with _netmon_maps(attachments) as maps:
+        for fd in maps[MUZZLE_MAP]:
+            keys, vals = lookup_all(fd, np.dtype([("hi", ">u8"), ("lo", ">u8")]), MUZZLE_DTYPE, 65536)
+            for key, val in zip(keys, vals):
+                host = addr_text(key["hi"], key["lo"])
+                expiry = 0.0
+                if val["expiry_ns"]:
+                    expiry = float(val["expiry_ns"]) / 1e9 - time.monotonic() + time.time()
+                entry = out.setdefault(host, {"rate": float(val["rate"]), "expiry": expiry, "dropped": 0.0})
+                entry["dropped"] += float(val["dropped"])
     return out

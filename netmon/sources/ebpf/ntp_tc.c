@@ -68,6 +68,7 @@ struct bucket {
 struct settings {
 	__u64 rate;           /* samples per second per CPU; 0 = no samples */
 	__u64 burst;          /* bucket depth, samples */
+	__u64 muzzling;       /* set once a host was muzzled: until then skip the muzzle lookups */
 };
 
 struct muzzle {
@@ -203,12 +204,11 @@ static __always_inline void count(const __u8 *host, __u8 dir, __u8 mode, __u8 ve
 }
 
 /* Copy the head of the frame to the ring buffer if the bucket allows; 1 when sent. */
-static __always_inline int sample(struct __sk_buff *skb, int ingress, __u64 now)
+static __always_inline int sample(struct __sk_buff *skb, struct settings *s, int ingress, __u64 now)
 {
 	__u32 zero = 0;
-	struct settings *s = bpf_map_lookup_elem(&netmon_config, &zero);
 	struct bucket *b = bpf_map_lookup_elem(&netmon_buckets, &zero);
-	if (!s || !b || !s->rate)
+	if (!b || !s->rate)
 		return 0;
 	if (!take(&b->tokens, &b->last_ns, s->rate, s->burst, now)) {
 		event(EV_SAMPLE_CAPPED);
@@ -324,13 +324,20 @@ static __always_inline int handle(struct __sk_buff *skb, int ingress)
 	}
 	__u32 kod = (mode == 4 && stratum == 0) ? bpf_ntohl(refid) : 0;
 
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&netmon_config, &zero);
+	if (!s)
+		return TC_ACT_OK;
 	__u64 now = bpf_ktime_get_ns();
 	int src_in = is_internal(src), dst_in = is_internal(dst);
-	int verdict = muzzle_verdict(src, now);
-	if (verdict == TC_ACT_OK)
-		verdict = muzzle_verdict(dst, now);
+	int verdict = TC_ACT_OK;
+	if (s->muzzling) {
+		verdict = muzzle_verdict(src, now);
+		if (verdict == TC_ACT_OK)
+			verdict = muzzle_verdict(dst, now);
+	}
 	int shot = verdict == TC_ACT_SHOT;
-	int sampled = (src_in || dst_in) && !shot && sample(skb, ingress, now);
+	int sampled = (src_in || dst_in) && !shot && sample(skb, s, ingress, now);
 	if (src_in)
 		count(src, DIR_OUT, mode, version, kod, iplen, sampled, shot, now);
 	if (dst_in)
