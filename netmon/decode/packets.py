@@ -66,24 +66,37 @@ class UdpPackets:
 
 
 class _Bytes:
-    """Bounds-safe big-endian reads at many positions of one buffer at once."""
+    """Bounds-safe big-endian reads at many positions of one buffer at once.
+
+    Each width is a view of the buffer as integers at every byte offset (stride 1),
+    so reading a 16-, 32- or 64-bit field is one gather; positions past the end read
+    the last whole value (callers check lengths against the capture).
+    """
 
     def __init__(self, data: np.ndarray) -> None:
-        self.data = data if len(data) else np.zeros(1, dtype=np.uint8)
-        self.last = len(self.data) - 1
+        if len(data) < 8:
+            data = np.concatenate([data, np.zeros(8 - len(data), dtype=np.uint8)])
+        self.data = np.ascontiguousarray(data)
+        self.views = {
+            size: np.ndarray(shape=(len(self.data) - size + 1,), dtype=f">u{size}", buffer=self.data, strides=(1,))
+            for size in (2, 4, 8)
+        }
 
     def u8(self, at: np.ndarray) -> np.ndarray:
-        return self.data[np.minimum(at, self.last)].astype(np.int64)
+        return self.data[np.minimum(at, len(self.data) - 1)].astype(np.int64)
+
+    def _read(self, size: int, at: np.ndarray) -> np.ndarray:
+        view = self.views[size]
+        return view[np.minimum(at, len(view) - 1)]
 
     def u16(self, at: np.ndarray) -> np.ndarray:
-        return self.u8(at) << 8 | self.u8(at + 1)
-
-    def u64(self, at: np.ndarray) -> np.ndarray:
-        index = np.minimum(at[:, None] + np.arange(8, dtype=np.int64), self.last)
-        return np.ascontiguousarray(self.data[index]).view(">u8").reshape(len(at)).astype(np.uint64)
+        return self._read(2, at).astype(np.int64)
 
     def u32(self, at: np.ndarray) -> np.ndarray:
-        return self.u16(at) << 16 | self.u16(at + 2)
+        return self._read(4, at).astype(np.int64)
+
+    def u64(self, at: np.ndarray) -> np.ndarray:
+        return self._read(8, at).astype(np.uint64)
 
 
 class _Remaining:

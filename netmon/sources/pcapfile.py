@@ -185,10 +185,20 @@ def read_frames(path: str | Path, progress: Callable[[int], None] | None = None)
         stream.close()
 
 
-def _gather_u32(block: np.ndarray, at: np.ndarray, words: int, endian: str) -> np.ndarray:
-    """``words`` 32-bit integers starting at each ``at``, as an (n, words) int64 matrix."""
-    index = at[:, None] + np.arange(4 * words, dtype=np.int64)
-    return block[index].view(endian + "u4").reshape(len(at), words).astype(np.int64)
+def _gather_u32(buf: bytes, at: np.ndarray, words: int, endian: str) -> np.ndarray:
+    """``words`` 32-bit integers starting at each ``at``, as an (n, words) int64 matrix.
+
+    Reads through a view of ``buf`` as 32-bit integers at every byte offset
+    (stride 1), so each field is one gather of n values, not 4 byte gathers.
+    Positions past the end read the last word (callers check lengths).
+    """
+    out = np.zeros((len(at), words), dtype=np.int64)
+    if len(buf) < 4:
+        return out
+    view = np.ndarray(shape=(len(buf) - 3,), dtype=endian + "u4", buffer=buf, strides=(1,))
+    for k in range(words):
+        out[:, k] = view[np.minimum(at + 4 * k, len(buf) - 4)]
+    return out
 
 
 def _walk_pcap(buf: bytes, pos: int, caplen_of: struct.Struct) -> list[int]:
@@ -225,7 +235,7 @@ def _read_pcap(stream: _Stream, endian: str) -> Iterator[Frames]:
         block = np.frombuffer(buf, dtype=np.uint8)
         at = np.asarray(_walk_pcap(buf, 0, caplen_of), dtype=np.int64)
         at = at[at + 16 <= len(buf)]
-        head = _gather_u32(block, at, 4, endian)
+        head = _gather_u32(buf, at, 4, endian)
         caplen = head[:, 2]
         whole = (at + 16 + caplen <= len(buf)) & (caplen <= limit)
         good = len(whole) if whole.all() else int(np.argmin(whole))
@@ -367,8 +377,7 @@ def _pcapng_frames(buf: bytes, positions: list[int], interfaces: list[_Interface
     tagged = np.asarray(positions, dtype=np.int64)
     kind = tagged >> KIND_SHIFT
     at = tagged & ((1 << KIND_SHIFT) - 1)
-    index = np.minimum(at[:, None] + np.arange(32, dtype=np.int64), len(block) - 1)
-    words = block[index].view(endian + "u4").reshape(len(at), 8).astype(np.int64)
+    words = _gather_u32(buf, at, 8, endian)
     blen = words[:, 1]
     epb, spb = kind == 0, kind == SPB
     opb = kind == OPB

@@ -1,0 +1,256 @@
+"""Replay speed: netmon's decode (and aggregation) beside tshark, tcpdump, dpkt and scapy on one capture.
+
+Builds a capture of campus egress with netmon's own encoder: ``--packets`` frames
+(default 1,000,000) over an hour, ``--ntp-share`` of them NTP (default 4 %: client
+requests from ``--hosts`` internal hosts to 40 outside servers, each answered,
+plus one runaway host), the rest TCP/443, UDP/443 (QUIC) and DNS between 20,000
+internal and random outside addresses, with mixed payload sizes.
+
+Then times, each on the same file (or the first part of it, extrapolated, where a
+peer is too slow to wait for; the table says so):
+
+* netmon decode only: pcap reader + L2-L4 filter + NTP decode to observation rows;
+* netmon decode + aggregation to per-host features (``netmon.aggregate.Aggregator``);
+* netmon replay: the whole CLI pipeline (rules, embedded store) as a subprocess;
+* tcpdump ``-nr F udp port 123`` (BPF filter and one text line per NTP packet);
+* tshark NTP dissection (``-Y ntp`` with fields out);
+* dpkt and scapy: parse every frame, decode NTP on port 123, count per source host.
+
+netmon runs single-threaded, so its packets/s are per core. Run:
+
+    .venv/bin/python tests/benchmarks/bench_replay.py [--packets N] [--keep capture.pcap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from netmon.batch import Frames, empty_observations
+from netmon.config import Aggregate, Campus
+from netmon.decode.encode import frames_from_observations
+from netmon.decode.frames import decode_frames
+from netmon.sources.pcapfile import read_frames, write_pcap
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+NTP_EPOCH = 2_208_988_800
+
+
+def _ipv4(values: np.ndarray) -> np.ndarray:
+    return np.uint64(0xFFFF_0000_0000) | values.astype(np.uint64)
+
+
+def _ntp_rows(n: int, hosts: int, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """Client requests and their replies: ``n`` rows in all; 5 % of requests from one runaway host."""
+    requests = n // 2
+    rows = empty_observations(2 * requests)
+    q, r = rows[:requests], rows[requests:]
+    client = (10 << 24) + (1 << 16) + rng.integers(0, hosts, requests)
+    client[rng.random(requests) < 0.05] = (10 << 24) + (9 << 16) + 9  # the runaway
+    server = (203 << 24) + (0 << 16) + (113 << 8) + rng.integers(1, 41, requests)
+    when = T0 + np.sort(rng.random(requests)) * duration
+    ntp_now = ((when + NTP_EPOCH) * 2**32).astype(np.uint64)
+    q["time"], q["src_lo"], q["dst_lo"] = when, _ipv4(client), _ipv4(server)
+    q["sport"], q["dport"] = rng.integers(32768, 61000, requests), 123
+    q["version"], q["mode"], q["poll"], q["precision"] = 4, 3, rng.integers(6, 11, requests), -20
+    q["xmt_ts"], q["org_ts"] = ntp_now, ntp_now - np.uint64(64 << 32)
+    r["time"], r["src_lo"], r["dst_lo"] = when + 0.02, q["dst_lo"], q["src_lo"]
+    r["sport"], r["dport"] = 123, q["sport"]
+    r["version"], r["mode"], r["stratum"], r["poll"], r["precision"] = 4, 4, 2, q["poll"], -23
+    r["ref_id"], r["org_ts"] = 0xC0000201, ntp_now
+    r["rec_ts"], r["xmt_ts"] = ntp_now + np.uint64(2**26), ntp_now + np.uint64(2**26 + 1000)
+    return rows
+
+
+def _background_rows(n: int, duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Other campus traffic: TCP/443, QUIC, DNS; (rows, IP protocol per row)."""
+    rows = empty_observations(n)
+    inside = _ipv4((10 << 24) + rng.integers(0, 1 << 16, n))
+    outside = _ipv4(rng.integers(1 << 24, 223 << 24, n))
+    out = rng.random(n) < 0.5
+    rows["time"] = T0 + rng.random(n) * duration
+    rows["src_lo"], rows["dst_lo"] = np.where(out, inside, outside), np.where(out, outside, inside)
+    kind = rng.choice(3, n, p=[0.6, 0.3, 0.1])
+    service = np.array([443, 443, 53])[kind]
+    ephemeral = rng.integers(32768, 61000, n)
+    rows["sport"], rows["dport"] = np.where(out, ephemeral, service), np.where(out, service, ephemeral)
+    rows["ntp_len"] = rng.choice([1, 32, 100, 500, 1200], n, p=[0.35, 0.2, 0.2, 0.15, 0.1])
+    return rows, np.where(kind == 0, 6, 17)
+
+
+def build_capture(path: Path, packets: int, ntp_share: float, hosts: int, seed: int = 7) -> Frames:
+    """Write the campus-egress capture and return its frames (in time order)."""
+    rng = np.random.default_rng(seed)
+    duration = 3600.0
+    ntp = _ntp_rows(int(packets * ntp_share), hosts, duration, rng)
+    other, protocol = _background_rows(packets - len(ntp), duration, rng)
+    rows = np.concatenate([ntp, other])
+    protocol = np.concatenate([np.full(len(ntp), 17), protocol])
+    order = np.argsort(rows["time"], kind="stable")
+    frames = frames_from_observations(rows[order], protocol=protocol[order])
+    write_pcap(path, frames)
+    return frames
+
+
+def subset(frames: Frames, n: int, path: Path) -> Path:
+    """The first ``n`` frames as their own capture file (for the slow peers)."""
+    head = Frames(*(getattr(frames, f)[:n] if f != "data" else frames.data for f in
+                    ("data", "offset", "caplen", "wirelen", "time", "linktype", "weight")))
+    write_pcap(path, head)
+    return path
+
+
+class Timer:
+    """Wall and CPU seconds of a block (CPU includes child processes)."""
+
+    def __enter__(self) -> "Timer":
+        self.wall, self.cpu = time.perf_counter(), self._cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, self._cpu() - self.cpu
+
+    @staticmethod
+    def _cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def netmon_decode(path: Path) -> int:
+    return sum(len(decode_frames(frames)) for frames in read_frames(path))
+
+
+def netmon_aggregate(path: Path) -> int:
+    from netmon.aggregate import Aggregator  # helper B's stage
+
+    aggregator = Aggregator(Campus(internal=["10.0.0.0/8"]), Aggregate())
+    intervals = 0
+    for frames in read_frames(path):
+        intervals += sum(len(i) for i in aggregator.add(decode_frames(frames)))
+    return intervals + sum(len(i) for i in aggregator.flush())
+
+
+def netmon_replay(path: Path, workdir: Path) -> int:
+    subprocess.run(
+        [sys.executable, "-m", "netmon", "replay", str(path), "--internal", "10.0.0.0/8", "--db", str(workdir / "bench.db"),
+         "--findings-json", str(workdir / "findings.json")],
+        check=True, stdout=subprocess.DEVNULL, cwd=workdir,
+    )
+    return sum(1 for _ in open(workdir / "findings.json"))
+
+
+def tcpdump(path: Path) -> int:
+    out = subprocess.run(["tcpdump", "-nr", str(path), "udp port 123"], check=True, capture_output=True).stdout
+    return out.count(b"\n")
+
+
+def tshark(path: Path) -> int:
+    out = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", "ntp", "-T", "fields", "-e", "ip.src", "-e", "ntp.flags.mode",
+                          "-e", "ntp.xmt"], check=True, capture_output=True).stdout
+    return out.count(b"\n")
+
+
+def dpkt_count(path: Path) -> int:
+    import dpkt
+
+    per_host: collections.Counter[bytes] = collections.Counter()
+    with open(path, "rb") as handle:
+        for _, buf in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.udp.UDP) and 123 in (ip.data.sport, ip.data.dport):
+                ntp = dpkt.ntp.NTP(ip.data.data)
+                per_host[ip.src] += ntp.mode > 0
+    return sum(per_host.values())
+
+
+def scapy_count(path: Path) -> int:
+    from scapy.layers.inet import IP
+    from scapy.layers.ntp import NTP
+    from scapy.utils import PcapReader
+
+    per_host: collections.Counter[str] = collections.Counter()
+    for packet in PcapReader(str(path)):
+        if packet.haslayer(NTP):
+            per_host[packet[IP].src] += 1
+    return sum(per_host.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packets", type=int, default=1_000_000)
+    parser.add_argument("--ntp-share", type=float, default=0.04)
+    parser.add_argument("--hosts", type=int, default=3000)
+    parser.add_argument("--tshark-packets", type=int, default=100_000)
+    parser.add_argument("--dpkt-packets", type=int, default=200_000)
+    parser.add_argument("--scapy-packets", type=int, default=20_000)
+    parser.add_argument("--no-replay", action="store_true", help="skip the whole-pipeline CLI run")
+    parser.add_argument("--keep", type=Path, help="also keep the capture at this path")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="netmon-bench-"))
+    try:
+        path = workdir / "campus.pcap"
+        with Timer() as made:
+            frames = build_capture(path, args.packets, args.ntp_share, args.hosts)
+        size = path.stat().st_size
+        print(f"capture: {args.packets:,} frames, {args.ntp_share:.0%} NTP, {args.hosts:,} NTP hosts, "
+              f"{size / 1e6:.0f} MB, built in {made.wall:.1f} s ({args.packets / made.wall / 1e6:.2f} M frames/s encode+write)")
+        path.read_bytes()  # warm the page cache so every tool reads from memory
+        if args.keep:
+            shutil.copy(path, args.keep)
+
+        runs: list[tuple[str, Callable[[Path], int], int, str]] = [
+            ("netmon decode only", netmon_decode, args.packets, "NTP rows"),
+            ("netmon decode + aggregate", netmon_aggregate, args.packets, "host-intervals"),
+        ]
+        if not args.no_replay:
+            runs.append(("netmon replay (CLI, all stages)", lambda p: netmon_replay(p, workdir), args.packets, "findings"))
+        runs.append(("tcpdump -nr F udp port 123", tcpdump, args.packets, "lines"))
+        runs += [
+            ("tshark -Y ntp (fields)", tshark, args.tshark_packets, "lines"),
+            ("dpkt (parse + NTP + per host)", dpkt_count, args.dpkt_packets, "NTP packets"),
+            ("scapy (PcapReader + NTP layer)", scapy_count, args.scapy_packets, "NTP packets"),
+        ]
+        results: dict[str, float] = {}
+        print(f"\n{'tool':36} {'frames':>10} {'wall s':>8} {'cpu s':>8} {'frames/s':>11} {'frames/cpu-s':>13}  output")
+        for name, run, count, unit in runs:
+            if name.split()[0] in ("tcpdump", "tshark") and shutil.which(name.split()[0]) is None:
+                print(f"{name:36} not installed")
+                continue
+            target = path if count >= args.packets else subset(frames, count, workdir / f"first-{count}.pcap")
+            with Timer() as took:
+                produced = run(target)
+            rate = count / max(took.cpu, 1e-9)
+            results[name] = rate
+            note = "" if count >= args.packets else f"  (first {count:,} frames, rate extrapolated)"
+            print(f"{name:36} {count:>10,} {took.wall:>8.2f} {took.cpu:>8.2f} {count / took.wall:>11,.0f} {rate:>13,.0f}"
+                  f"  {produced:,} {unit}{note}")
+
+        print("\nRates per CPU-second (user + system, children included) are per-core figures and hold up on a")
+        print(f"shared machine; wall-clock rates depend on the load (load average now {os.getloadavg()[0]:.1f}).")
+        for ours_name in ("netmon decode only", "netmon decode + aggregate"):
+            if ours_name not in results:
+                continue
+            ours = results[ours_name]
+            print(f"\n{ours_name}: {ours / 1e6:.2f} M frames per CPU-second "
+                  f"({'meets' if ours >= 1e6 else 'misses'} the 1 M frames/s per core target); ratio to each peer:")
+            for name, rate in results.items():
+                if not name.startswith("netmon"):
+                    print(f"  {ours / rate:8.2f} x {name}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
