@@ -57,9 +57,12 @@ def ntp_seconds(value: np.ndarray) -> np.ndarray:
 
 
 def uptime_seconds(export: np.ndarray, uptime_ms: np.ndarray, at_ms: np.ndarray) -> np.ndarray:
-    """Absolute time of a sysUptime-relative stamp, allowing for 32-bit uptime wrap."""
-    delta = (uptime_ms.astype(np.int64) - at_ms.astype(np.int64)) & 0xFFFF_FFFF
-    delta = np.where(delta >= 2**31, delta - 2**32, delta)
+    """Absolute time of a sysUptime-relative stamp, allowing for 32-bit uptime wrap.
+
+    The 32-bit difference taken modulo 2^32 and read as signed is the elapsed time
+    even across a wrap (a stamp up to ~24.8 days before or after the export).
+    """
+    delta = (uptime_ms.astype(np.uint32) - at_ms.astype(np.uint32)).view(np.int32)
     return export - delta / 1000.0
 
 
