@@ -11,7 +11,7 @@ Nothing is lost: :meth:`InfluxSink.write` turns a :class:`~netmon.batch.Scored` 
 line protocol and appends it to the on-disk spool (:mod:`netmon.sinks.spool`), which
 takes microseconds and never waits on the network; one sender thread sends the spool
 in order, in batches of ``batch_size`` points or every ``flush_interval`` seconds,
-gzip-compressed, retrying with exponential backoff and full jitter while the
+gzip-compressed, retrying with exponential backoff and jitter while the
 database is down. Points carry their own (event-time) timestamps, so a resend after
 a crash overwrites the same points instead of adding new ones.
 
@@ -338,23 +338,20 @@ class InfluxSink:
         self._urgent = False
         self._deadline = math.inf
         self._waiting_since: float | None = time.monotonic() if self.spool.pending_points() else None
-        self._last_health = -math.inf
+        self._health_stop = threading.Event()
         for name in ("influx.write.errors", "influx.write.retries", "influx.write.rejected_points",
                      "influx.spool.dropped_points"):
             health.count(name, 0)  # present from the start: dashboards show 0, not "no data"
         self._thread = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
         self._thread.start()
+        self._health_thread = threading.Thread(target=self._health_loop, name="influx-health", daemon=True)
+        self._health_thread.start()
 
     # -- pipeline side ---------------------------------------------------------------
 
     def write(self, scored: Scored) -> None:
-        """Spool one interval's points (and a health point when due); returns at once."""
-        lines = scored_lines(scored)
-        now = time.time()
-        if now - self._last_health >= self.config.health_interval:
-            self._last_health = now
-            lines += health_lines(now)
-        self._append(lines)
+        """Spool one interval's points; returns at once (no network)."""
+        self._append(scored_lines(scored))
 
     def flush(self, timeout: float) -> bool:
         """Send everything spooled now, waiting up to ``timeout`` seconds; True when the spool is empty."""
@@ -372,6 +369,8 @@ class InfluxSink:
         """Send what is spooled for up to ``close_timeout`` seconds, then a last health point
         (so its counters tell how the run ended); the rest waits on disk for the next start."""
         deadline = time.monotonic() + self.config.close_timeout
+        self._health_stop.set()
+        self._health_thread.join()
         self.flush(self.config.close_timeout)
         self._append(health_lines(time.time()))
         with self._wake:
@@ -401,6 +400,12 @@ class InfluxSink:
                 self._waiting_since = time.monotonic()
             if self.spool.pending_points() >= size:
                 self._wake.notify()
+
+    def _health_loop(self) -> None:
+        """A netmon_health point every ``health_interval`` s of wall time, whatever the pipeline does
+        (a stalled pipeline or a database outage is when these points matter most)."""
+        while not self._health_stop.wait(self.config.health_interval):
+            self._append(health_lines(time.time()))
 
     # -- sender thread -----------------------------------------------------------------
 
@@ -461,7 +466,8 @@ class InfluxSink:
         return True
 
     def _backoff(self, failures: int) -> None:
-        """Exponential backoff with full jitter; interruptible by close() past its deadline."""
+        """Exponential backoff with jitter (uniform from retry_initial/2 up to the doubled ceiling);
+        cut short by close() at its deadline."""
         health.count("influx.write.retries")
         ceiling = min(self.config.retry_max, self.config.retry_initial * 2 ** min(failures - 1, 30))
         delay = random.uniform(self.config.retry_initial / 2, ceiling)
