@@ -43,10 +43,10 @@ V9_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1), (6, 1), (10, 4), 
 IPFIX_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1), (6, 1), (10, 4), (14, 4), (2, 8), (1, 8), (152, 8), (153, 8)]
 
 
-def _records(n: int, rng: np.random.Generator, fields: list[tuple[int, int]]) -> list[bytes]:
+def _records(n: int, rng: np.random.Generator, fields: list[tuple[int, int]], share: float) -> list[bytes]:
     out = []
     for _ in range(n):
-        ntp = rng.random() < 0.5
+        ntp = rng.random() < share
         src = ipaddress.IPv4Address(int(0x0A000000 + rng.integers(1, 5000))).packed
         dst = ipaddress.IPv4Address(int(0xC0000200 + rng.integers(1, 50))).packed
         sport, dport = (int(rng.integers(1024, 65535)), 123) if ntp else (443, int(rng.integers(1024, 65535)))
@@ -60,13 +60,13 @@ def _records(n: int, rng: np.random.Generator, fields: list[tuple[int, int]]) ->
     return out
 
 
-def v5_stream(count: int, rng: np.random.Generator) -> list[bytes]:
+def v5_stream(count: int, rng: np.random.Generator, share: float) -> list[bytes]:
     per = 30
     body = []
     for i in range(count):
         recs = b""
         for _ in range(per):
-            ntp = rng.random() < 0.5
+            ntp = rng.random() < share
             recs += struct.pack("!4s4s4sHHIIIIHHBBBBHHBBH", ipaddress.IPv4Address(int(0x0A000000 + rng.integers(1, 5000))).packed,
                                 ipaddress.IPv4Address(int(0xC0000200 + rng.integers(1, 50))).packed, b"\0" * 4, 1, 2, 1, 76,
                                 990_000, 999_000, int(rng.integers(1024, 65535)), 123 if ntp else 443, 0, 0, 17 if ntp else 6, 0, 0, 0, 0, 0, 0)
@@ -74,13 +74,13 @@ def v5_stream(count: int, rng: np.random.Generator) -> list[bytes]:
     return body
 
 
-def _template_stream(version: int, count: int, rng: np.random.Generator) -> list[bytes]:
+def _template_stream(version: int, count: int, rng: np.random.Generator, share: float) -> list[bytes]:
     fields = IPFIX_FIELDS if version == 10 else V9_FIELDS
     reclen = sum(length for _, length in fields)
     per = (1400 - 24) // reclen
     template = struct.pack("!HH", 256, len(fields)) + b"".join(struct.pack("!HH", ie, ln) for ie, ln in fields)
     template_set = struct.pack("!HH", 2 if version == 10 else 0, 4 + len(template)) + template
-    pool = _records(per * 50, rng, fields)
+    pool = _records(per * 50, rng, fields, share)
     out = []
     for i in range(count):
         recs = b"".join(pool[(i * per + k) % len(pool)] for k in range(per))
@@ -92,9 +92,10 @@ def _template_stream(version: int, count: int, rng: np.random.Generator) -> list
     return out
 
 
-def streams(count: int) -> dict[str, list[bytes]]:
+def streams(count: int, share: float = 0.5) -> dict[str, list[bytes]]:
+    """Export datagrams per version; ``share`` of the records are UDP/123."""
     rng = np.random.default_rng(1)
-    return {"v5": v5_stream(count, rng), "v9": _template_stream(9, count, rng), "ipfix": _template_stream(10, count, rng)}
+    return {"v5": v5_stream(count, rng, share), "v9": _template_stream(9, count, rng, share), "ipfix": _template_stream(10, count, rng, share)}
 
 
 def netmon_rate(datagrams: list[bytes], batch: int = 2000) -> tuple[float, float, int]:
@@ -214,8 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datagrams", type=int, default=20000, help="datagrams per version")
     parser.add_argument("--no-loopback", action="store_true", help="only the in-process decode rates")
+    parser.add_argument("--ntp-share", type=float, default=0.5, help="fraction of records that are UDP/123 (a campus edge: ~0.01)")
     args = parser.parse_args()
-    data = streams(args.datagrams)
+    data = streams(args.datagrams, args.ntp_share)
     gc.freeze()  # the generated streams are long-lived: keep the collector's GC passes from rescanning them
     print(f"{'version':8} {'netmon decode':>14} {'+aggregate':>12} {'netflow pkg':>12} {'ratio':>7}   (records/s, one core)")
     for name, datagrams in data.items():
