@@ -24,6 +24,7 @@ and logged, because a bound that bites silently is data loss nobody sees.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import math
 import os
@@ -120,7 +121,10 @@ class Spool:
         with self._lock:
             if self._sizes[self._write_seq] and self._sizes[self._write_seq] + len(record) > self.segment_bytes:
                 self._roll()
-            os.write(self._fd, record)
+            written = os.write(self._fd, record)
+            if written != len(record):  # disk full mid-record: cut it off so later records stay readable
+                os.ftruncate(self._fd, self._sizes[self._write_seq])
+                raise OSError(errno.ENOSPC, f"spool {self.dir}: short write ({written} of {len(record)} bytes)")
             self._sizes[self._write_seq] += len(record)
             self._points[self._write_seq] += len(lines)
             self._enforce_bound()
