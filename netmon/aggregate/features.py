@@ -212,7 +212,9 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     one socket (random phases) shorten in proportion to their number, leaving out
     the first :data:`START_BURST` requests of a client (iburst at boot). A request's
     origin is checked against the last reply that socket received before it
-    (transmit timestamp, or receive timestamp for interleaved mode). It ignores a KoD when
+    (transmit timestamp, or receive timestamp for interleaved mode), for unsampled
+    rows only. Gaps of sampled rows (sFlow) are between samples, so their rates
+    err low: sampled telemetry never makes a socket look fast. It ignores a KoD when
     the socket received one within the hold-off before it and did not back off:
     any request after DENY or RSTR, or after RATE one sent sooner than half its
     advertised 2^poll after the socket's previous request. A client that starts
@@ -244,8 +246,9 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     last_xmt = np.where(found, xmt[prev], known.reply_xmt[run])
     last_rec = np.where(found, rec[prev], known.reply_rec[run])
     zero = is_req & (org == 0)
-    match = is_req & ~zero & had_reply & ((org == last_xmt) | (org == last_rec))
-    mismatch = is_req & ~zero & had_reply & ~match
+    judged = is_req & ~zero & had_reply & (weight[pick] <= 1)  # a sampled row's last reply is rarely in the sample
+    match = judged & ((org == last_xmt) | (org == last_rec))
+    mismatch = judged & ~match
 
     prev, found = groups.last_before(is_kod, row_start)
     kod_time = np.where(found, t[prev], known.kod_time[run])

@@ -442,3 +442,13 @@ def test_a_client_restarting_on_the_socket_after_a_kod_is_a_new_association():
     for i in range(8):  # 20 minutes later another client (reused NAT port) boots: iburst, unsynchronised
         t.packet(1200.0 + 2 * i, HOST, SERVER, 40000, 123, mode=3, poll=6, leap=3 if i == 0 else 0, org_ts=0)
     assert sum(f["after_kod"] for f in by_host(run(t), HOST)) == 0
+
+
+def test_origins_of_sampled_rows_are_not_judged():
+    t = Traffic()
+    t.reply(0.0, SERVER, HOST)
+    t.request(30.0, HOST, SERVER, org=42)
+    for item in t.items:
+        item["packets"] = 1000.0  # sFlow at 1 in 1000
+    f = one(t)
+    assert f["org_mismatch"] == 0 and f["org_match"] == 0 and f["requests_out"] == 1000
