@@ -27,6 +27,10 @@ log = structlog.get_logger(__name__)
 
 __all__ = ["Aggregator"]
 
+#: Seconds a row may lie ahead of both its batch's median time and the latest time
+#: seen; further ahead it is a corrupt timestamp, counted and skipped.
+MAX_AHEAD = 86400.0
+
 
 class Aggregator:
     """Event-time windows over observation rows, closed into :class:`HostIntervals`."""
@@ -60,6 +64,11 @@ class Aggregator:
         if not good.all():
             health.count("aggregate.skip.bad_time", int((~good).sum()))
             rows, time = rows[good], time[good]
+        if time.shape[0] > 1:  # one corrupt far-future stamp must not close every window
+            ahead = time > max(float(np.median(time)), self._max_time) + MAX_AHEAD
+            if ahead.any():
+                health.count("aggregate.skip.time_outlier", int(ahead.sum()))
+                rows, time = rows[~ahead], time[~ahead]
         window = np.floor(time / self.interval).astype(np.int64)
         late = window < self._open_from
         if late.any():

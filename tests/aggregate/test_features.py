@@ -452,3 +452,32 @@ def test_origins_of_sampled_rows_are_not_judged():
         item["packets"] = 1000.0  # sFlow at 1 in 1000
     f = one(t)
     assert f["org_mismatch"] == 0 and f["org_match"] == 0 and f["requests_out"] == 1000
+
+
+def test_one_corrupt_far_future_timestamp_does_not_close_every_window():
+    t = Traffic()
+    for i in range(10):
+        t.request(i * 10.0, HOST, SERVER)
+    t.request(4e9, HOST, SERVER)  # year 2096
+    for i in range(10, 20):
+        t.request(i * 10.0, HOST, SERVER)
+    rows = t.rows()
+    aggregator = Aggregator(campus(), settings())
+    closed = []
+    for part in np.array_split(rows, 2):
+        closed += aggregator.add(part)
+    closed += aggregator.flush()
+    assert sum(f["requests_out"] for f in by_host(closed, HOST)) == 20
+    assert health.snapshot()["aggregate.skip.time_outlier"] == 1
+    assert health.snapshot().get("aggregate.late", 0) == 0
+
+
+def test_a_capture_days_later_in_the_same_replay_is_kept():
+    t = Traffic()
+    t.request(10.0, HOST, SERVER)
+    t.request(10 * 86400.0, HOST, SERVER)
+    t.request(10 * 86400.0 + 5, HOST, SERVER)
+    aggregator = Aggregator(campus(), settings())
+    rows = t.rows()
+    closed = aggregator.add(rows[:1]) + aggregator.add(rows[1:]) + aggregator.flush()
+    assert [c.start for c in closed] == [0.0, 10 * 86400.0]
