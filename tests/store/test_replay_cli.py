@@ -109,3 +109,19 @@ def test_the_installed_command_runs_a_replay(tmp_path, capture):
     assert done.returncode == 0, done.stderr
     assert RUNAWAY in done.stdout
     assert (tmp_path / "netmon-data" / "netmon.db").exists(), "default store under ./netmon-data"
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason=f"shipped sample capture not found at {SAMPLE}")
+def test_the_shipped_sample_shows_its_runaway_host_and_nobody_else(tmp_path):
+    labels = [json.loads(line) for line in SAMPLE.with_name("campus-runaway.labels.jsonl").read_text().splitlines()]
+    runaways = {label["host"] for label in labels if label.get("type") == "case"}
+    findings = tmp_path / "f.jsonl"
+    result = replay(tmp_path, str(SAMPLE), "--internal", "10.20.0.0/16", "--internal", "2001:db8:20::/48",
+                    "--findings-json", str(findings))
+    assert result.exit_code == 0, result.output
+    flagged = {json.loads(line)["host"] for line in findings.read_text().splitlines()}
+    assert flagged == runaways, f"expected only {runaways} flagged, got {flagged}"
+    assert "client instances" in result.output and "KoD ignored" in result.output
