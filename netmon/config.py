@@ -109,8 +109,6 @@ class Detect(Strict):
         for key in self.model_extra or {}:
             if key not in registry.DETECTORS:
                 raise ValueError(f"unknown table [detect.{key}]; allowed: {', '.join(sorted(registry.DETECTORS))}")
-        for name in self.detectors:
-            self.settings(name)
         return self
 
 
@@ -129,13 +127,6 @@ class Settings(Strict):
     sources: list[dict[str, Any]] = Field(default_factory=list)
     sinks: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "store"}])
 
-    @model_validator(mode="after")
-    def _plugins(self) -> "Settings":
-        for kind, tables in (("source", self.sources), ("sink", self.sinks)):
-            for table in tables:
-                plugin_config(kind, table)
-        return self
-
 
 def plugin_config(kind: str, table: dict[str, Any]) -> BaseModel:
     """Validate one ``[[sources]]`` or ``[[sinks]]`` table with its plug-in's model."""
@@ -146,24 +137,57 @@ def plugin_config(kind: str, table: dict[str, Any]) -> BaseModel:
     return module.Config.model_validate(table)
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        where = prefix + ".".join(str(p) for p in item["loc"])
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{where}: {item['msg']}{shown}")
-    return "\n".join(lines)
+        lines.append(f"{where or '(top level)'}: {item['msg']}{shown}")
+    return lines
+
+
+def _plugin_problems(data: dict[str, Any]) -> list[str]:
+    """Each [[sources]] / [[sinks]] / [detect.NAME] table checked by its plug-in's own model."""
+    problems = []
+    for kind, key in (("source", "sources"), ("sink", "sinks")):
+        tables = data.get(key, [])
+        if not isinstance(tables, list):
+            continue
+        for index, table in enumerate(tables):
+            where = f"{key}[{index}]"
+            if not isinstance(table, dict):
+                problems.append(f"{where}: expected a table ([[{key}]]), got {table!r}")
+                continue
+            try:
+                plugin_config(kind, table)
+            except ValidationError as exc:
+                problems.extend(_describe(exc, where + "."))
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+    detect = data.get("detect", {})
+    if isinstance(detect, dict):
+        for name, table in detect.items():
+            if name in registry.DETECTORS and isinstance(table, dict):
+                try:
+                    registry.plugin("detector", name).Config.model_validate(table)
+                except ValidationError as exc:
+                    problems.extend(_describe(exc, f"detect.{name}."))
+    return problems
 
 
 def validate(data: dict[str, Any], origin: str = "config") -> Settings:
     """Settings from a parsed TOML document; ConfigError names each bad key."""
+    problems = _plugin_problems(data)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: invalid settings:\n{_describe(exc)}") from None
+        problems = _describe(exc) + problems
     except registry.UnknownPlugin as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
+        problems.insert(0, str(exc))
+    if problems:
+        raise ConfigError(f"{origin}: invalid settings:\n" + "\n".join(problems))
+    return settings
 
 
 def load(path: str | Path | None) -> Settings:

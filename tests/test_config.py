@@ -1,0 +1,61 @@
+"""The config names every bad key, the value and what is allowed; check-config says so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netmon.config import ConfigError, load, validate
+
+
+def test_defaults_need_no_file():
+    settings = load(None)
+    assert settings.aggregate.interval == 60
+    assert [s["type"] for s in settings.sinks] == ["store"], "the embedded store is the default sink"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"campus": {"internal": ["10.0.0.0/33"]}}, "campus.internal"),
+        ({"campus": {"bogus": 1}}, "campus.bogus"),
+        ({"aggregate": {"interval": -5}}, "aggregate.interval"),
+        ({"sinks": [{"type": "nope"}]}, "sinks[0]: unknown sink type 'nope'; allowed:"),
+        ({"sinks": [{"type": "store", "bogus": 3}]}, "sinks[0].bogus"),
+        ({"sources": [{"type": "pcap"}]}, "sources[0].paths"),
+        ({"sources": ["pcap"]}, "sources[0]: expected a table"),
+        ({"detect": {"detectors": ["nope"]}}, "unknown detector 'nope'; allowed: baseline, drift, population, rules"),
+        ({"detect": {"rules": {"bogus": 1}}}, "detect.rules.bogus"),
+    ],
+)
+def test_bad_config_names_the_key(data, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(data, "test.toml")
+    assert expected in str(info.value), f"error should name {expected!r}, said:\n{info.value}"
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate({"campus": {"bogus": 1}, "sinks": [{"type": "nope"}]})
+    message = str(info.value)
+    assert "campus.bogus" in message and "sinks[0]" in message, message
+
+
+def test_unreadable_toml_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "netmon.toml"
+    bad.write_text("[campus\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load(tmp_path / "missing.toml")
+
+
+def test_check_config_exits_2_and_names_the_key(tmp_path: Path):
+    bad = tmp_path / "netmon.toml"
+    bad.write_text('[aggregate]\ninterval = "soon"\n')
+    result = subprocess.run([sys.executable, "-m", "netmon", "check-config", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2, result
+    assert "aggregate.interval" in result.stderr and "'soon'" in result.stderr, result.stderr
