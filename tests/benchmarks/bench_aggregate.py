@@ -83,7 +83,8 @@ def main() -> None:
     ours = len(rows) / elapsed
     span_min = (rows["time"][-1] - rows["time"][0]) / 60
     print(f"aggregate: {len(rows):,} rows, {args.hosts:,} hosts, {span_min:.0f} intervals, "
-          f"{host_intervals:,} host-intervals in {elapsed:.2f} s = {ours:,.0f} rows/s "
+          f"{host_intervals:,} host-intervals in {elapsed:.2f} s = {ours:,.0f} rows/s, "
+          f"{host_intervals / elapsed:,.0f} host-intervals/s "
           f"(socket memory {len(aggregator.sockets):,} entries)")
     loop = python_loop(rows[:200_000], 60.0)
     print(f"plain Python per-row loop (requests+bytes only): {loop:,.0f} rows/s; ratio {ours / loop:.1f}x")
