@@ -57,13 +57,14 @@ def _ntp_rows(n: int, hosts: int, duration: float, rng: np.random.Generator) -> 
     rows = empty_observations(2 * requests)
     q, r = rows[:requests], rows[requests:]
     client = (10 << 24) + (1 << 16) + rng.integers(0, hosts, requests)
-    client[rng.random(requests) < 0.05] = (10 << 24) + (9 << 16) + 9  # the runaway
-    server = (203 << 24) + (0 << 16) + (113 << 8) + rng.integers(1, 41, requests)
+    runaway = rng.random(requests) < 0.05
+    client[runaway] = (10 << 24) + (9 << 16) + 9  # many daemons on one host, all asking one server
+    server = (203 << 24) + (0 << 16) + (113 << 8) + np.where(runaway, 1, rng.integers(1, 41, requests))
     when = T0 + np.sort(rng.random(requests)) * duration
     ntp_now = ((when + NTP_EPOCH) * 2**32).astype(np.uint64)
     q["time"], q["src_lo"], q["dst_lo"] = when, _ipv4(client), _ipv4(server)
     q["sport"], q["dport"] = rng.integers(32768, 61000, requests), 123
-    q["version"], q["mode"], q["poll"], q["precision"] = 4, 3, rng.integers(6, 11, requests), -20
+    q["version"], q["mode"], q["poll"], q["precision"] = 4, 3, np.where(runaway, 6, rng.integers(6, 11, requests)), -20
     q["xmt_ts"], q["org_ts"] = ntp_now, ntp_now - np.uint64(64 << 32)
     r["time"], r["src_lo"], r["dst_lo"] = when + 0.02, q["dst_lo"], q["src_lo"]
     r["sport"], r["dport"] = 123, q["sport"]
