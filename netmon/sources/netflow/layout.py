@@ -96,61 +96,58 @@ def fixed_columns(records: np.ndarray) -> dict[str, np.ndarray]:
     return cols
 
 
-def variable_columns(tpl: Template, data: bytes, start: int, end: int) -> tuple[dict[str, np.ndarray], int]:
-    """Columns of the records of a set with variable-length fields, and bytes skipped.
+def _read_record(tpl: Template, data: bytes, pos: int, end: int) -> tuple[dict[str, object], int] | None:
+    """The role values of one record with variable-length fields and where it ends; None if cut short."""
+    values: dict[str, object] = {}
+    for ie, pen, length in tpl.fields:
+        if length == VARIABLE:
+            if pos >= end:
+                return None
+            length, pos = data[pos], pos + 1
+            if length == 255:
+                if pos + 2 > end:
+                    return None
+                length, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        if pos + length > end:
+            return None
+        role = ROLES.get((pen, ie))
+        if role and role not in values and length > 0:
+            raw = data[pos : pos + length]
+            if role in BYTES_ROLES:
+                values[role] = bytes(raw)
+            elif role in ADDRESS6_ROLES and length == 16:
+                values[role + "_hi"] = int.from_bytes(raw[:8], "big")
+                values[role + "_lo"] = int.from_bytes(raw[8:], "big")
+            else:
+                values[role] = int.from_bytes(raw[-8:], "big")
+        pos += length
+    return values, pos
 
-    A record cut short by the set end stops the walk (the rest is padding or a
-    lie); the count of records read is the length of every column.
+
+def variable_columns(tpl: Template, data: bytes, start: int, end: int) -> tuple[dict[str, np.ndarray], int]:
+    """Columns of the records of a set with variable-length fields, and how many records.
+
+    A record cut short by the set end stops the walk: zero bytes there are padding,
+    anything else is counted as ``decode.skip.truncated``.
     """
-    rows: dict[str, list] = {}
+    records: list[dict[str, object]] = []
     pos = start
-    count = 0
     while pos < end:
-        values: dict[str, object] = {}
-        ok = True
-        for ie, pen, length in tpl.fields:
-            if length == VARIABLE:
-                if pos >= end:
-                    ok = False
-                    break
-                length = data[pos]
-                pos += 1
-                if length == 255:
-                    if pos + 2 > end:
-                        ok = False
-                        break
-                    length = int.from_bytes(data[pos : pos + 2], "big")
-                    pos += 2
-            if pos + length > end:
-                ok = False
-                break
-            role = ROLES.get((pen, ie))
-            if role and role not in values and length > 0:
-                raw = data[pos : pos + length]
-                if role in BYTES_ROLES:
-                    values[role] = bytes(raw)
-                elif role in ADDRESS6_ROLES and length == 16:
-                    values[role + "_hi"] = int.from_bytes(raw[:8], "big")
-                    values[role + "_lo"] = int.from_bytes(raw[8:], "big")
-                else:
-                    values[role] = int.from_bytes(raw[-8:], "big")
-            pos += length
-        if not ok or pos == start:
+        found = _read_record(tpl, data, pos, end)
+        if found is None or found[1] == pos:
+            if any(data[pos:end]):
+                health.count("decode.skip.truncated")
             break
-        for role, value in values.items():
-            rows.setdefault(role, [None] * count).append(value)
-        count += 1
-        for column in rows.values():
-            if len(column) < count:
-                column.append(None)
-        start = pos
-    cols = {}
-    for role, column in rows.items():
+        records.append(found[0])
+        pos = found[1]
+    roles = {role for values in records for role in values}
+    cols: dict[str, np.ndarray] = {}
+    for role in roles:
         if role in BYTES_ROLES:
-            cols[role] = np.array([b or b"" for b in column], dtype=object)
+            cols[role] = np.array([values.get(role, b"") for values in records], dtype=object)
         else:
-            cols[role] = np.array([v or 0 for v in column], dtype=np.uint64)
-    return cols, count
+            cols[role] = np.array([values.get(role, 0) for values in records], dtype=np.uint64)
+    return cols, len(records)
 
 
 _SET = struct.Struct("!HH")
