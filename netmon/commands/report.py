@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import click
 
 from netmon.report.hosts import console, host_findings_table, intervals_table, when
 from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader
+
+
+def _candidates(host: str) -> list[str]:
+    """The host as given, then for an IPv6 address its /64 (how rolled-up hosts are stored)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return [host]
+    if address.version == 6:
+        return [host, str(ipaddress.ip_network(f"{address}/64", strict=False))]
+    return [host]
 
 
 @click.command("report")
@@ -16,7 +29,11 @@ def command(host: str, db: str, last: int) -> None:
     """Show HOST's latest intervals (features) and every finding with its evidence."""
     try:
         with StoreReader(db) as reader:
-            intervals = reader.host_intervals(host, limit=last)
+            for name in _candidates(host):
+                intervals = reader.host_intervals(name, limit=last)
+                if intervals:
+                    host = name
+                    break
             findings = reader.host_findings(host)
             inputs = reader.inputs()
     except StoreError as exc:

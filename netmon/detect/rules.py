@@ -107,19 +107,19 @@ class Rules:
         for row in np.flatnonzero(fast):
             host = str(iv.host[row])
             count, last_end = self.streaks.get(host, (0, -1.0))
-            count = count + 1 if last_end == iv.start else 1
+            count = count + 1 if abs(last_end - iv.start) < 1e-6 * (iv.end - iv.start) else 1
             streaks[host] = (count, iv.end)
             if count < c.persist:
                 continue
-            rate, poll = f["rate_vs_poll"][row], f["poll"][row]
-            score = rate / c.poll_ratio
-            hits.append(Hit(row, "rule.poll_rate", score, (
+            rate, poll, length = f["rate_vs_poll"][row], f["poll"][row], iv.end - iv.start
+            requests, servers = f["requests_out"][row], f["servers"][row]
+            hits.append(Hit(row, "rule.poll_rate", rate / c.poll_ratio, (
                 f"~{f['instances'][row]:.0f} client instances behind {f['client_ports'][row]:.0f} source port(s): "
-                f"{f['requests_out'][row]:.0f} requests ({f['requests_out'][row] / (iv.end - iv.start):.2f}/s) to "
-                f"{f['servers'][row]:.0f} server(s) in {iv.end - iv.start:.0f} s, {rate:.1f}x faster than the advertised poll of {2 ** poll:.0f} s "
-                f"(threshold {c.poll_ratio}x) for {count} intervals; shortest gap {f['interval_min'][row]:.2f} s"),
+                f"{requests:.0f} requests ({requests / length:.2f}/s) to {servers:.0f} server(s) in {length:.0f} s, "
+                f"{rate:.1f}x faster than the advertised poll of {2 ** poll:.0f} s (threshold {c.poll_ratio}x) "
+                f"for {count} intervals; shortest gap {f['interval_min'][row]:.2f} s"),
                 {"rate_vs_poll": _ev(rate, 1.0), "instances": _ev(f["instances"][row], f["client_ports"][row]),
-                 "requests_out": _ev(f["requests_out"][row], f["servers"][row] * (iv.end - iv.start) / 2 ** poll),
+                 "requests_out": _ev(requests, servers * length / 2 ** poll),
                  "interval_min": _ev(f["interval_min"][row], 2 ** poll)}))
         self.streaks = streaks
         return hits

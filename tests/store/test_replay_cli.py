@@ -53,6 +53,8 @@ def test_replay_names_the_runaway_with_reasons_and_writes_findings_json(tmp_path
     assert rules_hit >= {"rule.poll_rate", "rule.kod_ignored", "rule.origin"}
     assert all(T0 - 60 <= line["start"] < line["end"] <= T0 + 1900 for line in lines), "event time, UNIX seconds"
     assert result.output.index(RUNAWAY) < result.output.index("2001:db8:1:2::/64"), "worst host first"
+    report = CliRunner().invoke(main, ["report", V6_RUNAWAY, "--db", str(tmp_path / "n.db")])
+    assert report.exit_code == 0 and "2001:db8:1:2::/64" in report.output, "an IPv6 address finds its /64"
 
 
 def test_hosts_and_report_read_what_replay_stored(tmp_path, capture):
@@ -64,6 +66,8 @@ def test_hosts_and_report_read_what_replay_stored(tmp_path, capture):
     report = runner.invoke(main, ["report", RUNAWAY, "--db", str(tmp_path / "n.db")])
     assert report.exit_code == 0, report.output
     assert "rule.kod_ignored" in report.output and str(capture) in report.output.replace("\n", "")
+    v6 = runner.invoke(main, ["report", "2001:db8:1:2::1", "--db", str(tmp_path / "n.db")])
+    assert v6.exit_code != 0, "no IPv6 prefix was given to this replay"
     missing = runner.invoke(main, ["report", "10.9.9.9", "--db", str(tmp_path / "n.db")])
     assert missing.exit_code != 0 and "not in" in missing.output
 
