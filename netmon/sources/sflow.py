@@ -54,6 +54,7 @@ class Config(NetflowConfig):
 
     type: Literal["sflow"] = "sflow"  # type: ignore[assignment]
     listen: list[str] = Field(default_factory=lambda: ["0.0.0.0:6343", "[::]:6343"], description="host:port to receive sFlow on")
+    record_delay: float = Field(1.0, ge=0, description="samples are stamped on arrival, so Watermarks need little delay")
 
 
 @dataclass

@@ -84,7 +84,7 @@ def _ntp_export(export: int = 1_700_000_000) -> bytes:
 
 
 def test_netflow_source_emits_sampling_corrected_ntp_rows_and_watermarks_when_idle() -> None:
-    collecting = Collecting("netflow", idle_watermark=0.3, sampling={"127.0.0.1": 10})
+    collecting = Collecting("netflow", idle_watermark=0.3, record_delay=30, sampling={"127.0.0.1": 10})
     try:
         _send(collecting.port, _ntp_export())
         assert wait_for(lambda: collecting.rows and collecting.watermarks, 5), "no rows or no watermark"
@@ -93,7 +93,8 @@ def test_netflow_source_emits_sampling_corrected_ntp_rows_and_watermarks_when_id
     rows = np.concatenate(collecting.rows)
     assert rows["packets"].tolist() == [30.0] and rows["bytes"].tolist() == [2280.0], "3 packets at 1-in-10 (config override)"
     assert rows["flows"].tolist() == [1] and rows["ntp"].tolist() == [0]
-    assert isinstance(collecting.watermarks[0], Watermark) and collecting.watermarks[0].time >= 1_700_000_000
+    mark = collecting.watermarks[0]
+    assert isinstance(mark, Watermark) and 1_700_000_000 - 30 < mark.time < 1_700_000_000 - 25, "export time + idle - record_delay"
 
 
 def test_netflow_source_listens_on_ipv6() -> None:

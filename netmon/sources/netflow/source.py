@@ -44,6 +44,8 @@ class Config(Strict):
     sampling: dict[str, int] = Field(default_factory=dict, description="exporter address -> 1-in-N rate, overriding what it exports")
     batch_seconds: float = Field(0.5, gt=0, description="longest wait before decoding what has arrived")
     idle_watermark: float = Field(1.0, gt=0, description="seconds without exports before a Watermark is sent")
+    record_delay: float = Field(60.0, ge=0, description="seconds a record may end before the export that carries it "
+                                "(the exporter's active/inactive timeout); Watermarks stay this far behind")
     max_templates: int = Field(65536, ge=1)
     max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
 
@@ -89,7 +91,7 @@ class FlowSource:
             if not batch:
                 idle = time.monotonic() - last_arrival
                 if self.listener is not None and last_time and idle >= self.config.idle_watermark:
-                    yield Watermark(last_time + idle)
+                    yield Watermark(last_time + idle - self.config.record_delay)
                 continue
             observations, frames, export = self.decode(batch)
             last_time, last_arrival = max(last_time, export), time.monotonic()
