@@ -149,8 +149,9 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
     has_ntp = groups.total(host[ntp], n) > 0
     for name in NTP_ONLY:
         f[name][~has_ntp] = np.nan
+    # a server answers: requests in alone are what internet-wide scanners send every address
     client = (f["requests_out"] + f["replies_in"]) > 0
-    server = (f["requests_in"] + f["replies_out"] + np.nan_to_num(f["ctl_out"])) > 0
+    server = (f["replies_out"] + np.nan_to_num(f["ctl_out"])) > 0
     role = np.where(client & server, "both", np.where(server & ~client, "server", "client"))
 
     host_hi, host_lo = v.host_hi[first], v.host_lo[first]

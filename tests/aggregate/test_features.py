@@ -481,3 +481,11 @@ def test_a_capture_days_later_in_the_same_replay_is_kept():
     rows = t.rows()
     closed = aggregator.add(rows[:1]) + aggregator.add(rows[1:]) + aggregator.flush()
     assert [c.start for c in closed] == [0.0, 10 * 86400.0]
+
+
+def test_a_host_that_only_receives_scanner_requests_is_not_a_server():
+    t = Traffic()
+    t.request(1.0, "198.51.100.66", HOST, 40000)
+    t.request(2.0, HOST, SERVER)
+    f = one(t)
+    assert f["role"] == "client" and f["requests_in"] == 1
