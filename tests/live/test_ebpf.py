@@ -6,12 +6,29 @@ import numpy as np
 import pytest
 
 from netmon import health
+from netmon.aggregate import Aggregator
+from netmon.config import Aggregate, Campus
 from netmon.sources.ebpf import Config, EbpfSource
 from tests.live.conftest import (HOST1, HOST2, HOST2_6, INTERNAL, Collector, field_multiset, pcap_rows, per_host,
                                  run_ntp_traffic, source_rows)
 
 pytestmark = pytest.mark.root
 HOSTS = [HOST1, HOST2, "fd77:1::2", HOST2_6]
+VOLUME = ("requests_out", "replies_in", "requests_in", "replies_out", "bytes_out", "bytes_in")
+NTP = ("servers", "client_ports", "kod_rate", "kod_deny", "kod_rstr", "mode3_out", "mode4_in", "version3_out",
+       "version4_out", "org_zero", "poll")
+
+
+def host_features(rows: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Helper B's aggregator over ``rows`` in one long interval: host -> feature -> value."""
+    aggregator = Aggregator(Campus(internal=INTERNAL), Aggregate(interval=1e9))
+    out: dict[str, dict[str, float]] = {}
+    for intervals in aggregator.add(np.sort(rows, order="time")) + aggregator.flush():
+        for i, host in enumerate(intervals.host):
+            for name in names:
+                value = float(intervals.features[name][i])
+                out.setdefault(str(host), {})[name] = out.get(str(host), {}).get(name, 0.0) + value
+    return out
 
 
 def test_kernel_counters_equal_tcpdump_per_host_packet_and_byte(watched):
@@ -35,6 +52,13 @@ def test_sampled_headers_decode_to_the_fields_of_tcpdumps_capture(watched):
         assert (sampled["vlan"] == vlan).sum() == (expected["vlan"] == vlan).sum() > 0, f"VLAN {vlan} lost"
 
 
+def test_ebpf_rows_give_the_same_host_features_as_the_pcap_path(watched):
+    sampled, counted = source_rows(watched.ebpf_items)
+    got = host_features(np.concatenate([sampled, counted]), VOLUME + NTP)
+    want = host_features(watched.expected, VOLUME + NTP)
+    assert got == want, f"aggregated features differ:\neBPF {got}\npcap {want}"
+
+
 def test_flood_past_the_sampling_cap_still_counts_every_packet_once(edge):
     pcap = edge.tmp / "bout.pcap"
     dump = edge.tcpdump(pcap)
@@ -52,3 +76,5 @@ def test_flood_past_the_sampling_cap_still_counts_every_packet_once(edge):
     both = np.concatenate([sampled, counted])
     got, want = per_host(both, HOSTS), per_host(expected, HOSTS)
     assert got == want, f"samples + counts (packets, bytes) differ from tcpdump's:\nsource {got}\ntcpdump {want}"
+    got, want = host_features(both, VOLUME), host_features(expected, VOLUME)
+    assert got == want, f"request/reply volumes differ after aggregation:\neBPF {got}\npcap {want}"
