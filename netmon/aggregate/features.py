@@ -68,6 +68,7 @@ class View:
     peer_lo: np.ndarray
     host_port: np.ndarray
     peer_port: np.ndarray
+    peer_inside: np.ndarray
     rows: np.ndarray
 
 
@@ -77,12 +78,14 @@ def host_view(rows: np.ndarray, campus: Campus) -> View:
     dst_in = campus.internal.contains(rows["dst_hi"], rows["dst_lo"])
     index = np.flatnonzero(src_in | dst_in)
     out = src_in[index]
+    inside = src_in[index] & dst_in[index]
     both = np.flatnonzero(src_in & dst_in)
     if both.shape[0]:  # campus to campus: the receiving side too, kept in time order
         index = np.concatenate([index, both])
         out = np.concatenate([out, np.zeros(both.shape[0], bool)])
+        inside = np.concatenate([inside, np.ones(both.shape[0], bool)])
         order = np.argsort(index, kind="stable")
-        index, out = index[order], out[order]
+        index, out, inside = index[order], out[order], inside[order]
     r = rows if index.shape[0] == rows.shape[0] and not both.shape[0] else rows[index]
     host_hi, host_lo = roll_up(np.where(out, r["src_hi"], r["dst_hi"]), np.where(out, r["src_lo"], r["dst_lo"]),
                                campus.ipv6_bits)
@@ -95,6 +98,7 @@ def host_view(rows: np.ndarray, campus: Campus) -> View:
         peer_lo=np.where(out, r["dst_lo"], r["src_lo"]),
         host_port=np.where(out, r["sport"], r["dport"]),
         peer_port=np.where(out, r["dport"], r["sport"]),
+        peer_inside=inside,
         rows=r,
     )
 
@@ -141,7 +145,7 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
     f["poll"] = groups.median(host[ntp_request_out], r["poll"][ntp_request_out].astype(np.float64), n)
     _modes_and_versions(f, host, n, ntp, v.out, mode, r["version"], weight)
     _kod_counts(f, host, n, reply_in & ntp & (r["leap"] == 3) & (r["stratum"] == 0), r["ref_id"], weight)
-    _control(f, host, n, ntp & (mode >= 6), v.out, mode, r, weight, size)
+    _control(f, host, n, ntp & (mode >= 6), v.out, ~v.peer_inside, mode, r, weight, size)
     reply_bytes, request_bytes = total(reply_in, size), total(request_out, size)
     f["reply_ratio"] = np.divide(reply_bytes, request_bytes, out=np.full(n, np.nan), where=request_bytes > 0)
     _sockets(f, host, n, v, host_key, ntp_request_out, reply_in & ntp, r, weight, sockets, end - start)
@@ -187,13 +191,15 @@ def _kod_counts(f: dict[str, np.ndarray], host: np.ndarray, n: int, kod: np.ndar
     f["kod_other"] = groups.total(host[other], n, weight[other])
 
 
-def _control(f: dict[str, np.ndarray], host: np.ndarray, n: int, ctl: np.ndarray, out: np.ndarray, mode: np.ndarray,
-             r: np.ndarray, weight: np.ndarray, size: np.ndarray) -> None:
-    """Mode 6/7 counts; amplification = response bytes sent / request bytes received (host as server)."""
+def _control(f: dict[str, np.ndarray], host: np.ndarray, n: int, ctl: np.ndarray, out: np.ndarray,
+             outside: np.ndarray, mode: np.ndarray, r: np.ndarray, weight: np.ndarray, size: np.ndarray) -> None:
+    """Mode 6/7 counts; monlist responses and amplification (response bytes sent over request bytes
+    received, host as server) count outside peers only: an admin's ntpq on campus is no reflection."""
     response = r["ctl_response"] == 1
     for direction, mask in (("out", ctl & out), ("in", ctl & ~out)):
         f[f"ctl_{direction}"] = groups.total(host[mask], n, weight[mask])
         f[f"ctl_bytes_{direction}"] = groups.total(host[mask], n, size[mask])
+    ctl = ctl & outside
     monlist = ctl & out & response & (mode == 7) & np.isin(r["ctl_code"], MONLIST_CODES)
     f["monlist_out"] = groups.total(host[monlist], n, weight[monlist])
     sent = ctl & out & response

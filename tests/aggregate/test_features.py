@@ -489,3 +489,12 @@ def test_a_host_that_only_receives_scanner_requests_is_not_a_server():
     t.request(2.0, HOST, SERVER)
     f = one(t)
     assert f["role"] == "client" and f["requests_in"] == 1
+
+
+def test_monlist_answered_to_a_campus_admin_is_not_reflection():
+    t = Traffic()
+    admin = "10.0.9.9"
+    t.packet(1.0, admin, HOST, 50000, 123, mode=7, ctl_code=42, bytes=36, poll=0)
+    t.packet(1.01, HOST, admin, 123, 50000, mode=7, ctl_code=42, ctl_response=1, bytes=468, poll=0)
+    f = one(t)
+    assert f["ctl_out"] == 1 and f["monlist_out"] == 0 and math.isnan(f["amplification"])
