@@ -153,3 +153,43 @@ def test_sflow_sampled_ipv4_record_without_header_becomes_a_flow_row() -> None:
     rows = ntp_observations(decoded.flows)
     assert decoded.frames is None
     assert rows["packets"].tolist() == [64.0] and rows["bytes"].tolist() == [76.0 * 64] and rows["dport"].tolist() == [123]
+
+
+class Keep:
+    """A sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.scored: list = []
+
+    def write(self, scored) -> None:
+        self.scored.append(scored)
+
+    def close(self) -> None:
+        pass
+
+
+def test_pipeline_runs_a_netflow_replay_to_scored_intervals(tmp_path) -> None:
+    """The netflow source named in a config feeds aggregation and detection like any source."""
+    from scapy.all import IP, UDP, Ether, wrpcap
+
+    from netmon import config, pipeline
+
+    records = b"".join(ntp_record(f"10.1.0.{h}", "192.0.2.1", 40000 + h, 123, 5, 380, (1_700_000_000 + h) * 1000) for h in range(1, 9))
+    payload = ipfix([set_bytes(2, template_record(300, NTP_FIELDS)), set_bytes(300, records)], export=1_700_000_100)
+    path = tmp_path / "exports.pcap"
+    wrpcap(str(path), [Ether() / IP(src="192.0.2.9", dst="192.0.2.10") / UDP(sport=40000, dport=4739) / payload])
+    settings = config.validate({
+        "campus": {"internal": ["10.0.0.0/8"]},
+        "detect": {"detectors": ["rules"], "checkpoint": str(tmp_path / "state.ckpt")},
+        "sources": [{"type": "netflow", "paths": [str(path)]}],
+        "sinks": [],
+    })
+    stages = pipeline.build(settings, restore=False)
+    keep = Keep()
+    stages.sinks.append(keep)
+    summary = pipeline.run(stages)
+    scored = keep.scored
+    assert summary.intervals == 1
+    hosts = scored[0].intervals
+    assert sorted(hosts.host.tolist()) == [f"10.1.0.{h}" for h in range(1, 9)]
+    assert hosts.features["requests_out"].tolist() == [5.0] * 8 and hosts.features["flows"].tolist() == [1.0] * 8
