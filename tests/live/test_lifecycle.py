@@ -177,3 +177,14 @@ def test_a_non_ethernet_interface_is_refused_with_the_reason(lab):
     assert "netmon-" not in ns.exec(["tc", "filter", "show", "dev", "nmtun0", "ingress"], check=False).stdout
     with pytest.raises(LiveError, match="'nmtun0' is not Ethernet"):
         CaptureSource(CaptureConfig(type="capture", interface="nmtun0", netns=ns.name)).batches()
+
+
+def test_a_second_attach_to_the_same_interface_points_to_cleanup(edge):
+    first = loader.attach(edge.bout, edge.border.name, max_hosts=1024)
+    try:
+        with pytest.raises(LiveError, match="already carries a netmon filter.*netmon cleanup"):
+            loader.attach(edge.bout, edge.border.name, max_hosts=1024)
+        assert f"netmon-{loader.owner_tag(os.getpid())}" in filters(edge), "the failed attach removed the first one"
+    finally:
+        loader.detach(first)
+    assert "netmon-" not in filters(edge)

@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import time
@@ -260,6 +261,8 @@ def _possible_cpus() -> int:
 def load(object_path: Path, max_hosts: int) -> tuple[int, dict[str, int], dict[str, int]]:
     """Open and load the object; returns (bpf_object pointer, map fds, program fds)."""
     lib = libbpf.lib()
+    with contextlib.suppress(ValueError, OSError):  # kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     libbpf.take_messages()
     obj = lib.bpf_object__open_file(str(object_path).encode(), None)
     if not obj:
@@ -322,6 +325,14 @@ def attach(
                     prio=PRIO, protocol=ETH_P_ALL, classid=1, direct_action=True,
                 )
                 att.attached.append(parent)
+    except NetlinkError as exc:
+        detach(att)
+        if exc.code == errno.EEXIST:
+            raise LiveError(
+                f"{interface} already carries a netmon filter (tc pref {PRIO}): another netmon watches it, or a "
+                "dead one left it attached: run `netmon cleanup`"
+            ) from None
+        raise LiveError(f"cannot attach to {interface}: {exc} (needs CAP_NET_ADMIN)") from None
     except Exception:
         detach(att)
         raise
