@@ -131,20 +131,33 @@ class _Stream:
         raw.seek(0)
         self.file: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
         self.raw = raw
-        self.buf = b""
+        self.buf = bytearray()
         self.base = 0
         self.eof = False
 
     def fill(self, need: int = 1) -> bool:
-        """Read more until at least ``need`` bytes are buffered; False at end of file."""
+        """Read more until at least ``need`` bytes are buffered; False at end of file.
+
+        Reads straight into a fresh buffer behind the bytes still unread: one copy
+        per byte, and earlier buffers (held by Frames already yielded) stay intact.
+        """
         while len(self.buf) < need and not self.eof:
-            try:
-                more = self.file.read(max(READ_BYTES, need - len(self.buf)))
-            except (OSError, EOFError) as exc:
-                raise CaptureError(self.path, self.base + len(self.buf), f"compressed stream is damaged ({exc})") from None
-            if not more:
-                self.eof = True
-            self.buf += more
+            have = len(self.buf)
+            fresh = bytearray(max(have + READ_BYTES, need))
+            fresh[:have] = self.buf
+            got = have
+            with memoryview(fresh) as view:
+                while got < len(fresh):
+                    try:
+                        n = self.file.readinto(view[got:])
+                    except (OSError, EOFError) as exc:
+                        raise CaptureError(self.path, self.base + got, f"compressed stream is damaged ({exc})") from None
+                    if not n:
+                        self.eof = True
+                        break
+                    got += n
+            del fresh[got:]
+            self.buf = fresh
             if self.progress is not None:
                 self.progress(self.raw.tell())
         return len(self.buf) >= need
