@@ -36,6 +36,6 @@ def test_missing_interface_is_a_clear_error(lab):
         CaptureSource(Config(type="capture", interface="nosuch0", netns=ns.name)).batches()
 
 
-def test_missing_namespace_is_a_clear_error():
+def test_missing_namespace_is_a_clear_error(lab):  # lab: skips unless root, like the source itself
     with pytest.raises(LiveError, match="network namespace 'netmon-no-such-ns' not found"):
         CaptureSource(Config(type="capture", interface="lo", netns="netmon-no-such-ns")).batches()
