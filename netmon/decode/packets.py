@@ -127,7 +127,8 @@ def _link(frames: Frames, read: _Bytes) -> tuple[np.ndarray, np.ndarray, np.ndar
     ethertype = np.zeros(n, dtype=np.int64)
     at = offset.copy()
     vlan = np.zeros(n, dtype=np.int64)
-    kinds = np.unique(linktype)
+    single = n > 0 and bool((linktype == linktype[0]).all())
+    kinds = linktype[:1] if single else np.unique(linktype)
     for kind in kinds.tolist():
         sel = linktype == kind if len(kinds) > 1 else slice(None)
         off = offset[sel]
@@ -197,7 +198,7 @@ def udp123(frames: Frames) -> UdpPackets:
     left.drop("truncated", ip + np.where(v4, 20, 40) > end)
     ihl = (first & 0x0F) * 4
     left.drop("bad_ip", v4 & (ihl < 20))
-    protocol = np.where(v4, read.u8(ip + 9), read.u8(ip + 6))
+    protocol = read.u8(ip + np.where(v4, 9, 6))
     l4 = np.where(v4, ip + ihl, ip + 40)
     left.drop("fragment", v4 & ((read.u16(ip + 6) & 0x3FFF) != 0))
     ext = np.flatnonzero(left.keep & ~v4 & np.isin(protocol, IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)))
