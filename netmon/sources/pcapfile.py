@@ -134,6 +134,7 @@ class _Stream:
         self.buf = bytearray()
         self.base = 0
         self.eof = False
+        self.damage: CaptureError | None = None
 
     def fill(self, need: int = 1) -> bool:
         """Read more until at least ``need`` bytes are buffered; False at end of file.
@@ -149,9 +150,10 @@ class _Stream:
             with memoryview(fresh) as view:
                 while got < len(fresh):
                     try:
-                        n = self.file.readinto(view[got:])
+                        n = self._read_into(view[got:])
                     except (OSError, EOFError) as exc:
-                        raise CaptureError(self.path, self.base + got, f"compressed stream is damaged ({exc})") from None
+                        self.damage = CaptureError(self.path, self.base + got, f"compressed stream is damaged ({exc})")
+                        n = 0
                     if not n:
                         self.eof = True
                         break
@@ -161,6 +163,19 @@ class _Stream:
             if self.progress is not None:
                 self.progress(self.raw.tell())
         return len(self.buf) >= need
+
+    def _read_into(self, view: memoryview) -> int:
+        """Fill ``view`` from the file; a gzip stream one decompressed piece at a time,
+        so a damaged stream loses nothing that decompressed before the damage."""
+        if self.file is self.raw:
+            return self.file.readinto(view)
+        piece = self.file.read1(len(view))
+        view[:len(piece)] = piece
+        return len(piece)
+
+    def cut(self, reason: str) -> CaptureError:
+        """The error for bytes left over at the end: the stream's damage if there was any."""
+        return self.damage or CaptureError(self.path, self.base, reason)
 
     def consume(self, n: int) -> None:
         self.buf = self.buf[n:]
@@ -182,7 +197,7 @@ def read_frames(path: str | Path, progress: Callable[[int], None] | None = None)
     stream = _Stream(path, progress)
     try:
         if not stream.fill(4):
-            raise CaptureError(stream.path, 0, "not a pcap or pcapng file (too short)")
+            raise stream.damage or CaptureError(stream.path, 0, "not a pcap or pcapng file (too short)")
         magic_le = struct.unpack_from("<I", stream.buf)[0]
         magic_be = struct.unpack_from(">I", stream.buf)[0]
         if magic_le == PCAPNG_SHB:
@@ -191,6 +206,8 @@ def read_frames(path: str | Path, progress: Callable[[int], None] | None = None)
             yield from _read_pcap(stream, "<" if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">")
         else:
             raise CaptureError(stream.path, 0, f"not a pcap or pcapng file (magic 0x{magic_le:08x})")
+        if stream.damage:
+            raise stream.damage
     except CaptureError:
         health.count("source.pcap.corrupt")
         raise
@@ -260,7 +277,7 @@ def _read_pcap(stream: _Stream, endian: str) -> Iterator[Frames]:
                                f"corrupt pcap record (captured length {int(caplen[good])} > {limit})")
         stream.consume(int(at[good]) if good < len(at) else int(at[-1] + 16 + caplen[-1]) if len(at) else 0)
         if stream.eof and stream.buf:
-            raise CaptureError(stream.path, stream.base, "file ends inside a pcap record (cut capture)")
+            raise stream.cut("file ends inside a pcap record (cut capture)")
         need = max(READ_BYTES, 16 + int(caplen[good]) if good < len(caplen) else 16)
 
 
@@ -380,7 +397,7 @@ def _read_pcapng(stream: _Stream) -> Iterator[Frames]:
             raise CaptureError(stream.path, stream.base + pos, error)
         stream.consume(pos)
         if short and stream.eof and stream.buf:
-            raise CaptureError(stream.path, stream.base, "file ends inside a pcapng block (cut capture)")
+            raise stream.cut("file ends inside a pcapng block (cut capture)")
         need = max(READ_BYTES, need - pos)
 
 

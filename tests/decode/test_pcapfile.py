@@ -159,3 +159,15 @@ def test_tshark_reads_written_frames_with_valid_checksums(tmp_path: Path) -> Non
     assert len(lines) == 5
     for ip_status, udp_status, mode in lines:
         assert ip_status in ("", "1") and udp_status == "1" and mode == "3", lines  # 1 = good, 0 = bad
+
+
+def test_a_cut_gzip_file_keeps_every_frame_that_decompressed_before_the_cut(tmp_path: Path) -> None:
+    packets = [builders.link_header(1, p) + p for p in builders.ip_packets(builders.rows(2000))]
+    content = gzip.compress(builders.pcap_bytes(packets))
+    path = tmp_path / "cut.pcap.gz"
+    path.write_bytes(content[: len(content) * 3 // 4])
+    got = 0
+    with pytest.raises(CaptureError, match="compressed stream is damaged|cut capture"):
+        for frames in read_frames(path):
+            got += len(frames)
+    assert got > 1000, f"only {got} of ~1500 frames before the cut were kept"
