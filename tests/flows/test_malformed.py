@@ -173,3 +173,15 @@ def test_sampling_from_options_data_and_config_override(override: int | None) ->
     collector.feed(ipfix([set_bytes(2, template_record(300, fields)), set_bytes(300, ntp_record("10.0.0.1", "192.0.2.1", 1, 123, 2, 152, 0))]), "192.0.2.9")
     flows = collector.flush().flows
     assert flows["sampling"].tolist() == [float(override or 100)]
+
+
+def test_template_not_announced_again_within_its_lifetime_expires() -> None:
+    collector = Collector(template_lifetime=1800)
+    record = set_bytes(300, ntp_record("10.0.0.1", "192.0.2.1", 40000, 123, 1, 76, 0))
+    collector.feed(ipfix([set_bytes(2, template_record(300, NTP_FIELDS))], export=1_700_000_000), "192.0.2.9")
+    collector.feed(ipfix([set_bytes(2, template_record(300, NTP_FIELDS))], export=1_700_001_000), "192.0.2.9")  # refreshed
+    collector.feed(ipfix([record], export=1_700_002_000), "192.0.2.9")
+    assert len(collector.flush().flows) == 1, "refreshed 1000 s ago: still valid"
+    collector.feed(ipfix([record], export=1_700_003_000), "192.0.2.9")
+    assert len(collector.flush().flows) == 0 and collector.templates.pending == 1
+    assert health.snapshot()["source.netflow.template_expired"] == 1

@@ -18,7 +18,7 @@ import structlog
 from netmon import health
 from netmon.batch import Frames, addr_halves
 from netmon.sources.netflow import ipfix, v5, v9
-from netmon.sources.netflow.layout import Template, fixed_columns, variable_columns
+from netmon.sources.netflow.layout import FieldSpec, Template, compile_template, fixed_columns, variable_columns
 from netmon.sources.netflow.records import FLOW_DTYPE, build, fill_from_frames, frames_from, ntp_mask
 from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
 
@@ -56,12 +56,15 @@ class Collector:
     """NetFlow v1/v5/v9/IPFIX decoding state for any number of exporters."""
 
     def __init__(self, sampling: dict[str, int] | None = None, max_templates: int = 65536, max_pending: int = 4096,
-                 ntp_only: bool = False) -> None:
+                 ntp_only: bool = False, template_lifetime: float = 0.0) -> None:
         """``sampling``: exporter address -> 1-in-N rate overriding what it exports.
+        ``template_lifetime``: seconds of export time after which a template not
+        announced again is no longer used (RFC 7011 10.3.7 for UDP); 0 = never.
         ``ntp_only``: keep only UDP/123 records (the source's case); the rest are
         counted (``source.netflow.other_records``) before any row is built for them.
         """
         self.ntp_only = ntp_only
+        self.template_lifetime = template_lifetime
         self.override = {k: float(v) for k, v in (sampling or {}).items()}
         self.templates = TemplateCache(max_templates=max_templates, max_pending=max_pending)
         self.rates: dict[Domain, dict[int | None, float]] = {}
@@ -112,17 +115,32 @@ class Collector:
         else:
             self.next_sequence[domain] = (seq + increment) & 0xFFFF_FFFF
 
-    def template(self, domain: Domain, template: Template) -> None:
-        """Store a template and decode the data sets that waited for it."""
+    def template(self, ctx: Context, template_id: int, fields: tuple[FieldSpec, ...], scope_count: int = 0, options: bool = False) -> None:
+        """Store (or refresh) a template and decode the data sets that waited for it.
+
+        An unchanged template only has its announcement time renewed, so exporters
+        that repeat templates in every datagram cost a comparison, not a new layout.
+        """
+        known = self.templates.get(ctx.domain, template_id)
+        if known is not None and known.fields == fields and known.scope_count == scope_count and known.options == options:
+            known.announced = ctx.export
+            self.templates.touch(ctx.domain, template_id)
+            return
+        template = compile_template(template_id, fields, scope_count, options)
         if template.record_len == 0:
             health.count("decode.skip.template_empty")
             return
-        for item in self.templates.put(domain, template):
+        template.announced = ctx.export
+        for item in self.templates.put(ctx.domain, template):
             self.records(item.context, template, item.body, 0, len(item.body))
 
     def data(self, ctx: Context, template_id: int, data: bytes, start: int, end: int) -> int | None:
         """Queue one data set; returns its record count, None when its template is unknown."""
         tpl = self.templates.get(ctx.domain, template_id)
+        if tpl is not None and self.template_lifetime and ctx.export - tpl.announced > self.template_lifetime:
+            self.templates.withdraw(ctx.domain, template_id, tpl.options)
+            health.count("source.netflow.template_expired")
+            tpl = None
         if tpl is None:
             self.templates.hold(ctx.domain, template_id, Pending(bytes(data[start:end]), ctx))
             return None

@@ -15,8 +15,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from netmon import health
-from netmon.sources.netflow.layout import FieldSpec, compile_template, sets
-from netmon.sources.netflow.templates import Context, Domain
+from netmon.sources.netflow.layout import FieldSpec, sets
+from netmon.sources.netflow.templates import Context
 
 if TYPE_CHECKING:
     from netmon.sources.netflow.collector import Collector
@@ -39,7 +39,7 @@ def parse(collector: "Collector", data: bytes, exporter: str) -> None:
     records: int | None = 0
     for set_id, start, end in sets(data, HEADER.size, len(data)):
         if set_id in (0, 2, 3):
-            _templates(collector, domain, data, start, end, options=set_id == 3)
+            _templates(collector, ctx, data, start, end, options=set_id == 3)
         elif set_id >= 256:
             count = collector.data(ctx, set_id, data, start, end)
             records = None if count is None or records is None else records + count
@@ -67,12 +67,12 @@ def _fields(data: bytes, pos: int, count: int, end: int) -> tuple[tuple[FieldSpe
     return tuple(out), pos
 
 
-def _templates(collector: "Collector", domain: Domain, data: bytes, pos: int, end: int, options: bool) -> None:
+def _templates(collector: "Collector", ctx: Context, data: bytes, pos: int, end: int, options: bool) -> None:
     head = 6 if options else 4
     while pos + head <= end:
         template_id, count = _PAIR.unpack_from(data, pos)
         if count == 0:
-            collector.templates.withdraw(domain, None if template_id in (2, 3) else template_id, options)
+            collector.templates.withdraw(ctx.domain, None if template_id in (2, 3) else template_id, options)
             health.count("source.netflow.withdrawn")
             pos += 4
             continue
@@ -85,4 +85,4 @@ def _templates(collector: "Collector", domain: Domain, data: bytes, pos: int, en
         except IndexError:
             health.count("decode.skip.template_malformed")
             return
-        collector.template(domain, compile_template(template_id, fields, scope, options=options))
+        collector.template(ctx, template_id, fields, scope, options=options)

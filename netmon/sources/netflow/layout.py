@@ -31,6 +31,7 @@ class Template:
     ``record_len`` is None when a field has variable length. ``dtype`` is the
     structured layout of one record for fixed-length templates. ``scope_count``
     is the number of leading scope fields of an options template (0 for data).
+    ``announced`` is the export time (UNIX s) of its latest announcement.
     """
 
     template_id: int
@@ -41,6 +42,7 @@ class Template:
     dtype: np.dtype | None = None
     roles: dict[str, tuple[int, int]] = field(default_factory=dict)
     role_names: frozenset[str] = frozenset()
+    announced: float = 0.0
 
 
 def compile_template(template_id: int, fields: tuple[FieldSpec, ...], scope_count: int = 0, options: bool = False) -> Template:

@@ -47,6 +47,7 @@ class Config(Strict):
     record_delay: float = Field(60.0, ge=0, description="seconds a record may end before the export that carries it "
                                 "(the exporter's active/inactive timeout); Watermarks stay this far behind")
     max_templates: int = Field(65536, ge=1)
+    template_lifetime: float = Field(1800.0, ge=0, description="seconds (export time) a template stays valid unless announced again; 0 = forever")
     max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
 
     _listen = field_validator("listen")(_check_endpoints)
@@ -110,7 +111,8 @@ class NetflowSource(FlowSource):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.collector = Collector(config.sampling, config.max_templates, config.max_pending, ntp_only=True)
+        self.collector = Collector(config.sampling, config.max_templates, config.max_pending, ntp_only=True,
+                                   template_lifetime=config.template_lifetime)
 
     def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
         for datagram in batch:

@@ -83,6 +83,10 @@ class TemplateCache:
                 out.append(item)
         return out
 
+    def touch(self, domain: Domain, template_id: int) -> None:
+        """Mark a template as just announced again (it is evicted last)."""
+        self._templates.move_to_end((domain, template_id))
+
     def withdraw(self, domain: Domain, template_id: int | None, options: bool) -> None:
         """Forget one template, or with ``template_id`` None every data (or options) template of the domain."""
         if template_id is not None:
