@@ -52,7 +52,6 @@ class Config(BaseModel):
     features: list[str] = Field(
         default_factory=lambda: [
             "requests_out",
-            "rate_vs_poll",
             "org_mismatch",
             "after_kod",
             "servers",
@@ -112,6 +111,7 @@ class Baseline:
         self.config = config
         self.names = tuple(config.features)
         self.rates = scaling.rate_mask(self.names)
+        self.priors = scaling.priors(self.names)
         self.floors = scaling.floors(self.names) * config.floor_scale
         k = len(self.names)
         self.table = HostTable(
@@ -136,11 +136,11 @@ class Baseline:
         elapsed = t - last
         fresh = np.isnan(last) | (elapsed > self.config.forget_after)
         elapsed[fresh] = np.nan
-        sums = np.where(fresh[:, None], np.where(self.rates, 0.0, np.nan), self.table["sums"][rows])
+        sums = self.table["sums"][rows]
         counts = scaling.matrix(intervals, self.names, per_hour=False)
         first = np.where(fresh, t, self.table["first"][rows])
         age = t - first + float(intervals.end - intervals.start)
-        sums, current = windowed(sums, elapsed, age, float(intervals.end - intervals.start), self.config.window, counts, self.rates)
+        sums, current = windowed(sums, elapsed, age, float(intervals.end - intervals.start), self.config.window, counts, self.rates, self.priors)
         self._seen = _Seen(
             key=id(intervals),
             rows=rows,

@@ -98,6 +98,7 @@ class Drift:
         self.names = tuple(config.features)
         self.allowance = np.array([config.features[n] for n in self.names])
         self.rates = scaling.rate_mask(self.names)
+        self.priors = scaling.priors(self.names)
         self.floors = scaling.floors(self.names)
         k = len(self.names)
         self.table = HostTable(
@@ -127,9 +128,9 @@ class Drift:
         elapsed[fresh] = np.nan
         first = np.where(fresh, t, self.table["first"][rows])
         age = t - first + length
-        sums = np.where(fresh[:, None], np.where(self.rates, 0.0, np.nan), self.table["sums"][rows])
+        sums = self.table["sums"][rows]
         counts = scaling.matrix(intervals, self.names, per_hour=False)
-        sums, current = windowed(sums, elapsed, age, length, cfg.window, counts, self.rates)
+        sums, current = windowed(sums, elapsed, age, length, cfg.window, counts, self.rates, self.priors)
         level = scaling.level(current)
         ref = np.where(fresh[:, None], np.nan, self.table["ref"][rows])
         dev = np.where(fresh[:, None], 0.0, self.table["dev"][rows])

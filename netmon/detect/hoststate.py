@@ -171,6 +171,7 @@ def windowed(
     window: float,
     values: np.ndarray,
     rates: np.ndarray,
+    priors: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recent values over a sliding exponential window, however sparse a host's rows.
 
@@ -180,25 +181,28 @@ def windowed(
     the recent rate whether or not the host appeared in between, and ``age``
     (seconds since the host was first seen, this interval included) corrects a
     window not yet filled, so a new host's rate is not underestimated. For
-    level features (a ratio, a count of servers) ``sums`` holds their mean over
-    the host's last ``window`` seconds of rows, each row weighing its interval
-    ``length``: one interval of a reboot's iburst barely moves it, a lasting
-    change does. ``elapsed`` is the seconds since the host's previous row (NaN
-    for a new host, whose state starts from nothing); NaN values are unknown and
-    leave the state as it was (the sums only decay).
+    level features (a ratio, a count of servers) ``sums`` holds the mean of
+    their log level (``log2(1 + v)``) over the host's last ``window`` seconds of
+    rows, each row weighing its interval ``length`` and a new host starting
+    from ``priors`` (the feature's everyday value, e.g. 1 for a poll ratio):
+    a geometric mean, so one interval of a reboot's iburst (a poll ratio of 32)
+    barely moves it and a lasting change does. ``elapsed`` is the seconds since
+    the host's previous row (NaN for a new host, whose state starts afresh);
+    NaN values are unknown and leave the state as it was (sums only decay).
 
     Returns the new state and the current values: per hour for counts, the
-    windowed mean for levels; NaN where this interval did not know the feature.
+    windowed geometric mean for levels; NaN where this interval did not know
+    the feature.
     """
     new_host = np.isnan(elapsed)[:, None]
     keep = np.exp(-np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0) / window)[:, None]
     known = ~np.isnan(values)
-    counts = sums * keep + np.where(known, values, 0.0)
+    counts = np.where(new_host, 0.0, sums) * keep + np.where(known, values, 0.0)
     blend = -np.expm1(-length / window)
-    start = new_host | np.isnan(sums)
-    levels = np.where(known, np.where(start, values, sums + blend * (values - sums)), np.where(new_host, np.nan, sums))
-    state = np.where(rates, counts, levels)
+    logs = np.where(new_host | np.isnan(sums), np.log2(1.0 + priors), sums)
+    logs = np.where(known, logs + blend * (np.log2(1.0 + np.maximum(values, 0.0)) - logs), logs)
+    state = np.where(rates, counts, logs)
     filled = -np.expm1(-np.maximum(age, 1.0) / window)[:, None]
-    current = np.where(rates, counts * (3600.0 / window) / filled, levels)
+    current = np.where(rates, counts * (3600.0 / window) / filled, np.exp2(np.where(rates, 0.0, logs)) - 1.0)
     current[~known] = np.nan
     return state, current

@@ -3,26 +3,38 @@
 One river ``HalfSpaceTrees`` per host group (``HostIntervals.group``) and per
 telemetry pattern (which features are known: flow records lack the NTP header,
 so their rows go to a model of the features they do have; NaN is never read as
-0). Features are this interval's values, counts as rates per hour, log-scaled
-into [0, 1] with fixed limits (:mod:`netmon.detect.scaling`).
+0). Each host is described by its recent behaviour, not one interval's: counts
+as rates per hour over a sliding ``window`` and levels averaged over it
+(:func:`netmon.detect.hoststate.windowed`), so a host polling every 1024 s and
+one polling every 64 s differ, and one interval of a reboot's iburst does not
+stand out. The default features are per-source-port and per-role shapes
+(requests per port, requests against the advertised poll, server traffic,
+mode 6/7 traffic), not raw volume, so a NAT gateway, which is many ordinary
+clients on many ports, looks like its peers. Values are log-scaled into [0, 1]
+with fixed limits (:mod:`netmon.detect.scaling`).
 
 Cheap at a million hosts: each interval a model learns from at most ``sample``
-randomly drawn hosts of its group that no detector flagged, and scores every
-host with a numpy walk of its trees (:func:`tree_scores`, the same arithmetic as
-river's ``score_one`` but over whole columns).
+randomly drawn hosts of its group that no detector flagged, that it does not
+score as outliers itself and that it has known for ``persist`` seconds (a new
+device has to show it is ordinary before it teaches what ordinary is), and scores every host with a numpy walk of its trees
+(:func:`tree_scores`, the same arithmetic as river's ``score_one`` over whole
+columns). Per host it keeps only the windowed values (4 bytes a feature) and
+when its current run as an outlier began.
 
-Threshold: a finding needs a score of at least ``threshold`` and above the
-group's own 99.9th percentile (over the scores of its last ``recent`` learned
-rows) plus ``margin``, so a diverse group does not flood and a uniform one stays
-sensitive.
-
-Explanation: beside each forest, the group's typical scaled value and spread per
-feature (exponentially weighted over the learned samples); a finding names the
-features where the host is furthest above its group, with the group's typical
-value. Only rises count: a host quieter than its peers is no security concern.
+Threshold: beside each forest the model keeps the last ``recent`` rows it
+learned, so it knows its group's ``quantile`` (99.9th percentile) per feature.
+A host is an outlier when its forest score is at least ``threshold`` and at
+least one feature is ``ratio`` times above the group's percentile and by more
+than ``floor_scale`` times the feature's floor. A finding needs the host to
+stay an outlier for ``persist`` seconds: booting machines (iburst, then fast
+polling for an hour) are rare but normal; a device hard-wired to poll every few
+seconds is not. The finding names those features, each with the group's
+percentile, so it reads "fastest socket 240/h, 99.9% of group clients at most
+56/h". Only rises count: a host quieter than its peers is no security concern.
 
 Cold start: a model scores (otherwise NaN, no finding) once it has learned
-``min_learned`` rows, i.e. ``min_learned / sample`` intervals for a large group.
+``min_learned`` rows, i.e. ``min_learned / sample`` intervals for a large group;
+findings then need ``persist`` seconds more.
 """
 
 from __future__ import annotations
@@ -42,11 +54,12 @@ from netmon.batch import HostIntervals
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
+from netmon.detect.hoststate import Column, HostTable, windowed
 
 log = structlog.get_logger(__name__)
 
-#: Smallest spread (scaled units) a group's z is computed against.
-SPREAD_FLOOR = 0.02
+#: Intervals between two checks for hosts to forget.
+PRUNE_EVERY = 360
 
 
 class Config(BaseModel):
@@ -55,29 +68,24 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: list[str] = Field(
-        default_factory=lambda: [
-            "requests_per_port",
-            "requests_out",
-            "servers",
-            "rate_vs_poll",
-            "org_mismatch",
-            "after_kod",
-            "replies_out",
-            "ctl_out",
-        ],
+        default_factory=lambda: ["socket_rate", "requests_per_port", "requests_in", "replies_out", "ctl_out"],
         description="features compared with the host's group (see netmon.detect.scaling.SPECS)",
     )
+    window: float = Field(1800.0, gt=0, description="seconds a host's recent behaviour is measured over")
+    persist: float = Field(7200.0, ge=0, description="seconds a host must stay an outlier to make a finding")
+    floor_scale: float = Field(4.0, gt=0, description="times each feature's floor a host must exceed its group by")
+    forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
     n_trees: int = Field(10, ge=1, le=100)
     height: int = Field(8, ge=2, le=14)
     window_size: int = Field(250, ge=10, description="learned rows per HalfSpaceTrees window")
     sample: int = Field(64, ge=1, description="hosts per group learned each interval")
     min_learned: int = Field(500, ge=1, description="rows a model learns before it scores")
-    threshold: float = Field(0.2, gt=0, lt=1, description="lowest HalfSpaceTrees score that makes a finding")
-    margin: float = Field(0.1, ge=0, lt=1, description="score above the group's own 99.9th percentile that makes a finding")
+    threshold: float = Field(0.2, ge=0, lt=1, description="lowest HalfSpaceTrees score of an outlier")
     critical: float = Field(0.6, gt=0, le=1, description="score that makes a finding critical")
-    recent: int = Field(2000, ge=100, description="learned rows' scores kept to place the group's 99.9th percentile")
-    min_z: float = Field(4.0, gt=0, description="how far above its group a feature must be to be named")
-    memory: int = Field(2000, ge=10, description="learned rows the group's typical values average over")
+    recent: int = Field(20000, ge=100, description="learned rows kept to place the group's percentile")
+    remember: int = Field(16, ge=1, description="of each interval's learned rows, how many are kept (a day at 60 s)")
+    quantile: float = Field(0.999, gt=0.5, lt=1, description="the group's percentile a feature is compared with")
+    ratio: float = Field(2.0, ge=1, description="factor above the group's percentile that makes a feature stand out")
     seed: int = 7
 
     @field_validator("features")
@@ -155,9 +163,7 @@ class Model:
     hst: HalfSpaceTrees
     columns: list[str]
     learned: int = 0
-    center: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    recent: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    recent: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     forest: Forest | None = None
     pivots: int = -1
 
@@ -169,11 +175,24 @@ class Model:
             self.forest, self.pivots = flatten(self.hst, self.columns), pivots
         return self.forest
 
-    def threshold(self, floor: float, margin: float) -> float:
-        """The score that makes a finding: the group's own 99.9th percentile plus a margin."""
-        if not self.recent.size:
-            return floor
-        return max(floor, float(np.quantile(self.recent, 0.999)) + margin)
+    def percentile(self, q: float) -> np.ndarray:
+        """The group's ``q`` quantile of each feature (scaled units) over the recent learned rows."""
+        return np.quantile(self.recent, q, axis=0)
+
+
+@dataclass
+class _Seen:
+    """What scoring computed for one interval, handed to learning."""
+
+    key: int
+    rows: np.ndarray
+    sums: np.ndarray
+    first: np.ndarray
+    values: np.ndarray
+    scaled: np.ndarray
+    by_key: dict[str, np.ndarray]
+    outlier: np.ndarray
+    since: np.ndarray
 
 
 class Population:
@@ -185,10 +204,21 @@ class Population:
         self.config = config
         self.names = tuple(config.features)
         self.top = np.log2(1.0 + np.array([scaling.SPECS[n].limit for n in self.names]))
-        self.floors = scaling.floors(self.names)
+        self.floors = scaling.floors(self.names) * config.floor_scale
+        self.rates = scaling.rate_mask(self.names)
+        self.priors = scaling.priors(self.names)
         self.models: dict[str, Model] = {}
         self.rng = np.random.default_rng(config.seed)
-        self._seen: tuple[int, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] | None = None
+        self.table = HostTable(
+            {
+                "first": Column("f8", 0, np.nan),
+                "last": Column("f8", 0, np.nan),
+                "since": Column("f8", 0, np.nan),
+                "sums": Column("f4", len(self.names), np.nan),
+            }
+        )
+        self._seen: _Seen | None = None
+        self._intervals = 0
 
     def _model(self, key: str, columns: list[str]) -> Model:
         model = self.models.get(key)
@@ -196,73 +226,100 @@ class Population:
             cfg = self.config
             seed = cfg.seed + zlib.crc32(key.encode())
             hst = HalfSpaceTrees(n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=seed)
-            model = self.models[key] = Model(hst, columns, 0, np.zeros(len(columns)), np.zeros(len(columns)))
+            model = self.models[key] = Model(hst, columns)
         return model
 
-    def _groups(self, intervals: HostIntervals) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Per-hour values, their [0, 1] scaling, and host indexes by model key
-        (computed once per interval: learning reuses what scoring computed)."""
-        if self._seen is not None and self._seen[0] == id(intervals):
-            return self._seen[1]
-        self._seen = (id(intervals), self._split(intervals))
-        return self._seen[1]
-
-    def _split(self, intervals: HostIntervals) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        values = scaling.matrix(intervals, self.names)
+    def _observe(self, intervals: HostIntervals) -> _Seen:
+        """Each host's windowed values and their model key (once per interval)."""
+        if self._seen is not None and self._seen.key == id(intervals):
+            return self._seen
+        cfg = self.config
+        t = float(intervals.end)
+        length = float(intervals.end - intervals.start)
+        rows = self.table.rows(intervals.host)
+        last = self.table["last"][rows]
+        elapsed = t - last
+        fresh = np.isnan(last) | (elapsed > cfg.forget_after)
+        elapsed[fresh] = np.nan
+        first = np.where(fresh, t, self.table["first"][rows])
+        sums = self.table["sums"][rows]
+        counts = scaling.matrix(intervals, self.names, per_hour=False)
+        sums, values = windowed(sums, elapsed, t - first + length, length, cfg.window, counts, self.rates, self.priors)
         scaled = scaling.unit_scaled(values, self.names)
+        n = len(intervals)
+        self._seen = _Seen(
+            key=id(intervals),
+            rows=rows,
+            sums=sums,
+            first=first,
+            values=values,
+            scaled=scaled,
+            by_key=self._split(intervals, scaled),
+            outlier=np.zeros(n, dtype=bool),
+            since=np.where(fresh, np.nan, self.table["since"][rows]),
+        )
+        return self._seen
+
+    def _split(self, intervals: HostIntervals, scaled: np.ndarray) -> dict[str, np.ndarray]:
+        """Host indexes by model key: group and which features are known."""
         known = ~np.isnan(scaled)
         by_key: dict[str, np.ndarray] = {}
         if not len(intervals):
-            return values, scaled, by_key
+            return by_key
+        bits = len(self.names)
         groups, group_of = np.unique(np.asarray(intervals.group, dtype=str), return_inverse=True)
-        pattern = known.astype(np.int64) @ (1 << np.arange(len(self.names), dtype=np.int64))
-        combined = group_of.astype(np.int64) << len(self.names) | pattern
+        pattern = known.astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
+        combined = group_of.astype(np.int64) << bits | pattern
         unique, inverse = np.unique(combined, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
         for u, code in enumerate(unique.tolist()):
             members = order[bounds[u] : bounds[u + 1]]
             if known[members[0]].sum() >= 2:
-                by_key[f"{groups[code >> len(self.names)]}|{code & ((1 << len(self.names)) - 1):x}"] = members
-        return values, scaled, by_key
-
-    def _columns(self, known: np.ndarray) -> list[str]:
-        return [n for n, k in zip(self.names, known) if k]
+                by_key[f"{groups[code >> bits]}|{code & ((1 << bits) - 1):x}"] = members
+        return by_key
 
     def score(self, intervals: HostIntervals) -> DetectorOutput:
-        """HalfSpaceTrees score of each host within its group; findings above the threshold."""
+        """HalfSpaceTrees score of each host within its group; findings for lasting outliers."""
         cfg = self.config
-        values, scaled, by_key = self._groups(intervals)
+        seen = self._observe(intervals)
+        t = float(intervals.end)
+        values, scaled = seen.values, seen.scaled
         scores = np.full(len(intervals), np.nan)
         findings = []
-        for key, members in by_key.items():
+        for key, members in seen.by_key.items():
             model = self.models.get(key)
             if model is None or model.learned < cfg.min_learned:
                 continue
-            known = ~np.isnan(scaled[members[0]])
-            x = scaled[np.ix_(members, np.flatnonzero(known))]
+            cols = np.flatnonzero(~np.isnan(scaled[members[0]]))
+            x = scaled[np.ix_(members, cols)]
             s = tree_scores(model.current(cfg.window_size), x, cfg.height, cfg.window_size)
             scores[members] = s
-            threshold = model.threshold(cfg.threshold, cfg.margin)
-            z = (x - model.center) / np.maximum(model.spread * 1.25, SPREAD_FLOOR)
-            cols = np.flatnonzero(known)
-            typical = scaling.unlevel(model.center * self.top[cols])
-            rise = values[np.ix_(members, cols)] - typical >= self.floors[cols]
-            named = (z >= cfg.min_z) & rise
+            top = model.percentile(cfg.quantile)
+            typical = scaling.unlevel(top * self.top[cols])
+            above = (x - top) * self.top[cols]
+            named = (above >= np.log2(cfg.ratio)) & (values[np.ix_(members, cols)] - typical >= self.floors[cols])
+            outlier = (s >= cfg.threshold) & named.any(axis=1)
+            seen.outlier[members] = outlier
             group = key.split("|")[0]
-            for m in np.flatnonzero((s >= threshold) & named.any(axis=1)).tolist():
+            for m in np.flatnonzero(outlier).tolist():
                 i = int(members[m])
+                since = seen.since[i] if not np.isnan(seen.since[i]) else t - (intervals.end - intervals.start)
+                if t - since < cfg.persist:
+                    continue
                 findings.append(
                     finding(
                         intervals,
                         i,
                         "model.population",
-                        "critical" if s[m] >= max(cfg.critical, threshold) else "warning",
+                        "critical" if s[m] >= cfg.critical else "warning",
                         float(s[m]),
-                        f"the population of group {group} ({model.learned} host-intervals learned, "
-                        f"score {s[m]:.2f} over {threshold:.2f})",
+                        f"the {cfg.quantile:.1%} percentile of group {group} ({model.learned} host-intervals "
+                        f"learned; forest score {s[m]:.2f}; an outlier for {(t - since) / 3600:.1f} h)",
                         [
-                            Deviation(self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(z[m, j]))
+                            Deviation(
+                                self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(above[m, j]), "log2 above"
+                            )
                             for j in np.flatnonzero(named[m])
                         ],
                     )
@@ -270,46 +327,49 @@ class Population:
         return DetectorOutput(scores={"population": scores}, findings=findings)
 
     def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
-        """Learn a sample of each group's normal hosts."""
+        """Keep every host's windowed values and outlier run; learn a sample of each
+        group's hosts that nobody flagged and that are no outliers here either."""
         cfg = self.config
-        _, scaled, by_key = self._groups(intervals)
+        seen = self._observe(intervals)
         self._seen = None
-        for key, members in by_key.items():
-            members = members[normal[members]]
+        t = float(intervals.end)
+        length = float(intervals.end - intervals.start)
+        table, rows = self.table, seen.rows
+        table["sums"][rows] = seen.sums
+        table["first"][rows] = seen.first
+        table["last"][rows] = t
+        table["since"][rows] = np.where(seen.outlier, np.where(np.isnan(seen.since), t - length, seen.since), np.nan)
+        calm = normal & ~seen.outlier & (t - seen.first >= cfg.persist)
+        for key, members in seen.by_key.items():
+            members = members[calm[members]]
             if members.size == 0:
                 continue
             if members.size > cfg.sample:
                 members = self.rng.choice(members, cfg.sample, replace=False)
-            known = ~np.isnan(scaled[members[0]])
-            columns = self._columns(known)
+            known = ~np.isnan(seen.scaled[members[0]])
+            columns = [n for n, k in zip(self.names, known) if k]
             model = self._model(key, columns)
-            x = scaled[np.ix_(members, np.flatnonzero(known))]
-            if model.learned >= cfg.window_size:
-                seen = tree_scores(model.current(cfg.window_size), x, cfg.height, cfg.window_size)
-                model.recent = np.concatenate([model.recent, seen])[-cfg.recent :]
+            x = seen.scaled[np.ix_(members, np.flatnonzero(known))]
             for row in x.tolist():
                 model.hst.learn_one(dict(zip(columns, row)))
-            alpha = max(1.0 / (model.learned + members.size), members.size / cfg.memory)
-            mean = x.mean(axis=0)
-            if model.learned == 0:
-                model.center = mean
-                model.spread = np.abs(x - mean).mean(axis=0)
-            else:
-                model.spread = model.spread + alpha * (np.abs(x - model.center).mean(axis=0) - model.spread)
-                model.center = model.center + alpha * (mean - model.center)
+            kept = model.recent if model.recent.size else np.zeros((0, x.shape[1]), dtype=np.float32)
+            model.recent = np.concatenate([kept, x[: cfg.remember].astype(np.float32)])[-cfg.recent :]
             model.learned += int(members.size)
+        self._intervals += 1
+        if self._intervals >= PRUNE_EVERY:
+            self._intervals = 0
+            table.prune(table["last"] >= t - cfg.forget_after)
 
     def state(self) -> dict[str, Any]:
         """Per model: river's forest as a pickle (bytes; see models/README.md) and numpy arrays."""
         return {
             "features": list(self.names),
+            "hosts": self.table.state(),
             "models": {
                 key: {
                     "hst": pickle.dumps(m.hst, protocol=pickle.HIGHEST_PROTOCOL),
                     "columns": list(m.columns),
                     "learned": m.learned,
-                    "center": m.center,
-                    "spread": m.spread,
                     "recent": m.recent,
                 }
                 for key, m in self.models.items()
@@ -331,17 +391,16 @@ class Population:
                     hst,
                     list(m["columns"]),
                     int(m["learned"]),
-                    np.asarray(m["center"]),
-                    np.asarray(m["spread"]),
-                    np.asarray(m["recent"]),
+                    np.asarray(m["recent"], dtype=np.float32),
                 )
+            self.table.load(state["hosts"])
         except (KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError, EOFError) as exc:
             log.warning("population state unusable; starting cold", error=str(exc))
             return
         self.models = models
 
     def nbytes(self) -> int:
-        return sum(len(pickle.dumps(m.hst)) for m in self.models.values())
+        return self.table.nbytes() + sum(len(pickle.dumps(m.hst)) for m in self.models.values())
 
 
 def build(config: Config) -> Population:

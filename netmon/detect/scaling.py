@@ -29,7 +29,8 @@ class Spec:
     ``rate``); ``rate`` marks counts per interval that are turned into per-hour
     rates; ``unit`` is how a reader sees the value in an explanation; ``floor``
     is the smallest rise (same unit) worth a finding, so a reboot's iburst of
-    8 packets or one more server never raises an alert on its own.
+    8 packets or one more server never raises an alert on its own; ``prior`` is
+    the everyday value a level feature of a new host starts from.
     """
 
     name: str
@@ -37,6 +38,7 @@ class Spec:
     rate: bool
     unit: str
     floor: float
+    prior: float = 0.0
 
 
 def _derived_requests_per_port(features: dict[str, np.ndarray]) -> np.ndarray:
@@ -53,7 +55,16 @@ def _derived_instance_seconds(features: dict[str, np.ndarray]) -> np.ndarray:
     return features["requests_out"] * np.exp2(features["poll"])
 
 
+def _derived_socket_rate(features: dict[str, np.ndarray]) -> np.ndarray:
+    """Requests per hour on the host's busiest socket (host port, server): the
+    aggregator's ``rate_vs_poll`` (requests against the advertised poll) times
+    the advertised rate 3600 / 2^poll. A device hard-wired to ask every 10 s
+    shows 360/h whatever poll it claims; a steady ntpd about 3.5/h."""
+    return features["rate_vs_poll"] * 3600.0 / np.exp2(features["poll"])
+
+
 DERIVED = {
+    "socket_rate": _derived_socket_rate,
     "requests_per_port": _derived_requests_per_port,
     "instance_seconds": _derived_instance_seconds,
 }
@@ -63,10 +74,11 @@ SPECS: dict[str, Spec] = {
     for s in (
         Spec("requests_out", 1e7, True, "/h", 120.0),
         Spec("requests_per_port", 1e7, True, "/h", 120.0),
+        Spec("socket_rate", 1e6, False, "/h", 15.0, 4.0),
         Spec("bytes_out", 1e9, True, "B/h", 12000.0),
-        Spec("servers", 1e4, False, "", 4.0),
-        Spec("client_ports", 65536, False, "", 8.0),
-        Spec("rate_vs_poll", 1e4, False, "x", 1.5),
+        Spec("servers", 1e4, False, "", 4.0, 1.0),
+        Spec("client_ports", 65536, False, "", 8.0, 1.0),
+        Spec("rate_vs_poll", 1e4, False, "x", 1.5, 1.0),
         Spec("org_mismatch", 1e7, True, "/h", 30.0),
         Spec("after_kod", 1e7, True, "/h", 60.0),
         Spec("requests_in", 1e8, True, "/h", 3600.0),
@@ -99,6 +111,11 @@ def matrix(intervals: HostIntervals, names: tuple[str, ...], per_hour: bool = Tr
 def rate_mask(names: tuple[str, ...]) -> np.ndarray:
     """True for the features that are counts per interval."""
     return np.array([SPECS[n].rate for n in names], dtype=bool)
+
+
+def priors(names: tuple[str, ...]) -> np.ndarray:
+    """Everyday values new hosts' level features start from."""
+    return np.array([SPECS[n].prior for n in names], dtype=np.float64)
 
 
 def floors(names: tuple[str, ...]) -> np.ndarray:
