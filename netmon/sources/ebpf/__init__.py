@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -188,13 +189,14 @@ class EbpfSource:
         self._attachment: loader.Attachment | None = None
         self._ring: RingBuffer | None = None
         self._generator: Generator | None = None
+        self._counter_full = 0
 
     def open(self) -> loader.Attachment:
         """Load and attach (idempotent); errors are LiveError with what to install or grant."""
         with self._lock:
             if self._attachment is None:
                 c = self.config
-                obj = loader.Path(c.object) if c.object else None
+                obj = Path(c.object) if c.object else None
                 att = loader.attach(c.interface, c.netns, c.max_hosts, obj)
                 try:
                     att.set_internal(self.internal)
@@ -234,8 +236,13 @@ class EbpfSource:
             self._ring.consume()
         health.gauge("source.ebpf.hosts", len(np.unique(keys[["host_hi", "host_lo"]])) if len(keys) else 0)
         health.gauge("source.ebpf.muzzled", float(vals["muzzled"].sum()))
-        for name, value in att.events().items():
+        events = att.events()
+        for name, value in events.items():
             health.gauge(f"source.ebpf.{name}", value)
+        if events["counter_full"] > self._counter_full:
+            log.warning("ebpf: the counter map is full, packets went uncounted; raise max_hosts",
+                        uncounted=events["counter_full"] - self._counter_full, max_hosts=self.config.max_hosts)
+            self._counter_full = events["counter_full"]
         if records:
             samples = np.frombuffer(b"".join(records), dtype=loader.SAMPLE_DTYPE)
             records.clear()

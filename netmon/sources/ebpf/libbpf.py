@@ -12,12 +12,10 @@ import ctypes.util
 import os
 from collections.abc import Callable
 
-import structlog
-
-log = structlog.get_logger(__name__)
+from netmon.sources.live import LiveError
 
 
-class LibbpfMissing(RuntimeError):
+class LibbpfMissing(LiveError):
     """libbpf1 is not installed."""
 
 
