@@ -234,7 +234,7 @@ class EbpfSource:
         offset = now - time.monotonic()
         if self._ring is not None:
             self._ring.consume()
-        health.gauge("source.ebpf.hosts", len(np.unique(keys[["host_hi", "host_lo"]])) if len(keys) else 0)
+        health.gauge("source.ebpf.counter_entries", len(keys))  # against max_hosts
         health.gauge("source.ebpf.muzzled", float(vals["muzzled"].sum()))
         events = att.events()
         for name, value in events.items():
