@@ -25,8 +25,7 @@ from netmon.batch import Frames, Observations, addr_halves
 from netmon.config import Settings
 from netmon.sources.netflow.datagrams import Datagram, ip_packet
 from netmon.sources.netflow.records import FLOW_DTYPE, frames_from, ntp_observations
-from netmon.sources.netflow.source import Config as NetflowConfig
-from netmon.sources.netflow.source import FlowSource
+from netmon.sources.netflow.source import FlowConfig, FlowSource
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +48,10 @@ _IPV6 = struct.Struct("!II16s16sIIII")
 _SAMPLED = {3: (_IPV4, ipaddress.IPv4Address), 4: (_IPV6, ipaddress.IPv6Address)}
 
 
-class Config(NetflowConfig):
-    """``[[sources]] type = "sflow"`` (same keys as netflow; ``sampling`` overrides per agent)."""
+class Config(FlowConfig):
+    """``[[sources]] type = "sflow"``; ``sampling`` overrides the rate per agent address."""
 
-    type: Literal["sflow"] = "sflow"  # type: ignore[assignment]
+    type: Literal["sflow"] = "sflow"
     listen: list[str] = Field(default_factory=lambda: ["0.0.0.0:6343", "[::]:6343"], description="host:port to receive sFlow on")
     record_delay: float = Field(1.0, ge=0, description="samples are stamped on arrival, so Watermarks need little delay")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -34,10 +34,9 @@ def _check_endpoints(values: list[str]) -> list[str]:
     return values
 
 
-class Config(Strict):
-    """``[[sources]] type = "netflow"``."""
+class FlowConfig(Strict):
+    """Settings every flow source shares (NetFlow/IPFIX and sFlow)."""
 
-    type: Literal["netflow"] = "netflow"
     listen: list[str] = Field(default_factory=lambda: ["0.0.0.0:2055", "[::]:2055"], description="host:port to receive exports on")
     paths: list[str] = Field(default_factory=list, description="pcap files of export traffic to replay instead of listening")
     exporters: list[str] = Field(default_factory=list, description="allowed exporter prefixes; empty allows any")
@@ -46,9 +45,6 @@ class Config(Strict):
     idle_watermark: float = Field(1.0, gt=0, description="seconds without exports before a Watermark is sent")
     record_delay: float = Field(60.0, ge=0, description="seconds a record may end before the export that carries it "
                                 "(the exporter's active/inactive timeout); Watermarks stay this far behind")
-    max_templates: int = Field(65536, ge=1)
-    template_lifetime: float = Field(1800.0, ge=0, description="seconds (export time) a template stays valid unless announced again; 0 = forever")
-    max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
 
     _listen = field_validator("listen")(_check_endpoints)
     _exporters = field_validator("exporters")(_check_prefixes)
@@ -63,6 +59,15 @@ class Config(Strict):
         return value
 
 
+class Config(FlowConfig):
+    """``[[sources]] type = "netflow"``: NetFlow v1/v5/v9 and IPFIX."""
+
+    type: Literal["netflow"] = "netflow"
+    max_templates: int = Field(65536, ge=1, description="templates kept over all exporters; the least recently announced go first")
+    template_lifetime: float = Field(1800.0, ge=0, description="seconds (export time) a template stays valid unless announced again; 0 = forever")
+    max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
+
+
 class FlowSource:
     """Decode export datagrams in batches and yield what the pipeline keeps.
 
@@ -72,7 +77,7 @@ class FlowSource:
 
     name = "netflow"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: FlowConfig) -> None:
         self.config = config
         self.allowlist = Allowlist(config.exporters)
         self.listener: Listener | None = None
