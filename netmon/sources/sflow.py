@@ -150,6 +150,7 @@ class SflowDecoder:
             if 0 < gap < 2**31:
                 self.lost[agent] = self.lost.get(agent, 0) + gap
                 health.count("source.sflow.lost.datagrams", gap)
+                health.count(f"source.sflow.agent.{agent}.lost.datagrams", gap)
         self.next_sequence[key] = (sequence + 1) & 0xFFFF_FFFF
 
     def _flow_sample(self, body: memoryview, expanded: bool, time: float, agent: tuple[int, int], agent_text: str) -> None:

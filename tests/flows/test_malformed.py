@@ -126,6 +126,7 @@ def test_sequence_gaps_count_lost_datagrams_per_exporter() -> None:
     collector.feed(v9([], sequence=1), "192.0.2.10")
     assert collector.lost == {"192.0.2.9": 3}
     assert health.snapshot()["source.netflow.lost.datagrams"] == 3
+    assert health.snapshot()["source.netflow.exporter.192.0.2.9.lost.datagrams"] == 3
 
 
 def test_ipfix_sequence_counts_records_so_a_gap_is_lost_records() -> None:

@@ -107,6 +107,7 @@ class Collector:
             if 0 < gap < 2**31:
                 self.lost[domain[0]] = self.lost.get(domain[0], 0) + gap
                 health.count(f"source.netflow.lost.{unit}", gap)
+                health.count(f"source.netflow.exporter.{domain[0]}.lost.{unit}", gap)
             elif gap and 2**32 - gap < _RESTART_JUMP:
                 health.count("source.netflow.reordered")
                 return

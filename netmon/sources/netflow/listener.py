@@ -68,7 +68,7 @@ class Listener:
     and counted (``source.<name>.dropped``).
     """
 
-    def __init__(self, endpoints: list[str], allowlist: Allowlist, name: str, max_queued: int = 100_000) -> None:
+    def __init__(self, endpoints: list[str], allowlist: Allowlist, name: str, max_queued: int = 50_000) -> None:
         self.allowlist = allowlist
         self.name = name
         self.max_queued = max_queued
