@@ -148,7 +148,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "clients": ("count", "distinct outside clients of the host acting as server"),
     "instances": ("count", "estimated client instances (independent poll schedules, from request timing per source port)"),
     "poll": ("log2 s", "median advertised poll exponent of the host's requests"),
-    "rate_vs_poll": ("ratio", "2^poll over the mean gap between requests of the host's fastest socket (server, port); 1 = polling as advertised"),
+    "rate_vs_poll": ("ratio", "2^poll over the mean gap between requests of the host's fastest socket (server, port); 1 = polling as advertised; poll 0 (not advertised) counts as 64 s"),
     "interval_min": ("seconds", "shortest gap between two requests of one socket (server, port)"),
     "kod_rate": ("packets", "KoD RATE received"),
     "kod_deny": ("packets", "KoD DENY received"),

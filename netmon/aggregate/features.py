@@ -36,6 +36,9 @@ NTP_ONLY = frozenset(
     | {k for k in KOD_CODES} | {"kod_other"}
     | {k for k in FEATURES if k.startswith(("mode", "version"))}
 )
+#: Poll exponent assumed when a request advertises none (poll 0: ntpsec's and many
+#: SNTP clients' data-minimised requests): 6, the default minimum poll of ntpd and chrony.
+UNADVERTISED_POLL = 6.0
 #: Requests a socket may send fast when it starts (ntpd iburst and burst send 8):
 #: their gaps do not count in its rate.
 START_BURST = 8
@@ -261,7 +264,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     kod_time = np.where(found, t[prev], known.kod_time[run])
     stop = is_kod & np.isin(r["ref_id"][pick], STOP_CODES)
     kod_stop = np.where(found, stop[prev], known.kod_stop[run])
-    poll = r["poll"][pick].astype(np.float64)
+    poll = expected_poll(r["poll"][pick])
     not_backed_off = kod_stop | (gap < KOD_BACKOFF * np.exp2(poll))
     prev, found = groups.last_before(restart, row_start)
     restarted = np.where(restart, t, np.where(found, t[prev], -np.inf))
@@ -276,7 +279,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
 
     n_runs = starts.shape[0]
     socket_gap = groups.mean(run, steady_gap, n_runs)
-    socket_poll = groups.median(run[is_req], r["poll"][pick][is_req].astype(np.float64), n_runs)
+    socket_poll = groups.median(run[is_req], poll[is_req], n_runs)
     socket_rate = np.exp2(socket_poll) / np.maximum(socket_gap, MIN_GAP)
     socket_host = h[starts]
     f["rate_vs_poll"] = groups.extreme(socket_host, socket_rate, n, np.maximum)
@@ -300,6 +303,16 @@ def _association_counts(is_req: np.ndarray, restart: np.ndarray, run: np.ndarray
     last_restart = np.where(restart, np.arange(is_req.shape[0]), np.where(found, prev, -1))
     since_restart = total - total[np.maximum(last_restart, 0)] + 1
     return np.where(last_restart >= 0, since_restart, before[run].astype(np.int64) + running)
+
+
+def expected_poll(poll: np.ndarray) -> np.ndarray:
+    """The poll exponent a request's timing is judged against (float64).
+
+    A zero poll field says nothing (ntpsec 1.2 sends 0 on purpose, so do many SNTP
+    devices): such requests are held to 64 s, the default minimum poll of ntpd and
+    chrony. Other values, negative (sub-second LAN polling) included, are taken as sent.
+    """
+    return np.where(poll == 0, UNADVERTISED_POLL, poll.astype(np.float64))
 
 
 @dataclass

@@ -193,6 +193,15 @@ def test_one_client_polling_as_advertised_has_rate_one_across_intervals():
     assert all(f["poll"] == 6 for f in features)
 
 
+def test_requests_advertising_no_poll_are_held_to_64_seconds():
+    t = Traffic()
+    for i in range(40):  # ntpsec sends poll 0 (data-minimised); here one request every 8 s
+        t.request(i * 8.0, HOST, SERVER, poll=0)
+    features = by_host(run(t), HOST)
+    assert features[-1]["poll"] == 0, "the feature keeps the advertised value"
+    assert features[-1]["rate_vs_poll"] == pytest.approx(8.0)
+
+
 def test_slow_poll_client_with_one_request_per_window_is_not_fast():
     t = Traffic()
     t.ntpd(HOST, SERVER, 0, 1024 * 12, poll=10)
@@ -394,11 +403,11 @@ def test_socket_memory_forgets_silent_sockets():
 
 def test_random_port_flood_counts_schedules_from_rate_not_ports():
     t = Traffic(seed=9)
-    for i in range(50 * 60):  # 50 requests/s advertising poll 0, a new port each time
-        t.request(i / 50.0, HOST, SERVER, int(t.rng.integers(32768, 61000)), poll=0)
+    for i in range(50 * 60):  # 50 requests/s advertising poll 1 (2 s), a new port each time
+        t.request(i / 50.0, HOST, SERVER, int(t.rng.integers(32768, 61000)), poll=1)
     f = one(t)
     assert f["client_ports"] > 2500
-    assert 40 <= f["instances"] <= 60, f"~50 schedules at poll 0, got {f['instances']}"
+    assert 80 <= f["instances"] <= 120, f"~100 schedules polling every 2 s, got {f['instances']}"
 
 
 def test_random_port_client_polling_slowly_is_one_instance():
