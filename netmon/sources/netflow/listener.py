@@ -112,6 +112,9 @@ class Listener:
             try:
                 ready = self._selector.select(0.2)
             except (OSError, ValueError):
+                if not self._stop.is_set():
+                    log.exception("export listener stopped", source=self.name)
+                    health.count(f"source.{self.name}.failed")
                 return
             now = time.time()
             for key, _ in ready:
@@ -122,6 +125,9 @@ class Listener:
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError:
+                        if not self._stop.is_set():
+                            log.exception("export socket failed", source=self.name)
+                            health.count(f"source.{self.name}.failed")
                         return
                     address = peer[0]
                     if address.startswith("::ffff:") and "." in address:
