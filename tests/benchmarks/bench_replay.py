@@ -52,7 +52,8 @@ def _ipv4(values: np.ndarray) -> np.ndarray:
 
 
 def _ntp_rows(n: int, hosts: int, duration: float, rng: np.random.Generator) -> np.ndarray:
-    """Client requests and their replies: ``n`` rows in all; 5 % of requests from one runaway host."""
+    """Client requests and their replies: ``n`` rows in all; 5 % of requests from one runaway host
+    (10.9.0.9: ntpd daemons sharing port 123, all asking one server at poll 6)."""
     requests = n // 2
     rows = empty_observations(2 * requests)
     q, r = rows[:requests], rows[requests:]
@@ -63,7 +64,7 @@ def _ntp_rows(n: int, hosts: int, duration: float, rng: np.random.Generator) -> 
     when = T0 + np.sort(rng.random(requests)) * duration
     ntp_now = ((when + NTP_EPOCH) * 2**32).astype(np.uint64)
     q["time"], q["src_lo"], q["dst_lo"] = when, _ipv4(client), _ipv4(server)
-    q["sport"], q["dport"] = rng.integers(32768, 61000, requests), 123
+    q["sport"], q["dport"] = np.where(runaway, 123, rng.integers(32768, 61000, requests)), 123  # ntpd shares port 123
     q["version"], q["mode"], q["poll"], q["precision"] = 4, 3, np.where(runaway, 6, rng.integers(6, 11, requests)), -20
     q["xmt_ts"], q["org_ts"] = ntp_now, ntp_now - np.uint64(64 << 32)
     r["time"], r["src_lo"], r["dst_lo"] = when + 0.02, q["dst_lo"], q["src_lo"]
