@@ -40,7 +40,6 @@ PRIO = 123  # tc filter preference netmon uses on clsact ingress and egress
 HANDLE = 0x7B
 PIN_ROOT = Path("/sys/fs/bpf/netmon")
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
-BPF_FS_MAGIC = 0xCAFE4A11
 TC_INGRESS = 0xFFFFFFF2
 TC_EGRESS = 0xFFFFFFF3
 ETH_P_ALL = 0x0003
@@ -68,6 +67,7 @@ MUZZLE_DTYPE = np.dtype(
 )
 EVENTS = ("sample_capped", "ringbuf_full", "counter_full")
 DIR_OUT, DIR_IN = 0, 1
+LiveError = live.LiveError
 
 
 def _host_bytes(host: str) -> bytes:
@@ -92,11 +92,8 @@ def check_kernel() -> None:
         )
 
 
-LiveError = live.LiveError
-
-
 def include_dirs() -> list[str]:
-    """Header directories for clang: libbpf-dev's bpf/ headers and the arch's asm/types.h."""
+    """Extra header directories for clang: the arch's asm/types.h (bpf/ is in /usr/include)."""
     arch = f"/usr/include/{platform.machine()}-linux-gnu"
     return [d for d in (arch,) if Path(d).is_dir()]
 
@@ -132,12 +129,14 @@ def compile_program(cache_dir: Path | None = None) -> Path:
 
 
 def bpffs_mounted(path: Path = Path("/sys/fs/bpf")) -> bool:
-    """True when ``path`` is a BPF filesystem (pins are possible)."""
-    try:
-        out = subprocess.run(["stat", "-f", "-c", "%t", str(path)], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    return int(out.stdout.strip() or "0", 16) == BPF_FS_MAGIC
+    """True when ``path`` is a BPF filesystem (pins are possible); the last mount there counts."""
+    kind = ""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == str(path):
+                kind = fields[2]
+    return kind == "bpf"
 
 
 def lookup_all(fd: int, key_dtype: np.dtype, val_dtype: np.dtype, max_entries: int) -> tuple[np.ndarray, np.ndarray]:
