@@ -94,6 +94,7 @@ def test_cleanup_removes_what_a_killed_netmon_left_attached(edge):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert f"netmon-{proc.pid}_" in filters(edge), "a SIGKILLed netmon should leave its filter behind"
+    assert pins(proc.pid) or not loader.bpffs_mounted(), "netmon pinned nothing under /sys/fs/bpf/netmon"
     done = subprocess.run([NETMON, "cleanup"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "removed" in done.stdout and f"{proc.pid}_" in done.stdout, done.stdout
