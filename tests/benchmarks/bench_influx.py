@@ -2,14 +2,14 @@
 
 1. Points/s: consecutive Scored intervals (every FEATURES column, scores, findings)
    written with the sink's default batching (5000 points a request, 1 s flush,
-   gzip) to victoria-metrics (v2 API, influxdb-client) and influxd 1.x (v1 /write),
+   gzip level 1) to victoria-metrics (v2 API, influxdb-client) and influxd 1.x (v1 /write),
    both on loopback; timed from the first write() to close() returning with the
    spool empty (every point acknowledged). Also the pipeline side alone: the time
    write() itself takes (line protocol + spool append), which is what a replay waits for.
 2. Replay: observation rows through aggregate -> detect (rules) -> sinks, with no
    sink and with the influx sink (to victoria-metrics); ratio of rows/s.
 
-    .venv/bin/python tests/benchmarks/bench_influx.py [--intervals 60] [--hosts 500] [--rows 400000]
+    .venv/bin/python tests/benchmarks/bench_influx.py [--intervals 30] [--hosts 500] [--rows 400000]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def replay(rows, sink_config: influx.Config | None, batch: int = 20000) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--intervals", type=int, default=60)
+    parser.add_argument("--intervals", type=int, default=30)
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--rows", type=int, default=400_000)
     args = parser.parse_args()
@@ -98,10 +98,11 @@ def main() -> None:
     try:
         run = make_run(recent_start(), args.intervals, n_hosts=args.hosts)
         print(f"points/s: {args.intervals} intervals x {args.hosts} hosts, default batching "
-              f"(batch_size 5000, flush 1 s, gzip)")
+              f"(batch_size 5000, flush 1 s, gzip level 1)")
         for label, config in (
-            ("victoria-metrics v2 API", influx.Config(type="influx", api="v2", url=vm.url, spool_dir=str(root / "s1"))),
-            ("influxd 1.x  v1 /write", influx.Config(type="influx", api="v1", url=influxd.url,
+            ("victoria-metrics v2 API", influx.Config(type="influx", api="v2", url=vm.url, close_timeout=600,
+                                                      spool_dir=str(root / "s1"))),
+            ("influxd 1.x  v1 /write", influx.Config(type="influx", api="v1", url=influxd.url, close_timeout=600,
                                                      spool_dir=str(root / "s2"))),
         ):
             points, in_write, total = write_points(config, run)
@@ -109,7 +110,8 @@ def main() -> None:
                   f"write() alone {points / in_write:,.0f} points/s ({in_write / len(run) * 1000:.1f} ms/interval)")
         rows = make_rows(args.rows, args.hosts * 4)
         off, _ = replay(rows, None)
-        on, timed = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, spool_dir=str(root / "s3")))
+        on, timed = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, close_timeout=600,
+                                               spool_dir=str(root / "s3")))
         points = int(health.snapshot()["influx.write.points"])
         print(f"replay ({args.rows} rows, {timed.intervals} intervals, {points} points, rules detector): "
               f"sink off {off:,.0f} rows/s, influx sink on {on:,.0f} rows/s, on/off = {on / off:.2f}; "

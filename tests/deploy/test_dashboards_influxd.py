@@ -51,10 +51,10 @@ def written(tmp_path_factory):
 
 def substitute(query: str, start: float, end: float | None = None, host: str = RUNAWAY) -> str:
     """Grafana's macros as Grafana would expand them: data panels over [start, end] in 60 s
-    steps, health panels (wall-clock points) over the last hour in 1 s steps."""
+    steps, health panels (wall-clock points) over the last hour in 100 ms steps."""
     now_ms = int(time.time() * 1000)
     if "netmon_health" in query:
-        interval, window = "1s", f"time >= {now_ms - 3_600_000}ms and time <= {now_ms + 60_000}ms"
+        interval, window = "100ms", f"time >= {now_ms - 3_600_000}ms and time <= {now_ms + 60_000}ms"
     else:
         end_ms = now_ms + 60_000 if end is None else int(end * 1000)
         interval, window = "60s", f"time >= {int(start * 1000) - 60_000}ms and time <= {end_ms}ms"

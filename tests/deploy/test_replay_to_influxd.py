@@ -34,7 +34,7 @@ def replayed(tmp_path_factory):
     config.write_text(
         '[campus]\ninternal = ["10.20.0.0/16", "2001:db8:20::/48"]\n'
         '[detect]\ndetectors = ["rules", "population"]\ncheckpoint = "state.ckpt"\n'
-        f'[[sinks]]\ntype = "influx"\napi = "v1"\nurl = "{server.url}"\nspool_dir = "spool"\nflush_interval = 0.2\nhealth_interval = 0.5\n'
+        f'[[sinks]]\ntype = "influx"\napi = "v1"\nurl = "{server.url}"\nspool_dir = "spool"\nflush_interval = 0.2\nhealth_interval = 0.1\n'
     )
     result = subprocess.run([str(REPO / ".venv/bin/netmon"), "replay", str(SAMPLE), "--config", str(config)],
                             cwd=root, capture_output=True, text=True, timeout=300)
