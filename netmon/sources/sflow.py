@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,6 +85,18 @@ def _row(time: float, agent: tuple[int, int], src: str, dst: str, sport: int, dp
             1.0, float(size), rate, SFLOW_VERSION)
 
 
+def _items(data: memoryview, pos: int, count: int) -> Iterator[tuple[int, memoryview]]:
+    """(format, body) of ``count`` XDR items (format, length, body) from ``pos``; a cut one ends the walk, counted."""
+    for _ in range(count):
+        fmt, length = _PAIR.unpack_from(data, pos)
+        body = data[pos + 8 : pos + 8 + length]
+        if len(body) < length:
+            health.count("decode.skip.truncated")
+            return
+        pos += 8 + length
+        yield fmt, body
+
+
 class SflowDecoder:
     """sFlow v5 datagram parsing, with per-agent sequence tracking (lost datagrams)."""
 
@@ -126,13 +139,7 @@ class SflowDecoder:
         pos += 16
         self._sequence(agent_text, sub_agent, sequence)
         agent = addr_halves(agent_text)
-        for _ in range(count):
-            fmt, length = _PAIR.unpack_from(data, pos)
-            body = data[pos + 8 : pos + 8 + length]
-            if len(body) < length:
-                health.count("decode.skip.truncated")
-                return
-            pos += 8 + length
+        for fmt, body in _items(data, pos, count):
             if fmt >> 12:
                 health.count("decode.skip.sflow_enterprise_sample")
             elif fmt & 0xFFF in (1, 3):
@@ -158,19 +165,11 @@ class SflowDecoder:
         values = head.unpack_from(body)
         rate = float(values[3] if expanded else values[2]) or 1.0
         rate = self.override.get(agent_text, rate)
-        count = values[-1]
-        pos = head.size
         vlan = 0
         headers: list[tuple[int, bytes, int]] = []
         sampled: list[tuple] = []
         health.count("source.sflow.flow_samples")
-        for _ in range(count):
-            fmt, length = _PAIR.unpack_from(body, pos)
-            record = body[pos + 8 : pos + 8 + length]
-            if len(record) < length:
-                health.count("decode.skip.truncated")
-                break
-            pos += 8 + length
+        for fmt, record in _items(body, head.size, values[-1]):
             if fmt == 1:
                 protocol, frame_length, stripped, header_length = _RAW.unpack_from(record)
                 header = bytes(record[16 : 16 + header_length])
