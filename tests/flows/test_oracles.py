@@ -232,3 +232,18 @@ def test_data_without_its_template_is_held_not_emitted(corpus: Path, name: str) 
     decoded = collect([corpus / "akvorado" / "netflow" / name], exporter="127.0.0.1")
     assert len(decoded.flows) == len(decoded.header_flows) == 0
     assert health.snapshot()["source.netflow.pending"] == 1
+
+
+def test_goflow2_sflow_vectors_decode_and_drop_notifications_are_skipped_not_traffic(corpus: Path) -> None:
+    """goflow2 is the only oracle for drop notifications (tshark 4.0.17 cannot read them, MANIFEST 21)."""
+    from tests.flows.support import datagrams
+
+    path = corpus / "goflow2" / "goflow2-vectors.wrapped.pcap"
+    sflow_payloads = [d for d in datagrams(path) if d.dport == 6343]
+    assert len(sflow_payloads) == 5
+    health.reset()
+    decoded = sflow([path])
+    counts = health.snapshot()
+    assert counts.get("decode.skip.malformed", 0) == 0 and counts.get("decode.skip.truncated", 0) == 0
+    assert counts["decode.skip.sflow_sample"] == 3, "the 3 drop notifications (format 5) are skipped by length"
+    assert decoded.frames is not None and len(decoded.frames) == counts["source.sflow.flow_samples"]
