@@ -2,29 +2,34 @@
 
 The founding incident grew by one ntpd an hour. A model that adapts every
 interval (``baseline``, ``population``) learns such a ramp as normal, so this
-detector keeps, per host, a reference that is captured during a warm-up
-(``warmup`` s after the host is first seen) and afterwards moves only with time
-constant ``adapt`` (a week) and only on intervals no detector flagged. Beside
-it runs a one-sided CUSUM per feature on the log2 level of the recent rate
-(``window`` s, see :func:`netmon.detect.hoststate.windowed`)::
+detector keeps, per host and feature, a reference captured during a warm-up
+(``warmup`` s once the feature's window has filled) that afterwards moves only
+with time constant ``adapt`` (a week) and only on intervals no detector
+flagged. Beside it runs a one-sided CUSUM per feature on the log2 level of the
+feature's recent value (over its own window, see
+:func:`netmon.detect.hoststate.windowed`)::
 
     C <- max(0, C + (level - reference - allowance - 2 x reference_dev) x hours)
 
 which sums, hour by hour, how far the host stays above its reference beyond an
 allowance; a steady ramp accumulates until ``C >= threshold`` (log2-hours)
-while noise and a reboot's short burst do not. Default features and allowances:
-the request rate (2: a 4x rise), ``rate_vs_poll`` (0.3: the aggregator's
-requests per socket against the advertised poll, 1 for a daemon polling as it
-says, N for N daemons sharing port 123, and left alone by a reboot that polls
-fast at poll 6 because it also advertises poll 6) and ``org_mismatch`` (2:
-origins that match nothing, as when daemons read each other's replies). Each
-finding also needs the feature's absolute rise floor
-(:data:`netmon.detect.scaling.SPECS`).
+while noise and a reboot's short burst do not. Default features (``Watch``):
 
-Cold start: NaN and no finding until the reference is captured (``warmup`` s
-and ``window`` s of a host, whichever is longer); a host silent for
-``forget_after`` s starts over. State: 24 + 16 x features bytes per host, plus
-its key.
+* ``requests_out`` over 6 h, allowance 1 (2x): slow creep over days; a reboot's
+  hour of fast polling hardly moves a 6-hour rate;
+* ``rate_vs_poll`` over 30 min, allowance 0.5: the aggregator's requests per
+  socket against the advertised poll, 1 for a daemon polling as it says, N for
+  N daemons sharing port 123, and 1 for a reboot that polls fast at poll 6,
+  since it also advertises poll 6;
+* ``org_mismatch`` over 30 min, allowance 2: origins that match nothing, as
+  when daemons read each other's replies.
+
+A finding also needs the feature's absolute rise ``floor``.
+
+Cold start: NaN and no finding for a feature until its reference is captured
+(its window plus ``warmup``: 6.5 h for the poll ratio, 12 h for the request
+rate); a host silent for ``forget_after`` s starts over. State: 16 + 20 x
+features bytes per host, plus its key.
 """
 
 from __future__ import annotations
@@ -48,16 +53,33 @@ log = structlog.get_logger(__name__)
 PRUNE_EVERY = 360
 
 
+class Watch(BaseModel):
+    """How one feature is watched: over which window, with which allowance and floor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowance: float = Field(ge=0, description="log2 rise above the reference that is tolerated")
+    window: float = Field(1800.0, gt=0, description="seconds the current value is measured over")
+    floor: float = Field(ge=0, description="smallest rise above the reference (feature units) worth a finding")
+
+
+def _default_features() -> dict[str, Watch]:
+    return {
+        "requests_out": Watch(allowance=1.0, window=6 * 3600.0, floor=10.0),
+        "rate_vs_poll": Watch(allowance=0.5, window=1800.0, floor=1.5),
+        "org_mismatch": Watch(allowance=2.0, window=1800.0, floor=30.0),
+    }
+
+
 class Config(BaseModel):
     """``[detect.drift]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    features: dict[str, float] = Field(
-        default_factory=lambda: {"requests_out": 2.0, "rate_vs_poll": 0.3, "org_mismatch": 2.0},
-        description="feature -> allowance: log2 rise above the reference that is tolerated",
+    features: dict[str, Watch] = Field(
+        default_factory=_default_features,
+        description="feature -> how it is watched, e.g. requests_out = {allowance = 1.0, window = 21600, floor = 10}",
     )
-    window: float = Field(1800.0, gt=0, description="seconds the current rate is measured over")
     warmup: float = Field(6 * 3600.0, ge=0, description="seconds during which the reference is captured")
     adapt: float = Field(7 * 86400.0, gt=0, description="time constant of the reference after warm-up, seconds")
     threshold: float = Field(2.0, gt=0, description="CUSUM level (log2-hours above reference) that makes a finding")
@@ -66,7 +88,7 @@ class Config(BaseModel):
 
     @field_validator("features")
     @classmethod
-    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known(cls, value: dict[str, Watch]) -> dict[str, Watch]:
         unknown = [v for v in value if v not in scaling.SPECS]
         if unknown:
             raise ValueError(f"unknown features {unknown}; allowed: {', '.join(scaling.SPECS)}")
@@ -96,16 +118,17 @@ class Drift:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.names = tuple(config.features)
-        self.allowance = np.array([config.features[n] for n in self.names])
+        self.allowance = np.array([config.features[n].allowance for n in self.names])
+        self.windows = np.array([config.features[n].window for n in self.names])
+        self.floors = np.array([config.features[n].floor for n in self.names])
         self.rates = scaling.rate_mask(self.names)
         self.priors = scaling.priors(self.names)
-        self.floors = scaling.floors(self.names)
         k = len(self.names)
         self.table = HostTable(
             {
                 "first": Column("f8", 0, np.nan),
                 "last": Column("f8", 0, np.nan),
-                "weight": Column("f4", 0, 0.0),
+                "weight": Column("f4", k, 0.0),
                 "sums": Column("f4", k, np.nan),
                 "ref": Column("f4", k, np.nan),
                 "dev": Column("f4", k, 0.0),
@@ -130,12 +153,12 @@ class Drift:
         age = t - first + length
         sums = self.table["sums"][rows]
         counts = scaling.matrix(intervals, self.names, per_hour=False)
-        sums, current = windowed(sums, elapsed, age, length, cfg.window, counts, self.rates, self.priors)
+        sums, current = windowed(sums, elapsed, age, length, self.windows, counts, self.rates, self.priors)
         level = scaling.level(current)
         ref = np.where(fresh[:, None], np.nan, self.table["ref"][rows])
         dev = np.where(fresh[:, None], 0.0, self.table["dev"][rows])
-        ready = (age >= max(cfg.warmup, cfg.window))[:, None] & ~np.isnan(ref)
-        hours = (np.minimum(np.nan_to_num(elapsed, nan=length), cfg.window) / 3600.0)[:, None]
+        ready = (age[:, None] >= self.windows + cfg.warmup) & ~np.isnan(ref)
+        hours = np.minimum(np.nan_to_num(elapsed, nan=length)[:, None], self.windows) / 3600.0
         excess = level - ref - self.allowance - 2.0 * dev
         old = np.where(fresh[:, None], 0.0, self.table["cusum"][rows])
         cusum = np.where(ready & ~np.isnan(level), np.maximum(0.0, old + np.nan_to_num(excess) * hours), old)
@@ -147,7 +170,7 @@ class Drift:
             first=first,
             ref=ref,
             dev=dev,
-            weight=np.where(fresh, 0.0, self.table["weight"][rows]),
+            weight=np.where(fresh[:, None], 0.0, self.table["weight"][rows]),
             cusum=np.where(ready, cusum, 0.0),
             hours=hours,
             ready=ready,
@@ -190,11 +213,11 @@ class Drift:
         self._seen = None
         t = float(intervals.end)
         age = t - seen.first + float(intervals.end - intervals.start)
-        filled = (age >= cfg.window)[:, None]
-        capturing = filled & (age < max(cfg.warmup, cfg.window))[:, None]
-        use = normal[:, None] & ~np.isnan(seen.level) & (filled | capturing)
+        filled = age[:, None] >= self.windows
+        capturing = filled & (age[:, None] < self.windows + cfg.warmup)
+        use = normal[:, None] & ~np.isnan(seen.level) & filled
         seconds = seen.hours * 3600.0
-        weight = seen.weight[:, None] + seconds
+        weight = seen.weight + seconds
         alpha = np.where(capturing, seconds / weight, -np.expm1(-seconds / cfg.adapt))
         first = use & np.isnan(seen.ref)
         ref = np.where(first, seen.level, seen.ref)
@@ -206,7 +229,7 @@ class Drift:
         table["ref"][rows] = ref
         table["dev"][rows] = dev
         table["cusum"][rows] = seen.cusum
-        table["weight"][rows] = np.where(normal & capturing.any(axis=1), weight[:, 0], seen.weight)
+        table["weight"][rows] = np.where(use & capturing, weight, seen.weight)
         table["first"][rows] = seen.first
         table["last"][rows] = t
         self._intervals += 1

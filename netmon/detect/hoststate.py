@@ -168,7 +168,7 @@ def windowed(
     elapsed: np.ndarray,
     age: np.ndarray,
     length: float,
-    window: float,
+    window: float | np.ndarray,
     values: np.ndarray,
     rates: np.ndarray,
     priors: np.ndarray,
@@ -190,19 +190,22 @@ def windowed(
     the host's previous row (NaN for a new host, whose state starts afresh);
     NaN values are unknown and leave the state as it was (sums only decay).
 
+    ``window`` is seconds, one for all features or one per feature.
+
     Returns the new state and the current values: per hour for counts, the
     windowed geometric mean for levels; NaN where this interval did not know
     the feature.
     """
+    window = np.broadcast_to(np.asarray(window, dtype=np.float64), (values.shape[1],))[None, :]
     new_host = np.isnan(elapsed)[:, None]
-    keep = np.exp(-np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0) / window)[:, None]
+    keep = np.exp(-np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0)[:, None] / window)
     known = ~np.isnan(values)
     counts = np.where(new_host, 0.0, sums) * keep + np.where(known, values, 0.0)
     blend = -np.expm1(-length / window)
     logs = np.where(new_host | np.isnan(sums), np.log2(1.0 + priors), sums)
     logs = np.where(known, logs + blend * (np.log2(1.0 + np.maximum(values, 0.0)) - logs), logs)
     state = np.where(rates, counts, logs)
-    filled = -np.expm1(-np.maximum(age, 1.0) / window)[:, None]
+    filled = -np.expm1(-np.maximum(age, 1.0)[:, None] / window)
     current = np.where(rates, counts * (3600.0 / window) / filled, np.exp2(np.where(rates, 0.0, logs)) - 1.0)
     current[~known] = np.nan
     return state, current

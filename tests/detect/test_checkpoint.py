@@ -75,10 +75,11 @@ def test_restart_from_checkpoint_keeps_baselines_and_sends_no_alert_storm(tmp_pa
 
 def test_restored_baseline_still_flags_what_it_flagged_before(tmp_path):
     path = tmp_path / "state.ckpt"
-    fleet = Fleet.clients(40)
+    fleet = Fleet.clients(40, periods=(64.0,))
     fleet.add(3, 1.0, 0.0, start=3 * HOUR)
     engine = _engine(path)
-    _feed(engine, fleet, 0.0, 3.5)
+    before = _feed(engine, fleet, 0.0, 3.5)
+    assert any(f.host == fleet.hosts[3] for f in before), "the flood was not flagged before the restart"
     engine.save()
     again = _engine(path).process(fleet.interval(3.5 * HOUR))
     assert any(f.host == fleet.hosts[3] for f in again.findings), "restored models forgot the ongoing anomaly"
@@ -126,7 +127,7 @@ def test_state_for_other_features_is_dropped_not_crashed_on(tmp_path):
     engine = _engine(path)
     _feed(engine, Fleet.clients(20), 0.0, 0.5)
     engine.save()
-    other = _engine(path, baseline={"features": ["requests_out"]}, drift={"features": {"requests_out": 1.0}})
+    other = _engine(path, baseline={"features": ["requests_out"]}, drift={"features": {"requests_out": {"allowance": 1.0, "floor": 10.0}}})
     assert len(other.detectors["baseline"].table) == 0 and len(other.detectors["drift"].table) == 0
 
 

@@ -94,10 +94,12 @@ def test_drift_is_quiet_for_a_reboot_with_iburst():
     fleet = Fleet.clients(40)
     host = fleet.add_host(ODD)
     boot = 20 * HOUR
-    fleet.add(host, 1024.0, 5.0, stop=boot)
-    fleet.add(host, 2.0, 0.0, start=boot + 60, stop=boot + 76, servers=4.0)  # iburst to 4 servers
-    fleet.add(host, 64.0, 3.0, start=boot + 60, stop=boot + 3 * HOUR)
-    fleet.add(host, 1024.0, 9.0, start=boot + 3 * HOUR)
+    fleet.add(host, 1024.0, 5.0, stop=boot, servers=4.0)
+    begin = boot + 60.0
+    for count, period in ((8, 2.0), (8, 64.0), (8, 128.0), (6, 256.0), (4, 512.0)):  # ntpd's ramp after boot
+        fleet.add(host, period, 0.0, start=begin, stop=begin + count * period, servers=4.0, socket=500)
+        begin += count * period
+    fleet.add(host, 1024.0, 9.0, start=begin, servers=4.0)
     found = run([drift.build(drift.Config()), baseline.build(baseline.Config())], fleet, 0.0, 26.0)
     assert not found, f"a reboot raised findings: {[f.explanation for f in found[:3]]}"
 
@@ -129,10 +131,10 @@ def test_cold_start_reports_nan_until_warmup():
 def test_flow_rows_with_nan_ntp_features_are_scored_on_what_is_known():
     fleet = Fleet.clients(200)
     fleet.flow = True
-    fleet.add(9, 1.0, 0.0, start=10 * HOUR)
+    fleet.add(9, 1.0, 0.0, start=13 * HOUR)
     detectors = [population.build(population.Config()), baseline.build(baseline.Config()), drift.build(drift.Config())]
-    found = run(detectors, fleet, 0.0, 10.5)
-    batch = fleet.interval(10.5 * HOUR)
+    found = run(detectors, fleet, 0.0, 13.5)
+    batch = fleet.interval(13.5 * HOUR)
     for d in detectors:
         scores = next(iter(d.score(batch).scores.values()))
         assert np.isfinite(scores).mean() > 0.9, f"{d.name}: NaN features left most hosts unscored"
