@@ -247,3 +247,10 @@ def test_goflow2_sflow_vectors_decode_and_drop_notifications_are_skipped_not_tra
     assert counts.get("decode.skip.malformed", 0) == 0 and counts.get("decode.skip.truncated", 0) == 0
     assert counts["decode.skip.sflow_sample"] == 3, "the 3 drop notifications (format 5) are skipped by length"
     assert decoded.frames is not None and len(decoded.frames) == counts["source.sflow.flow_samples"]
+
+
+def test_ipfix_sysuptime_times_count_from_the_options_system_init_time(corpus: Path) -> None:
+    """softflowd's IPFIX: flowEndSysUpTime 4286431.696 s (tshark) after systemInitTimeMilliseconds 1585735165729 (bitkeks)."""
+    flows = collect([corpus / "python-netflow-v9-softflowd" / "bitkeks-vectors.wrapped.pcap"]).flows
+    ipfix = flows[flows["version"] == 10]
+    assert np.isclose(ipfix["end"], 1585735165.729 + 4286431.696, atol=1e-3).any()
