@@ -81,7 +81,7 @@ def pcap_bytes(packets: Sequence[bytes], linktype: int = 1, endian: str = "<", n
     return b"".join(out)
 
 
-def _block(endian: str, kind: int, body: bytes) -> bytes:
+def pcapng_block(endian: str, kind: int, body: bytes) -> bytes:
     body += bytes(-len(body) % 4)
     size = len(body) + 12
     return struct.pack(endian + "II", kind, size) + body + struct.pack(endian + "I", size)
@@ -90,7 +90,7 @@ def _block(endian: str, kind: int, body: bytes) -> bytes:
 def pcapng_bytes(packets: Sequence[bytes], linktype: int = 1, endian: str = "<", block: str = "epb",
                  tsresol: int | None = None, tsoffset: int = 0, times: Sequence[float] | None = None) -> bytes:
     """A pcapng file: section header, one interface (with if_tsresol/if_tsoffset), packet blocks."""
-    shb = _block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    shb = pcapng_block(endian, 0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1))
     options = b""
     units = 1_000_000
     if tsresol is not None:
@@ -100,17 +100,17 @@ def pcapng_bytes(packets: Sequence[bytes], linktype: int = 1, endian: str = "<",
         options += struct.pack(endian + "HHq", 14, 8, tsoffset)
     if options:
         options += struct.pack(endian + "HH", 0, 0)
-    idb = _block(endian, 1, struct.pack(endian + "HHI", linktype, 0, 0) + options)
+    idb = pcapng_block(endian, 1, struct.pack(endian + "HHI", linktype, 0, 0) + options)
     out = [shb, idb]
     for i, packet in enumerate(packets):
         t = (times[i] if times is not None else T0 + i) - tsoffset
         ticks = round(t * units)
         if block == "epb":
             body = struct.pack(endian + "IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(packet), len(packet)) + packet
-            out.append(_block(endian, 6, body))
+            out.append(pcapng_block(endian, 6, body))
         elif block == "spb":
-            out.append(_block(endian, 3, struct.pack(endian + "I", len(packet)) + packet))
+            out.append(pcapng_block(endian, 3, struct.pack(endian + "I", len(packet)) + packet))
         else:
             body = struct.pack(endian + "HHIIII", 0, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(packet), len(packet)) + packet
-            out.append(_block(endian, 2, body))
+            out.append(pcapng_block(endian, 2, body))
     return b"".join(out)

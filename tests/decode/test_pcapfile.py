@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from netmon import health
+from netmon.decode.frames import decode_frames
 from netmon.decode.encode import frames_from_observations
 from netmon.sources import pcapfile
 from netmon.sources.pcapfile import CaptureError, read_frames, write_pcap
@@ -171,3 +173,21 @@ def test_a_cut_gzip_file_keeps_every_frame_that_decompressed_before_the_cut(tmp_
         for frames in read_frames(path):
             got += len(frames)
     assert got > 1000, f"only {got} of ~1500 frames before the cut were kept"
+
+
+def test_pcapng_interfaces_keep_their_own_link_type_and_a_bad_interface_id_is_an_error(tmp_path: Path) -> None:
+    ip = builders.ip_packets(builders.rows(1))[0]
+    ether = builders.link_header(1, ip) + ip
+
+    def epb(interface: int, packet: bytes) -> bytes:
+        return builders.pcapng_block("<", 6, struct.pack("<IIIII", interface, 0, 1_000_000, len(packet), len(packet)) + packet)
+
+    head = builders.pcapng_bytes([], linktype=1) + builders.pcapng_block("<", 1, struct.pack("<HHI", 101, 0, 0))
+    path = tmp_path / "two.pcapng"
+    path.write_bytes(head + epb(0, ether) + epb(1, ip))
+    rows = [decode_frames(frames) for frames in read_frames(path)]
+    assert [len(r) for r in rows] == [2]
+    assert [int(t) for frames in read_frames(path) for t in frames.linktype] == [1, 101]
+    path.write_bytes(head + epb(0, ether) + epb(7, ip))
+    with pytest.raises(CaptureError, match="interface"):
+        list(read_frames(path))
