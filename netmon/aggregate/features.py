@@ -203,7 +203,8 @@ def _control(f: dict[str, np.ndarray], host: np.ndarray, n: int, ctl: np.ndarray
         f[f"ctl_{direction}"] = groups.total(host[mask], n, weight[mask])
         f[f"ctl_bytes_{direction}"] = groups.total(host[mask], n, size[mask])
     ctl = ctl & outside
-    monlist = ctl & out & response & (mode == 7) & np.isin(r["ctl_code"], MONLIST_CODES)
+    code = r["ctl_code"]
+    monlist = ctl & out & response & (mode == 7) & ((code == MONLIST_CODES[0]) | (code == MONLIST_CODES[1]))
     f["monlist_out"] = groups.total(host[monlist], n, weight[monlist])
     sent = ctl & out & response
     asked = ctl & ~out & ~response
@@ -262,7 +263,8 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
 
     prev, found = groups.last_before(is_kod, row_start)
     kod_time = np.where(found, t[prev], known.kod_time[run])
-    stop = is_kod & np.isin(r["ref_id"][pick], STOP_CODES)
+    ref_id = r["ref_id"][pick]
+    stop = is_kod & ((ref_id == STOP_CODES[0]) | (ref_id == STOP_CODES[1]))
     kod_stop = np.where(found, stop[prev], known.kod_stop[run])
     poll = expected_poll(r["poll"][pick])
     not_backed_off = kod_stop | (gap < KOD_BACKOFF * np.exp2(poll))
@@ -340,7 +342,7 @@ def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
     random ports is ~50 schedules at poll 0, one chrony polling every 1024 s is one.
     """
     asked = s.requests > 0
-    measured = asked & (np.nan_to_num(s.rate) >= 1.0)
+    measured = asked & (s.rate >= 1.0)
     port_key = hash_key(s.host, s.port)
     ports, inverse = np.unique(port_key[measured], return_inverse=True)
     per_port = np.zeros(ports.shape[0])

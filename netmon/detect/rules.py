@@ -107,7 +107,8 @@ class Rules:
 
     def _poll_rate(self, iv: HostIntervals) -> list[Hit]:
         c, f = self.config, iv.features
-        fast = (np.nan_to_num(f["rate_vs_poll"]) >= c.poll_ratio) & (f["requests_out"] >= c.poll_min_requests)
+        # comparisons with NaN (unknown from this telemetry) are false: no rule fires on what is not known
+        fast = (f["rate_vs_poll"] >= c.poll_ratio) & (f["requests_out"] >= c.poll_min_requests)
         streaks: dict[str, tuple[int, float]] = {}
         hits = []
         for row in np.flatnonzero(fast):
@@ -133,7 +134,7 @@ class Rules:
     def _kod_ignored(self, iv: HostIntervals) -> list[Hit]:
         c, f = self.config, iv.features
         hits = []
-        for row in np.flatnonzero(np.nan_to_num(f["after_kod"]) >= c.kod_ignored_min):
+        for row in np.flatnonzero(f["after_kod"] >= c.kod_ignored_min):
             after = f["after_kod"][row]
             kods = {k: f[k][row] for k in ("kod_rate", "kod_deny", "kod_rstr", "kod_other") if f[k][row] > 0}
             told = ", ".join(f"{v:.0f} {k.removeprefix('kod_').upper()}" for k, v in kods.items())
@@ -146,7 +147,7 @@ class Rules:
 
     def _origin(self, iv: HostIntervals) -> list[Hit]:
         c, f = self.config, iv.features
-        mismatch, match = np.nan_to_num(f["org_mismatch"]), np.nan_to_num(f["org_match"])
+        mismatch, match = f["org_mismatch"], f["org_match"]
         checked = mismatch + match
         share = np.divide(mismatch, checked, out=np.zeros(len(iv)), where=checked > 0)
         hits = []
@@ -161,16 +162,16 @@ class Rules:
 
     def _reflector(self, iv: HostIntervals) -> list[Hit]:
         c, f = self.config, iv.features
-        monlist = np.nan_to_num(f["monlist_out"])
-        amp = np.nan_to_num(f["amplification"])
-        big = (amp >= c.amplification_ratio) & (np.nan_to_num(f["ctl_bytes_out"]) >= c.control_bytes_min)
+        monlist, amp = f["monlist_out"], f["amplification"]
+        big = (amp >= c.amplification_ratio) & (f["ctl_bytes_out"] >= c.control_bytes_min)
         hits = []
         for row in np.flatnonzero((monlist >= c.monlist_min) | big):
             score = max(monlist[row] / c.monlist_min, amp[row] / c.amplification_ratio if big[row] else 0.0)
+            ratio = "no requests seen" if np.isnan(amp[row]) else f"{amp[row]:.1f}x amplification"
             hits.append(Hit(row, "rule.reflector", score, (
-                f"NTP reflector: {monlist[row]:.0f} monlist (mode 7) responses and {f['ctl_out'][row]:.0f} mode 6/7 "
-                f"packets sent ({f['ctl_bytes_out'][row]:.0f} bytes) for {f['ctl_bytes_in'][row]:.0f} bytes of "
-                f"requests ({amp[row]:.1f}x amplification, threshold {c.amplification_ratio}x)"),
+                f"NTP reflector: {monlist[row]:.0f} monlist (mode 7) responses to outside and {f['ctl_out'][row]:.0f} "
+                f"mode 6/7 packets sent ({f['ctl_bytes_out'][row]:.0f} bytes) for {f['ctl_bytes_in'][row]:.0f} bytes "
+                f"of requests ({ratio}, threshold {c.amplification_ratio}x)"),
                 {"monlist_out": _ev(monlist[row], 0.0), "amplification": _ev(amp[row], 1.0),
                  "ctl_bytes_out": _ev(f["ctl_bytes_out"][row], f["ctl_bytes_in"][row])}))
         return hits

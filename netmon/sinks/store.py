@@ -12,7 +12,8 @@ Tables (schema version in ``meta``):
 * ``inputs``: the files replayed (path, first and last event time seen), so an
   evidence report can find the pcap that holds a host's packets.
 
-Retention is in event time: on each write, rows that ended more than
+Retention is in event time: at each commit (every second at most, and at
+close), rows that ended more than
 ``retention_days`` before the newest interval stored are deleted, so a replay of
 last month's capture keeps its own month. Columns for features or scores added
 later are added to an existing file when it is opened.
@@ -42,6 +43,9 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PATH = "netmon-data/netmon.db"
 SCHEMA_VERSION = 1
+#: Seconds (wall clock) between commits: a replay writes thousands of intervals a
+#: second, a live run one a minute; readers see data at most this late.
+COMMIT_EVERY = 1.0
 _KEY_COLUMNS = ("host", "grp", "role", "start", "end")
 
 
@@ -97,6 +101,7 @@ class Store:
         self.db = _connect(self.path, readonly=False)
         self.first = math.inf
         self.last = -math.inf
+        self._committed = time.monotonic()
         try:
             self._schema()
         except sqlite3.DatabaseError as exc:
@@ -127,11 +132,12 @@ class Store:
         self._add_columns(list(FEATURES))
 
     def _add_columns(self, names: list[str]) -> None:
-        with self.db:
-            for name in names:
-                if name not in self._known:
-                    self.db.execute(f"ALTER TABLE intervals ADD COLUMN {_q(name)} REAL")
-                    self._known.add(name)
+        missing = [name for name in names if name not in self._known]
+        for name in missing:
+            self.db.execute(f"ALTER TABLE intervals ADD COLUMN {_q(name)} REAL")
+            self._known.add(name)
+        if missing:
+            self.db.commit()
 
     def write(self, scored: Scored) -> None:
         """Store one closed interval: every host's features and scores, and the findings."""
@@ -149,7 +155,7 @@ class Store:
                    worst.tolist()] + [iv.features[name].tolist() for name in FEATURES]
         columns += [np.asarray(v, dtype=np.float64).tolist() for v in score_columns.values()]
         placeholders = ", ".join("?" * len(names))
-        with self.db:
+        try:
             self.db.executemany(
                 f"INSERT OR REPLACE INTO intervals ({', '.join(_q(c) for c in names)}) VALUES ({placeholders})",
                 zip(*columns),
@@ -159,7 +165,11 @@ class Store:
                 [(f.host, f.group, f.start, f.end, f.detector, f.severity, f.score, f.server, f.explanation,
                   json.dumps(f.evidence, default=float)) for f in scored.findings],
             )
-            self._expire()
+        except BaseException:
+            self.db.rollback()
+            raise
+        if time.monotonic() - self._committed >= COMMIT_EVERY:
+            self.commit()
         health.count("store.host_intervals", n)
         health.count("store.findings", len(scored.findings))
 
@@ -174,12 +184,19 @@ class Store:
         if removed:
             health.count("store.expired", removed)
 
+    def commit(self) -> None:
+        """Apply retention and make everything written so far durable and visible to readers."""
+        self._expire()
+        self.db.commit()
+        self._committed = time.monotonic()
+
     def record_input(self, path: str, first: float, last: float) -> None:
         """Remember that ``path`` was replayed and covered event times ``first``..``last``."""
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)", (path, first, last, time.time()))
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
 
