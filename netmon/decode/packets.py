@@ -35,6 +35,7 @@ MAX_IPV6_EXTENSIONS = 6
 IPV6_SKIPPABLE = (0, 43, 60)
 IPV6_FRAGMENT, IPV6_AH = 44, 51
 MAPPED = np.uint64(0xFFFF_0000_0000)
+UNKNOWN_LINK = -1
 
 
 @dataclass
@@ -120,11 +121,11 @@ def _at(n: int, rows: np.ndarray) -> np.ndarray:
 
 
 def _link(frames: Frames, read: _Bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ethertype, network-layer position, outer VLAN id) per frame; ethertype 0 = unknown link type."""
+    """(ethertype, network-layer position, outer VLAN id) per frame; ethertype -1 = unknown link type."""
     n = len(frames)
     offset = frames.offset.astype(np.int64)
     linktype = frames.linktype.astype(np.int64)
-    ethertype = np.zeros(n, dtype=np.int64)
+    ethertype = np.full(n, UNKNOWN_LINK, dtype=np.int64)
     at = offset.copy()
     vlan = np.zeros(n, dtype=np.int64)
     single = n > 0 and bool((linktype == linktype[0]).all())
@@ -150,12 +151,13 @@ def _link(frames: Frames, read: _Bytes) -> tuple[np.ndarray, np.ndarray, np.ndar
                 family = np.where(family > 0xFFFF, swapped, family)
             ethertype[sel] = np.where(family == 2, IPV4, np.where(np.isin(family, (10, 24, 28, 30)), IPV6, 1))
             at[sel] = off + 4
+    seen = np.zeros(n, dtype=bool)
     for _ in range(MAX_VLAN_TAGS):
         tagged = np.isin(ethertype, VLAN_ETHERTYPES)
         if not tagged.any():
             break
-        first = tagged & (vlan == 0)
-        vlan = np.where(first, read.u16(at) & 0x0FFF, vlan)
+        vlan = np.where(tagged & ~seen, read.u16(at) & 0x0FFF, vlan)
+        seen |= tagged
         ethertype = np.where(tagged, read.u16(at + 2), ethertype)
         at = np.where(tagged, at + 4, at)
     return ethertype, at, vlan
@@ -189,7 +191,7 @@ def udp123(frames: Frames) -> UdpPackets:
     end = offset + frames.caplen.astype(np.int64)
     ethertype, ip, vlan = _link(frames, read)
     left = _Remaining(len(frames))
-    left.drop("unknown_linktype", ethertype == 0)
+    left.drop("unknown_linktype", ethertype == UNKNOWN_LINK)
     left.drop("not_ip", (ethertype != IPV4) & (ethertype != IPV6))
 
     first = read.u8(ip)
