@@ -69,6 +69,43 @@ class Timed:
         self.in_close += time.perf_counter() - started
 
 
+def point_api_lines(scored) -> list[bytes]:
+    """The same ntp_host/ntp_traffic/ntp_score points built the usual way, one influxdb-client
+    Point per host and measurement (the peer the column-wise builder is measured against)."""
+    from influxdb_client import Point
+
+    iv = scored.intervals
+    ns = int(iv.start * 1e9)
+    lines = []
+    for i, host in enumerate(iv.host.tolist()):
+        points = {"": Point(influx.HOST), "out": Point(influx.TRAFFIC).tag("direction", "out"),
+                  "in": Point(influx.TRAFFIC).tag("direction", "in")}
+        for name, column in iv.features.items():
+            direction, field = influx.split_direction(name)
+            value = float(column[i])
+            if value == value:
+                points[direction].field(field, value)
+        points[""].field("role", str(iv.role[i]))
+        score = Point(influx.SCORE)
+        for name, column in scored.scores.items():
+            score.field(name, float(column[i]))
+        for point in (*points.values(), score):
+            point.tag("host", host).tag("group", str(iv.group[i])).time(ns)
+            lines.append(point.to_line_protocol().encode())
+    return lines
+
+
+def builder_ratio(run) -> tuple[float, float]:
+    """Points/s of netmon's line protocol builder and of influxdb-client's Point API."""
+    started = time.perf_counter()
+    ours = sum(len(influx.host_lines(s)) + len(influx.score_lines(s)) for s in run)
+    mine = time.perf_counter() - started
+    started = time.perf_counter()
+    peer = sum(len(point_api_lines(s)) for s in run)
+    theirs = time.perf_counter() - started
+    return ours / mine, peer / theirs
+
+
 def replay(rows, sink_config: influx.Config | None, batch: int = 20000) -> tuple[float, Timed | None]:
     """Rows/s through aggregate, rules and the sinks (closed, so every point delivered)."""
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"]}})
@@ -108,6 +145,9 @@ def main() -> None:
             points, in_write, total = write_points(config, run)
             print(f"  {label}: {points} points in {total:.2f} s = {points / total:,.0f} points/s acknowledged; "
                   f"write() alone {points / in_write:,.0f} points/s ({in_write / len(run) * 1000:.1f} ms/interval)")
+        ours, peer = builder_ratio(run[:5])
+        print(f"line protocol from Scored: netmon {ours:,.0f} points/s, influxdb-client Point API "
+              f"{peer:,.0f} points/s, ratio {ours / peer:.1f}x")
         rows = make_rows(args.rows, args.hosts * 4)
         off, _ = replay(rows, None)
         on, timed = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, close_timeout=600,
