@@ -28,6 +28,8 @@ from netmon.simulate.world import AddressBook, Allocator
 #: 2026-03-02 00:00 UTC, a Monday
 DEFAULT_START = 1772409600.0
 CASES = tuple(case_module.CASES)
+#: longest run: origins are matched on microsecond keys of 42 bits
+MAX_DAYS = 50
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ class Scenario:
         unknown = [c for c in self.cases if c not in case_module.CASES]
         if unknown:
             raise ValueError(f"unknown case(s) {', '.join(unknown)}; allowed: {', '.join(CASES)}")
-        if self.hosts < 1 or self.days <= 0:
-            raise ValueError("a scenario needs at least 1 host and a positive number of days")
+        if self.hosts < 1 or not 0 < self.days <= MAX_DAYS:
+            raise ValueError(f"a scenario needs at least 1 host and between 0 and {MAX_DAYS} days")
 
 
 @dataclass

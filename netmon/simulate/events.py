@@ -180,21 +180,18 @@ def poisson(rng: np.random.Generator, start: float, end: float, rate: float) -> 
 def last_before(group: np.ndarray, time: np.ndarray, mark: np.ndarray) -> np.ndarray:
     """For each row, the time of the latest marked row strictly before it in its group (NaN if none).
 
-    Groups are laid end to end on one axis (group rank times a span longer than
-    all the times) so one running maximum serves every group at once.
+    Works on positions in (group, time) order, so the times come back exactly:
+    per-packet fields are hashes of these times.
     """
     n = len(time)
     if n == 0:
         return np.zeros(0)
     order = np.lexsort((time, group))
     g, t = group[order], time[order]
-    block = np.cumsum(np.concatenate(([0], g[1:] != g[:-1])))
-    low = float(t.min())
-    span = float(t.max() - low) + 1e6
-    axis = block * span + (t - low)
-    marked = np.where(mark[order], axis, -np.inf)
-    last = np.maximum.accumulate(np.concatenate(([-np.inf], marked[:-1])))
-    found = last >= block * span
+    position = np.arange(n)
+    first = np.maximum.accumulate(np.where(np.concatenate(([True], g[1:] != g[:-1])), position, 0))
+    marked = np.where(mark[order], position, -1)
+    last = np.maximum.accumulate(np.concatenate(([-1], marked[:-1])))
     out = np.full(n, np.nan)
-    out[order] = np.where(found, last - block * span + low, np.nan)
+    out[order] = np.where(last >= first, t[np.maximum(last, 0)], np.nan)
     return out

@@ -97,10 +97,13 @@ def link_origins(events: dict[str, np.ndarray]) -> None:
         hosts = np.isin(client, np.unique(client[stale]))
         pool = np.nonzero(hosts & answered)[0]
         pool = pool[np.lexsort((events["time"][pool], client[pool]))]
-        at = np.searchsorted(
-            client[pool].astype(np.float64) * 1e12 + (events["time"][pool] - events["time"].min()),
-            client[stale].astype(np.float64) * 1e12 + (events["time"][stale] - events["time"].min()),
-        )
+        low = events["time"].min()
+
+        def key(index: np.ndarray) -> np.ndarray:  # client, then time in microseconds: exact integers
+            micros = np.rint((events["time"][index] - low) * 1e6).astype(np.int64)
+            return (client[index].astype(np.int64) << 42) | micros
+
+        at = np.searchsorted(key(pool), key(stale))
         back = at - 2 - (mix(np.asarray(stale, dtype=np.uint64), 7) % np.uint64(5)).astype(np.int64)
         ok = back >= 0
         ok[ok] = client[pool[back[ok]]] == client[stale[ok]]

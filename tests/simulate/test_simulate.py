@@ -190,3 +190,13 @@ def test_kind_of_every_request_is_known(sim):
     assert set(np.unique(sim.events["kind"]).tolist()) <= {int(k) for k in Kind}
     assert addr_text(*addr_halves("10.20.0.1")) == "10.20.0.1"
     assert np.isfinite(server_transmit(np.array([sim.start]), np.array([0]), sim.book.arrays()["rtt"])).all()
+
+
+def test_ntpd_origins_name_real_server_transmits_at_campus_scale():
+    """Many streams must not blur the times origins are derived from (they are hashed)."""
+    big = generate(Scenario(hosts=2000, days=0.04, seed=5, cases=()))
+    rows = np.concatenate(list(big.batches()))
+    sent_by_ntpd = np.isin(rows["sport"], (123,)) & (rows["mode"] == 3) & (rows["org_ts"] != 0) & (rows["version"] == 4)
+    transmits = rows["xmt_ts"][rows["mode"] == 4]
+    assert sent_by_ntpd.sum() > 1000
+    assert np.isin(rows["org_ts"][sent_by_ntpd], transmits).all(), "an ntpd origin names no server transmit"
