@@ -247,10 +247,10 @@ class Collector:
         self._records += n
         self.last_export = max(self.last_export, max(c.export for c in contexts))
         if self.ntp_only and "frame" not in cols:
-            keep = ntp_mask(cols, n)
-            self._other += n - int(np.count_nonzero(keep))
-            cols = {k: v[keep] for k, v in cols.items()}
-            meta = {k: v[keep] for k, v in meta.items()}
+            keep = np.flatnonzero(ntp_mask(cols, n))
+            self._other += n - len(keep)
+            cols = {k: v.take(keep) for k, v in cols.items()}
+            meta = {k: v.take(keep) for k, v in meta.items()}
         rows = build(cols, meta)
         if "frame" not in cols:
             self._rows.append(rows)
