@@ -3,9 +3,9 @@
 A "socket" is (internal host, outside server, host port): the unit that polls on
 its own schedule, receives its own replies and is told off by KoD. The table is a
 sorted uint64 key column with parallel value columns (about 54 bytes a socket),
-merged once per closed interval with a sort, never a Python loop per packet.
-Entries expire after :data:`SOCKET_TTL` seconds of silence, KoD memory after the
-configured hold-off.
+updated once per closed interval with whole-column operations, never a Python
+loop per packet. Entries expire after :data:`SOCKET_TTL` seconds of silence
+(swept every quarter of that), KoD memory after the configured hold-off.
 """
 
 from __future__ import annotations
@@ -58,9 +58,18 @@ class SocketTable:
     def __init__(self, kod_holdoff: float) -> None:
         self.kod_holdoff = kod_holdoff
         self.table = Sockets.empty()
+        self._swept = -np.inf
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def _positions(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each key is, or would be inserted, in the sorted table; and whether it is there."""
+        where = np.searchsorted(self.table.key, keys)
+        hit = np.zeros(keys.shape[0], dtype=bool)
+        inside = where < len(self.table)
+        hit[inside] = self.table.key[where[inside]] == keys[inside]
+        return where, hit
 
     def lookup(self, keys: np.ndarray) -> Sockets:
         """Known values for ``keys`` (NaN / 0 where a key is new)."""
@@ -68,21 +77,27 @@ class SocketTable:
         found.key = keys
         if len(self.table) == 0 or keys.shape[0] == 0:
             return found
-        where = np.searchsorted(self.table.key, keys)
-        where = np.minimum(where, len(self.table) - 1)
-        hit = self.table.key[where] == keys
+        where, hit = self._positions(keys)
         for name in _FIELDS[1:]:
             getattr(found, name)[hit] = getattr(self.table, name)[where[hit]]
         return found
 
     def store(self, update: Sockets, now: float) -> None:
-        """Replace or add the ``update`` rows (unique keys), then forget what expired by ``now``."""
-        merged = Sockets(*(np.concatenate([getattr(self.table, f), getattr(update, f)]) for f in _FIELDS))
-        order = np.argsort(merged.key, kind="stable")
-        merged = merged.take(order)
-        keep_last = np.ones(len(merged), dtype=bool)
-        keep_last[:-1] = merged.key[1:] != merged.key[:-1]
-        merged = merged.take(np.flatnonzero(keep_last))
-        seen = np.fmax(merged.request_time, merged.reply_time)
-        alive = (seen >= now - SOCKET_TTL) | (merged.kod_time >= now - self.kod_holdoff)
-        self.table = merged.take(np.flatnonzero(alive))
+        """Replace or add the ``update`` rows (unique keys); every SOCKET_TTL/4 forget what expired by ``now``.
+
+        Known keys are overwritten in place and new ones inserted at their sorted
+        place, so an interval costs a copy of the table at most, never a sort of it.
+        """
+        where, hit = self._positions(update.key)
+        for name in _FIELDS[1:]:
+            getattr(self.table, name)[where[hit]] = getattr(update, name)[hit]
+        new = ~hit
+        if new.any():
+            self.table = Sockets(*(np.insert(getattr(self.table, f), where[new], getattr(update, f)[new])
+                                   for f in _FIELDS))
+        if now - self._swept >= SOCKET_TTL / 4:
+            self._swept = now
+            seen = np.fmax(self.table.request_time, self.table.reply_time)
+            alive = (seen >= now - SOCKET_TTL) | (self.table.kod_time >= now - self.kod_holdoff)
+            if not alive.all():
+                self.table = self.table.take(np.flatnonzero(alive))
