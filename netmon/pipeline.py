@@ -65,7 +65,7 @@ def build(settings: Settings, restore: bool = True) -> Stages:
     )
 
 
-def _merged(sources: list[Any], stop: threading.Event) -> Iterator[Item]:
+def merged(sources: list[Any], stop: threading.Event) -> Iterator[Item]:
     """Items of every source; several sources run in threads into one queue."""
     if len(sources) == 1:
         yield from sources[0].batches()
@@ -96,7 +96,9 @@ def _merged(sources: list[Any], stop: threading.Event) -> Iterator[Item]:
             yield item
 
 
-def _deliver(stages: Stages, scored: Scored, summary: Summary) -> None:
+def deliver(stages: Stages, scored: Scored, summary: Summary | None = None) -> None:
+    """Hand one scored interval to every sink (and count it in ``summary``)."""
+    summary = summary if summary is not None else Summary()
     summary.intervals += 1
     summary.findings.extend(scored.findings)
     for finding in scored.findings:
@@ -116,9 +118,9 @@ def run_items(stages: Stages, items: Iterable[Item]) -> Summary:
                 rows = decode_frames(item) if isinstance(item, Frames) else item.rows
                 closed = stages.aggregator.add(rows)
             for intervals in closed:
-                _deliver(stages, stages.engine.process(intervals), summary)
+                deliver(stages, stages.engine.process(intervals), summary)
         for intervals in stages.aggregator.flush():
-            _deliver(stages, stages.engine.process(intervals), summary)
+            deliver(stages, stages.engine.process(intervals), summary)
     finally:
         stages.engine.save()
         for sink in stages.sinks:
@@ -130,7 +132,7 @@ def run(stages: Stages, stop: threading.Event | None = None) -> Summary:
     """Run every source to its end (a replay) or until ``stop`` is set (live)."""
     stop = stop or threading.Event()
     try:
-        return run_items(stages, _merged(stages.sources, stop))
+        return run_items(stages, merged(stages.sources, stop))
     finally:
         for source in stages.sources:
             source.close()

@@ -65,7 +65,7 @@ class Service:
     def items(self) -> Iterator[pipeline.Item]:
         """Items of the current sources; after a reload, of the new ones, on the same stages."""
         while True:
-            yield from pipeline._merged(self.stages.sources, self.stop)
+            yield from pipeline.merged(self.stages.sources, self.stop)
             for source in self.stages.sources:
                 source.close()
             if self.stop.is_set() or not self.reload.is_set():
@@ -85,9 +85,7 @@ class Service:
         stages = self.stages
         if (new.campus, new.aggregate) != (old.campus, old.aggregate):
             for intervals in stages.aggregator.flush():
-                scored = stages.engine.process(intervals)
-                for sink in stages.sinks:
-                    sink.write(scored)
+                pipeline.deliver(stages, stages.engine.process(intervals))
             stages.aggregator = Aggregator(new.campus, new.aggregate)
         if new.detect != old.detect:
             stages.engine.save()
