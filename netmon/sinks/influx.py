@@ -477,11 +477,13 @@ class InfluxSink:
         return True
 
     def _backoff(self, failures: int) -> None:
-        """Exponential backoff with jitter (uniform from retry_initial/2 up to the doubled ceiling);
-        cut short by close() at its deadline."""
+        """Exponential backoff with "equal jitter": a delay drawn from [ceiling/2, ceiling], the
+        ceiling doubling per failure from retry_initial up to retry_max, so many collectors
+        restarted together do not retry in step, yet each waits longer every time. Cut short
+        by close() at its deadline."""
         health.count("influx.write.retries")
         ceiling = min(self.config.retry_max, self.config.retry_initial * 2 ** min(failures - 1, 30))
-        delay = random.uniform(self.config.retry_initial / 2, ceiling)
+        delay = random.uniform(ceiling / 2, ceiling)
         with self._wake:
             end = min(time.monotonic() + delay, self._deadline)
             while time.monotonic() < end:
