@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 _VERSION = struct.Struct("!H")
 #: Backward sequence jumps larger than this are an exporter restart, not reordering.
 _RESTART_JUMP = 100_000
+#: Export version (first 16 bits of a datagram) -> header and set parser.
+_PARSERS = {1: v5.parse_v1, 5: v5.parse, 9: v9.parse, 10: ipfix.parse}
 
 
 @dataclass
@@ -89,7 +91,7 @@ class Collector:
             health.count("decode.skip.truncated")
             return
         version = _VERSION.unpack_from(data)[0]
-        parser = {1: v5.parse_v1, 5: v5.parse, 9: v9.parse, 10: ipfix.parse}.get(version)
+        parser = _PARSERS.get(version)
         if parser is None:
             health.count("decode.skip.netflow_version")
             return
@@ -206,12 +208,24 @@ class Collector:
         exporters = np.repeat([c.exporter for c in contexts], counts)
         overridden = np.isin(exporters, list(self.override)) if self.override else np.zeros(len(rate), bool)
         if keys is not None:
-            domains = np.repeat(np.arange(len(contexts)), counts)
-            by_id = np.array([self.rates.get(contexts[d].domain, {}).get(int(k), 0.0) for d, k in zip(domains, keys)])
+            by_id = self._sampler_rates(keys, contexts, counts)
             rate = np.where((by_id >= 1) & ~overridden, by_id, rate)
         if own is not None:
             rate = np.where((own >= 1) & ~overridden, own.astype(np.float64), rate)
         return rate
+
+    def _sampler_rates(self, keys: np.ndarray, contexts: list[Context], counts: np.ndarray) -> np.ndarray:
+        """Rate of each record's sampler/selector id in its domain's options table (0 = unknown).
+
+        Looked up once per distinct (domain, id) pair, not per record.
+        """
+        domains: dict[Domain, int] = {}
+        per_set = np.array([domains.setdefault(c.domain, len(domains)) for c in contexts], dtype=np.uint64)
+        pairs = (np.repeat(per_set, counts) << np.uint64(32)) | (keys.astype(np.uint64) & np.uint64(0xFFFF_FFFF))
+        unique, inverse = np.unique(pairs, return_inverse=True)
+        names = list(domains)
+        found = [self.rates.get(names[int(p >> np.uint64(32))], {}).get(int(p & np.uint64(0xFFFF_FFFF)), 0.0) for p in unique]
+        return np.asarray(found, dtype=np.float64)[inverse.ravel()]
 
     # -- flush: numpy decoding per template ------------------------------------
     def flush(self) -> Decoded:
