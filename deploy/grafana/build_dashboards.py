@@ -137,8 +137,11 @@ def overview() -> dict[str, Any]:
             f"SELECT non_negative_difference(last(\"influx.spool.dropped_points\")) AS \"spool dropped\", "
             f"non_negative_difference(last(\"influx.write.rejected_points\")) AS \"rejected\", "
             f"non_negative_difference(last(\"influx.write.errors\")) AS \"write errors\" "
-            f"FROM \"netmon_health\" WHERE {TF} {GROUP_TIME}")],
-            (16, 33, 8, 8), "Points lost to a full spool or refused by the database, and failed writes."),
+            f"FROM \"netmon_health\" WHERE {TF} {GROUP_TIME}"),
+            target(f"SELECT non_negative_difference(last(/(drops|\\.lost\\.|^aggregate\\.late$)/)) FROM \"netmon_health\" "
+                   f"WHERE {TF} {GROUP_TIME}", ref="B")],
+            (16, 33, 8, 8), "Points lost to a full spool or refused by the database, failed writes, and packets "
+            "the sources lost (kernel ring drops, exporter sequence gaps) or that came too late for their interval."),
         timeseries("Spool backlog and write latency", [
             target(f"SELECT last(\"influx.spool.points\") AS \"spooled points\" FROM \"netmon_health\" "
                    f"WHERE {TF} {GROUP_TIME}"),

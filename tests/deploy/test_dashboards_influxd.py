@@ -42,6 +42,7 @@ def written(tmp_path_factory):
     for k, scored in enumerate(run):
         health.count("source.pcap.frames", 1000)
         health.count("decode.skip.truncated", k % 3)
+        health.count("source.capture.kernel_drops", k % 2)
         sink.write(scored)
         time.sleep(0.05)
     sink.close()
@@ -104,7 +105,8 @@ def check_overview(title: str, series: list[list[dict]], run) -> None:
         "Collector input": lambda: column_sum(s, "non_negative_difference_source.pcap.frames") >= 1000,
         "Decode errors by reason": lambda: column_sum(s, "non_negative_difference_decode.skip.truncated") > 0,
         "Drops and write errors": lambda: {"spool dropped", "rejected", "write errors"} <= set(s[0]["columns"])
-        and column_sum(s, "spool dropped") == 0,
+        and column_sum(s, "spool dropped") == 0
+        and column_sum(series[1], "non_negative_difference_source.capture.kernel_drops") > 0,
         "Spool backlog and write latency": lambda: rows(s) and rows(series[1])
         and all(r["write latency ms"] > 0 for r in rows(series[1])),
     }
