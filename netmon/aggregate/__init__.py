@@ -96,7 +96,8 @@ class Aggregator:
             order = np.argsort(window, kind="stable")
             rows, window = rows[order], window[order]
         cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
-        for start, stop in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [window.shape[0]]]).tolist()):
+        bounds = np.concatenate([[0], cuts, [window.shape[0]]]).tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:]):
             self._pending.setdefault(int(window[start]), []).append(rows[start:stop])
 
     def _close_before(self, watermark: float) -> list[HostIntervals]:
