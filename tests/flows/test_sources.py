@@ -193,3 +193,13 @@ def test_pipeline_runs_a_netflow_replay_to_scored_intervals(tmp_path) -> None:
     hosts = scored[0].intervals
     assert sorted(hosts.host.tolist()) == [f"10.1.0.{h}" for h in range(1, 9)]
     assert hosts.features["requests_out"].tolist() == [5.0] * 8 and hosts.features["flows"].tolist() == [1.0] * 8
+
+
+def test_a_listen_address_in_use_is_a_clear_error() -> None:
+    from netmon.sources.netflow.listener import ListenError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        with pytest.raises(ListenError, match=f"netflow source cannot listen on 127.0.0.1:{port}"):
+            Collecting("netflow", listen=[f"127.0.0.1:{port}"])

@@ -59,6 +59,10 @@ class Allowlist:
         return known
 
 
+class ListenError(OSError):
+    """A configured listen address cannot be bound (in use, not local, no permission)."""
+
+
 class Listener:
     """Bound UDP sockets drained by a reader thread; ``receive`` yields batches until ``close``.
 
@@ -77,6 +81,7 @@ class Listener:
         self._queue: deque[Datagram] = deque()
         self._arrived = threading.Event()
         self._selector = selectors.DefaultSelector()
+        self._reader = threading.Thread(target=self._read, name=f"{name}-reader", daemon=True)
         for text in endpoints:
             host, port = parse_endpoint(text)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -84,12 +89,16 @@ class Listener:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             _receive_buffer(sock)
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                self.close()
+                raise ListenError(f"{name} source cannot listen on {text}: {exc.strerror or exc}") from None
             sock.setblocking(False)
             self.sockets.append(sock)
             self._selector.register(sock, selectors.EVENT_READ)
             log.info("listening for exports", source=name, address=host, port=sock.getsockname()[1])
-        self._reader = threading.Thread(target=self._read, name=f"{name}-reader", daemon=True)
         self._reader.start()
 
     @property
@@ -144,7 +153,8 @@ class Listener:
     def close(self) -> None:
         self._stop.set()
         self._arrived.set()
-        self._reader.join(timeout=2)
+        if self._reader.is_alive():
+            self._reader.join(timeout=2)
         for sock in self.sockets:
             try:
                 self._selector.unregister(sock)
