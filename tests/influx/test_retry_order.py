@@ -67,3 +67,25 @@ def test_refused_writes_are_retried_with_growing_delays_then_sent_in_order(recor
     assert health.snapshot()["influx.write.retries"] == Recorder.refuse
     gaps = [b[0] - a[0] for a, b in zip(Recorder.seen, Recorder.seen[1:Recorder.refuse + 1])]
     assert all(later > earlier for earlier, later in zip(gaps, gaps[2:])), f"retry delays must grow: {gaps}"
+
+
+def test_write_does_not_wait_for_a_hanging_database(tmp_path):
+    """A database that accepts connections and never answers: write() still returns at once."""
+    import socket
+
+    with socket.socket() as hanging:
+        hanging.bind(("127.0.0.1", 0))
+        hanging.listen(16)  # connections complete in the backlog; nobody ever reads or answers
+        url = f"http://127.0.0.1:{hanging.getsockname()[1]}"
+        sink = influx.build(influx.Config(type="influx", api="v1", url=url, spool_dir=str(tmp_path), timeout=30,
+                                          batch_size=50, flush_interval=0.01, close_timeout=0))
+        run = make_run(recent_start(), 20)
+        time.sleep(0.2)  # let the sender hang in its first request
+        started = time.monotonic()
+        for scored in run:
+            sink.write(scored)
+        spent = time.monotonic() - started
+        assert spent < 5, f"write() waited {spent:.1f} s for a database that never answers (timeout 30 s)"
+        assert sink.spool.pending_points() > 0
+    sink.close()  # the listener is gone: the request in flight fails at once, the points stay spooled
+    assert health.snapshot()["influx.spool.points"] > 0
