@@ -185,11 +185,17 @@ def test_pmacct_renormalised_totals_from_ipfix_sampling_options(corpus: Path) ->
 def test_pmacct_nfv9_aggregates_equal_netmon_sums(corpus: Path) -> None:
     """nfacctd sums records with equal keys; the per-(src, dst, proto) sums must agree."""
     root = corpus / "pmacct-test-automation"
-    for stem in ("101-NFv9-CISCO-cust_primitives", "100-IPFIXv10-CISCO"):
-        flows = collect([root / f"{stem}.traffic-00.pcap"]).flows
+    cases = {
+        "101-NFv9-CISCO-cust_primitives": ["traffic-00"],
+        "100-IPFIXv10-CISCO": ["traffic-00"],
+        "102-NFv9-CISCO-f2rd-pretag-sampling-reload": ["traffic-00"],  # renormalised with rate 1
+        "111-IPFIXv10-NFv9-IPv6-IPv4-mix_sources": ["traffic-00", "traffic-01"],  # NFv9 over IPv4 + IPFIX over IPv6
+    }
+    for stem, parts in cases.items():
+        flows = collect([root / f"{stem}.{part}.pcap" for part in parts]).flows
         ours: Counter = Counter()
         for r in flows:
-            ours[(addr_text(r["src_hi"], r["src_lo"]), addr_text(r["dst_hi"], r["dst_lo"]))] += int(r["bytes"])
+            ours[(addr_text(r["src_hi"], r["src_lo"]), addr_text(r["dst_hi"], r["dst_lo"]))] += int(r["bytes"] * r["sampling"])
         theirs: Counter = Counter()
         for line in (root / f"{stem}.output-flow-00.json").read_text().splitlines():
             row = json.loads(line)
