@@ -149,18 +149,24 @@ def test_write_pcap_round_trips_frames_and_times(tmp_path: Path, nanosecond: boo
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_reads_written_frames_with_valid_checksums(tmp_path: Path) -> None:
-    observations = np.concatenate([builders.rows(3), builders.rows(2, src="2001:db8::1", dst="2001:db8::2", mac_len=20, num_exts=1)])
+    observations = np.concatenate([
+        builders.rows(3, vlan=[0, 7, 0]), builders.rows(2, src="2001:db8::1", dst="2001:db8::2", mac_len=20, num_exts=1),
+        builders.rows(2, sport=443, dport=50000, ntp_len=333),
+    ])
     path = tmp_path / "x.pcap"
-    write_pcap(path, frames_from_observations(observations))
+    write_pcap(path, frames_from_observations(observations, protocol=np.array([17] * 6 + [6])))
     out = subprocess.run(
         ["tshark", "-r", str(path), "-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
-         "-T", "fields", "-e", "ip.checksum.status", "-e", "udp.checksum.status", "-e", "ntp.flags.mode"],
+         "-o", "tcp.check_checksum:TRUE", "-T", "fields", "-e", "ip.checksum.status", "-e", "udp.checksum.status",
+         "-e", "tcp.checksum.status", "-e", "ntp.flags.mode"],
         capture_output=True, text=True, check=True,
     ).stdout.split("\n")
     lines = [line.split("\t") for line in out if line]
-    assert len(lines) == 5
-    for ip_status, udp_status, mode in lines:
+    assert len(lines) == 7
+    for ip_status, udp_status, tcp_status, mode in lines[:5]:
         assert ip_status in ("", "1") and udp_status == "1" and mode == "3", lines  # 1 = good, 0 = bad
+    assert lines[5][1] == "1" and lines[5][3] == "", "UDP background: good checksum, not NTP"
+    assert lines[6][0] == "1" and lines[6][2] == "1", "TCP background: good IP and TCP checksums"
 
 
 def test_a_cut_gzip_file_keeps_every_frame_that_decompressed_before_the_cut(tmp_path: Path) -> None:
