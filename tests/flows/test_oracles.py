@@ -260,3 +260,17 @@ def test_ipfix_sysuptime_times_count_from_the_options_system_init_time(corpus: P
     flows = collect([corpus / "python-netflow-v9-softflowd" / "bitkeks-vectors.wrapped.pcap"]).flows
     ipfix = flows[flows["version"] == 10]
     assert np.isclose(ipfix["end"], 1585735165.729 + 4286431.696, atol=1e-3).any()
+
+
+def test_sflow_raw_headers_match_tcpdump_rate_lengths_and_stripped_bytes(corpus: Path) -> None:
+    """Per flow sample, in order: tcpdump's rate, header_size, and length minus stripped bytes."""
+    import re
+
+    text = (corpus / "tcpdump" / "sflow-print-v6.out").read_text()
+    rates = [int(r) for r in re.findall(r"flow sample \(1\).*?rate (\d+),", text)]
+    headers = [(int(length) - int(stripped), int(size)) for length, stripped, size in
+               re.findall(r"protocol Ethernet \(1\), length (\d+), stripped bytes (\d+), header_size (\d+)", text)]
+    frames = sflow([corpus / "tcpdump" / "sflow-print-v6.pcap"]).frames
+    assert frames is not None and len(rates) == len(headers) == len(frames) == 13
+    assert frames.weight.tolist() == [float(r) for r in rates]
+    assert list(zip(frames.wirelen.tolist(), frames.caplen.tolist())) == headers
