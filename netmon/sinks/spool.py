@@ -99,7 +99,9 @@ class Spool:
         for seq in self._segments():
             self._scan(seq)
         self._drop_before_cursor()
-        if self._cursor.offset and self._cursor.seq in self._sizes:
+        if self._cursor.seq not in self._sizes:  # its segment is gone (dropped by the bound, or by hand)
+            self._cursor = Position(min(self._sizes, default=self._cursor.seq), 0)
+        elif self._cursor.offset:
             self._sent = self._count_points(self._cursor.seq, self._cursor.offset)
         last = max(self._sizes, default=self._cursor.seq)
         self._write_seq = last

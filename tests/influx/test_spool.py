@@ -95,3 +95,17 @@ def test_sink_counts_points_it_cannot_spool_and_keeps_running(tmp_path, monkeypa
     assert health.snapshot()["influx.spool.dropped_points"] > 0
     monkeypatch.undo()
     sink.close()
+
+
+def test_cursor_into_a_removed_segment_resumes_at_the_oldest_left(tmp_path):
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    for k in range(10):
+        spool.append(batch(k))
+    spool.commit(spool.read(1))
+    spool.close()
+    first = min(tmp_path.glob("*.seg"))
+    first.unlink()  # e.g. an operator freeing disk space by hand
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    sent = drain(again)
+    assert sent and sent[-3:] == batch(9)
+    again.close()
