@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import click
 
+from netmon.config import ConfigError
 from netmon.report.hosts import console, top_hosts_table
-from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader
+from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader, path_for
 
 
 @click.command("hosts")
 @click.option("--top", "top", type=int, default=20, show_default=True, help="hosts to list")
-@click.option("--db", type=click.Path(dir_okay=False), default=DEFAULT_PATH, show_default=True, help="store file")
-def command(top: int, db: str) -> None:
+@click.option("--db", type=click.Path(dir_okay=False), help=f"store file (default: the config's store, or {DEFAULT_PATH})")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config naming the store")
+def command(top: int, db: str | None, config_path: str | None) -> None:
     """List the worst hosts in the store, with findings and the strongest reason."""
+    try:
+        db = path_for(db, config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         with StoreReader(db) as reader:
             rows = reader.top_hosts(top)

@@ -6,8 +6,9 @@ import ipaddress
 
 import click
 
+from netmon.config import ConfigError
 from netmon.report.hosts import console, host_findings_table, intervals_table, when
-from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader
+from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader, path_for
 
 
 def _candidates(host: str) -> list[str]:
@@ -23,10 +24,15 @@ def _candidates(host: str) -> list[str]:
 
 @click.command("report")
 @click.argument("host")
-@click.option("--db", type=click.Path(dir_okay=False), default=DEFAULT_PATH, show_default=True, help="store file")
+@click.option("--db", type=click.Path(dir_okay=False), help=f"store file (default: the config's store, or {DEFAULT_PATH})")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config naming the store")
 @click.option("--last", type=int, default=60, show_default=True, help="latest intervals to show")
-def command(host: str, db: str, last: int) -> None:
+def command(host: str, db: str | None, config_path: str | None, last: int) -> None:
     """Show HOST's latest intervals (features) and every finding with its evidence."""
+    try:
+        db = path_for(db, config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         with StoreReader(db) as reader:
             for name in _candidates(host):

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netmon import health
 from netmon.batch import FEATURES, Scored
+from netmon.config import load
 
 log = structlog.get_logger(__name__)
 
@@ -228,6 +229,21 @@ def _replayed_paths(settings: Any) -> list[str]:
 def build(config: Config, settings: Any = None) -> StoreSink:
     """The sink for one ``[[sinks]] type = "store"`` table."""
     return StoreSink(config, _replayed_paths(settings))
+
+
+def path_for(db: str | None, config_path: str | None) -> str:
+    """The store file to read: ``db`` when given, else the config's first store sink, else the default.
+
+    Raises :class:`netmon.config.ConfigError` for a config that does not validate.
+    """
+    if db is not None:
+        return db
+    if config_path is None:
+        return DEFAULT_PATH
+    for table in load(config_path).sinks:
+        if table.get("type") == "store":
+            return str(table.get("path", DEFAULT_PATH))
+    return DEFAULT_PATH
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:

@@ -104,6 +104,8 @@ def test_replay_reads_campus_and_thresholds_from_the_config(tmp_path, capture):
     lines = [json.loads(line) for line in findings.read_text().splitlines()]
     assert {line["group"] for line in lines} == {"labs"}
     assert (tmp_path / "c.db").exists()
+    hosts = CliRunner().invoke(main, ["hosts", "--config", str(config)])
+    assert hosts.exit_code == 0 and RUNAWAY in hosts.output, "hosts reads the store the config names"
 
 
 def test_the_installed_command_runs_a_replay(tmp_path, capture):
