@@ -472,7 +472,9 @@ class InfluxSink:
         else:
             health.count("influx.write.points", len(lines))
             health.count("influx.write.requests")
-            health.gauge("influx.write.latency_ms", (time.monotonic() - started) * 1000.0)
+            latency = time.monotonic() - started
+            health.gauge("influx.write.latency_ms", latency * 1000.0)
+            health.count("influx.write.seconds", latency)  # / influx.write.requests = mean latency
         self.spool.commit(records)
         return True
 
