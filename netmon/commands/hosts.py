@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from netmon.config import ConfigError
 from netmon.report.hosts import console, top_hosts_table
-from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader, path_for
+from netmon.sinks.store import DEFAULT_PATH, StoreError, open_reader
 
 
 @click.command("hosts")
@@ -16,15 +15,12 @@ from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader, path_for
 def command(top: int, db: str | None, config_path: str | None) -> None:
     """List the worst hosts in the store, with findings and the strongest reason."""
     try:
-        db = path_for(db, config_path)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        with StoreReader(db) as reader:
+        with open_reader(db, config_path) as reader:
             rows = reader.top_hosts(top)
+            where = reader.path
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if not rows:
-        click.echo(f"{db}: no host-intervals stored yet")
+        click.echo(f"{where}: no host-intervals stored yet")
         return
     console().print(top_hosts_table(rows))

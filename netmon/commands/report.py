@@ -6,9 +6,8 @@ import ipaddress
 
 import click
 
-from netmon.config import ConfigError
 from netmon.report.hosts import console, host_findings_table, intervals_table, when
-from netmon.sinks.store import DEFAULT_PATH, StoreError, StoreReader, path_for
+from netmon.sinks.store import DEFAULT_PATH, StoreError, open_reader
 
 
 def _candidates(host: str) -> list[str]:
@@ -30,11 +29,8 @@ def _candidates(host: str) -> list[str]:
 def command(host: str, db: str | None, config_path: str | None, last: int) -> None:
     """Show HOST's latest intervals (features) and every finding with its evidence."""
     try:
-        db = path_for(db, config_path)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        with StoreReader(db) as reader:
+        with open_reader(db, config_path) as reader:
+            where = reader.path
             for name in _candidates(host):
                 intervals = reader.host_intervals(name, limit=last)
                 if intervals:
@@ -45,7 +41,7 @@ def command(host: str, db: str | None, config_path: str | None, last: int) -> No
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     if not intervals and not findings:
-        raise click.ClickException(f"{host}: not in {db} (hosts are stored as addresses, or IPv6 /64 prefixes)")
+        raise click.ClickException(f"{host}: not in {where} (hosts are stored as addresses, or IPv6 /64 prefixes)")
     out = console()
     out.print(intervals_table(host, intervals))
     if findings:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netmon import health
 from netmon.batch import FEATURES, Scored
-from netmon.config import load
+from netmon.config import ConfigError, load
 
 log = structlog.get_logger(__name__)
 
@@ -231,19 +231,18 @@ def build(config: Config, settings: Any = None) -> StoreSink:
     return StoreSink(config, _replayed_paths(settings))
 
 
-def path_for(db: str | None, config_path: str | None) -> str:
-    """The store file to read: ``db`` when given, else the config's first store sink, else the default.
+def open_reader(db: str | None = None, config_path: str | None = None) -> "StoreReader":
+    """A reader on ``db`` when given, else on the config's first store sink, else on the default file.
 
-    Raises :class:`netmon.config.ConfigError` for a config that does not validate.
+    A config that does not validate is a :class:`StoreError` naming the bad key.
     """
-    if db is not None:
-        return db
-    if config_path is None:
-        return DEFAULT_PATH
-    for table in load(config_path).sinks:
-        if table.get("type") == "store":
-            return str(table.get("path", DEFAULT_PATH))
-    return DEFAULT_PATH
+    if db is None and config_path is not None:
+        try:
+            settings = load(config_path)
+        except ConfigError as exc:
+            raise StoreError(str(exc)) from None
+        db = next((str(t.get("path", DEFAULT_PATH)) for t in settings.sinks if t.get("type") == "store"), None)
+    return StoreReader(db or DEFAULT_PATH)
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
