@@ -156,19 +156,16 @@ class Store:
                    worst.tolist()] + [iv.features[name].tolist() for name in FEATURES]
         columns += [np.asarray(v, dtype=np.float64).tolist() for v in score_columns.values()]
         placeholders = ", ".join("?" * len(names))
-        try:
-            self.db.executemany(
-                f"INSERT OR REPLACE INTO intervals ({', '.join(_q(c) for c in names)}) VALUES ({placeholders})",
-                zip(*columns),
-            )
-            self.db.executemany(
-                "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(f.host, f.group, f.start, f.end, f.detector, f.severity, f.score, f.server, f.explanation,
-                  json.dumps(f.evidence, default=float)) for f in scored.findings],
-            )
-        except BaseException:
-            self.db.rollback()
-            raise
+        # a failing statement undoes only itself: intervals written before it stay in the open transaction
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO intervals ({', '.join(_q(c) for c in names)}) VALUES ({placeholders})",
+            zip(*columns),
+        )
+        self.db.executemany(
+            "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(f.host, f.group, f.start, f.end, f.detector, f.severity, f.score, f.server, f.explanation,
+              json.dumps(f.evidence, default=float)) for f in scored.findings],
+        )
         if time.monotonic() - self._committed >= COMMIT_EVERY:
             self.commit()
         health.count("store.host_intervals", n)
