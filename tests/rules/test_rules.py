@@ -162,3 +162,11 @@ def test_bad_rules_config_names_the_key(table, key):
     with pytest.raises(ConfigError) as error:
         validate({"detect": {"detectors": ["rules"], "rules": table}})
     assert key in str(error.value)
+
+
+def test_flow_records_alone_never_fire_a_header_rule():
+    t = Traffic()
+    for i in range(30):  # a heavy flow exporter view: counts, no NTP header
+        t.flow(i * 60.0, HOST, SERVER, 123, 123, packets=500, size=38000)
+        t.flow(i * 60.0, SERVER, HOST, 123, 123, packets=500, size=38000)
+    assert findings(t) == []
