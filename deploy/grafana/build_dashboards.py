@@ -90,6 +90,9 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]], templating: li
 
 TF = "$timeFilter"
 GROUP_TIME = "GROUP BY time($__interval) fill(none)"
+#: netmon_health points carry the collector's name in tag host: one series per collector
+GROUP_COLLECTOR = "GROUP BY time($__interval), \"host\" fill(none)"
+COLLECTOR_ALIAS = "$col ($tag_host)"
 
 
 def overview() -> dict[str, Any]:
@@ -100,7 +103,8 @@ def overview() -> dict[str, Any]:
              (6, 0, 6, 4), "Findings of severity warning in the time range.", red=1),
         stat("Worst host score", f"SELECT max(\"max\") FROM \"ntp_score\" WHERE {TF}", (12, 0, 6, 4),
              "Highest anomaly score of any host (0-1 for models; rules can exceed 1).", red=0.9),
-        stat("Spool backlog", f"SELECT last(\"influx.spool.points\") FROM \"netmon_health\" WHERE {TF}", (18, 0, 6, 4),
+        stat("Spool backlog", f"SELECT last(\"influx.spool.points\") FROM \"netmon_health\" WHERE {TF} GROUP BY \"host\"",
+             (18, 0, 6, 4),
              "Points waiting on disk for the database (0 when it keeps up).", unit="none", red=1),
         table("Hosts by score",
               f"SELECT max(\"max\") AS \"score\" FROM \"ntp_score\" WHERE {TF} GROUP BY \"host\", \"group\"",
@@ -127,26 +131,26 @@ def overview() -> dict[str, Any]:
             (12, 24, 12, 8), "NTP requests sent to outside per host group, per interval."),
         row("Collector health", 32),
         timeseries("Collector input", [target(
-            f"SELECT non_negative_difference(last(/^source\\./)) FROM \"netmon_health\" WHERE {TF} {GROUP_TIME}")],
+            f"SELECT non_negative_difference(last(/^source\\./)) FROM \"netmon_health\" WHERE {TF} {GROUP_COLLECTOR}", alias=COLLECTOR_ALIAS)],
             (0, 33, 8, 8), "Frames, records and datagrams each source took in, per interval."),
         timeseries("Decode errors by reason", [target(
             f"SELECT non_negative_difference(last(/^decode\\.skip\\./)) FROM \"netmon_health\" WHERE {TF} "
-            f"{GROUP_TIME}")],
+            f"{GROUP_COLLECTOR}", alias=COLLECTOR_ALIAS)],
             (8, 33, 8, 8), "Packets and records skipped as malformed, by reason, per interval."),
         timeseries("Drops and write errors", [target(
             f"SELECT non_negative_difference(last(\"influx.spool.dropped_points\")) AS \"spool dropped\", "
             f"non_negative_difference(last(\"influx.write.rejected_points\")) AS \"rejected\", "
             f"non_negative_difference(last(\"influx.write.errors\")) AS \"write errors\" "
-            f"FROM \"netmon_health\" WHERE {TF} {GROUP_TIME}"),
+            f"FROM \"netmon_health\" WHERE {TF} {GROUP_COLLECTOR}", alias=COLLECTOR_ALIAS),
             target(f"SELECT non_negative_difference(last(/(drops|\\.lost\\.|^aggregate\\.late$)/)) FROM \"netmon_health\" "
-                   f"WHERE {TF} {GROUP_TIME}", ref="B")],
+                   f"WHERE {TF} {GROUP_COLLECTOR}", ref="B", alias=COLLECTOR_ALIAS)],
             (16, 33, 8, 8), "Points lost to a full spool or refused by the database, failed writes, and packets "
             "the sources lost (kernel ring drops, exporter sequence gaps) or that came too late for their interval."),
         timeseries("Spool backlog and write latency", [
             target(f"SELECT last(\"influx.spool.points\") AS \"spooled points\" FROM \"netmon_health\" "
-                   f"WHERE {TF} {GROUP_TIME}"),
+                   f"WHERE {TF} {GROUP_COLLECTOR}", alias=COLLECTOR_ALIAS),
             target(f"SELECT last(\"influx.write.latency_ms\") AS \"write latency ms\" FROM \"netmon_health\" "
-                   f"WHERE {TF} {GROUP_TIME}", ref="B")],
+                   f"WHERE {TF} {GROUP_COLLECTOR}", ref="B", alias=COLLECTOR_ALIAS)],
             (0, 41, 24, 8), "Points waiting on disk, and the last write request's latency (ms)."),
     ]
     return dashboard("netmon-overview", "netmon: NTP overview", panels, [],

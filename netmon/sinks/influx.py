@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import socket
 import threading
 import time
 import zlib
@@ -219,10 +220,11 @@ def finding_lines(findings: list[Finding]) -> list[bytes]:
 
 
 def health_lines(now: float) -> list[bytes]:
-    """``netmon_health``: every counter and gauge of :mod:`netmon.health`, at wall time ``now``."""
+    """``netmon_health``: every counter and gauge of :mod:`netmon.health`, at wall time ``now``,
+    tagged host = this machine's name, so several collectors writing to one database stay apart."""
     snapshot = health.snapshot()
     fields = [f"{_key(k)}={float(v)!r}" for k, v in sorted(snapshot.items()) if math.isfinite(v)]
-    line = _line(HEALTH, "", fields, _ns(now))
+    line = _line(HEALTH, _tags(host=socket.gethostname()), fields, _ns(now))
     return [line] if line else []
 
 
