@@ -9,9 +9,10 @@ Enabled by a sink table, so it runs beside any other sink (or alone)::
 Every scrape reads :func:`netmon.health.snapshot`, so any counter a stage bumps
 shows up without registration. Dotted health names become Prometheus names
 (``influx.spool.points`` -> ``netmon_influx_spool_points``); counters get
-``_total``. Families whose last part varies become a label, so decode errors are
-one metric by reason: ``decode.skip.<reason>`` ->
-``netmon_decode_skip_total{reason="..."}``. The sink also counts the intervals
+``_total``. Names with a variable part become one metric with a label (:data:`LABELLED`):
+``decode.skip.<reason>`` -> ``netmon_decode_skip_total{reason="..."}``,
+``source.<source>.<what>`` -> ``netmon_source_<what>_total{source="..."}``,
+``alerts.hook.<hook>.<what>`` -> ``netmon_alerts_hook_<what>{hook="..."}``. The sink also counts the intervals
 and findings it is handed, and the end of the last interval (event time), so an
 alert can fire on a collector that stopped moving.
 """
@@ -33,11 +34,24 @@ from netmon.batch import SEVERITIES, Scored
 
 log = structlog.get_logger(__name__)
 
-#: health name prefix -> (metric name without netmon_ and _total, label for the last part)
-LABELLED: dict[str, tuple[str, str]] = {
-    "decode.skip.": ("decode_skip", "reason"),
-    "source.failed.": ("source_failed", "source"),
-}
+#: health names with a variable part: pattern (one named group is the label, ``what`` if
+#: present goes into the name) -> metric name template (without netmon_ and _total)
+LABELLED: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"decode\.skip\.(?P<reason>.+)"), "decode_skip"),
+    (re.compile(r"source\.(?P<source>[^.]+)\.(?P<what>.+)"), "source_{what}"),
+    (re.compile(r"alerts\.hook\.(?P<hook>[^.]+)\.(?P<what>.+)"), "alerts_hook_{what}"),
+]
+
+
+def labelled(name: str) -> tuple[str, str, str] | None:
+    """(metric name, label name, label value) for a health name with a variable part."""
+    for pattern, template in LABELLED:
+        if match := pattern.fullmatch(name):
+            groups = match.groupdict()
+            what = groups.pop("what", "")
+            (label, value), = groups.items()
+            return metric_name(template.format(what=what)), label, value
+    return None
 
 
 class Config(BaseModel):
@@ -80,20 +94,18 @@ class HealthCollector:
     def collect(self) -> Iterator[Metric]:
         counters = health.counters_with_prefix("")
         gauges = {k: v for k, v in health.snapshot().items() if k not in counters}
-        families: dict[str, CounterMetricFamily] = {}
-        for name, value in sorted(counters.items()):
-            prefix = next((p for p in LABELLED if name.startswith(p)), None)
-            if prefix is None:
-                yield CounterMetricFamily(metric_name(name), f"netmon health counter {name}", value=value)
-                continue
-            base, label = LABELLED[prefix]
-            if base not in families:
-                families[base] = CounterMetricFamily(f"netmon_{base}", f"netmon health counters {prefix}<{label}>",
-                                                     labels=[label])
-            families[base].add_metric([name[len(prefix):]], value)
-        yield from families.values()
-        for name, value in sorted(gauges.items()):
-            yield GaugeMetricFamily(metric_name(name), f"netmon health gauge {name}", value=value)
+        for values, family in ((counters, CounterMetricFamily), (gauges, GaugeMetricFamily)):
+            grouped: dict[tuple[str, str], Metric] = {}
+            for name, value in sorted(values.items()):
+                found = labelled(name)
+                if found is None:
+                    yield family(metric_name(name), f"netmon health {name}", value=value)
+                    continue
+                metric, label, label_value = found
+                if (metric, label) not in grouped:
+                    grouped[(metric, label)] = family(metric, f"netmon health, by {label}", labels=[label])
+                grouped[(metric, label)].add_metric([label_value], value)
+            yield from grouped.values()
         with self.lock:
             yield CounterMetricFamily("netmon_intervals", "host-intervals handed to the sinks", value=self.intervals)
             findings = CounterMetricFamily("netmon_findings", "findings handed to the sinks", labels=["severity"])

@@ -32,12 +32,16 @@ def test_health_counters_and_gauges_are_served(sink):
     health.count("decode.skip.bad_ip_header", 2)
     health.gauge("influx.spool.points", 42)
     health.gauge("influx.write.latency_ms", 12.5)
+    health.gauge("alerts.hook.pager.queue", 4)
+    health.count("source.netflow.lost.packets", 9)
     samples = scrape(sink.port)
-    assert samples[("netmon_source_pcap_packets_total", ())] == 1500
+    assert samples[("netmon_source_packets_total", (("source", "pcap"),))] == 1500
     assert samples[("netmon_decode_skip_total", (("reason", "truncated"),))] == 3
     assert samples[("netmon_decode_skip_total", (("reason", "bad_ip_header"),))] == 2
     assert samples[("netmon_influx_spool_points", ())] == 42
     assert samples[("netmon_influx_write_latency_ms", ())] == 12.5
+    assert samples[("netmon_alerts_hook_queue", (("hook", "pager"),))] == 4
+    assert samples[("netmon_source_lost_packets_total", (("source", "netflow"),))] == 9
 
 
 def test_findings_and_last_interval_counted_from_what_the_sink_is_handed(sink):
