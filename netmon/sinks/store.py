@@ -261,14 +261,21 @@ class StoreReader:
     def top_hosts(self, n: int = 20) -> list[dict[str, Any]]:
         """The ``n`` hosts with the highest worst score, with their findings count and latest reason."""
         query = """
-            SELECT i.host, i.grp AS "group", max(i.role) AS role, count(*) AS intervals, max(i.score) AS score,
-                   min(i.start) AS first, max(i."end") AS last, sum(i.requests_out) AS requests_out,
-                   max(i.instances) AS instances, max(i.rate_vs_poll) AS rate_vs_poll,
-                   (SELECT count(*) FROM findings f WHERE f.host = i.host) AS findings,
-                   (SELECT group_concat(DISTINCT f.detector) FROM findings f WHERE f.host = i.host) AS detectors,
-                   (SELECT f.explanation FROM findings f WHERE f.host = i.host ORDER BY f.score DESC, f.start DESC
-                    LIMIT 1) AS reason
-            FROM intervals i GROUP BY i.host ORDER BY score DESC, findings DESC, requests_out DESC LIMIT ?"""
+            WITH per_host AS (
+                SELECT host, grp AS "group", max(role) AS role, count(*) AS intervals, max(score) AS score,
+                       min(start) AS first, max("end") AS last, sum(requests_out) AS requests_out,
+                       max(instances) AS instances, max(rate_vs_poll) AS rate_vs_poll
+                FROM intervals GROUP BY host),
+            flagged AS (
+                SELECT host, count(*) AS findings, group_concat(DISTINCT detector) AS detectors
+                FROM findings GROUP BY host),
+            top AS (
+                SELECT per_host.*, coalesce(flagged.findings, 0) AS findings, flagged.detectors
+                FROM per_host LEFT JOIN flagged USING (host)
+                ORDER BY score DESC, findings DESC, requests_out DESC LIMIT ?)
+            SELECT top.*, (SELECT f.explanation FROM findings f WHERE f.host = top.host
+                           ORDER BY f.score DESC, f.start DESC LIMIT 1) AS reason
+            FROM top ORDER BY score DESC, findings DESC, requests_out DESC"""
         return [dict(row) for row in self.db.execute(query, (n,))]
 
     def host_intervals(self, host: str, limit: int | None = None) -> list[dict[str, Any]]:
