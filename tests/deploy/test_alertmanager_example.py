@@ -55,6 +55,7 @@ def test_prometheus_rules_name_metrics_the_endpoint_serves(tmp_path):
     endpoint = metrics.build(metrics.Config(type="metrics", listen=f"127.0.0.1:{free_port()}"))
     try:
         health.count("decode.skip.truncated")
+        health.count("source.capture.kernel_drops")
         text = requests.get(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=5).text
     finally:
         endpoint.close()
