@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sqlite3
 import time
@@ -221,6 +222,21 @@ def _replayed_paths(settings: Any) -> list[str]:
         if table.get("type") == "pcap":
             paths.extend(str(Path(p).resolve()) for p in table.get("paths", []))
     return paths
+
+
+def check(config: Config) -> list[str]:
+    """Problems that would stop the store (for ``netmon check-config``), without creating anything."""
+    path = Path(config.path)
+    if path.exists():
+        try:
+            StoreReader(path).close()
+        except StoreError as exc:
+            return [str(exc)]
+        return [] if os.access(path, os.W_OK) else [f"{path}: not writable"]
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    return [] if os.access(parent, os.W_OK) else [f"{path}: cannot create it, {parent} is not writable"]
 
 
 def build(config: Config, settings: Any = None) -> StoreSink:

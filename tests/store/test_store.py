@@ -138,3 +138,14 @@ def test_real_aggregated_intervals_store_every_feature(tmp_path):
         assert set(FEATURES) <= set(rows[0])
         assert sum(r["after_kod"] for r in rows) > 0
         assert {f["detector"] for f in reader.host_findings("10.0.0.9")} >= {"rule.kod_ignored"}
+
+
+def test_check_config_hook_reports_a_file_that_is_not_a_store_and_creates_nothing(tmp_path):
+    from netmon.sinks.store import check
+
+    assert check(Config(path=str(tmp_path / "new" / "n.db"))) == []
+    assert not (tmp_path / "new").exists(), "checking must not create the store"
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not sqlite" * 100)
+    (problem,) = check(Config(path=str(bad)))
+    assert "bad.db" in problem
