@@ -67,7 +67,7 @@ def test_dashboard_structure(path):
     cells: set[tuple[int, int]] = set()
     for panel in data["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, f"{panel['title']}: outside the 24-column grid"
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, f"{panel['title']}: outside the 24-column grid"
         mine = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
         assert not mine & cells, f"{panel['title']}: overlaps another panel"
         cells |= mine

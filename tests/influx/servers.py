@@ -75,7 +75,7 @@ class Influx1(Server):
     """influxd 1.x with a minimal config: loopback only, reporting off, dirs in ``root``."""
 
     @classmethod
-    def create(cls, root: Path, auth: bool = False) -> "Influx1":
+    def create(cls, root: Path, auth: bool = False) -> Influx1:
         port, rpc = free_port(), free_port()
         conf = root / "influxdb.conf"
         conf.write_text(
@@ -126,7 +126,7 @@ class Victoria(Server):
     """
 
     @classmethod
-    def create(cls, root: Path, dedup: bool = True) -> "Victoria":
+    def create(cls, root: Path, dedup: bool = True) -> Victoria:
         port = free_port()
         argv = [shutil.which("victoria-metrics") or "victoria-metrics", f"-storageDataPath={root}/data",
                 f"-httpListenAddr=127.0.0.1:{port}", "-retentionPeriod=100y", "-search.disableCache",
