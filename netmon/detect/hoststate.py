@@ -31,7 +31,8 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
     Looking a million host strings up in a dict costs more than all the
     arithmetic of the models, so rows are found by hash in a sorted array
     instead. The last result is kept: every detector of an interval asks for the
-    same ``hosts`` array. A collision needs two of a million keys to share 64
+    same ``hosts`` array. Padding (NUL) is skipped, so a key hashes the same in
+    an array of any width. A collision needs two of a million keys to share 64
     bits (odds about 3e-8).
     """
     global _last
@@ -46,8 +47,8 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
     h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
     for j in range(width):
-        h ^= codes[:, j]
-        h *= prime
+        c = codes[:, j]
+        h = np.where(c != 0, (h ^ c) * prime, h)  # NUL is padding to the array's width, not part of the key
     _last = (hosts, h)
     return h
 
