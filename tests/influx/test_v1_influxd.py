@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import requests
-from pathlib import Path
 
 from netmon import health
 from netmon.sinks import influx
 from tests.influx.data import make_run, recent_start
 from tests.influx.expected import expected_points
-from tests.influx.writing import write_all, write_through_outage
 from tests.influx.readback import influx_points
 from tests.influx.servers import Influx1
-
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.influx.writing import drain_on_start, write_all, write_then_sigkill, write_through_outage
 
 def sink_config(url: str, spool: Path, **extra) -> influx.Config:
     """Small batches and quick retries, so outages resolve within a test's seconds."""
@@ -63,45 +53,19 @@ def test_database_stopped_mid_stream_every_point_arrives_once(influx1, tmp_path)
     assert health.snapshot()["influx.spool.points"] == 0
 
 
-WRITER = """
-import sys, time
-from netmon.sinks import influx
-from tests.influx.data import make_run
-from tests.influx.test_v1_influxd import sink_config
-sink = influx.build(sink_config(sys.argv[1], sys.argv[2]))
-for scored in make_run(float(sys.argv[3]), int(sys.argv[4])):
-    sink.write(scored)
-print(); print(f"SPOOLED_POINTS={sink.spool.pending_points()}", flush=True)
-time.sleep(600)
-"""
-
-
 def test_writer_killed_with_full_spool_sends_it_on_restart(tmp_path):
     root = tmp_path / "influxd"
     root.mkdir()
     server = Influx1.create(root)  # not started yet: the database is down while netmon writes
-    spool, start = tmp_path / "spool", recent_start()
-    run = make_run(start, 20)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, server.url, str(spool), str(start), str(len(run))],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
-    try:
-        said = ""
-        while "SPOOLED_POINTS=" not in said and (line := writer.stdout.readline()):
-            said += line  # structlog's warnings share stdout
-        assert "SPOOLED_POINTS=" in said, f"writer said {said!r}"
-        assert int(said.split("SPOOLED_POINTS=")[1].split()[0]) >= len(expected_points(run)), "the writer did not spool every point"
-    finally:
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
+    config = sink_config(server.url, tmp_path / "spool")
+    start, intervals = recent_start(), 20
+    run = make_run(start, intervals)
+    spooled = write_then_sigkill(config.model_dump(mode="json"), start, intervals)
+    assert spooled >= len(expected_points(run)), "the writer did not spool every point"
     server.start()
     try:
         server.create_database("netmon")
-        sink = influx.build(sink_config(server.url, spool))
-        deadline = time.monotonic() + 20
-        while sink.spool.pending_points() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sink.spool.pending_points() == 0, "the restarted sink did not send the spool on its own"
-        sink.close()
+        drain_on_start(config)
         assert_same_points(server, run)
     finally:
         server.stop()

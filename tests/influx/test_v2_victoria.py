@@ -8,7 +8,8 @@ from netmon import health
 from netmon.sinks import influx
 from tests.influx.data import make_run, recent_start
 from tests.influx.expected import expected_points, numeric_series
-from tests.influx.writing import write_all, write_through_outage
+from tests.influx.servers import Victoria
+from tests.influx.writing import drain_on_start, write_all, write_then_sigkill, write_through_outage
 
 
 def v2_config(url: str, spool, **extra) -> influx.Config:
@@ -58,6 +59,22 @@ def test_v2_database_stopped_mid_stream_every_point_arrives_once(victoria, tmp_p
     run = make_run(recent_start(), 24)
     write_through_outage(influx.build(v2_config(victoria.url, tmp_path / "spool")), victoria, run)
     assert_same_series(victoria, run)
+
+
+def test_v2_writer_killed_with_full_spool_sends_it_on_restart(tmp_path):
+    root = tmp_path / "vm"
+    root.mkdir()
+    server = Victoria.create(root)  # not started yet: the database is down while netmon writes
+    config = v2_config(server.url, tmp_path / "spool")
+    start, intervals = recent_start(), 12
+    spooled = write_then_sigkill(config.model_dump(mode="json") | {"token": "not-checked"}, start, intervals)
+    assert spooled >= len(expected_points(make_run(start, intervals)))
+    server.start()
+    try:
+        drain_on_start(config)
+        assert_same_series(server, make_run(start, intervals))
+    finally:
+        server.stop()
 
 
 def test_token_never_appears_in_config_repr_or_logs(tmp_path, capsys):
