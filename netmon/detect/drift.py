@@ -5,7 +5,8 @@ interval (``baseline``, ``population``) learns such a ramp as normal, so this
 detector keeps, per host and feature, a reference captured during a warm-up
 (``warmup`` s once the feature's window has filled) that afterwards moves only
 with time constant ``adapt`` (a week) and only on intervals no detector
-flagged. Beside it runs a one-sided CUSUM per feature on the log2 level of the
+flagged; its deviation (the host's noise) is the warm-up's and stays frozen, so
+a slow creep cannot widen its own allowance. Beside it runs a one-sided CUSUM per feature on the log2 level of the
 feature's recent value (over its own window, see
 :func:`netmon.detect.hoststate.windowed`)::
 
@@ -222,7 +223,7 @@ class Drift:
         first = use & np.isnan(seen.ref)
         ref = np.where(first, seen.level, seen.ref)
         gap = np.abs(seen.level - ref)
-        dev = np.where(use & ~first, seen.dev + alpha * (gap - seen.dev), seen.dev)
+        dev = np.where(use & capturing & ~first, seen.dev + alpha * (gap - seen.dev), seen.dev)
         ref = np.where(use, ref + alpha * (seen.level - ref), ref)
         table, rows = self.table, seen.rows
         table["sums"][rows] = seen.sums
