@@ -496,6 +496,32 @@ class InfluxSink:
                 end = min(end, self._deadline)
 
 
+def check(config: Config) -> list[str]:
+    """What would keep this sink from writing (``netmon check-config``): credentials that
+    cannot be read, a spool directory that cannot be written, a database that does not answer."""
+    problems = []
+    try:
+        token = _secret(config.token, config.token_env, config.token_file)
+        password = _secret(config.password, config.password_env, config.password_file)
+    except OSError as exc:
+        return [f"cannot read the credential file: {exc}"]
+    if config.api == "v2" and not token:
+        problems.append(f"no token: set token_file, token, or the environment variable {config.token_env}")
+    if config.api == "v1" and config.username and not password:
+        problems.append(f"user {config.username!r} without a password: set password_file, password, "
+                        f"or the environment variable {config.password_env}")
+    existing = Path(config.spool_dir).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        problems.append(f"spool_dir {config.spool_dir!r}: {existing} is not writable")
+    try:
+        requests.get(config.url.rstrip("/") + "/ping", timeout=min(config.timeout, 5.0))
+    except requests.RequestException as exc:
+        problems.append(f"no answer from {config.url} ({type(exc).__name__}); points would wait in the spool")
+    return problems
+
+
 def build(config: Config, settings: Any = None) -> InfluxSink:
     """The sink for one ``[[sinks]] type = "influx"`` table."""
     return InfluxSink(config, transport(config))

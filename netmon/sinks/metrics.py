@@ -20,6 +20,7 @@ alert can fire on a collector that stopped moving.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -140,6 +141,19 @@ class MetricsSink:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def check(config: Config) -> list[str]:
+    """Whether the /metrics address can be listened on (``netmon check-config``)."""
+    host, port = split_listen(config.listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return [f"cannot listen on {config.listen}: {exc.strerror}"]
+    return []
 
 
 def build(config: Config, settings: Any = None) -> MetricsSink:
