@@ -16,7 +16,8 @@ peer is too slow to wait for; the table says so):
 * tshark NTP dissection (``-Y ntp`` with fields out);
 * dpkt and scapy: parse every frame, decode NTP on port 123, count per source host.
 
-netmon runs single-threaded, so its packets/s are per core. Run:
+netmon runs single-threaded, so its packets/s are per core. Every tool's imports
+happen before its clock starts. Run:
 
     .venv/bin/python tests/benchmarks/bench_replay.py [--packets N] [--keep capture.pcap]
 """
@@ -35,8 +36,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dpkt
 import numpy as np
+from scapy.layers.inet import IP
+from scapy.layers.ntp import NTP
+from scapy.utils import PcapReader
 
+from netmon.aggregate import Aggregator
 from netmon.batch import Frames, empty_observations
 from netmon.config import Aggregate, Campus
 from netmon.decode.encode import frames_from_observations
@@ -134,8 +140,6 @@ def netmon_decode(path: Path) -> int:
 
 
 def netmon_aggregate(path: Path) -> int:
-    from netmon.aggregate import Aggregator  # helper B's stage
-
     aggregator = Aggregator(Campus(internal=["10.0.0.0/8"]), Aggregate())
     intervals = 0
     for frames in read_frames(path):
@@ -164,8 +168,6 @@ def tshark(path: Path) -> int:
 
 
 def dpkt_count(path: Path) -> int:
-    import dpkt
-
     per_host: collections.Counter[bytes] = collections.Counter()
     with open(path, "rb") as handle:
         for _, buf in dpkt.pcap.Reader(handle):
@@ -177,10 +179,6 @@ def dpkt_count(path: Path) -> int:
 
 
 def scapy_count(path: Path) -> int:
-    from scapy.layers.inet import IP
-    from scapy.layers.ntp import NTP
-    from scapy.utils import PcapReader
-
     per_host: collections.Counter[str] = collections.Counter()
     for packet in PcapReader(str(path)):
         if packet.haslayer(NTP):
