@@ -60,7 +60,7 @@ def test_writer_killed_with_full_spool_sends_it_on_restart(tmp_path):
     config = sink_config(server.url, tmp_path / "spool")
     start, intervals = recent_start(), 20
     run = make_run(start, intervals)
-    spooled = write_then_sigkill(config.model_dump(mode="json"), start, intervals)
+    _, spooled = write_then_sigkill(config.model_dump(mode="json"), start, intervals)
     assert spooled >= len(expected_points(run)), "the writer did not spool every point"
     server.start()
     try:
@@ -140,3 +140,16 @@ def test_refused_batch_is_counted_and_does_not_block_later_points(influx1, tmp_p
     assert sink.spool.pending_points() == 0, "a refused batch must leave the spool"
     later = influx1.series(f'SELECT count("requests") FROM "ntp_traffic" WHERE time > {first_ns}')
     assert later and later[0]["values"][0][1] > 0
+
+
+def test_writer_killed_while_sending_loses_and_duplicates_nothing(influx1, tmp_path):
+    config = sink_config(influx1.url, tmp_path / "spool", batch_size=30, flush_interval=0.01)
+    start, intervals = recent_start(), 40
+    run = make_run(start, intervals)
+    last, _ = write_then_sigkill(config.model_dump(mode="json"), start, intervals, kill_after=15, pause=0.02)
+    assert last >= 15, "the writer died before it wrote anything"
+    drain_on_start(config)
+    got = set(influx_points(influx1))
+    written, maybe = set(expected_points(run[: last + 1])), set(expected_points(run[: last + 2]))
+    assert written <= got, f"{len(written - got)} points written before the SIGKILL never arrived"
+    assert got <= maybe, "points arrived that were never written"

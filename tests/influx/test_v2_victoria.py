@@ -67,7 +67,7 @@ def test_v2_writer_killed_with_full_spool_sends_it_on_restart(tmp_path):
     server = Victoria.create(root)  # not started yet: the database is down while netmon writes
     config = v2_config(server.url, tmp_path / "spool")
     start, intervals = recent_start(), 12
-    spooled = write_then_sigkill(config.model_dump(mode="json") | {"token": "not-checked"}, start, intervals)
+    _, spooled = write_then_sigkill(config.model_dump(mode="json") | {"token": "not-checked"}, start, intervals)
     assert spooled >= len(expected_points(make_run(start, intervals)))
     server.start()
     try:

@@ -47,30 +47,39 @@ import json, sys, time
 from netmon.sinks import influx
 from tests.influx.data import make_run
 sink = influx.build(influx.Config(**json.loads(sys.argv[1])))
-for scored in make_run(float(sys.argv[2]), int(sys.argv[3])):
+for k, scored in enumerate(make_run(float(sys.argv[2]), int(sys.argv[3]))):
     sink.write(scored)
-print()
-print(f"SPOOLED_POINTS={sink.spool.pending_points()}", flush=True)
+    print(f"\\nAPPENDED={k}", flush=True)
+    time.sleep(float(sys.argv[4]))
+print(f"\\nSPOOLED_POINTS={sink.spool.pending_points()}", flush=True)
 time.sleep(600)
 """
 
 
-def write_then_sigkill(config: dict, start: float, intervals: int) -> int:
-    """A separate netmon process writes make_run(start, intervals) with ``config`` (the
-    database down) and is SIGKILLed once all is spooled; returns the points it spooled."""
+def write_then_sigkill(config: dict, start: float, intervals: int, kill_after: int | None = None,
+                       pause: float = 0.0) -> tuple[int, int]:
+    """A separate netmon process writes make_run(start, intervals) with ``config``, ``pause``
+    seconds apart, and is SIGKILLed once interval ``kill_after`` is written (None: once all
+    are). Returns (the last interval it said was written, the points it said were spooled
+    or -1 when killed before the end)."""
     repo = Path(__file__).resolve().parents[2]
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(config), str(start), str(intervals)],
-                              cwd=repo, stdout=subprocess.PIPE, text=True,
+    argv = [sys.executable, "-c", WRITER, json.dumps(config), str(start), str(intervals), str(pause)]
+    writer = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, text=True,
                               env=os.environ | {"PYTHONPATH": str(repo)})
+    last, spooled = -1, -1
     try:
-        said = ""
-        while "SPOOLED_POINTS=" not in said and (line := writer.stdout.readline()):
-            said += line  # structlog's warnings share stdout
-        assert "SPOOLED_POINTS=" in said, f"writer said {said!r}"
-        return int(said.split("SPOOLED_POINTS=")[1].split()[0])
+        for line in writer.stdout:  # structlog's warnings share stdout
+            if line.startswith("APPENDED="):
+                last = int(line.split("=")[1])
+                if kill_after is not None and last >= kill_after:
+                    break
+            elif line.startswith("SPOOLED_POINTS="):
+                spooled = int(line.split("=")[1])
+                break
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()
+    return last, spooled
 
 
 def drain_on_start(config: influx.Config, timeout: float = 20.0) -> None:
