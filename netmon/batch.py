@@ -76,8 +76,8 @@ OBS_DTYPE = np.dtype(
 * ``leap``: LI (0-3), 0 for mode 7, which has no LI field.
 * ``ref_id``: the 4 reference-ID bytes as a big-endian integer (an IPv4 address,
   a refclock code such as ``GPS``, or a KoD code such as ``RATE`` when stratum is 0).
-* ``mac_len``: bytes of MAC after the header and extension fields (0, 4 for a
-  crypto-NAK, 16 MD5, 20 SHA-1, ...).
+* ``mac_len``: bytes of MAC after the header and extension fields, key ID included
+  (0, 4 for a crypto-NAK, 20 for MD5, 24 for SHA-1, ...).
 * ``ctl_response``: the R bit of mode 6 and 7 packets (1 = response).
 * ``ctl_code``: mode 6 opcode or mode 7 request code (42 = MON_GETLIST_1, monlist).
 * ``ntp_len``: UDP payload length in bytes.
