@@ -55,11 +55,26 @@ def build_plugin(kind: str, table: dict[str, Any], settings: Settings) -> Any:
     return module.build(plugin_config(kind, table), settings)
 
 
+def make_aggregator(settings: Settings, sources: list[Any]) -> Aggregator:
+    """The aggregate stage for these sources.
+
+    A source whose records trail real time (flow exporters report a flow when it
+    ends) declares ``lateness`` in seconds; windows stay open that long so its
+    records are counted, not dropped as late.
+    """
+    aggregate = settings.aggregate
+    lateness = max([aggregate.lateness, *(float(getattr(s, "lateness", 0.0)) for s in sources)])
+    if lateness > aggregate.lateness:
+        aggregate = aggregate.model_copy(update={"lateness": lateness})
+    return Aggregator(settings.campus, aggregate)
+
+
 def build(settings: Settings, restore: bool = True) -> Stages:
     """Every stage named in ``settings``."""
+    sources = [build_plugin("source", t, settings) for t in settings.sources]
     return Stages(
-        sources=[build_plugin("source", t, settings) for t in settings.sources],
-        aggregator=Aggregator(settings.campus, settings.aggregate),
+        sources=sources,
+        aggregator=make_aggregator(settings, sources),
         engine=Engine(settings.detect, restore=restore),
         sinks=[build_plugin("sink", t, settings) for t in settings.sinks],
     )

@@ -7,7 +7,9 @@ pcap replay never import pyroute2 or the InfluxDB client.
 
 Interfaces, by kind:
 
-* source: ``batches() -> Iterator[Frames | Observations]`` and ``close()``;
+* source: ``batches() -> Iterator[Frames | Observations | Watermark]`` and
+  ``close()`` (callable from another thread: ``batches()`` then ends); optionally
+  ``lateness`` (seconds its records may trail newer ones);
 * sink: ``write(scored: Scored) -> None`` and ``close()``;
 * detector: ``score(intervals) -> DetectorOutput`` (see ``netmon.detect.engine``),
   and for learning detectors ``learn(intervals, normal_mask)``, ``state()``,

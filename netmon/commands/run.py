@@ -19,7 +19,6 @@ import click
 import structlog
 
 from netmon import pipeline
-from netmon.aggregate import Aggregator
 from netmon.config import ConfigError, Settings, load
 from netmon.detect.engine import Engine
 from netmon.sources.live import LiveError
@@ -86,7 +85,7 @@ class Service:
         if (new.campus, new.aggregate) != (old.campus, old.aggregate):
             for intervals in stages.aggregator.flush():
                 pipeline.deliver(stages, stages.engine.process(intervals))
-            stages.aggregator = Aggregator(new.campus, new.aggregate)
+            stages.aggregator = pipeline.make_aggregator(new, sources)
         if new.detect != old.detect:
             stages.engine.save()
             stages.engine = Engine(new.detect, restore=True)

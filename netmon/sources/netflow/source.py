@@ -84,6 +84,12 @@ class FlowSource:
         if not config.paths:
             self.listener = Listener(config.listen, self.allowlist, self.name)
 
+    @property
+    def lateness(self) -> float:
+        """Seconds a record may trail newer ones (its flow ended before the export that
+        carries it); the pipeline keeps aggregation windows open at least this long."""
+        return self.config.record_delay
+
     def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
         raise NotImplementedError
 
