@@ -250,7 +250,10 @@ class Transport(Protocol):
 def _secret(value: SecretStr | None, env: str, path: str | None) -> str:
     """A credential from a file, the config or the environment, in that order; never logged."""
     if path:
-        text = Path(path).read_text().strip()
+        try:
+            text = Path(path).read_text().strip()
+        except OSError as exc:
+            raise OSError(f"influx sink: cannot read credential file {path}: {exc.strerror}") from None
         return text.splitlines()[0].strip() if text else ""
     if value is not None:
         return value.get_secret_value()
