@@ -148,11 +148,16 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
         "bytes_in": total(inward, size),
         "flows": total(np.ones_like(ntp), r["flows"].astype(np.float64)),
     }
+    # Counter rows past an eBPF sampling cap carry no peer (::) and no port (0):
+    # they add packets and bytes, never a distinct server, client or port.
+    peer_known = (v.peer_hi != 0) | (v.peer_lo != 0)
     peer_key = hash_key(host_key, v.peer_hi, v.peer_lo)
-    f["servers"] = groups.distinct(host[request_out], peer_key[request_out], n)
-    f["clients"] = groups.distinct(host[request_in], peer_key[request_in], n)
+    servers_seen, clients_seen = request_out & peer_known, request_in & peer_known
+    f["servers"] = groups.distinct(host[servers_seen], peer_key[servers_seen], n)
+    f["clients"] = groups.distinct(host[clients_seen], peer_key[clients_seen], n)
     port_key = hash_key(host_key, v.host_port)
-    f["client_ports"] = groups.distinct(host[request_out], port_key[request_out], n)
+    ports_seen = request_out & (v.host_port != 0)
+    f["client_ports"] = groups.distinct(host[ports_seen], port_key[ports_seen], n)
     ntp_request_out = request_out & ntp
     f["poll"] = groups.median(host[ntp_request_out], r["poll"][ntp_request_out].astype(np.float64), n)
     _modes_and_versions(f, host, n, ntp, v.out, mode, r["version"], weight)

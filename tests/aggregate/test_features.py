@@ -327,6 +327,15 @@ def test_flow_records_give_counts_and_leave_ntp_features_unknown():
         assert math.isnan(f[name]), f"{name} should be unknown (NaN) from flow records, got {f[name]}"
 
 
+def test_counter_rows_without_peer_or_port_add_counts_but_no_server_or_port():
+    t = Traffic()
+    t.request(1.0, HOST, SERVER, 40000)
+    t.flow(2.0, HOST, "::", 0, 123, packets=50, size=3800)
+    f = one(t)
+    assert f["requests_out"] == 51 and f["bytes_out"] == 76 + 3800
+    assert (f["servers"], f["client_ports"]) == (1, 1), "an unknown peer (::) or port 0 is not a distinct server/port"
+
+
 def test_windows_are_aligned_and_close_when_the_watermark_passes():
     aggregator = Aggregator(campus(), settings(interval=60, lateness=2))
     t = Traffic()
