@@ -36,22 +36,16 @@ features bytes per host, plus its key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from netmon.batch import HostIntervals
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding, score01
-from netmon.detect.hoststate import Column, HostTable, windowed
+from netmon.detect.hoststate import Column, HostModel, Visit
 
-log = structlog.get_logger(__name__)
-
-#: Intervals between two checks for hosts to forget.
-PRUNE_EVERY = 360
 
 
 class Watch(BaseModel):
@@ -87,22 +81,15 @@ class Config(BaseModel):
     critical: float = Field(12.0, gt=0, description="CUSUM level that makes a finding critical")
     forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
 
-    @field_validator("features")
-    @classmethod
-    def _known(cls, value: dict[str, Watch]) -> dict[str, Watch]:
-        unknown = [v for v in value if v not in scaling.SPECS]
-        if unknown:
-            raise ValueError(f"unknown features {unknown}; allowed: {', '.join(scaling.SPECS)}")
-        return value
+    _known = field_validator("features")(scaling.known)
 
 
 @dataclass
 class _Seen:
-    key: int
-    rows: np.ndarray
-    sums: np.ndarray
+    """What scoring computed for one interval, handed to learning."""
+
+    visit: Visit
     level: np.ndarray
-    first: np.ndarray
     ref: np.ndarray
     dev: np.ndarray
     weight: np.ndarray
@@ -111,76 +98,56 @@ class _Seen:
     ready: np.ndarray
 
 
-class Drift:
+class Drift(HostModel):
     """The slow-reference drift detector."""
 
     name = "drift"
 
     def __init__(self, config: Config) -> None:
+        names = tuple(config.features)
+        k = len(names)
+        columns = {
+            "weight": Column("f4", k, 0.0),
+            "ref": Column("f4", k, np.nan),
+            "dev": Column("f4", k, 0.0),
+            "cusum": Column("f4", k, 0.0),
+        }
+        windows = np.array([config.features[n].window for n in names])
+        super().__init__(names, columns, windows, config.forget_after)
         self.config = config
-        self.names = tuple(config.features)
-        self.allowance = np.array([config.features[n].allowance for n in self.names])
-        self.windows = np.array([config.features[n].window for n in self.names])
-        self.floors = np.array([config.features[n].floor for n in self.names])
-        self.rates = scaling.rate_mask(self.names)
-        self.priors = scaling.priors(self.names)
-        k = len(self.names)
-        self.table = HostTable(
-            {
-                "first": Column("f8", 0, np.nan),
-                "last": Column("f8", 0, np.nan),
-                "weight": Column("f4", k, 0.0),
-                "sums": Column("f4", k, np.nan),
-                "ref": Column("f4", k, np.nan),
-                "dev": Column("f4", k, 0.0),
-                "cusum": Column("f4", k, 0.0),
-            }
-        )
+        self.windows = windows
+        self.allowance = np.array([config.features[n].allowance for n in names])
+        self.floors = np.array([config.features[n].floor for n in names])
         self._seen: _Seen | None = None
-        self._intervals = 0
 
     def _observe(self, intervals: HostIntervals) -> _Seen:
-        if self._seen is not None and self._seen.key == id(intervals):
+        if self._seen is not None and self._seen.visit.key == id(intervals):
             return self._seen
-        cfg = self.config
-        t = float(intervals.end)
-        length = float(intervals.end - intervals.start)
-        rows = self.table.rows(intervals.host)
-        last = self.table["last"][rows]
-        elapsed = t - last
-        fresh = np.isnan(last) | (elapsed > cfg.forget_after)
-        elapsed[fresh] = np.nan
-        first = np.where(fresh, t, self.table["first"][rows])
-        age = t - first + length
-        sums = self.table["sums"][rows]
-        counts = scaling.matrix(intervals, self.names, per_hour=False)
-        sums, current = windowed(sums, elapsed, age, length, self.windows, counts, self.rates, self.priors)
-        level = scaling.level(current)
-        ref = np.where(fresh[:, None], np.nan, self.table["ref"][rows])
-        dev = np.where(fresh[:, None], 0.0, self.table["dev"][rows])
-        ready = (age[:, None] >= self.windows + cfg.warmup) & ~np.isnan(ref)
-        hours = np.minimum(np.nan_to_num(elapsed, nan=length)[:, None], self.windows) / 3600.0
+        visit = self.visit(intervals)
+        level = scaling.level(visit.current)
+        ref = self.carried(visit, "ref")
+        dev = self.carried(visit, "dev")
+        ready = (visit.age[:, None] >= self.windows + self.config.warmup) & ~np.isnan(ref)
+        hours = np.minimum(np.nan_to_num(visit.elapsed, nan=visit.length)[:, None], self.windows) / 3600.0
         excess = level - ref - self.allowance - 2.0 * dev
-        old = np.where(fresh[:, None], 0.0, self.table["cusum"][rows])
+        old = self.carried(visit, "cusum")
         cusum = np.where(ready & ~np.isnan(level), np.maximum(0.0, old + np.nan_to_num(excess) * hours), old)
-        return _Seen(
-            key=id(intervals),
-            rows=rows,
-            sums=sums,
+        self._seen = _Seen(
+            visit=visit,
             level=level,
-            first=first,
             ref=ref,
             dev=dev,
-            weight=np.where(fresh[:, None], 0.0, self.table["weight"][rows]),
+            weight=self.carried(visit, "weight"),
             cusum=np.where(ready, cusum, 0.0),
             hours=hours,
             ready=ready,
         )
+        return self._seen
 
     def score(self, intervals: HostIntervals) -> DetectorOutput:
         """CUSUM of each host against its slow reference; findings past the threshold."""
         cfg = self.config
-        seen = self._seen = self._observe(intervals)
+        seen = self._observe(intervals)
         with np.errstate(invalid="ignore"):
             value = scaling.unlevel(seen.level)
             usual = scaling.unlevel(seen.ref)
@@ -189,7 +156,7 @@ class Drift:
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():
             cols = np.flatnonzero(hit[i])
-            hours = (float(intervals.end) - seen.first[i]) / 3600.0
+            hours = (seen.visit.t - seen.visit.first[i]) / 3600.0
             findings.append(
                 finding(
                     intervals,
@@ -197,7 +164,7 @@ class Drift:
                     "model.drift",
                     "critical" if seen.cusum[i, cols].max() >= cfg.critical else "warning",
                     float(score01(worst[i : i + 1], cfg.threshold)[0]),
-                    f"its slow reference (captured over its first {cfg.warmup / 3600:.0f} h, "
+                    f"its slow reference (captured over {cfg.warmup / 3600:.0f} h once its window filled, "
                     f"adapting over {cfg.adapt / 86400:.0f} d; watched {hours:.0f} h)",
                     [
                         Deviation(self.names[j], float(value[i, j]), float(usual[i, j]), float(seen.cusum[i, j]), "cusum")
@@ -209,50 +176,22 @@ class Drift:
 
     def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
         """Keep every host's rate and CUSUM; capture or slowly move the reference of normal hosts."""
-        cfg = self.config
         seen = self._observe(intervals)
         self._seen = None
-        t = float(intervals.end)
-        age = t - seen.first + float(intervals.end - intervals.start)
-        filled = age[:, None] >= self.windows
-        capturing = filled & (age[:, None] < self.windows + cfg.warmup)
+        age = seen.visit.age[:, None]
+        filled = age >= self.windows
+        capturing = filled & (age < self.windows + self.config.warmup)
         use = normal[:, None] & ~np.isnan(seen.level) & filled
         seconds = seen.hours * 3600.0
         weight = seen.weight + seconds
-        alpha = np.where(capturing, seconds / weight, -np.expm1(-seconds / cfg.adapt))
+        alpha = np.where(capturing, seconds / weight, -np.expm1(-seconds / self.config.adapt))
         first = use & np.isnan(seen.ref)
         ref = np.where(first, seen.level, seen.ref)
         gap = np.abs(seen.level - ref)
         dev = np.where(use & capturing & ~first, seen.dev + alpha * (gap - seen.dev), seen.dev)
         ref = np.where(use, ref + alpha * (seen.level - ref), ref)
-        table, rows = self.table, seen.rows
-        table["sums"][rows] = seen.sums
-        table["ref"][rows] = ref
-        table["dev"][rows] = dev
-        table["cusum"][rows] = seen.cusum
-        table["weight"][rows] = np.where(use & capturing, weight, seen.weight)
-        table["first"][rows] = seen.first
-        table["last"][rows] = t
-        self._intervals += 1
-        if self._intervals >= PRUNE_EVERY:
-            self._intervals = 0
-            self.table.prune(self.table["last"] >= t - cfg.forget_after)
-
-    def state(self) -> dict[str, Any]:
-        return {"features": list(self.names), **self.table.state()}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`; a state for other features is dropped (cold start) with a log line."""
-        if list(state.get("features", [])) != list(self.names):
-            log.warning("drift state is for other features; starting cold", saved=state.get("features"))
-            return
-        try:
-            self.table.load(state)
-        except (KeyError, ValueError, TypeError) as exc:
-            log.warning("drift state unusable; starting cold", error=str(exc))
-
-    def nbytes(self) -> int:
-        return self.table.nbytes()
+        weight = np.where(use & capturing, weight, seen.weight)
+        self.close(seen.visit, ref=ref, dev=dev, cusum=seen.cusum, weight=weight)
 
 
 def build(config: Config) -> Drift:

@@ -14,6 +14,11 @@ import sys
 from typing import Any
 
 import numpy as np
+import structlog
+
+from netmon.detect import scaling
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -210,3 +215,101 @@ def windowed(
     current = np.where(rates, counts * (3600.0 / window) / filled, np.exp2(np.where(rates, 0.0, logs)) - 1.0)
     current[~known] = np.nan
     return state, current
+
+
+#: Intervals between two sweeps for hosts to forget.
+PRUNE_EVERY = 360
+
+
+@dataclass
+class Visit:
+    """This interval's hosts in a detector's table: their rows, how long since
+    each was seen (NaN for a host new or starting over), since when it is known
+    (``first``, ``age`` in seconds including this interval), and its windowed
+    values (``sums`` the new window state, ``current`` per hour or level)."""
+
+    key: int
+    t: float
+    length: float
+    rows: np.ndarray
+    fresh: np.ndarray
+    elapsed: np.ndarray
+    first: np.ndarray
+    age: np.ndarray
+    sums: np.ndarray
+    current: np.ndarray
+
+
+class HostModel:
+    """What the per-host detectors share: a table with ``first``, ``last`` and
+    windowed ``sums`` per host beside their own columns, hosts forgotten after
+    ``forget_after`` s of silence, and the state round trip."""
+
+    name = ""
+
+    def __init__(
+        self, names: tuple[str, ...], columns: dict[str, Column], window: float | np.ndarray, forget_after: float
+    ) -> None:
+        self.names = tuple(names)
+        self.rates = scaling.rate_mask(self.names)
+        self.priors = scaling.priors(self.names)
+        self.window = window
+        self.forget_after = forget_after
+        base = {
+            "first": Column("f8", 0, np.nan),
+            "last": Column("f8", 0, np.nan),
+            "sums": Column("f4", len(self.names), np.nan),
+        }
+        self.table = HostTable({**base, **columns})
+        self._intervals = 0
+
+    def visit(self, intervals: Any) -> Visit:
+        """Find the hosts of ``intervals`` and move their windows on (nothing is stored yet)."""
+        t = float(intervals.end)
+        length = float(intervals.end - intervals.start)
+        rows = self.table.rows(intervals.host)
+        elapsed = t - self.table["last"][rows]
+        fresh = np.isnan(elapsed) | (elapsed > self.forget_after)
+        elapsed[fresh] = np.nan
+        first = np.where(fresh, t, self.table["first"][rows])
+        age = t - first + length
+        counts = scaling.matrix(intervals, self.names, per_hour=False)
+        sums, current = windowed(
+            self.table["sums"][rows], elapsed, age, length, self.window, counts, self.rates, self.priors
+        )
+        return Visit(id(intervals), t, length, rows, fresh, elapsed, first, age, sums, current)
+
+    def carried(self, visit: Visit, column: str) -> np.ndarray:
+        """A column's values for the visited hosts, at the initial value for hosts starting over."""
+        fresh = visit.fresh[:, None] if self.table.columns[column].width else visit.fresh
+        return np.where(fresh, self.table.columns[column].fill, self.table[column][visit.rows])
+
+    def close(self, visit: Visit, **columns: np.ndarray) -> None:
+        """Store the visit (windows, first and last seen) and ``columns``; now and then forget the silent."""
+        rows = visit.rows
+        self.table["sums"][rows] = visit.sums
+        self.table["first"][rows] = visit.first
+        self.table["last"][rows] = visit.t
+        for name, values in columns.items():
+            self.table[name][rows] = values
+        self._intervals += 1
+        if self._intervals >= PRUNE_EVERY:
+            self._intervals = 0
+            self.table.prune(self.table["last"] >= visit.t - self.forget_after)
+
+    def state(self) -> dict[str, Any]:
+        return {"features": list(self.names), **self.table.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a state for other features or of another shape is
+        dropped (a cold start for this detector) with a log line, never raised."""
+        if list(state.get("features", [])) != list(self.names):
+            log.warning("model state is for other features; starting cold", detector=self.name, saved=state.get("features"))
+            return
+        try:
+            self.table.load(state)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("model state unusable; starting cold", detector=self.name, error=str(exc))
+
+    def nbytes(self) -> int:
+        return self.table.nbytes()

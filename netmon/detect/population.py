@@ -54,12 +54,10 @@ from netmon.batch import HostIntervals
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
-from netmon.detect.hoststate import Column, HostTable, windowed
+from netmon.detect.hoststate import Column, HostModel, Visit
 
 log = structlog.get_logger(__name__)
 
-#: Intervals between two checks for hosts to forget.
-PRUNE_EVERY = 360
 
 
 class Config(BaseModel):
@@ -88,13 +86,7 @@ class Config(BaseModel):
     ratio: float = Field(2.0, ge=1, description="factor above the group's percentile that makes a feature stand out")
     seed: int = 7
 
-    @field_validator("features")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in scaling.SPECS]
-        if unknown:
-            raise ValueError(f"unknown features {unknown}; allowed: {', '.join(scaling.SPECS)}")
-        return value
+    _known = field_validator("features")(scaling.known)
 
 
 @dataclass
@@ -184,10 +176,7 @@ class Model:
 class _Seen:
     """What scoring computed for one interval, handed to learning."""
 
-    key: int
-    rows: np.ndarray
-    sums: np.ndarray
-    first: np.ndarray
+    visit: Visit
     values: np.ndarray
     scaled: np.ndarray
     by_key: dict[str, np.ndarray]
@@ -195,30 +184,20 @@ class _Seen:
     since: np.ndarray
 
 
-class Population:
+class Population(HostModel):
     """The per-group population detector."""
 
     name = "population"
 
     def __init__(self, config: Config) -> None:
+        columns = {"since": Column("f8", 0, np.nan)}
+        super().__init__(tuple(config.features), columns, config.window, config.forget_after)
         self.config = config
-        self.names = tuple(config.features)
         self.top = np.log2(1.0 + np.array([scaling.SPECS[n].limit for n in self.names]))
         self.floors = scaling.floors(self.names) * config.floor_scale
-        self.rates = scaling.rate_mask(self.names)
-        self.priors = scaling.priors(self.names)
         self.models: dict[str, Model] = {}
         self.rng = np.random.default_rng(config.seed)
-        self.table = HostTable(
-            {
-                "first": Column("f8", 0, np.nan),
-                "last": Column("f8", 0, np.nan),
-                "since": Column("f8", 0, np.nan),
-                "sums": Column("f4", len(self.names), np.nan),
-            }
-        )
         self._seen: _Seen | None = None
-        self._intervals = 0
 
     def _model(self, key: str, columns: list[str]) -> Model:
         model = self.models.get(key)
@@ -231,32 +210,17 @@ class Population:
 
     def _observe(self, intervals: HostIntervals) -> _Seen:
         """Each host's windowed values and their model key (once per interval)."""
-        if self._seen is not None and self._seen.key == id(intervals):
+        if self._seen is not None and self._seen.visit.key == id(intervals):
             return self._seen
-        cfg = self.config
-        t = float(intervals.end)
-        length = float(intervals.end - intervals.start)
-        rows = self.table.rows(intervals.host)
-        last = self.table["last"][rows]
-        elapsed = t - last
-        fresh = np.isnan(last) | (elapsed > cfg.forget_after)
-        elapsed[fresh] = np.nan
-        first = np.where(fresh, t, self.table["first"][rows])
-        sums = self.table["sums"][rows]
-        counts = scaling.matrix(intervals, self.names, per_hour=False)
-        sums, values = windowed(sums, elapsed, t - first + length, length, cfg.window, counts, self.rates, self.priors)
-        scaled = scaling.unit_scaled(values, self.names)
-        n = len(intervals)
+        visit = self.visit(intervals)
+        scaled = scaling.unit_scaled(visit.current, self.names)
         self._seen = _Seen(
-            key=id(intervals),
-            rows=rows,
-            sums=sums,
-            first=first,
-            values=values,
+            visit=visit,
+            values=visit.current,
             scaled=scaled,
             by_key=self._split(intervals, scaled),
-            outlier=np.zeros(n, dtype=bool),
-            since=np.where(fresh, np.nan, self.table["since"][rows]),
+            outlier=np.zeros(len(intervals), dtype=bool),
+            since=self.carried(visit, "since"),
         )
         return self._seen
 
@@ -283,7 +247,7 @@ class Population:
         """HalfSpaceTrees score of each host within its group; findings for lasting outliers."""
         cfg = self.config
         seen = self._observe(intervals)
-        t = float(intervals.end)
+        t = seen.visit.t
         values, scaled = seen.values, seen.scaled
         scores = np.full(len(intervals), np.nan)
         findings = []
@@ -304,7 +268,7 @@ class Population:
             group = key.split("|")[0]
             for m in np.flatnonzero(outlier).tolist():
                 i = int(members[m])
-                since = seen.since[i] if not np.isnan(seen.since[i]) else t - (intervals.end - intervals.start)
+                since = seen.since[i] if not np.isnan(seen.since[i]) else t - seen.visit.length
                 if t - since < cfg.persist:
                     continue
                 findings.append(
@@ -332,14 +296,8 @@ class Population:
         cfg = self.config
         seen = self._observe(intervals)
         self._seen = None
-        t = float(intervals.end)
-        length = float(intervals.end - intervals.start)
-        table, rows = self.table, seen.rows
-        table["sums"][rows] = seen.sums
-        table["first"][rows] = seen.first
-        table["last"][rows] = t
-        table["since"][rows] = np.where(seen.outlier, np.where(np.isnan(seen.since), t - length, seen.since), np.nan)
-        calm = normal & ~seen.outlier & (t - seen.first >= cfg.persist)
+        t = seen.visit.t
+        calm = normal & ~seen.outlier & (t - seen.visit.first >= cfg.persist)
         for key, members in seen.by_key.items():
             members = members[calm[members]]
             if members.size == 0:
@@ -355,16 +313,13 @@ class Population:
             kept = model.recent if model.recent.size else np.zeros((0, x.shape[1]), dtype=np.float32)
             model.recent = np.concatenate([kept, x[: cfg.remember].astype(np.float32)])[-cfg.recent :]
             model.learned += int(members.size)
-        self._intervals += 1
-        if self._intervals >= PRUNE_EVERY:
-            self._intervals = 0
-            table.prune(table["last"] >= t - cfg.forget_after)
+        began = np.where(np.isnan(seen.since), t - seen.visit.length, seen.since)
+        self.close(seen.visit, since=np.where(seen.outlier, began, np.nan))
 
     def state(self) -> dict[str, Any]:
         """Per model: river's forest as a pickle (bytes; see models/README.md) and numpy arrays."""
         return {
-            "features": list(self.names),
-            "hosts": self.table.state(),
+            **super().state(),
             "models": {
                 key: {
                     "hst": pickle.dumps(m.hst, protocol=pickle.HIGHEST_PROTOCOL),
@@ -393,14 +348,14 @@ class Population:
                     int(m["learned"]),
                     np.asarray(m["recent"], dtype=np.float32),
                 )
-            self.table.load(state["hosts"])
         except (KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError, EOFError) as exc:
             log.warning("population state unusable; starting cold", error=str(exc))
             return
         self.models = models
+        super().load_state(state)
 
     def nbytes(self) -> int:
-        return self.table.nbytes() + sum(len(pickle.dumps(m.hst)) for m in self.models.values())
+        return super().nbytes() + sum(len(pickle.dumps(m.hst)) for m in self.models.values())
 
 
 def build(config: Config) -> Population:

@@ -13,6 +13,7 @@ skips it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +89,15 @@ SPECS: dict[str, Spec] = {
         Spec("instance_seconds", 1e9, True, "s/h", 5400.0),
     )
 }
+
+
+def known(names: Any) -> Any:
+    """A config's feature names (a list, or a table keyed by name), checked against
+    :data:`SPECS`; a pydantic validator, so an unknown name is a clear config error."""
+    unknown = [n for n in names if n not in SPECS]
+    if unknown:
+        raise ValueError(f"unknown features {unknown}; allowed: {', '.join(SPECS)}")
+    return names
 
 
 def raw(intervals: HostIntervals, name: str) -> np.ndarray:
