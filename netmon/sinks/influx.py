@@ -62,6 +62,9 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["influx"]
+    name: str = Field("influx", pattern=r"^[a-z][a-z0-9_]*$",
+                      description="prefix of this sink's health counters (influx.write.points...); "
+                                  "give a second influx sink another name (and spool_dir)")
     api: Literal["v2", "v1"] = Field("v2", description="v2: InfluxDB 2.x/3.x/Cloud/1.8+; v1: InfluxDB 1.x /write")
     url: str = Field("http://localhost:8086", description="base URL of the database")
     # v2
@@ -348,7 +351,7 @@ class InfluxSink:
 
     def __init__(self, config: Config, send: Transport) -> None:
         self.config = config
-        self.spool = Spool(config.spool_dir, config.spool_max_bytes, name="influx")
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes, name=config.name)
         self._transport = send
         self._wake = threading.Condition()
         self._closing = False
@@ -356,9 +359,8 @@ class InfluxSink:
         self._deadline = math.inf
         self._waiting_since: float | None = time.monotonic() if self.spool.pending_points() else None
         self._health_stop = threading.Event()
-        for name in ("influx.write.errors", "influx.write.retries", "influx.write.rejected_points",
-                     "influx.spool.dropped_points"):
-            health.count(name, 0)  # present from the start: dashboards show 0, not "no data"
+        for name in ("write.errors", "write.retries", "write.rejected_points", "spool.dropped_points"):
+            health.count(f"{config.name}.{name}", 0)  # present from the start: dashboards show 0, not "no data"
         self._thread = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
         self._thread.start()
         self._health_thread = threading.Thread(target=self._health_loop, name="influx-health", daemon=True)
@@ -409,7 +411,7 @@ class InfluxSink:
             try:
                 self.spool.append(chunk)
             except OSError as exc:  # disk full or gone: count the loss, keep the pipeline running
-                health.count("influx.spool.dropped_points", len(chunk))
+                health.count(f"{self.config.name}.spool.dropped_points", len(chunk))
                 log.error("cannot spool points; they are lost", points=len(chunk), spool=str(self.spool.dir),
                           error=str(exc))
         with self._wake:
@@ -468,19 +470,19 @@ class InfluxSink:
         try:
             self._transport.send(b"\n".join(lines))
         except Rejected as exc:
-            health.count("influx.write.rejected_points", len(lines))
+            health.count(f"{self.config.name}.write.rejected_points", len(lines))
             log.error("database refused points; they are dropped (fix the cause)", points=len(lines), reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - any transport failure means "try again later"
-            health.count("influx.write.errors")
+            health.count(f"{self.config.name}.write.errors")
             log.warning("write failed; points stay spooled", points=len(lines), error=type(exc).__name__,
                         detail=str(exc)[:200])
             return False
         else:
-            health.count("influx.write.points", len(lines))
-            health.count("influx.write.requests")
+            health.count(f"{self.config.name}.write.points", len(lines))
+            health.count(f"{self.config.name}.write.requests")
             latency = time.monotonic() - started
-            health.gauge("influx.write.latency_ms", latency * 1000.0)
-            health.count("influx.write.seconds", latency)  # / influx.write.requests = mean latency
+            health.gauge(f"{self.config.name}.write.latency_ms", latency * 1000.0)
+            health.count(f"{self.config.name}.write.seconds", latency)  # / influx.write.requests = mean latency
         self.spool.commit(records)
         return True
 
@@ -489,7 +491,7 @@ class InfluxSink:
         ceiling doubling per failure from retry_initial up to retry_max, so many collectors
         restarted together do not retry in step, yet each waits longer every time. Cut short
         by close() at its deadline."""
-        health.count("influx.write.retries")
+        health.count(f"{self.config.name}.write.retries")
         ceiling = min(self.config.retry_max, self.config.retry_initial * 2 ** min(failures - 1, 30))
         delay = random.uniform(ceiling / 2, ceiling)
         with self._wake:
