@@ -133,47 +133,60 @@ class Spool:
             self._publish()
 
     def sync(self) -> None:
-        """fsync the segment being written (durability against power loss)."""
+        """fsync the segment being written (durability against power loss), through a
+        duplicate descriptor so appends never wait for the disk."""
         with self._lock:
-            os.fsync(self._fd)
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-    # -- sender side -------------------------------------------------------------
+    # -- sender side (one thread) ----------------------------------------------------
 
     def read(self, max_points: int) -> list[Record]:
-        """Records from the cursor on, up to about ``max_points`` points (at least one record)."""
+        """Records from the cursor on, up to about ``max_points`` points (at least one record).
+
+        Records before the write position never change, so they are read without the
+        lock (a segment the bound unlinks meanwhile stays readable through its open file).
+        """
+        with self._lock:
+            position, last_seq = self._cursor, self._write_seq
         records: list[Record] = []
         points = 0
-        with self._lock:
-            position = self._cursor
-            while points < max_points:
-                record = self._read_at(position)
-                if record is None:
-                    if position.seq < self._write_seq:
-                        position = Position(position.seq + 1, 0)
-                        continue
-                    break
-                records.append(record)
-                points += len(record.lines)
-                position = record.end
+        while points < max_points:
+            record = self._read_at(position)
+            if record is None:
+                if position.seq < last_seq:
+                    position = Position(position.seq + 1, 0)
+                    continue
+                break
+            records.append(record)
+            points += len(record.lines)
+            position = record.end
         return records
 
     def commit(self, records: list[Record]) -> None:
-        """Mark ``records`` (read in order from the cursor) as accepted: move the cursor past them."""
+        """Mark ``records`` (read in order from the cursor) as accepted: move the cursor past them.
+
+        The cursor file is written and fsynced before any segment is deleted, and without
+        the lock, so appends do not wait for the disk.
+        """
         if not records:
             return
+        position = records[-1].end
+        tmp = self.dir / "cursor.tmp"
+        with open(tmp, "w") as handle:
+            handle.write(f"{position.seq} {position.offset}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.dir / "cursor")
         with self._lock:
             if records[0].start.seq < self._cursor.seq:
-                return  # the bound dropped them meanwhile
-            position = records[-1].end
+                return  # the bound dropped them meanwhile; the in-memory cursor is already past
             earlier = self._sent_before(position.seq)
             self._sent = earlier + sum(len(r.lines) for r in records if r.start.seq == position.seq)
             self._cursor = position
-            tmp = self.dir / "cursor.tmp"
-            with open(tmp, "w") as handle:
-                handle.write(f"{position.seq} {position.offset}\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.dir / "cursor")
             self._drop_before_cursor()
             self._publish()
 
