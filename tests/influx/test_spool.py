@@ -109,3 +109,28 @@ def test_cursor_into_a_removed_segment_resumes_at_the_oldest_left(tmp_path):
     sent = drain(again)
     assert sent and sent[-3:] == batch(9)
     again.close()
+
+
+def test_concurrent_append_and_send_keep_order_and_lose_nothing(tmp_path):
+    import threading
+
+    spool = Spool(tmp_path, max_bytes=1 << 24, segment_bytes=2048)
+    done = threading.Event()
+
+    def writer():
+        for k in range(3000):
+            spool.append(batch(k, n=2))
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    sent: list[bytes] = []
+    while not (done.is_set() and not spool.pending_points()):
+        records = spool.read(50)
+        if records:
+            spool.sync()
+            sent += [line for r in records for line in r.lines]
+            spool.commit(records)
+    thread.join()
+    assert sent == [line for k in range(3000) for line in batch(k, n=2)]
+    spool.close()
