@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from netmon.batch import FEATURES, Finding, HostIntervals, Scored
 
-#: A recent, minute-aligned start (VictoriaMetrics keeps only what its retention covers).
-def recent_start(hours_ago: float = 3.0) -> float:
-    import time
 
+def recent_start(hours_ago: float = 3.0) -> float:
+    """A recent, minute-aligned interval start (UNIX s): stores drop what their retention misses."""
     return float(int(time.time() - hours_ago * 3600) // 60 * 60)
 
 
