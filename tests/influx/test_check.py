@@ -35,3 +35,22 @@ def test_metrics_port_in_use_is_named():
         problems = metrics.check(metrics.Config(type="metrics", listen=f"127.0.0.1:{port}"))
     assert problems and "cannot listen" in problems[0]
     assert metrics.check(metrics.Config(type="metrics", listen=f"127.0.0.1:{free_port()}")) == []
+
+
+def test_check_config_command_reports_the_sinks_problems(victoria, tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    netmon = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "netmon"
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    good = tmp_path / "good.toml"
+    good.write_text(f'[[sinks]]\ntype = "influx"\nurl = "{victoria.url}"\ntoken_file = "{token}"\n'
+                    f'spool_dir = "{tmp_path / "spool"}"\n'
+                    f'[[sinks]]\ntype = "metrics"\nlisten = "127.0.0.1:{free_port()}"\n')
+    result = subprocess.run([str(netmon), "check-config", str(good)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace(victoria.url, f"http://127.0.0.1:{free_port()}"))
+    result = subprocess.run([str(netmon), "check-config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "sinks[0] (influx): no answer from" in result.stderr, result.stderr
