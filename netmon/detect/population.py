@@ -59,7 +59,6 @@ from netmon.detect.hoststate import Column, HostModel, Visit
 log = structlog.get_logger(__name__)
 
 
-
 class Config(BaseModel):
     """``[detect.population]``."""
 
@@ -96,7 +95,6 @@ class Forest:
     feature: np.ndarray
     threshold: np.ndarray
     r_mass: np.ndarray
-    l_mass: np.ndarray
 
 
 def flatten(model: HalfSpaceTrees, columns: list[str]) -> Forest:
@@ -106,7 +104,6 @@ def flatten(model: HalfSpaceTrees, columns: list[str]) -> Forest:
     feature = np.zeros((model.n_trees, size), dtype=np.int64)
     threshold = np.zeros((model.n_trees, size))
     r_mass = np.zeros((model.n_trees, size))
-    l_mass = np.zeros((model.n_trees, size))
     for t, root in enumerate(model.trees):
         level = [root]
         i = 0
@@ -114,14 +111,13 @@ def flatten(model: HalfSpaceTrees, columns: list[str]) -> Forest:
             below = []
             for node in level:
                 r_mass[t, i] = node.r_mass
-                l_mass[t, i] = node.l_mass
                 if isinstance(node, PaddedBranch):
                     feature[t, i] = where[node.feature]
                     threshold[t, i] = node.threshold
                     below.extend(node.children)
                 i += 1
             level = below
-    return Forest(feature, threshold, r_mass, l_mass)
+    return Forest(feature, threshold, r_mass)
 
 
 def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) -> np.ndarray:
@@ -150,7 +146,7 @@ def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) ->
 
 @dataclass
 class Model:
-    """One group-and-pattern's forest, its learned-row count and the group's typical values."""
+    """One group-and-pattern's forest, its learned-row count and recent learned rows."""
 
     hst: HalfSpaceTrees
     columns: list[str]
@@ -253,7 +249,7 @@ class Population(HostModel):
         findings = []
         for key, members in seen.by_key.items():
             model = self.models.get(key)
-            if model is None or model.learned < cfg.min_learned:
+            if model is None or model.learned < max(cfg.min_learned, cfg.window_size):  # a first window must pass
                 continue
             cols = np.flatnonzero(~np.isnan(scaled[members[0]]))
             x = scaled[np.ix_(members, cols)]
