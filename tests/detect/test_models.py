@@ -117,15 +117,19 @@ def test_anomalous_intervals_do_not_teach_a_sustained_anomaly_stays_flagged():
 def test_cold_start_reports_nan_until_warmup():
     fleet = Fleet.clients(20, periods=(64.0,))
     model = baseline.build(baseline.Config(warmup=2 * HOUR))
-    slow = drift.build(drift.Config(warmup=2 * HOUR))
-    run([model, slow], fleet, 0.0, 1.0)
+    quick = {name: drift.Watch(allowance=w.allowance, floor=w.floor) for name, w in drift.Config().features.items()}
+    slow = drift.build(drift.Config(warmup=2 * HOUR, features=quick))
+    peers = population.build(population.Config(persist=HOUR))
+    run([model, slow, peers], fleet, 0.0, 1.0)
     early = fleet.interval(1.0 * HOUR)
     assert np.isnan(model.score(early).scores["baseline"]).all(), "baseline scored before its warm-up"
     assert np.isnan(slow.score(early).scores["drift"]).all(), "drift scored before its reference was captured"
-    run([model, slow], fleet, 1.0 * HOUR, 2.0)
+    assert np.isnan(peers.score(early).scores["population"]).all(), "population scored before it learned enough"
+    run([model, slow, peers], fleet, 1.0 * HOUR, 2.0)
     later = fleet.interval(3.0 * HOUR)
     assert np.isfinite(model.score(later).scores["baseline"]).all(), "baseline still cold after warm-up"
     assert np.isfinite(slow.score(later).scores["drift"]).all(), "drift still cold after warm-up"
+    assert np.isfinite(peers.score(later).scores["population"]).all(), "population still cold"
 
 
 def test_flow_rows_with_nan_ntp_features_are_scored_on_what_is_known():
