@@ -223,10 +223,12 @@ def nat_gateway(campus: Campus, vpn: bool) -> None:
     strict = [s for s in campus.pool if campus.book.strict[s]]
     lenient = [s for s in campus.pool if not campus.book.strict[s]]
     site = [int(rng.choice(strict)), int(rng.choice(lenient))]
-    for _ in range(int(rng.integers(20, 61))):
+    clients = int(rng.integers(20, 61))
+    # the gateway maps each client to an outside port of its own, never shared
+    ports = rng.choice(np.arange(*EPHEMERAL), size=clients, replace=False)
+    for port in ports.tolist():
         kind = _client_kind(campus)
         servers = campus.servers_for(kind, False) if kind == Kind.W32TIME else site
-        port = int(rng.integers(*EPHEMERAL))
         if not vpn:
             boots = [float(d + rng.uniform(0, DAY)) for d in _days(campus) if rng.random() < 0.3]
             campus.lifetime(kind, gateway, servers, [b for b in boots if campus.start < b < campus.end], port=port)

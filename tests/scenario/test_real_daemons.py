@@ -13,9 +13,11 @@ incident's ntpd instances did: the kernel hands every reply to one of them, so
 the KoD RATE the server sends reaches one instance while the others carry on.
 (ntpsec itself refuses a second instance: it cannot bind port 123 twice.)
 
-Time is compressed: every daemon polls every 2 s (poll 1) instead of 64-1024 s,
-a new instance starts every ``spacing`` seconds instead of every hour, and the
-capture is replayed with 10 s intervals. The server's ``discard average 1
+Time is compressed: the chronyd instances poll every 2 s (poll 1) instead of
+64-1024 s, a new one starts every ``spacing`` seconds instead of every hour, and
+the capture is replayed with 10 s intervals. The ntpsec client keeps its real
+64 s (after its iburst): ntpsec 1.2 advertises poll 0, which netmon holds to the
+64 s default minimum. The server's ``discard average 1
 minimum 0`` sends real KoD RATE to the runaway's summed rate, never to a single
 well-behaved client.
 
@@ -110,7 +112,7 @@ def run_scenario(lab, workdir: Path, instances: int, warm: float, spacing: float
     lab.spawn(srv, no_clock_caps([NTPD, "-n", "-c", str(server_conf), "-p", str(workdir / "server.pid")]),
               stderr=open(workdir / "server.err", "w"))
     time.sleep(2)
-    client_conf = ntpsec_config(workdir, "client", f"server {SERVER} iburst minpoll 1 maxpoll 1")
+    client_conf = ntpsec_config(workdir, "client", f"server {SERVER} iburst minpoll 6 maxpoll 6")
     lab.spawn(hosts[GOOD_NTPSEC], no_clock_caps([NTPD, "-n", "-c", str(client_conf), "-p", str(workdir / "client.pid")]),
               stderr=open(workdir / "client.err", "w"))
     chronyd(lab, hosts[GOOD_CHRONY], workdir, "good")

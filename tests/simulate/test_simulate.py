@@ -200,3 +200,20 @@ def test_ntpd_origins_name_real_server_transmits_at_campus_scale():
     transmits = rows["xmt_ts"][rows["mode"] == 4]
     assert sent_by_ntpd.sum() > 1000
     assert np.isin(rows["org_ts"][sent_by_ntpd], transmits).all(), "an ntpd origin names no server transmit"
+
+
+def test_a_nat_gateway_never_gives_two_fixed_port_clients_one_outside_port(monkeypatch):
+    monkeypatch.setattr("netmon.simulate.campus.EPHEMERAL", (40000, 40061))  # scarce ports: collisions would show
+    big = generate(Scenario(hosts=1500, days=0.3, seed=1, cases=()))
+    ev = big.events
+    gateways = [big.book.index[h] for h, d in big.hosts.items() if d["kind"] in ("nat", "vpn")]
+    for gateway in gateways:
+        mine = (ev["client"] == gateway) & np.isin(ev["kind"], (Kind.NTPD, Kind.W32TIME))
+        spans: dict[tuple[int, int], dict[int, list[float]]] = {}
+        for t, port, stream, server in zip(ev["time"][mine].tolist(), ev["sport"][mine].tolist(),
+                                           ev["stream"][mine].tolist(), ev["server"][mine].tolist()):
+            span = spans.setdefault((port, server), {}).setdefault(stream, [t, t])
+            span[0], span[1] = min(span[0], t), max(span[1], t)
+        for by_stream in spans.values():  # one client's reboots follow each other; two clients would overlap
+            ordered = sorted(by_stream.values())
+            assert all(a[1] < b[0] for a, b in zip(ordered, ordered[1:])), "two clients behind one gateway share an outside port"
