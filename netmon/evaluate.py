@@ -220,8 +220,13 @@ def evaluation_settings(labels: Labels, config: str | None, checkpoint: str, pol
 
 @dataclass
 class Tally:
-    """What went through: frames or rows, and the event-time span, to check against the labels."""
+    """What went through: frames or rows, and the event-time span, to check against the labels.
 
+    With ``labels`` the first batch is checked at once, so a capture from another
+    run stops the evaluation before the whole file is read.
+    """
+
+    labels: Labels | None = None
     packets: int = 0
     first: float | None = None
     last: float | None = None
@@ -232,20 +237,23 @@ class Tally:
         for item in items:
             if isinstance(item, Frames | Observations) and len(item):
                 times = item.time if isinstance(item, Frames) else item.rows["time"]
+                if self.first is None and self.labels is not None:
+                    check_capture(self.labels, float(times.min()), float(times.max()), None)
                 self.packets += len(item)
                 self.first = float(times.min()) if self.first is None else min(self.first, float(times.min()))
                 self.last = float(times.max()) if self.last is None else max(self.last, float(times.max()))
             yield item
 
 
-def run(settings: "Settings", items: Iterable[Any]) -> tuple[list[Finding], Tally, int]:
-    """Every finding the pipeline makes over ``items``, what went through, intervals scored."""
+def run(settings: "Settings", items: Iterable[Any], labels: Labels | None = None) -> tuple[list[Finding], Tally, int]:
+    """Every finding the pipeline makes over ``items``, what went through, intervals scored;
+    with ``labels``, LabelsError as soon as the capture turns out not to be theirs."""
     from netmon import pipeline
     from netmon.aggregate import Aggregator
     from netmon.detect.engine import Engine
 
     stages = pipeline.Stages(sources=[], aggregator=Aggregator(settings.campus, settings.aggregate),
                              engine=Engine(settings.detect, restore=False), sinks=[])
-    tally = Tally()
+    tally = Tally(labels)
     summary = pipeline.run_items(stages, tally.watch(items))
     return summary.findings, tally, summary.intervals

@@ -120,7 +120,7 @@ def command(pcaps: tuple[str, ...], labels_path: str | None, simulated: bool, ho
         with tempfile.TemporaryDirectory(prefix="netmon-eval-") as tmp:
             settings = evaluate.evaluation_settings(labels, config_path, str(Path(tmp) / "state.ckpt"), policy)
             items = _items_from_simulation(sim) if sim else _items_from_pcaps(pcaps)
-            findings, tally, intervals = evaluate.run(settings, items)
+            findings, tally, intervals = evaluate.run(settings, items, None if sim else labels)
         if not simulated:
             evaluate.check_capture(labels, tally.first, tally.last, tally.packets)
     except (LabelsError, ConfigError) as exc:

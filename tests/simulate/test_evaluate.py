@@ -75,3 +75,17 @@ def test_a_labels_file_that_is_not_one_says_so(tmp_path):
     junk.write_text('{"type": "case"}\n')
     result = CliRunner().invoke(main, ["evaluate", "--labels", str(junk), str(junk)])
     assert result.exit_code != 0 and "meta record" in result.output
+
+
+def test_a_capture_from_another_time_is_refused_before_it_is_read(tmp_path):
+    runner = CliRunner()
+    args = ["simulate", "--hosts", "10", "--days", "0.02", "--cases", "incident", "--out", str(tmp_path)]
+    assert runner.invoke(main, args).exit_code == 0
+    meta, *rest = (tmp_path / "labels.jsonl").read_text().splitlines()
+    moved_meta = json.loads(meta)
+    moved_meta["start"] += 86400
+    moved_meta["end"] += 86400
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("\n".join([json.dumps(moved_meta), *rest]) + "\n")
+    result = runner.invoke(main, ["evaluate", "--labels", str(moved), str(tmp_path / "campus.pcap")])
+    assert result.exit_code != 0 and "spans" in result.output
