@@ -123,12 +123,18 @@ def overview() -> dict[str, Any]:
             f"SELECT sum(\"kod_rate\") AS \"KoD RATE\", sum(\"kod_deny\") AS \"KoD DENY\", "
             f"sum(\"kod_rstr\") AS \"KoD RSTR\", sum(\"after_kod\") AS \"requests after KoD\" "
             f"FROM \"ntp_host\" WHERE {TF} {GROUP_TIME}")],
-            (0, 24, 12, 8), "Kiss-o'-Death replies campus hosts received, and requests they sent after one.",
+            (0, 24, 8, 8), "Kiss-o'-Death replies campus hosts received, and requests they sent after one.",
             bars=True),
         timeseries("Requests out by group", [target(
             f"SELECT sum(\"requests\") FROM \"ntp_traffic\" WHERE \"direction\" = 'out' AND {TF} "
             f"GROUP BY time($__interval), \"group\" fill(none)", alias="$tag_group")],
-            (12, 24, 12, 8), "NTP requests sent to outside per host group, per interval."),
+            (8, 24, 8, 8), "NTP requests sent to outside per host group, per interval."),
+        table("Hosts by client instances",
+              f"SELECT max(\"instances\") AS \"instances\", max(\"client_ports\") AS \"ports\" FROM \"ntp_host\" "
+              f"WHERE {TF} GROUP BY \"host\", \"group\"",
+              (16, 24, 8, 8), "Most NTP client instances estimated behind one address (from independent poll "
+              "schedules): a runaway grows here one daemon at a time; NAT gateways sit high and steady.",
+              sort="instances"),
         row("Collector health", 32),
         timeseries("Collector input", [target(
             f"SELECT non_negative_difference(last(/^source\\./)) FROM \"netmon_health\" WHERE {TF} {GROUP_COLLECTOR}", alias=COLLECTOR_ALIAS)],

@@ -100,6 +100,8 @@ def check_overview(title: str, series: list[list[dict]], run) -> None:
         and {r["severity"] for r in rows(s)} == {"critical", "warning"} and all(r["explanation"] for r in rows(s)),
         "KoD timeline": lambda: approx(column_sum(s, "KoD RATE"), feature_total(run, "kod_rate"))
         and approx(column_sum(s, "requests after KoD"), feature_total(run, "after_kod")),
+        "Hosts by client instances": lambda: len(rows(s)) == 5 and approx(
+            max(r["instances"] for r in rows(s)), max(float(np.nanmax(x.intervals.features["instances"])) for x in run)),
         "Requests out by group": lambda: {x["tags"]["group"] for x in s} == {"lab", "clients"}
         and approx(column_sum(s, "sum"), feature_total(run, "requests_out")),
         "Collector input": lambda: column_sum(s, "non_negative_difference_source.pcap.frames") >= 1000,
