@@ -274,7 +274,7 @@ class Population(HostModel):
                         "model.population",
                         "critical" if s[m] >= cfg.critical else "warning",
                         float(s[m]),
-                        f"the {cfg.quantile:.1%} percentile of group {group} ({model.learned} host-intervals "
+                        f"the {cfg.quantile * 100:g}th percentile of group {group} ({model.learned} host-intervals "
                         f"learned; forest score {s[m]:.2f}; an outlier for {(t - since) / 3600:.1f} h)",
                         [
                             Deviation(
