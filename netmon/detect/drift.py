@@ -16,8 +16,8 @@ which sums, hour by hour, how far the host stays above its reference beyond an
 allowance; a steady ramp accumulates until ``C >= threshold`` (log2-hours)
 while noise and a reboot's short burst do not. Default features (``Watch``):
 
-* ``requests_out`` over 6 h, allowance 1 (2x): slow creep over days; a reboot's
-  hour of fast polling hardly moves a 6-hour rate;
+* ``requests_out`` over 6 h, allowance 0.7 (1.6x): slow creep over days; a
+  reboot's hour of fast polling hardly moves a 6-hour rate;
 * ``rate_vs_poll`` over 30 min, allowance 0.5: the aggregator's requests per
   socket against the advertised poll, 1 for a daemon polling as it says, N for
   N daemons sharing port 123, and 1 for a reboot that polls fast at poll 6,
@@ -60,7 +60,7 @@ class Watch(BaseModel):
 
 def _default_features() -> dict[str, Watch]:
     return {
-        "requests_out": Watch(allowance=1.0, window=6 * 3600.0, floor=10.0),
+        "requests_out": Watch(allowance=0.7, window=6 * 3600.0, floor=10.0),
         "rate_vs_poll": Watch(allowance=0.5, window=1800.0, floor=1.5),
         "org_mismatch": Watch(allowance=2.0, window=1800.0, floor=30.0),
     }
@@ -73,7 +73,7 @@ class Config(BaseModel):
 
     features: dict[str, Watch] = Field(
         default_factory=_default_features,
-        description="feature -> how it is watched, e.g. requests_out = {allowance = 1.0, window = 21600, floor = 10}",
+        description="feature -> how it is watched, e.g. requests_out = {allowance = 0.7, window = 21600, floor = 10}",
     )
     warmup: float = Field(6 * 3600.0, ge=0, description="seconds during which the reference is captured")
     adapt: float = Field(7 * 86400.0, gt=0, description="time constant of the reference after warm-up, seconds")
