@@ -44,6 +44,8 @@ def write_all(sink: InfluxSink, run: list) -> None:
 
 WRITER = """
 import json, sys, time
+import structlog
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout is for the test
 from netmon.sinks import influx
 from tests.influx.data import make_run
 sink = influx.build(influx.Config(**json.loads(sys.argv[1])))
@@ -64,11 +66,11 @@ def write_then_sigkill(config: dict, start: float, intervals: int, kill_after: i
     or -1 when killed before the end)."""
     repo = Path(__file__).resolve().parents[2]
     argv = [sys.executable, "-c", WRITER, json.dumps(config), str(start), str(intervals), str(pause)]
-    writer = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, text=True,
+    writer = subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               env=os.environ | {"PYTHONPATH": str(repo)})
     last, spooled = -1, -1
     try:
-        for line in writer.stdout:  # structlog's warnings share stdout
+        for line in writer.stdout:
             if line.startswith("APPENDED="):
                 last = int(line.split("=")[1])
                 if kill_after is not None and last >= kill_after:
