@@ -53,11 +53,11 @@ def recorder():
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 def test_refused_writes_are_retried_with_growing_delays_then_sent_in_order(recorder, tmp_path, api):
-    Recorder.refuse = 5
+    Recorder.refuse = 4
     run = make_run(recent_start(), 10)
     url = f"http://127.0.0.1:{recorder.server_address[1]}"
     sink = influx.build(influx.Config(type="influx", api=api, url=url, spool_dir=str(tmp_path), batch_size=100,
-                                      flush_interval=0.05, retry_initial=0.05, retry_max=2.0, close_timeout=30,
+                                      flush_interval=0.05, retry_initial=0.2, retry_max=3.0, close_timeout=30,
                                       health_interval=3600))
     write_all(sink, run)
     written = [line for scored in run for line in influx.scored_lines(scored)]
