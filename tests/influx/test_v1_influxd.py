@@ -112,7 +112,7 @@ def test_v1_credentials_from_a_file_and_retention_policy(tmp_path, capsys):
         password.write_text("wr1ter-secret\n")
         run = make_run(recent_start(), 3)
         wrong = influx.build(sink_config(server.url, tmp_path / "spool", username="writer", password="nope",
-                                         close_timeout=0.5))
+                                         close_timeout=2))
         write_all(wrong, run)
         assert health.snapshot()["influx.write.errors"] > 0, "a refused login must be retried, not dropped"
         assert wrong.spool.pending_points() > 0, "points refused for authentication must stay spooled"
