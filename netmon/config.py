@@ -88,7 +88,7 @@ class Detect(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    detectors: list[str] = Field(default_factory=lambda: ["rules"])
+    detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
     checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start")
 
     @field_validator("detectors")

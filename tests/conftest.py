@@ -32,3 +32,11 @@ def lab():
 def _fresh_health():
     health.reset()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each test runs in its own directory, so default relative paths (the store in
+    netmon-data/, model checkpoints in models/) never leak state between tests or into
+    the repository."""
+    monkeypatch.chdir(tmp_path)
