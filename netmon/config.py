@@ -48,7 +48,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_prefixes(values: list[str]) -> list[str]:
+def check_prefixes(values: list[str]) -> list[str]:
+    """``values`` unchanged when each is an IP prefix; else a ValueError naming it (a pydantic validator)."""
     for value in values:
         try:
             ipaddress.ip_network(value, strict=False)
@@ -65,13 +66,13 @@ class Campus(Strict):
     groups: dict[str, list[str]] = Field(default_factory=dict, description="group name -> prefixes; first match wins")
     default_group: str = "clients"
 
-    _prefixes = field_validator("internal")(_check_prefixes)
+    _prefixes = field_validator("internal")(check_prefixes)
 
     @field_validator("groups")
     @classmethod
     def _group_prefixes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for prefixes in value.values():
-            _check_prefixes(prefixes)
+            check_prefixes(prefixes)
         return value
 
 

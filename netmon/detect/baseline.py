@@ -24,9 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from netmon.batch import HostIntervals
+from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding, score01
@@ -38,10 +39,8 @@ WINDOW = 300.0
 
 
 
-class Config(BaseModel):
+class Config(Strict):
     """``[detect.baseline]``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: list[str] = Field(
         default_factory=lambda: [

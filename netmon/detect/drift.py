@@ -38,20 +38,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from netmon.batch import HostIntervals
+from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding, score01
 from netmon.detect.hoststate import Column, HostModel, Visit
 
 
-
-class Watch(BaseModel):
+class Watch(Strict):
     """How one feature is watched: over which window, with which allowance and floor."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     allowance: float = Field(ge=0, description="log2 rise above the reference that is tolerated")
     window: float = Field(1800.0, gt=0, description="seconds the current value is measured over")
@@ -66,10 +64,8 @@ def _default_features() -> dict[str, Watch]:
     }
 
 
-class Config(BaseModel):
+class Config(Strict):
     """``[detect.drift]``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: dict[str, Watch] = Field(
         default_factory=_default_features,

@@ -46,11 +46,12 @@ from typing import Any
 
 import numpy as np
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from river.anomaly import HalfSpaceTrees
 from river.tree.padded import PaddedBranch
 
 from netmon.batch import HostIntervals
+from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
@@ -59,10 +60,8 @@ from netmon.detect.hoststate import Column, HostModel, Visit
 log = structlog.get_logger(__name__)
 
 
-class Config(BaseModel):
+class Config(Strict):
     """``[detect.population]``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: list[str] = Field(
         default_factory=lambda: ["socket_rate", "requests_per_port", "requests_in", "replies_out", "ctl_out"],

@@ -31,18 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import Finding, HostIntervals, addr_halves
-from netmon.config import _check_prefixes
+from netmon.config import Strict, check_prefixes
 from netmon.detect.engine import DetectorOutput
 
 
-class Config(BaseModel):
+class Config(Strict):
     """Thresholds of the rules; counts are per interval."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     poll_ratio: float = Field(2.5, gt=1, description="requests per server this many times faster than 2^poll")
     poll_min_requests: float = Field(3, ge=1, description="requests in an interval before its rate is judged")
@@ -55,7 +53,7 @@ class Config(BaseModel):
     control_bytes_min: float = Field(10_000, ge=0, description="mode 6/7 response bytes before amplification counts")
     allowed_servers: list[str] = Field(default_factory=list, description="server prefixes allowed; empty = policy off")
 
-    _prefixes = field_validator("allowed_servers")(_check_prefixes)
+    _prefixes = field_validator("allowed_servers")(check_prefixes)
 
 
 @dataclass

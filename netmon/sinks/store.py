@@ -35,11 +35,11 @@ from typing import Any, Literal
 
 import numpy as np
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from netmon import health
 from netmon.batch import FEATURES, Scored
-from netmon.config import ConfigError, load
+from netmon.config import ConfigError, Strict, load
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +51,8 @@ COMMIT_EVERY = 1.0
 _KEY_COLUMNS = ("host", "grp", "role", "start", "end")
 
 
-class Config(BaseModel):
+class Config(Strict):
     """``[[sinks]] type = "store"``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["store"] = "store"
     path: str = Field(DEFAULT_PATH, description="SQLite file, relative to the working directory")

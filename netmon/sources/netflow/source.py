@@ -23,7 +23,7 @@ from netmon.sources.netflow.listener import Allowlist, Listener, parse_endpoint,
 from netmon.sources.netflow.records import ntp_observations
 
 
-def _check_prefixes(values: list[str]) -> list[str]:
+def _check_exporters(values: list[str]) -> list[str]:
     Allowlist(values)
     return values
 
@@ -47,13 +47,13 @@ class FlowConfig(Strict):
                                 "(the exporter's active/inactive timeout); Watermarks stay this far behind")
 
     _listen = field_validator("listen")(_check_endpoints)
-    _exporters = field_validator("exporters")(_check_prefixes)
+    _exporters = field_validator("exporters")(_check_exporters)
 
     @field_validator("sampling")
     @classmethod
     def _rates(cls, value: dict[str, int]) -> dict[str, int]:
         for address, rate in value.items():
-            _check_prefixes([address])
+            _check_exporters([address])
             if rate < 1:
                 raise ValueError(f"sampling rate for {address} must be >= 1 (1-in-N), got {rate}")
         return value
