@@ -13,6 +13,7 @@ import argparse
 import random
 
 from scapy.all import IP, UDP, Dot1AD, Dot1Q, Ether, IPv6, NTPHeader, conf, send, sendp
+from scapy.supersocket import L3RawSocket
 
 
 def ntp_header(mode: int, kod: str, rng: random.Random) -> NTPHeader:
@@ -39,6 +40,10 @@ def main() -> None:
     rng = random.Random(args.seed)
     conf.verb = 0
     ip = IPv6 if ":" in args.dst else IP
+    if ip is IP:
+        # The kernel routes IPv4 and resolves the next hop (queueing packets while ARP is
+        # pending); scapy's own ARP can time out on a loaded machine and send to broadcast.
+        conf.L3socket = L3RawSocket
     packets = []
     for _ in range(args.count):
         layer3 = ip(dst=args.dst, src=args.src) if args.src else ip(dst=args.dst)
