@@ -13,8 +13,10 @@ APT_TEST_PACKAGES=(
   softflowd pmacct nfdump
   chrony tcpdump tshark
   clang llvm libbpf-dev bpftool iproute2 nftables
-  systemd docker-compose
+  systemd
 )
+# Only asked to validate the compose file: no Docker engine (its Recommends) needed.
+APT_TEST_NO_RECOMMENDS=(docker-compose)
 # ntpsec conflicts with chrony in Debian (both provide time-daemon); the tests need
 # both, so ntpsec is unpacked beside the system, never installed or started as a service.
 NTPSEC_DIR=/opt/netmon-test/ntpsec
@@ -34,16 +36,22 @@ apt_install() {
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+not_installed() {
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+  done
 }
 
 missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv python3-pip)
 command -v python3 >/dev/null || missing+=(python3)
 if [ "${1:-}" = "--all" ]; then
-  for pkg in "${APT_TEST_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
+  mapfile -t -O "${#missing[@]}" missing < <(not_installed "${APT_TEST_PACKAGES[@]}")
+  mapfile -t bare < <(not_installed "${APT_TEST_NO_RECOMMENDS[@]}")
+  [ ${#bare[@]} -eq 0 ] || apt_install --no-install-recommends "${bare[@]}"
 fi
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
