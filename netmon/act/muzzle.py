@@ -142,7 +142,7 @@ JUMPS = "\n".join(
 class Muzzle:
     """The nftables muzzle; ``dry_run`` when the config does not enable it."""
 
-    def __init__(self, config: Config = Config()) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.dry_run = not config.enabled
         self.planned: list[str] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import requests
 
 from netmon import health
@@ -11,6 +13,7 @@ from tests.influx.expected import expected_points
 from tests.influx.readback import influx_points
 from tests.influx.servers import Influx1
 from tests.influx.writing import drain_on_start, write_all, write_then_sigkill, write_through_outage
+
 
 def sink_config(url: str, spool: Path, **extra) -> influx.Config:
     """Small batches and quick retries, so outages resolve within a test's seconds."""
