@@ -40,10 +40,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import requests
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
+from netmon.config import Strict
 from netmon.sinks.spool import Record, Spool
 
 log = structlog.get_logger(__name__)
@@ -56,10 +57,8 @@ FINDING = "ntp_finding"
 HEALTH = "netmon_health"
 
 
-class Config(BaseModel):
+class Config(Strict):
     """``[[sinks]] type = "influx"``: where to write, how to batch, where to spool."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["influx"]
     name: str = Field("influx", pattern=r"^[a-z][a-z0-9_]*$",

@@ -28,10 +28,11 @@ from typing import Any, Literal
 import structlog
 from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from netmon import health
 from netmon.batch import SEVERITIES, Scored
+from netmon.config import Strict
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +56,8 @@ def labelled(name: str) -> tuple[str, str, str] | None:
     return None
 
 
-class Config(BaseModel):
+class Config(Strict):
     """``[[sinks]] type = "metrics"``: where /metrics listens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["metrics"]
     listen: str = Field("127.0.0.1:9123", description="address:port of the /metrics endpoint ([::1]:9123 for IPv6)")

@@ -12,14 +12,11 @@ from tests.influx.data import make_run, recent_start
 from tests.influx.expected import expected_points
 from tests.influx.readback import influx_points
 from tests.influx.servers import Influx1
-from tests.influx.writing import drain_on_start, write_all, write_then_sigkill, write_through_outage
+from tests.influx.writing import drain_on_start, quick_config, write_all, write_then_sigkill, write_through_outage
 
 
 def sink_config(url: str, spool: Path, **extra) -> influx.Config:
-    """Small batches and quick retries, so outages resolve within a test's seconds."""
-    values = dict(type="influx", api="v1", url=url, spool_dir=str(spool), batch_size=200, flush_interval=0.1,
-                  retry_initial=0.05, retry_max=0.5, close_timeout=30)
-    return influx.Config(**(values | extra))
+    return quick_config(url, spool, api="v1", **extra)
 
 
 def assert_same_points(server: Influx1, run) -> None:

@@ -9,14 +9,12 @@ from netmon.sinks import influx
 from tests.influx.data import make_run, recent_start
 from tests.influx.expected import expected_points, numeric_series
 from tests.influx.servers import Victoria
-from tests.influx.writing import drain_on_start, write_all, write_then_sigkill, write_through_outage
+from tests.influx.writing import drain_on_start, quick_config, write_all, write_then_sigkill, write_through_outage
 
 
 def v2_config(url: str, spool, **extra) -> influx.Config:
-    values = dict(type="influx", api="v2", url=url, org="campus", bucket="netmon", token="not-checked",
-                  spool_dir=str(spool), batch_size=300, flush_interval=0.1, retry_initial=0.05, retry_max=0.5,
-                  close_timeout=30)
-    return influx.Config(**(values | extra))
+    values = dict(api="v2", org="campus", bucket="netmon", token="not-checked", batch_size=300)
+    return quick_config(url, spool, **(values | extra))
 
 
 def same_samples(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> bool:

@@ -17,6 +17,13 @@ from netmon.sinks.influx import InfluxSink
 from tests.influx.servers import Server
 
 
+def quick_config(url: str, spool: Path, **extra) -> influx.Config:
+    """A sink config with small batches and quick retries, so outages resolve within a test's seconds."""
+    values = dict(type="influx", url=url, spool_dir=str(spool), batch_size=200, flush_interval=0.1,
+                  retry_initial=0.05, retry_max=0.5, close_timeout=30)
+    return influx.Config(**(values | extra))
+
+
 def write_through_outage(sink: InfluxSink, server: Server, run: list) -> None:
     """Write ``run`` while ``server`` is stopped for its middle third, then close the sink."""
     third = len(run) // 3

@@ -32,9 +32,9 @@ import structlog
 from pydantic import Field
 
 from netmon import health
+from netmon.act import muzzle as muzzle_action
 from netmon.batch import Scored
 from netmon.config import Settings, Strict, load
-from netmon.act import muzzle as muzzle_action
 from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
 from netmon.sinks.alerts.lifecycle import Lifecycle, rank
 from netmon.sinks.alerts.model import Alert, host_slug
