@@ -263,9 +263,29 @@ def addr_halves(text: str) -> tuple[int, int]:
     return value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF
 
 
-def addr_text(hi: int, lo: int) -> str:
-    """Text form of an address held as halves; IPv4-mapped prints as IPv4."""
+def addr_text(hi: int, lo: int, v6_bits: int = 128) -> str:
+    """Text form of an address held as halves; IPv4-mapped prints as IPv4, and an
+    IPv6 host rolled up to ``v6_bits`` (already masked) as ``prefix/bits``."""
     value = (int(hi) << 64) | int(lo)
     if value >> 32 == 0xFFFF:
         return str(ipaddress.IPv4Address(value & 0xFFFF_FFFF))
-    return str(ipaddress.IPv6Address(value))
+    name = str(ipaddress.IPv6Address(value))
+    return f"{name}/{v6_bits}" if v6_bits < 128 else name
+
+
+def host_name(address: str, ipv6_prefix: int) -> str:
+    """The name an address's host goes by in HostIntervals and findings: IPv4 as is,
+    IPv6 rolled up to ``ipv6_prefix`` (e.g. ``2001:db8:1:2::/64``); other text unchanged.
+
+    >>> host_name("2001:db8:1:2:a:b:c:d", 64)
+    '2001:db8:1:2::/64'
+    >>> host_name("10.0.0.5", 64)
+    '10.0.0.5'
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ipv6_prefix < 128:
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from netmon.batch import Finding
+from netmon.batch import Finding, host_name
 from netmon.simulate.labels import Labels
 
 if TYPE_CHECKING:
@@ -44,17 +44,6 @@ class Episode:
 
     def overlaps(self, start: float, end: float) -> bool:
         return self.start < end and self.end > start
-
-
-def host_key(host: str, ipv6_prefix: int) -> str:
-    """The host name findings use: an IPv6 address rolls up to its prefix (as the aggregator does)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if ip.version == 6 and ipv6_prefix < 128:
-        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
-    return str(ip)
 
 
 def episodes(findings: Iterable[Finding], merge_gap: float) -> list[Episode]:
@@ -107,7 +96,7 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
         true_here: set[int] = set()
         daemons: list[int] = []
         for case in rows:
-            key = host_key(case["host"], ipv6_prefix)
+            key = host_name(case["host"], ipv6_prefix)
             start, until = case["start"], case["end"] + grace
             on_hosts.update(id(e) for e in by_host.get(key, []))
             true_here.update(id(e) for e in by_host.get(key, []) if e.overlaps(start, until))
@@ -135,7 +124,7 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
             cases[name]["daemons_at_detection"] = daemons
             cases[name]["flagged_by_4_daemons"] = bool(daemons) and max(daemons) <= 4
     false = [e for e in alerts if id(e) not in true_alerts]
-    kinds = {host_key(h, ipv6_prefix): d.get("kind", "?") for h, d in labels.hosts.items()}
+    kinds = {host_name(h, ipv6_prefix): d.get("kind", "?") for h, d in labels.hosts.items()}
     host_days = labels.host_days
     return {
         "scenario": labels.meta.get("scenario", {}),

@@ -13,7 +13,7 @@ import ipaddress
 
 import numpy as np
 
-from netmon.batch import addr_to_int
+from netmon.batch import addr_text, addr_to_int
 
 _ONES = 0xFFFF_FFFF_FFFF_FFFF
 _MAPPED = 0xFFFF  # the ::ffff:0:0/96 marker in the low half's upper 32 bits
@@ -93,14 +93,6 @@ def hash_key(*columns: np.ndarray) -> np.ndarray:
     return key
 
 
-def text(hi: int, lo: int, v6_bits: int = 128) -> str:
-    """One address as text: IPv4 dotted, IPv6 as ``addr`` or ``prefix/bits`` when rolled up."""
-    if hi == 0 and lo >> 32 == _MAPPED:
-        return f"{(lo >> 24) & 255}.{(lo >> 16) & 255}.{(lo >> 8) & 255}.{lo & 255}"
-    name = str(ipaddress.IPv6Address((hi << 64) | lo))
-    return f"{name}/{v6_bits}" if v6_bits < 128 else name
-
-
 class Names:
     """Address text by hashed key, remembered: hosts and servers recur every interval.
 
@@ -124,5 +116,5 @@ class Names:
         if missing:
             his, los = hi[missing].tolist(), lo[missing].tolist()
             for i, h, low in zip(missing, his, los):
-                names[i] = known[keys[i]] = text(h, low, self.v6_bits)
+                names[i] = known[keys[i]] = addr_text(h, low, self.v6_bits)
         return names

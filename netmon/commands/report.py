@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import click
 
+from netmon.batch import host_name
+from netmon.config import ConfigError, load
 from netmon.report.hosts import console, host_findings_table, intervals_table, when
 from netmon.sinks.store import DEFAULT_PATH, StoreError, open_reader
 
 
-def _candidates(host: str) -> list[str]:
-    """The host as given, then for an IPv6 address its /64 (how rolled-up hosts are stored)."""
+def _candidates(host: str, config_path: str | None) -> list[str]:
+    """The host as given, then the name it is stored under (an IPv6 address rolled up
+    to the config's prefix, /64 by default)."""
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return [host]
-    if address.version == 6:
-        return [host, str(ipaddress.ip_network(f"{address}/64", strict=False))]
-    return [host]
+        prefix = load(config_path).campus.ipv6_prefix
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return list(dict.fromkeys([host, host_name(host, prefix)]))
 
 
 @click.command("report")
@@ -31,7 +30,7 @@ def command(host: str, db: str | None, config_path: str | None, last: int) -> No
     try:
         with open_reader(db, config_path) as reader:
             where = reader.path
-            for name in _candidates(host):
+            for name in _candidates(host, config_path):
                 intervals = reader.host_intervals(name, limit=last)
                 if intervals:
                     host = name
