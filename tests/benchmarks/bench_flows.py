@@ -36,6 +36,7 @@ from netmon.config import Aggregate, Campus, plugin_config  # noqa: E402
 from netmon.sources.netflow.collector import Collector  # noqa: E402
 from netmon.sources.netflow.records import ntp_observations  # noqa: E402
 from netmon.sources.netflow.source import NetflowSource  # noqa: E402
+from ratios import record  # noqa: E402
 
 EXPORT = 1_700_000_000
 #: IPFIX/v9 fields: src, dst, sport, dport, proto, tos, flags, in/out if, packets, bytes, start/end uptime or ms.
@@ -225,6 +226,10 @@ def main() -> None:
         peer = netflow_package_rate(datagrams)
         ratio = f"{decode / peer:7.1f}" if peer else "    n/a"
         print(f"{name:8} {decode:14,.0f} {total:12,.0f} {peer or 0:12,.0f} {ratio}   ({records:,} records)")
+        if peer:
+            record("flows", f"{name} decode, records/s (one core)", decode, "records/s", "higher", "netflow package", peer)
+        record("flows", f"{name} decode + aggregate, {args.ntp_share:.0%} NTP records", total, "records/s", "higher",
+               bar=">= 1000000")
     if args.no_loopback:
         return
     print(f"\nloopback, one sender process: {'netmon rec/s':>14} {'loss':>7} {'nfcapd rec/s':>14} {'loss':>7} {'ratio':>7}")
@@ -236,6 +241,8 @@ def main() -> None:
             print(f"{name:8} {ours:14,.0f} {loss:7.1%}   nfcapd not installed")
         else:
             print(f"{name:8} {'':21} {ours:14,.0f} {loss:7.1%} {peer[0]:14,.0f} {peer[1]:7.1%} {ours / max(peer[0], 1):7.2f}")
+            record("flows", f"{name} on loopback, records/s", ours, "records/s", "higher", "nfcapd", peer[0], ">= 1.0")
+        record("flows", f"{name} on loopback, records lost", loss, "fraction", "lower", bar="<= 0")
 
 
 if __name__ == "__main__":

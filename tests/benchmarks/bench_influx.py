@@ -33,6 +33,7 @@ from netmon.sinks import influx  # noqa: E402
 from tests.benchmarks.bench_aggregate import make_rows  # noqa: E402
 from tests.influx.data import make_run, recent_start  # noqa: E402
 from tests.influx.servers import Influx1, Victoria  # noqa: E402
+from ratios import record  # noqa: E402
 
 
 def write_points(config: influx.Config, run) -> tuple[int, float, float]:
@@ -148,6 +149,8 @@ def main() -> None:
         ours, peer = builder_ratio(run[:5])
         print(f"line protocol from Scored: netmon {ours:,.0f} points/s, influxdb-client Point API "
               f"{peer:,.0f} points/s, ratio {ours / peer:.1f}x")
+        record("influx", "line protocol from scored intervals", ours, "points/s", "higher",
+               "influxdb-client Point API", peer)
         rows = make_rows(args.rows, args.hosts * 4)
         off, _ = replay(rows, None)
         on, timed = replay(rows, influx.Config(type="influx", api="v2", url=vm.url, close_timeout=600,

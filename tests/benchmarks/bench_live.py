@@ -40,6 +40,7 @@ from netmon.decode.frames import decode_frames  # noqa: E402
 from netmon.sources import capture  # noqa: E402
 from netmon.sources.ebpf import CounterDeltas, libbpf, loader, rows_from_counts  # noqa: E402
 from tests.support.lab import Lab  # noqa: E402
+from ratios import record  # noqa: E402
 
 BLASTER = r"""
 #define _GNU_SOURCE
@@ -196,6 +197,10 @@ def bench_kernel(blast: Path, tmp: Path, seconds: float, rounds: int) -> None:
             empty = [ns_per_packet(blast, tx, tx_if, rx, rx_if, frame, seconds, floor) for _ in range(rounds)]
             a, b = statistics.median(ours), statistics.median(empty)
             print(f"{kind:28s} {a:10.0f} {b:10.0f} {a / b:12.2f}x")
+            if kind.startswith("NTP"):
+                record("kernel", f"eBPF program, {kind}", a, "ns/packet", "lower", bar="<= 150")
+            else:
+                record("kernel", f"eBPF program, {kind}", a, "ns/packet", "lower", "empty program (floor)", b, "<= 1.5")
         without, with_prog = [], []
         for _ in range(rounds):
             without.append(throughput(blast, tx, rx, seconds)[1])

@@ -48,6 +48,7 @@ from netmon.config import Aggregate, Campus
 from netmon.decode.encode import frames_from_observations
 from netmon.decode.frames import decode_frames
 from netmon.sources.pcapfile import read_frames, write_pcap
+from ratios import record
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 NTP_EPOCH = 2_208_988_800
@@ -223,6 +224,7 @@ def main() -> None:
             ("scapy (PcapReader + NTP layer)", scapy_count, args.scapy_packets, "NTP packets"),
         ]
         results: dict[str, float] = {}
+        walls: dict[str, float] = {}
         print(f"\n{'tool':36} {'frames':>10} {'wall s':>8} {'cpu s':>8} {'frames/s':>11} {'frames/cpu-s':>13}  output")
         for name, run, count, unit in runs:
             if name.split()[0] in ("tcpdump", "tshark") and shutil.which(name.split()[0]) is None:
@@ -233,6 +235,8 @@ def main() -> None:
                 produced = run(target)
             rate = count / max(took.cpu, 1e-9)
             results[name] = rate
+            if count >= args.packets:
+                walls[name] = took.wall
             note = "" if count >= args.packets else f"  (first {count:,} frames, rate extrapolated)"
             print(f"{name:36} {count:>10,} {took.wall:>8.2f} {took.cpu:>8.2f} {count / took.wall:>11,.0f} {rate:>13,.0f}"
                   f"  {produced:,} {unit}{note}")
@@ -248,6 +252,20 @@ def main() -> None:
             for name, rate in results.items():
                 if not name.startswith("netmon"):
                     print(f"  {ours / rate:8.2f} x {name}")
+                    record("replay", f"{ours_name}, frames per CPU-second", ours, "frames/s", "higher", name, rate)
+        cli, peer = "netmon replay (CLI, all stages)", "tcpdump -nr F udp port 123"
+        if cli in walls and peer in walls:
+            print(f"\nwhole command, process start included: netmon replay {walls[cli]:.2f} s, tcpdump {walls[peer]:.2f} s "
+                  f"({walls[cli] / walls[peer]:.2f}x)")
+            record("replay", f"whole command wall time, {args.packets:,} frames", walls[cli], "s", "lower", peer,
+                   walls[peer], "<= 1.0")
+        helps = []
+        for _ in range(3):
+            with Timer() as took:
+                subprocess.run([str(Path(sys.executable).with_name("netmon")), "--help"], capture_output=True, check=True)
+            helps.append(took.wall)
+        print(f"netmon --help: {min(helps):.2f} s (best of 3)")
+        record("replay", "netmon --help wall time (best of 3)", min(helps), "s", "lower", bar="<= 0.3")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
-from netmon.batch import HostIntervals
+from netmon.batch import FEATURES, HostIntervals, Scored
 from netmon.detect import baseline, drift, population, scaling
+from netmon.sinks.store import Store
+from ratios import record
 
 INTERVAL = 60.0
 GROUPS = ("clients", "servers", "labs", "residences")
@@ -91,6 +96,25 @@ def peer(batch: HostIntervals, names: tuple[str, ...], rows: int) -> float:
     return (time.perf_counter() - t) / len(dicts)
 
 
+def store_rate(batch: HostIntervals) -> float:
+    """Host-intervals/s the embedded store writes and commits: this batch with every feature
+    column filled (NaN where the fleet has none) and three detectors' scores, at two interval starts."""
+    features = {name: batch.features.get(name, np.full(len(batch), np.nan)) for name in FEATURES}
+    rng = np.random.default_rng(3)
+    scores = {name: rng.random(len(batch)) for name in ("population", "baseline", "drift")}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "netmon.db")
+        seconds = 0.0
+        for k in range(2):
+            shifted = replace(batch, start=batch.start + k * INTERVAL, end=batch.end + k * INTERVAL, features=features)
+            t = time.perf_counter()
+            store.write(Scored(shifted, scores, []))
+            store.commit()
+            seconds += time.perf_counter() - t
+        store.close()
+    return 2 * len(batch) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=1_000_000)
@@ -121,6 +145,13 @@ def main() -> None:
     print(f"resident memory growth      {grown / n:.1f} bytes/host (state, key strings, one interval's features)")
     print(f"peer: river HST per host    {1e6 * per_peer:.1f} us/host-interval -> {1 / per_peer:,.0f}/s")
     print(f"ratio netmon / peer         {rate * per_peer:.1f}x faster")
+    record("scoring", "host-intervals/s, every model, one core", rate, "host-intervals/s", "higher",
+           "river HalfSpaceTrees per host", 1 / per_peer)
+    record("scoring", "host-intervals/s, every model, one core", rate, "host-intervals/s", "higher", bar=">= 500000")
+    record("scoring", "model state per host", state / n, "bytes", "lower", bar="<= 1024")
+    stored = store_rate(batch)
+    print(f"embedded store (SQLite)     {stored:,.0f} host-intervals/s written and committed")
+    record("store", "host-intervals/s into SQLite", stored, "host-intervals/s", "higher", bar=">= 200000")
 
 
 if __name__ == "__main__":
