@@ -164,7 +164,8 @@ def kinds_of_traffic(dst_mac: str) -> dict[str, bytes]:
 def floor_program(tmp: Path) -> Path:
     """netmon's object built with NETMON_FLOOR: same maps and sections, a classifier that returns at once."""
     target = tmp / "ntp_tc_floor.o"
-    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-DNETMON_FLOOR", *[f"-I{d}" for d in loader.include_dirs()],
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-DNETMON_FLOOR", *loader.program_defines(),
+                    *[f"-I{d}" for d in loader.include_dirs()],
                     "-c", str(loader.SOURCE), "-o", str(target)], check=True)
     return target
 

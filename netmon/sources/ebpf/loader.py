@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -108,10 +109,17 @@ def check_toolchain() -> str:
     return clang
 
 
+def program_defines(release: str | None = None) -> list[str]:
+    """clang ``-D`` flags for this kernel: the coarse clock helper exists from Linux 5.11."""
+    numbers = [int(n) for n in re.findall(r"\d+", release or platform.release())[:2]]
+    return ["-DNETMON_COARSE_CLOCK"] if numbers >= [5, 11] else []
+
+
 def compile_program(cache_dir: Path | None = None) -> Path:
-    """The compiled object for ``ntp_tc.c``, built with clang once per source version."""
+    """The compiled object for ``ntp_tc.c``, built with clang once per source version and kernel features."""
+    defines = program_defines()
     source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
+    digest = hashlib.sha256(source + " ".join(defines).encode()).hexdigest()[:16]
     cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netmon" / "ebpf"
     target = cache / f"ntp_tc-{digest}.o"
     if target.exists():
@@ -119,7 +127,8 @@ def compile_program(cache_dir: Path | None = None) -> Path:
     clang = check_toolchain()
     cache.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    argv = [clang, "-target", "bpf", "-O2", "-g", *[f"-I{d}" for d in include_dirs()], "-c", str(SOURCE), "-o", str(tmp)]
+    argv = [clang, "-target", "bpf", "-O2", "-g", *defines, *[f"-I{d}" for d in include_dirs()], "-c", str(SOURCE),
+            "-o", str(tmp)]
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         raise LiveError(f"clang could not build {SOURCE.name} (is libbpf-dev installed?):\n{done.stderr.strip()}")
@@ -211,14 +220,14 @@ class Attachment:
         return out
 
     def set_internal(self, prefixes: list[str]) -> None:
-        """Campus prefixes into the LPM trie; only packets to or from these are counted."""
-        fd = self.maps["netmon_internal"]
+        """Campus prefixes into the LPM tries (one for IPv4, one for IPv6); only packets to or from these are counted."""
         nets = [ipaddress.ip_network(p, strict=False) for p in prefixes]
         if not nets:
             log.warning("ebpf: no campus prefixes configured ([campus] internal): nothing will be counted")
         for net in nets:
-            length = net.prefixlen + (96 if net.version == 4 else 0)
-            key = length.to_bytes(4, "little") + _host_bytes(str(net.network_address))
+            # IPv4 prefixes in their own 4-byte trie (the program looks IPv4 packets up there)
+            fd = self.maps["netmon_internal4" if net.version == 4 else "netmon_internal"]
+            key = net.prefixlen.to_bytes(4, "little") + net.network_address.packed
             one = ctypes.c_uint32(1)
             libbpf.check(libbpf.lib().bpf_map_update_elem(fd, key, ctypes.byref(one), BPF_ANY), "internal prefix")
 
@@ -277,8 +286,8 @@ def load(object_path: Path, max_hosts: int) -> tuple[int, dict[str, int], dict[s
             hint = " (needs CAP_BPF and CAP_PERFMON, or root; check ulimit -l / memlock)"
         raise LiveError(f"the kernel refused the eBPF program: {os.strerror(-ret)}{hint}\n{messages}")
     maps = {}
-    for name in ("netmon_counters", "netmon_internal", "netmon_muzzle", "netmon_samples", "netmon_buckets",
-                 "netmon_config", "netmon_events"):
+    for name in ("netmon_counters", "netmon_internal", "netmon_internal4", "netmon_muzzle", "netmon_samples",
+                 "netmon_buckets", "netmon_config", "netmon_events"):
         maps[name] = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode()))
     programs = {
         name: lib.bpf_program__fd(lib.bpf_object__find_program_by_name(obj, name.encode()))
