@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "Simulate campus NTP traffic with labelled anomalies: a pcap and its labels."),
     "evaluate": ("evaluate", "Score the detectors against labelled traffic: recall, precision, time to detect."),
     "evidence": ("evidence", "Write the evidence report for HOST (HTML with the plot inside, Markdown, pcap excerpt)."),
+    "serve": ("serve", "Serve the evidence reports read-only over HTTP, at the URL alerts carry."),
     "silence": ("silence", "Silence alerts (or allowlist hosts) with an expiry and a reason."),
     "muzzle": ("muzzle", "Rate-limit or drop a host's NTP in the kernel (nftables), with expiry."),
     "check-config": ("check_config", "Check CONFIG (TOML) before running: keys, values, hooks, interfaces."),

@@ -97,6 +97,27 @@ class Service:
                 signal.signal(sig, handler)
 
 
+def _evidence_server(settings: Settings, config_path: str) -> Any:
+    """The evidence reports' HTTP server, started when the evidence sink has ``listen``."""
+    table = next((t for t in settings.sinks if t.get("type") == "evidence" and t.get("listen")), None)
+    if table is None:
+        return None
+    from pathlib import Path
+
+    from netmon.report.serve import EvidenceServer, Site
+    from netmon.sinks.evidence import Config as EvidenceConfig, parse_listen
+    from netmon.sinks.store import DEFAULT_PATH
+
+    config = EvidenceConfig.model_validate(table)
+    store = next((t.get("path", DEFAULT_PATH) for t in settings.sinks if t.get("type") == "store"), None)
+    address, port = parse_listen(config.listen)
+    try:
+        return EvidenceServer(Site(Path(config.dir), Path(store) if store else None, config.url_path), address, port).start()
+    except OSError as exc:
+        _refuse(config_path, OSError(f"sinks (evidence): cannot listen on {config.listen}: {exc.strerror}"))
+        return None
+
+
 def _refuse(config_path: str, exc: Exception) -> None:
     """A config that cannot start: the same one line per problem as ``check-config``, exit 2."""
     from netmon.commands.check_config import problems
@@ -118,6 +139,7 @@ def command(config_path: str) -> None:
     if not settings.sources:
         raise click.UsageError(f"{config_path}: no [[sources]]: add one, e.g. type = \"capture\", interface = \"eth0\"")
     logs.configure(settings.logging.level, settings.logging.format)
+    server = _evidence_server(settings, config_path)
     try:
         service = Service(config_path, settings)
     except (LiveError, OSError, ValueError) as exc:
@@ -127,4 +149,7 @@ def command(config_path: str) -> None:
         summary = service.run()
     except LiveError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if server is not None:
+            server.stop()
     log.info("netmon stopped", intervals=summary.intervals, findings=len(summary.findings))
