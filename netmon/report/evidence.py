@@ -170,7 +170,8 @@ def _select(frames: Frames, index: np.ndarray) -> Frames:
 
 def cut_pcap(inputs: list[dict[str, Any]], host: str, since: float, until: float, out: Path,
              limit: int = MAX_PACKETS) -> Excerpt:
-    """Write the host's UDP/123 packets between ``since`` and ``until`` from the recorded inputs."""
+    """Write the host's UDP/123 packets between ``since`` and ``until`` from the recorded inputs
+    (from a live collector's packet file: every packet from ``since`` on)."""
     from netmon.decode.frames import decode_with_index
     from netmon.sources.pcapfile import CaptureError, read_frames, write_pcap
 
@@ -181,6 +182,7 @@ def cut_pcap(inputs: list[dict[str, Any]], host: str, since: float, until: float
     kept: list[Frames] = []
     for item in inputs:
         path = Path(item["path"])
+        upper = math.inf if item.get("live") else until  # kept after the last stored interval: still the host's
         if item.get("last") is not None and (item["last"] < since or item["first"] > until):
             continue
         if not path.exists():
@@ -193,7 +195,7 @@ def cut_pcap(inputs: list[dict[str, Any]], host: str, since: float, until: float
                 rows, index = decode_with_index(frames)
                 src = ((rows["src_hi"] & mhi) == hi) & ((rows["src_lo"] & mlo) == lo)
                 dst = ((rows["dst_hi"] & mhi) == hi) & ((rows["dst_lo"] & mlo) == lo)
-                when = (rows["time"] >= since) & (rows["time"] <= until)
+                when = (rows["time"] >= since) & (rows["time"] <= upper)
                 mine = (src | dst) & when
                 if not mine.any():
                     continue
