@@ -114,8 +114,7 @@ def _evidence_server(settings: Settings, config_path: str) -> Any:
     try:
         return EvidenceServer(Site(Path(config.dir), Path(store) if store else None, config.url_path), address, port).start()
     except OSError as exc:
-        _refuse(config_path, OSError(f"sinks (evidence): cannot listen on {config.listen}: {exc.strerror}"))
-        return None
+        raise click.ClickException(f"{config_path}: sinks (evidence): cannot listen on {config.listen}: {exc.strerror}") from None
 
 
 def _refuse(config_path: str, exc: Exception) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import structlog
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from netmon import health
 from netmon.batch import Frames, Scored
@@ -49,6 +49,13 @@ class Config(Strict):
     bytes_per_host: int = Field(1_000_000, ge=0, le=1_000_000_000, description="captured bytes kept per flagged host")
     max_hosts: int = Field(200, ge=1, le=100_000, description="flagged hosts with a packet ring at once")
     keep_for: float = Field(86400.0, gt=0, description="seconds after a host's last finding its ring is kept")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
 
 
 def host_masks(host: str) -> tuple[int, int, int, int]:
@@ -165,17 +172,12 @@ def build(config: Config, settings: Any = None) -> EvidenceSink:
 
 
 def check(config: Config) -> list[str]:
-    """The evidence directory must be creatable and writable; ``listen`` must be host:port."""
+    """The evidence directory must be creatable and writable."""
     problems = []
     target = Path(config.dir)
     existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
     if not existing.is_dir() or not _writable(existing):
         problems.append(f"dir {config.dir}: {existing} is not a writable directory")
-    if config.listen:
-        try:
-            parse_listen(config.listen)
-        except ValueError as exc:
-            problems.append(str(exc))
     return problems
 
 
