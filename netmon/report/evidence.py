@@ -74,7 +74,7 @@ class Evidence:
         return [rows[t] for t in sorted(rows)]
 
     def series(self, name: str, rows: list[dict[str, Any]] | None = None) -> np.ndarray:
-        return np.array([_num(row.get(name)) for row in (self.intervals if rows is None else rows)], dtype=np.float64)
+        return np.array([num(row.get(name)) for row in (self.intervals if rows is None else rows)], dtype=np.float64)
 
     def per_second(self, name: str, rows: list[dict[str, Any]] | None = None) -> np.ndarray:
         rows = self.intervals if rows is None else rows
@@ -96,7 +96,7 @@ class Evidence:
 
     def kod_timeline(self) -> list[dict[str, Any]]:
         """Intervals in which KoD arrived or requests went on after one."""
-        return [row for row in self.intervals if any(_num(row.get(c)) > 0 for c in KOD_COLUMNS)]
+        return [row for row in self.intervals if any(num(row.get(c)) > 0 for c in KOD_COLUMNS)]
 
     def kod_totals(self) -> dict[str, float]:
         """KoD received per kind (RATE, DENY, RSTR, other) and requests sent after one, over the period."""
@@ -110,7 +110,8 @@ class Evidence:
         return counts.most_common(n)
 
 
-def _num(value: Any) -> float:
+def num(value: Any) -> float:
+    """A stored feature as a float; None (unknown from this telemetry) as NaN."""
     return math.nan if value is None else float(value)
 
 
@@ -140,6 +141,8 @@ def gather(reader: StoreReader, host: str, since: str | None = None) -> Evidence
     last = max(row["end"] for row in every)
     start = parse_since(since, last) if since else min(row["start"] for row in every)
     intervals = [row for row in every if row["end"] > start]
+    if not intervals:
+        raise LookupError(f"host {host} has no intervals after {utc(start)} (its last ends {utc(last)})")
     findings = [f for f in reader.host_findings(host) if f["end"] > start]
     evidence = Evidence(host=host, since=start, until=last, intervals=intervals, findings=findings)
     first = evidence.first_finding

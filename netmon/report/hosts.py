@@ -169,7 +169,7 @@ def interval_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def detector_summary(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Findings (store rows) folded per detector: how many, first and last, and the worst one's
-    severity, score and explanation; worst detector first."""
+    severity, score, explanation and evidence; worst detector first."""
     def rank(f: dict[str, Any]) -> tuple[int, float]:
         severity = f.get("severity")
         return (SEVERITIES.index(severity) if severity in SEVERITIES else 0, f.get("score") or 0.0)
@@ -185,6 +185,6 @@ def detector_summary(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "last": max(f["end"] for f in items), "severity": worst.get("severity") or "",
             "score": worst.get("score") or 0.0, "explanation": worst.get("explanation") or "",
             "servers": ", ".join(sorted({f["server"] for f in items if f.get("server")})),
-            "rank": rank(worst),
+            "evidence": worst.get("evidence") or {}, "rank": rank(worst),
         })
     return sorted(rows, key=lambda r: r.pop("rank"), reverse=True)

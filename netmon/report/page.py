@@ -21,12 +21,11 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from netmon.report import plain
-from netmon.report.evidence import KOD_COLUMNS, Evidence, utc
+from netmon.report.evidence import KOD_COLUMNS, Evidence, num, utc
 from netmon.report.hosts import detector_summary
 from netmon.report.listing import plural
 
@@ -88,9 +87,8 @@ def content(ev: Evidence, pcap: str | None) -> Content:
     group = str(ev.intervals[-1].get("grp") or "")
     found = []
     for row in summary:
-        worst = max((f for f in ev.findings if f["detector"] == row["detector"]), key=lambda f: f.get("score") or 0)
         when = f"{utc(row['first'])} to {utc(row['last'])}, in {plural(row['findings'], 'interval')}"
-        found.append((plain.title(row["detector"]), plain.sentence(row["detector"], worst.get("evidence") or {}, group,
+        found.append((plain.title(row["detector"]), plain.sentence(row["detector"], row["evidence"], group,
                                                                     row["explanation"]), when))
     rate = ev.per_second("requests_out")
     facts = [("Host", ev.host), ("Group", group or "-"), ("Period", f"{utc(ev.since)} to {utc(ev.until)}")]
@@ -123,7 +121,7 @@ def content(ev: Evidence, pcap: str | None) -> Content:
     for row in timeline:
         sums = hours.setdefault(row["start"] // 3600 * 3600, [0.0] * len(KOD_COLUMNS))
         for i, c in enumerate(KOD_COLUMNS):
-            sums[i] += 0.0 if math.isnan(_num(row.get(c))) else float(row[c])
+            sums[i] += 0.0 if math.isnan(num(row.get(c))) else float(row[c])
     kod_rows = [[utc(h), *(f"{v:.0f}" for v in sums)] for h, sums in sorted(hours.items())[-KOD_HOURS:]]
     technical = [[r["detector"], utc(r["first"]), utc(r["last"]), str(r["findings"]), r["severity"], f"{r['score']:.3g}",
                   r["servers"], r["explanation"]] for r in summary]
@@ -139,10 +137,6 @@ def content(ev: Evidence, pcap: str | None) -> Content:
         technical=(["detector", "first", "last", "intervals", "severity", "worst score", "servers", "explanation"],
                    technical),
     )
-
-
-def _num(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _packets(ev: Evidence, pcap: str | None) -> str:
