@@ -46,7 +46,8 @@ class Config(Strict):
     url_path: str = Field("/evidence/", description="URL path the reports are served under; "
                                                     "evidence_url = http://HOST:PORT{url_path}{host}/report.html")
     packets_per_host: int = Field(2000, ge=0, le=1_000_000, description="frames kept per flagged host (0: none)")
-    bytes_per_host: int = Field(1_000_000, ge=0, le=1_000_000_000, description="captured bytes kept per flagged host")
+    bytes_per_host: int = Field(500_000, ge=0, le=1_000_000_000, description="captured bytes kept per flagged host "
+                                "(memory: at most max_hosts x this)")
     max_hosts: int = Field(200, ge=1, le=100_000, description="flagged hosts with a packet ring at once")
     keep_for: float = Field(86400.0, gt=0, description="seconds after a host's last finding its ring is kept")
 
@@ -144,6 +145,8 @@ class EvidenceSink:
             self.rings.popitem(last=False)
         for host in [h for h, r in self.rings.items() if now - r.last_flagged > self.config.keep_for]:
             del self.rings[host]
+        health.gauge("evidence.ring_hosts", len(self.rings))
+        health.gauge("evidence.ring_bytes", sum(r.size for r in self.rings.values()))
         self.flush()
 
     def flush(self) -> None:
