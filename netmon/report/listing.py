@@ -3,7 +3,7 @@
 Every listing command (``hosts``, ``report``, ``silence list``, ``muzzle list``)
 builds plain records (dicts) and a list of :class:`Column`; this module renders
 them. Tables keep each row on one line: columns are dropped, lowest priority
-first, until the rest fit the width (a caption names what was left out), and
+first, until the rest fit the width (a note under the table names them), and
 long free text is cut with an ellipsis. JSON and CSV always carry every column,
 unformatted (numbers as numbers, times as ISO 8601 UTC), for scripts.
 """
@@ -25,7 +25,7 @@ import click
 FORMATS = ("table", "json", "csv")
 #: Characters a free-text column (reasons, explanations) keeps when space is short.
 MIN_TEXT = 40
-#: Table chrome per column (a space either side and the separator), in characters.
+#: Spaces between two columns.
 GUTTER = 3
 
 
