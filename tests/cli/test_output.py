@@ -135,8 +135,11 @@ def test_item7_findings_json_dash_writes_stdout(store, tmp_path):
 
 
 def test_item7_run_with_a_bad_config_says_what_check_config_says(tmp_path):
+    """The config loads; the influx sink's missing token file stops it at start (as deploy/netmon.toml
+    does on a machine without the credential)."""
+    write_incident_pcap(tmp_path / "edge.pcap")
     config = tmp_path / "netmon.toml"
-    config.write_text('[campus]\ninternal = ["10.0.0.0/8"]\n[[sources]]\ntype = "pcap"\npaths = ["/nonexistent.pcap"]\n'
+    config.write_text(f'[campus]\ninternal = ["10.0.0.0/8"]\n[[sources]]\ntype = "pcap"\npaths = ["{tmp_path / "edge.pcap"}"]\n'
                       '[[sinks]]\ntype = "influx"\nurl = "http://127.0.0.1:9"\norg = "o"\nbucket = "b"\n'
                       f'token_file = "{tmp_path}/missing-token"\n')
     check = netmon(tmp_path, "check-config", str(config))
@@ -144,4 +147,6 @@ def test_item7_run_with_a_bad_config_says_what_check_config_says(tmp_path):
     assert check.returncode == run.returncode == 2, (check.stderr, run.stderr)
     assert "Traceback" not in run.stderr, run.stderr
     assert check.stderr.strip() and check.stderr.strip() in run.stderr, (check.stderr, run.stderr)
-    assert len(run.stderr.strip().splitlines()) <= len(check.stderr.strip().splitlines()) + 3, run.stderr
+    assert "credential file" in check.stderr, check.stderr
+    assert "not started" in run.stderr and len(run.stderr.strip().splitlines()) <= len(check.stderr.strip().splitlines()) + 3, \
+        run.stderr
