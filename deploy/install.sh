@@ -14,6 +14,7 @@ APT_TEST_PACKAGES=(
   chrony tcpdump tshark
   clang llvm libbpf-dev bpftool iproute2 nftables
   systemd
+  chromium
 )
 # Only asked to validate the compose file: no Docker engine (its Recommends) needed.
 APT_TEST_NO_RECOMMENDS=(docker-compose)

@@ -1,7 +1,8 @@
 """The one command, ``netmon``: each job lives in its own module under netmon/commands.
 
-Commands load lazily so ``netmon --help`` stays instant and a replay never imports
-what only a live collector needs.
+Commands load lazily so ``netmon --help`` stays instant (it lists the one-line
+summaries below without importing any command) and a replay never imports what
+only a live collector needs.
 """
 
 from __future__ import annotations
@@ -10,40 +11,53 @@ import importlib
 
 import click
 
-#: command name -> module in netmon.commands that defines ``command`` (a click command)
-COMMANDS: dict[str, str] = {
-    "replay": "replay",
-    "run": "run",
-    "decode": "decode",
-    "hosts": "hosts",
-    "report": "report",
-    "simulate": "simulate",
-    "evaluate": "evaluate",
-    "evidence": "evidence",
-    "silence": "silence",
-    "muzzle": "muzzle",
-    "check-config": "check_config",
-    "cleanup": "cleanup",
+
+#: command name -> (module in netmon.commands that defines ``command``, one-line summary for ``--help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("replay", "Replay capture FILEs through decode, aggregation, detection and the sinks."),
+    "run": ("run", "Run the live sources of CONFIG until stopped (SIGINT/SIGTERM); SIGHUP reloads."),
+    "decode": ("decode", "Print the NTP packets in capture FILEs (pcap, pcapng, gzip-compressed)."),
+    "hosts": ("hosts", "List the worst hosts in the store, with findings and the strongest reason."),
+    "report": ("report", "Show HOST's latest intervals and a summary of its findings."),
+    "simulate": ("simulate", "Simulate campus NTP traffic with labelled anomalies: a pcap and its labels."),
+    "evaluate": ("evaluate", "Score the detectors against labelled traffic: recall, precision, time to detect."),
+    "evidence": ("evidence", "Write the evidence report for HOST (HTML with the plot inside, Markdown, pcap excerpt)."),
+    "serve": ("serve", "Serve the evidence reports read-only over HTTP, at the URL alerts carry."),
+    "silence": ("silence", "Silence alerts (or allowlist hosts) with an expiry and a reason."),
+    "muzzle": ("muzzle", "Rate-limit or drop a host's NTP in the kernel (nftables), with expiry."),
+    "check-config": ("check_config", "Check CONFIG (TOML) before running: keys, values, hooks, interfaces."),
+    "cleanup": ("cleanup", "Find and remove netmon's leftover eBPF filters and pinned maps."),
 }
 
 
 class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs or shows its own help."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
+        module_name = f"netmon.commands.{COMMANDS[name][0]}"
         try:
-            module = importlib.import_module(f"netmon.commands.{COMMANDS[name]}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"netmon.commands.{COMMANDS[name]}":
+            if exc.name == module_name:
                 return None
             raise
         return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="netmon")
 def main() -> None:
     """netmon: find campus hosts that misbehave on NTP (UDP/123), with evidence."""
+    from netmon import logs
+
+    logs.configure()

@@ -22,7 +22,7 @@ from netmon import health, registry
 from netmon.aggregate import Aggregator
 from netmon.batch import Finding, Frames, Observations, Scored, Watermark
 from netmon.config import Settings, plugin_config
-from netmon.decode.frames import decode_frames
+from netmon.decode.frames import decode_with_index
 from netmon.detect.engine import Engine
 
 log = structlog.get_logger("netmon.pipeline")
@@ -38,6 +38,11 @@ class Stages:
     aggregator: Aggregator
     engine: Engine
     sinks: list[Any]
+
+    @property
+    def frame_sinks(self) -> list[Any]:
+        """The ``frames(frames, rows, index)`` methods of sinks that keep raw packets (evidence)."""
+        return [keep for keep in (getattr(sink, "frames", None) for sink in self.sinks) if keep is not None]
 
 
 @dataclass
@@ -129,9 +134,13 @@ def run_items(stages: Stages, items: Iterable[Item]) -> Summary:
         for item in items:
             if isinstance(item, Watermark):
                 closed = stages.aggregator.advance(item.time)
-            else:
-                rows = decode_frames(item) if isinstance(item, Frames) else item.rows
+            elif isinstance(item, Frames):
+                rows, index = decode_with_index(item)
+                for keep in stages.frame_sinks:
+                    keep(item, rows, index)
                 closed = stages.aggregator.add(rows)
+            else:
+                closed = stages.aggregator.add(item.rows)
             for intervals in closed:
                 deliver(stages, stages.engine.process(intervals), summary)
         for intervals in stages.aggregator.flush():

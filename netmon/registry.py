@@ -34,6 +34,7 @@ SINKS: dict[str, str] = {
     "influx": "netmon.sinks.influx",
     "alerts": "netmon.sinks.alerts",
     "metrics": "netmon.sinks.metrics",
+    "evidence": "netmon.sinks.evidence",
 }
 
 DETECTORS: dict[str, str] = {

@@ -7,10 +7,13 @@ inside a network namespace, run it under ``ip netns exec NAME netmon muzzle ...`
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from netmon.act.muzzle import Muzzle, MuzzleError
 from netmon.config import ConfigError
+from netmon.report.listing import Column, emit, format_option, plural
 from netmon.sinks.alerts import configured
 from netmon.sinks.alerts.silences import parse_duration
 
@@ -37,19 +40,29 @@ def command() -> None:
     """Rate-limit or drop a host's NTP in the kernel (nftables), with expiry and audit log."""
 
 
+MUZZLE_COLUMNS = (
+    Column("host", "host"),
+    Column("limit", "UDP/123", justify="right"),
+    Column("expires_in", "seconds left", fmt="{:.0f}", justify="right"),
+    Column("reason", "reason", text=True),
+    Column("rate", "packets/s", priority=1, fmt="{:g}", justify="right"),
+)
+
+
 @command.command("list")
 @config_option
-def list_(config: str | None) -> None:
-    """Muzzled hosts: host, packets/s let through, seconds left, reason."""
+@format_option
+def list_(config: str | None, fmt: str) -> None:
+    """Muzzled hosts: host, packets/s let through (0 = dropped), seconds left, reason."""
     muzzle = _muzzle(config)
     try:
         if not muzzle.dry_run:
             muzzle.sweep()
-        for item in muzzle.list():
-            rate = f"{item.rate:g}/s" if item.rate else "drop"
-            click.echo(f"{item.host}\t{rate}\t{item.expires_in:.0f}s left\t{item.reason}")
+        records = [{**dataclasses.asdict(item), "limit": f"{item.rate:g}/s" if item.rate else "drop"}
+                   for item in muzzle.list()]
     except MuzzleError as exc:
         raise click.ClickException(str(exc)) from None
+    emit(records, MUZZLE_COLUMNS, fmt, title=f"{plural(len(records), 'host')} muzzled")
 
 
 @command.command("add")

@@ -17,7 +17,8 @@ import click
 
 from netmon import pipeline
 from netmon.config import ConfigError, Settings, load, validate
-from netmon.report.hosts import console, reasons, worst_hosts_table
+from netmon.report.hosts import WORST_COLUMNS, console, reasons, worst_hosts
+from netmon.report.listing import plural, table
 
 
 def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[str, ...], interval: float | None,
@@ -45,7 +46,8 @@ def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file")
 @click.option("--internal", multiple=True, metavar="PREFIX", help="campus prefix, e.g. 10.0.0.0/8 (repeatable)")
-@click.option("--findings-json", type=click.Path(dir_okay=False), help="write findings here, one JSON per line")
+@click.option("--findings-json", type=click.Path(dir_okay=False, allow_dash=True),
+              help="write findings here, one JSON per line ('-': stdout, the summary then goes to stderr)")
 @click.option("--interval", type=float, help="seconds per host-interval (default from config: 60)")
 @click.option("--db", type=click.Path(dir_okay=False), help="embedded store file (default netmon-data/netmon.db)")
 @click.option("--top", type=int, default=10, show_default=True, help="hosts and findings to print")
@@ -58,13 +60,15 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         raise click.UsageError(str(exc)) from None
     summary = pipeline.run(pipeline.build(settings))
     if findings_json:
-        with open(findings_json, "w") as out:
+        with click.open_file(findings_json, "w") as out:
             for finding in summary.findings:
                 out.write(json.dumps(finding.to_json(), default=float) + "\n")
-    out = console()
+    out = console(stderr=findings_json == "-")
     hosts = len({f.host for f in summary.findings})
-    out.print(f"{summary.intervals} intervals scored; {len(summary.findings)} findings on {hosts} hosts")
+    out.print(f"{plural(summary.intervals, 'interval')} scored; {plural(len(summary.findings), 'finding')} on "
+              f"{plural(hosts, 'host')}", highlight=False)
     if summary.findings:
-        out.print(worst_hosts_table(summary.findings, top))
+        out.print(table(worst_hosts(summary.findings, top), WORST_COLUMNS, out.width, f"Worst hosts (top {top})"),
+                  end="", highlight=False, markup=False)
         for line in reasons(summary.findings, top):
             out.print(line, highlight=False, markup=False)

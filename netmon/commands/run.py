@@ -9,8 +9,8 @@ and the sinks are kept, with their state, unless their part of the config change
 
 from __future__ import annotations
 
-import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,23 +18,12 @@ from typing import Any
 import click
 import structlog
 
-from netmon import pipeline
+from netmon import logs, pipeline
 from netmon.config import ConfigError, Settings, load
 from netmon.detect.engine import Engine
 from netmon.sources.live import LiveError
 
 log = structlog.get_logger(__name__)
-
-
-def configure_logging(settings: Settings) -> None:
-    """Structured log lines at the configured level, console or JSON."""
-    level = getattr(logging, settings.logging.level.upper())
-    renderer = (structlog.processors.JSONRenderer() if settings.logging.format == "json"
-                else structlog.dev.ConsoleRenderer(colors=False))
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-    )
 
 
 class Service:
@@ -108,6 +97,36 @@ class Service:
                 signal.signal(sig, handler)
 
 
+def _evidence_server(settings: Settings, config_path: str) -> Any:
+    """The evidence reports' HTTP server, started when the evidence sink has ``listen``."""
+    table = next((t for t in settings.sinks if t.get("type") == "evidence" and t.get("listen")), None)
+    if table is None:
+        return None
+    from pathlib import Path
+
+    from netmon.report.serve import EvidenceServer, Site
+    from netmon.sinks.evidence import Config as EvidenceConfig, parse_listen
+    from netmon.sinks.store import DEFAULT_PATH
+
+    config = EvidenceConfig.model_validate(table)
+    store = next((t.get("path", DEFAULT_PATH) for t in settings.sinks if t.get("type") == "store"), None)
+    address, port = parse_listen(config.listen)
+    try:
+        return EvidenceServer(Site(Path(config.dir), Path(store) if store else None, config.url_path), address, port).start()
+    except OSError as exc:
+        raise click.ClickException(f"{config_path}: sinks (evidence): cannot listen on {config.listen}: {exc.strerror}") from None
+
+
+def _refuse(config_path: str, exc: Exception) -> None:
+    """A config that cannot start: the same one line per problem as ``check-config``, exit 2."""
+    from netmon.commands.check_config import problems
+
+    for problem in problems(config_path) or [str(exc)]:
+        click.echo(problem, err=True)
+    click.echo(f"netmon run: not started; fix the above (netmon check-config {config_path} checks again)", err=True)
+    sys.exit(2)
+
+
 @click.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TOML config file")
 def command(config_path: str) -> None:
@@ -118,11 +137,18 @@ def command(config_path: str) -> None:
         raise click.UsageError(str(exc)) from None
     if not settings.sources:
         raise click.UsageError(f"{config_path}: no [[sources]]: add one, e.g. type = \"capture\", interface = \"eth0\"")
-    configure_logging(settings)
+    logs.configure(settings.logging.level, settings.logging.format)
+    server = _evidence_server(settings, config_path)
     try:
         service = Service(config_path, settings)
-        log.info("netmon running", sources=[t["type"] for t in settings.sources])
+    except (LiveError, OSError, ValueError) as exc:
+        _refuse(config_path, exc)
+    log.info("netmon running", sources=[t["type"] for t in settings.sources])
+    try:
         summary = service.run()
     except LiveError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if server is not None:
+            server.stop()
     log.info("netmon stopped", intervals=summary.intervals, findings=len(summary.findings))

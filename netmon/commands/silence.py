@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from netmon.config import ConfigError
+from netmon.report.listing import Column, emit, format_option, plural, when
 from netmon.sinks.alerts import DEFAULT_SILENCES, configured
 from netmon.sinks.alerts.silences import Rule, check_address, load_file, parse_duration, save_file
 
@@ -28,7 +28,7 @@ def _file(config: str | None, path: str | None) -> Path:
 
 
 def _when(t: float | None) -> str:
-    return "never" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return "never" if t is None else when(t) + " UTC"
 
 
 file_options = [
@@ -74,21 +74,35 @@ def add(host: str, prefix: str, server: str, duration: str, reason: str, allow: 
     click.echo(f"{rule.id}\t{rule.kind} until {_when(expires)}\t{target}")
 
 
+SILENCE_COLUMNS = (
+    Column("id", "id"),
+    Column("kind", "kind"),
+    Column("match", "match"),
+    Column("expires", "until (UTC)", time=True, missing="never"),
+    Column("reason", "reason", text=True),
+    Column("state", "state", priority=1),
+    Column("origin", "from", priority=2),
+)
+
+
 @command.command("list")
 @click.option("--all", "show_all", is_flag=True, help="include expired entries")
 @with_file
-def list_(show_all: bool, config: str | None, path: str | None) -> None:
+@format_option
+def list_(show_all: bool, config: str | None, path: str | None, fmt: str) -> None:
     """List silences: id, kind, match, expiry, reason (with --config, its entries too)."""
     now = time.time()
     rules = load_file(_file(config, path))
     if config:
         table = configured(config)
         rules += [r.rule("silence") for r in table.silences] + [r.rule("allow") for r in table.allowlist]
-    for rule in rules:
-        if rule.active(now) or show_all:
-            match = " ".join(f"{k}={v}" for k, v in (("host", rule.host), ("prefix", rule.prefix), ("server", rule.server)) if v)
-            state = "" if rule.active(now) else " (expired)"
-            click.echo(f"{rule.id if rule.origin != 'config' else 'config'}\t{rule.kind}\t{match}\tuntil {_when(rule.expires)}{state}\t{rule.reason}")
+    records = [{
+        "id": rule.id if rule.origin != "config" else "config", "kind": rule.kind,
+        "match": " ".join(f"{k}={v}" for k, v in (("host", rule.host), ("prefix", rule.prefix), ("server", rule.server)) if v),
+        "expires": rule.expires, "reason": rule.reason, "state": "active" if rule.active(now) else "expired",
+        "origin": rule.origin,
+    } for rule in rules if rule.active(now) or show_all]
+    emit(records, SILENCE_COLUMNS, fmt, title=plural(len(records), "silence"))
 
 
 @command.command("remove")

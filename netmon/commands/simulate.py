@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import structlog
+from rich.console import Console
 from rich.progress import Progress
 
 from netmon.decode.encode import frames_from_observations
@@ -27,7 +28,8 @@ def write_capture(sim: Simulation, path: Path, progress: bool = True) -> int:
 
     opener = gzip.open if path.suffix == ".gz" else open
     written = 0
-    with opener(path, "wb") as out, Progress(disable=not progress, transient=True) as bar:
+    with opener(path, "wb") as out, Progress(console=Console(stderr=True), disable=not progress,
+                                                     transient=True) as bar:
         task = bar.add_task("writing packets", total=sim.rows())
         out.write(pcap_header(1))
         for rows in sim.batches():

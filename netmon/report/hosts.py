@@ -1,8 +1,9 @@
 """Text and tables about hosts: the worst hosts of a run, the store's top hosts, one host.
 
 Pure presentation: takes findings (from a run) or plain dicts (from
-:class:`netmon.sinks.store.StoreReader`) and returns rich renderables, so the
-commands stay thin and the same tables serve replay, hosts and report.
+:class:`netmon.sinks.store.StoreReader`) and returns records with their columns
+(rendered by :mod:`netmon.report.listing` as a table, JSON or CSV), so the
+commands stay thin and the same listings serve replay, hosts, report and evidence.
 """
 
 from __future__ import annotations
@@ -10,49 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from netmon.batch import SEVERITIES, Finding
-
-#: Features shown per interval in a host report, in this order: (column, feature, format).
-INTERVAL_COLUMNS = (
-    ("req out", "requests_out", "{:.0f}"),
-    ("rep in", "replies_in", "{:.0f}"),
-    ("req in", "requests_in", "{:.0f}"),
-    ("servers", "servers", "{:.0f}"),
-    ("ports", "client_ports", "{:.0f}"),
-    ("inst.", "instances", "{:.1f}"),
-    ("poll", "poll", "{:.0f}"),
-    ("x poll", "rate_vs_poll", "{:.1f}"),
-    ("KoD", "kod_total", "{:.0f}"),
-    ("after KoD", "after_kod", "{:.0f}"),
-    ("org bad", "org_mismatch", "{:.0f}"),
-    ("org 0", "org_zero", "{:.0f}"),
-    ("monlist", "monlist_out", "{:.0f}"),
-)
+from netmon.report.listing import Column, when, width
 
 
-def console() -> Console:
-    """A console as wide as the terminal, or 160 columns when writing to a file or pipe."""
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=160)
-
-
-def when(seconds: float | None) -> str:
-    """UNIX seconds as UTC text (event time)."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def number(value: Any, fmt: str = "{:.2f}") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return fmt.format(value)
+def console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal (for a pipe or file: ``$COLUMNS``, else 100)."""
+    return Console(stderr=stderr, width=width())
 
 
 def _worse(a: str, b: str) -> str:
@@ -93,16 +62,25 @@ def summarise(findings: Iterable[Finding]) -> list[HostSummary]:
     return sorted(hosts.values(), key=lambda h: (SEVERITIES.index(h.severity), h.score), reverse=True)
 
 
-def worst_hosts_table(findings: list[Finding], top: int) -> Table:
+#: The worst hosts of a run (rows of :func:`worst_hosts`).
+WORST_COLUMNS = (
+    Column("host", "host"),
+    Column("severity", "severity"),
+    Column("score", "score", fmt="{:.1f}", justify="right"),
+    Column("detectors", "detectors", priority=1, text=True),
+    Column("intervals", "flagged intervals", priority=2, justify="right"),
+    Column("last", "last (UTC)", priority=3, time=True),
+    Column("group", "group", priority=4),
+    Column("first", "first (UTC)", priority=5, time=True),
+)
+
+
+def worst_hosts(findings: list[Finding], top: int) -> list[dict[str, Any]]:
     """The ``top`` worst hosts of a run: severity, score, when, which detectors how often."""
-    table = Table(title=f"Worst hosts (top {top})")
-    for column in ("host", "group", "severity", "score", "flagged", "first (UTC)", "last (UTC)", "detectors"):
-        table.add_column(column, overflow="fold")
-    for h in summarise(findings)[:top]:
-        detectors = ", ".join(f"{d.removeprefix('rule.')} x{n}" for d, n in sorted(h.counts.items()))
-        table.add_row(h.host, h.group, h.severity, f"{h.score:.1f}", f"{len(h.intervals)} intervals", when(h.first),
-                      when(h.last), detectors)
-    return table
+    return [{"host": h.host, "group": h.group, "severity": h.severity, "score": h.score, "intervals": len(h.intervals),
+             "first": h.first, "last": h.last,
+             "detectors": ", ".join(f"{d.removeprefix('rule.')} x{n}" for d, n in sorted(h.counts.items()))}
+            for h in summarise(findings)[:top]]
 
 
 def reasons(findings: list[Finding], top: int) -> list[str]:
@@ -117,45 +95,96 @@ def reasons(findings: list[Finding], top: int) -> list[str]:
     return lines
 
 
-def top_hosts_table(rows: list[dict[str, Any]]) -> Table:
-    """The store's top hosts (rows from ``StoreReader.top_hosts``)."""
-    table = Table(title=f"Top {len(rows)} hosts", show_lines=True)
-    for column in ("host", "group", "role", "score", "intervals", "findings", "req out", "max inst.",
-                   "max x poll", "last seen", "detectors", "reason"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(r["host"], r["group"], r["role"], number(r["score"]), str(r["intervals"]), str(r["findings"]),
-                      number(r["requests_out"], "{:.0f}"), number(r["instances"], "{:.1f}"),
-                      number(r["rate_vs_poll"], "{:.1f}"), when(r["last"]), r["detectors"] or "-", r["reason"] or "-")
-    return table
+#: ``netmon hosts``: rows of ``StoreReader.top_hosts``.
+HOST_COLUMNS = (
+    Column("host", "host"),
+    Column("score", "score", fmt="{:.2f}", justify="right"),
+    Column("findings", "findings", justify="right"),
+    Column("reason", "reason", priority=1, text=True),
+    Column("group", "group", priority=2),
+    Column("instances", "max inst.", priority=3, fmt="{:.1f}", justify="right"),
+    Column("rate_vs_poll", "max x poll", priority=3, fmt="{:.1f}", justify="right"),
+    Column("last", "last seen (UTC)", priority=4, time=True),
+    Column("requests_out", "req out", priority=5, fmt="{:.0f}", justify="right"),
+    Column("detectors", "detectors", priority=6, text=True),
+    Column("intervals", "intervals", priority=7, justify="right"),
+    Column("role", "role", priority=8),
+    Column("first", "first seen (UTC)", priority=9, time=True),
+)
+
+#: ``netmon report HOST``: a host's intervals, key features per row.
+INTERVAL_COLUMNS = (
+    Column("start", "start (UTC)", time=True),
+    Column("score", "score", fmt="{:.2f}", justify="right"),
+    Column("requests_out", "req out", fmt="{:.0f}", justify="right"),
+    Column("instances", "inst.", priority=1, fmt="{:.1f}", justify="right"),
+    Column("rate_vs_poll", "x poll", priority=1, fmt="{:.1f}", justify="right"),
+    Column("replies_in", "rep in", priority=2, fmt="{:.0f}", justify="right"),
+    Column("kod_total", "KoD", priority=2, fmt="{:.0f}", justify="right"),
+    Column("after_kod", "after KoD", priority=2, fmt="{:.0f}", justify="right"),
+    Column("servers", "servers", priority=3, fmt="{:.0f}", justify="right"),
+    Column("client_ports", "ports", priority=4, fmt="{:.0f}", justify="right"),
+    Column("org_mismatch", "org bad", priority=5, fmt="{:.0f}", justify="right"),
+    Column("poll", "poll", priority=6, fmt="{:.0f}", justify="right"),
+    Column("requests_in", "req in", priority=7, fmt="{:.0f}", justify="right"),
+    Column("org_zero", "org 0", priority=8, fmt="{:.0f}", justify="right"),
+    Column("monlist_out", "monlist", priority=8, fmt="{:.0f}", justify="right"),
+    Column("role", "role", priority=9),
+    Column("end", "end (UTC)", priority=10, time=True),
+)
+
+#: A host's findings folded per detector (rows of :func:`detector_summary`).
+SUMMARY_COLUMNS = (
+    Column("detector", "detector"),
+    Column("findings", "findings", justify="right"),
+    Column("explanation", "worst explanation", text=True),
+    Column("severity", "severity", priority=1),
+    Column("last", "last (UTC)", priority=2, time=True),
+    Column("score", "worst score", priority=3, fmt="{:.3g}", justify="right"),
+    Column("first", "first (UTC)", priority=4, time=True),
+    Column("servers", "servers", priority=5, text=True),
+)
+
+#: Single findings (rows of ``StoreReader.host_findings``).
+FINDING_COLUMNS = (
+    Column("start", "start (UTC)", time=True),
+    Column("detector", "detector"),
+    Column("explanation", "explanation", text=True),
+    Column("severity", "severity", priority=1),
+    Column("score", "score", priority=2, fmt="{:.3g}", justify="right"),
+    Column("server", "server", priority=3),
+    Column("end", "end (UTC)", priority=4, time=True),
+)
 
 
-def intervals_table(host: str, rows: list[dict[str, Any]]) -> Table:
-    """A host's intervals (rows from ``StoreReader.host_intervals``), key features per row."""
-    table = Table(title=f"{host}: {len(rows)} intervals")
-    table.add_column("start (UTC)")
-    table.add_column("role")
-    table.add_column("score", justify="right")
-    for title, _, _ in INTERVAL_COLUMNS:
-        table.add_column(title, justify="right")
+def interval_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store intervals with ``kod_total`` (every kind of KoD received) added."""
+    out = []
     for r in rows:
         kods = [r.get(k) for k in ("kod_rate", "kod_deny", "kod_rstr", "kod_other")]
-        r = {**r, "kod_total": math.nan if any(k is None or math.isnan(k) for k in kods) else sum(kods)}
-        table.add_row(when(r["start"]), r["role"], number(r["score"]),
-                      *(number(r.get(feature), fmt) for _, feature, fmt in INTERVAL_COLUMNS))
-    return table
+        total = math.nan if any(k is None or math.isnan(k) for k in kods) else sum(kods)
+        out.append({**r, "kod_total": total})
+    return out
 
 
-def host_findings_table(host: str, rows: list[dict[str, Any]]) -> Table:
-    """A host's findings (rows from ``StoreReader.host_findings``) with their evidence."""
-    table = Table(title=f"{host}: {len(rows)} findings", show_lines=True)
-    for column in ("start (UTC)", "detector", "severity", "score", "server", "explanation", "evidence"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        evidence = "; ".join(
-            f"{k} {number(v.get('value'))} vs {number(v.get('baseline'))}" if isinstance(v, dict) else f"{k} {v}"
-            for k, v in r["evidence"].items()
-        )
-        table.add_row(when(r["start"]), r["detector"], r["severity"], number(r["score"]), r["server"] or "-",
-                      r["explanation"], evidence)
-    return table
+def detector_summary(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Findings (store rows) folded per detector: how many, first and last, and the worst one's
+    severity, score, explanation and evidence; worst detector first."""
+    def rank(f: dict[str, Any]) -> tuple[int, float]:
+        severity = f.get("severity")
+        return (SEVERITIES.index(severity) if severity in SEVERITIES else 0, f.get("score") or 0.0)
+
+    by_detector: dict[str, list[dict[str, Any]]] = {}
+    for f in findings:
+        by_detector.setdefault(f["detector"], []).append(f)
+    rows = []
+    for detector, items in by_detector.items():
+        worst = max(items, key=rank)
+        rows.append({
+            "detector": detector, "findings": len(items), "first": min(f["start"] for f in items),
+            "last": max(f["end"] for f in items), "severity": worst.get("severity") or "",
+            "score": worst.get("score") or 0.0, "explanation": worst.get("explanation") or "",
+            "servers": ", ".join(sorted({f["server"] for f in items if f.get("server")})),
+            "evidence": worst.get("evidence") or {}, "rank": rank(worst),
+        })
+    return sorted(rows, key=lambda r: r.pop("rank"), reverse=True)

@@ -90,5 +90,5 @@ def test_silence_list_with_config_shows_config_entries_and_uses_its_file(tmp_pat
                       '[[sinks.allowlist]]\nhost = "10.0.0.123"\nreason = "campus NTP server"\n')
     assert cli("silence", "add", "--server", "192.0.2.0/24", "--reason", "pool", "--config", str(config)).exit_code == 0
     assert silences.exists(), "the command did not use the config's silences_file"
-    listed = cli("silence", "list", "--config", str(config)).output
-    assert "server=192.0.2.0/24" in listed and "config\tallow\thost=10.0.0.123" in listed, listed
+    listed = cli("silence", "list", "--config", str(config), "--format", "csv").output
+    assert "server=192.0.2.0/24" in listed and "config,allow,host=10.0.0.123" in listed, listed

@@ -16,12 +16,12 @@ from scapy.all import IP, UDP, Dot1AD, Dot1Q, Ether, IPv6, NTPHeader, conf, send
 from scapy.supersocket import L3RawSocket
 
 
-def ntp_header(mode: int, kod: str, rng: random.Random) -> NTPHeader:
-    """A mode-3 request with a random transmit timestamp, or a mode-4 KoD reply."""
+def ntp_header(mode: int, kod: str, rng: random.Random, poll: int | None = None) -> NTPHeader:
+    """A mode-3 request with a random transmit timestamp (and poll, unless given), or a mode-4 KoD reply."""
     if kod:
         return NTPHeader(leap=3, version=4, mode=4, stratum=0, poll=6, ref_id=int.from_bytes(kod.encode(), "big"),
                          orig=rng.random() * 2**31, sent=rng.random() * 2**31)
-    return NTPHeader(leap=0, version=rng.choice((3, 4)), mode=mode, poll=rng.randint(4, 10),
+    return NTPHeader(leap=0, version=rng.choice((3, 4)), mode=mode, poll=rng.randint(4, 10) if poll is None else poll,
                      sent=3.9e9 + rng.random() * 1e8, orig=rng.choice((0, 3.9e9 + rng.random())))
 
 
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--vlan", type=int, action="append", default=[])
     parser.add_argument("--kod", default="")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sport", type=int, default=0, help="requests' source port (default: random, one per request)")
+    parser.add_argument("--poll", type=int, default=None, help="requests' advertised poll, log2 s (default: random 4-10)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     conf.verb = 0
@@ -47,9 +49,9 @@ def main() -> None:
     packets = []
     for _ in range(args.count):
         layer3 = ip(dst=args.dst, src=args.src) if args.src else ip(dst=args.dst)
-        sport = 123 if args.kod else rng.randint(1024, 65535)
+        sport = 123 if args.kod else (args.sport or rng.randint(1024, 65535))
         packets.append(layer3 / UDP(sport=sport, dport=123 if not args.kod else rng.randint(1024, 65535))
-                       / ntp_header(3, args.kod, rng))
+                       / ntp_header(3, args.kod, rng, args.poll))
     if args.kind == "requests":
         send(packets)
         return
