@@ -56,7 +56,11 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         settings = replay_settings(files, config_path, internal, interval, db)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    summary = pipeline.run(pipeline.build(settings))
+    try:
+        stages = pipeline.build(settings)
+    except ConfigError as exc:  # e.g. an InfluxDB 1.x database that is missing and cannot be created
+        raise click.ClickException(str(exc)) from None
+    summary = pipeline.run(stages)
     if findings_json:
         with open(findings_json, "w") as out:
             for finding in summary.findings:

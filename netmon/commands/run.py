@@ -123,6 +123,6 @@ def command(config_path: str) -> None:
         service = Service(config_path, settings)
         log.info("netmon running", sources=[t["type"] for t in settings.sources])
         summary = service.run()
-    except LiveError as exc:
+    except (LiveError, ConfigError) as exc:  # ConfigError: e.g. an InfluxDB database that cannot be created
         raise click.ClickException(str(exc)) from None
     log.info("netmon stopped", intervals=summary.intervals, findings=len(summary.findings))
