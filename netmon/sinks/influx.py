@@ -41,11 +41,11 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import requests
 import structlog
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
-from netmon.config import ConfigError, Strict
+from netmon.config import ConfigError, Strict, check_url
 from netmon.sinks import naming
 from netmon.sinks.spool import Record, Spool
 
@@ -96,6 +96,8 @@ class Config(Strict):
     spool_max_bytes: int = Field(1 << 30, ge=1 << 16, description="spool bound, bytes; oldest points dropped beyond")
     # self-monitoring
     health_interval: float = Field(10.0, gt=0, description="seconds between netmon_health points")
+
+    _url = field_validator("url")(check_url)
 
     @model_validator(mode="after")
     def _retry_order(self) -> Config:

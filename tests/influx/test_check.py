@@ -54,7 +54,9 @@ def test_check_config_command_reports_the_sinks_problems(victoria, tmp_path):
     token = tmp_path / "token"
     token.write_text("t0ken\n")
     good = tmp_path / "good.toml"
-    good.write_text(f'[[sinks]]\ntype = "influx"\nurl = "{victoria.url}"\ntoken_file = "{token}"\n'
+    good.write_text(f'[campus]\ninternal = ["10.20.0.0/16"]\n'
+                    f'[[sources]]\ntype = "netflow"\nlisten = ["127.0.0.1:{free_port()}"]\n'
+                    f'[[sinks]]\ntype = "influx"\nurl = "{victoria.url}"\ntoken_file = "{token}"\n'
                     f'spool_dir = "{tmp_path / "spool"}"\n'
                     f'[[sinks]]\ntype = "metrics"\nlisten = "127.0.0.1:{free_port()}"\n')
     result = subprocess.run([str(netmon), "check-config", str(good)], capture_output=True, text=True, timeout=60)
