@@ -114,7 +114,8 @@ class Detect(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
-    checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start")
+    checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start and saved at "
+                                                              "the end; empty = keep no state")
 
     @field_validator("detectors")
     @classmethod
