@@ -64,7 +64,7 @@ class Config(Strict):
 
     type: Literal["influx"]
     name: str = Field("influx", pattern=r"^[a-z][a-z0-9_]*$",
-                      description="prefix of this sink's health counters (influx.write.points...); "
+                      description="the sink tag of this sink's health counters (influx_write_points...); "
                                   "give a second influx sink another name (and spool_dir)")
     api: Literal["v2", "v1"] = Field("v2", description="v2: InfluxDB 2.x/3.x/Cloud/1.8+; v1: InfluxDB 1.x /write")
     url: str = Field("http://localhost:8086", description="base URL of the database")
