@@ -137,3 +137,18 @@ def test_replay_into_a_database_that_cannot_be_created_fails_with_one_line_not_e
     assert result.returncode != 0, f"replay exited 0:\n{result.stdout[-1000:]}"
     assert "database 'netmon' does not exist" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "adm1n-pw" not in result.stdout + result.stderr
+
+
+def test_influx_v1_database_dropped_while_running_is_created_again_and_nothing_is_stranded(bare_influx1, tmp_path):
+    """A 404 from /write (database gone) creates the database and sends again, instead of
+    retrying the 404 forever with the points left in the spool."""
+    config = influx.Config(type="influx", api="v1", url=bare_influx1.url, username="admin", password="adm1n-pw",
+                           spool_dir=str(tmp_path / "spool"), flush_interval=0.05, retry_initial=0.05,
+                           retry_max=0.2)
+    sink = influx.build(config)
+    bare_influx1.admin('DROP DATABASE "netmon"')
+    run = make_run(recent_start(), 3)
+    write_all(sink, run)
+    assert sink.spool.pending_points() == 0, "points stranded in the spool"
+    stored = bare_influx1.series('SELECT count("requests") FROM "ntp_traffic"')
+    assert stored and stored[0]["values"][0][1] == 2 * 5 * len(run)
