@@ -59,6 +59,12 @@ FINDING = "ntp_finding"
 HEALTH = "netmon_health"
 
 
+#: keys only one write API reads
+V1_KEYS = frozenset({"database", "retention_policy", "username", "password", "password_env", "password_file",
+                     "skip_database_creation"})
+V2_KEYS = frozenset({"org", "bucket", "token", "token_env", "token_file"})
+
+
 class Config(Strict):
     """``[[sinks]] type = "influx"``: where to write, how to batch, where to spool."""
 
@@ -98,6 +104,19 @@ class Config(Strict):
     health_interval: float = Field(10.0, gt=0, description="seconds between netmon_health points")
 
     _url = field_validator("url")(check_url)
+
+    @model_validator(mode="after")
+    def _one_api(self) -> Config:
+        """Keys of the other API would be ignored without a word: a database set beside
+        api = "v2" writes to the bucket anyway. Judged by value (not by which keys were
+        written), so a dumped and re-validated config stays valid."""
+        other = V1_KEYS if self.api == "v2" else V2_KEYS
+        fields = type(self).model_fields
+        if mixed := sorted(k for k in other if getattr(self, k) != fields[k].get_default(call_default_factory=True)):
+            wanted = "v1" if self.api == "v2" else "v2"
+            raise ValueError(f"{', '.join(mixed)} belong to api = \"{wanted}\", this table has api = \"{self.api}\": "
+                             f"remove them or set api = \"{wanted}\" (one [[sinks]] table per API)")
+        return self
 
     @model_validator(mode="after")
     def _retry_order(self) -> Config:

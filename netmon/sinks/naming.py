@@ -7,6 +7,8 @@ becomes one name with a label, never a name that embeds the value::
 
     source.netflow.exporter.127.0.0.1.lost.records
         -> source_exporter_lost_records {source="netflow", exporter="127.0.0.1"}
+    source.sflow.agent.10.0.0.9.lost.datagrams
+        -> source_exporter_lost_datagrams {source="sflow", exporter="10.0.0.9"}
     decode.skip.truncated      -> decode_skip {reason="truncated"}
     influx.spool.points        -> influx_spool_points {sink="influx"}
     aggregate.late             -> aggregate_late {}

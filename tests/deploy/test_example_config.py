@@ -168,9 +168,7 @@ def test_example_config_is_safe_to_copy():
 def test_example_config_does_not_mix_influx_v1_and_v2_keys_in_one_table():
     from netmon.sinks import influx
 
-    v1_only = {"database", "retention_policy", "username", "password", "password_env", "password_file",
-               "skip_database_creation"}
-    v2_only = {"org", "bucket", "token", "token_env", "token_file"}
+    v1_only, v2_only = influx.V1_KEYS, influx.V2_KEYS
     tables = [t for t in tomllib.loads(EXAMPLE.read_text())["sinks"] if t["type"] == "influx"]
     tables += [t for block in alternative_blocks() for t in block.get("sinks", []) if isinstance(block.get("sinks"), list)
                and t.get("type") == "influx"]
@@ -213,3 +211,9 @@ def test_check_config_refuses_a_url_without_a_scheme(tmp_path):
                                         '[[sinks]]\ntype = "influx"\nurl = "localhost:8086"\ntoken = "t"\n')
     assert code == 2 and "sinks[0].url" in said and "write http://localhost:8086" in said, said
     assert "'t'" not in said, "the token must not be echoed"
+
+
+def test_check_config_refuses_influx_v1_and_v2_keys_mixed_in_one_table(tmp_path):
+    code, said = check_config(tmp_path, f'[campus]\ninternal = ["10.20.0.0/16"]\n{SOURCE}'
+                                        '[[sinks]]\ntype = "influx"\napi = "v2"\nbucket = "netmon"\ndatabase = "nm"\n')
+    assert code == 2 and 'database belong to api = "v1"' in said, said
