@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from netmon import health
 from netmon.config import validate
-from netmon.sinks import metrics
+from netmon.sinks import metrics, naming
 from tests.influx.data import make_scored
 from tests.influx.servers import free_port
 
@@ -80,3 +83,15 @@ def test_schema_counters_of_a_healthy_collector_are_served_from_the_start_at_zer
     samples = scrape(sink.port)
     assert samples[("netmon_decode_skip_total", (("reason", "truncated"),))] == 0
     assert samples[("netmon_aggregate_late_total", ())] == 0
+
+
+CASE = Path(__file__).resolve().parents[1] / "cases" / "health-names-embedding-values"
+
+
+def test_schema_health_names_become_one_name_and_labels_as_the_case_files_say():
+    expected = json.loads((CASE / "expected.json").read_text())
+    names = (CASE / "names.txt").read_text().split()
+    assert sorted(names) == sorted(expected)
+    for health_name in names:
+        got = naming.split(health_name)
+        assert [got.name, got.labels] == expected[health_name], f"{health_name} became {got}"
