@@ -37,6 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from netmon import registry
+from netmon.paths import data_dir
 
 
 class ConfigError(ValueError):
@@ -114,8 +115,9 @@ class Detect(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
-    checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start and saved at "
-                                                              "the end; empty = keep no state")
+    checkpoint: str = Field(default_factory=lambda: str(data_dir() / "models" / "state.ckpt"),
+                            description="model state file, restored at start and saved at the end; default "
+                                        "models/state.ckpt in the data directory; empty = keep no state")
 
     @field_validator("detectors")
     @classmethod

@@ -79,3 +79,9 @@ def test_readme_links_stay_inside_the_repository():
                 continue  # a web page is not a file of some other checkout
             resolved = (readme.parent / target.split("#")[0]).resolve()
             assert resolved.is_relative_to(REPO) and resolved.exists(), f"{readme}: link {target} leaves the repository"
+
+
+def test_default_checkpoint_is_in_the_data_directory_too(tmp_path):
+    from netmon.config import Detect
+
+    assert Detect().checkpoint == str(tmp_path / "netmon-data" / "models" / "state.ckpt")  # tests/conftest.py
