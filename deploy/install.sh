@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# Installs netmon into .venv at the repository root.
-#   bash deploy/install.sh          the Python package (enough to replay captures)
+# Installs netmon.
+#   bash deploy/install.sh          into .venv at the repository root, editable (development;
+#                                   enough to replay captures)
 #   bash deploy/install.sh --all    also every Debian package the tests use (as root):
 #                                   InfluxDB 1.x, VictoriaMetrics, Alertmanager, softflowd,
 #                                   pmacct, nfdump, chrony, ntpsec, clang/libbpf, tshark...
+#   bash deploy/install.sh --prefix /opt/netmon
+#                                   a service install: a venv at PREFIX with netmon installed
+#                                   NON-editable (a copy: the checkout can move, be deleted or be
+#                                   hidden by the unit's ProtectHome=), PREFIX/bin/netmon being
+#                                   what deploy/systemd/netmon.service runs
 # Services are not started here: the tests start their own instances on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--prefix" ]; then
+  prefix=${2:?"--prefix needs a directory, e.g. /opt/netmon"}
+  command -v python3 >/dev/null || { echo "install.sh: python3 is missing (apt-get install python3 python3-venv)" >&2; exit 1; }
+  python3 -m venv --clear "$prefix"
+  "$prefix/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$prefix/bin/python" -m pip install -q .
+  echo "netmon installed in $prefix (run $prefix/bin/netmon; the unit's ExecStart expects /opt/netmon/bin/netmon)"
+  exit 0
+fi
 
 APT_TEST_PACKAGES=(
   influxdb victoria-metrics prometheus-alertmanager

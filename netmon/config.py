@@ -31,11 +31,13 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from netmon import registry
+from netmon.paths import data_dir
 
 
 class ConfigError(ValueError):
@@ -49,13 +51,36 @@ class Strict(BaseModel):
 
 
 def check_prefixes(values: list[str]) -> list[str]:
-    """``values`` unchanged when each is an IP prefix; else a ValueError naming it (a pydantic validator)."""
+    """``values`` unchanged when each is an IP prefix; else a ValueError naming it and the fix
+    (a pydantic validator). Host bits set (``10.20.1.0/16``) are an error: the writer meant
+    either the /16 or a longer prefix, and silently taking 10.20.0.0/16 may cover 255 times
+    the hosts they had in mind."""
     for value in values:
         try:
-            ipaddress.ip_network(value, strict=False)
+            ipaddress.ip_network(value, strict=True)
         except ValueError as exc:
-            raise ValueError(f"{value!r} is not an IP prefix such as 10.0.0.0/8 or 2001:db8::/32 ({exc})") from None
+            try:
+                network = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP prefix such as 10.0.0.0/8 or 2001:db8::/32 ({exc})") from None
+            address = value.split("/")[0]
+            shortest = next(n for n in range(network.prefixlen, network.max_prefixlen + 1)
+                            if ipaddress.ip_network(f"{address}/{n}", strict=False).network_address
+                            == ipaddress.ip_address(address))
+            raise ValueError(f"{value!r} has host bits set: write {network} (the /{network.prefixlen} containing "
+                             f"it) or {address}/{shortest} (the prefix starting there)") from None
     return values
+
+
+def check_url(value: str) -> str:
+    """``value`` unchanged when it is an http(s) URL with a host; else a ValueError with the fix
+    (a pydantic validator): ``localhost:8086`` would otherwise fail at the first request."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"URL {value!r} needs a scheme: write http://{value.split('://')[-1]} (or https://)")
+    if not parts.hostname:
+        raise ValueError(f"URL {value!r} names no host, e.g. http://127.0.0.1:8086")
+    return value
 
 
 class Campus(Strict):
@@ -90,7 +115,9 @@ class Detect(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
-    checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start")
+    checkpoint: str = Field(default_factory=lambda: str(data_dir() / "models" / "state.ckpt"),
+                            description="model state file, restored at start and saved at the end; default "
+                                        "models/state.ckpt in the data directory; empty = keep no state")
 
     @field_validator("detectors")
     @classmethod

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from netmon import health
 from tests.support.lab import CORPUS, Lab, can_make_namespaces
+
+# defaults computed when a module is imported (help texts) must not name /var/lib/netmon either
+os.environ.setdefault("NETMON_DATA_DIR", tempfile.mkdtemp(prefix="netmon-test-data-"))
 
 
 @pytest.fixture
@@ -36,7 +41,8 @@ def _fresh_health():
 
 @pytest.fixture(autouse=True)
 def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Each test runs in its own directory, so default relative paths (the store in
-    netmon-data/, model checkpoints in models/) never leak state between tests or into
-    the repository."""
+    """Each test runs in its own directory, with its own data directory (the default store,
+    netmon.paths) in it, so default paths never leak state between tests, into the
+    repository or into /var/lib/netmon."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NETMON_DATA_DIR", str(tmp_path / "netmon-data"))

@@ -13,7 +13,7 @@ import sys
 import click
 
 from netmon import registry
-from netmon.config import ConfigError, load, plugin_config
+from netmon.config import ConfigError, Settings, load, plugin_config
 
 
 def problems(path: str | None) -> list[str]:
@@ -22,7 +22,7 @@ def problems(path: str | None) -> list[str]:
         settings = load(path)
     except ConfigError as exc:
         return [str(exc)]
-    found: list[str] = []
+    found = run_problems(settings)
     for kind, tables in (("source", settings.sources), ("sink", settings.sinks)):
         for index, table in enumerate(tables):
             module = registry.plugin(kind, table["type"])
@@ -30,6 +30,19 @@ def problems(path: str | None) -> list[str]:
             if check is not None:
                 where = f"{kind}s[{index}] ({table['type']})"
                 found.extend(f"{where}: {problem}" for problem in check(plugin_config(kind, table)))
+    return found
+
+
+def run_problems(settings: Settings) -> list[str]:
+    """What keeps a valid config from doing anything in ``netmon run``: an empty config is
+    valid TOML and valid settings, yet it reads nothing and judges no host."""
+    found = []
+    if not settings.sources:
+        found.append('no [[sources]]: `netmon run` would read nothing; add one, e.g. [[sources]] type = "capture", '
+                     'interface = "eth1" (netmon replay brings its own files)')
+    if not settings.campus.internal:
+        found.append('campus.internal is empty: no host is "ours", so none would be scored; add the campus '
+                     'prefixes, e.g. internal = ["10.0.0.0/8", "2001:db8::/32"]')
     return found
 
 

@@ -22,9 +22,18 @@ from netmon.report.listing import plural, table
 
 
 def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[str, ...], interval: float | None,
-                    db: str | None) -> Settings:
-    """The config with the replay's overrides applied, validated again (errors name the key)."""
-    data: dict[str, Any] = load(config).model_dump()
+                    db: str | None, state: str | None = None) -> Settings:
+    """The config with the replay's overrides applied, validated again (errors name the key).
+
+    Model state is read and written only where asked: ``state``, or a ``detect.checkpoint``
+    the config sets; otherwise the replay starts cold and saves nothing, so replaying a
+    capture never rewrites a running collector's models/state.ckpt behind its back."""
+    loaded = load(config)
+    data: dict[str, Any] = loaded.model_dump()
+    if state is not None:
+        data["detect"]["checkpoint"] = state
+    elif "checkpoint" not in loaded.detect.model_fields_set:
+        data["detect"]["checkpoint"] = ""
     if internal:
         data["campus"]["internal"] = list(internal)
     if interval is not None:
@@ -49,16 +58,28 @@ def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[
 @click.option("--findings-json", type=click.Path(dir_okay=False, allow_dash=True),
               help="write findings here, one JSON per line ('-': stdout, the summary then goes to stderr)")
 @click.option("--interval", type=float, help="seconds per host-interval (default from config: 60)")
-@click.option("--db", type=click.Path(dir_okay=False), help="embedded store file (default netmon-data/netmon.db)")
+@click.option("--db", type=click.Path(dir_okay=False),
+              help="embedded store file (default: the config's store, or netmon.db in the data directory)")
 @click.option("--top", type=int, default=10, show_default=True, help="hosts and findings to print")
+@click.option("--state", type=click.Path(dir_okay=False),
+              help="model state file, restored at start and saved at the end (default: the config's "
+                   "detect.checkpoint if it sets one; else none is read or written)")
 def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str, ...], findings_json: str | None,
-            interval: float | None, db: str | None, top: int) -> None:
+            interval: float | None, db: str | None, top: int, state: str | None) -> None:
     """Replay capture FILEs through decode, aggregation, detection and the sinks."""
     try:
-        settings = replay_settings(files, config_path, internal, interval, db)
+        settings = replay_settings(files, config_path, internal, interval, db, state)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    summary = pipeline.run(pipeline.build(settings))
+    if settings.detect.checkpoint:
+        click.echo(f"model state: {Path(settings.detect.checkpoint).resolve()} (restored, saved at the end)", err=True)
+    else:
+        click.echo("model state: none kept (models start cold; --state FILE restores and saves them)", err=True)
+    try:
+        stages = pipeline.build(settings)
+    except ConfigError as exc:  # e.g. an InfluxDB 1.x database that is missing and cannot be created
+        raise click.ClickException(str(exc)) from None
+    summary = pipeline.run(stages)
     if findings_json:
         with click.open_file(findings_json, "w") as out:
             for finding in summary.findings:

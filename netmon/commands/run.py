@@ -146,7 +146,7 @@ def command(config_path: str) -> None:
     log.info("netmon running", sources=[t["type"] for t in settings.sources])
     try:
         summary = service.run()
-    except LiveError as exc:
+    except (LiveError, ConfigError) as exc:  # ConfigError: e.g. an InfluxDB database that cannot be created
         raise click.ClickException(str(exc)) from None
     finally:
         if server is not None:

@@ -47,7 +47,7 @@ class Engine:
         self.detectors: dict[str, Any] = {
             name: registry.plugin("detector", name).build(settings.settings(name)) for name in settings.detectors
         }
-        if restore and self._stateful():
+        if restore and settings.checkpoint and self._stateful():
             from netmon.detect import checkpoint
 
             for name, state in checkpoint.load(Path(settings.checkpoint)).items():
@@ -73,9 +73,9 @@ class Engine:
         return Scored(intervals=intervals, scores=scores, findings=findings)
 
     def save(self) -> None:
-        """Checkpoint every stateful detector (no-op when none is)."""
+        """Checkpoint every stateful detector (no-op when none is, or no checkpoint is configured)."""
         stateful = self._stateful()
-        if stateful:
+        if stateful and self.settings.checkpoint:
             from netmon.detect import checkpoint
 
             checkpoint.save(Path(self.settings.checkpoint), {name: d.state() for name, d in stateful.items()})

@@ -18,7 +18,8 @@ a crash overwrites the same points instead of adding new ones.
 
 Schema (documented with units in deploy/README.md): measurements ``ntp_host``,
 ``ntp_traffic`` (tag ``direction``), ``ntp_score``, ``ntp_finding`` (tag
-``severity``) and ``netmon_health``; tags only host, group, direction, severity.
+``severity``) and ``netmon_health`` (tag ``collector``, and the labels of
+:mod:`netmon.sinks.naming`); ``host`` is always a campus host (address or IPv6 /64).
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import requests
 import structlog
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
-from netmon.config import Strict
+from netmon.config import ConfigError, Strict, check_url
+from netmon.sinks import naming
 from netmon.sinks.spool import Record, Spool
 
 log = structlog.get_logger(__name__)
@@ -57,12 +59,18 @@ FINDING = "ntp_finding"
 HEALTH = "netmon_health"
 
 
+#: keys only one write API reads
+V1_KEYS = frozenset({"database", "retention_policy", "username", "password", "password_env", "password_file",
+                     "skip_database_creation"})
+V2_KEYS = frozenset({"org", "bucket", "token", "token_env", "token_file"})
+
+
 class Config(Strict):
     """``[[sinks]] type = "influx"``: where to write, how to batch, where to spool."""
 
     type: Literal["influx"]
     name: str = Field("influx", pattern=r"^[a-z][a-z0-9_]*$",
-                      description="prefix of this sink's health counters (influx.write.points...); "
+                      description="the sink tag of this sink's health counters (influx_write_points...); "
                                   "give a second influx sink another name (and spool_dir)")
     api: Literal["v2", "v1"] = Field("v2", description="v2: InfluxDB 2.x/3.x/Cloud/1.8+; v1: InfluxDB 1.x /write")
     url: str = Field("http://localhost:8086", description="base URL of the database")
@@ -79,6 +87,8 @@ class Config(Strict):
     password: SecretStr | None = Field(None, description="v1 password; prefer password_env or password_file")
     password_env: str = Field("INFLUX_PASSWORD", description="environment variable holding the v1 password")
     password_file: str | None = Field(None, description="file holding the v1 password (first line)")
+    skip_database_creation: bool = Field(False, description="v1: do not create the database when it is missing "
+                                                            "(as Telegraf's option; the user then needs no admin right)")
     # batching and retry
     batch_size: int = Field(5000, ge=1, description="points per write request")
     flush_interval: float = Field(1.0, gt=0, description="seconds a point may wait for a batch to fill")
@@ -92,6 +102,21 @@ class Config(Strict):
     spool_max_bytes: int = Field(1 << 30, ge=1 << 16, description="spool bound, bytes; oldest points dropped beyond")
     # self-monitoring
     health_interval: float = Field(10.0, gt=0, description="seconds between netmon_health points")
+
+    _url = field_validator("url")(check_url)
+
+    @model_validator(mode="after")
+    def _one_api(self) -> Config:
+        """Keys of the other API would be ignored without a word: a database set beside
+        api = "v2" writes to the bucket anyway. Judged by value (not by which keys were
+        written), so a dumped and re-validated config stays valid."""
+        other = V1_KEYS if self.api == "v2" else V2_KEYS
+        fields = type(self).model_fields
+        if mixed := sorted(k for k in other if getattr(self, k) != fields[k].get_default(call_default_factory=True)):
+            wanted = "v1" if self.api == "v2" else "v2"
+            raise ValueError(f"{', '.join(mixed)} belong to api = \"{wanted}\", this table has api = \"{self.api}\": "
+                             f"remove them or set api = \"{wanted}\" (one [[sinks]] table per API)")
+        return self
 
     @model_validator(mode="after")
     def _retry_order(self) -> Config:
@@ -222,13 +247,26 @@ def finding_lines(findings: list[Finding]) -> list[bytes]:
     return [line for line in lines if line]
 
 
-def health_lines(now: float) -> list[bytes]:
-    """``netmon_health``: every counter and gauge of :mod:`netmon.health`, at wall time ``now``,
-    tagged host = this machine's name, so several collectors writing to one database stay apart."""
-    snapshot = health.snapshot()
-    fields = [f"{_key(k)}={float(v)!r}" for k, v in sorted(snapshot.items()) if math.isfinite(v)]
-    line = _line(HEALTH, _tags(host=socket.gethostname()), fields, _ns(now))
-    return [line] if line else []
+def health_lines(now: float, collector: str | None = None) -> list[bytes]:
+    """``netmon_health``: every counter and gauge of :mod:`netmon.health` at wall time ``now``,
+    tagged ``collector`` = this machine's name (``host`` is a campus host everywhere else, and
+    Telegraf's own tag), so several collectors writing to one database stay apart. Names and
+    labels follow :mod:`netmon.sinks.naming` (one point per label set: a label is a tag);
+    counters of things are integers (``5i``), gauges and counters of seconds are floats."""
+    counters = health.counters_with_prefix("")
+    points: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for health_name, value in sorted(health.snapshot().items()):
+        if not math.isfinite(value):
+            continue
+        name = naming.split(health_name)
+        if health_name in counters and naming.is_integer_counter(name):
+            text = f"{name.name}={int(round(value))}i"
+        else:
+            text = f"{name.name}={float(value)!r}"
+        points.setdefault(tuple(sorted(name.labels.items())), []).append(text)
+    base = _tags(collector=collector or socket.gethostname())
+    lines = [_line(HEALTH, base + _tags(**dict(labels)), fields, _ns(now)) for labels, fields in points.items()]
+    return [line for line in lines if line]
 
 
 def scored_lines(scored: Scored) -> list[bytes]:
@@ -310,26 +348,118 @@ class V2Transport:
         self._client.close()
 
 
+class DatabaseError(ConfigError):
+    """The InfluxDB 1.x database is missing and cannot be created (no admin right, or
+    skip_database_creation): a setting to fix, not an outage to wait out (every write would
+    get 404 and the points would never leave the spool)."""
+
+
+def _v1_session(config: Config) -> requests.Session:
+    """A requests session with the v1 user's credentials (if any)."""
+    session = requests.Session()
+    if config.username:
+        session.auth = (config.username, _secret(config.password, config.password_env, config.password_file))
+    return session
+
+
+def _influxql(session: requests.Session, config: Config, statement: str) -> str | None:
+    """Run one InfluxQL management statement (POST ``/query``); None when it succeeded,
+    else why not (InfluxDB's own error, e.g. "requires admin privilege")."""
+    response = session.post(config.url.rstrip("/") + "/query", params={"q": statement},
+                            timeout=min(config.timeout, 5.0))
+    try:
+        body = response.json()
+        error = body.get("error") or next((r["error"] for r in body.get("results", []) if "error" in r), None)
+    except (ValueError, AttributeError, TypeError):
+        error = response.text[:200] or response.reason
+    if response.status_code >= 400 or error:
+        return f"HTTP {response.status_code}: {error or response.reason}"
+    return None
+
+
+def _quoted(name: str) -> str:
+    """An InfluxQL identifier in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def database_problem(config: Config, session: requests.Session) -> tuple[str, bool] | None:
+    """Why the v1 database cannot take this user's points, and whether creating the database is
+    the fix (it is missing); None when it can (or the server is no InfluxDB 1.x to ask).
+
+    ``SHOW DATABASES`` lists what the user may use; a database it leaves out is probed with
+    an empty write, which InfluxDB 1.x answers 404 when the database is missing and 403 when
+    the user may not write to it. Raises requests.RequestException when the server is silent."""
+    who = f"user {config.username!r}" if config.username else "without credentials"
+    listing = session.get(config.url.rstrip("/") + "/query", params={"q": "SHOW DATABASES"},
+                          timeout=min(config.timeout, 5.0))
+    if listing.status_code == 401:
+        return f"{config.url} refuses the credentials of {who} (HTTP 401)", False
+    try:
+        series = listing.json()["results"][0].get("series", [])
+        names = {row[0] for item in series for row in item.get("values", [])}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        log.info("cannot list InfluxDB databases; writing anyway", url=config.url, status=listing.status_code)
+        return None
+    if config.database in names:
+        return None
+    probe = session.post(config.url.rstrip("/") + "/write", params={"db": config.database}, data=b"",
+                         timeout=min(config.timeout, 5.0))
+    if probe.status_code == 404:
+        return f"database {config.database!r} does not exist on {config.url}", True
+    if probe.status_code == 403:
+        return (f"{who} may not write to database {config.database!r}: as an admin, "
+                f"GRANT WRITE ON {_quoted(config.database)} TO {_quoted(config.username)}"), False
+    return None
+
+
+def ensure_database(config: Config, session: requests.Session) -> None:
+    """Create the v1 database when it is missing, as Telegraf does (``CREATE DATABASE`` is
+    idempotent); DatabaseError when it cannot be created or skip_database_creation is set.
+    Raises requests.RequestException when the server does not answer (then the spool waits)."""
+    found = database_problem(config, session)
+    if found is None:
+        return
+    problem, missing = found
+    if not missing:  # credentials or a grant: fixable while netmon runs, so the points wait in the spool
+        log.error("the database refuses netmon's points; they wait in the spool", problem=problem)
+        return
+    fix = (f'create it as an admin (CREATE DATABASE {_quoted(config.database)})'
+           + (f" and grant the user write access (GRANT WRITE ON {_quoted(config.database)} TO "
+              f"{_quoted(config.username)})" if config.username else ""))
+    if config.skip_database_creation:
+        raise DatabaseError(f"influx sink: {problem} and skip_database_creation = true: {fix}")
+    refused = _influxql(session, config, f"CREATE DATABASE {_quoted(config.database)}")
+    if refused:
+        raise DatabaseError(f"influx sink: {problem} and cannot be created ({refused}): {fix}")
+    log.info("created the InfluxDB database", database=config.database, url=config.url)
+
+
 class V1Transport:
-    """The InfluxDB 1.x ``/write`` endpoint over requests."""
+    """The InfluxDB 1.x ``/write`` endpoint over requests. A 404 (database not found: never
+    created because the server was down at start, or dropped since) creates the database
+    and sends again, or raises DatabaseError naming the fix."""
 
     def __init__(self, config: Config) -> None:
+        self._config = config
         self._url = config.url.rstrip("/") + "/write"
         self._params = {"db": config.database, "precision": "ns"}
         if config.retention_policy:
             self._params["rp"] = config.retention_policy
-        password = _secret(config.password, config.password_env, config.password_file)
-        self._session = requests.Session()
-        if config.username:
-            self._session.auth = (config.username, password)
+        self._session = _v1_session(config)
         self._level = config.gzip_level
         self._timeout = config.timeout
 
     def send(self, body: bytes) -> None:
         data, headers = _compress(body, self._level)
-        response = self._session.post(self._url, params=self._params, data=data,
-                                      headers={"Content-Type": "text/plain; charset=utf-8", **headers},
-                                      timeout=self._timeout)
+        for attempt in (1, 2):
+            response = self._session.post(self._url, params=self._params, data=data,
+                                          headers={"Content-Type": "text/plain; charset=utf-8", **headers},
+                                          timeout=self._timeout)
+            if response.status_code != 404 or attempt == 2:
+                break
+            ensure_database(self._config, self._session)
+        if response.status_code == 404:
+            raise DatabaseError(f"influx sink: HTTP 404 from {self._url}: {response.text[:200]}")
         if response.status_code in _PERMANENT:
             raise Rejected(f"HTTP {response.status_code}: {response.text[:300]}")
         response.raise_for_status()
@@ -521,11 +651,42 @@ def check(config: Config) -> list[str]:
         problems.append(f"spool_dir {config.spool_dir!r}: {existing} is not writable")
     try:
         requests.get(config.url.rstrip("/") + "/ping", timeout=min(config.timeout, 5.0))
+        if config.api == "v1":
+            with _v1_session(config) as session:
+                found = database_problem(config, session)
+            if found is not None:
+                problem, missing = found
+                if not missing:
+                    problems.append(problem)
+                elif config.skip_database_creation:
+                    problems.append(f"{problem} and skip_database_creation = true: create it")
+                elif not _can_create(config):
+                    problems.append(f"{problem}, and user {config.username!r} is not an admin, so netmon cannot "
+                                    "create it: create it as an admin and GRANT WRITE to the user")
     except requests.RequestException as exc:
         problems.append(f"no answer from {config.url} ({type(exc).__name__}); points would wait in the spool")
     return problems
 
 
+def _can_create(config: Config) -> bool:
+    """Whether the v1 user may create databases (an admin, or no authentication)."""
+    if not config.username:
+        return True
+    with _v1_session(config) as session:
+        return _influxql(session, config, "SHOW USERS") is None
+
+
 def build(config: Config, settings: Any = None) -> InfluxSink:
-    """The sink for one ``[[sinks]] type = "influx"`` table."""
+    """The sink for one ``[[sinks]] type = "influx"`` table. A v1 database that is missing
+    is created first (DatabaseError when it cannot be: a replay must not leave every point
+    stranded in the spool); a server that does not answer yet is the spool's job."""
+    if config.api == "v1":
+        try:
+            with _v1_session(config) as session:
+                ensure_database(config, session)
+        except requests.RequestException as exc:
+            log.warning("database not reachable at start; points wait in the spool", url=config.url,
+                        error=type(exc).__name__)
+    for name in naming.START_COUNTERS:
+        health.count(name, 0)
     return InfluxSink(config, transport(config))

@@ -7,12 +7,14 @@ Enabled by a sink table, so it runs beside any other sink (or alone)::
     listen = "127.0.0.1:9123"
 
 Every scrape reads :func:`netmon.health.snapshot`, so any counter a stage bumps
-shows up without registration. Dotted health names become Prometheus names
-(``influx.spool.points`` -> ``netmon_influx_spool_points``); counters get
-``_total``. Names with a variable part become one metric with a label (:data:`LABELLED`):
-``decode.skip.<reason>`` -> ``netmon_decode_skip_total{reason="..."}``,
-``source.<source>.<what>`` -> ``netmon_source_<what>_total{source="..."}``,
-``alerts.hook.<hook>.<what>`` -> ``netmon_alerts_hook_<what>{hook="..."}``. The sink also counts the intervals
+shows up without registration. Dotted health names become Prometheus names with
+labels by :func:`netmon.sinks.naming.split` (the same names and labels as the
+InfluxDB ``netmon_health`` fields and tags): ``aggregate.late`` ->
+``netmon_aggregate_late_total``, ``decode.skip.<reason>`` ->
+``netmon_decode_skip_total{reason="..."}``, ``source.netflow.exporter.<address>.lost.records``
+-> ``netmon_source_exporter_lost_records_total{source="netflow",exporter="..."}``,
+``<sink>.spool.points`` -> ``netmon_influx_spool_points{sink="..."}``; counters get
+``_total``. The sink also counts the intervals
 and findings it is handed, and the end of the last interval (event time), so an
 alert can fire on a collector that stopped moving.
 """
@@ -33,28 +35,9 @@ from pydantic import Field, field_validator
 from netmon import health
 from netmon.batch import SEVERITIES, Scored
 from netmon.config import Strict
+from netmon.sinks import naming
 
 log = structlog.get_logger(__name__)
-
-#: health names with a variable part: pattern (one named group is the label, ``what`` if
-#: present goes into the name) -> metric name template (without netmon_ and _total)
-LABELLED: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"decode\.skip\.(?P<reason>.+)"), "decode_skip"),
-    (re.compile(r"source\.(?P<source>[^.]+)\.(?P<what>.+)"), "source_{what}"),
-    (re.compile(r"alerts\.hook\.(?P<hook>[^.]+)\.(?P<what>.+)"), "alerts_hook_{what}"),
-]
-
-
-def labelled(name: str) -> tuple[str, str, str] | None:
-    """(metric name, label name, label value) for a health name with a variable part."""
-    for pattern, template in LABELLED:
-        if match := pattern.fullmatch(name):
-            groups = match.groupdict()
-            what = groups.pop("what", "")
-            (label, value), = groups.items()
-            return metric_name(template.format(what=what)), label, value
-    return None
-
 
 class Config(Strict):
     """``[[sinks]] type = "metrics"``: where /metrics listens."""
@@ -77,9 +60,10 @@ def split_listen(value: str) -> tuple[str, int]:
     return match.group(1) or "0.0.0.0", int(match.group(2))
 
 
-def metric_name(name: str) -> str:
-    """A dotted health name as a Prometheus metric name (without ``_total``)."""
-    return "netmon_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+def metric_name(health_name: str) -> tuple[str, dict[str, str]]:
+    """A dotted health name as a Prometheus metric name (without ``_total``) and its labels."""
+    name = naming.split(health_name)
+    return "netmon_" + name.name, name.labels
 
 
 class HealthCollector:
@@ -95,16 +79,13 @@ class HealthCollector:
         counters = health.counters_with_prefix("")
         gauges = {k: v for k, v in health.snapshot().items() if k not in counters}
         for values, family in ((counters, CounterMetricFamily), (gauges, GaugeMetricFamily)):
-            grouped: dict[tuple[str, str], Metric] = {}
-            for name, value in sorted(values.items()):
-                found = labelled(name)
-                if found is None:
-                    yield family(metric_name(name), f"netmon health {name}", value=value)
-                    continue
-                metric, label, label_value = found
-                if (metric, label) not in grouped:
-                    grouped[(metric, label)] = family(metric, f"netmon health, by {label}", labels=[label])
-                grouped[(metric, label)].add_metric([label_value], value)
+            grouped: dict[tuple[str, tuple[str, ...]], Metric] = {}
+            for health_name, value in sorted(values.items()):
+                name, labels = metric_name(health_name)
+                key = (name, tuple(sorted(labels)))
+                if key not in grouped:
+                    grouped[key] = family(name, f"netmon health {name}", labels=list(key[1]))
+                grouped[key].add_metric([labels[k] for k in key[1]], value)
             yield from grouped.values()
         with self.lock:
             yield CounterMetricFamily("netmon_intervals", "host-intervals handed to the sinks", value=self.intervals)
@@ -157,4 +138,6 @@ def check(config: Config) -> list[str]:
 
 def build(config: Config, settings: Any = None) -> MetricsSink:
     """The sink for one ``[[sinks]] type = "metrics"`` table."""
+    for name in naming.START_COUNTERS:
+        health.count(name, 0)
     return MetricsSink(config)

@@ -40,10 +40,18 @@ from pydantic import Field
 from netmon import health
 from netmon.batch import FEATURES, Scored
 from netmon.config import ConfigError, Strict, load
+from netmon.paths import data_dir
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PATH = "netmon-data/netmon.db"
+def default_path() -> str:
+    """The store when the config names none: ``netmon.db`` in the data directory
+    (:func:`netmon.paths.data_dir`), never relative to the working directory."""
+    return str(data_dir() / "netmon.db")
+
+
+#: the default store as this process started (help texts); code calls default_path()
+DEFAULT_PATH = default_path()
 SCHEMA_VERSION = 1
 #: Seconds (wall clock) between commits: a replay writes thousands of intervals a
 #: second, a live run one a minute; readers see data at most this late.
@@ -55,7 +63,9 @@ class Config(Strict):
     """``[[sinks]] type = "store"``."""
 
     type: Literal["store"] = "store"
-    path: str = Field(DEFAULT_PATH, description="SQLite file, relative to the working directory")
+    path: str = Field(default_factory=default_path,
+                      description="SQLite file; default netmon.db in the data directory ($NETMON_DATA_DIR, "
+                                  "/var/lib/netmon for root and under systemd, else ~/.local/share/netmon)")
     retention_days: float = Field(30.0, gt=0, description="days of host-intervals and findings kept (event time)")
 
 
@@ -95,8 +105,8 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
 class Store:
     """The writer: creates the schema, appends scored intervals, applies retention."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH, retention_days: float = 30.0) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None, retention_days: float = 30.0) -> None:
+        self.path = Path(path or default_path())
         self.retention = retention_days * 86400.0
         self.db = _connect(self.path, readonly=False)
         self.first = math.inf
@@ -252,8 +262,8 @@ def open_reader(db: str | None = None, config_path: str | None = None) -> "Store
             settings = load(config_path)
         except ConfigError as exc:
             raise StoreError(str(exc)) from None
-        db = next((str(t.get("path", DEFAULT_PATH)) for t in settings.sinks if t.get("type") == "store"), None)
-    return StoreReader(db or DEFAULT_PATH)
+        db = next((str(t.get("path") or default_path()) for t in settings.sinks if t.get("type") == "store"), None)
+    return StoreReader(db or default_path())
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
@@ -263,8 +273,8 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
 class StoreReader:
     """Read-only queries for reports: hosts ranked by score, one host's intervals and findings."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path or default_path())
         self.db = _connect(self.path, readonly=True)
         try:
             self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()

@@ -151,3 +151,69 @@ def test_every_key_has_a_comment():
     bare = [line for i, line in enumerate(text) if re.match(r"^\w+ = ", line)
             and not text[i - 1].startswith("#") and "  # " not in line]
     assert not bare, f"keys without a comment above or beside them: {bare}"
+
+
+def test_example_config_is_safe_to_copy():
+    """Copied as is, the example silences nothing, allows nothing, pages nobody and muzzles
+    nobody: those are choices a campus makes, shown as "#~ " alternatives."""
+    active = tomllib.loads(EXAMPLE.read_text())
+    alerts = [s for s in active["sinks"] if s["type"] == "alerts"]
+    for sink in alerts:
+        assert not sink.get("silences"), "an active silence in the example"
+        assert not sink.get("allowlist"), "an active allowlist entry in the example"
+        assert not sink.get("hooks"), "an active alert hook in the example"
+        assert sink.get("muzzle", {}).get("enabled") is False and not sink["muzzle"]["auto_rules"]
+
+
+def test_example_config_does_not_mix_influx_v1_and_v2_keys_in_one_table():
+    from netmon.sinks import influx
+
+    v1_only, v2_only = influx.V1_KEYS, influx.V2_KEYS
+    tables = [t for t in tomllib.loads(EXAMPLE.read_text())["sinks"] if t["type"] == "influx"]
+    tables += [t for block in alternative_blocks() for t in block.get("sinks", []) if isinstance(block.get("sinks"), list)
+               and t.get("type") == "influx"]
+    assert {t.get("api", "v2") for t in tables} == {"v1", "v2"}, "the example shows both APIs"
+    for table in tables:
+        other = v2_only if table.get("api", "v2") == "v1" else v1_only
+        assert not set(table) & other, f"api = {table.get('api', 'v2')} table has keys of the other API: {set(table) & other}"
+        influx.Config.model_validate(table)
+
+
+def check_config(tmp_path: Path, text: str) -> tuple[int, str]:
+    import subprocess
+
+    config = tmp_path / "netmon.toml"
+    config.write_text(text)
+    netmon = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "netmon"
+    done = subprocess.run([str(netmon), "check-config", str(config)], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+SOURCE = '[[sources]]\ntype = "netflow"\nlisten = ["127.0.0.1:0"]\n'
+
+
+def test_check_config_refuses_an_empty_config(tmp_path):
+    code, said = check_config(tmp_path, "")
+    assert code == 2 and "no [[sources]]" in said and "campus.internal is empty" in said, said
+
+
+def test_check_config_refuses_a_prefix_with_host_bits_and_says_the_fix(tmp_path):
+    code, said = check_config(tmp_path, f'[campus]\ninternal = ["10.20.1.0/16"]\n{SOURCE}')
+    assert code == 2 and "'10.20.1.0/16' has host bits set" in said, said
+    assert "write 10.20.0.0/16" in said and "10.20.1.0/24" in said, said
+    code, said = check_config(tmp_path, f'[campus]\ninternal = ["10.20.0.0/16"]\n[campus.groups]\nlab = ["10.20.1.1/24"]\n'
+                                        f'{SOURCE}')
+    assert code == 2 and "campus.groups" in said and "write 10.20.1.0/24" in said, said
+
+
+def test_check_config_refuses_a_url_without_a_scheme(tmp_path):
+    code, said = check_config(tmp_path, f'[campus]\ninternal = ["10.20.0.0/16"]\n{SOURCE}'
+                                        '[[sinks]]\ntype = "influx"\nurl = "localhost:8086"\ntoken = "t"\n')
+    assert code == 2 and "sinks[0].url" in said and "write http://localhost:8086" in said, said
+    assert "'t'" not in said, "the token must not be echoed"
+
+
+def test_check_config_refuses_influx_v1_and_v2_keys_mixed_in_one_table(tmp_path):
+    code, said = check_config(tmp_path, f'[campus]\ninternal = ["10.20.0.0/16"]\n{SOURCE}'
+                                        '[[sinks]]\ntype = "influx"\napi = "v2"\nbucket = "netmon"\ndatabase = "nm"\n')
+    assert code == 2 and 'database belong to api = "v1"' in said, said

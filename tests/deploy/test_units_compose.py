@@ -22,7 +22,7 @@ def unit_copy(tmp_path: Path, dropin: Path | None = None) -> Path:
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze not installed (Debian package systemd)")
     unit = tmp_path / "netmon.service"
-    unit.write_text(UNIT.read_text().replace("/opt/netmon/.venv/bin/netmon", str(REPO / ".venv/bin/netmon")))
+    unit.write_text(UNIT.read_text().replace("/opt/netmon/bin/netmon", str(REPO / ".venv/bin/netmon")))
     if dropin:
         (tmp_path / "netmon.service.d").mkdir()
         shutil.copy(dropin, tmp_path / "netmon.service.d" / dropin.name)
@@ -62,7 +62,8 @@ def test_ebpf_dropin_grants_exactly_the_ebpf_capabilities():
     assert "CapabilityBoundingSet=CAP_NET_RAW CAP_BPF CAP_NET_ADMIN CAP_PERFMON\n" in text
 
 
-ENV = {"INFLUX_ADMIN_PASSWORD": "a", "INFLUX_TOKEN": "b", "GRAFANA_ADMIN_PASSWORD": "c", "PATH": "/usr/bin:/bin"}
+ENV = {"INFLUX_ADMIN_PASSWORD": "a", "INFLUX_TOKEN": "b", "GRAFANA_ADMIN_PASSWORD": "c", "GRAFANA_INFLUX_PASSWORD": "d",
+       "PATH": "/usr/bin:/bin"}
 
 
 def compose_config(path: Path) -> subprocess.CompletedProcess:
@@ -93,3 +94,16 @@ def test_compose_mounts_and_build_files_exist():
     build = compose["services"]["netmon"]["build"]
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file()
     assert compose["services"]["netmon"]["cap_add"] == ["NET_RAW"]
+
+
+def test_grafana_compose_does_not_hand_grafana_the_admin_token():
+    """Grafana reads with a read-only v1 user the init script creates; the admin token stays
+    with InfluxDB's setup and netmon."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    grafana = compose["services"]["grafana"]["environment"]
+    assert not any("INFLUX_TOKEN" in str(v) for v in grafana.values()), grafana
+    datasource = (DEPLOY / "grafana/provisioning/datasources/netmon-influxdb.yml").read_text()
+    assert "INFLUX_TOKEN" not in datasource.split("apiVersion")[1]
+    init = (COMPOSE.parent / "influxdb-init" / "dbrp.sh").read_text()
+    assert "v1 auth create" in init and "--read-bucket" in init and "--write-bucket" not in init
+    assert compose["services"]["influxdb"]["environment"]["GRAFANA_INFLUX_USER"] == grafana["INFLUX_USER"]

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from netmon import health
 from netmon.batch import FEATURES
 from netmon.sinks import influx
 from tests.influx.data import make_scored
@@ -63,3 +64,36 @@ def test_two_findings_of_one_host_and_interval_are_two_points_and_stable():
     assert len(set(times)) == len(times)
     assert times == [influx.finding_time(f) for f in make_scored(1_700_000_000.0).findings]
     assert all(0 <= t - 1_700_000_000 * 10**9 < 10**9 for t in times)
+
+
+def fields(line: bytes) -> dict[str, str]:
+    body = re.split(rb"(?<!\\) ", line)[1].decode()
+    return dict(pair.split("=", 1) for pair in re.split(r'(?<!\\),(?=[^"]*(?:"[^"]*"[^"]*)*$)', body))
+
+
+def test_schema_health_points_tag_the_collector_not_host():
+    """``host`` is a campus host in every ntp_* measurement; netmon_health names the collector
+    in ``collector`` (Telegraf's ``host`` means the machine a point came from)."""
+    health.reset()
+    health.count("decode.skip.truncated", 2)
+    health.count("source.netflow.exporter.127.0.0.1.lost.records", 4)
+    lines = influx.health_lines(1_700_000_000.0, collector="nm1")
+    assert lines and all(parse_tags(line)["collector"] == "nm1" and "host" not in parse_tags(line) for line in lines)
+    tags = [parse_tags(line) for line in lines]
+    assert {"collector": "nm1", "source": "netflow", "exporter": "127.0.0.1"} in tags
+    assert {"collector": "nm1", "reason": "truncated"} in tags
+
+
+def test_schema_no_dots_in_field_names_and_counters_are_integers():
+    health.reset()
+    health.count("decode.skip.truncated", 2)
+    health.count("influx.write.points", 5000)
+    health.count("influx.write.seconds", 0.25)
+    health.gauge("influx.spool.points", 12)
+    lines = influx.health_lines(1_700_000_000.0, collector="nm1") + influx.scored_lines(make_scored(1_700_000_000.0))
+    keys = {key for line in lines for key in fields(line)}
+    assert all(re.fullmatch(r"[a-z0-9_]+", key) for key in keys), sorted(k for k in keys if "." in k)
+    health_fields = {k: v for line in lines if line.startswith(b"netmon_health") for k, v in fields(line).items()}
+    assert health_fields["decode_skip"] == "2i" and health_fields["influx_write_points"] == "5000i"
+    assert health_fields["influx_write_seconds"] == "0.25"  # a sum of durations stays a float
+    assert health_fields["influx_spool_points"] == "12.0"  # gauges are floats

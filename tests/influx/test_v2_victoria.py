@@ -48,7 +48,7 @@ def test_v2_health_counters_arrive_as_series(victoria, tmp_path):
     sink = influx.build(v2_config(victoria.url, tmp_path / "spool"))
     sink.write(make_run(recent_start(), 1)[0])
     sink.close()
-    series = victoria.export('{__name__="netmon_health_decode.skip.bad_udp_length"}')
+    series = victoria.export('{__name__="netmon_health_decode_skip", reason="bad_udp_length"}')
     assert series, "the health counter did not arrive"
     assert list(series.values())[0][-1][1] == 7
 

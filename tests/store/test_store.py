@@ -93,8 +93,8 @@ def test_sink_records_the_replayed_files_with_event_times(tmp_path):
     assert item["path"] == str(capture.resolve()) and (item["first"], item["last"]) == (120, 240)
 
 
-def test_default_path_is_under_netmon_data():
-    assert Config().path == "netmon-data/netmon.db"
+def test_default_path_is_in_the_data_directory(tmp_path):
+    assert Config().path == str(tmp_path / "netmon-data" / "netmon.db")  # NETMON_DATA_DIR (tests/conftest.py)
 
 
 def test_reader_on_a_missing_file_says_how_to_make_one(tmp_path):

@@ -115,12 +115,22 @@ def program_defines(release: str | None = None) -> list[str]:
     return ["-DNETMON_COARSE_CLOCK"] if numbers >= [5, 11] else []
 
 
+def default_cache_dir() -> Path:
+    """Where compiled programs are kept: ``$CACHE_DIRECTORY/ebpf`` under systemd (the unit's
+    ``CacheDirectory=netmon``, writable by its dynamic user, which has no home), else
+    ``$XDG_CACHE_HOME/netmon/ebpf`` or ``~/.cache/netmon/ebpf``."""
+    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd) / "ebpf"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "netmon" / "ebpf"
+
+
 def compile_program(cache_dir: Path | None = None) -> Path:
     """The compiled object for ``ntp_tc.c``, built with clang once per source version and kernel features."""
     defines = program_defines()
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join(defines).encode()).hexdigest()[:16]
-    cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netmon" / "ebpf"
+    cache = cache_dir or default_cache_dir()
     target = cache / f"ntp_tc-{digest}.o"
     if target.exists():
         return target
