@@ -26,7 +26,8 @@ def store(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("store")
     pcap = tmp / "edge.pcap"
     write_incident_pcap(pcap)
-    done = netmon(tmp, "replay", str(pcap), "--internal", "10.0.0.0/8", "--db", str(tmp / "n.db"))
+    done = netmon(tmp, "replay", str(pcap), "--internal", "10.0.0.0/8", "--db", str(tmp / "n.db"),
+                  "--state", str(tmp / "state.ckpt"))
     assert done.returncode == 0, done.stderr
     return {"tmp": tmp, "pcap": pcap, "db": tmp / "n.db", "replay": done}
 
