@@ -4,7 +4,10 @@ Sources are the given files (pcap / pcapng, gzip too) whatever the config names;
 campus prefixes, detectors and sinks come from ``--config`` (defaults: rules, and
 the embedded store), ``--internal`` and ``--interval`` override the config.
 Prints the worst hosts with their reasons, then the findings; ``--findings-json``
-writes every finding, one JSON object per line.
+writes every finding, one JSON object per line. Flow exports inside the capture
+(UDP to the NetFlow/IPFIX/sFlow ports, see the pcap source) go through the flow
+path into the same aggregation. A damaged or cut file exits 1 after everything
+before the fault was replayed and reported, as ``decode`` does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import click
 
 from netmon import pipeline
+from netmon.commands.damage import fail_if_damaged
 from netmon.config import ConfigError, Settings, load, validate
 from netmon.report.hosts import console, reasons, worst_hosts_table
 
@@ -56,7 +60,8 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         settings = replay_settings(files, config_path, internal, interval, db)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    summary = pipeline.run(pipeline.build(settings))
+    stages = pipeline.build(settings)
+    summary = pipeline.run(stages)
     if findings_json:
         with open(findings_json, "w") as out:
             for finding in summary.findings:
@@ -68,3 +73,4 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         out.print(worst_hosts_table(summary.findings, top))
         for line in reasons(summary.findings, top):
             out.print(line, highlight=False, markup=False)
+    fail_if_damaged(e for source in stages.sources for e in getattr(source, "errors", ()))

@@ -253,8 +253,8 @@ class SflowSource(FlowSource):
 
     name = "sflow"
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
+    def __init__(self, config: Config, listen: bool = True) -> None:
+        super().__init__(config, listen)
         self.decoder = SflowDecoder(config.sampling)
 
     def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:

@@ -68,17 +68,22 @@ class Listener:
 
     The reader thread only copies datagrams off the sockets (the system calls release
     the GIL), so a burst waits in memory, not in a kernel buffer that overflows while
-    a batch is decoded. Its queue is bounded; past ``max_queued`` datagrams are dropped
-    and counted (``source.<name>.dropped``).
+    a batch is decoded. Its queue is bounded in bytes (``max_queued_bytes``, payload
+    bytes): past it datagrams are dropped and counted (``source.<name>.dropped``).
+    While more than one exporter has datagrams waiting, none may hold more than half
+    the queue, so one flooding exporter cannot crowd out the others.
     """
 
-    def __init__(self, endpoints: list[str], allowlist: Allowlist, name: str, max_queued: int = 50_000) -> None:
+    def __init__(self, endpoints: list[str], allowlist: Allowlist, name: str, max_queued_bytes: int = 64 << 20) -> None:
         self.allowlist = allowlist
         self.name = name
-        self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
         self.sockets: list[socket.socket] = []
         self._stop = threading.Event()
         self._queue: deque[Datagram] = deque()
+        self._lock = threading.Lock()
+        self._queued_bytes = 0
+        self._by_exporter: dict[str, int] = {}
         self._arrived = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._reader = threading.Thread(target=self._read, name=f"{name}-reader", daemon=True)
@@ -102,6 +107,36 @@ class Listener:
         self._reader.start()
 
     @property
+    def queued_bytes(self) -> int:
+        """Payload bytes waiting to be decoded."""
+        return self._queued_bytes
+
+    def _admit(self, datagram: Datagram) -> bool:
+        """Queue a datagram unless the byte bound (or the exporter's fair half of it) is reached."""
+        size = len(datagram.payload)
+        with self._lock:
+            mine = self._by_exporter.get(datagram.source, 0)
+            crowded = len(self._by_exporter) > (1 if mine else 0) and mine + size > self.max_queued_bytes // 2
+            if self._queued_bytes + size > self.max_queued_bytes or crowded:
+                return False
+            self._queue.append(datagram)
+            self._queued_bytes += size
+            self._by_exporter[datagram.source] = mine + size
+        return True
+
+    def _take(self, limit: int) -> list[Datagram]:
+        with self._lock:
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), limit))]
+            for d in batch:
+                left = self._by_exporter[d.source] - len(d.payload)
+                if left:
+                    self._by_exporter[d.source] = left
+                else:
+                    del self._by_exporter[d.source]
+                self._queued_bytes -= len(d.payload)
+        return batch
+
+    @property
     def ports(self) -> list[int]:
         return [s.getsockname()[1] for s in self.sockets]
 
@@ -112,11 +147,10 @@ class Listener:
             if len(queue) < max_datagrams:
                 self._arrived.wait(batch_seconds)
             self._arrived.clear()
-            batch = [queue.popleft() for _ in range(min(len(queue), max_datagrams))]
-            yield batch
+            yield self._take(max_datagrams)
 
     def _read(self) -> None:
-        queue, allows, limit = self._queue, self.allowlist.allows, self.max_queued
+        allows, admit = self.allowlist.allows, self._admit
         while not self._stop.is_set():
             try:
                 ready = self._selector.select(0.2)
@@ -143,10 +177,8 @@ class Listener:
                         address = address[7:]
                     if not allows(address):
                         health.count(f"source.{self.name}.denied")
-                    elif len(queue) >= limit:
+                    elif not admit(Datagram(payload, address, peer[1], 0, now)):
                         health.count(f"source.{self.name}.dropped")
-                    else:
-                        queue.append(Datagram(payload, address, peer[1], 0, now))
             if ready:
                 self._arrived.set()
 
