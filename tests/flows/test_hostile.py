@@ -1,0 +1,99 @@
+"""Hostile exporters (issue 11, items 3 and 4): a flood costs its sender, memory and counters stay bounded."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+from netmon import health
+from netmon.sources.netflow.collector import Collector
+from netmon.sources.netflow.listener import Allowlist, Listener
+from netmon.sources.sflow import SflowDecoder
+from tests.flows.exporters import Collecting, wait_for
+from tests.flows.support import NTP_FIELDS, ipfix, ntp_record, set_bytes, template_record
+
+T0 = 1_765_000_000
+
+
+def _flood(first_id: int, count: int) -> bytes:
+    """One IPFIX message announcing ``count`` distinct templates (ids from ``first_id``)."""
+    return ipfix([set_bytes(2, b"".join(template_record(first_id + i, NTP_FIELDS[: 1 + i % 8]) for i in range(count)))], export=T0)
+
+
+def test_template_flood_from_one_exporter_does_not_evict_or_starve_another() -> None:
+    collector = Collector(max_templates=1000, max_templates_per_exporter=200, max_new_templates=100, max_time_skew=600)
+    good = ipfix([set_bytes(2, template_record(300, NTP_FIELDS))], export=T0)
+    collector.feed(good, "192.0.2.1", arrival=T0)
+    collector.flush()
+    health.reset()
+    for batch in range(50):  # 50 batches x 300 new templates from the flooder
+        for k in range(3):
+            collector.feed(_flood(256 + (batch * 3 + k) * 100 % 60000, 100), "198.51.100.66", arrival=T0)
+        record = set_bytes(300, ntp_record("10.1.0.5", "192.0.2.1", 40000, 123, 1, 76, T0 * 1000))
+        collector.feed(ipfix([record], export=T0), "192.0.2.1", arrival=T0)
+        flows = collector.flush().flows
+        assert len(flows) == 1, f"batch {batch}: the well-behaved exporter's record was lost during the flood"
+    counts = health.snapshot()
+    assert counts["decode.skip.template_rate"] == 50 * 200, "past 100 new templates per batch the flooder's are dropped, counted"
+    assert counts["source.netflow.exporter.198.51.100.66.template_rate"] == 50 * 200, "counted against the flooder"
+    assert collector.templates.get(("192.0.2.1", 10, 1), 300) is not None, "the other exporter's template survived"
+    assert len(collector.templates) <= 201
+
+
+def test_listener_queue_is_bounded_in_bytes_and_a_flooder_gets_at_most_half_while_others_wait() -> None:
+    listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow", max_queued_bytes=200_000)
+    port = listener.ports[0]
+    health.reset()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            other.bind(("127.0.0.2", 0))
+            other.sendto(b"x" * 1000, ("127.0.0.1", port))
+            assert wait_for(lambda: listener.queued_bytes >= 1000, 5)
+            for _ in range(400):  # 4 MB offered by one sender, nobody draining the queue
+                flooder.sendto(b"y" * 10_000, ("127.0.0.1", port))
+            assert wait_for(lambda: health.snapshot().get("source.netflow.dropped", 0) >= 300, 10), "nothing dropped"
+            assert listener.queued_bytes <= 200_000, f"queue holds {listener.queued_bytes} bytes past its bound"
+            assert listener.queued_bytes <= 100_000 + 1000, "the flooder took more than half while another exporter waited"
+            other.sendto(b"z" * 1000, ("127.0.0.1", port))
+            assert wait_for(lambda: listener.queued_bytes >= 2000 and any(
+                d.payload[:1] == b"z" for d in list(listener._queue)), 5), "the other exporter's datagram was crowded out"
+    finally:
+        listener.close()
+
+
+def test_per_exporter_state_and_counters_stay_bounded_under_many_senders() -> None:
+    collector = Collector(max_exporters=64)
+    sflow = SflowDecoder(max_agents=64)
+    health.reset()
+    for i in range(5000):
+        exporter = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        for sequence in (0, 5):  # a gap: lost datagrams counted per exporter
+            collector.feed(struct.pack("!HHIIIIBBH", 5, 1, 1000, T0, 0, sequence, 0, 0, 0) + bytes(48), exporter)
+            sflow.feed(struct.pack("!IIIIIII", 5, 1, i + 1, 0, sequence, 0, 0), 0.0)
+    collector.flush()
+    sflow.flush()
+    assert len(collector.next_sequence) <= 64 and len(collector.lost) <= 64 and len(collector._halves) <= 64
+    assert len(sflow.next_sequence) <= 64 and len(sflow.lost) <= 64
+    names = health.snapshot()
+    per_exporter = [n for n in names if n.startswith(("source.netflow.exporter.", "source.sflow.agent."))]
+    assert len(per_exporter) <= 2 * 65, f"{len(per_exporter)} per-exporter counters for 5000 senders"
+    assert names["source.netflow.exporter.other.lost.records"] > 0, "senders past the limit are summed under 'other'"
+    assert names["source.netflow.exporters_expired"] > 0 and names["source.sflow.agents_expired"] > 0
+
+
+def test_live_source_clamps_an_export_dated_years_ahead() -> None:
+    health.reset()
+    collecting = Collecting("netflow")
+    ahead = int(time.time()) + 10 * 365 * 86400
+    payload = ipfix([set_bytes(2, template_record(300, NTP_FIELDS)),
+                     set_bytes(300, ntp_record("10.1.0.5", "192.0.2.1", 40000, 123, 1, 76, ahead * 1000))], export=ahead)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            out.sendto(payload, ("127.0.0.1", collecting.port))
+        assert wait_for(lambda: collecting.rows, 5), "the record was dropped instead of clamped"
+    finally:
+        collecting.stop(settle=0)
+    rows = collecting.observations()
+    assert abs(rows["time"][0] - time.time()) < 60, f"event time {rows['time'][0]} not near arrival"
+    assert health.snapshot()["source.netflow.exporter.127.0.0.1.time_clamped"] == 1
