@@ -45,8 +45,6 @@ class FlowConfig(Strict):
     idle_watermark: float = Field(1.0, gt=0, description="seconds without exports before a Watermark is sent")
     record_delay: float = Field(60.0, ge=0, description="seconds a record may end before the export that carries it "
                                 "(the exporter's active/inactive timeout); Watermarks stay this far behind")
-    max_time_skew: float = Field(600.0, gt=0, description="seconds an export's time may differ from its arrival (or capture) "
-                                 "time; beyond, the arrival time is used and the datagram counted per exporter")
     max_queued_bytes: int = Field(64 << 20, ge=65536, description="bytes of datagrams waiting to be decoded; beyond, "
                                   "datagrams are dropped and counted (an exporter gets at most half while others wait)")
 
@@ -70,6 +68,8 @@ class Config(FlowConfig):
     max_templates: int = Field(65536, ge=1, description="templates kept over all exporters; the least recently announced go first")
     template_lifetime: float = Field(1800.0, ge=0, description="seconds (export time) a template stays valid unless announced again; 0 = forever")
     max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
+    max_time_skew: float = Field(600.0, gt=0, description="seconds an export's time may differ from its arrival (or capture) "
+                                 "time; beyond, the arrival time is used and the datagram counted per exporter")
     max_templates_per_exporter: int = Field(4096, ge=1, description="templates one exporter may have stored; past it, "
                                             "its own least recently announced go, never another exporter's")
     max_new_templates: int = Field(1024, ge=1, description="new or changed templates one exporter may announce per batch; "
