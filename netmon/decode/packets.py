@@ -105,18 +105,30 @@ class _Bytes:
 
 
 class _Remaining:
-    """Frames still in the running; each drop counts the newly dropped ones under its reason."""
+    """Frames still in the running; each drop records the newly dropped ones under its reason.
 
-    def __init__(self, n: int, count: bool = True) -> None:
+    ``publish`` counts them in health (``decode.skip.<reason>``); recording first lets
+    the link and IP layers of one batch be parsed once and shared (see ``_layers``).
+    """
+
+    def __init__(self, n: int) -> None:
         self.keep = np.ones(n, dtype=bool)
-        self.count = count
+        self.dropped: dict[str, int] = {}
 
     def drop(self, reason: str, mask: np.ndarray) -> None:
-        if self.count:
-            n = int(np.count_nonzero(self.keep & mask))
-            if n:
-                health.count(f"decode.skip.{reason}", n)
-        self.keep &= ~mask
+        n = int(np.count_nonzero(self.keep & mask))
+        if n:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+            self.keep &= ~mask
+
+    def copy(self) -> "_Remaining":
+        out = _Remaining(0)
+        out.keep, out.dropped = self.keep.copy(), dict(self.dropped)
+        return out
+
+    def publish(self) -> None:
+        for reason, n in self.dropped.items():
+            health.count(f"decode.skip.{reason}", n)
 
 
 def _at(n: int, rows: np.ndarray) -> np.ndarray:
@@ -240,6 +252,24 @@ def _ip_length(read: _Bytes, frames: Frames, index: np.ndarray, ip: np.ndarray, 
     return np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - frames.offset[index].astype(np.int64)))
 
 
+#: The last batch's link and IP layers: the NTP decoder and the flow-export router both
+#: read every batch of a replay, and the second reader reuses the first one's parse.
+_last: tuple[Frames, _Bytes, _Remaining, _Network] | None = None
+
+
+def _layers(frames: Frames) -> tuple[_Bytes, _Remaining, _Network]:
+    """Reader, surviving frames and network layer of a batch, parsed once per batch object."""
+    global _last
+    last = _last
+    if last is not None and last[0] is frames:
+        return last[1], last[2].copy(), last[3]
+    read = _Bytes(frames.data)
+    left = _Remaining(len(frames))
+    net = _network(frames, read, left)
+    _last = (frames, read, left.copy(), net)
+    return read, left, net
+
+
 def udp123(frames: Frames) -> UdpPackets:
     """The UDP packets with port 123 on either side; every other frame counted as a skip."""
     return udp_packets(frames, (NTP_PORT,), either_side=True, count=True)
@@ -252,9 +282,7 @@ def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool
     NTP path's health); the flow path looks for export datagrams in the same frames
     and counts its own skips, so it passes False and nothing is counted twice.
     """
-    read = _Bytes(frames.data)
-    left = _Remaining(len(frames), count)
-    net = _network(frames, read, left)
+    read, left, net = _layers(frames)
     ip, v4, protocol, l4, end = net.ip, net.v4, net.protocol, net.l4, net.end
     skip = "not_udp123"
     left.drop(skip, protocol != 17)
@@ -267,6 +295,8 @@ def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool
         left.drop(skip, ~wanted)
     left.drop("truncated", l4 + 8 > end)
 
+    if count:
+        left.publish()
     index = np.flatnonzero(left.keep)
     ip, l4, is_v4 = ip[index], l4[index], v4[index]
     udp_len = read.u16(l4 + 4)
@@ -320,9 +350,7 @@ class IpPackets:
 
 def ip_packets(frames: Frames) -> IpPackets:
     """The IP header fields of every frame that has one; nothing is counted (the frames are counted where they are decoded)."""
-    read = _Bytes(frames.data)
-    left = _Remaining(len(frames), False)
-    net = _network(frames, read, left)
+    read, left, net = _layers(frames)
     index = np.flatnonzero(left.keep)
     ip, l4, is_v4, protocol = net.ip[index], net.l4[index], net.v4[index], net.protocol[index]
     has_ports = np.isin(protocol, (6, 17)) & (l4 + 4 <= net.end[index])

@@ -35,6 +35,7 @@ class ExportRouter:
             self.routes.append((tuple(netflow_ports), NetflowSource(NetflowConfig(), listen=False)))
         if sflow_ports:
             self.routes.append((tuple(sflow_ports), SflowSource(SflowConfig(), listen=False)))
+        self._ports = tuple(port for ports, _ in self.routes for port in ports)
 
     @property
     def lateness(self) -> float:
@@ -43,8 +44,13 @@ class ExportRouter:
 
     def route(self, frames: Frames) -> Iterator[Observations | Frames]:
         """Observations (UDP/123 flow records) and Frames (sampled headers) of the exports in ``frames``."""
+        if not self.routes:
+            return
+        found = list(udp_datagrams(frames, self._ports))
+        if not found:
+            return
         for ports, source in self.routes:
-            batch = list(udp_datagrams(frames, ports))
+            batch = [d for d in found if d.dport in ports]
             if not batch:
                 continue
             observations, sampled, _ = source.decode(batch)
