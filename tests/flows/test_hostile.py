@@ -97,3 +97,23 @@ def test_live_source_clamps_an_export_dated_years_ahead() -> None:
     rows = collecting.observations()
     assert abs(rows["time"][0] - time.time()) < 60, f"event time {rows['time'][0]} not near arrival"
     assert health.snapshot()["source.netflow.exporter.127.0.0.1.time_clamped"] == 1
+
+
+def test_random_udp_payloads_that_start_like_exports_never_yield_a_record() -> None:
+    """Issue 15's bar: no non-export datagram ever yields a record, even with a plausible version word."""
+    import numpy as np
+
+    rng = np.random.default_rng(15)
+    collector, sflow = Collector(), SflowDecoder()
+    for _ in range(20_000):
+        data = bytearray(rng.integers(0, 256, int(rng.integers(4, 1500)), dtype=np.uint8).tobytes())
+        version = int(rng.choice([1, 5, 7, 9, 10]))
+        data[0:2] = version.to_bytes(2, "big")
+        if version == 10 and len(data) >= 4:
+            data[2:4] = len(data).to_bytes(2, "big")  # a length that agrees: the sets must still fill it
+        collector.feed(bytes(data), "192.0.2.9")
+        data[0:4] = (5).to_bytes(4, "big")
+        sflow.feed(bytes(data), 0.0)
+    decoded, sampled = collector.flush(), sflow.flush()
+    assert len(decoded.flows) + len(decoded.header_flows) == 0, "random bytes decoded as NetFlow/IPFIX records"
+    assert len(sampled.flows) + len(sampled.header_flows) == 0, "random bytes decoded as sFlow samples"
