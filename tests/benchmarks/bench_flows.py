@@ -37,7 +37,7 @@ from netmon.sources.netflow.collector import Collector  # noqa: E402
 from netmon.sources.netflow.records import ntp_observations  # noqa: E402
 from netmon.sources.netflow.source import NetflowSource  # noqa: E402
 
-EXPORT = 1_700_000_000
+EXPORT = int(time.time())  # live exports are dated about now (older ones are clamped to arrival)
 #: IPFIX/v9 fields: src, dst, sport, dport, proto, tos, flags, in/out if, packets, bytes, start/end uptime or ms.
 V9_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1), (6, 1), (10, 4), (14, 4), (2, 4), (1, 4), (22, 4), (21, 4)]
 IPFIX_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (5, 1), (6, 1), (10, 4), (14, 4), (2, 8), (1, 8), (152, 8), (153, 8)]
