@@ -287,7 +287,7 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
             while len(chunk) < _PUMP_CHUNK:
                 try:
                     payload, peer = sock.recvfrom(MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
+                except OSError:  # nothing left (EAGAIN), or an error queued on the socket: read on next time
                     break
                 if len(out) + len(chunk) + len(payload) > max_bytes:
                     dropped += 1
