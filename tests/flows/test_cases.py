@@ -19,7 +19,6 @@ from netmon.batch import addr_text
 from netmon.cli import main
 from netmon.sources.netflow.collector import Collector
 from netmon.sources.netflow.listing import flow_records
-from netmon.sources.sflow import SflowDecoder
 from tests.flows.exporters import Collecting, wait_for
 from tests.flows.support import datagrams
 

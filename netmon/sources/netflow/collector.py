@@ -2,9 +2,11 @@
 
 A :class:`Collector` keeps, per exporter and observation domain, the templates,
 the sampling rates learnt from options data, the system init time and the next
-expected sequence number. ``feed`` parses one datagram's headers and sets in
-Python and only queues each data set's bytes; ``flush`` decodes every queued set
-of one template with numpy in one go, which is where the records/second come from.
+expected sequence number. ``feed`` has the datagram's wire-version module parse
+and validate it whole (an :class:`~netmon.sources.netflow.export.Export`, or a
+counted skip), applies templates and only queues each data set's bytes; ``flush``
+decodes every queued set of one template with numpy in one go, which is where the
+records/second come from.
 """
 
 from __future__ import annotations
@@ -160,8 +162,8 @@ class Collector:
             else:
                 self.records(ctx, item.template, data, item.start, item.end)
         if export.sequence is not None:
-            self.sequence(ctx.domain, export.sequence, export.increment if export.unit == "datagrams" or export.increment is not None
-                          else records, export.unit)
+            increment = export.increment if export.increment is not None else records
+            self.sequence(ctx.domain, export.sequence, increment, export.unit)
 
     def sequence(self, domain: Domain, seq: int, increment: int | None, unit: str) -> None:
         """Check a header sequence number; a forward gap is counted as lost ``unit``."""
