@@ -179,3 +179,36 @@ def test_flow_code_defines_no_l2_parser_or_kod_of_its_own() -> None:
         text = path.read_text()
         assert "ethertype" not in text.lower() and "0x86dd" not in text.lower(), f"{path.name} parses link layers (use decode.packets)"
         assert not re.search(r"def \w*kod|kod\w*\s*=|stratum\W*==\W*0", text, re.IGNORECASE), f"{path.name} defines KoD (decode.ntp owns it)"
+
+
+def test_template_kept_across_udp_sessions_of_one_exporter() -> None:
+    """The documented template scope: (exporter address, observation domain), whatever the source port."""
+    folder = case("template-kept-across-udp-sessions")
+    want = expected("template-kept-across-udp-sessions")
+    collecting = Collecting("netflow")
+    try:
+        for name in ("template.bin", "data.bin"):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as session:  # a new source port each time
+                session.sendto((folder / name).read_bytes(), ("127.0.0.1", collecting.port))
+        assert wait_for(lambda: collecting.rows, 5), "data from a second UDP session did not find the template of the first"
+    finally:
+        collecting.stop(settle=0)
+    rows = collecting.observations()
+    assert len(rows) == want["records"] and addr_text(rows["src_hi"][0], rows["src_lo"][0]) == want["src"]
+    assert rows["packets"][0] == want["packets"]
+
+
+def test_replay_routes_exports_by_the_configured_ports_only() -> None:
+    from netmon.batch import Observations
+    from netmon.config import plugin_config
+    from netmon.registry import plugin
+
+    path = str(case("sll2-export-capture") / "input.pcap")
+
+    def observations(**ports) -> int:
+        source = plugin("source", "pcap").build(plugin_config("source", {"type": "pcap", "paths": [path], **ports}))
+        return sum(len(item) for item in source.batches() if isinstance(item, Observations))
+
+    assert observations() == 1, "an export to 4739 (IPFIX) is routed by default"
+    assert observations(netflow_ports=[]) == 0, "netflow_ports = [] turns routing off"
+    assert observations(netflow_ports=[9999]) == 0, "only the configured ports are exports"
