@@ -25,6 +25,7 @@ from netmon import health
 from netmon.batch import Frames, Observations, addr_halves
 from netmon.config import Settings
 from netmon.sources.netflow.datagrams import Datagram
+from netmon.sources.netflow.incapture import SFLOW_RECORD_DELAY
 from netmon.sources.netflow.records import FLOW_DTYPE, fill_from_frames, frames_from, ntp_observations
 from netmon.sources.netflow.state import MAX_EXPORTERS, PerExporter, Recent
 from netmon.sources.netflow.source import FlowConfig, FlowSource
@@ -55,7 +56,7 @@ class Config(FlowConfig):
 
     type: Literal["sflow"] = "sflow"
     listen: list[str] = Field(default_factory=lambda: ["0.0.0.0:6343", "[::]:6343"], description="host:port to receive sFlow on")
-    record_delay: float = Field(1.0, ge=0, description="samples are stamped on arrival, so Watermarks need little delay")
+    record_delay: float = Field(SFLOW_RECORD_DELAY, ge=0, description="samples are stamped on arrival, so Watermarks need little delay")
 
 
 @dataclass

@@ -21,6 +21,16 @@ Example::
     record_delay = 60                      # the exporters' active timeout
 """
 
-from netmon.sources.netflow.source import Config, NetflowSource, build
+from typing import Any
 
 __all__ = ["Config", "NetflowSource", "build"]
+
+
+def __getattr__(name: str) -> Any:
+    """The plug-in's names, imported when first used: a replay that only looks for
+    export datagrams in a capture (``datagrams``) does not pay for the collector."""
+    if name in __all__:
+        from netmon.sources.netflow import source
+
+        return getattr(source, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,43 +13,60 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from typing import Any
+
 from netmon.batch import Frames, Observations
 from netmon.sources.netflow.datagrams import udp_datagrams
-from netmon.sources.netflow.source import Config as NetflowConfig
-from netmon.sources.netflow.source import FlowSource, NetflowSource
-from netmon.sources.sflow import Config as SflowConfig
-from netmon.sources.sflow import SflowSource
 
 #: Collector ports exporters send to by default: NetFlow (2055, 9995, 9996) and IPFIX (4739).
 NETFLOW_PORTS = (2055, 4739, 9995, 9996)
 #: sFlow's registered port.
 SFLOW_PORTS = (6343,)
+#: Default ``record_delay`` (s) of the netflow and sflow sources: how far their records may trail.
+NETFLOW_RECORD_DELAY = 60.0
+SFLOW_RECORD_DELAY = 1.0
 
 
 class ExportRouter:
-    """Finds export datagrams in captured frames and decodes them as the live sources do."""
+    """Finds export datagrams in captured frames and decodes them as the live sources do.
+
+    The decoders are built when the first export datagram turns up, so a capture of
+    plain packets never imports the collector.
+    """
 
     def __init__(self, netflow_ports: list[int], sflow_ports: list[int]) -> None:
-        self.routes: list[tuple[tuple[int, ...], FlowSource]] = []
-        if netflow_ports:
-            self.routes.append((tuple(netflow_ports), NetflowSource(NetflowConfig(), listen=False)))
-        if sflow_ports:
-            self.routes.append((tuple(sflow_ports), SflowSource(SflowConfig(), listen=False)))
-        self._ports = tuple(port for ports, _ in self.routes for port in ports)
+        self.netflow_ports = tuple(netflow_ports)
+        self.sflow_ports = tuple(sflow_ports)
+        self._ports = self.netflow_ports + self.sflow_ports
+        self._routes: list[tuple[tuple[int, ...], Any]] | None = None
 
     @property
     def lateness(self) -> float:
         """Seconds flow records may trail the capture's newest time (the flow sources' own lateness)."""
-        return max((source.lateness for _, source in self.routes), default=0.0)
+        return max([NETFLOW_RECORD_DELAY] * bool(self.netflow_ports) + [SFLOW_RECORD_DELAY] * bool(self.sflow_ports), default=0.0)
+
+    def _decoders(self) -> list[tuple[tuple[int, ...], Any]]:
+        if self._routes is None:
+            from netmon.sources.netflow.source import Config as NetflowConfig
+            from netmon.sources.netflow.source import NetflowSource
+            from netmon.sources.sflow import Config as SflowConfig
+            from netmon.sources.sflow import SflowSource
+
+            self._routes = []
+            if self.netflow_ports:
+                self._routes.append((self.netflow_ports, NetflowSource(NetflowConfig(), listen=False)))
+            if self.sflow_ports:
+                self._routes.append((self.sflow_ports, SflowSource(SflowConfig(), listen=False)))
+        return self._routes
 
     def route(self, frames: Frames) -> Iterator[Observations | Frames]:
         """Observations (UDP/123 flow records) and Frames (sampled headers) of the exports in ``frames``."""
-        if not self.routes:
+        if not self._ports:
             return
         found = list(udp_datagrams(frames, self._ports))
         if not found:
             return
-        for ports, source in self.routes:
+        for ports, source in self._decoders():
             batch = [d for d in found if d.dport in ports]
             if not batch:
                 continue

@@ -19,6 +19,7 @@ from netmon.batch import Frames, Observations, Watermark
 from netmon.config import Settings, Strict
 from netmon.sources.netflow.collector import Collector
 from netmon.sources.netflow.datagrams import Datagram
+from netmon.sources.netflow.incapture import NETFLOW_RECORD_DELAY
 from netmon.sources.netflow.listener import Allowlist, Listener, parse_endpoint, replay
 from netmon.sources.netflow.records import ntp_observations
 
@@ -43,7 +44,7 @@ class FlowConfig(Strict):
     sampling: dict[str, int] = Field(default_factory=dict, description="exporter address -> 1-in-N rate, overriding what it exports")
     batch_seconds: float = Field(0.5, gt=0, description="longest wait before decoding what has arrived")
     idle_watermark: float = Field(1.0, gt=0, description="seconds without exports before a Watermark is sent")
-    record_delay: float = Field(60.0, ge=0, description="seconds a record may end before the export that carries it "
+    record_delay: float = Field(NETFLOW_RECORD_DELAY, ge=0, description="seconds a record may end before the export that carries it "
                                 "(the exporter's active/inactive timeout); Watermarks stay this far behind")
     max_queued_bytes: int = Field(64 << 20, ge=65536, description="bytes of datagrams waiting to be decoded; beyond, "
                                   "datagrams are dropped and counted (an exporter gets at most half while others wait)")
