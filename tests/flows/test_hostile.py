@@ -117,3 +117,27 @@ def test_random_udp_payloads_that_start_like_exports_never_yield_a_record() -> N
     decoded, sampled = collector.flush(), sflow.flush()
     assert len(decoded.flows) + len(decoded.header_flows) == 0, "random bytes decoded as NetFlow/IPFIX records"
     assert len(sampled.flows) + len(sampled.header_flows) == 0, "random bytes decoded as sFlow samples"
+
+
+def test_live_template_flood_from_one_exporter_leaves_another_exporters_records_counted() -> None:
+    """Issue 11.3 on a live port: ~30,000 new templates from 127.0.0.2 while 127.0.0.1 exports NTP records."""
+    collecting = Collecting("netflow", max_new_templates=200, max_templates_per_exporter=500)
+    now = int(time.time())
+    good_template = ipfix([set_bytes(2, template_record(300, NTP_FIELDS))], export=now)
+    health.reset()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as good, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder:
+            flooder.bind(("127.0.0.2", 0))
+            good.sendto(good_template, ("127.0.0.1", collecting.port))
+            for i in range(300):
+                flooder.sendto(_flood(256 + (i * 100) % 60000, 100), ("127.0.0.1", collecting.port))
+                if i % 15 == 0:
+                    record = ntp_record(f"10.1.0.{1 + i // 15}", "192.0.2.1", 40000, 123, 1, 76, now * 1000)
+                    good.sendto(ipfix([set_bytes(300, record)], export=now), ("127.0.0.1", collecting.port))
+        assert wait_for(lambda: sum(len(r) for r in collecting.rows) >= 20, 20), \
+            f"only {sum(len(r) for r in collecting.rows)} of 20 records from the well-behaved exporter counted during the flood"
+    finally:
+        collecting.stop(settle=0)
+    counts = health.snapshot()
+    assert counts.get("source.netflow.exporter.127.0.0.2.template_rate", 0) > 0, "the flooder's excess templates were not refused"
+    assert counts.get("source.netflow.exporter.127.0.0.1.template_rate", 0) == 0, "the well-behaved exporter was rate-limited"
