@@ -7,12 +7,13 @@ traffic can stand in for the sockets (replay), read through the pcap reader.
 
 from __future__ import annotations
 
-import ipaddress
 import fcntl
+import ipaddress
 import multiprocessing
 import os
 import select
 import selectors
+import signal
 import socket
 import struct
 import threading
@@ -269,6 +270,9 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
     datagrams are dropped and the count travels with the next frame. It exits when
     the collector goes away or closes the pipe.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and reloads are the collector's to handle;
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # it stops this process (SIGTERM) when it closes
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.set_blocking(fd, False)
     try:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
