@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from pathlib import Path
 
 from netmon import health
 from netmon.sources.netflow.collector import Collector
@@ -16,22 +17,25 @@ from tests.flows.support import NTP_FIELDS, ipfix, ntp_record, set_bytes, templa
 T0 = 1_765_000_000
 
 
-def _flood(first_id: int, count: int) -> bytes:
-    """One IPFIX message announcing ``count`` distinct templates (ids from ``first_id``)."""
-    return ipfix([set_bytes(2, b"".join(template_record(first_id + i, NTP_FIELDS[: 1 + i % 8]) for i in range(count)))], export=T0)
+FLOOD = Path(__file__).resolve().parents[1] / "cases" / "template-flood-one-exporter"
+
+
+def _flood(domain: int) -> bytes:
+    """The case's 100-template message in observation domain ``domain``: 100 new templates each time."""
+    data = bytearray((FLOOD / "flood.bin").read_bytes())
+    data[12:16] = domain.to_bytes(4, "big")
+    return bytes(data)
 
 
 def test_template_flood_from_one_exporter_does_not_evict_or_starve_another() -> None:
     collector = Collector(max_templates=1000, max_templates_per_exporter=200, max_new_templates=100, max_time_skew=600)
-    good = ipfix([set_bytes(2, template_record(300, NTP_FIELDS))], export=T0)
-    collector.feed(good, "192.0.2.1", arrival=T0)
+    collector.feed((FLOOD / "good-template.bin").read_bytes(), "192.0.2.1", arrival=T0)
     collector.flush()
     health.reset()
     for batch in range(50):  # 50 batches x 300 new templates from the flooder
         for k in range(3):
-            collector.feed(_flood(256 + (batch * 3 + k) * 100 % 60000, 100), "198.51.100.66", arrival=T0)
-        record = set_bytes(300, ntp_record("10.1.0.5", "192.0.2.1", 40000, 123, 1, 76, T0 * 1000))
-        collector.feed(ipfix([record], export=T0), "192.0.2.1", arrival=T0)
+            collector.feed(_flood(batch * 3 + k), "198.51.100.66", arrival=T0)
+        collector.feed((FLOOD / "good-data.bin").read_bytes(), "192.0.2.1", arrival=T0)
         flows = collector.flush().flows
         assert len(flows) == 1, f"batch {batch}: the well-behaved exporter's record was lost during the flood"
     counts = health.snapshot()
@@ -130,7 +134,7 @@ def test_live_template_flood_from_one_exporter_leaves_another_exporters_records_
             flooder.bind(("127.0.0.2", 0))
             good.sendto(good_template, ("127.0.0.1", collecting.port))
             for i in range(300):
-                flooder.sendto(_flood(256 + (i * 100) % 60000, 100), ("127.0.0.1", collecting.port))
+                flooder.sendto(_flood(i), ("127.0.0.1", collecting.port))
                 if i % 15 == 0:
                     record = ntp_record(f"10.1.0.{1 + i // 15}", "192.0.2.1", 40000, 123, 1, 76, now * 1000)
                     good.sendto(ipfix([set_bytes(300, record)], export=now), ("127.0.0.1", collecting.port))
