@@ -9,7 +9,8 @@ ntp.log (``version``, ``mode``, ``stratum``, ``poll`` and ``precision`` in secon
 (the kiss code of a Kiss-o'-Death, else null) and ``vlan``. Mode 6 and 7 packets carry
 ``response`` and ``opcode`` (mode 6) or ``req_code`` (mode 7) instead of the
 modes 1-5 header fields. Without ``--json`` a short table, one packet per line.
-A damaged file prints every packet before the fault, then the error with its offset.
+A damaged file prints every packet before the fault, then the error with its offset,
+and the command exits 1 (the rule ``replay`` follows too: :mod:`netmon.commands.damage`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import click
 import numpy as np
 
 from netmon.batch import addr_text
+from netmon.commands.damage import fail_if_damaged
 from netmon.decode.frames import decode_frames
 from netmon.decode.ntp import is_kod, kod_code, ntp_to_unix, ref_id_text, short_to_seconds
 from netmon.sources.pcapfile import CaptureError, read_frames
@@ -98,7 +100,7 @@ def _print_rows(rows: np.ndarray, as_json: bool) -> None:
 @click.option("--flows", is_flag=True, help="the files hold NetFlow/IPFIX/sFlow exports: print every flow record")
 def command(files: tuple[str, ...], as_json: bool, flows: bool) -> None:
     """Print the NTP packets in capture FILEs (pcap, pcapng, gzip-compressed)."""
-    failed = []
+    failed: list[CaptureError] = []
     for path in files:
         try:
             if flows:
@@ -109,7 +111,6 @@ def command(files: tuple[str, ...], as_json: bool, flows: bool) -> None:
             for frames in read_frames(path):
                 _print_rows(decode_frames(frames), as_json)
         except CaptureError as exc:
-            failed.append(str(exc))
+            failed.append(exc)
     sys.stdout.flush()
-    if failed:
-        raise click.ClickException("\n".join(failed))
+    fail_if_damaged(failed)

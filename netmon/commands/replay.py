@@ -4,7 +4,10 @@ Sources are the given files (pcap / pcapng, gzip too) whatever the config names;
 campus prefixes, detectors and sinks come from ``--config`` (defaults: rules, and
 the embedded store), ``--internal`` and ``--interval`` override the config.
 Prints the worst hosts with their reasons, then the findings; ``--findings-json``
-writes every finding, one JSON object per line.
+writes every finding, one JSON object per line. Flow exports inside the capture
+(UDP to the NetFlow/IPFIX/sFlow ports, see the pcap source) go through the flow
+path into the same aggregation. A damaged or cut file exits 1 after everything
+before the fault was replayed and reported, as ``decode`` does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import click
 
 from netmon import pipeline
+from netmon.commands.damage import fail_if_damaged
 from netmon.config import ConfigError, Settings, load, validate
 from netmon.report.hosts import WORST_COLUMNS, console, reasons, worst_hosts
 from netmon.report.listing import plural, table
@@ -93,3 +97,4 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
                   end="", highlight=False, markup=False)
         for line in reasons(summary.findings, top):
             out.print(line, highlight=False, markup=False)
+    fail_if_damaged(e for source in stages.sources for e in getattr(source, "errors", ()))

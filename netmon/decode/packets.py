@@ -1,5 +1,9 @@
 """Link layer to UDP for whole batches of frames: find the UDP/123 packets, cheaply.
 
+netmon's one L2-L4 parser: ``udp123`` finds NTP for the decoder, ``udp_packets``
+the export datagrams in a capture (NetFlow/IPFIX/sFlow, by collector port) and
+``ip_packets`` the headers of sampled frames (sFlow, IPFIX dataLinkFrameSection).
+
 A campus capture is mostly not NTP, so every frame goes through a handful of
 column-wide byte gathers (link type, VLAN tags, IP version and protocol, ports)
 and only UDP packets with port 123 on either side go further. Nothing here loops
@@ -101,17 +105,30 @@ class _Bytes:
 
 
 class _Remaining:
-    """Frames still in the running; each drop counts the newly dropped ones under its reason."""
+    """Frames still in the running; each drop records the newly dropped ones under its reason.
+
+    ``publish`` counts them in health (``decode.skip.<reason>``); recording first lets
+    the link and IP layers of one batch be parsed once and shared (see ``_layers``).
+    """
 
     def __init__(self, n: int) -> None:
         self.keep = np.ones(n, dtype=bool)
+        self.dropped: dict[str, int] = {}
 
     def drop(self, reason: str, mask: np.ndarray) -> None:
-        gone = self.keep & mask
-        n = int(np.count_nonzero(gone))
+        n = int(np.count_nonzero(self.keep & mask))
         if n:
-            health.count(f"decode.skip.{reason}", n)
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
             self.keep &= ~mask
+
+    def copy(self) -> "_Remaining":
+        out = _Remaining(0)
+        out.keep, out.dropped = self.keep.copy(), dict(self.dropped)
+        return out
+
+    def publish(self) -> None:
+        for reason, n in self.dropped.items():
+            health.count(f"decode.skip.{reason}", n)
 
 
 def _at(n: int, rows: np.ndarray) -> np.ndarray:
@@ -184,16 +201,25 @@ def _ipv6_extensions(read: _Bytes, header: np.ndarray, l4: np.ndarray, rows: np.
     return np.where(still, 2, status)
 
 
-def udp123(frames: Frames) -> UdpPackets:
-    """The UDP packets with port 123 on either side; every other frame counted as a skip."""
-    read = _Bytes(frames.data)
+@dataclass
+class _Network:
+    """Per frame of a batch: IP header position, IPv4 or not, protocol, L4 position, capture end, VLAN."""
+
+    ip: np.ndarray
+    v4: np.ndarray
+    protocol: np.ndarray
+    l4: np.ndarray
+    end: np.ndarray
+    vlan: np.ndarray
+
+
+def _network(frames: Frames, read: _Bytes, left: _Remaining) -> _Network:
+    """Link and IP layers of every frame; frames that carry no whole, unfragmented IP header are dropped."""
     offset = frames.offset.astype(np.int64)
     end = offset + frames.caplen.astype(np.int64)
     ethertype, ip, vlan = _link(frames, read)
-    left = _Remaining(len(frames))
     left.drop("unknown_linktype", ethertype == UNKNOWN_LINK)
     left.drop("not_ip", (ethertype != IPV4) & (ethertype != IPV6))
-
     first = read.u8(ip)
     v4 = ethertype == IPV4
     left.drop("bad_ip", first >> 4 != np.where(v4, 4, 6))
@@ -208,43 +234,128 @@ def udp123(frames: Frames) -> UdpPackets:
         status = _ipv6_extensions(read, protocol, l4, ext)
         left.drop("fragment", _at(len(frames), ext[status == 1]))
         left.drop("bad_ip", _at(len(frames), ext[status == 2]))
-    left.drop("not_udp123", protocol != 17)
-    left.drop("truncated", l4 + 4 > end)
-    ports = read.u32(l4)
-    sport, dport = ports >> 16, ports & 0xFFFF
-    left.drop("not_udp123", (sport != NTP_PORT) & (dport != NTP_PORT))
-    left.drop("truncated", l4 + 8 > end)
-    whole = left.keep
+    return _Network(ip, v4, protocol, l4, end, vlan)
 
-    index = np.flatnonzero(whole)
+
+def _addresses(read: _Bytes, ip: np.ndarray, is_v4: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(src_hi, src_lo, dst_hi, dst_lo) of IP headers at ``ip``, IPv4 as IPv4-mapped."""
+    src_hi = np.where(is_v4, np.uint64(0), read.u64(ip + 8))
+    src_lo = np.where(is_v4, MAPPED | read.u32(ip + 12).astype(np.uint64), read.u64(ip + 16))
+    dst_hi = np.where(is_v4, np.uint64(0), read.u64(ip + 24))
+    dst_lo = np.where(is_v4, MAPPED | read.u32(ip + 16).astype(np.uint64), read.u64(ip + 32))
+    return src_hi.astype(np.uint64), src_lo.astype(np.uint64), dst_hi.astype(np.uint64), dst_lo.astype(np.uint64)
+
+
+def _ip_length(read: _Bytes, frames: Frames, index: np.ndarray, ip: np.ndarray, is_v4: np.ndarray) -> np.ndarray:
+    """IP length (header and payload, bytes) from the header, or from the wire length when it says 0 (TSO, jumbograms)."""
+    total = np.where(is_v4, read.u16(ip + 2), read.u16(ip + 4) + 40)
+    return np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - frames.offset[index].astype(np.int64)))
+
+
+#: The last batch's link and IP layers: the NTP decoder and the flow-export router both
+#: read every batch of a replay, and the second reader reuses the first one's parse.
+_last: tuple[Frames, _Bytes, _Remaining, _Network] | None = None
+
+
+def _layers(frames: Frames) -> tuple[_Bytes, _Remaining, _Network]:
+    """Reader, surviving frames and network layer of a batch, parsed once per batch object."""
+    global _last
+    last = _last
+    if last is not None and last[0] is frames:
+        return last[1], last[2].copy(), last[3]
+    read = _Bytes(frames.data)
+    left = _Remaining(len(frames))
+    net = _network(frames, read, left)
+    _last = (frames, read, left.copy(), net)
+    return read, left, net
+
+
+def udp123(frames: Frames) -> UdpPackets:
+    """The UDP packets with port 123 on either side; every other frame counted as a skip."""
+    return udp_packets(frames, (NTP_PORT,), either_side=True, count=True)
+
+
+def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool = False, count: bool = False) -> UdpPackets:
+    """The UDP packets sent to one of ``ports`` (or from one too, with ``either_side``; None = any port).
+
+    With ``count`` every other frame is counted under ``decode.skip.<reason>`` (the
+    NTP path's health); the flow path looks for export datagrams in the same frames
+    and counts its own skips, so it passes False and nothing is counted twice.
+    """
+    read, left, net = _layers(frames)
+    ip, v4, protocol, l4, end = net.ip, net.v4, net.protocol, net.l4, net.end
+    skip = "not_udp123"
+    left.drop(skip, protocol != 17)
+    left.drop("truncated", l4 + 4 > end)
+    sport, dport = read.u16(l4), read.u16(l4 + 2)
+    if ports is not None:
+        wanted = np.isin(dport, ports)
+        if either_side:
+            wanted |= np.isin(sport, ports)
+        left.drop(skip, ~wanted)
+    left.drop("truncated", l4 + 8 > end)
+
+    if count:
+        left.publish()
+    index = np.flatnonzero(left.keep)
     ip, l4, is_v4 = ip[index], l4[index], v4[index]
     udp_len = read.u16(l4 + 4)
-    total = np.where(is_v4, read.u16(ip + 2), read.u16(ip + 4) + 40)
-    ip_len = np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - offset[index]))
+    ip_len = _ip_length(read, frames, index, ip, is_v4)
     room = ip_len - (l4 - ip)
     good = (udp_len >= 8) & (room >= 8)
-    if not good.all():
+    if count and not good.all():
         health.count("decode.skip.bad_udp", int(np.count_nonzero(~good)))
     index, ip, l4, is_v4, udp_len, ip_len, room = (a[good] for a in (index, ip, l4, is_v4, udp_len, ip_len, room))
     payload_len = np.minimum(udp_len, room) - 8
     payload_at = l4 + 8
     captured = np.clip(np.minimum(payload_len, end[index] - payload_at), 0, None)
-
-    src_hi = np.where(is_v4, np.uint64(0), read.u64(ip + 8))
-    src_lo = np.where(is_v4, MAPPED | read.u32(ip + 12).astype(np.uint64), read.u64(ip + 16))
-    dst_hi = np.where(is_v4, np.uint64(0), read.u64(ip + 24))
-    dst_lo = np.where(is_v4, MAPPED | read.u32(ip + 16).astype(np.uint64), read.u64(ip + 32))
+    src_hi, src_lo, dst_hi, dst_lo = _addresses(read, ip, is_v4)
     return UdpPackets(
         index=index,
-        src_hi=src_hi.astype(np.uint64),
-        src_lo=src_lo.astype(np.uint64),
-        dst_hi=dst_hi.astype(np.uint64),
-        dst_lo=dst_lo.astype(np.uint64),
+        src_hi=src_hi,
+        src_lo=src_lo,
+        dst_hi=dst_hi,
+        dst_lo=dst_lo,
         sport=sport[index].astype(np.uint16),
         dport=dport[index].astype(np.uint16),
-        vlan=vlan[index].astype(np.uint16),
+        vlan=net.vlan[index].astype(np.uint16),
         ip_len=ip_len,
         payload_at=payload_at,
         payload_len=payload_len,
         captured=captured,
     )
+
+
+@dataclass
+class IpPackets:
+    """Every IP packet of a Frames batch, whatever its protocol (flow rows of sampled headers).
+
+    ``index`` is the frame number in the batch; ``proto`` the transport protocol;
+    ``sport``/``dport`` 0 unless TCP or UDP with the ports captured; ``ip_len`` bytes.
+    """
+
+    index: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    proto: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    ip_len: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+def ip_packets(frames: Frames) -> IpPackets:
+    """The IP header fields of every frame that has one; nothing is counted (the frames are counted where they are decoded)."""
+    read, left, net = _layers(frames)
+    index = np.flatnonzero(left.keep)
+    ip, l4, is_v4, protocol = net.ip[index], net.l4[index], net.v4[index], net.protocol[index]
+    has_ports = np.isin(protocol, (6, 17)) & (l4 + 4 <= net.end[index])
+    sport = np.where(has_ports, read.u16(l4), 0)
+    dport = np.where(has_ports, read.u16(l4 + 2), 0)
+    src_hi, src_lo, dst_hi, dst_lo = _addresses(read, ip, is_v4)
+    return IpPackets(index, src_hi, src_lo, dst_hi, dst_lo, protocol.astype(np.uint8), sport.astype(np.uint16),
+                     dport.astype(np.uint16), _ip_length(read, frames, index, ip, is_v4))

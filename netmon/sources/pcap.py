@@ -5,10 +5,17 @@ Config (``[[sources]]`` table)::
     type = "pcap"
     paths = ["monday.pcap.gz", "tuesday.pcapng"]   # read in this order
     progress = false    # force the progress bar (it shows by itself on a terminal)
+    netflow_ports = [2055, 4739, 9995, 9996]   # flow exports in the capture: decoded as
+    sflow_ports = [6343]                        # the netflow / sflow sources would; [] = ignore
 
 A corrupt or cut file does not stop the replay: the frames before the fault are
 delivered, the error (with its byte offset) is logged, counted as
 ``source.pcap.corrupt`` and kept in ``errors``, and the next file is read.
+
+UDP datagrams sent to the flow ports are NetFlow/IPFIX/sFlow exports (a tcpdump of
+an exporter's stream): they go through the flow sources' decoders
+(:mod:`netmon.sources.netflow.incapture`), strictly validated, into the same
+aggregation as the capture's own NTP packets.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from pydantic import Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from netmon.batch import Frames
+from netmon.batch import Frames, Observations
 from netmon.config import Strict
+from netmon.sources.netflow.incapture import NETFLOW_PORTS, SFLOW_PORTS, ExportRouter
 from netmon.sources.pcapfile import CaptureError, read_frames
 
 log = structlog.get_logger(__name__)
@@ -37,6 +45,10 @@ class Config(Strict):
     type: Literal["pcap"] = "pcap"
     paths: list[str] = Field(min_length=1, description="capture files, read in order")
     progress: bool = Field(False, description="show a progress bar even when stderr is not a terminal")
+    netflow_ports: list[int] = Field(default_factory=lambda: list(NETFLOW_PORTS),
+                                     description="UDP ports whose datagrams are NetFlow/IPFIX exports to decode; [] = none")
+    sflow_ports: list[int] = Field(default_factory=lambda: list(SFLOW_PORTS),
+                                   description="UDP ports whose datagrams are sFlow to decode; [] = none")
 
     @field_validator("paths")
     @classmethod
@@ -54,8 +66,14 @@ class PcapSource:
         self.paths = list(config.paths)
         self.show_progress = config.progress or sys.stderr.isatty()
         self.errors: list[CaptureError] = []
+        self.exports = ExportRouter(config.netflow_ports, config.sflow_ports)
 
-    def batches(self) -> Iterator[Frames]:
+    @property
+    def lateness(self) -> float:
+        """Flow records in the capture trail its newest packets by up to the flow sources' record delay."""
+        return self.exports.lateness
+
+    def batches(self) -> Iterator[Frames | Observations]:
         total = sum(os.path.getsize(p) for p in self.paths)
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -66,7 +84,9 @@ class PcapSource:
             for path in self.paths:
                 progress.update(task, description=Path(path).name)
                 try:
-                    yield from read_frames(path, lambda n, base=done: progress.update(task, completed=base + n))
+                    for frames in read_frames(path, lambda n, base=done: progress.update(task, completed=base + n)):
+                        yield frames
+                        yield from self.exports.route(frames)
                 except CaptureError as exc:
                     self.errors.append(exc)
                     log.error("capture file damaged; frames before the fault were kept", path=path,

@@ -36,7 +36,10 @@ def softflowd_export(pcap: Path, port: int, version: str, workdir: Path, extra: 
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert wait_for(ctl.exists, 10), f"softflowd made no control socket: {proc.stderr.read1(4096) if proc.poll() is not None else ''}"
-        subprocess.run(["softflowctl", "-c", str(ctl), "expire-all"], check=True, capture_output=True, timeout=10)
+        expire = ["softflowctl", "-c", str(ctl), "expire-all"]
+        # the socket file appears a moment before softflowd accepts on it (seen on a busy machine)
+        assert wait_for(lambda: subprocess.run(expire, capture_output=True, timeout=10).returncode == 0, 10, 0.2), \
+            "softflowctl expire-all kept failing"
         subprocess.run(["softflowctl", "-c", str(ctl), "shutdown"], check=False, capture_output=True, timeout=10)
         proc.wait(timeout=10)
     finally:

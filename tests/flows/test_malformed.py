@@ -75,7 +75,7 @@ def test_template_of_only_zero_length_fields_is_refused_not_looped_on() -> None:
 
 
 def test_template_flood_evicts_oldest_and_memory_stays_bounded() -> None:
-    collector = Collector(max_templates=100)
+    collector = Collector(max_templates=100, max_new_templates=10_000)
     for start in range(256, 256 + 5000, 50):
         records = b"".join(template_record(t, NTP_FIELDS) for t in range(start, start + 50))
         collector.feed(ipfix([set_bytes(2, records)]), "192.0.2.9")

@@ -2,9 +2,11 @@
 
 A :class:`Collector` keeps, per exporter and observation domain, the templates,
 the sampling rates learnt from options data, the system init time and the next
-expected sequence number. ``feed`` parses one datagram's headers and sets in
-Python and only queues each data set's bytes; ``flush`` decodes every queued set
-of one template with numpy in one go, which is where the records/second come from.
+expected sequence number. ``feed`` has the datagram's wire-version module parse
+and validate it whole (an :class:`~netmon.sources.netflow.export.Export`, or a
+counted skip), applies templates and only queues each data set's bytes; ``flush``
+decodes every queued set of one template with numpy in one go, which is where the
+records/second come from.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import structlog
 from netmon import health
 from netmon.batch import Frames, addr_halves
 from netmon.sources.netflow import ipfix, v5, v9
+from netmon.sources.netflow.export import DataSet, Export, Invalid, TemplateRecord, Withdrawal
+from netmon.sources.netflow.state import MAX_EXPORTERS, PerExporter, Recent
 from netmon.sources.netflow.layout import FieldSpec, Template, compile_template, fixed_columns, variable_columns
-from netmon.sources.netflow.records import FLOW_DTYPE, build, fill_from_frames, frames_from, ntp_mask
+from netmon.sources.netflow.records import FLOW_DTYPE, build, flow_times, fill_from_frames, frames_from, ntp_mask
 from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
 
 log = structlog.get_logger(__name__)
@@ -28,7 +32,9 @@ _VERSION = struct.Struct("!H")
 #: Backward sequence jumps larger than this are an exporter restart, not reordering.
 _RESTART_JUMP = 100_000
 #: Export version (first 16 bits of a datagram) -> header and set parser.
-_PARSERS = {1: v5.parse_v1, 5: v5.parse, 9: v9.parse, 10: ipfix.parse}
+_PARSERS = {1: v5.parse_v1, 5: v5.parse, 7: v5.parse_v7, 9: v9.parse, 10: ipfix.parse}
+#: Seconds before its export a record may have ended and keep its own time (longer: clamped).
+MAX_RECORD_AGE = 86400.0
 
 
 @dataclass
@@ -55,26 +61,46 @@ class _Queued:
 
 
 class Collector:
-    """NetFlow v1/v5/v9/IPFIX decoding state for any number of exporters."""
+    """NetFlow v1/v5/v7/v9/IPFIX decoding state for any number of exporters.
+
+    The wire-version modules only parse (bytes -> :class:`~netmon.sources.netflow.export.Export`);
+    this class applies what they return, so state lives in one place and data
+    flows one way. Per-exporter state (sequence numbers, sampling, init times,
+    counters) is kept for the ``max_exporters`` most recently heard exporters.
+    """
 
     def __init__(self, sampling: dict[str, int] | None = None, max_templates: int = 65536, max_pending: int = 4096,
-                 ntp_only: bool = False, template_lifetime: float = 0.0) -> None:
+                 ntp_only: bool = False, template_lifetime: float = 0.0, max_time_skew: float | None = None,
+                 max_templates_per_exporter: int = 4096, max_new_templates: int = 1024,
+                 max_exporters: int = MAX_EXPORTERS) -> None:
         """``sampling``: exporter address -> 1-in-N rate overriding what it exports.
         ``template_lifetime``: seconds of export time after which a template not
         announced again is no longer used (RFC 7011 10.3.7 for UDP); 0 = never.
         ``ntp_only``: keep only UDP/123 records (the source's case); the rest are
         counted (``source.netflow.other_records``) before any row is built for them.
+        ``max_time_skew``: seconds an export time may differ from the datagram's
+        arrival before it is replaced by the arrival time, and how far past its
+        export a record may end before its times are clamped (None: times as sent,
+        for listings). ``max_new_templates``: new or changed templates one exporter
+        may announce per flush; beyond that they are dropped and counted, so a
+        template flood costs its sender, not every exporter.
         """
         self.ntp_only = ntp_only
         self.template_lifetime = template_lifetime
+        self.max_time_skew = max_time_skew
+        self.max_new_templates = max_new_templates
         self.override = {k: float(v) for k, v in (sampling or {}).items()}
-        self.templates = TemplateCache(max_templates=max_templates, max_pending=max_pending)
-        self.rates: dict[Domain, dict[int | None, float]] = {}
-        self.sysinit: dict[Domain, float] = {}
-        self.next_sequence: dict[Domain, int] = {}
-        self.lost: dict[str, int] = {}
+        self.templates = TemplateCache(max_templates=max_templates, max_pending=max_pending,
+                                       max_per_exporter=max_templates_per_exporter)
+        expired = "source.netflow.exporters_expired"
+        self.rates: Recent[Domain, dict[int | None, float]] = Recent(max_exporters, expired)
+        self.sysinit: Recent[Domain, float] = Recent(max_exporters, expired)
+        self.next_sequence: Recent[Domain, int] = Recent(max_exporters, expired)
+        self.lost: Recent[str, int] = Recent(max_exporters, expired)
+        self.exporter_counters = PerExporter("source.netflow.exporter", max_exporters)
         self.last_export = 0.0
-        self._halves: dict[str, tuple[int, int]] = {}
+        self._halves: Recent[str, tuple[int, int]] = Recent(max_exporters, expired)
+        self._new_templates: dict[str, int] = {}
         self._queued: dict[int, _Queued] = {}
         self._datagrams = 0
         self._records = 0
@@ -84,22 +110,60 @@ class Collector:
         self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
 
     # -- datagrams -------------------------------------------------------------
-    def feed(self, data: bytes, exporter: str) -> None:
-        """Parse one export datagram from ``exporter`` (address text); data sets queue for flush."""
+    def feed(self, data: bytes, exporter: str, arrival: float | None = None) -> bool:
+        """Parse one export datagram from ``exporter`` (address text) received at ``arrival``
+        (UNIX s; None for a listing); data sets queue for flush. False when it was skipped (counted)."""
         self._datagrams += 1
         if len(data) < 4:
             health.count("decode.skip.truncated")
-            return
+            return False
         version = _VERSION.unpack_from(data)[0]
         parser = _PARSERS.get(version)
         if parser is None:
             health.count("decode.skip.netflow_version")
-            return
+            return False
         try:
-            parser(self, data, exporter)
+            exports = parser(data, exporter)
+        except Invalid as exc:
+            health.count(f"decode.skip.{exc.reason}")
+            return False
         except (struct.error, ValueError, IndexError):
             health.count("decode.skip.malformed")
             log.debug("malformed export datagram", exporter=exporter, version=version, exc_info=True)
+            return False
+        for export in exports:
+            if arrival is not None and self.max_time_skew is not None:
+                export.context = self._sane_time(export.context, arrival)
+            self._apply(export, data)
+        return True
+
+    def _sane_time(self, ctx: Context, arrival: float) -> Context:
+        """The context with its export time replaced by ``arrival`` when they differ by more than
+        ``max_time_skew``: one datagram dated years ahead must not move event time."""
+        if abs(ctx.export - arrival) <= (self.max_time_skew or 0.0):
+            return ctx
+        health.count("source.netflow.time_clamped")
+        self.exporter_counters.count(ctx.exporter, "time_clamped")
+        return ctx._replace(export=arrival)
+
+    def _apply(self, export: Export, data: bytes) -> None:
+        """Apply one parsed datagram: templates, withdrawals and data sets in their order, then its sequence."""
+        ctx = export.context
+        records: int | None = 0
+        for item in export.items:
+            if isinstance(item, DataSet):
+                count = self.data(ctx, item.template_id, data, item.start, item.end)
+                records = None if count is None or records is None else records + count
+            elif isinstance(item, TemplateRecord):
+                self.template(ctx, item.template_id, item.fields, item.scope_count, item.options)
+            elif isinstance(item, Withdrawal):
+                self.templates.withdraw(ctx.domain, item.template_id, item.options)
+                health.count("source.netflow.withdrawn")
+            else:
+                self.records(ctx, item.template, data, item.start, item.end)
+        if export.sequence is not None:
+            increment = export.increment if export.increment is not None else records
+            self.sequence(ctx.domain, export.sequence, increment, export.unit)
 
     def sequence(self, domain: Domain, seq: int, increment: int | None, unit: str) -> None:
         """Check a header sequence number; a forward gap is counted as lost ``unit``."""
@@ -107,16 +171,16 @@ class Collector:
         if expected is not None:
             gap = (seq - expected) & 0xFFFF_FFFF
             if 0 < gap < 2**31:
-                self.lost[domain[0]] = self.lost.get(domain[0], 0) + gap
+                self.lost.put(domain[0], (self.lost.get(domain[0]) or 0) + gap)
                 health.count(f"source.netflow.lost.{unit}", gap)
-                health.count(f"source.netflow.exporter.{domain[0]}.lost.{unit}", gap)
+                self.exporter_counters.count(domain[0], f"lost.{unit}", gap)
             elif gap and 2**32 - gap < _RESTART_JUMP:
                 health.count("source.netflow.reordered")
                 return
         if increment is None:
             self.next_sequence.pop(domain, None)
         else:
-            self.next_sequence[domain] = (seq + increment) & 0xFFFF_FFFF
+            self.next_sequence.put(domain, (seq + increment) & 0xFFFF_FFFF)
 
     def template(self, ctx: Context, template_id: int, fields: tuple[FieldSpec, ...], scope_count: int = 0, options: bool = False) -> None:
         """Store (or refresh) a template and decode the data sets that waited for it.
@@ -129,6 +193,12 @@ class Collector:
             known.announced = ctx.export
             self.templates.touch(ctx.domain, template_id)
             return
+        new = self._new_templates.get(ctx.exporter, 0)
+        if new >= self.max_new_templates:
+            health.count("decode.skip.template_rate")
+            self.exporter_counters.count(ctx.exporter, "template_rate")
+            return
+        self._new_templates[ctx.exporter] = new + 1
         template = compile_template(template_id, fields, scope_count, options)
         if template.record_len == 0:
             health.count("decode.skip.template_empty")
@@ -177,12 +247,12 @@ class Collector:
     def _options(self, ctx: Context, cols: dict[str, np.ndarray], count: int) -> None:
         health.count("source.netflow.options_records", count)
         if "sysinit_ms" in cols:
-            self.sysinit[ctx.domain] = float(cols["sysinit_ms"][-1]) / 1000.0
+            self.sysinit.put(ctx.domain, float(cols["sysinit_ms"][-1]) / 1000.0)
         rate = _options_rate(cols)
         if rate is None:
             return
         keys = cols.get("sampler_id", cols.get("selector_id"))
-        table = self.rates.setdefault(ctx.domain, {})
+        table = self.rates.get(ctx.domain) or self.rates.put(ctx.domain, {})
         for i in range(count):
             if rate[i] >= 1:
                 table[int(keys[i]) if keys is not None else None] = float(rate[i])
@@ -234,6 +304,7 @@ class Collector:
             records = np.frombuffer(b"".join(queued.chunks), queued.template.dtype)
             self._emit(queued.template, fixed_columns(records), queued.contexts, np.array(queued.counts))
         self._queued.clear()
+        self._new_templates.clear()
         health.count("source.netflow.datagrams", self._datagrams)
         self._datagrams = 0
         flows = np.concatenate(self._rows) if self._rows else np.zeros(0, FLOW_DTYPE)
@@ -248,7 +319,7 @@ class Collector:
     def _emit(self, tpl: Template, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> None:
         n = int(counts.sum())
         sampling = self._sampling(cols, contexts, counts)
-        halves = [self._halves.get(c.exporter) or self._halves.setdefault(c.exporter, addr_halves(c.exporter)) for c in contexts]
+        halves = [self._halves.get(c.exporter) or self._halves.put(c.exporter, addr_halves(c.exporter)) for c in contexts]
         meta = {
             "export": np.repeat([c.export for c in contexts], counts),
             "uptime": np.repeat([c.uptime for c in contexts], counts),
@@ -257,6 +328,7 @@ class Collector:
             "exporter_lo": np.repeat(np.array([h[1] for h in halves], np.uint64), counts),
             "sampling": sampling,
             "version": np.repeat([c.domain[1] for c in contexts], counts),
+            "owner": np.repeat(np.arange(len(contexts)), counts),
         }
         self._records += n
         self.last_export = max(self.last_export, max(c.export for c in contexts))
@@ -265,14 +337,35 @@ class Collector:
             self._other += n - len(keep)
             cols = {k: v.take(keep) for k, v in cols.items()}
             meta = {k: v.take(keep) for k, v in meta.items()}
-        rows = build(cols, meta)
+        rows = build(cols, meta, self._checked_times(cols, meta, contexts))
         if "frame" not in cols:
             self._rows.append(rows)
         else:
             frames = [bytes(f) for f in cols["frame"]]
             size = cols.get("frame_size", np.array([len(f) for f in frames]))
             self._frames.append((frames, size, rows["end"][:n], sampling))
-            self._header_rows.append(fill_from_frames(rows[:n], frames))
+            header_rows = rows[:n].copy()
+            fill_from_frames(header_rows, frames_from([(frames, size, 0.0, 1.0)]))
+            self._header_rows.append(header_rows)
+
+    def _checked_times(self, cols: dict[str, np.ndarray], meta: dict[str, np.ndarray],
+                       contexts: list[Context]) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) of each record; with ``max_time_skew`` set, a record ending more than that
+        after its export, or ``MAX_RECORD_AGE`` before it, takes the export time (counted per exporter):
+        kept, at a sane time, instead of moving event time years ahead."""
+        start, end = flow_times(cols, meta)
+        if self.max_time_skew is None:
+            return start, end
+        export = meta["export"]
+        bad = ~((end <= export + self.max_time_skew) & (end >= export - MAX_RECORD_AGE))
+        if not bad.any():
+            return start, end
+        end = np.where(bad, export, end)
+        start = np.where(bad | ~(start <= end), end, start)
+        health.count("source.netflow.records_time_clamped", int(np.count_nonzero(bad)))
+        for i in np.unique(meta["owner"][bad]).tolist():
+            self.exporter_counters.count(contexts[i].exporter, "records_time_clamped")
+        return start, end
 
 
 def _options_rate(cols: dict[str, np.ndarray]) -> np.ndarray | None:

@@ -7,19 +7,27 @@ enterprise number (RFC 5103 reverse elements use 29305). A template record with
 no fields withdraws its template; template id 2 (or 3) withdraws every data (or
 options) template of the domain. Set id 0 (NetFlow v9's template set, reserved in
 IPFIX) is read as a template set, as tshark and scapy do.
+
+Validation: the message length must be the datagram's (or messages back to back
+must fill it exactly), the sets must fill each message,
+and every template must be sane (id >= 256, fields inside their set, scope count
+no larger than the field count); otherwise the whole message is refused.
+
+Template scope: RFC 7011 section 8 scopes templates to one transport session; over
+UDP netmon (like nfcapd, pmacct and goflow2) keeps them per (exporter address,
+observation domain) across sessions, so an exporter restart or a source-port
+change does not throw away templates that still apply. They expire after
+``template_lifetime`` seconds of export time without a new announcement.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from netmon import health
-from netmon.sources.netflow.layout import FieldSpec, sets
+from netmon.sources.netflow.export import DataSet, Export, Invalid, Item, TemplateRecord, Withdrawal, sets
+from netmon.sources.netflow.layout import FieldSpec
 from netmon.sources.netflow.templates import Context
-
-if TYPE_CHECKING:
-    from netmon.sources.netflow.collector import Collector
 
 HEADER = struct.Struct("!HHIII")
 _PAIR = struct.Struct("!HH")
@@ -27,39 +35,48 @@ _PEN = struct.Struct("!I")
 _OPTIONS = struct.Struct("!HHH")
 
 
-def parse(collector: "Collector", data: bytes, exporter: str) -> None:
-    if len(data) < HEADER.size:
-        health.count("decode.skip.truncated")
-        return
-    _, length, export, sequence, domain_id = HEADER.unpack_from(data)
-    if length != len(data):
-        health.count("decode.skip.length_mismatch")
-    domain = (exporter, 10, domain_id)
-    ctx = Context(exporter, domain, float(export), -1)
-    records: int | None = 0
-    for set_id, start, end in sets(data, HEADER.size, len(data)):
-        if set_id in (0, 2, 3):
-            _templates(collector, ctx, data, start, end, options=set_id == 3)
-        elif set_id >= 256:
-            count = collector.data(ctx, set_id, data, start, end)
-            records = None if count is None or records is None else records + count
-        else:
-            health.count("decode.skip.reserved_set")
-    collector.sequence(domain, sequence, records, "records")
+def parse(data: bytes, exporter: str) -> list[Export]:
+    """The IPFIX messages of a datagram; raises :class:`Invalid`. Each message's sequence
+    moves by the data records decoded.
+
+    A datagram normally holds one message whose length is the datagram's; several
+    messages back to back (a capture of a stream, logstash's test files) are read
+    when their lengths tile the datagram exactly.
+    """
+    out = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < HEADER.size:
+            raise Invalid("truncated")
+        version, length, export, sequence, domain_id = HEADER.unpack_from(data, pos)
+        if version != 10 or length < HEADER.size or pos + length > len(data):
+            raise Invalid("export_length")
+        ctx = Context(exporter, (exporter, 10, domain_id), float(export), -1)
+        items: list[Item] = []
+        for set_id, start, end in sets(data, pos + HEADER.size, pos + length):
+            if set_id in (0, 2, 3):
+                items += _templates(data, start, end, options=set_id == 3)
+            elif set_id >= 256:
+                items.append(DataSet(set_id, start, end))
+            else:
+                health.count("decode.skip.reserved_set")
+        out.append(Export(ctx, sequence, "records", None, items))
+        pos += length
+    return out
 
 
 def _fields(data: bytes, pos: int, count: int, end: int) -> tuple[tuple[FieldSpec, ...], int]:
-    """``count`` field specifiers from ``pos``; raises IndexError when they run past ``end``."""
+    """``count`` field specifiers from ``pos``; raises Invalid when they run past ``end``."""
     out = []
     for _ in range(count):
         if pos + 4 > end:
-            raise IndexError("field specifier past set end")
+            raise Invalid("template_malformed")
         ie, length = _PAIR.unpack_from(data, pos)
         pos += 4
         pen = 0
         if ie & 0x8000:
             if pos + 4 > end:
-                raise IndexError("enterprise number past set end")
+                raise Invalid("template_malformed")
             pen = _PEN.unpack_from(data, pos)[0]
             pos += 4
             ie &= 0x7FFF
@@ -67,22 +84,24 @@ def _fields(data: bytes, pos: int, count: int, end: int) -> tuple[tuple[FieldSpe
     return tuple(out), pos
 
 
-def _templates(collector: "Collector", ctx: Context, data: bytes, pos: int, end: int, options: bool) -> None:
+def _templates(data: bytes, pos: int, end: int, options: bool) -> list[TemplateRecord | Withdrawal]:
     head = 6 if options else 4
-    while pos + head <= end:
+    out: list[TemplateRecord | Withdrawal] = []
+    while pos + 4 <= end:
         template_id, count = _PAIR.unpack_from(data, pos)
+        if template_id == count == 0 and not any(data[pos:end]):
+            break  # zero padding to the set's end
         if count == 0:
-            collector.templates.withdraw(ctx.domain, None if template_id in (2, 3) else template_id, options)
-            health.count("source.netflow.withdrawn")
+            if template_id < 256 and template_id not in (2, 3):
+                raise Invalid("template_malformed")
+            out.append(Withdrawal(None if template_id in (2, 3) else template_id, options))
             pos += 4
             continue
+        if pos + head > end:
+            raise Invalid("template_malformed")
         scope = _OPTIONS.unpack_from(data, pos)[2] if options else 0
         if template_id < 256 or scope > count:
-            health.count("decode.skip.template_malformed")
-            return
-        try:
-            fields, pos = _fields(data, pos + head, count, end)
-        except IndexError:
-            health.count("decode.skip.template_malformed")
-            return
-        collector.template(ctx, template_id, fields, scope, options=options)
+            raise Invalid("template_malformed")
+        fields, pos = _fields(data, pos + head, count, end)
+        out.append(TemplateRecord(template_id, fields, scope, options=options))
+    return out

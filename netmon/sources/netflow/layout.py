@@ -9,8 +9,6 @@ per-record Python left, and rare in practice.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,22 +148,3 @@ def variable_columns(tpl: Template, data: bytes, start: int, end: int) -> tuple[
         else:
             cols[role] = np.array([values.get(role, 0) for values in records], dtype=np.uint64)
     return cols, len(records)
-
-
-_SET = struct.Struct("!HH")
-
-
-def sets(data: bytes, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(set id, body start, body end) of each v9 flowset / IPFIX set in ``data[offset:end]``.
-
-    A set whose length is under 4 bytes or runs past the end stops the walk:
-    counted, unless the rest is zero padding (some exporters pad datagrams).
-    """
-    while offset + 4 <= end:
-        set_id, length = _SET.unpack_from(data, offset)
-        if length < 4 or offset + length > end:
-            if any(data[offset:end]):
-                health.count("decode.skip.set_length")
-            return
-        yield set_id, offset + 4, offset + length
-        offset += length

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from netmon.batch import OBS_DTYPE, Frames, addr_halves
-from netmon.sources.netflow.datagrams import ip_packet
+from netmon.batch import OBS_DTYPE, Frames
+from netmon.decode.packets import ip_packets
 
 #: One flow record. ``start``/``end`` UNIX seconds; ``packets``/``bytes`` as exported
 #: (not sampling-corrected); ``sampling`` the 1-in-N rate that applies (1 = unsampled);
@@ -96,30 +96,37 @@ def _address(cols: dict[str, np.ndarray], side: str, n: int) -> tuple[np.ndarray
     return np.where(v6, hi, MAPPED_HI), np.where(v6, lo, mapped(cols[f"{side}4"]))
 
 
-def build(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray]) -> np.ndarray:
-    """FLOW_DTYPE rows from decoded columns and per-record metadata.
-
-    ``meta`` holds arrays aligned with the records: ``export`` (UNIX s), ``uptime``
-    (exporter sysUptime in ms, -1 for IPFIX), ``sysinit`` (UNIX s, NaN unknown),
-    ``exporter_hi``/``exporter_lo``, ``sampling``, ``version``. A record with RFC 5103
-    reverse counters adds a second row, endpoints swapped, when they are non-zero.
-    """
-    n = len(meta["export"])
-    out = np.zeros(n, dtype=FLOW_DTYPE)
+def flow_times(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) UNIX seconds of each record, from whichever time fields its template has (else the export time)."""
     export = meta["export"]
     end = flow_time(cols, "end", export, meta["uptime"], meta["sysinit"])
     end = export if end is None else end
     start = flow_time(cols, "start", export, meta["uptime"], meta["sysinit"])
     if start is None:
         start = end - cols["duration_ms"] / 1000.0 if "duration_ms" in cols else end
-    out["start"], out["end"] = start, end
+    return np.broadcast_to(np.asarray(start, np.float64), (len(export),)), np.broadcast_to(np.asarray(end, np.float64), (len(export),))
+
+
+def build(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray],
+          times: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """FLOW_DTYPE rows from decoded columns and per-record metadata.
+
+    ``meta`` holds arrays aligned with the records: ``export`` (UNIX s), ``uptime``
+    (exporter sysUptime in ms, -1 for IPFIX), ``sysinit`` (UNIX s, NaN unknown),
+    ``exporter_hi``/``exporter_lo``, ``sampling``, ``version``. A record with RFC 5103
+    reverse counters adds a second row, endpoints swapped, when they are non-zero.
+    ``times``: (start, end) per record when the caller has already computed (and checked) them.
+    """
+    n = len(meta["export"])
+    out = np.zeros(n, dtype=FLOW_DTYPE)
+    out["start"], out["end"] = times if times is not None else flow_times(cols, meta)
     out["exporter_hi"], out["exporter_lo"] = meta["exporter_hi"], meta["exporter_lo"]
     for side in ("src", "dst"):
         out[f"{side}_hi"], out[f"{side}_lo"] = _address(cols, side, n)
     out["sport"] = cols.get("sport", cols.get("sport_udp", 0))
     out["dport"] = cols.get("dport", cols.get("dport_udp", 0))
     out["proto"] = cols.get("proto", 0)
-    out["vlan"] = cols.get("vlan", cols.get("vlan_dot1q", 0)) & 0x0FFF
+    out["vlan"] = np.asarray(cols.get("vlan", cols.get("vlan_dot1q", 0)), dtype=np.uint64) & np.uint64(0x0FFF)
     out["packets"] = cols.get("packets", cols.get("packets_total", 0))
     out["bytes"] = cols.get("bytes", cols.get("bytes_total", 0))
     out["sampling"] = meta["sampling"]
@@ -185,15 +192,18 @@ def frames_from(parts: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarra
     )
 
 
-def fill_from_frames(rows: np.ndarray, frames: list[bytes], linktype: int = LINKTYPE_ETHERNET) -> np.ndarray:
-    """Rows whose endpoints, protocol and IP bytes come from their sampled frame's headers."""
-    rows = rows.copy()
-    for i, frame in enumerate(frames):
-        packet = ip_packet(frame, linktype)
-        if packet is None:
-            continue
-        (rows["src_hi"][i], rows["src_lo"][i]), (rows["dst_hi"][i], rows["dst_lo"][i]) = addr_halves(packet.src), addr_halves(packet.dst)
-        rows["sport"][i], rows["dport"][i], rows["proto"][i] = packet.sport, packet.dport, packet.proto
-        rows["packets"][i] = rows["packets"][i] or 1
-        rows["bytes"][i] = rows["bytes"][i] or packet.ip_len
-    return rows
+def fill_from_frames(rows: np.ndarray, frames: Frames) -> np.ndarray:
+    """Rows (one per frame) whose endpoints, protocol and IP bytes come from their sampled frame's headers.
+
+    Returns a boolean mask of the rows whose frame held an IP header; the others keep what they had.
+    """
+    found = ip_packets(frames)
+    at = found.index
+    for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport"):
+        rows[name][at] = getattr(found, name)
+    rows["proto"][at] = found.proto
+    rows["packets"][at] = np.where(rows["packets"][at] > 0, rows["packets"][at], 1)
+    rows["bytes"][at] = np.where(rows["bytes"][at] > 0, rows["bytes"][at], found.ip_len)
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[at] = True
+    return mask

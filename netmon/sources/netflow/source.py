@@ -19,6 +19,7 @@ from netmon.batch import Frames, Observations, Watermark
 from netmon.config import Settings, Strict
 from netmon.sources.netflow.collector import Collector
 from netmon.sources.netflow.datagrams import Datagram
+from netmon.sources.netflow.incapture import NETFLOW_RECORD_DELAY
 from netmon.sources.netflow.listener import Allowlist, Listener, parse_endpoint, replay
 from netmon.sources.netflow.records import ntp_observations
 
@@ -43,8 +44,10 @@ class FlowConfig(Strict):
     sampling: dict[str, int] = Field(default_factory=dict, description="exporter address -> 1-in-N rate, overriding what it exports")
     batch_seconds: float = Field(0.5, gt=0, description="longest wait before decoding what has arrived")
     idle_watermark: float = Field(1.0, gt=0, description="seconds without exports before a Watermark is sent")
-    record_delay: float = Field(60.0, ge=0, description="seconds a record may end before the export that carries it "
+    record_delay: float = Field(NETFLOW_RECORD_DELAY, ge=0, description="seconds a record may end before the export that carries it "
                                 "(the exporter's active/inactive timeout); Watermarks stay this far behind")
+    max_queued_bytes: int = Field(64 << 20, ge=65536, description="bytes of datagrams waiting to be decoded; beyond, "
+                                  "datagrams are dropped and counted (an exporter gets at most half while others wait)")
 
     _listen = field_validator("listen")(_check_endpoints)
     _exporters = field_validator("exporters")(_check_exporters)
@@ -66,6 +69,12 @@ class Config(FlowConfig):
     max_templates: int = Field(65536, ge=1, description="templates kept over all exporters; the least recently announced go first")
     template_lifetime: float = Field(1800.0, ge=0, description="seconds (export time) a template stays valid unless announced again; 0 = forever")
     max_pending: int = Field(4096, ge=0, description="data sets held back until their template arrives")
+    max_time_skew: float = Field(600.0, gt=0, description="seconds an export's time may differ from its arrival (or capture) "
+                                 "time; beyond, the arrival time is used and the datagram counted per exporter")
+    max_templates_per_exporter: int = Field(4096, ge=1, description="templates one exporter may have stored; past it, "
+                                            "its own least recently announced go, never another exporter's")
+    max_new_templates: int = Field(1024, ge=1, description="new or changed templates one exporter may announce per batch; "
+                                   "the rest are dropped and counted (a template flood costs its sender only)")
 
 
 class FlowSource:
@@ -77,12 +86,13 @@ class FlowSource:
 
     name = "netflow"
 
-    def __init__(self, config: FlowConfig) -> None:
+    def __init__(self, config: FlowConfig, listen: bool = True) -> None:
+        """``listen`` False: decoding only (datagrams handed to ``decode`` by another source)."""
         self.config = config
         self.allowlist = Allowlist(config.exporters)
         self.listener: Listener | None = None
-        if not config.paths:
-            self.listener = Listener(config.listen, self.allowlist, self.name)
+        if listen and not config.paths:
+            self.listener = Listener(config.listen, self.allowlist, self.name, config.max_queued_bytes)
 
     @property
     def lateness(self) -> float:
@@ -120,14 +130,18 @@ class FlowSource:
 class NetflowSource(FlowSource):
     """NetFlow v5/v9 and IPFIX."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
+    def __init__(self, config: Config, listen: bool = True) -> None:
+        super().__init__(config, listen)
         self.collector = Collector(config.sampling, config.max_templates, config.max_pending, ntp_only=True,
-                                   template_lifetime=config.template_lifetime)
+                                   template_lifetime=config.template_lifetime, max_time_skew=config.max_time_skew,
+                                   max_templates_per_exporter=config.max_templates_per_exporter,
+                                   max_new_templates=config.max_new_templates)
 
     def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
+        """Datagrams to observations (UDP/123 records), frames (sampled frame sections) and the
+        latest export time; each export's time is checked against its datagram's arrival."""
         for datagram in batch:
-            self.collector.feed(datagram.payload, datagram.source)
+            self.collector.feed(datagram.payload, datagram.source, datagram.time)
         decoded = self.collector.flush()
         return Observations(ntp_observations(decoded.flows)), decoded.frames, self.collector.last_export
 

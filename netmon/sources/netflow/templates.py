@@ -4,7 +4,10 @@ RFC 3954 (v9) and RFC 7011 (IPFIX) scope a template id to one exporter and one
 source ID / observation domain; a new template with the same id replaces the old
 one, and IPFIX may withdraw one (field count 0) or all of a set's kind. Both
 stores are bounded, so a template flood or a stream of orphan data sets costs a
-counted eviction, never unbounded memory.
+counted eviction, never unbounded memory. Each exporter also has its own quota
+(``max_per_exporter``): an exporter past it loses its own least recently announced
+template, never another exporter's, so one flooding exporter cannot evict the
+templates of the others.
 """
 
 from __future__ import annotations
@@ -46,8 +49,11 @@ class Pending:
 class TemplateCache:
     """Templates by (domain, template id), least recently announced evicted first."""
 
-    def __init__(self, max_templates: int = 65536, max_pending: int = 4096, max_pending_bytes: int = 8 << 20) -> None:
+    def __init__(self, max_templates: int = 65536, max_pending: int = 4096, max_pending_bytes: int = 8 << 20,
+                 max_per_exporter: int = 4096) -> None:
         self.max_templates = max_templates
+        self.max_per_exporter = max_per_exporter
+        self._own: dict[str, OrderedDict[tuple[Domain, int], None]] = {}
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self._templates: OrderedDict[tuple[Domain, int], Template] = OrderedDict()
@@ -71,9 +77,16 @@ class TemplateCache:
         key = (domain, template.template_id)
         self._templates.pop(key, None)
         self._templates[key] = template
+        own = self._own.setdefault(domain[0], OrderedDict())
+        own.pop(key, None)
+        own[key] = None
         health.count("source.netflow.templates")
+        while len(own) > self.max_per_exporter:
+            self._remove(next(iter(own)))
+            health.count("decode.skip.template_evicted")
+            health.count("decode.skip.template_quota")
         while len(self._templates) > self.max_templates:
-            self._templates.popitem(last=False)
+            self._remove(next(iter(self._templates)))
             health.count("decode.skip.template_evicted")
         out = []
         for serial in self._waiting.pop(key, ()):
@@ -83,17 +96,31 @@ class TemplateCache:
                 out.append(item)
         return out
 
+    def _remove(self, key: tuple[Domain, int]) -> None:
+        self._templates.pop(key, None)
+        own = self._own.get(key[0][0])
+        if own is not None:
+            own.pop(key, None)
+            if not own:
+                del self._own[key[0][0]]
+
     def touch(self, domain: Domain, template_id: int) -> None:
         """Mark a template as just announced again (it is evicted last)."""
-        self._templates.move_to_end((domain, template_id))
+        key = (domain, template_id)
+        self._templates.move_to_end(key)
+        self._own[domain[0]].move_to_end(key)
 
     def withdraw(self, domain: Domain, template_id: int | None, options: bool) -> None:
         """Forget one template, or with ``template_id`` None every data (or options) template of the domain."""
         if template_id is not None:
-            self._templates.pop((domain, template_id), None)
+            self._remove((domain, template_id))
             return
         for key in [k for k, t in self._templates.items() if k[0] == domain and t.options == options]:
-            del self._templates[key]
+            self._remove(key)
+
+    def exporters(self) -> int:
+        """Exporters that have templates stored."""
+        return len(self._own)
 
     def hold(self, domain: Domain, template_id: int, item: Pending) -> None:
         """Keep a data set whose template has not arrived; the oldest go when full."""
