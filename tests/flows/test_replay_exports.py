@@ -9,7 +9,6 @@ listener that received the stream.
 from __future__ import annotations
 
 import re
-
 import shutil
 import socket
 import threading
