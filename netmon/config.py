@@ -91,6 +91,9 @@ class Detect(Strict):
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
     checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start")
+    checkpoint_every: float = Field(
+        300.0, ge=0, description="seconds (wall clock) between checkpoints while running, and at stop; 0 = only at stop"
+    )
 
     @field_validator("detectors")
     @classmethod

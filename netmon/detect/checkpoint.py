@@ -1,19 +1,19 @@
-"""Model state on disk: saved atomically, restored at start, never a crash.
+"""Model state on disk: data only, checked before it is read, saved atomically, never a crash.
 
-A checkpoint is a zip archive (format described in ``models/README.md``):
+A checkpoint (format described in ``models/README.md``) is one header line, then a
+zip archive:
 
-* ``header.json``: ``{"magic": "netmon-checkpoint", "format": 1, "netmon": ...,
-  "river": ..., "numpy": ..., "created": ...}``;
-* ``state.json``: the detectors' state tree, ``{detector name: state}``, where
-  each leaf that is not plain JSON points into the archive: numpy arrays as
-  ``.npy`` members (read with ``allow_pickle=False``), bytes as ``.bin`` members;
-* the ``.npy`` and ``.bin`` members.
+* the header: one line of JSON, ``{"magic": "netmon-checkpoint", "format": 2,
+  "netmon": ..., "river": ..., "numpy": ..., "created": ..., "bytes": N,
+  "sha256": <hex digest of the N archive bytes that follow>}``;
+* in the archive, ``state.json``: the detectors' state tree, ``{detector name:
+  state}``, where each leaf that is not plain JSON is a numpy array stored as an
+  ``.npy`` member (read with ``allow_pickle=False``).
 
-netmon itself unpickles nothing here. The only bytes members today are the
-population model's river ``HalfSpaceTrees``, pickled by that detector because
-river offers no other serialisation; the ``river`` version in the header
-guards them: a checkpoint written under another river (or another format) is
-set aside, not loaded.
+Nothing in a checkpoint is code: no pickle anywhere (river's forests are stored as
+arrays, :mod:`netmon.detect.forests`), so a crafted file can at worst be refused.
+The magic, the format and the checksum are verified before the archive is opened;
+anything else is refused.
 
 Writing goes to a temporary file in the same directory, fsynced, then renamed
 over the old one, so a crash mid-write leaves the previous checkpoint intact.
@@ -24,6 +24,7 @@ aside as ``<name>.corrupt-<UTC time>`` or ``<name>.foreign-<UTC time>``, and
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -43,7 +44,9 @@ from netmon import health
 log = structlog.get_logger(__name__)
 
 MAGIC = "netmon-checkpoint"
-FORMAT = 1
+FORMAT = 2
+#: The header line is at most this long; a longer first line is not a checkpoint.
+HEADER_LIMIT = 4096
 
 
 class CheckpointError(ValueError):
@@ -55,7 +58,7 @@ class CheckpointError(ValueError):
 
 
 def header() -> dict[str, Any]:
-    """What this build writes, and checks on reading."""
+    """What this build writes, and checks on reading (the checksum is added when saving)."""
     return {
         "magic": MAGIC,
         "format": FORMAT,
@@ -76,11 +79,6 @@ def _encode(value: Any, archive: zipfile.ZipFile, counter: list[int]) -> Any:
         np.save(buffer, value, allow_pickle=False)
         archive.writestr(name, buffer.getvalue())
         return {"npy": name}
-    if isinstance(value, bytes):
-        counter[0] += 1
-        name = f"blobs/{counter[0]}.bin"
-        archive.writestr(name, value)
-        return {"bin": name}
     if isinstance(value, np.generic):
         value = value.item()
     return {"json": value}
@@ -93,28 +91,35 @@ def _decode(node: Any, archive: zipfile.ZipFile) -> Any:
     if kind == "dict":
         return {k: _decode(v, archive) for k, v in value.items()}
     if kind == "npy":
-        return np.load(io.BytesIO(archive.read(value)), allow_pickle=False)
-    if kind == "bin":
-        return archive.read(value)
+        return np.lib.format.read_array(io.BytesIO(archive.read(value)), allow_pickle=False)
     if kind == "json":
         return value
     raise CheckpointError("corrupt", f"unknown state node kind {kind!r}")
 
 
 def save(path: Path, states: dict[str, Any]) -> None:
-    """Write ``{detector name: state}`` to ``path`` atomically (temp file + rename)."""
+    """Write ``{detector name: state}`` to ``path`` atomically (temp file, fsync, rename).
+
+    Raises what writing raises (OSError on a full disk, TypeError for a state that
+    is not data); the previous checkpoint is then left as it was.
+    """
     path = Path(path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        tree = _encode(states, archive, [0])
+        archive.writestr("state.json", json.dumps(tree))
+    payload = buffer.getvalue()
+    head = {**header(), "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-                archive.writestr("header.json", json.dumps(header()))
-                tree = _encode(states, archive, [0])
-                archive.writestr("state.json", json.dumps(tree))
+            raw.write(json.dumps(head).encode() + b"\n")
+            raw.write(payload)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
+        _sync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -122,27 +127,52 @@ def save(path: Path, states: dict[str, Any]) -> None:
     log.info("checkpoint saved", path=str(path), bytes=path.stat().st_size, detectors=sorted(states))
 
 
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory so a rename in it survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The verified header and the archive bytes; CheckpointError before anything else is read."""
+    if data.startswith(b"PK"):
+        raise CheckpointError("foreign", "a format 1 checkpoint (pickled forests): not loaded, this netmon reads format 2")
+    line, newline, payload = data[:HEADER_LIMIT].partition(b"\n")
+    if not newline or not line.startswith(b'{"magic": "' + MAGIC.encode() + b'"'):
+        raise CheckpointError("corrupt", "no netmon-checkpoint header line: not a netmon checkpoint")
+    try:
+        head = json.loads(line)
+    except ValueError:
+        raise CheckpointError("corrupt", "the header line is not JSON") from None
+    if not isinstance(head, dict) or head.get("magic") != MAGIC:
+        raise CheckpointError("corrupt", "header magic is not netmon-checkpoint")
+    if head.get("format") != FORMAT:
+        raise CheckpointError("foreign", f"format {head.get('format')!r}, this netmon reads format {FORMAT}")
+    payload = data[len(line) + 1 :]
+    if head.get("bytes") != len(payload):
+        raise CheckpointError("corrupt", f"header says {head.get('bytes')!r} bytes follow, {len(payload)} do (truncated?)")
+    if head.get("sha256") != hashlib.sha256(payload).hexdigest():
+        raise CheckpointError("corrupt", "checksum mismatch: the file was damaged after it was written")
+    return head, payload
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        with zipfile.ZipFile(path) as archive:
-            try:
-                head = json.loads(archive.read("header.json"))
-            except KeyError:
-                raise CheckpointError("corrupt", "no header.json: not a netmon checkpoint") from None
-            if not isinstance(head, dict) or head.get("magic") != MAGIC:
-                raise CheckpointError("corrupt", "header magic is not netmon-checkpoint")
-            if head.get("format") != FORMAT:
-                raise CheckpointError("foreign", f"format {head.get('format')!r}, this netmon reads format {FORMAT}")
-            if head.get("river") != river.__version__:
-                raise CheckpointError(
-                    "foreign", f"written with river {head.get('river')!r}, this is river {river.__version__}"
-                )
-            if head.get("netmon") != netmon.__version__:
-                log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
+    head, payload = _header(data)
+    if head.get("netmon") != netmon.__version__:
+        log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             states = _decode(json.loads(archive.read("state.json")), archive)
     except CheckpointError:
         raise
-    except Exception as exc:  # an unreadable file is corrupt however it fails (zlib, zip, json, npy)
+    except Exception as exc:  # checksummed yet unreadable (zip, json, npy): corrupt however it fails
         raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(states, dict):
         raise CheckpointError("corrupt", "state is not a table of detectors")
