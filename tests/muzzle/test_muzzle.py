@@ -57,7 +57,8 @@ def border_lab(lab, tmp_path):
     lab.spawn(server, [sys.executable, "-c", RECEIVER, str(log)])
     assert wait_for(lambda: log.exists() and "ready" in log.read_text()), "receiver did not start"
     config = tmp_path / "netmon.toml"
-    config.write_text(f'[[sinks]]\ntype = "alerts"\n[sinks.muzzle]\nenabled = true\naudit_log = "{tmp_path / "audit.log"}"\n')
+    config.write_text(f'[campus]\ninternal = ["10.99.0.0/16"]\n[[sinks]]\ntype = "alerts"\n[sinks.muzzle]\nenabled = true\n'
+                      f'audit_log = "{tmp_path / "audit.log"}"\n')
     return {"border": border, "client": client, "other": other, "log": log, "config": config, "tmp": tmp_path}
 
 
@@ -121,7 +122,7 @@ def test_muzzle_is_gone_after_expiry(border_lab):
 
 def test_dry_run_changes_nothing_without_enabled(border_lab):
     env = border_lab
-    env["config"].write_text('[[sinks]]\ntype = "alerts"\n')
+    env["config"].write_text('[campus]\ninternal = ["10.99.0.0/16"]\n[[sinks]]\ntype = "alerts"\n')
     done = muzzle(env, "add", "10.99.1.2")
     assert "add element inet netmon_muzzle hosts4" in done.stdout, done.stdout
     assert delta(env, env["client"], "10.99.1.2") == 20, "a dry run blocked traffic"
@@ -135,8 +136,10 @@ def test_critical_alert_muzzles_automatically_when_config_allows(border_lab):
     env = border_lab
     muzzle_config = {"enabled": True, "netns": env["border"].name, "audit_log": str(env["tmp"] / "auto.log"),
                      "auto_rules": ["rule.kod_ignored"], "auto_severities": ["critical"], "duration": 60}
+    from netmon.config import validate
+
     sink = alerts.build(alerts.Config.model_validate(
-        {"type": "alerts", "silences_file": "", "muzzle": muzzle_config}), None)
+        {"type": "alerts", "silences_file": "", "muzzle": muzzle_config}), validate({"campus": {"internal": ["10.99.0.0/16"]}}))
     sink.write(scored([finding(host="10.99.1.2", rule="rule.kod_ignored", severity="critical"),
                        finding(host="10.99.2.2", rule="rule.origin", severity="critical")]))
     sink.close()
