@@ -44,7 +44,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
-from netmon.config import Strict
+from netmon.config import Strict, redact_url
 from netmon.sinks.spool import Record, Spool
 
 log = structlog.get_logger(__name__)
@@ -522,7 +522,7 @@ def check(config: Config) -> list[str]:
     try:
         requests.get(config.url.rstrip("/") + "/ping", timeout=min(config.timeout, 5.0))
     except requests.RequestException as exc:
-        problems.append(f"no answer from {config.url} ({type(exc).__name__}); points would wait in the spool")
+        problems.append(f"no answer from {redact_url(config.url)} ({type(exc).__name__}); points would wait in the spool")
     return problems
 
 

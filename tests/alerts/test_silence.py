@@ -75,7 +75,7 @@ def test_check_config_names_each_bad_hook(tmp_path):
         '[[sinks.hooks]]\nkind = "exec"\nargv = ["/nonexistent/notify"]\n'
     )
     found = "\n".join(problems(str(config)))
-    assert "webhook0 (webhook): url 'htp:/bad' must start with http" in found, found
+    assert "webhook0 (webhook): url htp:///… must start with http" in found, found
     assert "am (alertmanager)" in found and "unreachable" in found, found
     assert "'/nonexistent/notify' is not found" in found, found
 
