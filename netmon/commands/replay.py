@@ -18,6 +18,7 @@ import click
 from netmon import pipeline
 from netmon.config import ConfigError, Settings, load, validate
 from netmon.report.hosts import console, reasons, worst_hosts_table
+from netmon.sinks.store import StoreError
 
 
 def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[str, ...], interval: float | None,
@@ -56,7 +57,11 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         settings = replay_settings(files, config_path, internal, interval, db)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    summary = pipeline.run(pipeline.build(settings))
+    try:
+        stages = pipeline.build(settings)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = pipeline.run(stages)
     if findings_json:
         with open(findings_json, "w") as out:
             for finding in summary.findings:

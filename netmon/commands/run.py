@@ -21,6 +21,7 @@ import structlog
 from netmon import pipeline
 from netmon.config import ConfigError, Settings, load
 from netmon.detect.engine import Engine
+from netmon.sinks.store import StoreError
 from netmon.sources.live import LiveError
 
 log = structlog.get_logger(__name__)
@@ -123,6 +124,6 @@ def command(config_path: str) -> None:
         service = Service(config_path, settings)
         log.info("netmon running", sources=[t["type"] for t in settings.sources])
         summary = service.run()
-    except LiveError as exc:
+    except (LiveError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     log.info("netmon stopped", intervals=summary.intervals, findings=len(summary.findings))
