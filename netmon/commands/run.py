@@ -124,6 +124,6 @@ def command(config_path: str) -> None:
         service = Service(config_path, settings)
         log.info("netmon running", sources=[t["type"] for t in settings.sources])
         summary = service.run()
-    except (LiveError, StoreError) as exc:
+    except (LiveError, StoreError, OSError) as exc:  # a busy port, an unwritable path: one line, no traceback
         raise click.ClickException(str(exc)) from None
     log.info("netmon stopped", intervals=summary.intervals, findings=len(summary.findings))

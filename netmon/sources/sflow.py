@@ -26,7 +26,7 @@ from netmon.batch import Frames, Observations, addr_halves
 from netmon.config import Settings
 from netmon.sources.netflow.datagrams import Datagram, ip_packet
 from netmon.sources.netflow.records import FLOW_DTYPE, frames_from, ntp_observations
-from netmon.sources.netflow.source import FlowConfig, FlowSource
+from netmon.sources.netflow.source import FlowConfig, FlowSource, check
 
 log = structlog.get_logger(__name__)
 
@@ -217,6 +217,9 @@ class SflowSource(FlowSource):
             self.decoder.feed(datagram.payload, datagram.time)
         decoded = self.decoder.flush()
         return Observations(ntp_observations(decoded.flows)), decoded.frames, max(d.time for d in batch)
+
+
+__all__ = ["Config", "SflowSource", "build", "check"]
 
 
 def build(config: Config, settings: Settings) -> SflowSource:
