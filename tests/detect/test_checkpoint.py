@@ -257,3 +257,31 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temp_file(tmp_path):
         checkpoint.save(path, {"a": {"n": object()}})
     assert path.read_bytes() == before, "a failed save damaged the previous checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["state.ckpt"], "temporary file left behind"
+
+
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint_at_most_one_period_old(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
+    path = tmp_path / "models" / "state.ckpt"
+    config = tmp_path / "netmon.toml"
+    config.write_text(f'[campus]\ninternal = ["10.0.0.0/8"]\n[detect]\ncheckpoint = "{path}"\ncheckpoint_every = 0.05\n'
+                      f'[[sinks]]\ntype = "store"\npath = "{tmp_path}/netmon.db"\n')
+    netmon = str(Path(sys.executable).with_name("netmon"))
+    proc = subprocess.Popen([netmon, "replay", "--config", str(config), str(sample)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.exists(), "no checkpoint while the replay ran"
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    states = checkpoint.load(path)
+    assert set(states) >= {"population", "baseline", "drift"}, "the checkpoint left by a SIGKILL did not load"
+    assert not _aside(path, "corrupt"), "a SIGKILL left a torn checkpoint"
