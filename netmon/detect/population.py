@@ -340,7 +340,7 @@ class Population(HostModel):
                     int(m["learned"]),
                     np.asarray(m["recent"], dtype=np.float32),
                 )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             log.warning("population state unusable; starting cold", error=f"{type(exc).__name__}: {exc}")
             return
         self.models = models

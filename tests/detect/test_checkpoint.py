@@ -285,3 +285,23 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint_at_most_one_period_old(tmp
     states = checkpoint.load(path)
     assert set(states) >= {"population", "baseline", "drift"}, "the checkpoint left by a SIGKILL did not load"
     assert not _aside(path, "corrupt"), "a SIGKILL left a torn checkpoint"
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda f: f.update(feature=f["feature"] + 1000), id="split-feature-out-of-range"),
+    pytest.param(lambda f: f.update(rng=f["rng"].astype(np.int64) - 2**40), id="generator-words-negative"),
+    pytest.param(lambda f: f.update(height=40), id="height-too-large"),
+    pytest.param(lambda f: f.update(l_mass=f["l_mass"][:, :3]), id="masses-misshapen"),
+    pytest.param(lambda f: f.pop("threshold"), id="thresholds-missing"),
+])
+def test_checksummed_but_inconsistent_forest_starts_population_cold_others_keep_state(tmp_path, damage):
+    path = tmp_path / "state.ckpt"
+    engine = _engine(path, population={"min_learned": 50, "persist": 0.0})
+    _feed(engine, Fleet.clients(40), 0.0, 1.0)
+    states = {name: d.state() for name, d in engine.detectors.items() if hasattr(d, "state")}
+    for model in states["population"]["models"].values():
+        damage(model["forest"])
+    checkpoint.save(path, states)
+    restored = _engine(path, population={"min_learned": 50, "persist": 0.0})
+    assert restored.detectors["population"].models == {}, "an inconsistent forest was loaded"
+    assert len(restored.detectors["baseline"].table) == 40, "the other detectors lost their state"
