@@ -1,11 +1,12 @@
 """Model state on disk: data only, checked before it is read, saved atomically, never a crash.
 
-A checkpoint (format described in ``models/README.md``) is one header line, then a
-zip archive:
+A checkpoint (format described in ``models/README.md``) is a header, then a zip
+archive:
 
-* the header: one line of JSON, ``{"magic": "netmon-checkpoint", "format": 2,
-  "netmon": ..., "river": ..., "numpy": ..., "created": ..., "bytes": N,
-  "sha256": <hex digest of the N archive bytes that follow>}``;
+* the header: ``HEADER_BYTES`` bytes, one line of JSON padded with spaces,
+  ``{"magic": "netmon-checkpoint", "format": 2, "netmon": ..., "river": ...,
+  "numpy": ..., "created": ..., "bytes": N, "sha256": <hex digest of the N
+  archive bytes that follow>}``;
 * in the archive, ``state.json``: the detectors' state tree, ``{detector name:
   state}``, where each leaf that is not plain JSON is a numpy array stored as an
   ``.npy`` member (read with ``allow_pickle=False``).
@@ -32,7 +33,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import river
@@ -45,8 +46,10 @@ log = structlog.get_logger(__name__)
 
 MAGIC = "netmon-checkpoint"
 FORMAT = 2
-#: The header line is at most this long; a longer first line is not a checkpoint.
-HEADER_LIMIT = 4096
+#: Length of the header line (JSON padded with spaces, ending in a newline).
+HEADER_BYTES = 1024
+#: Bytes hashed or copied at a time: a checkpoint is never held in memory whole.
+BLOCK = 1 << 20
 
 
 class CheckpointError(ValueError):
@@ -100,22 +103,28 @@ def _decode(node: Any, archive: zipfile.ZipFile) -> Any:
 def save(path: Path, states: dict[str, Any]) -> None:
     """Write ``{detector name: state}`` to ``path`` atomically (temp file, fsync, rename).
 
-    Raises what writing raises (OSError on a full disk, TypeError for a state that
-    is not data); the previous checkpoint is then left as it was.
+    The archive is streamed to the temporary file after a blank header, hashed from
+    there, then the header is written in place. Raises what writing raises (OSError
+    on a full disk, TypeError for a state that is not data); the previous checkpoint
+    is then left as it was.
     """
     path = Path(path)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        tree = _encode(states, archive, [0])
-        archive.writestr("state.json", json.dumps(tree))
-    payload = buffer.getvalue()
-    head = {**header(), "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as raw:
-            raw.write(json.dumps(head).encode() + b"\n")
-            raw.write(payload)
+        with os.fdopen(fd, "w+b") as raw:
+            raw.write(b" " * HEADER_BYTES)
+            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+                tree = _encode(states, archive, [0])
+                archive.writestr("state.json", json.dumps(tree))
+            size = raw.tell() - HEADER_BYTES
+            raw.seek(HEADER_BYTES)
+            head = {**header(), "bytes": size, "sha256": _sha256(raw)}
+            line = json.dumps(head).encode()
+            if len(line) >= HEADER_BYTES:
+                raise ValueError(f"checkpoint header of {len(line)} bytes does not fit {HEADER_BYTES}")
+            raw.seek(0)
+            raw.write(line.ljust(HEADER_BYTES - 1) + b"\n")
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -127,6 +136,14 @@ def save(path: Path, states: dict[str, Any]) -> None:
     log.info("checkpoint saved", path=str(path), bytes=path.stat().st_size, detectors=sorted(states))
 
 
+def _sha256(stream: BinaryIO) -> str:
+    """Hex SHA-256 of the rest of ``stream``, read a block at a time."""
+    digest = hashlib.sha256()
+    while block := stream.read(BLOCK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def _sync_directory(directory: Path) -> None:
     """fsync a directory so a rename in it survives a power cut."""
     fd = os.open(directory, os.O_RDONLY)
@@ -136,44 +153,51 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """The verified header and the archive bytes; CheckpointError before anything else is read."""
-    if data.startswith(b"PK"):
+def _header(stream: BinaryIO) -> dict[str, Any]:
+    """The verified header; the checksum of everything after it is checked too, before
+    anything else is read (CheckpointError otherwise). Leaves ``stream`` anywhere."""
+    first = stream.read(HEADER_BYTES)
+    if first.startswith(b"PK"):
         raise CheckpointError("foreign", "a format 1 checkpoint (pickled forests): not loaded, this netmon reads format 2")
-    line, newline, payload = data[:HEADER_LIMIT].partition(b"\n")
-    if not newline or not line.startswith(b'{"magic": "' + MAGIC.encode() + b'"'):
-        raise CheckpointError("corrupt", "no netmon-checkpoint header line: not a netmon checkpoint")
+    if len(first) < HEADER_BYTES or not first.startswith(b'{"magic": "' + MAGIC.encode() + b'"') \
+            or not first.endswith(b"\n"):
+        raise CheckpointError("corrupt", "no netmon-checkpoint header: not a netmon checkpoint")
     try:
-        head = json.loads(line)
+        head = json.loads(first)
     except ValueError:
-        raise CheckpointError("corrupt", "the header line is not JSON") from None
+        raise CheckpointError("corrupt", "the header is not JSON") from None
     if not isinstance(head, dict) or head.get("magic") != MAGIC:
         raise CheckpointError("corrupt", "header magic is not netmon-checkpoint")
     if head.get("format") != FORMAT:
         raise CheckpointError("foreign", f"format {head.get('format')!r}, this netmon reads format {FORMAT}")
-    payload = data[len(line) + 1 :]
-    if head.get("bytes") != len(payload):
-        raise CheckpointError("corrupt", f"header says {head.get('bytes')!r} bytes follow, {len(payload)} do (truncated?)")
-    if head.get("sha256") != hashlib.sha256(payload).hexdigest():
+    size = stream.seek(0, os.SEEK_END) - HEADER_BYTES
+    if head.get("bytes") != size:
+        raise CheckpointError("corrupt", f"header says {head.get('bytes')!r} bytes follow, {size} do (truncated?)")
+    stream.seek(HEADER_BYTES)
+    if head.get("sha256") != _sha256(stream):
         raise CheckpointError("corrupt", "checksum mismatch: the file was damaged after it was written")
-    return head, payload
+    return head
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = path.read_bytes()
+        stream = path.open("rb")
     except OSError as exc:
         raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
-    head, payload = _header(data)
-    if head.get("netmon") != netmon.__version__:
-        log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
-    try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            states = _decode(json.loads(archive.read("state.json")), archive)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # checksummed yet unreadable (zip, json, npy): corrupt however it fails
-        raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
+    with stream:
+        try:
+            head = _header(stream)
+        except OSError as exc:
+            raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
+        if head.get("netmon") != netmon.__version__:
+            log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
+        try:  # zipfile finds the archive after the header itself
+            with zipfile.ZipFile(stream) as archive:
+                states = _decode(json.loads(archive.read("state.json")), archive)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # checksummed yet unreadable (zip, json, npy): corrupt however it fails
+            raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(states, dict):
         raise CheckpointError("corrupt", "state is not a table of detectors")
     return states

@@ -158,7 +158,7 @@ def test_corrupt_checkpoint_gives_cold_start_and_is_kept_aside(tmp_path, damage)
 
 
 def _write(path: Path, head: dict, payload: bytes) -> None:
-    path.write_bytes(json.dumps(head).encode() + b"\n" + payload)
+    path.write_bytes(json.dumps(head).encode().ljust(checkpoint.HEADER_BYTES - 1) + b"\n" + payload)
 
 
 def _archive(state: dict) -> bytes:
