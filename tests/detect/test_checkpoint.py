@@ -278,7 +278,9 @@ def test_sigkill_mid_run_leaves_a_loadable_checkpoint_at_most_one_period_old(tmp
         while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert path.exists(), "no checkpoint while the replay ran"
-        time.sleep(0.2)
+        first = path.stat().st_mtime_ns
+        while path.stat().st_mtime_ns == first and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # kill right after a periodic save replaced the first: saving goes on
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
