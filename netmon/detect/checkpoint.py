@@ -50,6 +50,10 @@ FORMAT = 2
 HEADER_BYTES = 1024
 #: Bytes hashed or copied at a time: a checkpoint is never held in memory whole.
 BLOCK = 1 << 20
+#: An archive may expand to this many bytes, or to EXPANSION times its size if more:
+#: a crafted "zip bomb" must not exhaust memory at every start (a crash loop).
+EXPANDED_FREE = 1 << 30
+EXPANSION = 200
 
 
 class CheckpointError(ValueError):
@@ -193,6 +197,9 @@ def _read(path: Path) -> dict[str, Any]:
             log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
         try:  # zipfile finds the archive after the header itself
             with zipfile.ZipFile(stream) as archive:
+                expanded = sum(item.file_size for item in archive.infolist())
+                if expanded > max(EXPANDED_FREE, EXPANSION * head["bytes"]):
+                    raise CheckpointError("corrupt", f"the archive of {head['bytes']} bytes claims to expand to {expanded}")
                 states = _decode(json.loads(archive.read("state.json")), archive)
         except CheckpointError:
             raise

@@ -307,3 +307,11 @@ def test_checksummed_but_inconsistent_forest_starts_population_cold_others_keep_
     restored = _engine(path, population={"min_learned": 50, "persist": 0.0})
     assert restored.detectors["population"].models == {}, "an inconsistent forest was loaded"
     assert len(restored.detectors["baseline"].table) == 40, "the other detectors lost their state"
+
+
+def test_archive_that_would_expand_beyond_its_bound_is_refused_before_decompressing(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "EXPANDED_FREE", 1 << 20)
+    path = tmp_path / "state.ckpt"
+    checkpoint.save(path, {"a": {"zeros": np.zeros(1 << 19)}})  # 4 MiB of zeros deflate to a few KiB
+    assert checkpoint.load(path) == {}
+    assert len(_aside(path, "corrupt")) == 1, "the zip bomb was not set aside"
