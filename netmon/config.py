@@ -29,10 +29,12 @@ Plug-in tables are validated by the plug-in's own ``Config`` model (see
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -116,8 +118,12 @@ class Detect(Strict):
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
     checkpoint: str = Field(default_factory=lambda: str(data_dir() / "models" / "state.ckpt"),
-                            description="model state file, restored at start and saved at the end; default "
-                                        "models/state.ckpt in the data directory; empty = keep no state")
+                            description="model state file (data only, no pickle), restored at start and saved "
+                                        "while running and at the end; default models/state.ckpt in the data "
+                                        "directory; empty = keep no state")
+    checkpoint_every: float = Field(
+        300.0, ge=0, description="seconds (wall clock) between checkpoints while running, and at stop; 0 = only at stop"
+    )
 
     @field_validator("detectors")
     @classmethod
@@ -165,13 +171,44 @@ def plugin_config(kind: str, table: dict[str, Any]) -> BaseModel:
     return module.Config.model_validate(table)
 
 
+#: Parts of key names whose values an error never shows: a secret typed as a number
+#: is still a secret, and a chat webhook's URL is a credential.
+SECRET_WORDS = ("secret", "pass", "token", "key", "auth", "cred", "header", "cookie", "url", "dsn")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host:port/…``: which endpoint, without what may be a credential in it
+    (``user:pass@``, a chat webhook's path, a token in the query)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(a malformed URL)"
+    rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{rest}"
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it shortened by :func:`redact_url`."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def _shown(where: str, value: Any) -> str:
+    """`` (got VALUE)`` for an error line, or nothing when the value may be a secret."""
+    if isinstance(value, dict) or any(word in where.lower() for word in SECRET_WORDS):
+        return ""
+    return f" (got {redact(repr(value))})"
+
+
 def _describe(error: ValidationError, prefix: str = "") -> list[str]:
+    """One line per error: the key, what is wrong, and the value unless it may be a secret
+    (a mistyped key's value is never shown: it may be a misspelt ``secret``)."""
     lines = []
     for item in error.errors():
         where = prefix + ".".join(str(p) for p in item["loc"])
-        value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{where or '(top level)'}: {item['msg']}{shown}")
+        shown = "" if item["type"] == "extra_forbidden" else _shown(where, item.get("input"))
+        lines.append(f"{where or '(top level)'}: {redact(item['msg'])}{shown}")
     return lines
 
 
@@ -185,14 +222,14 @@ def _plugin_problems(data: dict[str, Any]) -> list[str]:
         for index, table in enumerate(tables):
             where = f"{key}[{index}]"
             if not isinstance(table, dict):
-                problems.append(f"{where}: expected a table ([[{key}]]), got {table!r}")
+                problems.append(f"{where}: expected a table ([[{key}]]), got a {type(table).__name__}")
                 continue
             try:
                 plugin_config(kind, table)
             except ValidationError as exc:
                 problems.extend(_describe(exc, where + "."))
             except ValueError as exc:
-                problems.append(f"{where}: {exc}")
+                problems.append(f"{where}: {redact(str(exc))}")
     detect = data.get("detect", {})
     if isinstance(detect, dict):
         for name, table in detect.items():
@@ -224,9 +261,13 @@ def load(path: str | Path | None) -> Settings:
         return validate({})
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start}); a TOML config must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return validate(data, str(path))

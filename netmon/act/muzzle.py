@@ -18,6 +18,11 @@ stops the jump, so expiry needs no daemon; the then inert per-host rule is swept
 the next ``netmon muzzle`` call. Every action writes one audit line (JSON) to
 ``audit_log`` and the structured log. Nothing changes unless ``enabled = true``:
 otherwise each action is a dry run that prints the nft commands it would run.
+
+Guard rails: a prefix wider than ``widest_v4`` / ``widest_v6`` (``0.0.0.0/0``
+would silence the whole campus's NTP) is always refused, and an address outside
+the campus prefixes (``[campus] internal``) is refused unless forced; rates and
+durations must be finite and positive (a NaN rate once meant "drop all").
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,10 @@ log = structlog.get_logger(__name__)
 
 TABLE = "netmon_muzzle"
 COMMENT = "netmon host="
+#: Packets/s above which a "limit" is no muzzle (and nft's arithmetic is not meant for it).
+MAX_RATE = 1_000_000.0
+#: Longest muzzle, seconds: a year (an expiry is the point of a muzzle).
+MAX_DURATION = 366 * 86400.0
 
 
 class MuzzleError(RuntimeError):
@@ -55,8 +65,10 @@ class Config(Strict):
     nft: str = Field("nft", description="the nft program")
     netns: str = Field("", description="act inside this network namespace (ip netns exec); empty = this one")
     audit_log: str = Field("netmon-data/muzzle.log", description="JSON line per action")
-    rate: float = Field(0.0, ge=0, description="default packets/s let through; 0 = drop all")
-    duration: float = Field(3600.0, gt=0, description="default seconds until the muzzle expires")
+    rate: float = Field(0.0, ge=0, le=MAX_RATE, allow_inf_nan=False, description="default packets/s let through; 0 = drop all")
+    duration: float = Field(3600.0, gt=0, le=MAX_DURATION, allow_inf_nan=False, description="default seconds until the muzzle expires")
+    widest_v4: int = Field(24, ge=0, le=32, description="shortest IPv4 prefix length accepted (wider prefixes are refused)")
+    widest_v6: int = Field(56, ge=0, le=128, description="shortest IPv6 prefix length accepted (wider prefixes are refused)")
     auto_rules: list[str] = Field(default_factory=list, description="rules whose alerts muzzle automatically; empty = never")
     auto_severities: list[str] = Field(default_factory=lambda: ["critical"])
 
@@ -94,6 +106,20 @@ def host_network(host: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == 128 and net.network_address.ipv4_mapped is not None:
         return ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/32")
     return net
+
+
+def check_rate(rate: float) -> float:
+    """``rate`` (packets/s, 0 = drop) when finite and in range; ValueError saying what is allowed."""
+    if not (math.isfinite(rate) and 0 <= rate <= MAX_RATE):
+        raise ValueError(f"rate {rate!r}: packets/s let through must be a number from 0 (drop) to {MAX_RATE:g}")
+    return rate
+
+
+def check_duration(seconds: float) -> float:
+    """``seconds`` when finite, positive and at most a year; ValueError otherwise."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DURATION):
+        raise ValueError(f"duration {seconds!r}: a muzzle lasts more than 0 s and at most {MAX_DURATION / 86400:g} days")
+    return seconds
 
 
 def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[str, str]:
@@ -142,10 +168,27 @@ JUMPS = "\n".join(
 class Muzzle:
     """The nftables muzzle; ``dry_run`` when the config does not enable it."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, campus: Sequence[str]) -> None:
+        """``campus``: the ``[campus] internal`` prefixes; only hosts inside them are muzzled unless forced."""
         self.config = config
+        self.campus = [ipaddress.ip_network(p, strict=False) for p in campus]
         self.dry_run = not config.enabled
         self.planned: list[str] = []
+
+    def refusal(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network, force: bool) -> str:
+        """Why muzzling ``net`` is refused ("" when it is not): too wide always, outside campus unless forced."""
+        widest = self.config.widest_v4 if net.version == 4 else self.config.widest_v6
+        if net.prefixlen < widest:
+            return (f"{net} is wider than /{widest}, the widest prefix the muzzle accepts "
+                    f"([sinks.muzzle] widest_v{net.version})")
+        if force:
+            return ""
+        if not self.campus:
+            return f"{net}: no campus prefixes configured ([campus] internal) to check it against; give --force to muzzle it anyway"
+        if not any(net.version == c.version and net.subnet_of(c) for c in self.campus):  # type: ignore[arg-type]
+            inside = ", ".join(str(c) for c in self.campus)
+            return f"{net} is outside the campus prefixes ({inside}); give --force to muzzle it anyway"
+        return ""
 
     def _nft(self, *args: str, script: str = "", json_out: bool = False) -> str:
         argv = [self.config.nft, *(["-j"] if json_out else []), *args]
@@ -196,11 +239,19 @@ class Muzzle:
             result.append(Muzzled(host, rates.get(host, 0.0), float(elem.get("expires", 0)), elem.get("comment", "")))
         return sorted(result, key=lambda m: m.host)
 
-    def add(self, host: str, rate: float | None = None, duration: float | None = None, reason: str = "") -> Muzzled:
-        """Muzzle ``host`` for ``duration`` s, letting ``rate`` packets/s through (0 = drop)."""
+    def add(self, host: str, rate: float | None = None, duration: float | None = None, reason: str = "",
+            force: bool = False) -> Muzzled:
+        """Muzzle ``host`` for ``duration`` s, letting ``rate`` packets/s through (0 = drop).
+
+        ValueError (nothing changed) for a bad address, rate or duration, a prefix
+        wider than allowed, or, unless ``force``, an address outside the campus.
+        """
         net = host_network(host)
-        rate = self.config.rate if rate is None else rate
-        duration = self.config.duration if duration is None else duration
+        refused = self.refusal(net, force)
+        if refused:
+            raise ValueError(refused)
+        rate = check_rate(self.config.rate if rate is None else rate)
+        duration = check_duration(self.config.duration if duration is None else duration)
         fam, set_name = _family(net)
         elem = _element(net)
         script = [] if self._exists() else [SETUP.format(table=TABLE, jumps=JUMPS)]
@@ -213,7 +264,7 @@ class Muzzle:
                 f'insert rule inet {TABLE} muzzle {fam} saddr {elem} limit rate {_limit(rate)} accept comment "{COMMENT}{elem} rate={rate:g}"'
             )
         self._apply("\n".join(script) + "\n")
-        self._audit("add", elem, rate=rate, duration=duration, reason=reason)
+        self._audit("add", elem, rate=rate, duration=duration, reason=reason, **({"forced": True} if force else {}))
         return Muzzled(elem, rate, duration, _clean(reason))
 
     def remove(self, host: str, reason: str = "") -> bool:

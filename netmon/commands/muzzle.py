@@ -8,19 +8,22 @@ inside a network namespace, run it under ``ip netns exec NAME netmon muzzle ...`
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import click
 
 from netmon.act.muzzle import Muzzle, MuzzleError
-from netmon.config import ConfigError
+from netmon.config import ConfigError, load
 from netmon.report.listing import Column, emit, format_option, plural
 from netmon.sinks.alerts import configured
 from netmon.sinks.alerts.silences import parse_duration
 
 
 def _muzzle(config: str | None) -> Muzzle:
+    """The muzzle of ``config``'s alerts sink, knowing its campus prefixes (none without a config)."""
     try:
-        return Muzzle(configured(config).muzzle)
+        campus = load(config).campus.internal if config else []
+        return Muzzle(configured(config).muzzle, campus)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -67,16 +70,22 @@ def list_(config: str | None, fmt: str) -> None:
 
 @command.command("add")
 @click.argument("host")
-@click.option("--rate", type=float, default=None, help="packets/s let through (default from config: 0 = drop)")
+@click.option("--rate", type=float, default=None, help="packets/s let through, above 0 (default from config: 0 = drop)")
+@click.option("--drop", is_flag=True, help="let nothing through (whatever the config's default rate)")
 @click.option("--for", "duration", default=None, help="expiry, e.g. 30m, 2h (default from config: 1h)")
 @click.option("--reason", default="", help="why (audit log, nft comment)")
+@click.option("--force", is_flag=True, help="muzzle an address outside the campus prefixes too")
 @config_option
-def add(host: str, rate: float | None, duration: str | None, reason: str, config: str | None) -> None:
-    """Muzzle HOST's UDP/123."""
+def add(host: str, rate: float | None, drop: bool, duration: str | None, reason: str, force: bool,
+        config: str | None) -> None:
+    """Muzzle HOST's UDP/123 (a host, or a prefix no wider than the config allows, inside the campus)."""
+    if rate is not None and (drop or not (math.isfinite(rate) and rate > 0)):
+        raise click.BadParameter(f"{rate!r}: give packets/s let through as a number above 0, or --drop alone",
+                                 param_hint="--rate")
     muzzle = _muzzle(config)
     try:
         seconds = parse_duration(duration) if duration else None
-        item = muzzle.add(host, rate=rate, duration=seconds, reason=reason)
+        item = muzzle.add(host, rate=0.0 if drop else rate, duration=seconds, reason=reason, force=force)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     except MuzzleError as exc:

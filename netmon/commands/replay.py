@@ -23,6 +23,7 @@ from netmon.commands.damage import fail_if_damaged
 from netmon.config import ConfigError, Settings, load, validate
 from netmon.report.hosts import WORST_COLUMNS, console, reasons, worst_hosts
 from netmon.report.listing import plural, table
+from netmon.sinks.store import StoreError
 
 
 def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[str, ...], interval: float | None,
@@ -81,7 +82,7 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         click.echo("model state: none kept (models start cold; --state FILE restores and saves them)", err=True)
     try:
         stages = pipeline.build(settings)
-    except ConfigError as exc:  # e.g. an InfluxDB 1.x database that is missing and cannot be created
+    except (StoreError, ConfigError) as exc:  # a damaged store path; an InfluxDB 1.x database that cannot be created
         raise click.ClickException(str(exc)) from None
     summary = pipeline.run(stages)
     if findings_json:

@@ -21,6 +21,7 @@ import structlog
 from netmon import logs, pipeline
 from netmon.config import ConfigError, Settings, load
 from netmon.detect.engine import Engine
+from netmon.sinks.store import StoreError
 from netmon.sources.live import LiveError
 
 log = structlog.get_logger(__name__)
@@ -146,7 +147,7 @@ def command(config_path: str) -> None:
     log.info("netmon running", sources=[t["type"] for t in settings.sources])
     try:
         summary = service.run()
-    except (LiveError, ConfigError) as exc:  # ConfigError: e.g. an InfluxDB database that cannot be created
+    except (LiveError, ConfigError, StoreError, OSError) as exc:  # no database, a busy port, an unwritable path
         raise click.ClickException(str(exc)) from None
     finally:
         if server is not None:

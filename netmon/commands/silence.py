@@ -16,7 +16,8 @@ import click
 from netmon.config import ConfigError
 from netmon.report.listing import Column, emit, format_option, plural, when
 from netmon.sinks.alerts import DEFAULT_SILENCES, configured
-from netmon.sinks.alerts.silences import Rule, check_address, load_file, parse_duration, save_file
+from netmon.sinks.alerts.silences import Rule, SilencesFileError, check_address, parse_duration, read_file, save_file
+
 
 def _file(config: str | None, path: str | None) -> Path:
     if path:
@@ -29,6 +30,17 @@ def _file(config: str | None, path: str | None) -> Path:
 
 def _when(t: float | None) -> str:
     return "never" if t is None else when(t) + " UTC"
+
+
+def _read(target: Path) -> list[Rule]:
+    """The file's usable rules; each unusable entry named on stderr; an unreadable file a clear error."""
+    try:
+        rules, problems = read_file(target)
+    except SilencesFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    return rules
 
 
 file_options = [
@@ -70,7 +82,7 @@ def add(host: str, prefix: str, server: str, duration: str, reason: str, allow: 
         raise click.BadParameter("--reason must say why")
     target = _file(config, path)
     rule = Rule(kind="allow" if allow else "silence", reason=reason, host=host, prefix=prefix, server=server, expires=expires)
-    save_file(target, [*load_file(target), rule])
+    save_file(target, [*_read(target), rule])
     click.echo(f"{rule.id}\t{rule.kind} until {_when(expires)}\t{target}")
 
 
@@ -92,7 +104,7 @@ SILENCE_COLUMNS = (
 def list_(show_all: bool, config: str | None, path: str | None, fmt: str) -> None:
     """List silences: id, kind, match, expiry, reason (with --config, its entries too)."""
     now = time.time()
-    rules = load_file(_file(config, path))
+    rules = _read(_file(config, path))
     if config:
         table = configured(config)
         rules += [r.rule("silence") for r in table.silences] + [r.rule("allow") for r in table.allowlist]
@@ -111,7 +123,7 @@ def list_(show_all: bool, config: str | None, path: str | None, fmt: str) -> Non
 def remove(ids: tuple[str, ...], config: str | None, path: str | None) -> None:
     """Remove silences by id (also drops expired entries from the file)."""
     target = _file(config, path)
-    rules = load_file(target)
+    rules = _read(target)
     now = time.time()
     kept = [r for r in rules if r.id not in ids and r.active(now)]
     missing = set(ids) - {r.id for r in rules}

@@ -1,19 +1,20 @@
-"""Model state on disk: saved atomically, restored at start, never a crash.
+"""Model state on disk: data only, checked before it is read, saved atomically, never a crash.
 
-A checkpoint is a zip archive (format described in ``models/README.md``):
+A checkpoint (format described in ``models/README.md``) is a header, then a zip
+archive:
 
-* ``header.json``: ``{"magic": "netmon-checkpoint", "format": 1, "netmon": ...,
-  "river": ..., "numpy": ..., "created": ...}``;
-* ``state.json``: the detectors' state tree, ``{detector name: state}``, where
-  each leaf that is not plain JSON points into the archive: numpy arrays as
-  ``.npy`` members (read with ``allow_pickle=False``), bytes as ``.bin`` members;
-* the ``.npy`` and ``.bin`` members.
+* the header: ``HEADER_BYTES`` bytes, one line of JSON padded with spaces,
+  ``{"magic": "netmon-checkpoint", "format": 2, "netmon": ..., "river": ...,
+  "numpy": ..., "created": ..., "bytes": N, "sha256": <hex digest of the N
+  archive bytes that follow>}``;
+* in the archive, ``state.json``: the detectors' state tree, ``{detector name:
+  state}``, where each leaf that is not plain JSON is a numpy array stored as an
+  ``.npy`` member (read with ``allow_pickle=False``).
 
-netmon itself unpickles nothing here. The only bytes members today are the
-population model's river ``HalfSpaceTrees``, pickled by that detector because
-river offers no other serialisation; the ``river`` version in the header
-guards them: a checkpoint written under another river (or another format) is
-set aside, not loaded.
+Nothing in a checkpoint is code: no pickle anywhere (river's forests are stored as
+arrays, :mod:`netmon.detect.forests`), so a crafted file can at worst be refused.
+The magic, the format and the checksum are verified before the archive is opened;
+anything else is refused.
 
 Writing goes to a temporary file in the same directory, fsynced, then renamed
 over the old one, so a crash mid-write leaves the previous checkpoint intact.
@@ -24,6 +25,7 @@ aside as ``<name>.corrupt-<UTC time>`` or ``<name>.foreign-<UTC time>``, and
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -31,7 +33,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import river
@@ -43,7 +45,15 @@ from netmon import health
 log = structlog.get_logger(__name__)
 
 MAGIC = "netmon-checkpoint"
-FORMAT = 1
+FORMAT = 2
+#: Length of the header line (JSON padded with spaces, ending in a newline).
+HEADER_BYTES = 1024
+#: Bytes hashed or copied at a time: a checkpoint is never held in memory whole.
+BLOCK = 1 << 20
+#: An archive may expand to this many bytes, or to EXPANSION times its size if more:
+#: a crafted "zip bomb" must not exhaust memory at every start (a crash loop).
+EXPANDED_FREE = 1 << 30
+EXPANSION = 200
 
 
 class CheckpointError(ValueError):
@@ -55,7 +65,7 @@ class CheckpointError(ValueError):
 
 
 def header() -> dict[str, Any]:
-    """What this build writes, and checks on reading."""
+    """What this build writes, and checks on reading (the checksum is added when saving)."""
     return {
         "magic": MAGIC,
         "format": FORMAT,
@@ -76,11 +86,6 @@ def _encode(value: Any, archive: zipfile.ZipFile, counter: list[int]) -> Any:
         np.save(buffer, value, allow_pickle=False)
         archive.writestr(name, buffer.getvalue())
         return {"npy": name}
-    if isinstance(value, bytes):
-        counter[0] += 1
-        name = f"blobs/{counter[0]}.bin"
-        archive.writestr(name, value)
-        return {"bin": name}
     if isinstance(value, np.generic):
         value = value.item()
     return {"json": value}
@@ -93,28 +98,41 @@ def _decode(node: Any, archive: zipfile.ZipFile) -> Any:
     if kind == "dict":
         return {k: _decode(v, archive) for k, v in value.items()}
     if kind == "npy":
-        return np.load(io.BytesIO(archive.read(value)), allow_pickle=False)
-    if kind == "bin":
-        return archive.read(value)
+        return np.lib.format.read_array(io.BytesIO(archive.read(value)), allow_pickle=False)
     if kind == "json":
         return value
     raise CheckpointError("corrupt", f"unknown state node kind {kind!r}")
 
 
 def save(path: Path, states: dict[str, Any]) -> None:
-    """Write ``{detector name: state}`` to ``path`` atomically (temp file + rename)."""
+    """Write ``{detector name: state}`` to ``path`` atomically (temp file, fsync, rename).
+
+    The archive is streamed to the temporary file after a blank header, hashed from
+    there, then the header is written in place. Raises what writing raises (OSError
+    on a full disk, TypeError for a state that is not data); the previous checkpoint
+    is then left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as raw:
+        with os.fdopen(fd, "w+b") as raw:
+            raw.write(b" " * HEADER_BYTES)
             with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-                archive.writestr("header.json", json.dumps(header()))
                 tree = _encode(states, archive, [0])
                 archive.writestr("state.json", json.dumps(tree))
+            size = raw.tell() - HEADER_BYTES
+            raw.seek(HEADER_BYTES)
+            head = {**header(), "bytes": size, "sha256": _sha256(raw)}
+            line = json.dumps(head).encode()
+            if len(line) >= HEADER_BYTES:
+                raise ValueError(f"checkpoint header of {len(line)} bytes does not fit {HEADER_BYTES}")
+            raw.seek(0)
+            raw.write(line.ljust(HEADER_BYTES - 1) + b"\n")
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
+        _sync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -122,28 +140,71 @@ def save(path: Path, states: dict[str, Any]) -> None:
     log.info("checkpoint saved", path=str(path), bytes=path.stat().st_size, detectors=sorted(states))
 
 
+def _sha256(stream: BinaryIO) -> str:
+    """Hex SHA-256 of the rest of ``stream``, read a block at a time."""
+    digest = hashlib.sha256()
+    while block := stream.read(BLOCK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory so a rename in it survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _header(stream: BinaryIO) -> dict[str, Any]:
+    """The verified header; the checksum of everything after it is checked too, before
+    anything else is read (CheckpointError otherwise). Leaves ``stream`` anywhere."""
+    first = stream.read(HEADER_BYTES)
+    if first.startswith(b"PK"):
+        raise CheckpointError("foreign", "a format 1 checkpoint (pickled forests): not loaded, this netmon reads format 2")
+    if len(first) < HEADER_BYTES or not first.startswith(b'{"magic": "' + MAGIC.encode() + b'"') \
+            or not first.endswith(b"\n"):
+        raise CheckpointError("corrupt", "no netmon-checkpoint header: not a netmon checkpoint")
+    try:
+        head = json.loads(first)
+    except ValueError:
+        raise CheckpointError("corrupt", "the header is not JSON") from None
+    if not isinstance(head, dict) or head.get("magic") != MAGIC:
+        raise CheckpointError("corrupt", "header magic is not netmon-checkpoint")
+    if head.get("format") != FORMAT:
+        raise CheckpointError("foreign", f"format {head.get('format')!r}, this netmon reads format {FORMAT}")
+    size = stream.seek(0, os.SEEK_END) - HEADER_BYTES
+    if head.get("bytes") != size:
+        raise CheckpointError("corrupt", f"header says {head.get('bytes')!r} bytes follow, {size} do (truncated?)")
+    stream.seek(HEADER_BYTES)
+    if head.get("sha256") != _sha256(stream):
+        raise CheckpointError("corrupt", "checksum mismatch: the file was damaged after it was written")
+    return head
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        with zipfile.ZipFile(path) as archive:
-            try:
-                head = json.loads(archive.read("header.json"))
-            except KeyError:
-                raise CheckpointError("corrupt", "no header.json: not a netmon checkpoint") from None
-            if not isinstance(head, dict) or head.get("magic") != MAGIC:
-                raise CheckpointError("corrupt", "header magic is not netmon-checkpoint")
-            if head.get("format") != FORMAT:
-                raise CheckpointError("foreign", f"format {head.get('format')!r}, this netmon reads format {FORMAT}")
-            if head.get("river") != river.__version__:
-                raise CheckpointError(
-                    "foreign", f"written with river {head.get('river')!r}, this is river {river.__version__}"
-                )
-            if head.get("netmon") != netmon.__version__:
-                log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
-            states = _decode(json.loads(archive.read("state.json")), archive)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # an unreadable file is corrupt however it fails (zlib, zip, json, npy)
-        raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
+        stream = path.open("rb")
+    except OSError as exc:
+        raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
+    with stream:
+        try:
+            head = _header(stream)
+        except OSError as exc:
+            raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
+        if head.get("netmon") != netmon.__version__:
+            log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
+        try:  # zipfile finds the archive after the header itself
+            with zipfile.ZipFile(stream) as archive:
+                expanded = sum(item.file_size for item in archive.infolist())
+                if expanded > max(EXPANDED_FREE, EXPANSION * head["bytes"]):
+                    raise CheckpointError("corrupt", f"the archive of {head['bytes']} bytes claims to expand to {expanded}")
+                states = _decode(json.loads(archive.read("state.json")), archive)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # checksummed yet unreadable (zip, json, npy): corrupt however it fails
+            raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(states, dict):
         raise CheckpointError("corrupt", "state is not a table of detectors")
     return states

@@ -3,20 +3,28 @@
 Order matters: every detector scores the interval first; then hosts that any
 detector flagged (a finding of severity warning or worse) are kept out of
 learning, so an anomalous interval never teaches a model that it is normal.
-Learning detectors' state is checkpointed through ``netmon.detect.checkpoint``.
+Learning detectors' state is checkpointed through ``netmon.detect.checkpoint``:
+every ``checkpoint_every`` seconds of wall clock while intervals come in, and at
+stop. A checkpoint that cannot be written (disk full, unwritable directory) is
+logged and counted (``detect.checkpoint.failed``) and tried again a period later;
+the models run on.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import structlog
 
-from netmon import registry
+from netmon import health, registry
 from netmon.batch import Finding, HostIntervals, Scored
 from netmon.config import Detect
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Engine:
         self.detectors: dict[str, Any] = {
             name: registry.plugin("detector", name).build(settings.settings(name)) for name in settings.detectors
         }
+        self._saved = time.monotonic()
         if restore and settings.checkpoint and self._stateful():
             from netmon.detect import checkpoint
 
@@ -70,12 +79,25 @@ class Engine:
         for detector in self.detectors.values():
             if _learns(detector):
                 detector.learn(intervals, normal)
+        every = self.settings.checkpoint_every
+        if every and time.monotonic() - self._saved >= every:
+            self.save()
         return Scored(intervals=intervals, scores=scores, findings=findings)
 
-    def save(self) -> None:
-        """Checkpoint every stateful detector (no-op when none is, or no checkpoint is configured)."""
+    def save(self) -> bool:
+        """Checkpoint every stateful detector (no-op when none is, or no checkpoint is configured);
+        False when writing failed."""
+        self._saved = time.monotonic()
         stateful = self._stateful()
-        if stateful and self.settings.checkpoint:
-            from netmon.detect import checkpoint
+        if not stateful or not self.settings.checkpoint:
+            return True
+        from netmon.detect import checkpoint
 
+        try:
             checkpoint.save(Path(self.settings.checkpoint), {name: d.state() for name, d in stateful.items()})
+        except OSError as exc:
+            health.count("detect.checkpoint.failed")
+            log.error("checkpoint not written; models keep running, next try in one period",
+                      path=self.settings.checkpoint, error=exc.strerror or str(exc))
+            return False
+        return True

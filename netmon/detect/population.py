@@ -39,7 +39,6 @@ findings then need ``persist`` seconds more.
 
 from __future__ import annotations
 
-import pickle
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +51,7 @@ from river.tree.padded import PaddedBranch
 
 from netmon.batch import HostIntervals
 from netmon.config import Strict
-from netmon.detect import scaling
+from netmon.detect import forests, scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
 from netmon.detect.hoststate import Column, HostModel, Visit
@@ -312,12 +311,12 @@ class Population(HostModel):
         self.close(seen.visit, since=np.where(seen.outlier, began, np.nan))
 
     def state(self) -> dict[str, Any]:
-        """Per model: river's forest as a pickle (bytes; see models/README.md) and numpy arrays."""
+        """Per model: river's forest as arrays (:mod:`netmon.detect.forests`; no pickle) and numpy arrays."""
         return {
             **super().state(),
             "models": {
                 key: {
-                    "hst": pickle.dumps(m.hst, protocol=pickle.HIGHEST_PROTOCOL),
+                    "forest": forests.export(m.hst, m.columns),
                     "columns": list(m.columns),
                     "learned": m.learned,
                     "recent": m.recent,
@@ -334,23 +333,23 @@ class Population(HostModel):
         try:
             models = {}
             for key, m in state["models"].items():
-                hst = pickle.loads(m["hst"])
-                if not isinstance(hst, HalfSpaceTrees):
-                    raise TypeError(f"model {key!r} is a {type(hst).__name__}, not HalfSpaceTrees")
+                columns = [str(c) for c in m["columns"]]
                 models[key] = Model(
-                    hst,
-                    list(m["columns"]),
+                    forests.rebuild(m["forest"], columns),
+                    columns,
                     int(m["learned"]),
                     np.asarray(m["recent"], dtype=np.float32),
                 )
-        except (KeyError, TypeError, ValueError, pickle.UnpicklingError, AttributeError, EOFError) as exc:
-            log.warning("population state unusable; starting cold", error=str(exc))
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+            log.warning("population state unusable; starting cold", error=f"{type(exc).__name__}: {exc}")
             return
         self.models = models
         super().load_state(state)
 
     def nbytes(self) -> int:
-        return super().nbytes() + sum(len(pickle.dumps(m.hst)) for m in self.models.values())
+        """Per-host state plus each forest's exported arrays (its size in a checkpoint)."""
+        forest_arrays = (forests.export(m.hst, m.columns) for m in self.models.values())
+        return super().nbytes() + sum(v.nbytes for f in forest_arrays for v in f.values() if isinstance(v, np.ndarray))
 
 
 def build(config: Config) -> Population:

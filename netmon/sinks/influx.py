@@ -45,7 +45,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
-from netmon.config import ConfigError, Strict, check_url
+from netmon.config import ConfigError, Strict, check_url, redact_url
 from netmon.sinks import naming
 from netmon.sinks.spool import Record, Spool
 
@@ -664,7 +664,7 @@ def check(config: Config) -> list[str]:
                     problems.append(f"{problem}, and user {config.username!r} is not an admin, so netmon cannot "
                                     "create it: create it as an admin and GRANT WRITE to the user")
     except requests.RequestException as exc:
-        problems.append(f"no answer from {config.url} ({type(exc).__name__}); points would wait in the spool")
+        problems.append(f"no answer from {redact_url(config.url)} ({type(exc).__name__}); points would wait in the spool")
     return problems
 
 

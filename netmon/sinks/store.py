@@ -20,6 +20,14 @@ later are added to an existing file when it is opened.
 
 Readers (report code) use :class:`StoreReader`, which opens the file read-only
 and returns plain dicts; they never touch the writer.
+
+Faults never end a run. A store file that is not SQLite or is damaged is moved
+aside as ``<name>.corrupt-<UTC time>`` (with its ``-wal``/``-shm``), logged and
+counted (``store.corrupt``), and a fresh store is created, as for checkpoints.
+A write or commit that fails (disk full, I/O error) is rolled back, counted
+(``store.write_failed``) and retried ``RETRY_EVERY`` seconds later; until then
+the scored intervals wait in memory, at most ``buffer_rows`` host-intervals
+(the oldest are dropped beyond that, counted as ``store.dropped``).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import os
 import re
 import sqlite3
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +65,8 @@ SCHEMA_VERSION = 1
 #: Seconds (wall clock) between commits: a replay writes thousands of intervals a
 #: second, a live run one a minute; readers see data at most this late.
 COMMIT_EVERY = 1.0
+#: Seconds (wall clock) after a failed write before the store is tried again.
+RETRY_EVERY = 10.0
 _KEY_COLUMNS = ("host", "grp", "role", "start", "end")
 
 
@@ -67,10 +78,34 @@ class Config(Strict):
                       description="SQLite file; default netmon.db in the data directory ($NETMON_DATA_DIR, "
                                   "/var/lib/netmon for root and under systemd, else ~/.local/share/netmon)")
     retention_days: float = Field(30.0, gt=0, description="days of host-intervals and findings kept (event time)")
+    buffer_rows: int = Field(
+        100_000, ge=1, description="host-intervals held in memory while the store cannot be written (disk full)"
+    )
 
 
 class StoreError(RuntimeError):
-    """The store file cannot be opened or is not a netmon store."""
+    """The store file cannot be opened or is not a netmon store. ``corrupt``: the file itself
+    is bad (not SQLite, damaged); ``transient``: the disk is full or failing, worth retrying;
+    neither: out of reach (permissions, no directory), a fault in the config."""
+
+    def __init__(self, message: str, exc: sqlite3.Error | None = None) -> None:
+        super().__init__(message)
+        self.corrupt = exc is not None and _corrupt(exc)
+        self.transient = exc is not None and _transient(exc)
+
+
+def _transient(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed for want of space or a failing disk (worth trying again later)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR")
+
+
+def _corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged or not a database (not a transient fault)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or (
+        isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) and not name
+    )
 
 
 def _q(name: str) -> str:
@@ -95,7 +130,9 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         db.row_factory = sqlite3.Row
         return db
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        raise StoreError(f"{path}: cannot open the store: {exc}", exc) from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the store's directory: {exc.strerror or exc}") from None
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
@@ -112,11 +149,12 @@ class Store:
         self.first = math.inf
         self.last = -math.inf
         self._committed = time.monotonic()
+        self._uncommitted: list[Scored] = []
         try:
             self._schema()
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            raise StoreError(f"{self.path}: not a usable netmon store: {exc}") from None
+            raise StoreError(f"{self.path}: not a usable netmon store: {exc}", exc) from None
 
     def _schema(self) -> None:
         features = ", ".join(f"{_q(name)} REAL" for name in FEATURES)
@@ -148,9 +186,13 @@ class Store:
             self._known.add(name)
         if missing:
             self.db.commit()
+            self._uncommitted.clear()
 
     def write(self, scored: Scored) -> None:
-        """Store one closed interval: every host's features and scores, and the findings."""
+        """Store one closed interval: every host's features and scores, and the findings.
+
+        Raises sqlite3.Error when SQLite cannot (disk full); :meth:`rollback` then
+        hands back what was written but not yet committed."""
         iv = scored.intervals
         n = len(iv)
         self.first = min(self.first, iv.start)
@@ -175,6 +217,7 @@ class Store:
             [(f.host, f.group, f.start, f.end, f.detector, f.severity, f.score, f.server, f.explanation,
               json.dumps(f.evidence, default=float)) for f in scored.findings],
         )
+        self._uncommitted.append(scored)
         if time.monotonic() - self._committed >= COMMIT_EVERY:
             self.commit()
         health.count("store.host_intervals", n)
@@ -196,6 +239,16 @@ class Store:
         self._expire()
         self.db.commit()
         self._committed = time.monotonic()
+        self._uncommitted.clear()
+
+    def rollback(self) -> list[Scored]:
+        """Undo the open transaction after a failure; the intervals it held, to write again."""
+        try:
+            self.db.rollback()
+        except sqlite3.Error:
+            pass  # the transaction is gone either way
+        undone, self._uncommitted = self._uncommitted, []
+        return undone
 
     def record_input(self, path: str, first: float, last: float) -> None:
         """Remember that ``path`` was replayed and covered event times ``first``..``last``."""
@@ -208,20 +261,127 @@ class Store:
 
 
 class StoreSink:
-    """The sink plug-in: a :class:`Store` that also records the pcap files of the run."""
+    """The sink plug-in: a :class:`Store` that also records the pcap files of the run, and
+    keeps a run going through a full disk or a damaged file (see the module docstring)."""
 
     def __init__(self, config: Config, inputs: list[str]) -> None:
-        self.store = Store(config.path, config.retention_days)
+        self.config = config
+        self.path = Path(config.path)
         self.inputs = inputs
+        self.store: Store | None = None
+        self.pending: deque[Scored] = deque()
+        self.pending_rows = 0
+        self.retry_at = 0.0
+        self.failing = False
+        self._open()
+
+    def _open(self) -> None:
+        """Open (or replace a damaged) store; a full or failing disk leaves it closed, retried
+        later; a store out of reach is a StoreError (a config to fix)."""
+        try:
+            self.store = _open_or_replace(self.path, self.config.retention_days)
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            self._failed(str(exc))
+
+    def _failed(self, error: str) -> None:
+        self.retry_at = time.monotonic() + RETRY_EVERY
+        health.count("store.write_failed")
+        if not self.failing:
+            log.error("store write failed; intervals kept in memory and retried", path=str(self.path), error=error,
+                      pending=self.pending_rows, retry_in=RETRY_EVERY)
+        self.failing = True
 
     def write(self, scored: Scored) -> None:
-        self.store.write(scored)
+        self.pending.append(scored)
+        self.pending_rows += len(scored.intervals)
+        while self.pending_rows > self.config.buffer_rows and len(self.pending) > 1:
+            dropped = self.pending.popleft()
+            self.pending_rows -= len(dropped.intervals)
+            health.count("store.dropped", len(dropped.intervals))
+        if time.monotonic() >= self.retry_at:
+            self._flush()
+
+    def _flush(self) -> bool:
+        """Write every pending interval; False (and a retry scheduled) when SQLite fails."""
+        if self.store is None:
+            self._open()
+            if self.store is None:
+                return False
+        scored = None
+        try:
+            while self.pending:
+                scored = self.pending.popleft()
+                self.pending_rows -= len(scored.intervals)
+                self.store.write(scored)
+            if self.failing:
+                self.store.commit()
+        except sqlite3.Error as exc:
+            undone = self.store.rollback()
+            if scored is not None and not any(item is scored for item in undone):
+                undone.append(scored)
+            self.pending.extendleft(reversed(undone))
+            self.pending_rows += sum(len(s.intervals) for s in undone)
+            if _corrupt(exc):
+                self._replace(str(exc))
+            self._failed(str(exc))
+            return False
+        if self.failing:
+            log.info("store writable again; pending intervals written", path=str(self.path))
+            self.failing = False
+        return True
+
+    def _replace(self, reason: str) -> None:
+        """The open store turned out damaged: set it aside; the next try starts a fresh one."""
+        if self.store is not None:
+            try:
+                self.store.db.close()
+            except sqlite3.Error:
+                pass
+        self.store = None
+        _set_aside(self.path, reason)
 
     def close(self) -> None:
-        if self.store.last > -math.inf:
-            for path in self.inputs:
-                self.store.record_input(path, self.store.first, self.store.last)
-        self.store.close()
+        if (self.pending or self.store is None) and not self._flush():
+            health.count("store.lost", self.pending_rows)
+            log.error("store still not writable at stop; host-intervals lost", path=str(self.path),
+                      lost=self.pending_rows)
+        if self.store is None:
+            return
+        try:
+            if self.store.last > -math.inf:
+                for path in self.inputs:
+                    self.store.record_input(path, self.store.first, self.store.last)
+            self.store.close()
+        except sqlite3.Error as exc:
+            log.error("store not closed cleanly", path=str(self.store.path), error=str(exc))
+
+
+def _set_aside(path: Path, reason: str) -> str:
+    """Move a damaged store (and its WAL files) to ``<name>.corrupt-<UTC time>``; where it went."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            os.replace(part, Path(f"{aside}{suffix}"))
+    health.count("store.corrupt")
+    log.error("store file damaged; moved aside, a fresh store is created", path=str(path), moved_to=str(aside),
+              reason=reason)
+    return str(aside)
+
+
+def _open_or_replace(path: Path, retention_days: float) -> Store:
+    """The store at ``path``; a damaged file is set aside and a fresh store made. Any other
+    StoreError (out of reach, disk full) is raised."""
+    try:
+        return Store(path, retention_days)
+    except StoreError as exc:
+        if not exc.corrupt:
+            raise
+        _set_aside(path, str(exc))
+    return Store(path, retention_days)
 
 
 def _replayed_paths(settings: Any) -> list[str]:
@@ -244,6 +404,8 @@ def check(config: Config) -> list[str]:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        return [f"{path}: cannot create it, {parent} is not a directory"]
     return [] if os.access(parent, os.W_OK) else [f"{path}: cannot create it, {parent} is not writable"]
 
 

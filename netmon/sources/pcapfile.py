@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -139,8 +140,11 @@ class _Stream:
                 while got < len(fresh):
                     try:
                         n = self._read_into(view[got:])
-                    except (OSError, EOFError) as exc:
-                        self.damage = CaptureError(self.path, self.base + got, f"compressed stream is damaged ({exc})")
+                    except (OSError, EOFError, zlib.error) as exc:
+                        self.damage = CaptureError(
+                            self.path, self.base + got,
+                            f"compressed stream is damaged near compressed byte {self.raw.tell()} ({exc})",
+                        )
                         n = 0
                     if not n:
                         self.eof = True

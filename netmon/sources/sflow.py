@@ -28,7 +28,7 @@ from netmon.sources.netflow.datagrams import Datagram
 from netmon.sources.netflow.incapture import SFLOW_RECORD_DELAY
 from netmon.sources.netflow.records import FLOW_DTYPE, fill_from_frames, frames_from, ntp_observations
 from netmon.sources.netflow.state import MAX_EXPORTERS, PerExporter, Recent
-from netmon.sources.netflow.source import FlowConfig, FlowSource
+from netmon.sources.netflow.source import FlowConfig, FlowSource, check
 
 log = structlog.get_logger(__name__)
 
@@ -263,6 +263,9 @@ class SflowSource(FlowSource):
             self.decoder.feed(datagram.payload, datagram.time)
         decoded = self.decoder.flush()
         return Observations(ntp_observations(decoded.flows)), decoded.frames, max(d.time for d in batch)
+
+
+__all__ = ["Config", "SflowSource", "build", "check"]
 
 
 def build(config: Config, settings: Settings) -> SflowSource:

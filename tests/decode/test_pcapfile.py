@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +199,19 @@ def test_pcapng_interfaces_keep_their_own_link_type_and_a_bad_interface_id_is_an
     path.write_bytes(head + epb(0, ether) + epb(7, ip))
     with pytest.raises(CaptureError, match="interface"):
         list(read_frames(path))
+
+
+def test_damaged_gzip_gives_a_clear_error_with_offset_after_the_earlier_frames() -> None:
+    case = Path(__file__).resolve().parents[1] / "cases" / "gzip-damaged-mid-stream"
+    expected = json.loads((case / "expected.json").read_text())
+    got = 0
+    with pytest.raises(CaptureError) as caught:
+        for frames in read_frames(case / "capture.pcap.gz"):
+            got += len(frames)
+    assert got == expected["frames"], f"{got} frames delivered before the damage, expected {expected['frames']}"
+    assert caught.value.offset == expected["offset"]
+    assert expected["error"] in str(caught.value) and expected["zlib"] in str(caught.value), str(caught.value)
+    done = subprocess.run([str(Path(sys.executable).with_name("netmon")), "replay", "--internal", "10.0.0.0/8", str(case / "capture.pcap.gz")],
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "compressed stream is damaged" in output, output

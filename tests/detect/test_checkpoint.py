@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -14,6 +18,9 @@ from netmon.config import Detect
 from netmon.detect import checkpoint
 from netmon.detect.engine import Engine
 from tests.detect.fleet import Fleet
+from tests.support.disk import fill, small_tmpfs
+
+CASES = Path(__file__).resolve().parents[1] / "cases"
 
 HOUR = 3600.0
 MODELS = ["population", "baseline", "drift"]
@@ -37,11 +44,16 @@ def _aside(path: Path, kind: str) -> list[Path]:
     return sorted(path.parent.glob(f"{path.name}.{kind}-*"))
 
 
-def test_round_trip_keeps_arrays_bytes_and_json(tmp_path):
+def _head_and_archive(path: Path) -> tuple[dict, zipfile.ZipFile]:
+    line, _, payload = path.read_bytes().partition(b"\n")
+    return json.loads(line), zipfile.ZipFile(io.BytesIO(payload))
+
+
+def test_round_trip_keeps_arrays_and_json(tmp_path):
     path = tmp_path / "state.ckpt"
     states = {
         "a": {"hosts": np.array(["10.0.0.1", "2001:db8::/64"]), "mean": np.arange(6, dtype=np.float32).reshape(3, 2)},
-        "b": {"blob": b"\x00\x01river", "learned": 12, "columns": ["x", "y"], "nested": {"v": 1.5}},
+        "b": {"learned": 12, "columns": ["x", "y"], "nested": {"v": 1.5}, "none": None},
     }
     checkpoint.save(path, states)
     back = checkpoint.load(path)
@@ -49,9 +61,44 @@ def test_round_trip_keeps_arrays_bytes_and_json(tmp_path):
     np.testing.assert_array_equal(back["a"]["mean"], states["a"]["mean"])
     assert back["a"]["mean"].dtype == np.float32
     assert back["b"] == states["b"]
-    with zipfile.ZipFile(path) as archive:
-        head = json.loads(archive.read("header.json"))
+    head, _ = _head_and_archive(path)
     assert head["magic"] == checkpoint.MAGIC and head["format"] == checkpoint.FORMAT and head["netmon"]
+
+
+def test_checkpoint_holds_only_json_and_plain_arrays_no_pickle(tmp_path):
+    path = tmp_path / "state.ckpt"
+    engine = _engine(path, population={"min_learned": 50, "persist": 0.0})
+    _feed(engine, Fleet.clients(40), 0.0, 1.0)
+    assert engine.detectors["population"].models, "the population model learned nothing to checkpoint"
+    engine.save()
+    _, archive = _head_and_archive(path)
+    names = archive.namelist()
+    assert set(names) == {"state.json"} | {n for n in names if n.startswith("arrays/") and n.endswith(".npy")}, names
+    for name in names:
+        if name.endswith(".npy"):
+            array = np.lib.format.read_array(io.BytesIO(archive.read(name)), allow_pickle=False)
+            assert array.dtype != object, f"{name} is an object array (pickle inside)"
+
+
+def test_bytes_are_refused_when_saving_nothing_opaque_goes_in(tmp_path):
+    with pytest.raises(TypeError):
+        checkpoint.save(tmp_path / "state.ckpt", {"b": {"blob": b"\x80\x04opaque"}})
+
+
+def test_restored_population_forest_scores_and_learns_exactly_as_before(tmp_path):
+    path = tmp_path / "state.ckpt"
+    tables = {"population": {"min_learned": 50, "persist": 0.0}}
+    fleet = Fleet.clients(60)
+    first = _engine(path, **tables)
+    _feed(first, fleet, 0.0, 1.5)
+    first.save()
+    second = _engine(path, **tables)
+    for k in range(30):
+        batch = fleet.interval(1.5 * HOUR + k * 60.0)
+        a, b = first.process(batch), second.process(batch)
+        np.testing.assert_array_equal(a.scores["population"], b.scores["population"],
+                                      err_msg=f"restored population scores differ {k} intervals after the restore")
+    assert np.isfinite(a.scores["population"]).any(), "the population model never scored"
 
 
 def test_restart_from_checkpoint_keeps_baselines_and_sends_no_alert_storm(tmp_path):
@@ -110,16 +157,87 @@ def test_corrupt_checkpoint_gives_cold_start_and_is_kept_aside(tmp_path, damage)
     assert checkpoint.load(path), "a fresh checkpoint cannot be written after a corrupt one"
 
 
-@pytest.mark.parametrize("field,value", [("format", 99), ("river", "0.0.1")])
-def test_checkpoint_from_another_version_gives_cold_start_and_is_kept_aside(tmp_path, field, value):
+def _write(path: Path, head: dict, payload: bytes) -> None:
+    path.write_bytes(json.dumps(head).encode().ljust(checkpoint.HEADER_BYTES - 1) + b"\n" + payload)
+
+
+def _archive(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("state.json", json.dumps(state))
+    return buffer.getvalue()
+
+
+def test_checkpoint_of_another_format_gives_cold_start_and_is_kept_aside(tmp_path):
     path = tmp_path / "state.ckpt"
-    head = {**checkpoint.header(), field: value}
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("header.json", json.dumps(head))
-        archive.writestr("state.json", json.dumps({"dict": {}}))
+    payload = _archive({"dict": {}})
+    _write(path, {**checkpoint.header(), "format": 99, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()},
+           payload)
     assert checkpoint.load(path) == {}
     assert len(_aside(path, "foreign")) == 1 and not path.exists()
     assert health.snapshot().get("detect.checkpoint.foreign") == 1
+
+
+def test_checksum_mismatch_is_refused_before_the_archive_is_opened(tmp_path):
+    path = tmp_path / "state.ckpt"
+    checkpoint.save(path, {"a": {"n": np.arange(100)}})
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert checkpoint.load(path) == {}
+    assert len(_aside(path, "corrupt")) == 1
+    assert health.snapshot().get("detect.checkpoint.corrupt") == 1
+
+
+@pytest.mark.parametrize("case", ["checkpoint-pickle-runs-code", "checkpoint-pickle-missing-module",
+                                  "checkpoint-npy-object-missing-module"])
+def test_crafted_checkpoint_is_set_aside_never_run_and_models_start_cold(tmp_path, case, capsys):
+    expected = json.loads((CASES / case / "expected.json").read_text())
+    path = tmp_path / "models" / "state.ckpt"
+    path.parent.mkdir()
+    shutil.copy(CASES / case / "state.ckpt", path)
+    for attempt in range(2):  # a crash loop would fail the second start too
+        engine = _engine(path)
+        assert len(engine.detectors["population"].models) == 0, "models did not start cold"
+        engine.save()
+        shutil.copy(CASES / case / "state.ckpt", path)
+    assert not (tmp_path / "netmon-pwned").exists(), "the crafted checkpoint ran its code"
+    assert len(_aside(path, expected["kind"])) >= 1, f"not set aside as {expected['kind']}"
+    assert health.snapshot().get(f"detect.checkpoint.{expected['kind']}") == 2
+    assert expected["reason"] in capsys.readouterr().out, "the log does not say why the checkpoint was refused"
+
+
+def test_checkpoint_is_written_periodically_not_only_at_stop(tmp_path):
+    path = tmp_path / "state.ckpt"
+    engine = _engine(path, checkpoint_every=0.2)
+    fleet = Fleet.clients(20)
+    k = 0
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        engine.process(fleet.interval(k * 60.0))
+        k += 1
+    assert path.exists(), "no checkpoint written while running (only save() at stop would write one)"
+    assert len(checkpoint.load(path)["baseline"]["hosts"]) == 20, "the periodic checkpoint lacks the learned hosts"
+
+
+def test_full_disk_fails_the_checkpoint_counted_and_the_models_run_on(tmp_path):
+    with small_tmpfs(tmp_path / "disk", 256) as disk:
+        path = disk / "state.ckpt"
+        engine = _engine(path, checkpoint_every=0.001)
+        fleet = Fleet.clients(200)
+        engine.save()
+        assert path.exists()
+        before = path.read_bytes()
+        filler = fill(disk)
+        _feed(engine, fleet, 0.0, 0.3)
+        failed = health.snapshot().get("detect.checkpoint.failed", 0)
+        assert failed >= 1, "a checkpoint on a full disk did not fail as counted"
+        assert path.read_bytes() == before, "a failed checkpoint damaged the previous one"
+        assert [p.name for p in disk.iterdir() if p.name.startswith(".")] == [], "temporary file left on the full disk"
+        filler.unlink()
+        _feed(engine, fleet, 0.3 * HOUR, 0.05)
+        assert path.read_bytes() != before, "the checkpoint was not retried once space came back"
+        assert checkpoint.load(path)["baseline"]["hosts"].size == 200
 
 
 def test_state_for_other_features_is_dropped_not_crashed_on(tmp_path):
@@ -139,3 +257,61 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temp_file(tmp_path):
         checkpoint.save(path, {"a": {"n": object()}})
     assert path.read_bytes() == before, "a failed save damaged the previous checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["state.ckpt"], "temporary file left behind"
+
+
+def test_sigkill_mid_run_leaves_a_loadable_checkpoint_at_most_one_period_old(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
+    path = tmp_path / "models" / "state.ckpt"
+    config = tmp_path / "netmon.toml"
+    config.write_text(f'[campus]\ninternal = ["10.0.0.0/8"]\n[detect]\ncheckpoint = "{path}"\ncheckpoint_every = 0.05\n'
+                      f'[[sinks]]\ntype = "store"\npath = "{tmp_path}/netmon.db"\n')
+    netmon = str(Path(sys.executable).with_name("netmon"))
+    proc = subprocess.Popen([netmon, "replay", "--config", str(config), str(sample)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.exists(), "no checkpoint while the replay ran"
+        first = path.stat().st_mtime_ns
+        while path.stat().st_mtime_ns == first and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # kill right after a periodic save replaced the first: saving goes on
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    states = checkpoint.load(path)
+    assert set(states) >= {"population", "baseline", "drift"}, "the checkpoint left by a SIGKILL did not load"
+    assert not _aside(path, "corrupt"), "a SIGKILL left a torn checkpoint"
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda f: f.update(feature=f["feature"] + 1000), id="split-feature-out-of-range"),
+    pytest.param(lambda f: f.update(rng=f["rng"].astype(np.int64) - 2**40), id="generator-words-negative"),
+    pytest.param(lambda f: f.update(height=40), id="height-too-large"),
+    pytest.param(lambda f: f.update(l_mass=f["l_mass"][:, :3]), id="masses-misshapen"),
+    pytest.param(lambda f: f.pop("threshold"), id="thresholds-missing"),
+])
+def test_checksummed_but_inconsistent_forest_starts_population_cold_others_keep_state(tmp_path, damage):
+    path = tmp_path / "state.ckpt"
+    engine = _engine(path, population={"min_learned": 50, "persist": 0.0})
+    _feed(engine, Fleet.clients(40), 0.0, 1.0)
+    states = {name: d.state() for name, d in engine.detectors.items() if hasattr(d, "state")}
+    for model in states["population"]["models"].values():
+        damage(model["forest"])
+    checkpoint.save(path, states)
+    restored = _engine(path, population={"min_learned": 50, "persist": 0.0})
+    assert restored.detectors["population"].models == {}, "an inconsistent forest was loaded"
+    assert len(restored.detectors["baseline"].table) == 40, "the other detectors lost their state"
+
+
+def test_archive_that_would_expand_beyond_its_bound_is_refused_before_decompressing(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "EXPANDED_FREE", 1 << 20)
+    path = tmp_path / "state.ckpt"
+    checkpoint.save(path, {"a": {"zeros": np.zeros(1 << 19)}})  # 4 MiB of zeros deflate to a few KiB
+    assert checkpoint.load(path) == {}
+    assert len(_aside(path, "corrupt")) == 1, "the zip bomb was not set aside"

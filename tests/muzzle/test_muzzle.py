@@ -19,20 +19,30 @@ from tests.support.lab import wait_for
 
 pytestmark = pytest.mark.root
 
+#: The receiver's marker port: never muzzled, drained last, so a marker logged means
+#: every packet sent before it has arrived or was dropped.
+MARKER = 1235
+
 RECEIVER = """
 import select, socket, sys
 out = open(sys.argv[1], "a", buffering=1)
 socks = []
-for port in (123, 1234):
+for port in (123, 1234, MARKER):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
+    s.setblocking(False)
     socks.append(s)
 out.write("ready\\n")
 while True:
-    for s in select.select(socks, [], [])[0]:
-        _, (src, _) = s.recvfrom(2048)
-        out.write(f"{src} {s.getsockname()[1]}\\n")
-"""
+    ready = select.select(socks, [], [])[0]
+    for s in (s for s in socks if s in ready):  # drained in port order: the marker port last
+        while True:
+            try:
+                _, (src, _) = s.recvfrom(2048)
+            except BlockingIOError:
+                break
+            out.write(f"{src} {s.getsockname()[1]}\\n")
+""".replace("MARKER", str(MARKER))
 
 SENDER = """
 import socket, sys, time
@@ -57,7 +67,8 @@ def border_lab(lab, tmp_path):
     lab.spawn(server, [sys.executable, "-c", RECEIVER, str(log)])
     assert wait_for(lambda: log.exists() and "ready" in log.read_text()), "receiver did not start"
     config = tmp_path / "netmon.toml"
-    config.write_text(f'[[sinks]]\ntype = "alerts"\n[sinks.muzzle]\nenabled = true\naudit_log = "{tmp_path / "audit.log"}"\n')
+    config.write_text(f'[campus]\ninternal = ["10.99.0.0/16"]\n[[sinks]]\ntype = "alerts"\n[sinks.muzzle]\nenabled = true\n'
+                      f'audit_log = "{tmp_path / "audit.log"}"\n')
     return {"border": border, "client": client, "other": other, "log": log, "config": config, "tmp": tmp_path}
 
 
@@ -66,8 +77,15 @@ def send(ns, count: int = 20, gap: float = 0.005, port: int = 123) -> None:
 
 
 def received(log: Path, src: str, port: int = 123) -> int:
-    time.sleep(0.3)
     return log.read_text().splitlines().count(f"{src} {port}")
+
+
+def settled(env, ns, src: str) -> None:
+    """Send one packet to the marker port (never muzzled) and wait until the receiver logged it:
+    everything ``src`` sent before it has then arrived or was dropped."""
+    before = received(env["log"], src, MARKER)
+    send(ns, count=1, gap=0, port=MARKER)
+    assert wait_for(lambda: received(env["log"], src, MARKER) > before, 30), "the marker packet never arrived"
 
 
 def muzzle(env, *args: str) -> subprocess.CompletedProcess:
@@ -80,6 +98,7 @@ def muzzle(env, *args: str) -> subprocess.CompletedProcess:
 def delta(env, ns, src: str, port: int = 123, **kwargs) -> int:
     before = received(env["log"], src, port)
     send(ns, port=port, **kwargs)
+    settled(env, ns, src)
     return received(env["log"], src, port) - before
 
 
@@ -112,7 +131,7 @@ def test_muzzle_is_gone_after_expiry(border_lab):
     env = border_lab
     muzzle(env, "add", "10.99.1.2", "--rate", "1", "--for", "2s")
     assert delta(env, env["client"], "10.99.1.2", count=20, gap=0.001) <= 3
-    time.sleep(2.5)
+    assert wait_for(lambda: "10.99.1.2" not in muzzle(env, "list").stdout, 30), "the muzzle did not expire"
     assert delta(env, env["client"], "10.99.1.2") == 20, "NTP still held after the muzzle expired"
     assert "10.99.1.2" not in muzzle(env, "list").stdout, "expired muzzle still listed"
     rules = env["border"].exec(["nft", "list", "chain", "inet", "netmon_muzzle", "muzzle"]).stdout
@@ -121,7 +140,7 @@ def test_muzzle_is_gone_after_expiry(border_lab):
 
 def test_dry_run_changes_nothing_without_enabled(border_lab):
     env = border_lab
-    env["config"].write_text('[[sinks]]\ntype = "alerts"\n')
+    env["config"].write_text('[campus]\ninternal = ["10.99.0.0/16"]\n[[sinks]]\ntype = "alerts"\n')
     done = muzzle(env, "add", "10.99.1.2")
     assert "add element inet netmon_muzzle hosts4" in done.stdout, done.stdout
     assert delta(env, env["client"], "10.99.1.2") == 20, "a dry run blocked traffic"
@@ -135,8 +154,10 @@ def test_critical_alert_muzzles_automatically_when_config_allows(border_lab):
     env = border_lab
     muzzle_config = {"enabled": True, "netns": env["border"].name, "audit_log": str(env["tmp"] / "auto.log"),
                      "auto_rules": ["rule.kod_ignored"], "auto_severities": ["critical"], "duration": 60}
+    from netmon.config import validate
+
     sink = alerts.build(alerts.Config.model_validate(
-        {"type": "alerts", "silences_file": "", "muzzle": muzzle_config}), None)
+        {"type": "alerts", "silences_file": "", "muzzle": muzzle_config}), validate({"campus": {"internal": ["10.99.0.0/16"]}}))
     sink.write(scored([finding(host="10.99.1.2", rule="rule.kod_ignored", severity="critical"),
                        finding(host="10.99.2.2", rule="rule.origin", severity="critical")]))
     sink.close()

@@ -24,7 +24,7 @@ notifications to the hook workers; it never waits for a hook.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -96,7 +96,8 @@ def named_hooks(config: Config) -> list[Any]:
 class AlertsSink:
     """See the module docstring."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, campus: Sequence[str] = ()) -> None:
+        """``campus``: the ``[campus] internal`` prefixes, the only hosts the automatic muzzle may hold."""
         self.config = config
         rules = [r.rule("silence") for r in config.silences] + [r.rule("allow") for r in config.allowlist]
         self.silences = Silences(rules, Path(config.silences_file) if config.silences_file else None)
@@ -119,7 +120,7 @@ class AlertsSink:
             (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry, 2 * hook.timeout + 5))
             for hook in named_hooks(config)
         ]
-        self.muzzler = HookWorker("muzzle", _auto_muzzle(config.muzzle), config.queue_size, retry) if config.muzzle.auto_rules else None
+        self.muzzler = HookWorker("muzzle", _auto_muzzle(config.muzzle, campus), config.queue_size, retry) if config.muzzle.auto_rules else None
 
     def evidence_url(self, host: str) -> str:
         return self.config.evidence_url.replace("{host}", host_slug(host))
@@ -166,11 +167,11 @@ class AlertsSink:
             tmp.replace(self.state_path)
 
 
-def _auto_muzzle(config: muzzle_action.Config) -> Callable[[Alert], None]:
+def _auto_muzzle(config: muzzle_action.Config, campus: Sequence[str]) -> Callable[[Alert], None]:
     """Delivery for the automatic muzzle: like a hook, queued and retried off the collection path."""
 
     def deliver(alert: Alert) -> None:
-        muzzle_action.Muzzle(config).add(alert.host, reason=f"alert {alert.id}: {alert.rule} {alert.severity}")
+        muzzle_action.Muzzle(config, campus).add(alert.host, reason=f"alert {alert.id}: {alert.rule} {alert.severity}")
 
     return deliver
 
@@ -188,7 +189,7 @@ def configured(path: str | None) -> Config:
 
 
 def build(config: Config, settings: Settings | None = None) -> AlertsSink:
-    return AlertsSink(config)
+    return AlertsSink(config, settings.campus.internal if settings is not None else ())
 
 
 def check(config: Config) -> list[str]:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from netmon.config import Strict
+from netmon.config import Strict, redact_url
 
 
 class HookConfig(Strict):
@@ -29,11 +29,11 @@ def url_problems(url: str, what: str = "url") -> list[str]:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        return [f"{what} {url!r} is malformed: {exc}"]
+        return [f"{what} {redact_url(url)} is malformed: {exc}"]
     if parts.scheme not in ("http", "https"):
-        return [f"{what} {url!r} must start with http:// or https://"]
+        return [f"{what} {redact_url(url)} must start with http:// or https://"]
     if not parts.hostname:
-        return [f"{what} {url!r} names no host"]
+        return [f"{what} {redact_url(url)} names no host"]
     return []
 
 

@@ -20,8 +20,13 @@ from typing import Any, Literal
 import requests
 from pydantic import Field
 
+from netmon.config import redact, redact_url
 from netmon.sinks.alerts.hook import HookConfig, url_reach_problems
 from netmon.sinks.alerts.model import Alert
+
+class HookDeliveryError(RuntimeError):
+    """A POST that failed; the message names the endpoint only as ``scheme://host/…``."""
+
 
 SIGNATURE_HEADER = "X-Netmon-Signature"
 TIMESTAMP_HEADER = "X-Netmon-Timestamp"
@@ -41,16 +46,20 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def post_json(url: str, payload: Any, timeout: float, headers: dict[str, str], secret: str = "") -> None:
-    """POST ``payload`` as JSON; raise on a transport error or a non-2xx status."""
+    """POST ``payload`` as JSON; :class:`HookDeliveryError` on a transport error or a non-2xx
+    status, never showing more of ``url`` than scheme and host (it is logged by the worker)."""
     body = json.dumps(payload, ensure_ascii=False, allow_nan=False, default=str).encode()
     sent = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "netmon", **headers}
     if secret:
         stamp = str(int(time.time()))
         sent[TIMESTAMP_HEADER] = stamp
         sent[SIGNATURE_HEADER] = signature(secret, stamp, body)
-    response = requests.post(url, data=body, headers=sent, timeout=timeout)
+    try:
+        response = requests.post(url, data=body, headers=sent, timeout=timeout)
+    except requests.RequestException as exc:  # its text names the whole URL: a chat webhook's path is its key
+        raise HookDeliveryError(f"{redact_url(url)}: {type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:
-        raise RuntimeError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
+        raise HookDeliveryError(f"{redact_url(url)} answered HTTP {response.status_code}: {redact(response.text[:200])}")
 
 
 def build(config: Config) -> Callable[[Alert], None]:

@@ -26,7 +26,7 @@ Example::
 
 from typing import Any
 
-__all__ = ["Config", "NetflowSource", "build"]
+__all__ = ["Config", "NetflowSource", "build", "check"]
 
 
 def __getattr__(name: str) -> Any:

@@ -69,6 +69,19 @@ class ListenError(OSError):
     """A configured listen address cannot be bound (in use, not local, no permission)."""
 
 
+def listen_problems(endpoints: list[str], name: str) -> list[str]:
+    """Why each endpoint cannot be bound now (busy port, address not local), for ``check-config``."""
+    problems = []
+    for text in endpoints:
+        host, port = parse_endpoint(text)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                problems.append(f"{name} source cannot listen on {text}: {exc.strerror or exc}")
+    return problems
+
+
 class Listener:
     """Bound UDP sockets drained by a receiver process; ``receive`` yields batches until ``close``.
 

@@ -20,7 +20,7 @@ from netmon.config import Settings, Strict
 from netmon.sources.netflow.collector import Collector
 from netmon.sources.netflow.datagrams import Datagram
 from netmon.sources.netflow.incapture import NETFLOW_RECORD_DELAY
-from netmon.sources.netflow.listener import Allowlist, Listener, parse_endpoint, replay
+from netmon.sources.netflow.listener import Allowlist, Listener, listen_problems, parse_endpoint, replay
 from netmon.sources.netflow.records import ntp_observations
 
 
@@ -148,3 +148,8 @@ class NetflowSource(FlowSource):
 
 def build(config: Config, settings: Settings) -> NetflowSource:
     return NetflowSource(config)
+
+
+def check(config: FlowConfig) -> list[str]:
+    """Problems ``check-config`` reports: listen addresses that cannot be bound (a busy port)."""
+    return [] if config.paths else listen_problems(config.listen, getattr(config, "type", "flow"))
