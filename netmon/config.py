@@ -32,7 +32,6 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
