@@ -45,7 +45,8 @@ def _failing_hook_log(tmp_path, http_receiver, capsys, url: str) -> str:
     s = sink(tmp_path, [{"kind": "slack", "url": url, "timeout": 2}], retry_for=0.3)
     s.write(scored([finding()]))
     s.close()
-    return capsys.readouterr().out
+    logged = capsys.readouterr()
+    return logged.out + logged.err  # log lines go to stderr once the CLI set logging up
 
 
 def test_failing_chat_hook_logs_its_url_redacted_on_a_transport_error(tmp_path, http_receiver, capsys):

@@ -204,7 +204,8 @@ def test_crafted_checkpoint_is_set_aside_never_run_and_models_start_cold(tmp_pat
     assert not (tmp_path / "netmon-pwned").exists(), "the crafted checkpoint ran its code"
     assert len(_aside(path, expected["kind"])) >= 1, f"not set aside as {expected['kind']}"
     assert health.snapshot().get(f"detect.checkpoint.{expected['kind']}") == 2
-    assert expected["reason"] in capsys.readouterr().out, "the log does not say why the checkpoint was refused"
+    logged = capsys.readouterr()
+    assert expected["reason"] in logged.out + logged.err, "the log does not say why the checkpoint was refused"
 
 
 def test_checkpoint_is_written_periodically_not_only_at_stop(tmp_path):

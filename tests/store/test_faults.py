@@ -38,7 +38,8 @@ def test_damaged_store_is_moved_aside_and_a_fresh_one_created(tmp_path, capsys):
         "the damaged store was not kept aside unchanged"
     assert _rows(path) == 2, "the fresh store did not receive the intervals"
     assert health.snapshot().get("store.corrupt") == 1
-    out = capsys.readouterr().out
+    logged = capsys.readouterr()
+    out = logged.out + logged.err  # log lines go to stderr once the CLI set logging up
     assert "store file damaged; moved aside" in out and "malformed" in out, out
 
 
