@@ -40,6 +40,6 @@ def test_busy_listen_port_is_a_one_line_error_and_check_config_reports_it(tmp_pa
                           f'listen = ["127.0.0.1:{port}"]\n[[sinks]]\ntype = "store"\npath = "{tmp_path}/n.db"\n')
         expected = f"{source} source cannot listen on 127.0.0.1:{port}: Address already in use"
         ran = subprocess.run([NETMON, "run", "--config", str(config)], capture_output=True, text=True, timeout=60)
-        assert ran.returncode == 1 and expected in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
+        assert ran.returncode == 2 and expected in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
         checked = subprocess.run([NETMON, "check-config", str(config)], capture_output=True, text=True, timeout=60)
         assert checked.returncode == 2 and expected in checked.stderr, checked.stderr
