@@ -14,7 +14,7 @@ from netmon.config import ConfigError, load, validate
 def test_defaults_need_no_file():
     settings = load(None)
     assert settings.aggregate.interval == 60
-    assert [s["type"] for s in settings.sinks] == ["store"], "the embedded store is the default sink"
+    assert [s.type for s in settings.sinks] == ["store"], "the embedded store is the default sink"
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
-from netmon.config import Strict
+from netmon.config import SinkOptions
 from netmon.retry import Backoff
 from netmon.sinks.spool import Rejected, Spool, SpoolSender
 
@@ -57,7 +57,7 @@ FINDING = "ntp_finding"
 HEALTH = "netmon_health"
 
 
-class Config(Strict):
+class Config(SinkOptions):
     """``[[sinks]] type = "influx"``: where to write, how to batch, where to spool."""
 
     type: Literal["influx"]

@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 from netmon import health
 from netmon.batch import SEVERITIES, Scored
-from netmon.config import Strict
+from netmon.config import SinkOptions
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ def labelled(name: str) -> tuple[str, str, str] | None:
     return None
 
 
-class Config(Strict):
+class Config(SinkOptions):
     """``[[sinks]] type = "metrics"``: where /metrics listens."""
 
     type: Literal["metrics"]

@@ -26,7 +26,9 @@ from netmon.batch import Frames, Observations, addr_halves
 from netmon.config import Settings
 from netmon.sources.netflow.datagrams import Datagram, ip_packet
 from netmon.sources.netflow.records import FLOW_DTYPE, frames_from, ntp_observations
-from netmon.sources.netflow.source import FlowConfig, FlowSource
+from netmon.sources.netflow.source import FlowConfig, FlowSource, check
+
+__all__ = ["Config", "SflowSource", "build", "check"]
 
 log = structlog.get_logger(__name__)
 

@@ -21,6 +21,6 @@ Example::
     record_delay = 60                      # the exporters' active timeout
 """
 
-from netmon.sources.netflow.source import Config, NetflowSource, build
+from netmon.sources.netflow.source import Config, NetflowSource, build, check
 
-__all__ = ["Config", "NetflowSource", "build"]
+__all__ = ["Config", "NetflowSource", "build", "check"]

@@ -9,6 +9,7 @@ exports stop, Watermarks move event time on from the last export time.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Literal
@@ -57,6 +58,23 @@ class FlowConfig(Strict):
             if rate < 1:
                 raise ValueError(f"sampling rate for {address} must be >= 1 (1-in-N), got {rate}")
         return value
+
+
+def check(config: FlowConfig) -> list[str]:
+    """Listen addresses that cannot be bound now (another collector holds the port, an address
+    this machine does not have); a replay of ``paths`` listens on nothing."""
+    problems = []
+    for text in [] if config.paths else config.listen:
+        host, port = parse_endpoint(text)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                problems.append(f"cannot listen on {text}: {exc.strerror or exc}")
+    return problems
 
 
 class Config(FlowConfig):
