@@ -138,8 +138,8 @@ def build_sinks(settings: Settings) -> list[ManagedSink]:
     built: list[ManagedSink] = []
     try:
         for tag, config in zip(tags("sink", settings.sinks), settings.sinks):
-            sink = registry.plugin("sink", config.type).build(config, settings)
-            built.append(ManagedSink(tag, sink, config.buffer, config))
+            module = registry.plugin("sink", config.type)
+            built.append(ManagedSink(tag, lambda m=module, c=config: m.build(c, settings), config.buffer, config))
     except BaseException:
         for sink in built:
             sink.close()

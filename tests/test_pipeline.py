@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from netmon import pipeline
+from netmon import health, pipeline
 from netmon.config import validate
 
 SAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "samples" / "campus-runaway.pcap.gz"
@@ -35,8 +35,12 @@ def test_flow_source_lateness_keeps_windows_open_for_its_records(tmp_path: Path)
 
 
 def test_replay_gives_the_same_findings_every_time(tmp_path: Path):
+    health.reset()
     first = pipeline.run(pipeline.build(_settings(tmp_path / "a", ), restore=False))
     second = pipeline.run(pipeline.build(_settings(tmp_path / "b"), restore=False))
     assert first.intervals == second.intervals > 0
     assert [f.to_json() for f in first.findings] == [f.to_json() for f in second.findings]
     assert set(first.worst) == {"10.20.24.112"}, f"only the runaway host should be flagged, got {sorted(first.worst)}"
+    counters = health.snapshot()
+    assert counters["sink.store.errors"] == 0, "the store sink failed while the replay ran"
+    assert counters["sink.store.written"] == first.intervals + second.intervals

@@ -11,6 +11,8 @@ nothing). Here each sink gets:
   interval is dropped for this sink and counted: live collection never waits);
 * isolation: an exception from ``write`` or ``close`` is counted and logged, the
   interval is skipped for that sink, and the service goes on;
+* one thread per sink that builds, writes and closes it, so a sink may hold
+  thread-bound resources (an SQLite connection);
 * health, labelled by the sink's tag: ``sink.<tag>.{written,errors,dropped}`` and the
   gauges ``sink.<tag>.queue_bytes`` and ``sink.<tag>.queue_intervals``.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,11 +50,14 @@ def scored_bytes(scored: Scored) -> int:
 
 
 class ManagedSink:
-    """One sink plug-in behind a bounded queue and a thread; see the module docstring."""
+    """One sink plug-in behind a bounded queue and a thread; see the module docstring.
 
-    def __init__(self, tag: str, sink: Any, buffer: Buffer, config: Any = None) -> None:
+    ``build`` makes the sink, in the sink's own thread; an exception it raises is raised
+    here (a sink that cannot start is an error at start, as before)."""
+
+    def __init__(self, tag: str, build: Callable[[], Any], buffer: Buffer, config: Any = None) -> None:
         self.tag = tag
-        self.sink = sink
+        self.sink: Any = None
         self.config = config
         self.buffer = buffer
         self._queue: deque[tuple[Scored, int]] = deque()
@@ -61,8 +67,14 @@ class ManagedSink:
         self._cond = threading.Condition()
         for counter in ("written", "errors", "dropped"):
             health.count(f"sink.{tag}.{counter}", 0)  # present from the start: 0, not "no data"
-        self._thread = threading.Thread(target=self._run, name=f"sink-{tag}", daemon=True)
+        self._built = threading.Event()
+        self._build_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(build,), name=f"sink-{tag}", daemon=True)
         self._thread.start()
+        self._built.wait()
+        if self._build_error is not None:
+            self._thread.join()
+            raise self._build_error
 
     def put(self, scored: Scored) -> None:
         """Queue one interval for the sink; by ``when_full``, wait for room or drop it (counted)."""
@@ -92,18 +104,30 @@ class ManagedSink:
         return True
 
     def close(self) -> None:
-        """Hand over what is queued, stop the thread, then close the sink (errors counted, not raised)."""
+        """Hand over what is queued, then close the sink and stop its thread (errors counted, not raised)."""
         self.drain()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._thread.join()
-        try:
-            self.sink.close()
-        except Exception as exc:  # noqa: BLE001 - a sink failing at close must not hide the others' close
-            self._error("close", exc)
 
-    def _run(self) -> None:
+    def _run(self, build: Callable[[], Any]) -> None:
+        try:
+            self.sink = build()
+        except BaseException as exc:  # handed to the constructor's thread, which raises it
+            self._build_error = exc
+            return
+        finally:
+            self._built.set()
+        try:
+            self._serve()
+        finally:
+            try:
+                self.sink.close()
+            except Exception as exc:  # noqa: BLE001 - a sink failing at close must not hide the others' close
+                self._error("close", exc)
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
