@@ -116,9 +116,7 @@ class Aggregator:
         for start, stop in zip(bounds[:-1], bounds[1:]):
             index = int(window[start])
             part = self._thin.sample(index, rows[start:stop])
-            self._pending.setdefault(index, []).append(part)
-            if self._thin.over(index, part.shape[0]):
-                self._pending[index] = [self._thin.halve(index, self._pending[index])]
+            self._pending[index] = self._thin.add(index, self._pending.get(index, []), part)
 
     def _close_before(self, watermark: float) -> list[HostIntervals]:
         """Close windows whose end is at or before ``watermark``."""

@@ -45,12 +45,16 @@ class Thinning:
         health.count("aggregate.thinned_rows", rows.shape[0] - kept.shape[0])
         return kept
 
-    def over(self, window: int, added: int) -> bool:
-        """Count ``added`` rows into ``window``; True when it now holds more than the bound."""
-        self._held[window] = self._held.get(window, 0) + added
-        return self._held[window] > self.max_rows
+    def add(self, window: int, parts: list[np.ndarray], part: np.ndarray) -> list[np.ndarray]:
+        """``parts`` of ``window`` with ``part`` added, halved as often as the bound needs."""
+        parts.append(part)
+        self._held[window] = self._held.get(window, 0) + part.shape[0]
+        while self._held[window] > self.max_rows:
+            parts = [self._halve(window, parts)]
+        self._publish()
+        return parts
 
-    def halve(self, window: int, parts: list[np.ndarray]) -> np.ndarray:
+    def _halve(self, window: int, parts: list[np.ndarray]) -> np.ndarray:
         """Keep every other row the window holds (weights doubled) and sample later rows at twice the rate."""
         rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
         kept = rows[::2].copy()
@@ -68,3 +72,11 @@ class Thinning:
         """``window`` closed."""
         for table in (self._held, self._factor, self._seen):
             table.pop(window, None)
+        self._publish()
+
+    def held(self) -> int:
+        """Raw rows held over every open window."""
+        return sum(self._held.values())
+
+    def _publish(self) -> None:
+        health.gauge("aggregate.pending_rows", self.held())

@@ -113,7 +113,7 @@ class Service:
         self.runner.clock.stall_timeout = new.pipeline.stall_timeout
         for slot in kept:  # the minimum lateness may have changed
             slot.lateness = max(new.aggregate.lateness, float(getattr(slot.source, "lateness", 0.0)))
-            self.runner.clock.marks[slot.tag].lateness = slot.lateness
+            self.runner.clock.set_lateness(slot.tag, slot.lateness)
         for slot in sources:
             stages.sources.append(slot)
             self.runner.start(slot)

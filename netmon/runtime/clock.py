@@ -46,6 +46,11 @@ class Clock:
         """Start following source ``tag``; ``lateness`` seconds its rows may trail its newest row."""
         self.marks[tag] = Mark(lateness=lateness, live=live, heard=time.monotonic())
 
+    def set_lateness(self, tag: str, lateness: float) -> None:
+        """A reload changed source ``tag``'s lateness (its rows from now on count with it)."""
+        if tag in self.marks:
+            self.marks[tag].lateness = lateness
+
     def remove(self, tag: str) -> None:
         """Source ``tag`` ended (a replay read to its end) or was removed by a reload."""
         self.marks.pop(tag, None)
