@@ -234,6 +234,7 @@ class Pipeline:
                 if isinstance(item, Ended):
                     if slot.failed and slot in self.running:
                         self.summary.failed_sources.append(slot.tag)
+                    slot.close()  # release what it holds (an attached eBPF program) as soon as it ends
                     self.forget(slot)
                     continue
                 self.handle(slot.tag, item)
