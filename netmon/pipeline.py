@@ -108,8 +108,16 @@ def is_replay(config: BaseModel) -> bool:
     return bool(getattr(config, "paths", None))
 
 
+class StartError(RuntimeError):
+    """A source cannot start here (its ``check()`` says why: a missing interface or privilege)."""
+
+
 def supervise(tag: str, config: BaseModel, settings: Settings) -> Supervised:
-    """Build one source now (so a missing interface is an error at start) and wrap it."""
+    """Check and build one source now (so a missing interface or capability is an error at
+    start, not a restart loop) and wrap it."""
+    problems = registry.check("source", config)
+    if problems:
+        raise StartError(f"source {tag} ({config.type}): " + "; ".join(problems))
     module = registry.plugin("source", config.type)
     source = module.build(config, settings)
     lateness = max(settings.aggregate.lateness, float(getattr(source, "lateness", 0.0)))
@@ -119,8 +127,8 @@ def supervise(tag: str, config: BaseModel, settings: Settings) -> Supervised:
 
 def build_sources(settings: Settings, configs: list[BaseModel] | None = None,
                   names: list[str] | None = None) -> list[Supervised]:
-    """Sources for ``configs`` (default: every one in ``settings``); if one cannot be built, the
-    ones built before it are closed again and the error raised (nothing leaks)."""
+    """Sources for ``configs`` (default: every one in ``settings``), each checked then built; if
+    one cannot start, the ones built before it are closed again and the error raised (nothing leaks)."""
     configs = settings.sources if configs is None else configs
     built: list[Supervised] = []
     try:

@@ -127,12 +127,11 @@ class Service:
                ) -> tuple[list[Supervised], list[ManagedSink]]:
         """Check, then build, the new sources (and the sinks when they change); nothing is left
         open when this raises."""
-        problems = [f"sources[{new.sources.index(c)}] ({c.type}): {p}" for c in added for p in registry.check("source", c)]
         if sinks_change:
-            problems += [f"sinks[{i}] ({c.type}): {p}" for i, c in enumerate(new.sinks) for p in registry.check("sink", c)]
-        if problems:
-            raise ReloadError("; ".join(problems))
-        sources = pipeline.build_sources(new, added, names)
+            problems = [f"sinks[{i}] ({c.type}): {p}" for i, c in enumerate(new.sinks) for p in registry.check("sink", c)]
+            if problems:
+                raise ReloadError("; ".join(problems))
+        sources = pipeline.build_sources(new, added, names)  # checks each source, then builds it
         if not sinks_change:
             return sources, self.stages.sinks
         try:
@@ -183,7 +182,7 @@ def command(config_path: str) -> None:
         service = Service(config_path, settings)
         log.info("netmon running", sources=[slot.tag for slot in service.stages.sources])
         summary = service.run()
-    except LiveError as exc:
+    except (LiveError, pipeline.StartError) as exc:
         raise click.ClickException(str(exc)) from None
     log.info("netmon stopped", intervals=summary.intervals, findings=summary.finding_count,
              failed_sources=summary.failed_sources)
