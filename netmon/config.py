@@ -93,8 +93,11 @@ class Aggregate(Strict):
 class Detect(Strict):
     """Which detectors score each interval, and where their state is checkpointed.
 
-    One ``[detect.NAME]`` table per detector plug-in, typed by its own ``Config`` (the
-    fields are added from the registry by :func:`settings_model`)."""
+    One ``[detect.NAME]`` table per detector plug-in, typed by its own ``Config``: the
+    fields are added from the registry by :func:`settings_model` (this base class, used
+    directly, takes the tables as extras and validates one when it is asked for)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
     checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start")
@@ -119,7 +122,15 @@ class Detect(Strict):
     def settings(self, name: str) -> BaseModel:
         """The validated ``[detect.NAME]`` table for detector ``name``."""
         table = getattr(self, name, None)
-        return table if table is not None else registry.plugin("detector", name).Config()
+        if isinstance(table, BaseModel):
+            return table
+        return registry.plugin("detector", name).Config.model_validate(table or {})
+
+
+class TypedDetect(Detect):
+    """Base of the generated, typed :class:`Detect`: every table is a declared field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Logging(Strict):
@@ -182,7 +193,7 @@ def settings_model() -> type[Settings]:
     """:class:`Settings` with typed plug-in tables, generated from the registry on first use
     (so ``netmon --help`` imports no plug-in)."""
     detect = create_model(
-        "Detect", __base__=Detect,
+        "Detect", __base__=TypedDetect,
         **{name: (registry.plugin("detector", name).Config | None, None) for name in registry.DETECTORS},
     )
     return create_model(
