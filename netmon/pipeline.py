@@ -22,6 +22,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -109,7 +110,7 @@ def is_replay(config: BaseModel) -> bool:
 
 
 class StartError(RuntimeError):
-    """A source cannot start here (its ``check()`` says why: a missing interface or privilege)."""
+    """A source or sink cannot start here (a missing interface or privilege, a spool in use)."""
 
 
 def supervise(tag: str, config: BaseModel, settings: Settings) -> Supervised:
@@ -125,34 +126,41 @@ def supervise(tag: str, config: BaseModel, settings: Settings) -> Supervised:
     return Supervised(tag, config, source, lambda: module.build(config, settings), lateness, is_replay(config), backoff)
 
 
-def build_sources(settings: Settings, configs: list[BaseModel] | None = None,
-                  names: list[str] | None = None) -> list[Supervised]:
-    """Sources for ``configs`` (default: every one in ``settings``), each checked then built; if
-    one cannot start, the ones built before it are closed again and the error raised (nothing leaks)."""
-    configs = settings.sources if configs is None else configs
-    built: list[Supervised] = []
+def _all_or_nothing(makers: list[Callable[[], Any]]) -> list[Any]:
+    """Every maker's stage, or none: when one raises, the ones made before it are closed again
+    (nothing partly built is left holding a port, an interface or a spool) and the error raised."""
+    built: list[Any] = []
     try:
-        for tag, config in zip(names or tags("source", configs), configs):
-            built.append(supervise(tag, config, settings))
+        for make in makers:
+            built.append(make())
     except BaseException:
-        for slot in built:
-            slot.close()
+        for stage in built:
+            stage.close()
         raise
     return built
+
+
+def build_sources(settings: Settings, configs: list[BaseModel] | None = None,
+                  names: list[str] | None = None) -> list[Supervised]:
+    """Sources for ``configs`` (default: every one in ``settings``), each checked then built, all or none."""
+    configs = settings.sources if configs is None else configs
+    pairs = zip(names or tags("source", configs), configs)
+    return _all_or_nothing([lambda t=tag, c=config: supervise(t, c, settings) for tag, config in pairs])
+
+
+def manage(tag: str, config: BaseModel, settings: Settings) -> ManagedSink:
+    """Build one sink behind its queue; a sink that cannot start is a StartError naming it."""
+    module = registry.plugin("sink", config.type)
+    try:
+        return ManagedSink(tag, lambda: module.build(config, settings), config.buffer, config)
+    except Exception as exc:  # noqa: BLE001 - a spool in use, an unreadable credential: one line, not a traceback
+        raise StartError(f"sink {tag} ({config.type}): {exc}") from exc
 
 
 def build_sinks(settings: Settings) -> list[ManagedSink]:
-    """Every sink of ``settings``, each behind its queue; one that cannot be built closes the others."""
-    built: list[ManagedSink] = []
-    try:
-        for tag, config in zip(tags("sink", settings.sinks), settings.sinks):
-            module = registry.plugin("sink", config.type)
-            built.append(ManagedSink(tag, lambda m=module, c=config: m.build(c, settings), config.buffer, config))
-    except BaseException:
-        for sink in built:
-            sink.close()
-        raise
-    return built
+    """Every sink of ``settings``, each behind its queue, all or none."""
+    pairs = zip(tags("sink", settings.sinks), settings.sinks)
+    return _all_or_nothing([lambda t=tag, c=config: manage(t, c, settings) for tag, config in pairs])
 
 
 def build(settings: Settings, restore: bool = True) -> Stages:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from netmon import health, pipeline
 from netmon.config import validate
 
@@ -44,3 +46,25 @@ def test_replay_gives_the_same_findings_every_time(tmp_path: Path):
     counters = health.snapshot()
     assert counters["sink.store.errors"] == 0, "the store sink failed while the replay ran"
     assert counters["sink.store.written"] == first.intervals + second.intervals
+
+
+def test_every_source_and_sink_plugin_has_check_in_its_contract():
+    """check() is part of every plug-in's contract: check-config and a reload call it before starting."""
+    from netmon import registry
+
+    missing = [f"{kind} {name}" for kind in ("source", "sink") for name in registry.KINDS[kind]
+               if not callable(getattr(registry.plugin(kind, name), "check", None))]
+    assert not missing, f"plug-ins without check(config): {missing}"
+
+
+def test_a_sink_that_cannot_start_is_one_line_naming_it(tmp_path: Path):
+    from netmon.sinks.spool import Spool
+
+    held = Spool(tmp_path / "spool", 1 << 20)  # another netmon holds this spool
+    settings = validate({"sinks": [{"type": "store", "path": str(tmp_path / "a.db")},
+                                   {"type": "influx", "spool_dir": str(tmp_path / "spool")}]})
+    try:
+        with pytest.raises(pipeline.StartError, match=r"sink influx \(influx\): spool .* in use"):
+            pipeline.build_sinks(settings)
+    finally:
+        held.close()
