@@ -86,7 +86,7 @@ class Aggregate(Strict):
     interval: float = Field(60.0, gt=0, description="interval length, seconds")
     lateness: float = Field(2.0, ge=0, description="seconds a window stays open for late packets")
     kod_holdoff: float = Field(3600.0, gt=0, description="seconds after a KoD during which requests count as ignoring it")
-    max_window_rows: int = Field(2_000_000, ge=1000, description="raw rows one open window holds (~123 bytes each); "
+    max_window_rows: int = Field(1_000_000, ge=1000, description="raw rows one open window holds (~123 bytes each); "
                                  "past it a flood is thinned, packets and bytes weighted (aggregate.thinned_rows)")
 
 

@@ -191,7 +191,7 @@ class Pipeline:
         self.stages = stages
         self.summary = summary if summary is not None else Summary()
         self.clock = Clock(stages.runtime.stall_timeout)
-        self.items: queue.Queue[tuple[Supervised, Item | Ended]] = queue.Queue(maxsize=64)
+        self.items: queue.Queue[tuple[Supervised, Item | Ended]] = queue.Queue(maxsize=4)
         self.running: set[Supervised] = set()
 
     def start(self, slot: Supervised) -> None:
