@@ -20,6 +20,7 @@ import itertools
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ log = structlog.get_logger("netmon.pipeline")
 
 #: Findings and hosts a long-running service keeps for its summary (the worst by score).
 SERVICE_KEEP = 100
+#: Seconds sources asked to stop may take to drain before they are closed.
+STOP_TIMEOUT = 30.0
 
 
 @dataclass
@@ -231,17 +234,21 @@ class Pipeline:
     def run(self, stop: threading.Event, between: Callable[[], None] = lambda: None) -> Summary:
         """Run the sources until they end (a replay) or ``stop`` is set (live), then flush
         the open windows, save the models and close the sinks. ``between`` runs in this
-        thread between items (a reload)."""
-        stopping = False
+        thread between items (a reload). Sources asked to stop get ``STOP_TIMEOUT`` seconds
+        to drain; one that has not ended by then is closed, so shutdown always completes."""
+        stopping = math.inf
         try:
             for slot in list(self.stages.sources):
                 self.start(slot)
             while self.running:
                 between()
-                if stop.is_set() and not stopping:
-                    stopping = True
+                if stop.is_set() and stopping == math.inf:
+                    stopping = time.monotonic() + STOP_TIMEOUT
                     for slot in self.running:
                         slot.stop()
+                if time.monotonic() > stopping:
+                    log.warning("sources did not end after stop; closing them", sources=[s.tag for s in self.running])
+                    break
                 try:
                     slot, item = self.items.get(timeout=0.5)
                 except queue.Empty:

@@ -75,3 +75,30 @@ def test_failed_replay_is_counted_not_restarted_and_the_run_ends(tmp_path):
     assert summary.failed_sources == ["pcap"]
     assert summary.intervals == 1, "rows read before the failure are kept"
     assert health.snapshot()["pipeline.source.pcap.failed"] == 1
+
+
+class Deaf:
+    """A live source that ignores stop() and never ends (a driver stuck in a read)."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def batches(self) -> Iterator[Watermark]:
+        while not self.closed.wait(0.05):
+            yield Watermark(START)
+
+    def stop(self) -> None:
+        """Ignored: the fault under test."""
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_shutdown_completes_when_a_source_ignores_stop(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "STOP_TIMEOUT", 0.5)
+    deaf = Deaf()
+    slot = Supervised("deaf", None, deaf, Deaf, lateness=0.0, replay=False, backoff=Backoff(0.01, 0.05))
+    stop = threading.Event()
+    stop.set()
+    pipeline.Pipeline(stages(settings(tmp_path), [slot])).run(stop)
+    assert deaf.closed.is_set(), "the source that did not end was not closed"
