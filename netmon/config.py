@@ -194,7 +194,8 @@ def settings_model() -> type[Settings]:
     (so ``netmon --help`` imports no plug-in)."""
     detect = create_model(
         "Detect", __base__=TypedDetect,
-        **{name: (registry.plugin("detector", name).Config | None, None) for name in registry.DETECTORS},
+        **{name: (model, Field(default_factory=model))
+           for name, model in ((n, registry.plugin("detector", n).Config) for n in registry.DETECTORS)},
     )
     return create_model(
         "Settings", __base__=Settings,

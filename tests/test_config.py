@@ -90,3 +90,10 @@ def test_typed_union_errors_still_name_the_key_and_the_fix(data, expected):
     with pytest.raises(ConfigError) as info:
         validate(data, "test.toml")
     assert expected in str(info.value), f"error should name {expected!r}, said:\n{info.value}"
+
+
+def test_dumped_config_has_every_detector_table_to_edit():
+    """Tools edit a dumped config (evaluate sets [detect.rules] allowed_servers): tables are dicts."""
+    data = load(None).model_dump()
+    data["detect"]["rules"]["allowed_servers"] = ["192.0.2.0/24"]
+    assert validate(data).detect.settings("rules").allowed_servers == ["192.0.2.0/24"]
