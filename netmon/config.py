@@ -22,20 +22,24 @@ Shape (every key is optional; see ``deploy/netmon.toml`` for a commented example
     [[sinks]]                                      # one table per sink plug-in
     type = "store"
 
-Plug-in tables are validated by the plug-in's own ``Config`` model (see
-``netmon.registry``), so a new source or sink brings its settings with it.
+Plug-in tables are typed: ``sources``, ``sinks`` and the ``[detect.NAME]`` tables form a
+pydantic discriminated union on ``type`` generated from :mod:`netmon.registry`, each
+table validated once by the plug-in's own ``Config`` model, so a new source or sink
+brings its settings with it. Every ``[[sinks]]`` table also takes a ``[sinks.buffer]``
+(:class:`Buffer`), and ``[pipeline]`` (:class:`Runtime`) says how sources are restarted.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from netmon import registry
 from netmon.paths import data_dir
@@ -108,10 +112,16 @@ class Aggregate(Strict):
     interval: float = Field(60.0, gt=0, description="interval length, seconds")
     lateness: float = Field(2.0, ge=0, description="seconds a window stays open for late packets")
     kod_holdoff: float = Field(3600.0, gt=0, description="seconds after a KoD during which requests count as ignoring it")
+    max_window_rows: int = Field(1_000_000, ge=1000, description="raw rows one open window holds (~123 bytes each); "
+                                 "past it a flood is thinned, packets and bytes weighted (aggregate.thinned_rows)")
 
 
 class Detect(Strict):
-    """Which detectors score each interval, and where their state is checkpointed."""
+    """Which detectors score each interval, and where their state is checkpointed.
+
+    One ``[detect.NAME]`` table per detector plug-in, typed by its own ``Config``: the
+    fields are added from the registry by :func:`settings_model` (this base class, used
+    directly, takes the tables as extras and validates one when it is asked for)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -132,17 +142,27 @@ class Detect(Strict):
                 raise ValueError(f"unknown detector {name!r}; allowed: {', '.join(sorted(registry.DETECTORS))}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tables(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields and key not in registry.DETECTORS:
+                    raise ValueError(f"unknown table [detect.{key}]; allowed: {', '.join(sorted(registry.DETECTORS))}")
+        return data
+
     def settings(self, name: str) -> BaseModel:
         """The validated ``[detect.NAME]`` table for detector ``name``."""
-        module = registry.plugin("detector", name)
-        return module.Config.model_validate((self.model_extra or {}).get(name, {}))
+        table = getattr(self, name, None)
+        if isinstance(table, BaseModel):
+            return table
+        return registry.plugin("detector", name).Config.model_validate(table or {})
 
-    @model_validator(mode="after")
-    def _tables(self) -> "Detect":
-        for key in self.model_extra or {}:
-            if key not in registry.DETECTORS:
-                raise ValueError(f"unknown table [detect.{key}]; allowed: {', '.join(sorted(registry.DETECTORS))}")
-        return self
+
+class TypedDetect(Detect):
+    """Base of the generated, typed :class:`Detect`: every table is a declared field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Logging(Strict):
@@ -150,15 +170,71 @@ class Logging(Strict):
     format: Literal["console", "json"] = "console"
 
 
+class Runtime(Strict):
+    """``[pipeline]``: how the pipeline runs its sources (sinks have their own ``[sinks.buffer]``)."""
+
+    restart_initial: float = Field(1.0, gt=0, description="seconds before a failed live source is built again; "
+                                   "doubles per failure in a row, with jitter")
+    restart_max: float = Field(60.0, gt=0, description="longest wait between restarts of a failed source, seconds")
+    stall_timeout: float = Field(30.0, gt=0, description="seconds a live source may say nothing before windows "
+                                 "stop waiting for it (counted pipeline.source.<tag>.stalled)")
+
+    @model_validator(mode="after")
+    def _order(self) -> Runtime:
+        if self.restart_max < self.restart_initial:
+            raise ValueError(f"restart_max ({self.restart_max}) must be >= restart_initial ({self.restart_initial})")
+        return self
+
+
+class Buffer(Strict):
+    """``[sinks.buffer]``: the queue in front of one sink (see :mod:`netmon.runtime.sinks`)."""
+
+    max_bytes: int = Field(64 << 20, ge=1 << 16, description="bytes of intervals queued for this sink (an estimate)")
+    when_full: Literal["block", "drop_newest"] = Field(
+        "block", description="block: the pipeline waits (nothing lost); drop_newest: the interval is dropped "
+                             "for this sink and counted (sink.<tag>.dropped)")
+
+
+class SinkOptions(Strict):
+    """Keys every ``[[sinks]]`` table has beside its plug-in's own: the base of sink ``Config`` models."""
+
+    buffer: Buffer = Field(default_factory=Buffer)
+
+
 class Settings(Strict):
-    """The whole validated config."""
+    """The whole validated config; :func:`validate` returns it with typed plug-in tables
+    (``sources`` and ``sinks`` hold each plug-in's own ``Config``, found by ``type``)."""
 
     campus: Campus = Field(default_factory=Campus)
     aggregate: Aggregate = Field(default_factory=Aggregate)
+    pipeline: Runtime = Field(default_factory=Runtime)
     detect: Detect = Field(default_factory=Detect)
     logging: Logging = Field(default_factory=Logging)
-    sources: list[dict[str, Any]] = Field(default_factory=list)
-    sinks: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "store"}])
+    sources: list[Any] = Field(default_factory=list)
+    sinks: list[Any] = Field(default_factory=lambda: [registry.plugin("sink", "store").Config(type="store")])
+
+
+def _union(kind: str) -> Any:
+    """The discriminated union (on ``type``) of every plug-in ``Config`` of ``kind``, from the registry."""
+    models = tuple(registry.plugin(kind, name).Config for name in registry.KINDS[kind])
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at run time
+
+
+@functools.cache
+def settings_model() -> type[Settings]:
+    """:class:`Settings` with typed plug-in tables, generated from the registry on first use
+    (so ``netmon --help`` imports no plug-in)."""
+    detect = create_model(
+        "Detect", __base__=TypedDetect,
+        **{name: (model, Field(default_factory=model))
+           for name, model in ((n, registry.plugin("detector", n).Config) for n in registry.DETECTORS)},
+    )
+    return create_model(
+        "Settings", __base__=Settings,
+        detect=(detect, Field(default_factory=detect)),
+        sources=(list[_union("source")], Field(default_factory=list)),
+        sinks=(list[_union("sink")], Field(default_factory=lambda: [registry.plugin("sink", "store").Config(type="store")])),
+    )
 
 
 def plugin_config(kind: str, table: dict[str, Any]) -> BaseModel:
@@ -198,6 +274,25 @@ def _shown(where: str, value: Any) -> str:
     if isinstance(value, dict) or any(word in where.lower() for word in SECRET_WORDS):
         return ""
     return f" (got {redact(repr(value))})"
+_PLUGIN_LISTS = {"sources": "source", "sinks": "sink"}
+
+
+def _where(loc: tuple[Any, ...]) -> tuple[str, str | None]:
+    """A pydantic error location as a config key (``sinks[0].buffer.max_bytes``), and the plug-in
+    kind when the error is about a whole ``[[sources]]``/``[[sinks]]`` table."""
+    parts, kind = [], None
+    items = list(loc)
+    while items:
+        part = items.pop(0)
+        if part in _PLUGIN_LISTS and items and isinstance(items[0], int):
+            parts.append(f"{part}[{items.pop(0)}]")
+            kind = _PLUGIN_LISTS[part]
+            if items and items[0] in registry.KINDS[kind]:  # the union's tag: not a key of the file
+                items.pop(0)
+            continue
+        parts.append(str(part))
+    key = ".".join(parts).replace(".[", "[")
+    return key, kind if len(parts) == 1 else None
 
 
 def _describe(error: ValidationError, prefix: str = "") -> list[str]:
@@ -205,53 +300,31 @@ def _describe(error: ValidationError, prefix: str = "") -> list[str]:
     (a mistyped key's value is never shown: it may be a misspelt ``secret``)."""
     lines = []
     for item in error.errors():
-        where = prefix + ".".join(str(p) for p in item["loc"])
-        shown = "" if item["type"] == "extra_forbidden" else _shown(where, item.get("input"))
+        where, kind = _where(item["loc"])
+        where = prefix + where
+        value = item.get("input")
+        if item["type"] == "union_tag_invalid" and kind:
+            allowed = ", ".join(sorted(registry.KINDS[kind]))
+            lines.append(f"{where}: unknown {kind} type {item['ctx']['tag']!r}; allowed: {allowed}")
+            continue
+        if item["type"] == "union_tag_not_found" and kind:
+            allowed = ", ".join(sorted(registry.KINDS[kind]))
+            lines.append(f"{where}: a {kind} table needs type = one of: {allowed}")
+            continue
+        if item["type"] == "model_attributes_type" and kind:
+            lines.append(f"{where}: expected a table ([[{where.split('[')[0]}]]), got a {type(value).__name__}")
+            continue
+        shown = "" if item["type"] == "extra_forbidden" else _shown(where, value)
         lines.append(f"{where or '(top level)'}: {redact(item['msg'])}{shown}")
     return lines
 
 
-def _plugin_problems(data: dict[str, Any]) -> list[str]:
-    """Each [[sources]] / [[sinks]] / [detect.NAME] table checked by its plug-in's own model."""
-    problems = []
-    for kind, key in (("source", "sources"), ("sink", "sinks")):
-        tables = data.get(key, [])
-        if not isinstance(tables, list):
-            continue
-        for index, table in enumerate(tables):
-            where = f"{key}[{index}]"
-            if not isinstance(table, dict):
-                problems.append(f"{where}: expected a table ([[{key}]]), got a {type(table).__name__}")
-                continue
-            try:
-                plugin_config(kind, table)
-            except ValidationError as exc:
-                problems.extend(_describe(exc, where + "."))
-            except ValueError as exc:
-                problems.append(f"{where}: {redact(str(exc))}")
-    detect = data.get("detect", {})
-    if isinstance(detect, dict):
-        for name, table in detect.items():
-            if name in registry.DETECTORS and isinstance(table, dict):
-                try:
-                    registry.plugin("detector", name).Config.model_validate(table)
-                except ValidationError as exc:
-                    problems.extend(_describe(exc, f"detect.{name}."))
-    return problems
-
-
 def validate(data: dict[str, Any], origin: str = "config") -> Settings:
     """Settings from a parsed TOML document; ConfigError names each bad key."""
-    problems = _plugin_problems(data)
     try:
-        settings = Settings.model_validate(data)
+        return settings_model().model_validate(data)
     except ValidationError as exc:
-        problems = _describe(exc) + problems
-    except registry.UnknownPlugin as exc:
-        problems.insert(0, str(exc))
-    if problems:
-        raise ConfigError(f"{origin}: invalid settings:\n" + "\n".join(problems))
-    return settings
+        raise ConfigError(f"{origin}: invalid settings:\n" + "\n".join(_describe(exc))) from None
 
 
 def load(path: str | Path | None) -> Settings:

@@ -1,16 +1,23 @@
 """Plug-in names: the one place where a config ``type = "..."`` meets a module.
 
-A plug-in module exposes ``Config`` (a pydantic model with a ``type`` literal,
-validated from its TOML table) and ``build(config, context)``, which returns the
-stage object. Modules are imported only when named, so ``netmon --help`` and a
-pcap replay never import pyroute2 or the InfluxDB client.
+A source or sink plug-in module exposes ``Config`` (a pydantic model with a ``type``
+literal; :func:`netmon.config.settings_model` makes the config's discriminated union
+of them), ``check(config) -> list[str]`` (what would keep it from running: a missing
+interface, a busy port, an unreadable credential; ``netmon check-config`` and a SIGHUP
+reload call it before anything starts) and ``build(config, settings)``, which returns
+the stage object. Plug-in modules import their heavy dependencies (pyroute2, the
+InfluxDB client) only when they build, so ``netmon --help`` imports none of them.
 
-Interfaces, by kind:
+Interfaces, by kind (the pipeline, :mod:`netmon.runtime`, does the rest: threads,
+restarts, watermarks, queues, retries' pacing, isolation, health labels):
 
 * source: ``batches() -> Iterator[Frames | Observations | Watermark]`` and
   ``close()`` (callable from another thread: ``batches()`` then ends); optionally
-  ``lateness`` (seconds its records may trail newer ones);
-* sink: ``write(scored: Scored) -> None`` and ``close()``;
+  ``stop()`` (drain, then end) and ``lateness`` (seconds its records may trail
+  newer ones). A config with ``paths`` is a replay: it ends, and is not restarted;
+* sink: ``write(scored: Scored) -> None`` (encode and hand over; a networked sink
+  sends from its own thread, paced by :class:`netmon.retry.Backoff`) and ``close()``;
+  its ``Config`` derives from :class:`netmon.config.SinkOptions` (``[sinks.buffer]``);
 * detector: ``score(intervals) -> DetectorOutput`` (see ``netmon.detect.engine``),
   and for learning detectors ``learn(intervals, normal_mask)``, ``state()``,
   ``load_state(state)``.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 SOURCES: dict[str, str] = {
     "pcap": "netmon.sources.pcap",
@@ -58,3 +66,8 @@ def plugin(kind: str, name: str) -> ModuleType:
         allowed = ", ".join(sorted(table))
         raise UnknownPlugin(f"unknown {kind} type {name!r}; allowed: {allowed}")
     return importlib.import_module(table[name])
+
+
+def check(kind: str, config: Any) -> list[str]:
+    """What would keep the ``kind`` plug-in configured by ``config`` from running; empty when it can."""
+    return list(plugin(kind, config.type).check(config))

@@ -14,7 +14,7 @@ from netmon.config import ConfigError, load, validate
 def test_defaults_need_no_file():
     settings = load(None)
     assert settings.aggregate.interval == 60
-    assert [s["type"] for s in settings.sinks] == ["store"], "the embedded store is the default sink"
+    assert [s.type for s in settings.sinks] == ["store"], "the embedded store is the default sink"
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,41 @@ def test_check_config_exits_2_and_names_the_key(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "netmon", "check-config", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2, result
     assert "aggregate.interval" in result.stderr and "'soon'" in result.stderr, result.stderr
+
+
+def test_plugin_tables_are_typed_by_their_type():
+    """Issue 11: sources and sinks are a discriminated union generated from the registry, not dicts."""
+    from netmon import registry
+
+    settings = validate({"sources": [{"type": "netflow", "listen": ["127.0.0.1:0"], "record_delay": 5}],
+                         "sinks": [{"type": "store"}, {"type": "metrics", "buffer": {"when_full": "drop_newest"}}],
+                         "detect": {"rules": {}}})
+    source, (store, metrics) = settings.sources[0], settings.sinks
+    assert isinstance(source, registry.plugin("source", "netflow").Config) and source.record_delay == 5
+    assert isinstance(store, registry.plugin("sink", "store").Config)
+    assert metrics.buffer.when_full == "drop_newest" and store.buffer.when_full == "block"
+    assert isinstance(settings.detect.settings("rules"), registry.plugin("detector", "rules").Config)
+    assert validate(settings.model_dump()) == settings, "a dumped config validates back to the same settings"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"sinks": [{"type": "store", "buffer": {"when_full": "drop"}}]}, "sinks[0].buffer.when_full"),
+        ({"sinks": [{"path": "x.db"}]}, "sinks[0]: a sink table needs type = one of: alerts, influx, metrics, store"),
+        ({"sources": [{"type": "netflow", "listen": ["nonsense"]}]}, "sources[0].listen"),
+        ({"detect": {"nope": {}}}, "unknown table [detect.nope]; allowed:"),
+        ({"pipeline": {"restart_initial": 5, "restart_max": 1}}, "restart_max (1.0) must be >= restart_initial"),
+    ],
+)
+def test_typed_union_errors_still_name_the_key_and_the_fix(data, expected):
+    with pytest.raises(ConfigError) as info:
+        validate(data, "test.toml")
+    assert expected in str(info.value), f"error should name {expected!r}, said:\n{info.value}"
+
+
+def test_dumped_config_has_every_detector_table_to_edit():
+    """Tools edit a dumped config (evaluate sets [detect.rules] allowed_servers): tables are dicts."""
+    data = load(None).model_dump()
+    data["detect"]["rules"]["allowed_servers"] = ["192.0.2.0/24"]
+    assert validate(data).detect.settings("rules").allowed_servers == ["192.0.2.0/24"]

@@ -3,10 +3,12 @@
 Windows are ``aggregate.interval`` seconds long, aligned to multiples of the
 interval since the UNIX epoch, and follow the packets' own timestamps: a window
 closes when the watermark (the latest event time seen minus ``aggregate.lateness``,
-or a source's :class:`~netmon.batch.Watermark`) passes its end. Rows of a window
+or a source's :class:`~netmon.batch.Watermark`; with several sources the pipeline
+closes at the minimum of their watermarks) passes its end. Rows of a window
 that already closed are counted as ``aggregate.late`` and dropped. Rows wait
 unreduced in their open window (memory: one window plus lateness of UDP/123
-rows); features are computed once, when the window closes, in time order, so the
+rows, at most ``aggregate.max_window_rows`` rows a window: past that a flood is
+thinned, see :mod:`netmon.aggregate.thinning`); features are computed once, when the window closes, in time order, so the
 per-socket memory (poll gaps, origins, KoD) sees every packet in event order.
 """
 
@@ -21,6 +23,7 @@ from netmon import config, health
 from netmon.aggregate.features import Campus, compute
 from netmon.aggregate.keys import Names, PrefixSet
 from netmon.aggregate.state import SocketTable
+from netmon.aggregate.thinning import Thinning
 from netmon.batch import HostIntervals
 
 log = structlog.get_logger(__name__)
@@ -50,15 +53,25 @@ class Aggregator:
         self.lateness = float(aggregate.lateness)
         self.sockets = SocketTable(aggregate.kod_holdoff)
         self._pending: dict[int, list[np.ndarray]] = {}
+        self._thin = Thinning(aggregate.max_window_rows)
         self._open_from = -math.inf  # first window index still open
         self._max_time = -math.inf
         if not campus.internal:
             log.warning("no campus prefixes configured: no host is internal, no features will be produced")
 
     def add(self, rows: np.ndarray) -> list[HostIntervals]:
-        """Take a batch of observation rows; return the intervals the batch closed."""
+        """Take a batch of observation rows; return the intervals the batch closed (one source:
+        its newest row minus ``lateness``; the pipeline, with several, uses insert + advance)."""
         if rows.shape[0] == 0:
             return []
+        self.insert(rows)
+        return self._close_before(self._max_time - self.lateness)
+
+    def insert(self, rows: np.ndarray) -> float | None:
+        """Park a batch of rows in their windows, closing none; the newest event time kept
+        (UNIX s), None when no row was kept."""
+        if rows.shape[0] == 0:
+            return None
         time = rows["time"]
         good = np.isfinite(time)
         if not good.all():
@@ -74,10 +87,12 @@ class Aggregator:
         if late.any():
             health.count("aggregate.late", int(late.sum()))
             rows, window = rows[~late], window[~late]
-        if rows.shape[0]:
-            self._max_time = max(self._max_time, float(rows["time"].max()))
-            self._stash(rows, window)
-        return self._close_before(self._max_time - self.lateness)
+        if not rows.shape[0]:
+            return None
+        newest = float(rows["time"].max())
+        self._max_time = max(self._max_time, newest)
+        self._stash(rows, window)
+        return newest
 
     def advance(self, time: float) -> list[HostIntervals]:
         """A source's promise that nothing before ``time`` follows: close what ended by then."""
@@ -91,14 +106,17 @@ class Aggregator:
         return closed
 
     def _stash(self, rows: np.ndarray, window: np.ndarray) -> None:
-        """Park rows in their windows: slices (no copy) when the batch is in time order."""
+        """Park rows in their windows, each window its own copy (a slice would keep its whole
+        batch alive while the window stays open), thinned past ``max_window_rows``."""
         if window.shape[0] > 1 and not (window[1:] >= window[:-1]).all():
             order = np.argsort(window, kind="stable")
             rows, window = rows[order], window[order]
         cuts = np.flatnonzero(window[1:] != window[:-1]) + 1
         bounds = np.concatenate([[0], cuts, [window.shape[0]]]).tolist()
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            self._pending.setdefault(int(window[start]), []).append(rows[start:stop])
+            index = int(window[start])
+            part = self._thin.sample(index, rows[start:stop])
+            self._pending[index] = self._thin.add(index, self._pending.get(index, []), part)
 
     def _close_before(self, watermark: float) -> list[HostIntervals]:
         """Close windows whose end is at or before ``watermark``."""
@@ -112,6 +130,7 @@ class Aggregator:
         closed = []
         for index in windows:
             parts = self._pending.pop(index)
+            self._thin.forget(index)
             rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if rows.shape[0] > 1 and not (rows["time"][1:] >= rows["time"][:-1]).all():
                 rows = rows[np.argsort(rows["time"], kind="stable")]

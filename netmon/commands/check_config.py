@@ -1,8 +1,8 @@
 """``netmon check-config``: validate a config, and ask each plug-in whether it can run.
 
-Validation names each bad key and what is allowed; then every source and sink whose
-module offers ``check(config) -> list[str]`` (a hook URL that is malformed, an
-executable that is missing, an interface that does not exist) reports its problems,
+Validation names each bad key and what is allowed; then every source and sink reports
+its problems by its ``check(config) -> list[str]`` (a hook URL that is malformed, an
+executable that is missing, an interface that does not exist, a port in use),
 before anything starts.
 """
 
@@ -13,7 +13,7 @@ import sys
 import click
 
 from netmon import registry
-from netmon.config import ConfigError, Settings, load, plugin_config
+from netmon.config import ConfigError, Settings, load
 
 
 def problems(path: str | None) -> list[str]:
@@ -24,12 +24,9 @@ def problems(path: str | None) -> list[str]:
         return [str(exc)]
     found = run_problems(settings)
     for kind, tables in (("source", settings.sources), ("sink", settings.sinks)):
-        for index, table in enumerate(tables):
-            module = registry.plugin(kind, table["type"])
-            check = getattr(module, "check", None)
-            if check is not None:
-                where = f"{kind}s[{index}] ({table['type']})"
-                found.extend(f"{where}: {problem}" for problem in check(plugin_config(kind, table)))
+        for index, config in enumerate(tables):
+            where = f"{kind}s[{index}] ({config.type})"
+            found.extend(f"{where}: {problem}" for problem in registry.check(kind, config))
     return found
 
 

@@ -45,7 +45,7 @@ def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[
         data["aggregate"]["interval"] = interval
     data["sources"] = [{"type": "pcap", "paths": [str(Path(f)) for f in files]}]
     if db is not None:
-        stores = [s for s in data["sinks"] if s.get("type") == "store"]
+        stores = [s for s in data["sinks"] if s["type"] == "store"]
         for sink in stores:
             sink["path"] = db
         if not stores:

@@ -2,9 +2,11 @@
 
 Runs the configured sources (capture, ebpf, netflow, sflow...) through the pipeline
 until SIGINT or SIGTERM, then lets the sources drain, flushes the open intervals to
-the sinks, saves model state and detaches. SIGHUP reloads the config: the sources are
-rebuilt (an interface or a prefix may have changed); the aggregator, the detectors
-and the sinks are kept, with their state, unless their part of the config changed.
+the sinks, saves model state and detaches. A source that fails is restarted with
+backoff; a sink that fails is counted and skipped; neither ends the service.
+SIGHUP reloads the config (see :meth:`Service.apply`): what changed is checked and
+built before it runs, and any failure keeps the running config; the aggregator, the
+detectors and the sinks keep their state unless their part of the config changed.
 """
 
 from __future__ import annotations
@@ -12,105 +14,160 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import click
 import structlog
 
-from netmon import logs, pipeline
+from netmon import health, logs, pipeline, registry
+from netmon.aggregate import Aggregator
 from netmon.config import ConfigError, Settings, load
 from netmon.detect.engine import Engine
+from netmon.runtime.sinks import ManagedSink
+from netmon.runtime.sources import Supervised
 from netmon.sinks.store import StoreError
 from netmon.sources.live import LiveError
 
 log = structlog.get_logger(__name__)
 
 
+class ReloadError(RuntimeError):
+    """A new config's stages cannot run; the message says why (every problem)."""
+
+
 class Service:
-    """One running netmon: the stages, and what signals ask of them."""
+    """One running netmon: the stages, the pipeline running them, and what signals ask of them."""
 
     def __init__(self, config_path: str, settings: Settings) -> None:
         self.config_path = config_path
         self.settings = settings
         self.stages = pipeline.build(settings)
+        self.runner = pipeline.Pipeline(self.stages, pipeline.Summary(keep=pipeline.SERVICE_KEEP))
         self.stop = threading.Event()
         self.reload = threading.Event()
 
-    def stop_sources(self) -> None:
-        """Ask every source to drain and end (only flags: safe in a signal handler)."""
-        for source in self.stages.sources:
-            getattr(source, "stop", source.close)()
-
     def on_signal(self, signum: int, _frame: Any) -> None:
+        """Only flags (safe in a signal handler): the pipeline's thread acts on them."""
         if signum == signal.SIGHUP:
-            log.info("reload requested", config=self.config_path)
             self.reload.set()
         else:
-            log.info("stopping", signal=signal.Signals(signum).name)
             self.stop.set()
-        self.stop_sources()
 
-    def items(self) -> Iterator[pipeline.Item]:
-        """Items of the current sources; after a reload, of the new ones, on the same stages."""
-        while True:
-            yield from pipeline.merged(self.stages.sources, self.stop)
-            for source in self.stages.sources:
-                source.close()
-            if self.stop.is_set() or not self.reload.is_set():
-                return
+    def between(self) -> None:
+        """Called by the pipeline between items: apply a pending reload."""
+        if self.reload.is_set() and not self.stop.is_set():
             self.reload.clear()
+            log.info("reload requested", config=self.config_path)
             self.apply(self.config_path)
 
-    def apply(self, path: str) -> None:
-        """Rebuild what the new config changes; a bad new config keeps the old one running."""
-        old = self.settings
+    def apply(self, path: str) -> bool:
+        """Move to the config at ``path``; on any failure keep running the current one.
+
+        Sources and sinks the new config does not change run on untouched. The ones it
+        replaces are stopped (they may hold the port, interface or spool the new ones
+        need), then every new source and sink is checked (``check()``) and built; on any
+        problem (a bad config, a missing interface, a busy port) whatever was built is
+        closed again, the replaced ones are built again from the running config, and
+        the reload is counted failed (``pipeline.reload.failed``). A new source's own
+        lateness holds windows open from its first item on.
+        """
         try:
             new = load(path)
-            sources = [pipeline.build_plugin("source", t, new) for t in new.sources]
-        except (ConfigError, LiveError, OSError) as exc:
-            log.error("reload failed; keeping the running config", error=str(exc))
-            new, sources = old, [pipeline.build_plugin("source", t, old) for t in old.sources]
-        stages = self.stages
+        except ConfigError as exc:
+            return self._failed(str(exc))
+        old, stages = self.settings, self.stages
+        kept = [slot for slot in stages.sources if slot.config in new.sources]
+        gone = [slot for slot in stages.sources if slot not in kept]
+        names = dict(zip(map(id, new.sources), pipeline.tags("source", new.sources)))
+        added = [c for c in new.sources if not any(c == slot.config for slot in kept)]
+        sinks_change = new.sinks != old.sinks
+        for slot in gone:
+            slot.close()
+            self.runner.forget(slot)
+        if sinks_change:
+            for sink in stages.sinks:
+                sink.close()
+        try:
+            sources, sinks = self._build(new, added, [names[id(c)] for c in added], sinks_change)
+        except Exception as exc:  # noqa: BLE001 - any failure to start the new config keeps the old one
+            self._restore(old, gone, sinks_change)
+            return self._failed(str(exc))
         if (new.campus, new.aggregate) != (old.campus, old.aggregate):
-            for intervals in stages.aggregator.flush():
-                pipeline.deliver(stages, stages.engine.process(intervals))
-            stages.aggregator = pipeline.make_aggregator(new, sources)
+            self.runner.finish()
+            stages.aggregator = Aggregator(new.campus, new.aggregate)
         if new.detect != old.detect:
             stages.engine.save()
             stages.engine = Engine(new.detect, restore=True)
-        if new.sinks != old.sinks:
-            for sink in stages.sinks:
-                sink.close()
-            stages.sinks = [pipeline.build_plugin("sink", t, new) for t in new.sinks]
-        stages.sources = sources
+        stages.sinks = sinks
+        stages.runtime = new.pipeline
+        self.runner.clock.stall_timeout = new.pipeline.stall_timeout
+        for slot in kept:  # the minimum lateness may have changed
+            slot.lateness = max(new.aggregate.lateness, float(getattr(slot.source, "lateness", 0.0)))
+            self.runner.clock.set_lateness(slot.tag, slot.lateness)
+        for slot in sources:
+            stages.sources.append(slot)
+            self.runner.start(slot)
         self.settings = new
-        log.info("config reloaded", sources=[t["type"] for t in new.sources])
+        health.count("pipeline.reload.applied")
+        log.info("config reloaded", sources=[slot.tag for slot in stages.sources], started=[s.tag for s in sources],
+                 stopped=[s.tag for s in gone], sinks_rebuilt=sinks_change)
+        return True
+
+    def _build(self, new: Settings, added: list[Any], names: list[str], sinks_change: bool,
+               ) -> tuple[list[Supervised], list[ManagedSink]]:
+        """Check, then build, the new sources (and the sinks when they change); nothing is left
+        open when this raises."""
+        if sinks_change:
+            problems = [f"sinks[{i}] ({c.type}): {p}" for i, c in enumerate(new.sinks) for p in registry.check("sink", c)]
+            if problems:
+                raise ReloadError("; ".join(problems))
+        sources = pipeline.build_sources(new, added, names)  # checks each source, then builds it
+        if not sinks_change:
+            return sources, self.stages.sinks
+        try:
+            return sources, pipeline.build_sinks(new)
+        except BaseException:
+            for slot in sources:
+                slot.close()
+            raise
+
+    def _restore(self, old: Settings, gone: list[Supervised], sinks_change: bool) -> None:
+        """Build again what the failed reload stopped, from the running config."""
+        try:
+            for slot in pipeline.build_sources(old, [s.config for s in gone], [s.tag for s in gone]):
+                self.stages.sources.append(slot)
+                self.runner.start(slot)
+            if sinks_change:
+                self.stages.sinks = pipeline.build_sinks(old)
+        except Exception as exc:  # noqa: BLE001 - e.g. the interface vanished meanwhile
+            health.count("pipeline.reload.restore_failed")
+            log.error("could not restart what the failed reload stopped", error=str(exc)[:300])
+
+    def _failed(self, reason: str) -> bool:
+        health.count("pipeline.reload.failed")
+        log.error("reload failed; keeping the running config", error=reason)
+        return False
 
     def run(self) -> pipeline.Summary:
         handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            return pipeline.run_items(self.stages, self.items())
+            return self.runner.run(self.stop, self.between)
         finally:
-            for source in self.stages.sources:
-                source.close()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
 
 
 def _evidence_server(settings: Settings, config_path: str) -> Any:
     """The evidence reports' HTTP server, started when the evidence sink has ``listen``."""
-    table = next((t for t in settings.sinks if t.get("type") == "evidence" and t.get("listen")), None)
-    if table is None:
+    config = next((c for c in settings.sinks if c.type == "evidence" and c.listen), None)
+    if config is None:
         return None
     from pathlib import Path
 
     from netmon.report.serve import EvidenceServer, Site
-    from netmon.sinks.evidence import Config as EvidenceConfig, parse_listen
-    from netmon.sinks.store import DEFAULT_PATH
+    from netmon.sinks.evidence import parse_listen
 
-    config = EvidenceConfig.model_validate(table)
-    store = next((t.get("path", DEFAULT_PATH) for t in settings.sinks if t.get("type") == "store"), None)
+    store = next((c.path for c in settings.sinks if c.type == "store"), None)
     address, port = parse_listen(config.listen)
     try:
         return EvidenceServer(Site(Path(config.dir), Path(store) if store else None, config.url_path), address, port).start()
@@ -142,14 +199,15 @@ def command(config_path: str) -> None:
     server = _evidence_server(settings, config_path)
     try:
         service = Service(config_path, settings)
-    except (LiveError, OSError, ValueError) as exc:
+    except (LiveError, pipeline.StartError, ConfigError, StoreError, OSError, ValueError) as exc:
         _refuse(config_path, exc)
-    log.info("netmon running", sources=[t["type"] for t in settings.sources])
+    log.info("netmon running", sources=[slot.tag for slot in service.stages.sources])
     try:
         summary = service.run()
-    except (LiveError, ConfigError, StoreError, OSError) as exc:  # no database, a busy port, an unwritable path
+    except (LiveError, pipeline.StartError, ConfigError, StoreError, OSError) as exc:  # e.g. a database gone
         raise click.ClickException(str(exc)) from None
     finally:
         if server is not None:
             server.stop()
-    log.info("netmon stopped", intervals=summary.intervals, findings=len(summary.findings))
+    log.info("netmon stopped", intervals=summary.intervals, findings=summary.finding_count,
+             failed_sources=summary.failed_sources)

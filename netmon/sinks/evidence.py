@@ -16,6 +16,7 @@ method, after decoding and before aggregation.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic import Field, field_validator
 
 from netmon import health
 from netmon.batch import Frames, Scored
-from netmon.config import ConfigError, Strict, load
+from netmon.config import SinkOptions, load
 from netmon.sinks.alerts.model import host_slug
 
 log = structlog.get_logger(__name__)
@@ -36,7 +37,7 @@ DEFAULT_DIR = "netmon-data/evidence"
 PACKETS_FILE = "packets.pcap"
 
 
-class Config(Strict):
+class Config(SinkOptions):
     """``[[sinks]] type = "evidence"``."""
 
     type: Literal["evidence"] = "evidence"
@@ -115,17 +116,25 @@ class Ring:
 
 
 class EvidenceSink:
-    """Keeps packet rings for flagged hosts and writes them next to their reports."""
+    """Keeps packet rings for flagged hosts and writes them next to their reports.
+
+    ``frames`` is called from the pipeline's thread, ``write`` from the sink's own
+    (:mod:`netmon.runtime.sinks`): one lock guards the rings."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.dir = Path(config.dir)
         self.rings: OrderedDict[str, Ring] = OrderedDict()
+        self.lock = threading.Lock()
 
     def frames(self, frames: Frames, rows: np.ndarray, index: np.ndarray) -> None:
         """Keep the frames of flagged hosts (``index``: each decoded row's frame in ``frames``)."""
         if not self.rings or not len(rows) or self.config.packets_per_host == 0:
             return
+        with self.lock:
+            self._keep(frames, rows, index)
+
+    def _keep(self, frames: Frames, rows: np.ndarray, index: np.ndarray) -> None:
         for host, ring in self.rings.items():
             chosen = np.unique(index[matches(rows, host)])
             for i in chosen.tolist():
@@ -136,6 +145,11 @@ class EvidenceSink:
 
     def write(self, scored: Scored) -> None:
         """Start a ring for every newly flagged host; write the rings that grew; drop stale ones."""
+        with self.lock:
+            self._flag(scored)
+            self.flush()
+
+    def _flag(self, scored: Scored) -> None:
         now = float(scored.intervals.end)
         for finding in scored.findings:
             ring = self.rings.pop(finding.host, None) or Ring(self.config.packets_per_host, self.config.bytes_per_host, now)
@@ -147,7 +161,6 @@ class EvidenceSink:
             del self.rings[host]
         health.gauge("evidence.ring_hosts", len(self.rings))
         health.gauge("evidence.ring_bytes", sum(r.size for r in self.rings.values()))
-        self.flush()
 
     def flush(self) -> None:
         from netmon.sources.pcapfile import write_pcap
@@ -167,7 +180,8 @@ class EvidenceSink:
                 health.count("evidence.write_errors")
 
     def close(self) -> None:
-        self.flush()
+        with self.lock:
+            self.flush()
 
 
 def build(config: Config, settings: Any = None) -> EvidenceSink:
@@ -214,12 +228,8 @@ class Location:
 
 def configured(config_path: str | None) -> Config:
     """The config's evidence sink table, or the defaults; ConfigError names a bad key."""
-    settings = load(config_path)
-    table = next((t for t in settings.sinks if t.get("type") == "evidence"), None)
-    try:
-        return Config.model_validate(table or {})
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"{config_path}: sinks (evidence): {exc}") from None
+    settings = load(config_path)  # a bad key is a ConfigError naming it
+    return next((c for c in settings.sinks if c.type == "evidence"), None) or Config()
 
 
 def locate(config_path: str | None, host: str) -> Location:

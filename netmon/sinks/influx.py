@@ -29,7 +29,6 @@ import gzip
 import json
 import math
 import os
-import random
 import socket
 import threading
 import time
@@ -45,9 +44,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from netmon import health
 from netmon.batch import Finding, Scored
-from netmon.config import ConfigError, Strict, check_url, redact_url
+from netmon.config import ConfigError, SinkOptions, check_url, redact_url
+from netmon.retry import Backoff
 from netmon.sinks import naming
-from netmon.sinks.spool import Record, Spool
+from netmon.sinks.spool import Rejected, Spool, SpoolSender
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ V1_KEYS = frozenset({"database", "retention_policy", "username", "password", "pa
 V2_KEYS = frozenset({"org", "bucket", "token", "token_env", "token_file"})
 
 
-class Config(Strict):
+class Config(SinkOptions):
     """``[[sinks]] type = "influx"``: where to write, how to batch, where to spool."""
 
     type: Literal["influx"]
@@ -277,10 +277,6 @@ def scored_lines(scored: Scored) -> list[bytes]:
 # -- transports ----------------------------------------------------------------------
 
 
-class Rejected(Exception):
-    """The database refused the data itself (HTTP 400/413/422): resending cannot help."""
-
-
 class Transport(Protocol):
     def send(self, body: bytes) -> None: ...
 
@@ -476,42 +472,26 @@ def transport(config: Config) -> Transport:
 
 
 class InfluxSink:
-    """Spools every point first, sends from one background thread; see the module doc."""
+    """Encodes each interval as line protocol and hands it to a :class:`SpoolSender` (the
+    spool and the one sender thread); see the module doc."""
 
     def __init__(self, config: Config, send: Transport) -> None:
         self.config = config
         self.spool = Spool(config.spool_dir, config.spool_max_bytes, name=config.name)
         self._transport = send
-        self._wake = threading.Condition()
-        self._closing = False
-        self._urgent = False
-        self._deadline = math.inf
-        self._waiting_since: float | None = time.monotonic() if self.spool.pending_points() else None
+        self.sender = SpoolSender(self.spool, send.send, config.batch_size, config.flush_interval,
+                                  Backoff(config.retry_initial, config.retry_max))
         self._health_stop = threading.Event()
-        for name in ("write.errors", "write.retries", "write.rejected_points", "spool.dropped_points"):
-            health.count(f"{config.name}.{name}", 0)  # present from the start: dashboards show 0, not "no data"
-        self._thread = threading.Thread(target=self._send_loop, name="influx-sender", daemon=True)
-        self._thread.start()
         self._health_thread = threading.Thread(target=self._health_loop, name="influx-health", daemon=True)
         self._health_thread.start()
 
-    # -- pipeline side ---------------------------------------------------------------
-
     def write(self, scored: Scored) -> None:
         """Spool one interval's points; returns at once (no network)."""
-        self._append(scored_lines(scored))
+        self.sender.append(scored_lines(scored))
 
     def flush(self, timeout: float) -> bool:
         """Send everything spooled now, waiting up to ``timeout`` seconds; True when the spool is empty."""
-        deadline = time.monotonic() + timeout
-        with self._wake:
-            self._urgent = True
-            self._wake.notify()
-        while self.spool.pending_points() and time.monotonic() < deadline and self._thread.is_alive():
-            time.sleep(0.01)
-        with self._wake:
-            self._urgent = False
-        return not self.spool.pending_points()
+        return self.sender.flush(timeout)
 
     def close(self) -> None:
         """Send what is spooled for up to ``close_timeout`` seconds, then a last health point
@@ -519,115 +499,19 @@ class InfluxSink:
         deadline = time.monotonic() + self.config.close_timeout
         self._health_stop.set()
         self._health_thread.join()
-        self.flush(self.config.close_timeout)
-        self._append(health_lines(time.time()))
-        with self._wake:
-            self._closing = True
-            self._deadline = max(deadline, time.monotonic() + min(1.0, self.config.close_timeout))
-            self._wake.notify()
-        self._thread.join()
-        left = self.spool.pending_points()
+        self.sender.flush(self.config.close_timeout)
+        self.sender.append(health_lines(time.time()))
+        left = self.sender.close(max(deadline - time.monotonic(), 0.0))
         if left:
             log.warning("database unreachable at close; points stay spooled for the next start",
                         points=left, spool=str(self.spool.dir))
-        self.spool.close()
         self._transport.close()
-
-    def _append(self, lines: list[bytes]) -> None:
-        size = self.config.batch_size
-        for start in range(0, len(lines), size):
-            chunk = lines[start : start + size]
-            try:
-                self.spool.append(chunk)
-            except OSError as exc:  # disk full or gone: count the loss, keep the pipeline running
-                health.count(f"{self.config.name}.spool.dropped_points", len(chunk))
-                log.error("cannot spool points; they are lost", points=len(chunk), spool=str(self.spool.dir),
-                          error=str(exc))
-        with self._wake:
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
-            if self.spool.pending_points() >= size:
-                self._wake.notify()
 
     def _health_loop(self) -> None:
         """A netmon_health point every ``health_interval`` s of wall time, whatever the pipeline does
         (a stalled pipeline or a database outage is when these points matter most)."""
         while not self._health_stop.wait(self.config.health_interval):
-            self._append(health_lines(time.time()))
-
-    # -- sender thread -----------------------------------------------------------------
-
-    def _due(self) -> bool:
-        if self._closing or (self._urgent and self.spool.pending_points()):
-            return True
-        if self._waiting_since is None:
-            return False
-        full = self.spool.pending_points() >= self.config.batch_size
-        return full or time.monotonic() - self._waiting_since >= self.config.flush_interval
-
-    def _send_loop(self) -> None:
-        failures = 0
-        while True:
-            with self._wake:
-                while not self._due():
-                    wait = None if self._waiting_since is None else (
-                        self._waiting_since + self.config.flush_interval - time.monotonic())
-                    self._wake.wait(timeout=wait if wait is None else max(wait, 0.001))
-                if self._closing and time.monotonic() >= self._deadline:
-                    return
-            records = self.spool.read(self.config.batch_size)
-            if not records:
-                with self._wake:
-                    self._waiting_since = None
-                    if self._closing:
-                        return
-                continue
-            if self._send(records):
-                failures = 0
-                with self._wake:
-                    if not self.spool.pending_points():
-                        self._waiting_since = None
-            else:
-                failures += 1
-                self._backoff(failures)
-
-    def _send(self, records: list[Record]) -> bool:
-        """One request with these records; True when they left the spool (accepted or refused)."""
-        lines = [line for record in records for line in record.lines]
-        self.spool.sync()
-        started = time.monotonic()
-        try:
-            self._transport.send(b"\n".join(lines))
-        except Rejected as exc:
-            health.count(f"{self.config.name}.write.rejected_points", len(lines))
-            log.error("database refused points; they are dropped (fix the cause)", points=len(lines), reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - any transport failure means "try again later"
-            health.count(f"{self.config.name}.write.errors")
-            log.warning("write failed; points stay spooled", points=len(lines), error=type(exc).__name__,
-                        detail=str(exc)[:200])
-            return False
-        else:
-            health.count(f"{self.config.name}.write.points", len(lines))
-            health.count(f"{self.config.name}.write.requests")
-            latency = time.monotonic() - started
-            health.gauge(f"{self.config.name}.write.latency_ms", latency * 1000.0)
-            health.count(f"{self.config.name}.write.seconds", latency)  # / influx.write.requests = mean latency
-        self.spool.commit(records)
-        return True
-
-    def _backoff(self, failures: int) -> None:
-        """Exponential backoff with "equal jitter": a delay drawn from [ceiling/2, ceiling], the
-        ceiling doubling per failure from retry_initial up to retry_max, so many collectors
-        restarted together do not retry in step, yet each waits longer every time. Cut short
-        by close() at its deadline."""
-        health.count(f"{self.config.name}.write.retries")
-        ceiling = min(self.config.retry_max, self.config.retry_initial * 2 ** min(failures - 1, 30))
-        delay = random.uniform(ceiling / 2, ceiling)
-        with self._wake:
-            end = min(time.monotonic() + delay, self._deadline)
-            while time.monotonic() < end:
-                self._wake.wait(timeout=end - time.monotonic())
-                end = min(end, self._deadline)
+            self.sender.append(health_lines(time.time()))
 
 
 def check(config: Config) -> list[str]:

@@ -34,12 +34,13 @@ from pydantic import Field, field_validator
 
 from netmon import health
 from netmon.batch import SEVERITIES, Scored
-from netmon.config import Strict
+from netmon.config import SinkOptions
 from netmon.sinks import naming
 
 log = structlog.get_logger(__name__)
 
-class Config(Strict):
+
+class Config(SinkOptions):
     """``[[sinks]] type = "metrics"``: where /metrics listens."""
 
     type: Literal["metrics"]

@@ -11,6 +11,8 @@ becomes one name with a label, never a name that embeds the value::
         -> source_exporter_lost_datagrams {source="sflow", exporter="10.0.0.9"}
     decode.skip.truncated      -> decode_skip {reason="truncated"}
     influx.spool.points        -> influx_spool_points {sink="influx"}
+    sink.store.written         -> sink_written {sink="store"}
+    pipeline.source.capture.restarts -> pipeline_source_restarts {source="capture"}
     aggregate.late             -> aggregate_late {}
 
 Names use only ``[a-z0-9_]`` (no dots: InfluxQL needs no quoting, Prometheus accepts them).
@@ -33,6 +35,8 @@ LABELLED: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"alerts\.exec\.(?P<hook>[^.]+)\.(?P<what>.+)"), "alerts_exec_{what}"),
     (re.compile(r"detect\.checkpoint\.(?P<what>saved)"), "detect_checkpoint_{what}"),
     (re.compile(r"detect\.checkpoint\.(?P<problem>.+)"), "detect_checkpoint_problems"),
+    (re.compile(r"pipeline\.source\.(?P<source>[^.]+)\.(?P<what>.+)"), "pipeline_source_{what}"),
+    (re.compile(r"sink\.(?P<sink>[^.]+)\.(?P<what>.+)"), "sink_{what}"),
     # the influx sink's counters carry its configured name (two sinks, two names)
     (re.compile(r"(?P<sink>[^.]+)\.(?P<what>(?:write|spool)\..+)"), "influx_{what}"),
 ]

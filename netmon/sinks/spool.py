@@ -32,12 +32,14 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from netmon import health
+from netmon.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -304,3 +306,150 @@ class Spool:
     def _publish(self) -> None:
         health.gauge(f"{self.name}.spool.points", self._pending_points())
         health.gauge(f"{self.name}.spool.bytes", sum(self._sizes.values()))
+
+
+# -- sending a spool -------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    """The receiver refused the data itself (e.g. HTTP 400/413/422): resending cannot help."""
+
+
+class SpoolSender:
+    """Appends batches of lines to a :class:`Spool` and sends them, in order, from one thread.
+
+    A networked sink supplies only ``send(body)`` (one request; raises :class:`Rejected`
+    when the receiver refuses the data itself, anything else to be retried). The thread
+    sends ``batch_size`` points at once, or whatever waits once the oldest of it has
+    waited ``flush_interval`` seconds, so a quiet stream still arrives within about
+    ``flush_interval`` s; failures are retried by the one :class:`~netmon.retry.Backoff`
+    policy while points stay on disk. Health counters: ``<name>.write.{points,requests,
+    errors,retries,rejected_points,seconds}``, gauge ``<name>.write.latency_ms``.
+    """
+
+    def __init__(self, spool: Spool, send: Callable[[bytes], None], batch_size: int, flush_interval: float,
+                 backoff: Backoff) -> None:
+        self.spool = spool
+        self.name = spool.name
+        self._send_body = send
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.backoff = backoff
+        self._wake = threading.Condition()
+        self._closing = False
+        self._urgent = False
+        self._deadline = math.inf
+        self._waiting_since: float | None = time.monotonic() if spool.pending_points() else None
+        for counter in ("write.errors", "write.retries", "write.rejected_points", "spool.dropped_points"):
+            health.count(f"{self.name}.{counter}", 0)  # present from the start: dashboards show 0, not "no data"
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-sender", daemon=True)
+        self._thread.start()
+
+    def append(self, lines: list[bytes]) -> None:
+        """Spool ``lines`` (in records of at most ``batch_size``) and wake the sender; never waits
+        for the network. A spool that cannot be written (disk full) counts the loss and goes on."""
+        for start in range(0, len(lines), self.batch_size):
+            chunk = lines[start : start + self.batch_size]
+            try:
+                self.spool.append(chunk)
+            except OSError as exc:
+                health.count(f"{self.name}.spool.dropped_points", len(chunk))
+                log.error("cannot spool points; they are lost", points=len(chunk), spool=str(self.spool.dir),
+                          error=str(exc))
+        with self._wake:
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            self._wake.notify()  # the sender may be asleep with no deadline: give it one
+
+    def flush(self, timeout: float) -> bool:
+        """Send everything spooled now, waiting up to ``timeout`` seconds; True when the spool is empty."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            self._urgent = True
+            self._wake.notify()
+        while self.spool.pending_points() and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.01)
+        with self._wake:
+            self._urgent = False
+        return not self.spool.pending_points()
+
+    def close(self, timeout: float) -> int:
+        """Keep sending for up to ``timeout`` seconds (at least one more attempt), then stop the
+        thread and release the spool; returns the points left on disk for the next start."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            self._closing = True
+            self._deadline = max(deadline, time.monotonic() + min(1.0, timeout))
+            self._wake.notify()
+        self._thread.join()
+        left = self.spool.pending_points()
+        self.spool.close()
+        return left
+
+    def _due(self) -> bool:
+        if self._closing or (self._urgent and self.spool.pending_points()):
+            return True
+        if self._waiting_since is None:
+            return False
+        full = self.spool.pending_points() >= self.batch_size
+        return full or time.monotonic() - self._waiting_since >= self.flush_interval
+
+    def _loop(self) -> None:
+        failures = 0
+        while True:
+            with self._wake:
+                while not self._due():
+                    wait = None if self._waiting_since is None else (
+                        self._waiting_since + self.flush_interval - time.monotonic())
+                    self._wake.wait(timeout=wait if wait is None else max(wait, 0.001))
+                if self._closing and time.monotonic() >= self._deadline:
+                    return
+            records = self.spool.read(self.batch_size)
+            if not records:
+                with self._wake:
+                    self._waiting_since = None
+                    if self._closing:
+                        return
+                continue
+            if self._send(records):
+                failures = 0
+                with self._wake:
+                    if not self.spool.pending_points():
+                        self._waiting_since = None
+            else:
+                failures += 1
+                health.count(f"{self.name}.write.retries")
+                self._pause(self.backoff.delay(failures))
+
+    def _send(self, records: list[Record]) -> bool:
+        """One request with these records; True when they left the spool (accepted or refused)."""
+        lines = [line for record in records for line in record.lines]
+        self.spool.sync()
+        started = time.monotonic()
+        try:
+            self._send_body(b"\n".join(lines))
+        except Rejected as exc:
+            health.count(f"{self.name}.write.rejected_points", len(lines))
+            log.error("receiver refused points; they are dropped (fix the cause)", sink=self.name, points=len(lines),
+                      reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "try again later"
+            health.count(f"{self.name}.write.errors")
+            log.warning("write failed; points stay spooled", sink=self.name, points=len(lines),
+                        error=type(exc).__name__, detail=str(exc)[:200])
+            return False
+        else:
+            latency = time.monotonic() - started
+            health.count(f"{self.name}.write.points", len(lines))
+            health.count(f"{self.name}.write.requests")
+            health.gauge(f"{self.name}.write.latency_ms", latency * 1000.0)
+            health.count(f"{self.name}.write.seconds", latency)  # / write.requests = mean latency
+        self.spool.commit(records)
+        return True
+
+    def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` seconds between attempts, cut short by close() at its deadline."""
+        with self._wake:
+            end = min(time.monotonic() + delay, self._deadline)
+            while time.monotonic() < end:
+                self._wake.wait(timeout=end - time.monotonic())
+                end = min(end, self._deadline)

@@ -48,7 +48,7 @@ from pydantic import Field
 
 from netmon import health
 from netmon.batch import FEATURES, Scored
-from netmon.config import ConfigError, Strict, load
+from netmon.config import ConfigError, SinkOptions, load
 from netmon.paths import data_dir
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ RETRY_EVERY = 10.0
 _KEY_COLUMNS = ("host", "grp", "role", "start", "end")
 
 
-class Config(Strict):
+class Config(SinkOptions):
     """``[[sinks]] type = "store"``."""
 
     type: Literal["store"] = "store"
@@ -387,8 +387,8 @@ def _open_or_replace(path: Path, retention_days: float) -> Store:
 def _replayed_paths(settings: Any) -> list[str]:
     paths: list[str] = []
     for table in getattr(settings, "sources", None) or []:
-        if table.get("type") == "pcap":
-            paths.extend(str(Path(p).resolve()) for p in table.get("paths", []))
+        if table.type == "pcap":
+            paths.extend(str(Path(p).resolve()) for p in table.paths)
     return paths
 
 
@@ -424,7 +424,7 @@ def open_reader(db: str | None = None, config_path: str | None = None) -> "Store
             settings = load(config_path)
         except ConfigError as exc:
             raise StoreError(str(exc)) from None
-        db = next((str(t.get("path") or default_path()) for t in settings.sinks if t.get("type") == "store"), None)
+        db = next((str(t.path) for t in settings.sinks if t.type == "store"), None)
     return StoreReader(db or default_path())
 
 

@@ -98,6 +98,11 @@ class PcapSource:
         """Nothing stays open between batches: each file is closed when read."""
 
 
+def check(config: Config) -> list[str]:
+    """Capture files this process cannot read (they exist: the config checked that)."""
+    return [f"cannot read {path}: permission denied" for path in config.paths if not os.access(path, os.R_OK)]
+
+
 def build(config: Config, settings: Any = None) -> PcapSource:
     """The pcap source for ``config`` (the pipeline passes the whole settings too)."""
     return PcapSource(config)

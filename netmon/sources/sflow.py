@@ -30,6 +30,7 @@ from netmon.sources.netflow.records import FLOW_DTYPE, fill_from_frames, frames_
 from netmon.sources.netflow.state import MAX_EXPORTERS, PerExporter, Recent
 from netmon.sources.netflow.source import FlowConfig, FlowSource, check
 
+
 log = structlog.get_logger(__name__)
 
 #: FLOW_DTYPE ``version`` of rows that come from sFlow v5.

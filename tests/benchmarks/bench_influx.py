@@ -27,8 +27,9 @@ sys.path.insert(0, str(REPO))
 from netmon import health, pipeline  # noqa: E402
 from netmon.aggregate import Aggregator  # noqa: E402
 from netmon.batch import Observations  # noqa: E402
-from netmon.config import validate  # noqa: E402
+from netmon.config import Buffer, validate  # noqa: E402
 from netmon.detect.engine import Engine  # noqa: E402
+from netmon.runtime.sinks import ManagedSink  # noqa: E402
 from netmon.sinks import influx  # noqa: E402
 from tests.benchmarks.bench_aggregate import make_rows  # noqa: E402
 from tests.influx.data import make_run, recent_start  # noqa: E402
@@ -112,7 +113,8 @@ def replay(rows, sink_config: influx.Config | None, batch: int = 20000) -> tuple
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"]}})
     timed = Timed(influx.build(sink_config)) if sink_config else None
     stages = pipeline.Stages(sources=[], aggregator=Aggregator(settings.campus, settings.aggregate),
-                             engine=Engine(settings.detect, restore=False), sinks=[timed] if timed else [])
+                             engine=Engine(settings.detect, restore=False),
+                             sinks=[ManagedSink("influx", lambda: timed, Buffer())] if timed else [])
     items = [Observations(rows[i : i + batch]) for i in range(0, len(rows), batch)]
     health.reset()
     started = time.perf_counter()

@@ -25,7 +25,7 @@ def test_the_source_validates_inside_the_whole_config(tmp_path: Path) -> None:
     path = tmp_path / "a.pcap"
     path.write_bytes(builders.pcap_bytes(PACKETS))
     settings = validate({"sources": [{"type": "pcap", "paths": [str(path)], "progress": False}]})
-    assert settings.sources[0]["paths"] == [str(path)]
+    assert settings.sources[0].paths == [str(path)]
 
 
 def test_files_are_read_in_order_and_a_damaged_one_is_reported_not_fatal(tmp_path: Path) -> None:

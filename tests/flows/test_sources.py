@@ -175,6 +175,8 @@ def test_pipeline_runs_a_netflow_replay_to_scored_intervals(tmp_path) -> None:
     from scapy.all import IP, UDP, Ether, wrpcap
 
     from netmon import config, pipeline
+    from netmon.config import Buffer
+    from netmon.runtime.sinks import ManagedSink
 
     records = b"".join(ntp_record(f"10.1.0.{h}", "192.0.2.1", 40000 + h, 123, 5, 380, (1_700_000_000 + h) * 1000) for h in range(1, 9))
     payload = ipfix([set_bytes(2, template_record(300, NTP_FIELDS)), set_bytes(300, records)], export=1_700_000_100)
@@ -188,7 +190,7 @@ def test_pipeline_runs_a_netflow_replay_to_scored_intervals(tmp_path) -> None:
     })
     stages = pipeline.build(settings, restore=False)
     keep = Keep()
-    stages.sinks.append(keep)
+    stages.sinks.append(ManagedSink("keep", lambda: keep, Buffer()))
     summary = pipeline.run(stages)
     scored = keep.scored
     assert summary.intervals == 1

@@ -34,7 +34,7 @@ from pydantic import Field
 from netmon import health
 from netmon.act import muzzle as muzzle_action
 from netmon.batch import Scored
-from netmon.config import Settings, Strict, load
+from netmon.config import Settings, SinkOptions, load
 from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
 from netmon.sinks.alerts.lifecycle import Lifecycle, rank
 from netmon.sinks.alerts.model import Alert, host_slug
@@ -63,7 +63,7 @@ HookTable = Annotated[
 DEFAULT_SILENCES = "netmon-data/silences.json"
 
 
-class Config(Strict):
+class Config(SinkOptions):
     type: Literal["alerts"]
     min_severity: Literal["info", "warning", "critical"] = Field("warning", description="ignore findings below this")
     resolve_after: int = Field(3, ge=1, description="intervals in a row without a finding before an alert resolves")
@@ -183,8 +183,8 @@ def configured(path: str | None) -> Config:
     ConfigError names what is wrong with the file."""
     if path:
         for table in load(path).sinks:
-            if table.get("type") == "alerts":
-                return Config.model_validate(table)
+            if table.type == "alerts":
+                return table
     return Config(type="alerts")
 
 

@@ -1,9 +1,9 @@
 """One delivery thread and bounded queue per hook, so a slow hook never holds up collection.
 
 :meth:`HookWorker.submit` returns at once. A full queue drops its oldest alert
-(counted). A failed delivery is retried with exponential backoff (``backoff`` doubling
-up to ``backoff_max`` seconds) until it succeeds or is older than ``retry_for``
-seconds; the head of the queue is retried first so a hook sees an alert's firing
+(counted). A failed delivery is retried by the one retry policy of every networked
+sink (:class:`netmon.retry.Backoff`: ``backoff`` doubling up to ``backoff_max`` seconds,
+jittered) until it succeeds or is older than ``retry_for`` seconds; the head of the queue is retried first so a hook sees an alert's firing
 before its resolve. A hook that hangs is cut off by its own I/O timeout (every hook
 takes ``timeout`` seconds) and, failing that, abandoned by a watchdog after
 ``hang_timeout`` seconds. Counters in ``netmon.health``:
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from netmon import health
+from netmon.retry import Backoff
 from netmon.sinks.alerts.model import Alert
 
 log = structlog.get_logger(__name__)
@@ -34,6 +35,10 @@ class Retry:
     backoff: float = 1.0
     backoff_max: float = 60.0
     retry_for: float = 3600.0
+
+    @property
+    def policy(self) -> Backoff:
+        return Backoff(self.backoff, max(self.backoff, self.backoff_max))
 
 
 class HookWorker:
@@ -68,7 +73,7 @@ class HookWorker:
             self.cond.notify()
 
     def _run(self) -> None:
-        delay = self.retry.backoff
+        policy, failures = self.retry.policy, 0
         while True:
             with self.cond:
                 while not self.queue and not self.stopping:
@@ -84,18 +89,18 @@ class HookWorker:
                 log.warning("alert hook failed", hook=self.name, alert=alert.id, change=alert.event, error=str(exc))
                 if time.monotonic() - queued > self.retry.retry_for:
                     self._pop(alert, "expired")
-                    delay = self.retry.backoff
+                    failures = 0
                     continue
                 self._count("retried")
+                failures += 1
                 with self.cond:
                     self.busy = False
                     if self.stopping:
                         return
-                    self.cond.wait(delay)
-                delay = min(delay * 2, self.retry.backoff_max)
+                    self.cond.wait(policy.delay(failures))
                 continue
             self._pop(alert, "sent")
-            delay = self.retry.backoff
+            failures = 0
 
     def _attempt(self, alert: Alert) -> None:
         """One delivery, abandoned (and counted ``hung``) if it outlasts ``hang_timeout``.
