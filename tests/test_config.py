@@ -80,7 +80,7 @@ def test_plugin_tables_are_typed_by_their_type():
     ("data", "expected"),
     [
         ({"sinks": [{"type": "store", "buffer": {"when_full": "drop"}}]}, "sinks[0].buffer.when_full"),
-        ({"sinks": [{"path": "x.db"}]}, "sinks[0]: a sink table needs type = one of: alerts, influx, metrics, store"),
+        ({"sinks": [{"path": "x.db"}]}, "sinks[0]: a sink table needs type = one of: alerts, evidence, influx, metrics, store"),
         ({"sources": [{"type": "netflow", "listen": ["nonsense"]}]}, "sources[0].listen"),
         ({"detect": {"nope": {}}}, "unknown table [detect.nope]; allowed:"),
         ({"pipeline": {"restart_initial": 5, "restart_max": 1}}, "restart_max (1.0) must be >= restart_initial"),

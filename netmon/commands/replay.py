@@ -82,8 +82,9 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         click.echo("model state: none kept (models start cold; --state FILE restores and saves them)", err=True)
     try:
         stages = pipeline.build(settings)
-    except (StoreError, ConfigError) as exc:  # a damaged store path; an InfluxDB 1.x database that cannot be created
+    except (StoreError, ConfigError, pipeline.StartError) as exc:  # a store path, a database that cannot be made
         raise click.ClickException(str(exc)) from None
+    sources = list(stages.sources)  # the run lets go of each source as it ends
     summary = pipeline.run(stages)
     if findings_json:
         with click.open_file(findings_json, "w") as out:
@@ -98,4 +99,4 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
                   end="", highlight=False, markup=False)
         for line in reasons(summary.findings, top):
             out.print(line, highlight=False, markup=False)
-    fail_if_damaged(e for source in stages.sources for e in getattr(source, "errors", ()))
+    fail_if_damaged(e for slot in sources for e in getattr(slot.source, "errors", ()))

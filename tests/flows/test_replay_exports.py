@@ -24,6 +24,8 @@ from scapy.all import IP, UDP, Ether, Raw, wrpcap
 from netmon import config, health, pipeline
 from netmon.batch import Observations, addr_text, host_name
 from netmon.cli import main
+from netmon.config import Buffer
+from netmon.runtime.sinks import ManagedSink
 from tests.flows.exporters import Collecting, ntp_rows, wait_for, write_capture
 from tests.flows.test_exporters import softflowd_export
 from tests.flows.test_sources import Keep
@@ -115,7 +117,7 @@ def test_replaying_a_softflowd_export_capture_gives_the_live_listeners_per_host_
     })
     stages = pipeline.build(settings, restore=False)
     keep = Keep()
-    stages.sinks.append(keep)
+    stages.sinks.append(ManagedSink("keep", lambda: keep, Buffer()))
     pipeline.run(stages)
     scored: Counter = Counter()
     for item in keep.scored:
