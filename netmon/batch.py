@@ -155,7 +155,7 @@ FEATURES: dict[str, tuple[str, str]] = {
                        "requests times their advertised 2^poll (poll 0: 64 s) over the interval, start bursts "
                        "(iburst, boot sync) set aside"),
     "server_own_ports": ("count", "of server_clients, those on a port of their own (requests on a remembered "
-                         "socket at least 2^poll/2 after its previous one, as from a client behind NAT)"),
+                         "socket 2^poll/2 to 2^poll x 2 after its previous one, as from a client behind NAT)"),
     "server_requests": ("packets", "requests to the host's busiest server (the one of server_clients)"),
     "server_kod": ("packets", "KoD received from the host's busiest server, on any socket"),
     "kod_rate": ("packets", "KoD RATE received"),

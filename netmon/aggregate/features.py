@@ -49,9 +49,10 @@ MIN_GAP = 1e-3
 #: request to it, on any socket, continues a start burst (iburst and boot-time
 #: syncs send every 2 s) when the host's stream to that server is sparse.
 BURST_GAP = 3.0
-#: A request on a remembered socket at most this many times sooner than its
-#: advertised poll after the socket's previous one comes from a client on a port
-#: of its own (a client behind NAT), not from a pile of daemons sharing the port.
+#: A request on a remembered socket within this factor of its advertised poll
+#: after the socket's previous one comes from a client on a port of its own (a
+#: client behind NAT): not from daemons sharing the port (sooner), nor from a
+#: random port reused by chance (any time within the socket memory).
 OWN_PORT_RATIO = 2.0
 
 
@@ -313,7 +314,8 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     summary = SocketSummary(socket_host, v.host_port[first], hash_key(v.peer_hi[first], v.peer_lo[first]),
                             socket_rate, socket_poll, groups.total(run[is_req], n_runs, w[is_req]))
     f["instances"] = _instances(summary, n, interval)
-    own_port = is_req & np.isfinite(gap) & (gap * OWN_PORT_RATIO >= np.exp2(poll))
+    period = np.exp2(poll)
+    own_port = is_req & (gap * OWN_PORT_RATIO >= period) & (gap <= OWN_PORT_RATIO * period)
     _per_server(f, n, h, w, hash_key(v.peer_hi[pick], v.peer_lo[pick]), t, poll, is_req, is_kod, own_port, interval)
     _remember(table, known, starts, is_req, is_rep, is_kod, stop, restart, count, t, xmt, rec)
 
