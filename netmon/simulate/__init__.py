@@ -97,6 +97,7 @@ class Simulation:
             "end": self.end,
             "internal": [self.scenario.internal, self.scenario.internal6],
             "groups": {"servers": [f"{h}/32" for h, d in self.hosts.items() if d["kind"] == "server"]},
+            "gateways": [f"{h}/32" for h, d in self.hosts.items() if d.get("declared")],
             "sanctioned_servers": self.sanctioned,
             "host_count": len(self.hosts),
             "rows": self.rows(),

@@ -62,7 +62,7 @@ def incident(campus: Campus, daemons_before: int = 1) -> list[Label]:
             times, polls = schedule(rng, born + float(rng.uniform(0, 3)), end, NTPD_RAMP[:1], 6)
         campus.table.add(times, client, server, Kind.NTPD, polls, 123, Org.STALE, honour=Honour.IGNORE)
     return [_label(campus, "incident", client, start, end, daemons_before=daemons_before, extra_every=HOUR,
-                   server=campus.book.text[server], daemon_starts=[float(t) for t in starts])]
+                   server=campus.book.text[server], daemon_starts=sorted(float(t) for t in starts))]
 
 
 def flood(campus: Campus) -> list[Label]:

@@ -28,7 +28,8 @@ Look-alikes (``quiet``):
 * ``nat-chrony`` / ``nat-chrony-kod``: NAT gateways of 5, 30, 100 and 300 chrony
   clients (desktops always on, laptops for the working day), to two lenient
   pool servers, or to one strict classic ntpd server whose KoD each client
-  behind the gateway honours on its own;
+  behind the gateway honours on its own; those of 30 and 300 are declared (the
+  labels' meta lists them under ``gateways``), the others are not;
 * ``reboot-loop``: hosts rebooting every 2, 5 and 10 minutes for a day, each
   boot a one-shot sync (4 requests) then the daemon with iburst;
 * ``suspend-resume``: laptops suspended and resumed through the working day,
@@ -151,8 +152,9 @@ def nat_chrony(campus: Campus, kod: bool) -> list[Label]:
     name = "nat-chrony-kod" if kod else "nat-chrony"
     lenient = [s for s in campus.pool if not campus.book.strict[s]]
     labels = []
-    for size in NAT_SIZES:
-        gateway = campus.host("nat", clients=size)
+    for i, size in enumerate(NAT_SIZES):
+        declared = i % 2 == 1  # the campus lists half of them as gateways; the others it does not know
+        gateway = campus.host("nat", clients=size, declared=declared)
         servers = [classic_strict_server(campus)] if kod else [int(s) for s in rng.choice(lenient, 2, replace=False)]
         for _ in range(size):
             if rng.random() < 0.4:  # a desktop, always on, rebooted now and then
@@ -162,7 +164,7 @@ def nat_chrony(campus: Campus, kod: bool) -> list[Label]:
                 continue
             for begin, until in work_sessions(campus, 0.8, 0.3):
                 campus.daemon(Kind.CHRONY, gateway, servers, begin, until, booted=True, honour=Honour.CHRONY)
-        labels.append(_shape(campus, name, gateway, campus.start, campus.end, "quiet", clients=size,
+        labels.append(_shape(campus, name, gateway, campus.start, campus.end, "quiet", clients=size, declared=declared,
                              server_kod=kod, servers=[campus.book.text[s] for s in servers]))
     return labels
 
