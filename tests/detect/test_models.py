@@ -39,7 +39,8 @@ def test_population_flags_the_host_unlike_its_group_and_not_the_group():
     found = run([population.build(config)], fleet, 0.0, 6.5)
     first = _first(found, ODD, "model.population")
     assert first is not None, "the host polling every 8 s among 64-1024 s pollers was never flagged"
-    assert first <= arrives + config.persist + config.window + 1800, f"flagged {(first - arrives) / HOUR:.1f} h after it appeared"
+    # its window must fill far enough to clear the floor (a socket at NTP's 16 s minimum poll is none)
+    assert first <= arrives + config.persist + config.window + 2400, f"flagged {(first - arrives) / HOUR:.1f} h after it appeared"
     after = [f for f in found if f.host == ODD]
     assert len(after) >= 0.9 * (6.5 * HOUR - first) / 60, f"flagged in only {len(after)} intervals after the first"
     assert not _others(found, ODD), f"normal group members flagged: {_others(found, ODD)[:3]}"
