@@ -132,7 +132,7 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
         quiet = rows[0].get("expect", "alert") == "quiet"
         ttd: list[float] = []
         first: Counter[str] = Counter()
-        on_hosts: set[int] = set()
+        on_hosts: dict[int, Episode] = {}
         true_here: set[int] = set()
         flagged: set[str] = set()
         daemons: list[int] = []
@@ -140,7 +140,7 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
             key = host_name(case["host"], ipv6_prefix)
             start, until = case["start"], case["end"] + grace
             mine = by_host.get(key, [])
-            on_hosts.update(id(e) for e in mine)
+            on_hosts.update((id(e), e) for e in mine)
             if mine:
                 flagged.add(key)
             if quiet:
@@ -157,6 +157,7 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
         true_alerts |= true_here
         host_days = len({c["host"] for c in rows}) * run_days
         false_here = len(on_hosts) - len(true_here)
+        false_detectors = Counter(d for key, e in on_hosts.items() if key not in true_here for d in e.detectors)
         result: dict[str, Any] = {
             "expect": "quiet" if quiet else "alert",
             "labelled": len(rows),
@@ -171,6 +172,7 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
             "false_alerts": false_here,
             "host_days": host_days,
             "false_per_1000_host_days": 1000.0 * false_here / host_days if host_days else None,
+            "false_by_detector": dict(false_detectors),
         }
         if any("daemon_starts" in c.get("detail", {}) for c in rows) or name == "incident":
             result["daemons_at_detection"] = daemons

@@ -90,6 +90,10 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     if false["count"]:
         console.print(f"false alerts by host kind: {false['by_kind']}; by detector: {false['by_detector']}")
     incident = report["cases"].get("incident")
+    noisy = {case: r["false_by_detector"] for case, r in report["cases"].items() if r.get("false_by_detector")}
+    if noisy:
+        console.print("false alerts by case and detector: " + "; ".join(
+            f"{case}: " + ", ".join(f"{d} {n}" for d, n in sorted(by.items(), key=lambda kv: -kv[1])) for case, by in noisy.items()))
     bars = {case: r["bar"]["bar"] for case, r in report["cases"].items() if "bar" in r}
     if bars:
         console.print("bars: " + "; ".join(f"{case} {bar}" for case, bar in bars.items()))

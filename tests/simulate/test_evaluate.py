@@ -116,6 +116,7 @@ def test_each_shape_reports_daemons_at_detection_and_its_own_false_alerts():
     loop = report["cases"]["reboot-loop"]
     assert loop["expect"] == "quiet" and loop["recall"] is None and loop["flagged_hosts"] == 1
     assert loop["false_alerts"] == 2 and loop["false_per_1000_host_days"] == 500.0  # 2 over 2 hosts x 2 days
+    assert loop["false_by_detector"] == {"rule.kod_ignored": 2}
     assert report["false_alerts"]["count"] == 3, "quiet shapes' and stray alerts count as false over the whole run too"
 
 
