@@ -16,9 +16,12 @@ own in three views, each named in its findings:
   against its group's median and MAD of ``log2(1 + clients)`` this interval.
   It needs no history, so a host already running 20 daemons when monitoring
   starts is flagged in its second interval (its first is often partial). It
-  judges a new host until it has been watched ``settle`` s; after that a level
-  that holds is the host's own (gateway-like) and only a jump to ``jump`` times
-  its highest level brings the group view back. A gateway nobody declared is
+  judges a new host once clients behind NAT could have shown ports of their
+  own (a poll period after its first request, two for clients polling slower
+  than every 4 intervals; at once for a crowd ``sure`` times the threshold) and
+  until it has been watched ``settle`` s; after that a level that holds is the
+  host's own (gateway-like) and only a jump to ``jump`` times its highest level
+  brings the group view back. A gateway nobody declared is
   judged like any host until then: by count alone it is a pile of daemons. Groups smaller
   than ``min_group`` judged hosts use the whole campus this interval, a campus
   that small ``min_clients`` alone.
@@ -105,6 +108,7 @@ class Config(Strict):
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
+    sure: float = Field(8.0, ge=1, description="times the group's threshold that needs no wait for ports of their own")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
     window: float = Field(1800.0, gt=0, description="the [aggregate] pair_window the host's clients are averaged over (s)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
@@ -280,7 +284,13 @@ class Hosts(HostModel):
         threshold = np.maximum(threshold, th["min_clients"])
         young = (t - v.first) < cfg.settle
         jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
-        level_hit = known & (th["level"] > 0) & (level >= threshold) & (young | jumped)
+        # clients behind NAT show ports of their own with their second request, a poll period after the
+        # first: a new host is judged once that could have happened (two periods for clients polling
+        # slower than every 4 intervals), unless its crowd is beyond doubt
+        period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
+        period = np.where(period > 4 * v.length, 2 * period, period)
+        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= cfg.sure * threshold)
+        level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
 
         smooth = seen.smooth
         growth_hit = (known & (s["steps"] >= th["steps"]) & (smooth - s["base"] >= th["steps"] * th["step"])

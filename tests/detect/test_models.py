@@ -39,14 +39,21 @@ def test_population_flags_the_host_unlike_its_group_and_not_the_group():
     found = run([population.build(config)], fleet, 0.0, 6.5)
     first = _first(found, ODD, "model.population")
     assert first is not None, "the host polling every 8 s among 64-1024 s pollers was never flagged"
-    # its window must fill far enough to clear the floor (a socket at NTP's 16 s minimum poll is none)
-    assert first <= arrives + config.persist + config.window + 2400, f"flagged {(first - arrives) / HOUR:.1f} h after it appeared"
+    assert first <= arrives + config.persist + config.window + 1800, f"flagged {(first - arrives) / HOUR:.1f} h after it appeared"
     after = [f for f in found if f.host == ODD]
     assert len(after) >= 0.9 * (6.5 * HOUR - first) / 60, f"flagged in only {len(after)} intervals after the first"
     assert not _others(found, ODD), f"normal group members flagged: {_others(found, ODD)[:3]}"
     text = after[0].explanation
     assert "percentile of group clients" in text and "socket_rate" in text, text
     assert after[0].evidence["socket_rate"]["value"] > 4 * after[0].evidence["socket_rate"]["baseline"], text
+
+
+def test_population_leaves_a_socket_polling_as_it_advertises_at_the_minimum_poll():
+    fleet = Fleet.clients(300)
+    fast = fleet.add_host(ODD)
+    fleet.add(fast, 16.0, 1.0, start=HOUR)  # minpoll 4: every 16 s, and it says so
+    found = run([population.build(population.Config())], fleet, 0.0, 5.5)
+    assert not [f for f in found if f.host == ODD], "a client at NTP's 16 s minimum poll was flagged"
 
 
 def test_population_numpy_walk_equals_river_score_one():
