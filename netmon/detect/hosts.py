@@ -251,9 +251,10 @@ class Hosts(HostModel):
         state["own_seen"] = np.fmax(state["own_seen"], evidence)
         smooth = np.nan_to_num(smooth)
         # a count that fell to half a high of swing clients or more fluctuates: a pile of daemons only grows
-        fell = (state["top"] >= cfg.swing) & (smooth <= 0.5 * state["top"])
+        watched = visit.age >= cfg.window + visit.length  # a first (often partial) window is no high to fall from
+        fell = watched & (state["top"] >= cfg.swing) & (smooth <= 0.5 * state["top"])
         state["swung"] = np.where(fell, np.fmax(state["swung"], state["top"]), state["swung"])
-        state["top"] = np.fmax(state["top"], smooth)
+        state["top"] = np.where(watched, np.fmax(state["top"], smooth), state["top"])
         gateway_like = (state["own_seen"] >= cfg.own_ports) | (state["swung"] >= cfg.swing)
         kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), gateway_like)
         state["step_min"] = th["step"]
