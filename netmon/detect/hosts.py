@@ -16,9 +16,12 @@ own in three views, each named in its findings:
   against its group's median and MAD of ``log2(1 + clients)`` this interval.
   It needs no history, so a host already running 20 daemons when monitoring
   starts is flagged in its second interval (its first is often partial). It
-  judges a new host until it has been watched ``settle`` s; after that a level
-  that holds is the host's own (gateway-like) and only a jump to ``jump`` times
-  its highest level brings the group view back. A gateway nobody declared is
+  judges a new host once clients behind NAT could have shown ports of their
+  own (a poll period after its first request, two for clients polling slower
+  than every 4 intervals; at once for a crowd ``sure`` times the threshold) and
+  until it has been watched ``settle`` s; after that a level that holds is the
+  host's own (gateway-like) and only a jump to ``jump`` times its highest level
+  brings the group view back. A gateway nobody declared is
   judged like any host until then: by count alone it is a pile of daemons. Groups smaller
   than ``min_group`` judged hosts use the whole campus this interval, a campus
   that small ``min_clients`` alone.
@@ -29,8 +32,10 @@ own in three views, each named in its findings:
   high, and starts over whenever the level falls back by a step or 15 % (a
   gateway fluctuating around its level, a reboot loop returning to one). A
   runaway adds daemons and never falls back: ``steps`` rises, to
-  ``growth_ratio`` times the level the climb began at, make a finding whether
-  they take minutes or days, since only rises are counted.
+  ``growth_ratio`` times the level the climb began at (for a gateway, times
+  the highest level it had shown by then: a VPN concentrator's mornings are
+  no growth), make a finding whether they take minutes or days, since only
+  rises are counted.
 * the KoD view, KoD at host level: after the busiest server's first KoD to
   the host (any socket), the host's request rate to it (over 10 min) against
   the rate at that KoD. Each chronyd honours its own KoD, so per socket nothing
@@ -44,11 +49,13 @@ own in three views, each named in its findings:
 
 Campus groups can be declared gateways (NAT, VPN) or servers in ``kinds``; each
 kind has its own thresholds (by default neither is judged on its level). An
-undeclared host whose clients on ports of their own reached ``own_ports`` and
-``own_share`` of its clients is gateway-like and judged as a gateway; random
-ports repeat by chance, hence the share.
+undeclared host is gateway-like, and judged as a gateway, once its clients on
+ports of their own reached ``own_ports`` and ``own_share`` of its clients
+(random ports repeat by chance, hence the share), or once its count fell to
+half a high of ``swing`` clients or more (a VPN concentrator in the evening: a
+pile of daemons only grows).
 
-State per host: 13 numbers (about 60 bytes) plus its key.
+State per host: 18 numbers (about 80 bytes) plus its key.
 """
 
 from __future__ import annotations
@@ -105,10 +112,12 @@ class Config(Strict):
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
+    sure: float = Field(8.0, ge=1, description="times the group's threshold that needs no wait for ports of their own")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
     window: float = Field(1800.0, gt=0, description="the [aggregate] pair_window the host's clients are averaged over (s)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
+    swing: float = Field(4.0, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
     own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
     kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
@@ -162,6 +171,9 @@ class Hosts(HostModel):
             "climb": Column("f8", 0, np.nan),
             "peak": Column("f4", 0, np.nan),
             "own_seen": Column("f4", 0, 0.0),
+            "top": Column("f4", 0, 0.0),
+            "swung": Column("f4", 0, 0.0),
+            "climb_top": Column("f4", 0, 0.0),
             "tracked": Column("f4", 0, 0.0),
             "kod_time": Column("f8", 0, np.nan),
             "kod_rate": Column("f4", 0, np.nan),
@@ -237,12 +249,21 @@ class Hosts(HostModel):
             "rate": visit.current[:, 0],
             **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
         }
-        evidence = np.where(own >= self.config.own_share * np.nan_to_num(clients), own, 0.0)
+        cfg = self.config
+        evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)
         state["own_seen"] = np.fmax(state["own_seen"], evidence)
-        kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), state["own_seen"] >= self.config.own_ports)
+        smooth = np.nan_to_num(smooth)
+        # a count that fell to half a high of swing clients or more fluctuates: a pile of daemons only grows
+        watched = visit.age >= cfg.window + visit.length  # a first (often partial) window is no high to fall from
+        fell = watched & (state["top"] >= cfg.swing) & (smooth <= 0.5 * state["top"])
+        state["swung"] = np.where(fell, np.fmax(state["swung"], state["top"]), state["swung"])
+        state["top_before"] = state["top"]
+        state["top"] = np.where(watched, np.fmax(state["top"], smooth), state["top"])
+        gateway_like = (state["own_seen"] >= cfg.own_ports) | (state["swung"] >= cfg.swing)
+        kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), gateway_like)
         state["step_min"] = th["step"]
-        self._advance(state, np.nan_to_num(smooth), visit, np.nan_to_num(intervals.features["server_kod"]))
-        self._seen = _Seen(visit, state, np.nan_to_num(smooth), kind, th)
+        self._advance(state, smooth, visit, np.nan_to_num(intervals.features["server_kod"]))
+        self._seen = _Seen(visit, state, smooth, kind, th)
         return self._seen
 
     def _advance(self, s: dict[str, np.ndarray], smooth: np.ndarray, v: Visit, kod: np.ndarray) -> None:
@@ -260,6 +281,7 @@ class Hosts(HostModel):
         s["base"] = np.where(fell, smooth, s["base"])
         s["steps"] = np.where(fell, 0.0, s["steps"] + rose)
         s["climb"] = np.where(fell, t, s["climb"])
+        s["climb_top"] = np.where(fell, s.pop("top_before"), s["climb_top"])  # its highest level when the climb began
         expired = np.isnan(s["kod_time"]) | (t - s["kod_time"] > cfg.kod_window)
         begins = (kod > 0) & expired
         s["kod_time"] = np.where(begins, t, s["kod_time"])
@@ -280,11 +302,19 @@ class Hosts(HostModel):
         threshold = np.maximum(threshold, th["min_clients"])
         young = (t - v.first) < cfg.settle
         jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
-        level_hit = known & (th["level"] > 0) & (level >= threshold) & (young | jumped)
+        # clients behind NAT show ports of their own with their second request, a poll period after the
+        # first: a new host is judged once that could have happened (two periods for clients polling
+        # slower than every 4 intervals), unless its crowd is beyond doubt
+        period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
+        period = np.where(period > 4 * v.length, 2 * period, period)
+        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= cfg.sure * threshold)
+        level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
 
         smooth = seen.smooth
+        # a gateway grows past its own highest level, not just from its night-time low
+        start = np.where(kind > 0, np.maximum(s["base"], s["climb_top"]), s["base"])
         growth_hit = (known & (s["steps"] >= th["steps"]) & (smooth - s["base"] >= th["steps"] * th["step"])
-                      & (smooth >= th["growth_ratio"] * np.maximum(s["base"], 1.0)))
+                      & (smooth >= th["growth_ratio"] * np.maximum(start, 1.0)))
         kod = np.nan_to_num(f["server_kod"])
         active = ~np.isnan(s["kod_time"]) & (t - s["kod_time"] <= cfg.kod_window)
         not_lowered = active & (s["rate"] >= cfg.kod_lowered * s["kod_rate"])
@@ -338,8 +368,9 @@ class Hosts(HostModel):
             views.append("KoD view")
         if kind != "clients":
             declared = str(iv.group[i]) in cfg.kinds
-            views.append(f"{kind} thresholds" + ("" if declared else
-                         f" (gateway-like: {s['own_seen'][i]:.0f} clients on ports of their own seen)"))
+            why = (f"{s['own_seen'][i]:.0f} clients on ports of their own seen" if s["own_seen"][i] >= cfg.own_ports
+                   else f"its count fell to half of {s['swung'][i]:.0f} before")
+            views.append(f"{kind} thresholds" + ("" if declared else f" (gateway-like: {why})"))
         judged = ", ".join(views)
         severe = (level and growth) or kod or clients >= 100
         detector = "hosts.level" if level else "hosts.growth"
@@ -360,7 +391,7 @@ class Hosts(HostModel):
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
         self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], tracked=seen.smooth, kod_time=s["kod_time"],
+                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=seen.smooth, kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 
 

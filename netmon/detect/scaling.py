@@ -75,9 +75,7 @@ SPECS: dict[str, Spec] = {
     for s in (
         Spec("requests_out", 1e7, True, "/h", 120.0),
         Spec("requests_per_port", 1e7, True, "/h", 120.0),
-        # floor x the models' floor_scale (4) = 220/h: a socket at NTP's minimum poll (16 s, RFC 5905), as
-        # chrony or ntpd with minpoll 4 poll, is no finding; a device asking every 8 s is
-        Spec("socket_rate", 1e6, False, "/h", 55.0, 4.0),
+        Spec("socket_rate", 1e6, False, "/h", 15.0, 4.0),
         Spec("bytes_out", 1e9, True, "B/h", 12000.0),
         Spec("servers", 1e4, False, "", 4.0, 1.0),
         Spec("client_ports", 65536, False, "", 8.0, 1.0),
