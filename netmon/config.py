@@ -16,7 +16,7 @@ Shape (every key is optional; see ``deploy/netmon.toml`` for a commented example
     paths = ["capture.pcap"]
 
     [detect]
-    detectors = ["rules", "population", "baseline", "drift"]
+    detectors = ["rules", "hosts", "population", "baseline", "drift"]
     [detect.rules]                                 # one table per detector plug-in
 
     [[sinks]]                                      # one table per sink plug-in
@@ -114,6 +114,7 @@ class Aggregate(Strict):
     kod_holdoff: float = Field(3600.0, gt=0, description="seconds after a KoD during which requests count as ignoring it")
     max_window_rows: int = Field(1_000_000, ge=1000, description="raw rows one open window holds (~123 bytes each); "
                                  "past it a flood is thinned, packets and bytes weighted (aggregate.thinned_rows)")
+    pair_window: float = Field(1800.0, gt=0, description="seconds each (host, server) pair's clients are averaged over")
 
 
 class Detect(Strict):
@@ -125,7 +126,7 @@ class Detect(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
+    detectors: list[str] = Field(default_factory=lambda: ["rules", "hosts", "population", "baseline", "drift"])
     checkpoint: str = Field(default_factory=lambda: str(data_dir() / "models" / "state.ckpt"),
                             description="model state file (data only, no pickle), restored at start and saved "
                                         "while running and at the end; default models/state.ckpt in the data "

@@ -51,7 +51,7 @@ class Aggregator:
         )
         self.interval = float(aggregate.interval)
         self.lateness = float(aggregate.lateness)
-        self.sockets = SocketTable(aggregate.kod_holdoff)
+        self.sockets = SocketTable(aggregate.kod_holdoff, aggregate.pair_window)
         self._pending: dict[int, list[np.ndarray]] = {}
         self._thin = Thinning(aggregate.max_window_rows)
         self._open_from = -math.inf  # first window index still open

@@ -9,6 +9,10 @@ usual level by at least ``z_alert`` deviations, by a factor ``min_ratio`` and by
 the feature's absolute floor (:data:`netmon.detect.scaling.SPECS`), so a
 reboot's iburst or a chatty but harmless host stays quiet.
 
+Request volume (:data:`VOLUME`) is judged only for hosts seen in flow records
+alone; where NTP headers are seen the ``hosts`` detector judges the clients
+behind the volume.
+
 This is the fast model: with ``memory`` of a day it follows a host's habits
 and so, on its own, would learn a slow ramp as normal; ``drift`` keeps the slow
 reference beside it.
@@ -31,7 +35,7 @@ from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding, score01
-from netmon.detect.hoststate import Column, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
 
 #: Seconds the current rate is measured over: short, so a sudden change shows
 #: within an interval or two.
@@ -69,6 +73,13 @@ class Config(Strict):
     _known = field_validator("features")(scaling.known)
 
 
+#: Request volume features: judged only for hosts seen without NTP headers
+#: (flow records). Where headers are seen, the ``hosts`` detector judges the
+#: clients behind the volume instead: a host rebooting every few minutes or a
+#: NAT gateway whose laptops arrive in the morning multiplies its requests
+#: while running the clients it should.
+VOLUME = frozenset({"requests_out", "bytes_out"})
+
 #: Smallest deviation (log2 units) a z is computed against, so a perfectly
 #: regular host is not flagged for a jitter of one packet.
 DEV_FLOOR = 0.25
@@ -96,12 +107,13 @@ class Baseline(HostModel):
         super().__init__(tuple(config.features), columns, config.window, config.forget_after)
         self.config = config
         self.floors = scaling.floors(self.names) * config.floor_scale
+        self.volume = np.array([n in VOLUME for n in self.names], dtype=bool)
         self._seen: _Seen | None = None
 
-    def _observe(self, intervals: HostIntervals) -> _Seen:
-        if self._seen is not None and self._seen.visit.key == id(intervals):
+    def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
+        if self._seen is not None and self._seen.visit.intervals is intervals:
             return self._seen
-        visit = self.visit(intervals)
+        visit = self.visit(intervals, keys)
         self._seen = _Seen(
             visit=visit,
             level=scaling.level(visit.current),
@@ -111,10 +123,10 @@ class Baseline(HostModel):
         )
         return self._seen
 
-    def score(self, intervals: HostIntervals) -> DetectorOutput:
+    def score(self, intervals: HostIntervals, keys: HostKeys | None = None) -> DetectorOutput:
         """z of each host against its own usual level; findings for clear rises."""
         cfg = self.config
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         ready = (seen.n >= cfg.min_rows) & (seen.visit.t - seen.visit.first >= cfg.warmup)
         gap = seen.level - seen.mean
         z = gap / np.maximum(1.25 * seen.dev, DEV_FLOOR)
@@ -123,6 +135,7 @@ class Baseline(HostModel):
             value = scaling.unlevel(seen.level)
             usual = scaling.unlevel(seen.mean)
             hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio)) & (value - usual >= self.floors)
+        hit[:, self.volume] &= ~np.isfinite(np.asarray(intervals.features["poll"], dtype=np.float64))[:, None]
         worst = np.where(np.isnan(z).all(axis=1), np.nan, np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1))
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():
@@ -142,9 +155,9 @@ class Baseline(HostModel):
             )
         return DetectorOutput(scores={"baseline": score01(worst, cfg.z_alert)}, findings=findings)
 
-    def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
+    def learn(self, intervals: HostIntervals, normal: np.ndarray, keys: HostKeys | None = None) -> None:
         """Keep every host's recent rate; move the usual level only for normal hosts."""
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         self._seen = None
         n_new = seen.n + normal
         step = -np.expm1(-np.nan_to_num(seen.visit.elapsed, nan=np.inf) / self.config.memory)
