@@ -151,6 +151,13 @@ FEATURES: dict[str, tuple[str, str]] = {
     "rate_vs_poll": ("ratio", "2^poll over the mean request gap of the host's fastest socket (server, port); "
                      "1 = polling as advertised; poll 0 (not advertised) counts as 64 s"),
     "interval_min": ("seconds", "shortest gap between two requests of one socket (server, port)"),
+    "server_clients": ("count", "concurrent clients to the host's busiest server across all its sockets: its "
+                       "requests times their advertised 2^poll (poll 0: 64 s) over the interval, start bursts "
+                       "(iburst, boot sync) set aside"),
+    "server_own_ports": ("count", "of server_clients, those on a port of their own (requests on a remembered "
+                         "socket 2^poll/2 to 2^poll x 2 after its previous one, as from a client behind NAT)"),
+    "server_requests": ("packets", "requests to the host's busiest server (the one of server_clients)"),
+    "server_kod": ("packets", "KoD received from the host's busiest server, on any socket"),
     "kod_rate": ("packets", "KoD RATE received"),
     "kod_deny": ("packets", "KoD DENY received"),
     "kod_rstr": ("packets", "KoD RSTR received"),

@@ -16,7 +16,7 @@ Shape (every key is optional; see ``deploy/netmon.toml`` for a commented example
     paths = ["capture.pcap"]
 
     [detect]
-    detectors = ["rules", "population", "baseline", "drift"]
+    detectors = ["rules", "hosts", "population", "baseline", "drift"]
     [detect.rules]                                 # one table per detector plug-in
 
     [[sinks]]                                      # one table per sink plug-in
@@ -89,7 +89,7 @@ class Detect(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    detectors: list[str] = Field(default_factory=lambda: ["rules", "population", "baseline", "drift"])
+    detectors: list[str] = Field(default_factory=lambda: ["rules", "hosts", "population", "baseline", "drift"])
     checkpoint: str = Field("models/state.ckpt", description="model state file, restored at start")
 
     @field_validator("detectors")

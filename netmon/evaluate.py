@@ -6,13 +6,15 @@ Info findings are not alerts. An alert is true when its host carries a labelled
 case and it overlaps the case's time span (``grace`` seconds after the end
 allowed for the interval that closes late); every other alert is false.
 
-Per case: recall = labelled hosts with a true alert / labelled hosts; precision
-= true alerts / all alerts on those hosts; time to detect = end of the first
-finding (event time, when the alert could have gone out) minus the case start.
-False alerts are also normalised per 1,000 host-days of the run (campus
-addresses times days) and broken down by host kind and by the detector that
-raised them. For the incident, the number of daemons running at detection
-(``daemons_before`` + one per ``extra_every`` seconds since the start).
+Per case (each of issue 10's shapes is a case of its own): recall = labelled
+hosts with a true alert / labelled hosts; precision = true alerts / all alerts
+on those hosts; time to detect = end of the first finding (event time, when the
+alert could have gone out) minus the case start; daemons running at detection
+(from the label's ``daemon_starts``); false alerts on the case's hosts per 1,000
+of their host-days. A case labelled ``expect = quiet`` (a gateway, a reboot
+loop...) has no recall: every alert on its hosts is false. False alerts over
+the whole run are normalised per 1,000 host-days (campus addresses times days)
+and broken down by host kind and by the detector that raised them.
 """
 
 from __future__ import annotations
@@ -78,51 +80,107 @@ def _alerting(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
     return by_host
 
 
+#: what each runaway shape must reach (issue 10): most daemons running at detection
+DAEMON_BARS = {"incident": 4, "chrony-runaway-1h": 4, "chrony-runaway-5s": 10}
+#: cold-start shapes must be detected within this many intervals of the first packet
+COLD_INTERVALS = 2
+
+
+def daemons_running(case: dict[str, Any], at: float) -> int | None:
+    """Daemons the case's host ran at ``at``: from the label's ``daemon_starts``, or for an
+    older incident label from ``daemons_before`` and one per ``extra_every`` seconds."""
+    detail = case.get("detail", {})
+    if "daemon_starts" in detail:
+        return sum(1 for t in detail["daemon_starts"] if t <= at)
+    if case["case"] == "incident":
+        every = float(detail.get("extra_every", 3600.0))
+        return int(detail.get("daemons_before", 1)) + 1 + int((at - case["start"]) // every)
+    return None
+
+
+def _bar(name: str, daemons: list[int], ttd: list[float], labelled: int, interval: float | None) -> dict[str, Any] | None:
+    """Issue 10's bar for a runaway shape, and whether every host met it."""
+    if name in DAEMON_BARS:
+        most = DAEMON_BARS[name]
+        return {"bar": f"detected by daemon {most}", "met": len(daemons) == labelled and max(daemons) <= most}
+    if name.startswith("cold-start-") and interval:
+        return {"bar": f"detected within {COLD_INTERVALS} intervals",
+                "met": len(ttd) == labelled and max(ttd) <= COLD_INTERVALS * interval + 1e-6}
+    return None
+
+
 def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_gap: float = 3600.0,
-          grace: float = 600.0) -> dict[str, Any]:
-    """The evaluation report (a JSON-able dict) of ``findings`` against ``labels``."""
+          grace: float = 600.0, interval: float | None = None) -> dict[str, Any]:
+    """The evaluation report (a JSON-able dict) of ``findings`` against ``labels``.
+
+    Cases whose labels ``expect`` quiet (look-alikes of a runaway) are scored by the
+    hosts flagged and the alerts raised on them, all of them false; the others by
+    recall, time to detect and, for runaways, the daemons running at detection.
+    Each case also counts its false alerts per 1,000 host-days of its hosts over
+    the run. ``interval`` (seconds) lets cold-start shapes be judged in intervals.
+    """
     alerts = episodes(findings, merge_gap)
     alerting = _alerting(findings)
     by_host: dict[str, list[Episode]] = defaultdict(list)
     for e in alerts:
         by_host[e.host].append(e)
     true_alerts: set[int] = set()
+    run_days = (labels.end - labels.start) / 86400.0
     cases: dict[str, dict[str, Any]] = {}
-    for name in sorted({c["case"] for c in labels.cases}):
+    for name in dict.fromkeys(c["case"] for c in labels.cases):
         rows = [c for c in labels.cases if c["case"] == name]
+        quiet = rows[0].get("expect", "alert") == "quiet"
         ttd: list[float] = []
         first: Counter[str] = Counter()
         on_hosts: set[int] = set()
         true_here: set[int] = set()
+        flagged: set[str] = set()
         daemons: list[int] = []
         for case in rows:
             key = host_name(case["host"], ipv6_prefix)
             start, until = case["start"], case["end"] + grace
-            on_hosts.update(id(e) for e in by_host.get(key, []))
-            true_here.update(id(e) for e in by_host.get(key, []) if e.overlaps(start, until))
+            mine = by_host.get(key, [])
+            on_hosts.update(id(e) for e in mine)
+            if mine:
+                flagged.add(key)
+            if quiet:
+                continue
+            true_here.update(id(e) for e in mine if e.overlaps(start, until))
             hit = next((f for f in alerting.get(key, []) if f.end > start and f.start < until), None)
             if hit is None:
                 continue
             ttd.append(hit.end - start)
             first[hit.detector] += 1
-            if name == "incident":
-                detail = case.get("detail", {})
-                every = float(detail.get("extra_every", 3600.0))
-                daemons.append(int(detail.get("daemons_before", 1)) + 1 + int((hit.end - start) // every))
+            running = daemons_running(case, hit.end)
+            if running is not None:
+                daemons.append(running)
         true_alerts |= true_here
-        cases[name] = {
+        host_days = len({c["host"] for c in rows}) * run_days
+        false_here = len(on_hosts) - len(true_here)
+        result: dict[str, Any] = {
+            "expect": "quiet" if quiet else "alert",
             "labelled": len(rows),
             "detected": len(ttd),
-            "recall": len(ttd) / len(rows),
+            "recall": None if quiet else len(ttd) / len(rows),
             "alerts": len(on_hosts),
             "true_alerts": len(true_here),
-            "precision": len(true_here) / len(on_hosts) if on_hosts else None,
+            "precision": len(true_here) / len(on_hosts) if on_hosts and not quiet else None,
             "time_to_detect_s": _stats(ttd),
             "first_detector": dict(first),
+            "flagged_hosts": len(flagged),
+            "false_alerts": false_here,
+            "host_days": host_days,
+            "false_per_1000_host_days": 1000.0 * false_here / host_days if host_days else None,
         }
+        if any("daemon_starts" in c.get("detail", {}) for c in rows) or name == "incident":
+            result["daemons_at_detection"] = daemons
+            result["daemons_at_detection_stats"] = _stats([float(d) for d in daemons])
         if name == "incident":
-            cases[name]["daemons_at_detection"] = daemons
-            cases[name]["flagged_by_4_daemons"] = bool(daemons) and max(daemons) <= 4
+            result["flagged_by_4_daemons"] = bool(daemons) and max(daemons) <= 4
+        bar = None if quiet else _bar(name, daemons, ttd, len(rows), interval)
+        if bar:
+            result["bar"] = bar
+        cases[name] = result
     false = [e for e in alerts if id(e) not in true_alerts]
     kinds = {host_name(h, ipv6_prefix): d.get("kind", "?") for h, d in labels.hosts.items()}
     host_days = labels.host_days

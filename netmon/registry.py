@@ -41,6 +41,7 @@ DETECTORS: dict[str, str] = {
     "population": "netmon.detect.population",
     "baseline": "netmon.detect.baseline",
     "drift": "netmon.detect.drift",
+    "hosts": "netmon.detect.hosts",
 }
 
 KINDS: dict[str, dict[str, str]] = {"source": SOURCES, "sink": SINKS, "detector": DETECTORS}

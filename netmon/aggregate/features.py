@@ -32,7 +32,8 @@ MONLIST_CODES = (20, 42)
 #: Features that need the NTP header; NaN for a host-interval seen only in flow records.
 NTP_ONLY = frozenset(
     {"instances", "poll", "rate_vs_poll", "interval_min", "after_kod", "org_zero", "org_match", "org_mismatch",
-     "ctl_out", "ctl_in", "ctl_bytes_out", "ctl_bytes_in", "monlist_out", "amplification"}
+     "ctl_out", "ctl_in", "ctl_bytes_out", "ctl_bytes_in", "monlist_out", "amplification", "server_clients",
+     "server_own_ports", "server_requests", "server_kod"}
     | {k for k in KOD_CODES} | {"kod_other"}
     | {k for k in FEATURES if k.startswith(("mode", "version"))}
 )
@@ -44,6 +45,15 @@ UNADVERTISED_POLL = 6.0
 START_BURST = 8
 #: Shortest gap (seconds) used in rates, so duplicated captures do not divide by zero.
 MIN_GAP = 1e-3
+#: A request to a server sooner than this (seconds) after the host's previous
+#: request to it, on any socket, continues a start burst (iburst and boot-time
+#: syncs send every 2 s) when the host's stream to that server is sparse.
+BURST_GAP = 3.0
+#: A request on a remembered socket within this factor of its advertised poll
+#: after the socket's previous one comes from a client on a port of its own (a
+#: client behind NAT): not from daemons sharing the port (sooner), nor from a
+#: random port reused by chance (any time within the socket memory).
+OWN_PORT_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -304,6 +314,9 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     summary = SocketSummary(socket_host, v.host_port[first], hash_key(v.peer_hi[first], v.peer_lo[first]),
                             socket_rate, socket_poll, groups.total(run[is_req], n_runs, w[is_req]))
     f["instances"] = _instances(summary, n, interval)
+    period = np.exp2(poll)
+    own_port = is_req & (gap * OWN_PORT_RATIO >= period) & (gap <= OWN_PORT_RATIO * period)
+    _per_server(f, n, h, w, hash_key(v.peer_hi[pick], v.peer_lo[pick]), t, poll, is_req, is_kod, own_port, interval)
     _remember(table, known, starts, is_req, is_rep, is_kod, stop, restart, count, t, xmt, rec)
 
 
@@ -330,6 +343,68 @@ def expected_poll(poll: np.ndarray) -> np.ndarray:
     chrony. Other values, negative (sub-second LAN polling) included, are taken as sent.
     """
     return np.where(poll == 0, UNADVERTISED_POLL, poll.astype(np.float64))
+
+
+def _poisson_rate(heads_rate: np.ndarray) -> np.ndarray:
+    """The rate (per second) of a Poisson stream whose gaps of at least
+    :data:`BURST_GAP` come at ``heads_rate``: the lower root x of x e^-x = c
+    (x = rate * BURST_GAP, c = heads_rate * BURST_GAP), by Newton's method from
+    below (the curve is concave there, so it converges without overshooting);
+    c past the curve's top (1/e) gives x = 1."""
+    c = np.minimum(heads_rate * BURST_GAP, np.exp(-1.0))
+    x = c.copy()
+    for _ in range(12):
+        slope = np.exp(-x) * np.maximum(1.0 - x, 1e-3)
+        x = np.minimum(x - (x * np.exp(-x) - c) / slope, 1.0)
+    return x / BURST_GAP
+
+
+def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, server: np.ndarray, t: np.ndarray,
+                poll: np.ndarray, is_req: np.ndarray, is_kod: np.ndarray, own_port: np.ndarray,
+                interval: float) -> None:
+    """Concurrent clients to each host's busiest server, across all its sockets.
+
+    A client polling as it advertises sends one request per 2^poll s, so the
+    client-seconds of a host's requests to one server (each request weighing its
+    2^poll, poll 0 held to 64 s) over the interval length count the clients
+    polling that server, whatever ports they use: one per request for chrony,
+    all on port 123 for ntpd. A client's start burst (iburst, a boot-time
+    one-shot sync: several requests 2 s apart) would count as several clients;
+    on a sparse stream (mean gap above :data:`BURST_GAP`) only requests starting
+    a run of gaps >= BURST_GAP count, scaled up by the share of a Poisson stream
+    of that rate such gaps keep. A dense stream (many clients) is counted whole:
+    its bursts are then a small part of it. Rows are in socket order, each socket
+    time-ordered; sampled rows (weight > 1) are counted whole.
+    """
+    pair = hash_key(h.astype(np.uint64), server)
+    order = np.lexsort((t, pair))
+    pair, t, w, poll, req, kod, own = pair[order], t[order], w[order], poll[order], is_req[order], is_kod[order], own_port[order]
+    h = h[order]
+    starts, run, row_start = groups.runs(pair)
+    n_pairs = starts.shape[0]
+    prev, found = groups.last_before(req, row_start)
+    gap = np.where(req & found, t - t[prev], np.inf)
+    head = req & ((gap >= BURST_GAP) | (w > 1))
+    requests = groups.total(run[req], n_pairs, w[req])
+    heads = groups.total(run[head], n_pairs, w[head])
+    seconds = groups.total(run[req], n_pairs, (w * np.exp2(poll))[req])
+    own_seconds = groups.total(run[own], n_pairs, (w * np.exp2(poll))[own])
+    sparse = requests * BURST_GAP < interval
+    kept = np.where(sparse, np.minimum(_poisson_rate(heads / interval) * interval, requests), requests)
+    share = np.divide(kept, requests, out=np.zeros(n_pairs), where=requests > 0)
+    clients = share * seconds / interval
+    own_clients = np.minimum(share * own_seconds / interval, clients)
+    kods = groups.total(run[kod], n_pairs, w[kod])
+    pair_host = h[starts]
+    best = groups.extreme(pair_host, clients, n, np.maximum)
+    top = np.full(n, -1, dtype=np.int64)
+    is_best = clients >= best[pair_host]  # ties: the last pair wins, all equal anyway
+    top[pair_host[is_best]] = np.flatnonzero(is_best)
+    has = np.flatnonzero(top >= 0)
+    for name, column in (("server_clients", clients), ("server_own_ports", own_clients),
+                         ("server_requests", requests), ("server_kod", kods)):
+        f[name] = np.zeros(n)
+        f[name][has] = column[top[has]]
 
 
 @dataclass

@@ -3,10 +3,14 @@
     netmon evaluate --labels sim/labels.jsonl sim/campus.pcap
     netmon evaluate --simulate --hosts 2000 --days 7 --seed 1 --json eval.json
 
+    netmon evaluate --simulate --cases shapes --hosts 2000 --days 7 --seed 1
+
 With ``--simulate`` the generator's batches stream straight into the pipeline (a
-week of a large campus never touches the disk). Prints per case recall,
-precision and time to detect, and false alerts per 1,000 host-days; ``--json``
-writes the whole report (see ``netmon.evaluate.score``).
+week of a large campus never touches the disk). Prints one row per case (each of
+issue 10's shapes its own): recall, daemons running at detection, time to
+detect, false alerts per 1,000 host-days, and whether a runaway met its bar;
+look-alikes (``expect quiet``) show the hosts flagged instead of recall.
+``--json`` writes the whole report (see ``netmon.evaluate.score``).
 """
 
 from __future__ import annotations
@@ -44,15 +48,35 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _daemons(r: dict[str, Any]) -> str:
+    stats = r.get("daemons_at_detection_stats")
+    if not stats or stats["max"] is None:
+        return "-"
+    return f"{stats['median']:.0f} / {stats['max']:.0f}"
+
+
+def _bar(r: dict[str, Any]) -> str:
+    bar = r.get("bar")
+    return "-" if not bar else ("met" if bar["met"] else "MISSED")
+
+
 def report_table(report: dict[str, Any]) -> Table:
-    table = Table(title="detection by injected case")
-    for name in ("case", "hosts", "found", "recall", "precision", "TTD median", "TTD max", "first detector"):
-        table.add_column(name)
-    for case, r in report["cases"].items():
+    """One row per case (each shape its own): runaways first, then the look-alikes."""
+    table = Table(title="detection by injected case (daemons: running at detection, median / max; "
+                        "false: alerts on the case's hosts outside it, and per 1,000 of their host-days)")
+    for name in ("case", "expect", "hosts", "found", "recall", "daemons", "TTD median", "TTD max", "false",
+                 "/1k host-d", "bar", "first detector"):
+        table.add_column(name, no_wrap=name in ("case", "first detector"))
+    ordered = sorted(report["cases"].items(), key=lambda kv: kv[1].get("expect", "alert") == "quiet")
+    for case, r in ordered:
         ttd = r["time_to_detect_s"]
         first = ", ".join(f"{k} {v}" for k, v in sorted(r["first_detector"].items(), key=lambda kv: -kv[1]))
-        table.add_row(case, str(r["labelled"]), str(r["detected"]), _ratio(r["recall"]), _ratio(r["precision"]),
-                      _duration(ttd["median"]), _duration(ttd["max"]), first or "-")
+        quiet = r.get("expect") == "quiet"
+        found = f"{r['flagged_hosts']} flagged" if quiet else str(r["detected"])
+        per_1000 = r.get("false_per_1000_host_days")
+        table.add_row(case, r.get("expect", "alert"), str(r["labelled"]), found, _ratio(r["recall"]), _daemons(r),
+                      _duration(ttd["median"]), _duration(ttd["max"]), str(r.get("false_alerts", "-")),
+                      "-" if per_1000 is None else f"{per_1000:.2f}", _bar(r), first or "-")
     return table
 
 
@@ -66,6 +90,9 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     if false["count"]:
         console.print(f"false alerts by host kind: {false['by_kind']}; by detector: {false['by_detector']}")
     incident = report["cases"].get("incident")
+    bars = {case: r["bar"]["bar"] for case, r in report["cases"].items() if "bar" in r}
+    if bars:
+        console.print("bars: " + "; ".join(f"{case} {bar}" for case, bar in bars.items()))
     if incident:
         daemons = incident["daemons_at_detection"]
         console.print(
@@ -125,13 +152,14 @@ def command(pcaps: tuple[str, ...], labels_path: str | None, simulated: bool, ho
             evaluate.check_capture(labels, tally.first, tally.last, tally.packets)
     except (LabelsError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
-    report = evaluate.score(labels, findings, settings.campus.ipv6_prefix, merge_gap)
+    report = evaluate.score(labels, findings, settings.campus.ipv6_prefix, merge_gap,
+                            interval=settings.aggregate.interval)
     report["detectors"] = list(settings.detect.detectors)
     report["policy"] = policy
     report["intervals"] = intervals
     report["packets"] = tally.packets
     report["runtime_s"] = time.monotonic() - started
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(f"{tally.packets} packets, {intervals} intervals, detectors {', '.join(report['detectors'])}, "
                   f"{report['runtime_s']:.0f} s")
     print_report(console, report)

@@ -15,7 +15,7 @@ import structlog
 from rich.progress import Progress
 
 from netmon.decode.encode import frames_from_observations
-from netmon.simulate import CASES, Scenario, Simulation, generate
+from netmon.simulate import BUILDERS, CASE_SETS, Scenario, Simulation, generate
 from netmon.sources.pcapfile import pcap_header, pcap_records
 
 log = structlog.get_logger(__name__)
@@ -42,7 +42,8 @@ def scenario_from(hosts: int, days: float, seed: int, internal: tuple[str, ...],
     """A Scenario from command-line values; click.BadParameter names the bad one."""
     v4 = [p for p in internal if ipaddress.ip_network(p, strict=False).version == 4]
     v6 = [p for p in internal if ipaddress.ip_network(p, strict=False).version == 6]
-    chosen = tuple(c.strip() for c in cases.split(",") if c.strip()) if cases != "all" else CASES
+    chosen = tuple(dict.fromkeys(name for c in cases.split(",") if c.strip()
+                                 for name in CASE_SETS.get(c.strip(), (c.strip(),))))
     kwargs = {"hosts": hosts, "days": days, "seed": seed, "cases": chosen, "incident_daemons": incident_daemons}
     if v4:
         kwargs["internal"] = v4[0]
@@ -70,7 +71,8 @@ def scenario_options(func):
         click.option("--days", type=click.FloatRange(min=0.01), default=7.0, show_default=True, help="length of the run (fractions allowed)"),
         click.option("--seed", type=int, default=1, show_default=True, help="the same seed gives the same traffic"),
         click.option("--internal", multiple=True, callback=_prefix, help="campus prefix (IPv4 and/or IPv6); defaults 10.20.0.0/16 and 2001:db8:20::/48"),
-        click.option("--cases", default="all", show_default=True, help=f"comma-separated injected cases: {', '.join(CASES)}, or 'all'"),
+        click.option("--cases", default="classic", show_default=True,
+                     help=f"comma-separated injected cases or sets ({', '.join(CASE_SETS)}): {', '.join(BUILDERS)}"),
         click.option("--incident-daemons", type=click.IntRange(1), default=1, show_default=True, help="ntpd instances already running when the incident starts"),
     ]
     for option in reversed(options):

@@ -31,7 +31,7 @@ from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding, score01
-from netmon.detect.hoststate import Column, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
 
 #: Seconds the current rate is measured over: short, so a sudden change shows
 #: within an interval or two.
@@ -98,10 +98,10 @@ class Baseline(HostModel):
         self.floors = scaling.floors(self.names) * config.floor_scale
         self._seen: _Seen | None = None
 
-    def _observe(self, intervals: HostIntervals) -> _Seen:
-        if self._seen is not None and self._seen.visit.key == id(intervals):
+    def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
+        if self._seen is not None and self._seen.visit.intervals is intervals:
             return self._seen
-        visit = self.visit(intervals)
+        visit = self.visit(intervals, keys)
         self._seen = _Seen(
             visit=visit,
             level=scaling.level(visit.current),
@@ -111,10 +111,10 @@ class Baseline(HostModel):
         )
         return self._seen
 
-    def score(self, intervals: HostIntervals) -> DetectorOutput:
+    def score(self, intervals: HostIntervals, keys: HostKeys | None = None) -> DetectorOutput:
         """z of each host against its own usual level; findings for clear rises."""
         cfg = self.config
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         ready = (seen.n >= cfg.min_rows) & (seen.visit.t - seen.visit.first >= cfg.warmup)
         gap = seen.level - seen.mean
         z = gap / np.maximum(1.25 * seen.dev, DEV_FLOOR)
@@ -142,9 +142,9 @@ class Baseline(HostModel):
             )
         return DetectorOutput(scores={"baseline": score01(worst, cfg.z_alert)}, findings=findings)
 
-    def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
+    def learn(self, intervals: HostIntervals, normal: np.ndarray, keys: HostKeys | None = None) -> None:
         """Keep every host's recent rate; move the usual level only for normal hosts."""
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         self._seen = None
         n_new = seen.n + normal
         step = -np.expm1(-np.nan_to_num(seen.visit.elapsed, nan=np.inf) / self.config.memory)

@@ -45,7 +45,7 @@ from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding, score01
-from netmon.detect.hoststate import Column, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
 
 
 class Watch(Strict):
@@ -116,10 +116,10 @@ class Drift(HostModel):
         self.floors = np.array([config.features[n].floor for n in names])
         self._seen: _Seen | None = None
 
-    def _observe(self, intervals: HostIntervals) -> _Seen:
-        if self._seen is not None and self._seen.visit.key == id(intervals):
+    def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
+        if self._seen is not None and self._seen.visit.intervals is intervals:
             return self._seen
-        visit = self.visit(intervals)
+        visit = self.visit(intervals, keys)
         level = scaling.level(visit.current)
         ref = self.carried(visit, "ref")
         dev = self.carried(visit, "dev")
@@ -140,10 +140,10 @@ class Drift(HostModel):
         )
         return self._seen
 
-    def score(self, intervals: HostIntervals) -> DetectorOutput:
+    def score(self, intervals: HostIntervals, keys: HostKeys | None = None) -> DetectorOutput:
         """CUSUM of each host against its slow reference; findings past the threshold."""
         cfg = self.config
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         with np.errstate(invalid="ignore"):
             value = scaling.unlevel(seen.level)
             usual = scaling.unlevel(seen.ref)
@@ -170,9 +170,9 @@ class Drift(HostModel):
             )
         return DetectorOutput(scores={"drift": score01(worst, cfg.threshold)}, findings=findings)
 
-    def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
+    def learn(self, intervals: HostIntervals, normal: np.ndarray, keys: HostKeys | None = None) -> None:
         """Keep every host's rate and CUSUM; capture or slowly move the reference of normal hosts."""
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         self._seen = None
         age = seen.visit.age[:, None]
         filled = age >= self.windows

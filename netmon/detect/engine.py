@@ -17,6 +17,7 @@ import numpy as np
 from netmon import registry
 from netmon.batch import Finding, HostIntervals, Scored
 from netmon.config import Detect
+from netmon.detect.hoststate import HostKeys, HostModel
 
 
 @dataclass
@@ -58,18 +59,22 @@ class Engine:
         return {name: d for name, d in self.detectors.items() if hasattr(d, "state")}
 
     def process(self, intervals: HostIntervals) -> Scored:
-        """Score one interval with every detector, then let the learners learn."""
+        """Score one interval with every detector, then let the learners learn.
+
+        Host keys are hashed once here and handed to every per-host model."""
+        keys = HostKeys.of(intervals.host)
+        extra = {d: ((keys,) if isinstance(d, HostModel) else ()) for d in self.detectors.values()}
         scores: dict[str, np.ndarray] = {}
         findings: list[Finding] = []
         for detector in self.detectors.values():
-            out = detector.score(intervals)
+            out = detector.score(intervals, *extra[detector])
             scores.update(out.scores)
             findings.extend(out.findings)
         flagged = {f.host for f in findings if f.severity != "info"}
         normal = ~np.isin(intervals.host, list(flagged)) if flagged else np.ones(len(intervals), dtype=bool)
         for detector in self.detectors.values():
             if _learns(detector):
-                detector.learn(intervals, normal)
+                detector.learn(intervals, normal, *extra[detector])
         return Scored(intervals=intervals, scores=scores, findings=findings)
 
     def save(self) -> None:

@@ -35,14 +35,10 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
 
     Looking a million host strings up in a dict costs more than all the
     arithmetic of the models, so rows are found by hash in a sorted array
-    instead. The last result is kept: every detector of an interval asks for the
-    same ``hosts`` array. Padding (NUL) is skipped, so a key hashes the same in
-    an array of any width. A collision needs two of a million keys to share 64
-    bits (odds about 3e-8).
+    instead. Padding (NUL) is skipped, so a key hashes the same in an array of
+    any width. A collision needs two of a million keys to share 64 bits (odds
+    about 3e-8).
     """
-    global _last
-    if _last is not None and _last[0] is hosts:
-        return _last[1]
     text = np.asarray(hosts)
     if text.dtype.kind != "U":
         text = text.astype(str)
@@ -54,11 +50,25 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
     for j in range(width):
         c = codes[:, j]
         h = np.where(c != 0, (h ^ c) * prime, h)  # NUL is padding to the array's width, not part of the key
-    _last = (hosts, h)
     return h
 
 
-_last: tuple[np.ndarray, np.ndarray] | None = None
+@dataclass(frozen=True)
+class HostKeys:
+    """One interval's host keys, hashed once (:meth:`of`) and handed to every
+    per-host model, so hashing a million keys is done once per interval, not
+    once per model, and no cache outlives the interval."""
+
+    hosts: np.ndarray
+    hashes: np.ndarray
+
+    @classmethod
+    def of(cls, hosts: np.ndarray) -> "HostKeys":
+        return cls(hosts, host_hashes(hosts))
+
+    def matches(self, hosts: np.ndarray) -> bool:
+        """True when these keys were made for ``hosts`` (the same array)."""
+        return self.hosts is hosts
 
 
 class HostTable:
@@ -105,9 +115,10 @@ class HostTable:
         self.sorted_hashes = self.hashes[order]
         self.sorted_rows = order.astype(np.int64)
 
-    def rows(self, hosts: np.ndarray) -> np.ndarray:
-        """Row index of each host (int64), new hosts get fresh rows at their initial values."""
-        h = host_hashes(hosts)
+    def rows(self, hosts: np.ndarray, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Row index of each host (int64), new hosts get fresh rows at their initial values;
+        ``hashes`` are :func:`host_hashes` of ``hosts`` when already known."""
+        h = host_hashes(hosts) if hashes is None else hashes
         found = self._find(h)
         missing = np.flatnonzero(found < 0)
         if missing.size:
@@ -156,7 +167,7 @@ class HostTable:
             if value.shape != want:
                 raise ValueError(f"column {name!r} has shape {value.shape}, expected {want}")
         self.keys = [str(h) for h in hosts.tolist()]
-        self.hashes = host_hashes(np.array(self.keys, dtype=str)).copy() if n else np.zeros(0, dtype=np.uint64)
+        self.hashes = host_hashes(np.array(self.keys, dtype=str)) if n else np.zeros(0, dtype=np.uint64)
         self._index()
         self.data = {name: self._blank(col, max(n, 1024)) for name, col in self.columns.items()}
         for name, col in self.columns.items():
@@ -226,9 +237,11 @@ class Visit:
     """This interval's hosts in a detector's table: their rows, how long since
     each was seen (NaN for a host new or starting over), since when it is known
     (``first``, ``age`` in seconds including this interval), and its windowed
-    values (``sums`` the new window state, ``current`` per hour or level)."""
+    values (``sums`` the new window state, ``current`` per hour or level).
+    ``intervals`` is the batch visited: what a detector computes while scoring
+    is reused by its learning only for that very batch."""
 
-    key: int
+    intervals: Any
     t: float
     length: float
     rows: np.ndarray
@@ -263,11 +276,13 @@ class HostModel:
         self.table = HostTable({**base, **columns})
         self._intervals = 0
 
-    def visit(self, intervals: Any) -> Visit:
-        """Find the hosts of ``intervals`` and move their windows on (nothing is stored yet)."""
+    def visit(self, intervals: Any, keys: HostKeys | None = None) -> Visit:
+        """Find the hosts of ``intervals`` (by ``keys`` when the engine hashed them
+        already) and move their windows on (nothing is stored yet)."""
         t = float(intervals.end)
         length = float(intervals.end - intervals.start)
-        rows = self.table.rows(intervals.host)
+        hashes = keys.hashes if keys is not None and keys.matches(intervals.host) else None
+        rows = self.table.rows(intervals.host, hashes)
         elapsed = t - self.table["last"][rows]
         fresh = np.isnan(elapsed) | (elapsed > self.forget_after)
         elapsed[fresh] = np.nan
@@ -277,7 +292,7 @@ class HostModel:
         sums, current = windowed(
             self.table["sums"][rows], elapsed, age, length, self.window, counts, self.rates, self.priors
         )
-        return Visit(id(intervals), t, length, rows, fresh, elapsed, first, age, sums, current)
+        return Visit(intervals, t, length, rows, fresh, elapsed, first, age, sums, current)
 
     def carried(self, visit: Visit, column: str) -> np.ndarray:
         """A column's values for the visited hosts, at the initial value for hosts starting over."""

@@ -55,7 +55,7 @@ from netmon.config import Strict
 from netmon.detect import scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
-from netmon.detect.hoststate import Column, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
 
 log = structlog.get_logger(__name__)
 
@@ -203,11 +203,11 @@ class Population(HostModel):
             model = self.models[key] = Model(hst, columns)
         return model
 
-    def _observe(self, intervals: HostIntervals) -> _Seen:
+    def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
         """Each host's windowed values and their model key (once per interval)."""
-        if self._seen is not None and self._seen.visit.key == id(intervals):
+        if self._seen is not None and self._seen.visit.intervals is intervals:
             return self._seen
-        visit = self.visit(intervals)
+        visit = self.visit(intervals, keys)
         scaled = scaling.unit_scaled(visit.current, self.names)
         self._seen = _Seen(
             visit=visit,
@@ -238,10 +238,10 @@ class Population(HostModel):
                 by_key[f"{groups[code >> bits]}|{code & ((1 << bits) - 1):x}"] = members
         return by_key
 
-    def score(self, intervals: HostIntervals) -> DetectorOutput:
+    def score(self, intervals: HostIntervals, keys: HostKeys | None = None) -> DetectorOutput:
         """HalfSpaceTrees score of each host within its group; findings for lasting outliers."""
         cfg = self.config
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         t = seen.visit.t
         values, scaled = seen.values, seen.scaled
         scores = np.full(len(intervals), np.nan)
@@ -285,11 +285,11 @@ class Population(HostModel):
                 )
         return DetectorOutput(scores={"population": scores}, findings=findings)
 
-    def learn(self, intervals: HostIntervals, normal: np.ndarray) -> None:
+    def learn(self, intervals: HostIntervals, normal: np.ndarray, keys: HostKeys | None = None) -> None:
         """Keep every host's windowed values and outlier run; learn a sample of each
         group's hosts that nobody flagged and that are no outliers here either."""
         cfg = self.config
-        seen = self._observe(intervals)
+        seen = self._observe(intervals, keys)
         self._seen = None
         t = seen.visit.t
         calm = normal & ~seen.outlier & (t - seen.visit.first >= cfg.persist)

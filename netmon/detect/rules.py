@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from netmon.aggregate.features import expected_poll
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import Finding, HostIntervals, addr_halves
 from netmon.config import Strict, check_prefixes
@@ -116,12 +117,15 @@ class Rules:
             streaks[host] = (count, iv.end)
             if count < c.persist:
                 continue
-            rate, poll, length = f["rate_vs_poll"][row], f["poll"][row], iv.end - iv.start
+            rate, length = f["rate_vs_poll"][row], iv.end - iv.start
+            poll = float(expected_poll(np.array([round(f["poll"][row])]))[0])
+            said = (f"the advertised poll of {2 ** poll:.0f} s" if round(f["poll"][row]) != 0
+                    else f"{2 ** poll:.0f} s (poll not advertised, {2 ** poll:.0f} s assumed)")
             requests, servers = f["requests_out"][row], f["servers"][row]
             hits.append(Hit(row, "rule.poll_rate", rate / c.poll_ratio, (
                 f"~{f['instances'][row]:.0f} client instances behind {f['client_ports'][row]:.0f} source port(s): "
                 f"{requests:.0f} requests ({requests / length:.2f}/s) to {servers:.0f} server(s) in {length:.0f} s, "
-                f"{rate:.1f}x faster than the advertised poll of {2 ** poll:.0f} s (threshold {c.poll_ratio}x) "
+                f"{rate:.1f}x faster than {said} (threshold {c.poll_ratio}x) "
                 f"for {count} intervals; shortest gap {f['interval_min'][row]:.2f} s"),
                 {"rate_vs_poll": _ev(rate, 1.0), "instances": _ev(f["instances"][row], f["client_ports"][row]),
                  "requests_out": _ev(requests, servers * length / 2 ** poll),

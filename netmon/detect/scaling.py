@@ -87,6 +87,8 @@ SPECS: dict[str, Spec] = {
         Spec("ctl_out", 1e8, True, "/h", 60.0),
         Spec("amplification", 1e4, False, "x", 4.0),
         Spec("instance_seconds", 1e9, True, "s/h", 5400.0),
+        Spec("server_clients", 1e6, True, "x 60 s/h", 4.0),
+        Spec("server_requests", 1e7, True, "/h", 120.0),
     )
 }
 

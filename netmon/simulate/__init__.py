@@ -20,14 +20,21 @@ import numpy as np
 
 from netmon.simulate import cases as case_module
 from netmon.simulate import labels as labels_file
-from netmon.simulate import packets, ratelimit
+from netmon.simulate import packets, ratelimit, shapes
 from netmon.simulate.campus import Campus, outside_world, populate
 from netmon.simulate.events import EventTable, Reply, select
 from netmon.simulate.world import AddressBook, Allocator
 
 #: 2026-03-02 00:00 UTC, a Monday
 DEFAULT_START = 1772409600.0
+#: the cases a scenario has unless told otherwise (the classic anomalies)
 CASES = tuple(case_module.CASES)
+#: issue 10's shapes: runaways as real daemons make them, and look-alikes that must stay quiet
+SHAPES = ("incident", *shapes.SHAPES)
+#: every case by name
+BUILDERS = {**case_module.CASES, **shapes.SHAPES}
+#: names that stand for a set of cases
+CASE_SETS = {"classic": CASES, "shapes": SHAPES, "all": tuple(BUILDERS)}
 #: longest run: origins are matched on microsecond keys of 42 bits
 MAX_DAYS = 50
 
@@ -46,9 +53,9 @@ class Scenario:
     incident_daemons: int = 1
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.cases if c not in case_module.CASES]
+        unknown = [c for c in self.cases if c not in BUILDERS]
         if unknown:
-            raise ValueError(f"unknown case(s) {', '.join(unknown)}; allowed: {', '.join(CASES)}")
+            raise ValueError(f"unknown case(s) {', '.join(unknown)}; allowed: {', '.join(BUILDERS)}")
         if self.hosts < 1 or not 0 < self.days <= MAX_DAYS:
             raise ValueError(f"a scenario needs at least 1 host and between 0 and {MAX_DAYS} days")
 
@@ -90,6 +97,7 @@ class Simulation:
             "end": self.end,
             "internal": [self.scenario.internal, self.scenario.internal6],
             "groups": {"servers": [f"{h}/32" for h, d in self.hosts.items() if d["kind"] == "server"]},
+            "gateways": [f"{h}/32" for h, d in self.hosts.items() if d.get("declared")],
             "sanctioned_servers": self.sanctioned,
             "host_count": len(self.hosts),
             "rows": self.rows(),
@@ -122,13 +130,13 @@ def generate(scenario: Scenario) -> Simulation:
         if name == "incident":
             labels += case_module.incident(campus, scenario.incident_daemons)
         else:
-            labels += case_module.CASES[name](campus)
+            labels += BUILDERS[name](campus)
         case_hosts += len(campus.hosts) - before
     populate(campus, max(1, scenario.hosts - case_hosts))
     events = campus.table.finish()
     answered = rng.random(len(events["time"])) < campus.book.arrays()["answer"][events["server"]]
     events["reply"] = np.where((events["reply"] == Reply.NORMAL) & ~answered, Reply.NONE, events["reply"]).astype(np.uint8)
-    events = ratelimit.apply(events, campus.book.arrays()["strict"])
+    events = ratelimit.apply(events, campus.book.arrays())
     events = select(events, np.argsort(events["time"], kind="stable"))
     packets.link_origins(events)
     sanctioned = [campus.book.text[i] for i in campus.pool + campus.pool6 + campus.timesyncd + campus.windows]

@@ -40,6 +40,7 @@ from netmon.simulate.events import (
     W32TIME_RAMP,
     W32TIME_STEADY,
     EventTable,
+    Honour,
     Kind,
     Org,
     schedule,
@@ -108,6 +109,7 @@ class Campus:
         until: float,
         booted: bool,
         port: int = 123,
+        honour: Honour = Honour.NTPD,
     ) -> None:
         """One client daemon from ``begin`` to ``until``: a boot ramp, or already steady."""
         ramp, poll = DAEMONS[kind]
@@ -118,19 +120,21 @@ class Campus:
                 times, polls = schedule(self.rng, begin + offset, until, ramp, poll)
             else:
                 times, polls = steady(self.rng, begin, until, poll)
-            self.table.add(times, client, server, kind, polls, self.ports(kind, len(times), port), org)
+            self.table.add(times, client, server, kind, polls, self.ports(kind, len(times), port), org, honour=honour)
 
     def oneshot(self, client: int, server: int, at: float) -> None:
         """A boot-time one-shot sync (ntpdate/sntp/chronyd -q): 4 quick requests, then exit."""
         times, polls = schedule(self.rng, at, self.end, ONESHOT_RAMP, None)
         self.table.add(times, client, server, Kind.SNTP, polls, self.ports(Kind.SNTP, len(times)))
 
-    def lifetime(self, kind: Kind, client: int, servers: list[int], boots: list[float], port: int = 123) -> None:
-        """A host running from before the start, rebooting at ``boots`` (60-180 s down each)."""
-        edges = [self.start, *sorted(boots), self.end]
+    def lifetime(self, kind: Kind, client: int, servers: list[int], boots: list[float], port: int = 123,
+                 honour: Honour = Honour.NTPD, until: float | None = None) -> None:
+        """A host running from before the start (to ``until``, default the end), rebooting
+        at ``boots`` (60-180 s down each)."""
+        edges = [self.start, *sorted(boots), self.end if until is None else until]
         for i in range(len(edges) - 1):
             begin = edges[i] + (float(self.rng.uniform(60, 180)) if i else 0.0)
-            self.daemon(kind, client, servers, begin, edges[i + 1], booted=i > 0, port=port)
+            self.daemon(kind, client, servers, begin, edges[i + 1], booted=i > 0, port=port, honour=honour)
 
 
 def outside_world(campus: Campus) -> None:
@@ -152,7 +156,7 @@ def _boots(campus: Campus, share: float) -> list[float]:
     return []
 
 
-def _days(campus: Campus) -> np.ndarray:
+def run_days(campus: Campus) -> np.ndarray:
     first = np.floor(campus.start / DAY) * DAY
     return np.arange(first, campus.end, DAY)
 
@@ -175,7 +179,7 @@ def windows_desktops(campus: Campus, count: int) -> None:
             continue
         client = campus.host("w32time", nightly_off=True)
         servers = campus.servers_for(Kind.W32TIME, False)
-        for day in _days(campus):
+        for day in run_days(campus):
             on = day + 7 * 3600 + float(campus.rng.uniform(0, 7200))
             off = day + 18 * 3600 + float(campus.rng.uniform(0, 7200))
             campus.daemon(Kind.W32TIME, client, servers, max(on, campus.start), min(off, campus.end), booted=on >= campus.start)
@@ -186,7 +190,7 @@ def lab_machines(campus: Campus, count: int) -> None:
     for _ in range(count):
         client = campus.host("lab")
         servers = campus.servers_for(Kind.NTPD, False)
-        boots = [d + 3 * 3600 + float(campus.rng.uniform(0, 1200)) for d in _days(campus)]
+        boots = [d + 3 * 3600 + float(campus.rng.uniform(0, 1200)) for d in run_days(campus)]
         boots = [b for b in boots if campus.start < b < campus.end]
         campus.lifetime(Kind.NTPD, client, servers, boots)
         for boot in boots:
@@ -230,17 +234,17 @@ def nat_gateway(campus: Campus, vpn: bool) -> None:
         kind = _client_kind(campus)
         servers = campus.servers_for(kind, False) if kind == Kind.W32TIME else site
         if not vpn:
-            boots = [float(d + rng.uniform(0, DAY)) for d in _days(campus) if rng.random() < 0.3]
+            boots = [float(d + rng.uniform(0, DAY)) for d in run_days(campus) if rng.random() < 0.3]
             campus.lifetime(kind, gateway, servers, [b for b in boots if campus.start < b < campus.end], port=port)
             continue
-        for begin, until in _sessions(campus, 0.7, 0.3):
+        for begin, until in work_sessions(campus, 0.7, 0.3):
             campus.daemon(kind, gateway, servers, begin, until, booted=True, port=port)
 
 
-def _sessions(campus: Campus, weekday: float, weekend: float) -> list[tuple[float, float]]:
+def work_sessions(campus: Campus, weekday: float, weekend: float) -> list[tuple[float, float]]:
     """Working-day sessions of a roaming client inside the run."""
     out = []
-    for day in _days(campus):
+    for day in run_days(campus):
         share = weekend if int(day // DAY + 3) % 7 >= 5 else weekday
         if campus.rng.random() >= share:
             continue
@@ -260,7 +264,7 @@ def dhcp_laptops(campus: Campus, addresses: int) -> None:
     laptops = int(addresses * 1.3)
     kinds = [_client_kind(campus) for _ in range(laptops)]
     servers = [campus.servers_for(k, False) for k in kinds]
-    for day in _days(campus):
+    for day in run_days(campus):
         weekend = int(day // DAY + 3) % 7 >= 5
         present = np.nonzero(rng.random(laptops) < (0.25 if weekend else 0.75))[0]
         rng.shuffle(present)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from netmon.simulate.campus import DAY, EPHEMERAL, Campus, internal_server
-from netmon.simulate.events import NTPD_RAMP, Kind, Org, Reply, poisson, schedule, steady
+from netmon.simulate.events import NTPD_RAMP, Honour, Kind, Org, Reply, poisson, schedule, steady
 from netmon.simulate.world import ref_id_of
 
 HOUR = 3600.0
@@ -60,8 +60,9 @@ def incident(campus: Campus, daemons_before: int = 1) -> list[Label]:
             times, polls = steady(rng, start, end, 6)
         else:
             times, polls = schedule(rng, born + float(rng.uniform(0, 3)), end, NTPD_RAMP[:1], 6)
-        campus.table.add(times, client, server, Kind.NTPD, polls, 123, Org.STALE, honour=False)
-    return [_label(campus, "incident", client, start, end, daemons_before=daemons_before, extra_every=HOUR, server=campus.book.text[server])]
+        campus.table.add(times, client, server, Kind.NTPD, polls, 123, Org.STALE, honour=Honour.IGNORE)
+    return [_label(campus, "incident", client, start, end, daemons_before=daemons_before, extra_every=HOUR,
+                   server=campus.book.text[server], daemon_starts=sorted(float(t) for t in starts))]
 
 
 def flood(campus: Campus) -> list[Label]:
@@ -73,7 +74,7 @@ def flood(campus: Campus) -> list[Label]:
     start = _at(campus, 0.4)
     end = min(start + 1800.0, campus.end)
     times = poisson(rng, start, end, 50.0)
-    campus.table.add(times, client, victim, Kind.FLOOD, 0, rng.integers(1024, 65535, len(times)), honour=False)
+    campus.table.add(times, client, victim, Kind.FLOOD, 0, rng.integers(1024, 65535, len(times)), honour=Honour.IGNORE)
     return [_label(campus, "flood", client, start, end, rate=50.0, server="203.0.113.99")]
 
 
@@ -86,7 +87,7 @@ def reflector(campus: Campus) -> list[Label]:
     for v in range(3):
         victim = campus.book.add(f"198.18.200.{10 + v}", rtt=0.05)
         times = poisson(rng, start, end, 1.0 / 3)
-        campus.table.add(times, victim, server, Kind.MONLIST, 0, int(rng.integers(1024, 65535)), reply=Reply.MONLIST, honour=False)
+        campus.table.add(times, victim, server, Kind.MONLIST, 0, int(rng.integers(1024, 65535)), reply=Reply.MONLIST, honour=Honour.IGNORE)
     return [_label(campus, "reflector", server, start, end, requests_per_s=1.0)]
 
 
@@ -104,7 +105,7 @@ def iot(campus: Campus, devices: int = 10) -> list[Label]:
         count = int((campus.end - begin) / gap) + 1
         times = begin + np.arange(count) * gap + rng.uniform(-0.05, 0.05, count) * gap
         times = times[times < campus.end]
-        campus.table.add(times, client, server, Kind.IOT, poll, int(rng.integers(1024, 65535)), honour=False)
+        campus.table.add(times, client, server, Kind.IOT, poll, int(rng.integers(1024, 65535)), honour=Honour.IGNORE)
         labels.append(_label(campus, "iot", client, begin, campus.end, interval=gap, server="192.0.2.200"))
     return labels
 
@@ -131,7 +132,7 @@ def creep(campus: Campus, doubling: float = DAY) -> list[Label]:
     times = poisson(rng, start, campus.end, peak)
     keep = rng.random(len(times)) < base * 2.0 ** ((times - start) / doubling) / peak
     times = times[keep]
-    campus.table.add(times, client, servers[0], Kind.SNTP, 6, rng.integers(*EPHEMERAL, len(times)), honour=False)
+    campus.table.add(times, client, servers[0], Kind.SNTP, 6, rng.integers(*EPHEMERAL, len(times)), honour=Honour.IGNORE)
     return [_label(campus, "creep", client, start, campus.end, base_rate=base, doubling=doubling)]
 
 

@@ -41,6 +41,14 @@ class Org(IntEnum):
     RANDOM = 3  # garbage
 
 
+class Honour(IntEnum):
+    """What a client stream does after a KoD RATE."""
+
+    IGNORE = 0  # runaways, IoT firmware, floods: carry on
+    NTPD = 1  # ntpd: nothing more for 1.5 poll intervals (at least 96 s)
+    CHRONY = 2  # chronyd: the next request waits 4 extra poll intervals, per instance (ntp_core.c)
+
+
 class Reply(IntEnum):
     """What comes back for a request."""
 
@@ -60,7 +68,7 @@ COLUMNS: dict[str, str] = {
     "poll": "i1",
     "org": "u1",
     "reply": "u1",
-    "honour": "u1",  # 1 when the stream backs off after a KoD
+    "honour": "u1",  # Honour: how the stream backs off after a KoD
     "stream": "u4",
     "prev": "f8",  # time of the request whose reply the origin copies (NaN: none)
 }
@@ -84,7 +92,7 @@ class EventTable:
         sport: int | np.ndarray,
         org: Org = Org.ZERO,
         reply: int | np.ndarray = Reply.NORMAL,
-        honour: bool = True,
+        honour: Honour = Honour.NTPD,
     ) -> None:
         """Append one stream of requests (scalars broadcast to its length)."""
         n = len(time)

@@ -2,10 +2,13 @@
 
 Line 1 is the meta record (``type = "meta"``): the scenario (seed included), the
 run's start and end (UNIX seconds), the campus prefixes and groups a config
-needs, the number of campus addresses and of observation rows. Then one
-``type = "host"`` record per campus address (its kind: ntpd, chrony, nat, dhcp,
-server, ...) and one ``type = "case"`` record per injected anomaly on one host:
-``case``, ``host``, ``start``, ``end`` (UNIX seconds, event time) and ``detail``.
+needs (``gateways``: the NAT gateways a campus would declare), the number of
+campus addresses and of observation rows. Then one ``type = "host"`` record per
+campus address (its kind: ntpd, chrony, nat, dhcp, server, ...) and one
+``type = "case"`` record per injected case on one host: ``case``, ``host``,
+``start``, ``end`` (UNIX seconds, event time) and ``detail``; ``expect`` is
+``quiet`` for a look-alike no detector should flag (``alert`` when absent), and a
+runaway's ``detail.daemon_starts`` lists when each of its daemons started.
 """
 
 from __future__ import annotations

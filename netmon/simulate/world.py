@@ -27,8 +27,9 @@ class AddressBook:
     """Addresses by index; server attributes are meaningful only where a host answers NTP.
 
     ``rtt`` is the round trip from the campus edge to the address and back (seconds);
-    ``strict`` servers rate-limit with KoD RATE (ntpd ``restrict limited kod``);
-    ``answer`` is the share of requests a server replies to.
+    ``strict`` servers rate-limit with KoD RATE (``restrict limited kod``), with classic
+    ntpd's leaky bucket, or with ntpsec's decaying score where ``ntpsec`` is set
+    (``netmon.simulate.ratelimit``); ``answer`` is the share of requests a server replies to.
     """
 
     text: list[str] = field(default_factory=list)
@@ -39,6 +40,7 @@ class AddressBook:
     rtt: list[float] = field(default_factory=list)
     strict: list[bool] = field(default_factory=list)
     answer: list[float] = field(default_factory=list)
+    ntpsec: list[bool] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -50,6 +52,7 @@ class AddressBook:
         rtt: float = 0.02,
         strict: bool = False,
         answer: float = 0.995,
+        ntpsec: bool = False,
     ) -> int:
         """Index of ``text``, added with these server attributes if new."""
         if text in self.index:
@@ -63,6 +66,7 @@ class AddressBook:
         self.rtt.append(rtt)
         self.strict.append(strict)
         self.answer.append(answer)
+        self.ntpsec.append(ntpsec)
         self.index[text] = len(self.text) - 1
         self._arrays.clear()
         return self.index[text]
@@ -78,6 +82,7 @@ class AddressBook:
                 "rtt": np.array(self.rtt, dtype=np.float64),
                 "strict": np.array(self.strict, dtype=bool),
                 "answer": np.array(self.answer, dtype=np.float64),
+                "ntpsec": np.array(self.ntpsec, dtype=bool),
                 "v6": np.array([":" in t for t in self.text], dtype=bool),
             }
         return self._arrays

@@ -97,7 +97,29 @@ class Traffic:
                 sent = self.request(time, host, server, 123, org=int(self.rng.integers(1, 2**62)), poll=poll)
                 kod = "RATE" if kod_from is not None and time >= kod_from else None
                 self.reply(time + 0.02, server, host, 123, org=sent, kod=kod, poll=poll)
-                time += 2.0**poll
+                time += 2.0 ** (poll or 6)  # poll 0: not advertised, every 64 s
+
+    def chrony(self, host: str, server: str, start: float, end: float, poll: int = 6, iburst: bool = True,
+               kod_after: float | None = None) -> None:
+        """One chronyd as it really sends: a new random source port for every request,
+        zero origin, 4 requests 2 s apart at start (iburst); ``poll`` 0 sends no poll and
+        polls every 64 s (as ntpsec does); on KoD RATE (from
+        ``kod_after`` on) it backs off on its own (doubles its interval and poll)."""
+        time = start
+        burst = 4 if iburst else 0
+        while time < end:
+            port = int(self.rng.integers(32768, 61000))
+            self.request(time, host, server, port, org=0, poll=poll)
+            kod = "RATE" if kod_after is not None and time >= kod_after else None
+            self.reply(time + 0.02, server, host, port, kod=kod, poll=poll)
+            if kod:
+                poll += 1
+            if burst > 1:
+                burst -= 1
+                time += 2.0
+            else:
+                burst = 0
+                time += 2.0 ** (poll or 6) * float(self.rng.uniform(0.9, 1.1))  # poll 0: not advertised, 64 s
 
     def flow(self, time: float, src: str, dst: str, sport: int, dport: int, packets: float, size: float) -> None:
         """A flow record: counts only, no NTP header."""

@@ -516,3 +516,43 @@ def test_monlist_answered_to_a_campus_admin_is_not_reflection():
     t.packet(1.01, HOST, admin, 123, 50000, mode=7, ctl_code=42, ctl_response=1, bytes=468, poll=0)
     f = one(t)
     assert f["ctl_out"] == 1 and f["monlist_out"] == 0 and math.isnan(f["amplification"])
+
+
+def test_a_pile_of_random_port_chronyd_counts_its_daemons_as_concurrent_clients_of_one_server():
+    t = Traffic(seed=3)
+    for i in range(30):
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 600)) - 600, 1800, iburst=False)
+    features = by_host(run(t), HOST)[12:-2]
+    estimate = np.median([f["server_clients"] for f in features])
+    assert 25 <= estimate <= 35, f"30 chronyd on random ports estimated as {estimate} clients"
+    own = max(f["server_own_ports"] for f in features)  # a random port reused by chance within the socket memory
+    assert own <= 0.1 * estimate, f"random ports taken for {own:.1f} clients on ports of their own"
+    assert np.median([f["instances"] for f in features]) >= 25
+
+
+def test_a_start_burst_is_set_aside_so_one_rebooting_client_counts_about_one():
+    t = Traffic(seed=4)
+    t.iburst(HOST, SERVER, 10.0, port=40001, count=4)  # boot-time one-shot sync
+    t.chrony(HOST, SERVER, 20.0, 600)  # then chronyd with iburst
+    first = by_host(run(t), HOST)[0]
+    assert first["server_requests"] >= 8
+    assert first["server_clients"] <= 2.5, f"a boot's bursts counted as {first['server_clients']:.1f} clients"
+
+
+def test_kod_from_the_busiest_server_is_counted_across_sockets():
+    t = Traffic(seed=5)
+    for i in range(10):
+        t.chrony(HOST, SERVER, float(i), 600, kod_after=100)
+    t.ntpd(HOST, SERVER2, 0, 600, poll=10)
+    features = by_host(run(t), HOST)
+    assert sum(f["server_kod"] for f in features) >= 10
+    assert all(f["server_kod"] <= f["kod_rate"] for f in features)
+
+
+def test_nat_clients_on_ports_of_their_own_are_recognised_after_their_first_poll():
+    t = Traffic(seed=6)
+    for port in range(40000, 40020):
+        t.ntpd(HOST, SERVER, float(t.rng.uniform(0, 64)), 64 * 20, poll=6, port=port)
+    features = by_host(run(t), HOST)[3:-2]
+    assert all(15 <= f["server_clients"] <= 25 for f in features), [f["server_clients"] for f in features]
+    assert all(f["server_own_ports"] >= 0.9 * f["server_clients"] for f in features)

@@ -45,6 +45,16 @@ def test_the_incident_fires_poll_rate_kod_ignored_and_origin_with_explanations()
     assert all(f.explanation and f.evidence for f in found)
 
 
+def test_an_unadvertised_poll_is_named_as_such_and_judged_at_64_s():
+    t = Traffic(seed=12)
+    t.runaway(HOST, SERVER, 0, 900, instances=12, poll=0)
+    rate = [f for f in findings(t) if f.detector == "rule.poll_rate"]
+    assert rate, "12 daemons sharing port 123 without a poll field did not fire"
+    assert "poll not advertised, 64 s assumed" in rate[0].explanation
+    assert "advertised poll of 1 s" not in rate[0].explanation
+    assert rate[0].evidence["interval_min"]["baseline"] == 64.0
+
+
 def test_the_incident_is_flagged_at_four_daemons_within_a_few_intervals():
     t = Traffic(seed=5)
     t.runaway(HOST, SERVER, 0, 900, instances=4)

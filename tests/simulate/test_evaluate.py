@@ -89,3 +89,50 @@ def test_a_capture_from_another_time_is_refused_before_it_is_read(tmp_path):
     moved.write_text("\n".join([json.dumps(moved_meta), *rest]) + "\n")
     result = runner.invoke(main, ["evaluate", "--labels", str(moved), str(tmp_path / "campus.pcap")])
     assert result.exit_code != 0 and "spans" in result.output
+
+
+def shape_labels() -> Labels:
+    meta = {"type": "meta", "version": 1, "start": T0, "end": T0 + 2 * 86400, "internal": ["10.20.0.0/16"], "host_count": 10}
+    cases = [{"case": "chrony-runaway-5s", "host": "10.20.0.1", "start": T0 + 3600, "end": T0 + 7200, "expect": "alert",
+              "detail": {"daemon_starts": [T0] + [T0 + 3600 + 5 * k for k in range(300)]}},
+             {"case": "cold-start-20", "host": "10.20.0.2", "start": T0, "end": T0 + 86400, "expect": "alert",
+              "detail": {"daemon_starts": [T0 - 3600 * k for k in range(1, 21)]}},
+             {"case": "reboot-loop", "host": "10.20.0.3", "start": T0 + 600, "end": T0 + 86400, "expect": "quiet", "detail": {}},
+             {"case": "reboot-loop", "host": "10.20.0.4", "start": T0 + 600, "end": T0 + 86400, "expect": "quiet", "detail": {}}]
+    return Labels(meta=meta, cases=cases, hosts={f"10.20.0.{i}": {"kind": "chrony"} for i in range(1, 11)})
+
+
+def test_each_shape_reports_daemons_at_detection_and_its_own_false_alerts():
+    found = [finding("10.20.0.1", T0 + 3600 + 40),  # ends at +100 s: 21 pile daemons started (0, 5 ... 100 s) + its own
+             finding("10.20.0.1", T0 + 20 * 3600),  # after the case: a false alert on a runaway's host
+             finding("10.20.0.2", T0 + 60),
+             finding("10.20.0.3", T0 + 5000), finding("10.20.0.3", T0 + 50000)]
+    report = score(shape_labels(), found, interval=60.0)
+    fast = report["cases"]["chrony-runaway-5s"]
+    assert fast["daemons_at_detection"] == [22] and fast["bar"]["met"] is False
+    assert fast["false_alerts"] == 1 and fast["false_per_1000_host_days"] == 500.0  # 1 over 1 host x 2 days
+    cold = report["cases"]["cold-start-20"]
+    assert cold["daemons_at_detection"] == [20] and cold["time_to_detect_s"]["max"] == 120 and cold["bar"]["met"]
+    loop = report["cases"]["reboot-loop"]
+    assert loop["expect"] == "quiet" and loop["recall"] is None and loop["flagged_hosts"] == 1
+    assert loop["false_alerts"] == 2 and loop["false_per_1000_host_days"] == 500.0  # 2 over 2 hosts x 2 days
+    assert report["false_alerts"]["count"] == 3, "quiet shapes' and stray alerts count as false over the whole run too"
+
+
+def test_evaluate_reports_every_shape_of_a_small_simulated_world_as_table_and_json(tmp_path):
+    from netmon.simulate import SHAPES
+
+    out = tmp_path / "shapes.json"
+    result = CliRunner().invoke(main, ["evaluate", "--simulate", "--cases", "shapes", "--hosts", "30", "--days", "0.3",
+                                       "--seed", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert list(report["cases"]) == list(SHAPES), "every shape should be reported on its own"
+    for name, case in report["cases"].items():
+        assert name in result.output, f"{name} missing from the table"
+        assert case["false_per_1000_host_days"] is not None and case["host_days"] > 0
+        if case["expect"] == "quiet":
+            assert case["recall"] is None and "flagged_hosts" in case
+        else:
+            assert 0.0 <= case["recall"] <= 1.0 and "daemons_at_detection" in case
+    assert all(d == 4000 for d in report["cases"]["cold-start-4000"]["daemons_at_detection"])

@@ -1,0 +1,363 @@
+"""Host-level view: how many clients a host runs against one server, and how that moves.
+
+The per-socket rules see nothing of the commonest real runaway: a pile of chronyd
+sends every request from a new random port with a zero origin, and each instance
+honours KoD on its own, so per socket there is one request. Only the host's total
+per server, over time, shows it. The aggregator counts, per interval, the
+concurrent clients to each host's busiest server across all its sockets
+(``server_clients``: requests times their advertised 2^poll over the interval,
+start bursts set aside; ``server_own_ports``: those on ports of their own, as
+clients behind NAT are). This detector judges the clients NOT on ports of their
+own in three views, each named in its findings:
+
+* ``hosts.level``, the group view (cold start): a lower bound of the host's
+  clients over its last one and two intervals (requests minus one standard
+  deviation of a Poisson count, so one slow poller's lone request is no crowd)
+  against its group's median and MAD of ``log2(1 + clients)`` this interval.
+  It needs no history, so a host already running 20 daemons when monitoring
+  starts is flagged in its second interval. It applies while the host is young
+  (watched less than ``settle`` s) or when it jumps to ``jump`` times the highest
+  level it ever showed in a normal interval; after that a large level that does
+  not grow is the host's usual (gateway-like) and left to the other views.
+  Groups smaller than ``min_group`` hosts are judged against the whole campus
+  this interval, a campus that small against ``min_clients`` alone.
+* ``hosts.growth``, the host's own history at any pace: a ratchet on the
+  host's clients averaged over ``window`` s counts each rise of at least a step
+  (``step`` clients, or two Poisson standard deviations when larger) to a new
+  high, and starts over whenever the level falls back by a step or 15 % (a
+  gateway fluctuating around its level, a reboot loop returning to one). A
+  runaway adds daemons and never falls back: ``steps`` rises make a finding,
+  whether they take minutes or days, since only the rises are counted.
+* ``hosts.kod``, KoD at host level: after the busiest server's first KoD to
+  the host (any socket), the host's request rate to it (over 10 min) against
+  the rate at that KoD. Each chronyd honours its own KoD, so per socket nothing
+  is ignored; a host whose total rate is not lowered after ``kod_min`` KoD
+  while it runs ``kod_clients`` or more clients ignores them as a whole.
+
+Campus groups can be declared gateways (NAT, VPN) or servers in ``kinds``; each
+kind has its own thresholds (by default neither is judged on its level).
+
+State per host: 13 numbers (about 60 bytes) plus its key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from netmon.batch import Finding, HostIntervals
+from netmon.config import Strict
+from netmon.detect.engine import DetectorOutput
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
+
+#: MAD of a normal distribution is this times smaller than its standard deviation.
+MAD_SCALE = 1.4826
+#: Window (seconds) of the request rate the KoD view compares.
+KOD_RATE_WINDOW = 600.0
+#: Share of its high a ratchet's level may lose before the climb starts over.
+FALL_BACK = 0.15
+
+
+class Thresholds(Strict):
+    """How one kind of host is judged."""
+
+    level: bool = Field(True, description="judge the level against the group (the cold-start view)")
+    min_clients: float = Field(12.0, gt=0, description="fewest clients (not on ports of their own) worth a level finding")
+    steps: int = Field(3, ge=1, description="rises to a new high, never falling back, that make a growth finding")
+    step: float = Field(0.7, gt=0, description="smallest rise (clients) that counts as a step")
+    kod_min: float = Field(10.0, ge=1, description="KoD received from the busiest server before its rate is judged")
+    kod_clients: float = Field(4.0, ge=0, description="fewest clients before a host can ignore KoD as a whole")
+    growth_ratio: float = Field(2.0, ge=1, description="times its level at the climb's start a growing host must reach")
+
+
+class Config(Strict):
+    """``[detect.hosts]``."""
+
+    kinds: dict[str, Literal["gateway", "server"]] = Field(
+        default_factory=dict, description="campus group -> kind (gateway: NAT/VPN; server); other groups are clients"
+    )
+    clients: Thresholds = Field(default_factory=Thresholds, description="thresholds for ordinary client hosts")
+    gateway: Thresholds = Field(
+        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0),
+        description="thresholds for groups of kind gateway",
+    )
+    server: Thresholds = Field(
+        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0),
+        description="thresholds for groups of kind server",
+    )
+    z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
+    mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
+    min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
+    jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
+    window: float = Field(1800.0, gt=0, description="seconds the level followed over time is averaged over")
+    settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
+    own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
+    own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
+    kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
+    kod_settle: float = Field(600.0, ge=0, description="seconds after the first KoD before the rate is judged")
+    kod_lowered: float = Field(0.5, gt=0, le=1, description="share of the rate at the first KoD below which it counts as lowered")
+    forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
+
+
+KINDS = ("clients", "gateway", "server")
+
+
+@dataclass
+class _Seen:
+    """What scoring computed for one interval, handed to learning: the visit,
+    each host's state moved on by this interval, its clients averaged over the
+    window, its kind (index into :data:`KINDS`; undeclared hosts with clients on
+    ports of their own count as gateways) and that kind's thresholds."""
+
+    visit: Visit
+    state: dict[str, np.ndarray]
+    smooth: np.ndarray
+    kind: np.ndarray
+    thresholds: dict[str, np.ndarray]
+
+
+def _lower(requests: np.ndarray, seconds: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Clients at least: client-seconds scaled by (requests - sqrt(requests)) / requests, over ``span`` s."""
+    kept = np.maximum(requests - np.sqrt(requests), 0.0)
+    return np.divide(seconds * kept, requests * span, out=np.zeros_like(seconds), where=requests > 0)
+
+
+def _clock(t: float) -> str:
+    return f"{int(t // 3600) % 24:02d}:{int(t // 60) % 60:02d}"
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+class Hosts(HostModel):
+    """The host-level detector (``hosts``)."""
+
+    name = "hosts"
+
+    def __init__(self, config: Config) -> None:
+        columns = {
+            "prev_seconds": Column("f4", 0, 0.0),
+            "prev_requests": Column("f4", 0, 0.0),
+            "high": Column("f4", 0, np.nan),
+            "base": Column("f4", 0, np.nan),
+            "steps": Column("f4", 0, 0.0),
+            "climb": Column("f8", 0, np.nan),
+            "peak": Column("f4", 0, np.nan),
+            "own_seen": Column("f4", 0, 0.0),
+            "kod_time": Column("f8", 0, np.nan),
+            "kod_rate": Column("f4", 0, np.nan),
+            "kods": Column("f4", 0, 0.0),
+        }
+        super().__init__(("server_clients", "server_requests"), columns,
+                         np.array([config.window, KOD_RATE_WINDOW]), config.forget_after)
+        self.config = config
+        self._seen: _Seen | None = None
+
+    def _kind_columns(self, group: np.ndarray, gateway_like: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Each host's kind index (0 clients, 1 gateway, 2 server) and its thresholds as columns."""
+        kind = np.where(gateway_like, KINDS.index("gateway"), 0)
+        for name, k in self.config.kinds.items():
+            kind[group == name] = KINDS.index(k)
+        table = [getattr(self.config, k) for k in KINDS]
+        columns = {field: np.array([float(getattr(t, field)) for t in table])[kind] for field in Thresholds.model_fields}
+        return kind, columns
+
+    def _group_threshold(self, group: np.ndarray, level: np.ndarray, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per host: the level its group's robust statistics call extreme, and the group's median (clients)."""
+        cfg = self.config
+        logs = np.log2(1.0 + level)
+        threshold = np.zeros(level.shape[0])
+        median = np.full(level.shape[0], np.nan)
+        names, inverse = np.unique(group, return_inverse=True)
+        campus = np.flatnonzero(judged)
+
+        def stats(members: np.ndarray) -> tuple[float, float]:
+            values = logs[members]
+            mid = float(np.median(values))
+            spread = max(float(np.median(np.abs(values - mid))), cfg.mad_floor)
+            return mid, mid + cfg.z * MAD_SCALE * spread
+
+        pooled = stats(campus) if campus.size >= cfg.min_group else None
+        for g in range(names.shape[0]):
+            rows = np.flatnonzero(inverse == g)
+            members = rows[judged[rows]]
+            found = stats(members) if members.size >= cfg.min_group else pooled
+            if found is not None:
+                median[rows], threshold[rows] = 2.0 ** found[0] - 1.0, 2.0 ** found[1] - 1.0
+        return threshold, median
+
+    def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
+        if self._seen is not None and self._seen.visit.intervals is intervals:
+            return self._seen
+        visit = self.visit(intervals, keys)
+        length = visit.length
+        f = intervals.features
+        clients = np.asarray(f["server_clients"], dtype=np.float64)
+        own = np.nan_to_num(np.asarray(f["server_own_ports"], dtype=np.float64))
+        requests = np.asarray(f["server_requests"], dtype=np.float64)
+        loose = np.maximum(clients - own, 0.0)  # NaN stays NaN: a host seen in flows only
+        loose_requests = np.divide(requests * loose, clients, out=np.zeros_like(loose), where=clients > 0)
+        adjacent = ~visit.fresh & (np.abs(np.nan_to_num(visit.elapsed, nan=np.inf) - length) < 1e-6 * length + 1e-3)
+        prev_seconds = np.where(adjacent, self.carried(visit, "prev_seconds"), 0.0)
+        prev_requests = np.where(adjacent, self.carried(visit, "prev_requests"), 0.0)
+        seconds = np.nan_to_num(loose) * length
+        one = _lower(loose_requests, seconds, np.full_like(seconds, length))
+        two = _lower(loose_requests + prev_requests, seconds + prev_seconds, np.full_like(seconds, 2 * length))
+        level = np.where(visit.fresh | np.isnan(loose), np.nan, np.maximum(one, two))
+        smooth = visit.current[:, 0] * length / 3600.0  # mean clients over the window
+        state = {
+            "level": level,
+            "loose": loose,
+            "seconds": seconds,
+            "loose_requests": loose_requests,
+            "rate": visit.current[:, 1],
+            **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
+        }
+        evidence = np.where(own >= self.config.own_share * np.nan_to_num(clients), own, 0.0)
+        state["own_seen"] = np.fmax(state["own_seen"], evidence)
+        kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), state["own_seen"] >= self.config.own_ports)
+        state["step_min"] = th["step"]
+        self._advance(state, np.nan_to_num(smooth), visit, np.nan_to_num(intervals.features["server_kod"]))
+        self._seen = _Seen(visit, state, np.nan_to_num(smooth), kind, th)
+        return self._seen
+
+    def _advance(self, s: dict[str, np.ndarray], smooth: np.ndarray, v: Visit, kod: np.ndarray) -> None:
+        """Move each host's ratchet and KoD episode on by this interval (in ``s``)."""
+        cfg, t = self.config, v.t
+        weight = np.divide(s["seconds"], s["loose_requests"], out=np.full_like(smooth, 64.0),
+                           where=s["loose_requests"] > 0)
+        step = np.maximum(s.pop("step_min"), 2.0 * np.sqrt(smooth * weight / np.minimum(v.age, cfg.window)))
+        high = s["high"]
+        settling = v.age < cfg.window + v.length  # a first (often partial) interval is no base to climb from
+        fell = settling | np.isnan(high) | (smooth <= high - np.maximum(step, FALL_BACK * high))
+        rose = ~fell & (smooth >= high + step)
+        s["step"], s["weight"] = step, weight
+        s["high"] = np.where(fell | rose, smooth, high)
+        s["base"] = np.where(fell, smooth, s["base"])
+        s["steps"] = np.where(fell, 0.0, s["steps"] + rose)
+        s["climb"] = np.where(fell, t, s["climb"])
+        expired = np.isnan(s["kod_time"]) | (t - s["kod_time"] > cfg.kod_window)
+        begins = (kod > 0) & expired
+        s["kod_time"] = np.where(begins, t, s["kod_time"])
+        s["kod_rate"] = np.where(begins, s["rate"], s["kod_rate"])
+        s["kods"] = np.where(begins, kod, np.where(expired, 0.0, s["kods"] + kod))
+
+    def visit(self, intervals: Any, keys: HostKeys | None = None) -> Visit:
+        """As :meth:`HostModel.visit`, on the clients not on ports of their own."""
+        f = intervals.features
+        loose = np.asarray(f["server_clients"], dtype=np.float64) - np.nan_to_num(f["server_own_ports"])
+        shown = HostIntervals(intervals.start, intervals.end, intervals.host, intervals.group, intervals.role,
+                              {"server_clients": np.maximum(loose, 0.0), "server_requests": f["server_requests"]})
+        out = super().visit(shown, keys)
+        out.intervals = intervals
+        return out
+
+    def score(self, intervals: HostIntervals, keys: HostKeys | None = None) -> DetectorOutput:
+        """Level, growth and host-level KoD findings for every host of the interval."""
+        cfg = self.config
+        seen = self._observe(intervals, keys)
+        s, v = seen.state, seen.visit
+        t, f = v.t, intervals.features
+        group = np.asarray(intervals.group, dtype=str)
+        kind, th = seen.kind, seen.thresholds
+        level = s["level"]
+        known = ~np.isnan(level)
+        threshold, median = self._group_threshold(group, np.nan_to_num(level), known & (kind == 0))
+        threshold = np.maximum(threshold, th["min_clients"])
+        young = (t - v.first) < cfg.settle
+        # clients on ports of their own (behind NAT) show themselves with their second request, one poll
+        # period after the first: a crowd waits a poll period, a slow-polling one (over 4 intervals) two
+        period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
+        period = np.where(period > 4 * v.length, 2 * period, period)
+        waited = v.age >= np.minimum(period, cfg.settle)
+        jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
+        level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
+
+        smooth = seen.smooth
+        growth_hit = (known & (s["steps"] >= th["steps"]) & (smooth - s["base"] >= th["steps"] * th["step"])
+                      & (smooth >= th["growth_ratio"] * np.maximum(s["base"], 1.0)))
+        kod = np.nan_to_num(f["server_kod"])
+        active = ~np.isnan(s["kod_time"]) & (t - s["kod_time"] <= cfg.kod_window)
+        not_lowered = active & (s["rate"] >= cfg.kod_lowered * s["kod_rate"])
+        kod_hit = (not_lowered & (t - s["kod_time"] >= cfg.kod_settle) & (s["kods"] >= th["kod_min"])
+                   & (smooth >= th["kod_clients"]) & (kod > 0))
+
+        scores = np.where(known, np.minimum(np.nan_to_num(level) / threshold, 9.99), np.nan)
+        findings = []
+        for i in np.flatnonzero(level_hit | growth_hit | kod_hit).tolist():
+            findings.append(self._finding(intervals, i, s, smooth, bool(level_hit[i]), bool(growth_hit[i]),
+                                          bool(kod_hit[i]), bool(not_lowered[i]), threshold[i], median[i],
+                                          KINDS[kind[i]], bool(young[i])))
+        return DetectorOutput(scores={"hosts": scores}, findings=findings)
+
+    def _finding(self, iv: HostIntervals, i: int, s: dict[str, np.ndarray], smooth: np.ndarray, level: bool,
+                 growth: bool, kod: bool, not_lowered: bool, threshold: float, median: float, kind: str,
+                 young: bool) -> Finding:
+        """One plain sentence: the estimate, its basis, and each view's evidence."""
+        cfg, f = self.config, iv.features
+        host = str(iv.host[i])
+        servers = iv.servers_by_host.get(host, {}) if iv.servers_by_host else {}
+        server = max(servers, key=servers.get) if servers else ""
+        t = float(iv.end)
+        poll = float(f["poll"][i])
+        basis = (f"requests per {2 ** poll:.0f} s advertised poll" if math.isfinite(poll) and poll != 0
+                 else "requests per 64 s: poll not advertised, 64 s assumed")
+        own = float(np.nan_to_num(f["server_own_ports"][i]))
+        clients = float(s["level"][i]) if level else float(smooth[i])
+        parts = [f"~{clients:.0f} concurrent clients to {server or 'one server'} ({basis}, start bursts set aside"
+                 + (f"; {own:.0f} more on ports of their own, as behind NAT" if own >= 1 else "") + ")"]
+        views, evidence = [], {"clients": {"value": clients, "baseline": float(s["base"][i])}}
+        if level:
+            views.append("group view" if young else "group view (a jump past its own highest level)")
+            parts.append(f"{threshold:.0f} or more is extreme in group {iv.group[i]} this interval "
+                         f"(median {median:.0f}; robust z {cfg.z:g})" if math.isfinite(median) else
+                         f"{threshold:.0f} or more is extreme (group too small for its own statistics)")
+            evidence["level"] = {"value": float(s["level"][i]), "baseline": float(threshold)}
+        if growth:
+            views.append("growth view")
+            parts.append(f"up from {s['base'][i]:.0f} at {_clock(s['climb'][i])} ({_ago(t - s['climb'][i])} ago) "
+                         f"in {s['steps'][i]:.0f} steps, never falling back")
+            evidence["steps"] = {"value": float(s["steps"][i]), "baseline": 0.0}
+        kods = float(s["kods"][i])
+        if kods > 0:
+            state = "rate not lowered" if not_lowered else "rate lowered"
+            parts.append(f"{kods:.0f} KoD received from it since {_clock(s['kod_time'][i])}, {state} "
+                         f"({s['rate'][i]:.0f}/h now, {s['kod_rate'][i]:.0f}/h at the first)")
+            evidence["kods"] = {"value": kods, "baseline": 0.0}
+        if kod:
+            views.append("KoD view")
+        if kind != "clients":
+            declared = str(iv.group[i]) in cfg.kinds
+            views.append(f"{kind} thresholds" + ("" if declared else
+                         f" (gateway-like: {s['own_seen'][i]:.0f} clients on ports of their own seen)"))
+        judged = ", ".join(views)
+        severe = (level and growth) or (not_lowered and kods >= 1 and (level or growth)) or clients >= 100
+        detector = "hosts.level" if level else "hosts.growth" if growth else "hosts.kod"
+        return Finding(host=host, group=str(iv.group[i]), start=float(iv.start), end=t, detector=detector,
+                       severity="critical" if severe else "warning",
+                       score=round(float(clients / max(threshold if level else s["base"][i] + 1.0, 1.0)), 3),
+                       explanation=f"host {host}: " + "; ".join(parts) + f" [judged by: {judged}]",
+                       evidence=evidence, server=server)
+
+    def learn(self, intervals: HostIntervals, normal: np.ndarray, keys: HostKeys | None = None) -> None:
+        """Keep every host's ratchet, KoD episode, last interval and highest level.
+
+        The highest level learns from every interval, flagged or not: a host
+        past its cold start whose large level holds is its own normal
+        (gateway-like), and only a jump past it, or growth, is judged again."""
+        seen = self._observe(intervals, keys)
+        self._seen = None
+        s = seen.state
+        peak = np.fmax(s["peak"], s["level"])
+        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
+                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], kod_time=s["kod_time"],
+                   kod_rate=s["kod_rate"], kods=s["kods"])
+
+
+def build(config: Config) -> Hosts:
+    return Hosts(config)

@@ -1,0 +1,155 @@
+"""The host-level view (``hosts`` detector) on crafted real-daemon shapes: each shape
+pinned by what it must (or must not) raise, and by what its explanation says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netmon.aggregate import Aggregator
+from netmon.batch import Finding
+from netmon.config import Detect
+from netmon.detect import checkpoint
+from netmon.detect.engine import Engine
+from tests.aggregate.craft import Traffic, campus, settings
+
+HOST, SERVER = "10.0.0.5", "192.0.2.1"
+HOUR = 3600.0
+
+
+def peers(t: Traffic, end: float, n: int = 30) -> None:
+    """Ordinary hosts the group view judges against: one client each at 64 s."""
+    for i in range(n):
+        t.ntpd(f"10.1.0.{i + 1}", "192.0.2.9", float(t.rng.uniform(0, 64)), end, poll=6, origin="zero")
+
+
+def findings(t: Traffic, detect: dict | None = None, groups: dict | None = None) -> list[Finding]:
+    aggregator = Aggregator(campus(**(groups or {})), settings())
+    engine = Engine(Detect(**{"detectors": ["rules", "hosts"], **(detect or {})}), restore=False)
+    out = []
+    for intervals in aggregator.add(t.rows()) + aggregator.flush():
+        out += engine.process(intervals).findings
+    return [f for f in out if f.host == HOST and f.detector.startswith("hosts.")]
+
+
+def test_twenty_chronyd_already_running_at_the_first_packet_are_flagged_within_two_intervals():
+    t = Traffic(seed=1)
+    peers(t, 900)
+    for _ in range(20):
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 64)), 900, iburst=False)
+    found = findings(t)
+    assert found, "a host running 20 chronyd from the first packet raised nothing"
+    assert found[0].end <= 120.0, f"first flagged at {found[0].end:.0f} s, not within two 60 s intervals"
+    assert found[0].detector == "hosts.level"
+    text = found[0].explanation
+    assert "concurrent clients to 192.0.2.1" in text and "requests per 64 s" in text and "group view" in text
+
+
+def test_a_chronyd_added_every_hour_is_caught_by_its_fourth_daemon():
+    t = Traffic(seed=2)
+    peers(t, 5 * HOUR)
+    starts = [i * HOUR + float(t.rng.uniform(0, 60)) for i in range(5)]
+    for start in starts:
+        t.chrony(HOST, SERVER, start, 5 * HOUR)
+    found = findings(t)
+    assert found, "one chronyd more every hour raised nothing in 5 h"
+    running = sum(s <= found[0].end for s in starts)
+    assert running <= 4, f"caught only with {running} daemons running"
+    assert found[0].detector == "hosts.growth" and "never falling back" in found[0].explanation
+
+
+def test_a_crash_loop_adding_a_daemon_every_five_seconds_is_caught_in_its_first_interval():
+    t = Traffic(seed=3)
+    peers(t, 3.5 * HOUR)
+    t.chrony(HOST, SERVER, 0.0, 3.5 * HOUR)
+    loop = 3 * HOUR + 5.0
+    for i in range(100):
+        t.chrony(HOST, SERVER, loop + 5.0 * i, 3.5 * HOUR)
+    found = findings(t)
+    assert found and found[0].end <= loop + 60.0, "the crash loop was not caught in its first interval"
+    assert "jump past its own highest level" in found[0].explanation
+
+
+def test_a_reboot_loop_with_boot_sync_and_iburst_stays_quiet():
+    t = Traffic(seed=4)
+    peers(t, 2 * HOUR)
+    for boot in np.arange(0.0, 2 * HOUR, 150.0):
+        t.iburst(HOST, SERVER, float(boot), port=int(t.rng.integers(33000, 60000)), count=4)
+        t.chrony(HOST, SERVER, float(boot) + 10.0, float(boot) + 140.0)
+    assert findings(t) == []
+
+
+def test_a_nat_gateway_whose_clients_keep_their_ports_is_gateway_like_and_stays_quiet():
+    t = Traffic(seed=5)
+    peers(t, 3 * HOUR)
+    for port in range(40000, 40030):
+        t.ntpd(HOST, SERVER, float(t.rng.uniform(0, 1024)), 3 * HOUR, poll=10, port=port, origin="zero")
+    for _ in range(10):  # chrony clients behind it: random ports, so not recognisable one by one
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 1024)), 3 * HOUR, poll=10, iburst=False)
+    assert findings(t) == []
+
+
+def test_a_declared_gateway_is_not_judged_on_its_level_but_still_on_growth():
+    t = Traffic(seed=6)
+    peers(t, 3 * HOUR)
+    for _ in range(40):
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 64)), 3 * HOUR, iburst=False)
+    groups = {"nat": [f"{HOST}/32"]}
+    assert findings(t, {"hosts": {"kinds": {"nat": "gateway"}}}, groups) == []
+    undeclared = findings(t, groups=groups)
+    assert undeclared and undeclared[0].detector == "hosts.level"
+
+
+def test_kod_ignored_by_the_host_as_a_whole_while_each_chronyd_honours_its_own():
+    t = Traffic(seed=7)
+    peers(t, 2 * HOUR)
+    for i in range(120):  # a daemon more every 30 s; each backs off on its own KoD
+        t.chrony(HOST, SERVER, 30.0 * i, 2 * HOUR, kod_after=600.0)
+    found = findings(t)
+    kod = [f for f in found if "rate not lowered" in f.explanation]
+    assert kod, "the host's rate after KoD was not judged"
+    assert "KoD received from it since" in kod[0].explanation
+    assert any(f.detector == "hosts.kod" or "KoD view" in f.explanation for f in found)
+
+
+def test_an_unadvertised_poll_is_said_so_and_held_to_64_s():
+    t = Traffic(seed=8)
+    peers(t, 600)
+    for _ in range(25):
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 64)), 600, poll=0, iburst=False)
+    found = findings(t)
+    assert found and "poll not advertised, 64 s assumed" in found[0].explanation
+
+
+def test_host_state_survives_a_checkpoint(tmp_path):
+    t = Traffic(seed=9)
+    peers(t, 600)
+    t.chrony(HOST, SERVER, 0.0, 600)
+    path = tmp_path / "state.ckpt"
+    engine = Engine(Detect(detectors=["hosts"], checkpoint=str(path)), restore=False)
+    aggregator = Aggregator(campus(), settings())
+    for intervals in aggregator.add(t.rows()) + aggregator.flush():
+        engine.process(intervals)
+    engine.save()
+    again = Engine(Detect(detectors=["hosts"], checkpoint=str(path)), restore=True)
+    before, after = engine.detectors["hosts"].table, again.detectors["hosts"].table
+    assert after.keys == before.keys
+    assert np.array_equal(after["steps"][: len(after)], before["steps"][: len(before)])
+    assert checkpoint.load(path)["hosts"]["features"] == ["server_clients", "server_requests"]
+
+
+@pytest.mark.parametrize("bad", [{"kinds": {"nat": "router"}}, {"z": 0}])
+def test_a_wrong_hosts_table_names_the_key(bad):
+    from netmon.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="detect.hosts"):
+        validate({"detect": {"hosts": bad}})
+
+
+def test_random_ports_repeating_by_chance_do_not_make_a_flood_look_like_a_gateway():
+    t = Traffic(seed=10)
+    peers(t, 300)
+    for k in range(300 * 25):  # 25 requests a second, each from a random port
+        t.request(k / 25.0, HOST, SERVER, int(t.rng.integers(32768, 61000)), org=0, poll=6)
+    found = findings(t)
+    assert found and found[0].end <= 120.0 and "gateway" not in found[0].explanation
