@@ -30,9 +30,6 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 INTERVAL = 10.0
 #: the runaway's daemon count where the cold-start capture begins
 COLD_DAEMONS = 20
-#: until host-level detection (issue 10 items 1-2, branch ``detect``) is merged
-NOT_YET = pytest.mark.xfail(strict=False, reason="per-socket rules and warm-up-bound models cannot see a "
-                            "random-port chronyd runaway: host-level client estimate not merged yet")
 SHORT = Plan(duration=150.0, runaway_daemons=30, runaway_alone=20.0, runaway_spacing=(3.0, 6.0),
              nat_churn=(30.0, 60.0))
 
@@ -88,7 +85,6 @@ def test_strict_server_sends_kod_rate_to_the_runaway_and_the_gateway_but_never_t
     assert not any(kod.get(h) for h in (GOOD_CHRONY, GOOD_NTPSEC, RESTART)), f"a single client drew KoD: {kod}"
 
 
-@NOT_YET
 @pytest.mark.timeout(1800)
 def test_random_port_chronyd_runaway_is_flagged_by_its_tenth_daemon(replayed):
     found = _flagged(replayed.alerts, RUNAWAY)
@@ -119,7 +115,6 @@ def test_well_behaved_chrony_and_ntpsec_clients_are_not_flagged(replayed):
     assert not found, f"a well-behaved client was flagged: {_brief(found)}"
 
 
-@NOT_YET
 @pytest.mark.timeout(1800)
 def test_runaway_already_running_twenty_daemons_at_monitoring_start_is_flagged_within_two_intervals(replayed):
     found = _flagged(replayed.cold_alerts, RUNAWAY)

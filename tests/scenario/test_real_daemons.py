@@ -17,9 +17,8 @@ Time is compressed: the chronyd instances poll every 2 s (poll 1) instead of
 64-1024 s, a new one starts every ``spacing`` seconds instead of every hour, and
 the capture is replayed with 10 s intervals. The ntpsec client keeps its real
 64 s (after its iburst): ntpsec 1.2 advertises poll 0, which netmon holds to the
-64 s default minimum. The server's ``discard average 1
-minimum 0`` sends real KoD RATE to the runaway's summed rate, never to a single
-well-behaved client.
+64 s default minimum. The server's ``limited kod`` (ntpsec's built-in limits) sends
+real KoD RATE to the runaway's summed rate, never to a single well-behaved client.
 
 Clock safety: chronyd runs with ``-x`` and ntpsec with ``disable kernel`` and
 ``disable ntp``, and every daemon is wrapped in ``no_clock_caps`` (no CAP_SYS_TIME).
@@ -35,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.scenario.campus import (GOOD_CHRONY, GOOD_NTPSEC, RUNAWAY, SERVER, SERVER_CONF, build, chronyd,
-                                   kod_rate_replies, need_daemons, ntpsec, replay)
+from tests.scenario.campus import (GOOD_CHRONY, GOOD_NTPSEC, RUNAWAY, SERVER, SERVER_CONF, assert_config_parsed, build,
+                                   chronyd, kod_rate_replies, need_daemons, ntpsec, replay)
 from tests.support.lab import wait_for
 
 #: the runaway's daemons all send from port 123, as the incident's ntpd did
@@ -60,6 +59,7 @@ def run_scenario(lab, workdir: Path, instances: int, warm: float, spacing: float
     assert wait_for(lambda: capture.exists() and capture.stat().st_size > 0, 10), "tcpdump did not start"
     ntpsec(lab, net.srv, workdir, "server", SERVER_CONF)
     time.sleep(2)
+    assert_config_parsed(workdir, "server")
     ntpsec(lab, hosts[GOOD_NTPSEC], workdir, "client", f"server {SERVER} iburst minpoll 6 maxpoll 6")
     chronyd(lab, hosts[GOOD_CHRONY], workdir, "good", poll=1)
     starts = []
