@@ -144,6 +144,13 @@ def need_daemons() -> None:
             pytest.skip(f"needs {what} at {path}")
 
 
+def load_campus(folder: Path) -> tuple[Plan, Campus]:
+    """A recorded campus (``record``'s campus.pcap and ground-truth.json) and its plan."""
+    truth = json.loads((folder / "ground-truth.json").read_text())
+    plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in truth["plan"].items()})
+    return plan, Campus(folder / "campus.pcap", truth["capture_start"], [Event(**e) for e in truth["events"]])
+
+
 def ntpsec_config(workdir: Path, name: str, body: str) -> Path:
     path = workdir / f"{name}.conf"
     path.write_text(
