@@ -33,12 +33,11 @@ RECORDED = Path(__file__).parent / "recordings" / "chronyd-campus-crash-loop-pac
 INTERVAL = 10.0
 #: the runaway's daemon count where the cold-start capture begins
 COLD_DAEMONS = 20
-#: what detection (branch detect, 4fecade) cannot yet do on real chronyd, measured on the recording
-LATE_UNDER_KOD = pytest.mark.xfail(strict=False, reason=(
-    "chronyd's per-instance KoD back-off holds the runaway's request rate near the server's limit "
-    "(7-16 requests per 10 s from 3 to 18 daemons, as the 10-14-client NAT gateway's 0-23), so the "
-    "requests-per-poll estimate reads ~13 clients at 20 daemons: flagged at 24-26 daemons, and 25-35 s "
-    "after a cold start at 20"))
+#: why the two timing bars are known to fail (branch detect, 4fecade), measured on the recording:
+#: the assertions stay; only a late (never a missing) flag is an expected failure
+LATE_UNDER_KOD = ("chronyd's per-instance KoD back-off holds the runaway's request rate near the server's "
+                  "limit (7-16 requests per 10 s from 3 to 18 daemons, as the 10-14-client NAT gateway's 0-23), "
+                  "so the requests-per-poll estimate reads ~13 clients at 20 daemons")
 SHORT = Plan(duration=150.0, runaway_daemons=30, runaway_alone=20.0, runaway_spacing=(3.0, 6.0),
              nat_churn=(30.0, 60.0))
 
@@ -100,7 +99,6 @@ def test_strict_server_sends_kod_rate_to_the_runaway_and_the_gateway_but_never_t
     assert not any(kod.get(h) for h in (GOOD_CHRONY, GOOD_NTPSEC, RESTART)), f"a single client drew KoD: {kod}"
 
 
-@LATE_UNDER_KOD
 @pytest.mark.timeout(1800)
 def test_random_port_chronyd_runaway_is_flagged_by_its_tenth_daemon(replayed):
     found = _flagged(replayed.alerts, RUNAWAY)
@@ -110,7 +108,8 @@ def test_random_port_chronyd_runaway_is_flagged_by_its_tenth_daemon(replayed):
     print(f"\ncampus {replayed.plan.runaway_spacing} s per daemon: runaway flagged at {daemons} daemons "
           f"({first - replayed.campus.capture_start:.0f} s into the capture), KoD RATE per host {replayed.kod}, "
           f"rules {sorted({f['rule'] for f in found})}")
-    assert daemons <= 10, f"the runaway was flagged only once {daemons} daemons ran: {_brief(found)}"
+    if daemons > 10:
+        pytest.xfail(f"the runaway was flagged only once {daemons} daemons ran: {LATE_UNDER_KOD}")
 
 
 @pytest.mark.timeout(1800)
@@ -131,7 +130,6 @@ def test_well_behaved_chrony_and_ntpsec_clients_are_not_flagged(replayed):
     assert not found, f"a well-behaved client was flagged: {_brief(found)}"
 
 
-@LATE_UNDER_KOD
 @pytest.mark.timeout(1800)
 def test_runaway_already_running_twenty_daemons_at_monitoring_start_is_flagged_within_two_intervals(replayed):
     found = _flagged(replayed.cold_alerts, RUNAWAY)
@@ -140,7 +138,9 @@ def test_runaway_already_running_twenty_daemons_at_monitoring_start_is_flagged_w
     limit = replayed.cold_start + 2 * INTERVAL  # the end of the second interval, aligned or not
     print(f"\ncold start: runaway flagged {first - replayed.cold_start:.0f} s after monitoring began, "
           f"{replayed.campus.running(RUNAWAY, first)} daemons running")
-    assert first <= limit, f"cold start: first flagged {first - replayed.cold_start:.0f} s in, later than two intervals"
+    if first > limit:
+        pytest.xfail(f"cold start: first flagged {first - replayed.cold_start:.0f} s in, later than two intervals: "
+                     f"{LATE_UNDER_KOD}")
 
 
 @pytest.mark.timeout(1800)
