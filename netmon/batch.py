@@ -156,6 +156,9 @@ FEATURES: dict[str, tuple[str, str]] = {
                        "(iburst, boot sync) set aside"),
     "server_own_ports": ("count", "of server_clients, those on a port of their own (requests on a remembered "
                          "socket 2^poll/2 to 2^poll x 2 after its previous one, as from a client behind NAT)"),
+    "server_clients_avg": ("count", "concurrent clients to the host's busiest server over the last 30 min "
+                           "(each (host, server) pair averaged, then the busiest pair)"),
+    "server_own_ports_avg": ("count", "of server_clients_avg, those on ports of their own"),
     "server_requests": ("packets", "requests to the host's busiest server (the one of server_clients)"),
     "server_kod": ("packets", "KoD received from the host's busiest server, on any socket"),
     "kod_rate": ("packets", "KoD RATE received"),

@@ -223,7 +223,7 @@ def check_capture(labels: Labels, first_time: float | None, last_time: float | N
         )
 
 
-DEFAULT_DETECTORS = ("rules", "population", "baseline", "drift")
+DEFAULT_DETECTORS = ("rules", "hosts", "population", "baseline", "drift")
 
 
 def available_detectors(names: Iterable[str] = DEFAULT_DETECTORS) -> list[str]:
@@ -256,6 +256,11 @@ def evaluation_settings(labels: Labels, config: str | None, checkpoint: str, pol
     campus["groups"] = campus["groups"] or dict(labels.meta.get("groups", {}))
     if config is None:
         data["detect"]["detectors"] = available_detectors()
+    declared = labels.meta.get("gateways", [])
+    if declared and "gateways" not in campus["groups"]:  # the gateways the campus knows, as a group of kind gateway
+        campus["groups"] = {"gateways": list(declared), **campus["groups"]}
+        kinds = data["detect"].setdefault("hosts", {}).setdefault("kinds", {})
+        kinds.setdefault("gateways", "gateway")
     rules = data["detect"].setdefault("rules", {})
     if policy and "rules" in data["detect"]["detectors"] and not rules.get("allowed_servers"):
         rules["allowed_servers"] = [str(ipaddress.ip_network(s)) for s in labels.meta.get("sanctioned_servers", [])]

@@ -17,7 +17,7 @@ import numpy as np
 
 from netmon.aggregate import groups
 from netmon.aggregate.keys import Names, PrefixSet, hash_key, roll_up
-from netmon.aggregate.state import Sockets, SocketTable
+from netmon.aggregate.state import PAIR_WINDOW, PairTable, Sockets, SocketTable
 from netmon.batch import FEATURES, HostIntervals
 
 #: Kiss-o'-Death reference IDs (ASCII as a big-endian uint32).
@@ -33,7 +33,7 @@ MONLIST_CODES = (20, 42)
 NTP_ONLY = frozenset(
     {"instances", "poll", "rate_vs_poll", "interval_min", "after_kod", "org_zero", "org_match", "org_mismatch",
      "ctl_out", "ctl_in", "ctl_bytes_out", "ctl_bytes_in", "monlist_out", "amplification", "server_clients",
-     "server_own_ports", "server_requests", "server_kod"}
+     "server_own_ports", "server_requests", "server_kod", "server_clients_avg", "server_own_ports_avg"}
     | {k for k in KOD_CODES} | {"kod_other"}
     | {k for k in FEATURES if k.startswith(("mode", "version"))}
 )
@@ -175,7 +175,7 @@ def compute(rows: np.ndarray, start: float, end: float, campus: Campus, sockets:
     _control(f, host, n, ntp & (mode >= 6), v.out, ~v.peer_inside, mode, r, weight, size)
     reply_bytes, request_bytes = total(reply_in, size), total(request_out, size)
     f["reply_ratio"] = np.divide(reply_bytes, request_bytes, out=np.full(n, np.nan), where=request_bytes > 0)
-    _sockets(f, host, n, v, host_key, ntp_request_out, reply_in & ntp, r, weight, sockets, end - start)
+    _sockets(f, host, n, v, host_key, ntp_request_out, reply_in & ntp, r, weight, sockets, end - start, end)
 
     has_ntp = groups.total(host[ntp], n) > 0
     for name in NTP_ONLY:
@@ -240,7 +240,7 @@ def _control(f: dict[str, np.ndarray], host: np.ndarray, n: int, ctl: np.ndarray
 
 def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_key: np.ndarray,
              request: np.ndarray, reply: np.ndarray, r: dict[str, np.ndarray], weight: np.ndarray, table: SocketTable,
-             interval: float) -> None:
+             interval: float, end: float) -> None:
     """Timing, origin and KoD features, which follow each socket's packets in time order.
 
     A request's gap is the time since the socket's previous request; the socket's
@@ -316,7 +316,8 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     f["instances"] = _instances(summary, n, interval)
     period = np.exp2(poll)
     own_port = is_req & (gap * OWN_PORT_RATIO >= period) & (gap <= OWN_PORT_RATIO * period)
-    _per_server(f, n, h, w, hash_key(v.peer_hi[pick], v.peer_lo[pick]), t, poll, is_req, is_kod, own_port, interval)
+    _per_server(f, n, h, w, hash_key(host_key[pick], v.peer_hi[pick], v.peer_lo[pick]), t, poll, is_req, is_kod,
+                own_port, interval, end, table.pairs)
     _remember(table, known, starts, is_req, is_rep, is_kod, stop, restart, count, t, xmt, rec)
 
 
@@ -359,9 +360,9 @@ def _poisson_rate(heads_rate: np.ndarray) -> np.ndarray:
     return x / BURST_GAP
 
 
-def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, server: np.ndarray, t: np.ndarray,
+def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, pair: np.ndarray, t: np.ndarray,
                 poll: np.ndarray, is_req: np.ndarray, is_kod: np.ndarray, own_port: np.ndarray,
-                interval: float) -> None:
+                interval: float, end: float, pairs: PairTable) -> None:
     """Concurrent clients to each host's busiest server, across all its sockets.
 
     A client polling as it advertises sends one request per 2^poll s, so the
@@ -374,9 +375,11 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     a run of gaps >= BURST_GAP count, scaled up by the share of a Poisson stream
     of that rate such gaps keep. A dense stream (many clients) is counted whole:
     its bursts are then a small part of it. Rows are in socket order, each socket
-    time-ordered; sampled rows (weight > 1) are counted whole.
+    time-ordered; sampled rows (weight > 1) are counted whole. ``pair`` is the
+    rows' (host address, server) key: beside this interval's count, each pair's
+    clients over the last :data:`PAIR_WINDOW` s come from ``pairs``, and the
+    busiest pair over that window gives ``server_clients_avg``.
     """
-    pair = hash_key(h.astype(np.uint64), server)
     order = np.lexsort((t, pair))
     pair, t, w, poll, req, kod, own = pair[order], t[order], w[order], poll[order], is_req[order], is_kod[order], own_port[order]
     h = h[order]
@@ -396,6 +399,11 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     own_clients = np.minimum(share * own_seconds / interval, clients)
     kods = groups.total(run[kod], n_pairs, w[kod])
     pair_host = h[starts]
+    average, own_average = pairs.update(pair[starts], clients * interval, own_clients * interval, end, interval)
+    best_average = groups.extreme(pair_host, average, n, np.maximum)
+    top_average = np.full(n, -1, dtype=np.int64)
+    is_top = average >= best_average[pair_host]
+    top_average[pair_host[is_top]] = np.flatnonzero(is_top)
     best = groups.extreme(pair_host, clients, n, np.maximum)
     top = np.full(n, -1, dtype=np.int64)
     is_best = clients >= best[pair_host]  # ties: the last pair wins, all equal anyway
@@ -405,6 +413,10 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
                          ("server_requests", requests), ("server_kod", kods)):
         f[name] = np.zeros(n)
         f[name][has] = column[top[has]]
+    has = np.flatnonzero(top_average >= 0)
+    for name, column in (("server_clients_avg", average), ("server_own_ports_avg", own_average)):
+        f[name] = np.zeros(n)
+        f[name][has] = column[top_average[has]]
 
 
 @dataclass

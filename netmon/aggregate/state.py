@@ -53,11 +53,12 @@ _FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_t
 
 
 class SocketTable:
-    """The live socket memory of one aggregator."""
+    """The live socket memory of one aggregator, and its (host, server) pairs (``pairs``)."""
 
     def __init__(self, kod_holdoff: float) -> None:
         self.kod_holdoff = kod_holdoff
         self.table = Sockets.empty()
+        self.pairs = PairTable()
         self._swept = -np.inf
 
     def __len__(self) -> int:
@@ -101,3 +102,63 @@ class SocketTable:
             alive = (seen >= now - SOCKET_TTL) | (self.table.kod_time >= now - self.kod_holdoff)
             if not alive.all():
                 self.table = self.table.take(np.flatnonzero(alive))
+
+
+#: Seconds the clients of a (host, server) pair are averaged over: long enough
+#: for clients polling every 1024 s to be counted, not sampled.
+PAIR_WINDOW = 1800.0
+
+
+class PairTable:
+    """Per (host, server) pair: client-seconds (all, and on ports of their own)
+    summed with weight ``exp(-age / PAIR_WINDOW)``, and when the pair was first
+    and last seen; about 40 bytes a pair, forgotten after ``6 x PAIR_WINDOW`` of
+    silence. A host's busiest server can change from one interval to the next
+    (a client polling four servers every 1024 s asks one of them now and then),
+    so averaging the busiest server's clients over time would add up all its
+    servers; averaging each pair and then taking the busiest does not.
+    """
+
+    def __init__(self) -> None:
+        self.key = np.zeros(0, np.uint64)
+        self.seconds = np.zeros(0)
+        self.own = np.zeros(0)
+        self.first = np.zeros(0)
+        self.last = np.zeros(0)
+        self._swept = -np.inf
+
+    def __len__(self) -> int:
+        return int(self.key.shape[0])
+
+    def update(self, keys: np.ndarray, seconds: np.ndarray, own: np.ndarray, end: float,
+               length: float) -> tuple[np.ndarray, np.ndarray]:
+        """Add this interval's client-seconds of ``keys`` (unique); return each pair's
+        mean clients and mean clients on ports of their own over the window."""
+        where = np.searchsorted(self.key, keys)
+        hit = np.zeros(keys.shape[0], dtype=bool)
+        inside = where < self.key.shape[0]
+        hit[inside] = self.key[where[inside]] == keys[inside]
+        at = where[hit]
+        keep = np.exp(-(end - self.last[at]) / PAIR_WINDOW)
+        total, owned = seconds.copy(), own.copy()
+        total[hit] += self.seconds[at] * keep
+        owned[hit] += self.own[at] * keep
+        first = np.full(keys.shape[0], end - length)
+        first[hit] = self.first[at]
+        self.seconds[at], self.own[at], self.last[at] = total[hit], owned[hit], end
+        new = ~hit
+        if new.any():
+            cut = where[new]
+            self.key = np.insert(self.key, cut, keys[new])
+            self.seconds = np.insert(self.seconds, cut, total[new])
+            self.own = np.insert(self.own, cut, owned[new])
+            self.first = np.insert(self.first, cut, first[new])
+            self.last = np.insert(self.last, cut, end)
+        filled = -np.expm1(-(end - first) / PAIR_WINDOW)
+        if end - self._swept >= PAIR_WINDOW:
+            self._swept = end
+            alive = np.flatnonzero(self.last >= end - 6 * PAIR_WINDOW)
+            if alive.shape[0] < self.key.shape[0]:
+                for name in ("key", "seconds", "own", "first", "last"):
+                    setattr(self, name, getattr(self, name)[alive])
+        return total / (PAIR_WINDOW * filled), owned / (PAIR_WINDOW * filled)

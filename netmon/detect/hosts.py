@@ -15,27 +15,35 @@ own in three views, each named in its findings:
   deviation of a Poisson count, so one slow poller's lone request is no crowd)
   against its group's median and MAD of ``log2(1 + clients)`` this interval.
   It needs no history, so a host already running 20 daemons when monitoring
-  starts is flagged in its second interval. It applies while the host is young
-  (watched less than ``settle`` s) or when it jumps to ``jump`` times the highest
-  level it ever showed in a normal interval; after that a large level that does
-  not grow is the host's usual (gateway-like) and left to the other views.
-  Groups smaller than ``min_group`` hosts are judged against the whole campus
-  this interval, a campus that small against ``min_clients`` alone.
+  starts is flagged in its second interval (its first is often partial). It
+  judges a new host until it has been watched ``settle`` s; after that a level
+  that holds is the host's own (gateway-like) and only a jump to ``jump`` times
+  its highest level brings the group view back. A gateway nobody declared is
+  judged like any host until then: by count alone it is a pile of daemons. Groups smaller
+  than ``min_group`` judged hosts use the whole campus this interval, a campus
+  that small ``min_clients`` alone.
 * ``hosts.growth``, the host's own history at any pace: a ratchet on the
-  host's clients averaged over ``window`` s counts each rise of at least a step
-  (``step`` clients, or two Poisson standard deviations when larger) to a new
+  host's clients averaged over the last 30 min (``server_clients_avg``, each
+  (host, server) pair averaged by the aggregator) counts each rise of at least a step
+  (``step`` clients, or one Poisson standard deviation when larger) to a new
   high, and starts over whenever the level falls back by a step or 15 % (a
   gateway fluctuating around its level, a reboot loop returning to one). A
-  runaway adds daemons and never falls back: ``steps`` rises make a finding,
-  whether they take minutes or days, since only the rises are counted.
+  runaway adds daemons and never falls back: ``steps`` rises, to
+  ``growth_ratio`` times the level the climb began at, make a finding whether
+  they take minutes or days, since only rises are counted.
 * ``hosts.kod``, KoD at host level: after the busiest server's first KoD to
   the host (any socket), the host's request rate to it (over 10 min) against
   the rate at that KoD. Each chronyd honours its own KoD, so per socket nothing
-  is ignored; a host whose total rate is not lowered after ``kod_min`` KoD
-  while it runs ``kod_clients`` or more clients ignores them as a whole.
+  is ignored; a host still drawing ``kod_min`` KoD per ``kod_settle`` s since
+  the first whose total rate is not down to ``kod_lowered`` of it, while it
+  runs ``kod_clients`` or more clients, ignores them as a whole (a gateway
+  whose clients each honour the odd KoD draws far fewer).
 
 Campus groups can be declared gateways (NAT, VPN) or servers in ``kinds``; each
-kind has its own thresholds (by default neither is judged on its level).
+kind has its own thresholds (by default neither is judged on its level). An
+undeclared host whose clients on ports of their own reached ``own_ports`` and
+``own_share`` of its clients is gateway-like and judged as a gateway; random
+ports repeat by chance, hence the share.
 
 State per host: 13 numbers (about 60 bytes) plus its key.
 """
@@ -44,11 +52,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
+from netmon.aggregate.state import PAIR_WINDOW
 from netmon.batch import Finding, HostIntervals
 from netmon.config import Strict
 from netmon.detect.engine import DetectorOutput
@@ -67,9 +76,9 @@ class Thresholds(Strict):
 
     level: bool = Field(True, description="judge the level against the group (the cold-start view)")
     min_clients: float = Field(12.0, gt=0, description="fewest clients (not on ports of their own) worth a level finding")
-    steps: int = Field(3, ge=1, description="rises to a new high, never falling back, that make a growth finding")
+    steps: int = Field(2, ge=1, description="rises to a new high, never falling back, that make a growth finding")
     step: float = Field(0.7, gt=0, description="smallest rise (clients) that counts as a step")
-    kod_min: float = Field(10.0, ge=1, description="KoD received from the busiest server before its rate is judged")
+    kod_min: float = Field(10.0, ge=1, description="KoD from the busiest server per kod_settle s, on average since the first")
     kod_clients: float = Field(4.0, ge=0, description="fewest clients before a host can ignore KoD as a whole")
     growth_ratio: float = Field(2.0, ge=1, description="times its level at the climb's start a growing host must reach")
 
@@ -82,23 +91,24 @@ class Config(Strict):
     )
     clients: Thresholds = Field(default_factory=Thresholds, description="thresholds for ordinary client hosts")
     gateway: Thresholds = Field(
-        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0),
+        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0,
+                                           growth_ratio=4.0),
         description="thresholds for groups of kind gateway",
     )
     server: Thresholds = Field(
-        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0),
+        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0,
+                                           growth_ratio=4.0),
         description="thresholds for groups of kind server",
     )
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
-    window: float = Field(1800.0, gt=0, description="seconds the level followed over time is averaged over")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
     own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
-    kod_settle: float = Field(600.0, ge=0, description="seconds after the first KoD before the rate is judged")
+    kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
     kod_lowered: float = Field(0.5, gt=0, le=1, description="share of the rate at the first KoD below which it counts as lowered")
     forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
 
@@ -149,12 +159,12 @@ class Hosts(HostModel):
             "climb": Column("f8", 0, np.nan),
             "peak": Column("f4", 0, np.nan),
             "own_seen": Column("f4", 0, 0.0),
+            "tracked": Column("f4", 0, 0.0),
             "kod_time": Column("f8", 0, np.nan),
             "kod_rate": Column("f4", 0, np.nan),
             "kods": Column("f4", 0, 0.0),
         }
-        super().__init__(("server_clients", "server_requests"), columns,
-                         np.array([config.window, KOD_RATE_WINDOW]), config.forget_after)
+        super().__init__(("server_requests",), columns, KOD_RATE_WINDOW, config.forget_after)
         self.config = config
         self._seen: _Seen | None = None
 
@@ -209,13 +219,19 @@ class Hosts(HostModel):
         one = _lower(loose_requests, seconds, np.full_like(seconds, length))
         two = _lower(loose_requests + prev_requests, seconds + prev_seconds, np.full_like(seconds, 2 * length))
         level = np.where(visit.fresh | np.isnan(loose), np.nan, np.maximum(one, two))
-        smooth = visit.current[:, 0] * length / 3600.0  # mean clients over the window
+        # clients over the last PAIR_WINDOW s (the aggregator averages each (host, server) pair, and
+        # reports the busiest pair seen this interval; the busiest overall may be silent this interval,
+        # so its average is held here, decaying as the pair's own would)
+        seen_now = np.maximum(np.nan_to_num(np.asarray(f["server_clients_avg"], dtype=np.float64))
+                              - np.nan_to_num(f["server_own_ports_avg"]), 0.0)
+        held = self.carried(visit, "tracked") * np.exp(-np.nan_to_num(visit.elapsed, nan=np.inf) / PAIR_WINDOW)
+        smooth = np.maximum(seen_now, held)
         state = {
             "level": level,
             "loose": loose,
             "seconds": seconds,
             "loose_requests": loose_requests,
-            "rate": visit.current[:, 1],
+            "rate": visit.current[:, 0],
             **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
         }
         evidence = np.where(own >= self.config.own_share * np.nan_to_num(clients), own, 0.0)
@@ -231,9 +247,9 @@ class Hosts(HostModel):
         cfg, t = self.config, v.t
         weight = np.divide(s["seconds"], s["loose_requests"], out=np.full_like(smooth, 64.0),
                            where=s["loose_requests"] > 0)
-        step = np.maximum(s.pop("step_min"), 2.0 * np.sqrt(smooth * weight / np.minimum(v.age, cfg.window)))
+        step = np.maximum(s.pop("step_min"), np.sqrt(smooth * weight / np.minimum(v.age, PAIR_WINDOW)))
         high = s["high"]
-        settling = v.age < cfg.window + v.length  # a first (often partial) interval is no base to climb from
+        settling = v.age < PAIR_WINDOW + v.length  # a first (often partial) interval is no base to climb from
         fell = settling | np.isnan(high) | (smooth <= high - np.maximum(step, FALL_BACK * high))
         rose = ~fell & (smooth >= high + step)
         s["step"], s["weight"] = step, weight
@@ -246,16 +262,6 @@ class Hosts(HostModel):
         s["kod_time"] = np.where(begins, t, s["kod_time"])
         s["kod_rate"] = np.where(begins, s["rate"], s["kod_rate"])
         s["kods"] = np.where(begins, kod, np.where(expired, 0.0, s["kods"] + kod))
-
-    def visit(self, intervals: Any, keys: HostKeys | None = None) -> Visit:
-        """As :meth:`HostModel.visit`, on the clients not on ports of their own."""
-        f = intervals.features
-        loose = np.asarray(f["server_clients"], dtype=np.float64) - np.nan_to_num(f["server_own_ports"])
-        shown = HostIntervals(intervals.start, intervals.end, intervals.host, intervals.group, intervals.role,
-                              {"server_clients": np.maximum(loose, 0.0), "server_requests": f["server_requests"]})
-        out = super().visit(shown, keys)
-        out.intervals = intervals
-        return out
 
     def score(self, intervals: HostIntervals, keys: HostKeys | None = None) -> DetectorOutput:
         """Level, growth and host-level KoD findings for every host of the interval."""
@@ -270,13 +276,8 @@ class Hosts(HostModel):
         threshold, median = self._group_threshold(group, np.nan_to_num(level), known & (kind == 0))
         threshold = np.maximum(threshold, th["min_clients"])
         young = (t - v.first) < cfg.settle
-        # clients on ports of their own (behind NAT) show themselves with their second request, one poll
-        # period after the first: a crowd waits a poll period, a slow-polling one (over 4 intervals) two
-        period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
-        period = np.where(period > 4 * v.length, 2 * period, period)
-        waited = v.age >= np.minimum(period, cfg.settle)
         jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
-        level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
+        level_hit = known & (th["level"] > 0) & (level >= threshold) & (young | jumped)
 
         smooth = seen.smooth
         growth_hit = (known & (s["steps"] >= th["steps"]) & (smooth - s["base"] >= th["steps"] * th["step"])
@@ -284,7 +285,8 @@ class Hosts(HostModel):
         kod = np.nan_to_num(f["server_kod"])
         active = ~np.isnan(s["kod_time"]) & (t - s["kod_time"] <= cfg.kod_window)
         not_lowered = active & (s["rate"] >= cfg.kod_lowered * s["kod_rate"])
-        kod_hit = (not_lowered & (t - s["kod_time"] >= cfg.kod_settle) & (s["kods"] >= th["kod_min"])
+        since = t - s["kod_time"] + v.length
+        kod_hit = (not_lowered & (since > cfg.kod_settle) & (s["kods"] * cfg.kod_settle >= th["kod_min"] * since)
                    & (smooth >= th["kod_clients"]) & (kod > 0))
 
         scores = np.where(known, np.minimum(np.nan_to_num(level) / threshold, 9.99), np.nan)
@@ -355,7 +357,7 @@ class Hosts(HostModel):
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
         self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], kod_time=s["kod_time"],
+                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], tracked=seen.smooth, kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 
 

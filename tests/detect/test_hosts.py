@@ -79,14 +79,19 @@ def test_a_reboot_loop_with_boot_sync_and_iburst_stays_quiet():
     assert findings(t) == []
 
 
-def test_a_nat_gateway_whose_clients_keep_their_ports_is_gateway_like_and_stays_quiet():
+def test_a_nat_gateway_whose_clients_keep_their_ports_is_gateway_like_once_past_its_cold_start():
     t = Traffic(seed=5)
-    peers(t, 3 * HOUR)
+    peers(t, 4 * HOUR)
     for port in range(40000, 40030):
-        t.ntpd(HOST, SERVER, float(t.rng.uniform(0, 1024)), 3 * HOUR, poll=10, port=port, origin="zero")
-    for _ in range(10):  # chrony clients behind it: random ports, so not recognisable one by one
-        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 1024)), 3 * HOUR, poll=10, iburst=False)
-    assert findings(t) == []
+        t.ntpd(HOST, SERVER, float(t.rng.uniform(0, 1024)), 4 * HOUR, poll=10, port=port, origin="zero")
+    for i in range(20):  # chrony clients behind it (random ports), laptops arriving through the morning
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 1024)) + 360.0 * i, 4 * HOUR, poll=10, iburst=False)
+    found = findings(t)
+    # by count alone an undeclared gateway at the first packet is a pile of daemons: the group view may
+    # call it; once its clients have shown ports of their own it is judged as a gateway, and its level
+    # and its morning growth raise nothing
+    assert all(f.end <= 2400.0 + 60.0 and "group view" in f.explanation for f in found), [
+        (f.end, f.explanation) for f in found]
 
 
 def test_a_declared_gateway_is_not_judged_on_its_level_but_still_on_growth():
@@ -135,7 +140,7 @@ def test_host_state_survives_a_checkpoint(tmp_path):
     before, after = engine.detectors["hosts"].table, again.detectors["hosts"].table
     assert after.keys == before.keys
     assert np.array_equal(after["steps"][: len(after)], before["steps"][: len(before)])
-    assert checkpoint.load(path)["hosts"]["features"] == ["server_clients", "server_requests"]
+    assert checkpoint.load(path)["hosts"]["features"] == ["server_requests"]
 
 
 @pytest.mark.parametrize("bad", [{"kinds": {"nat": "router"}}, {"z": 0}])
