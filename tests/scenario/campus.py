@@ -145,10 +145,11 @@ def need_daemons() -> None:
 
 
 def load_campus(folder: Path) -> tuple[Plan, Campus]:
-    """A recorded campus (``record``'s campus.pcap and ground-truth.json) and its plan."""
+    """A recorded campus (``record``'s campus.pcap, possibly gzipped, and ground-truth.json) and its plan."""
     truth = json.loads((folder / "ground-truth.json").read_text())
     plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in truth["plan"].items()})
-    return plan, Campus(folder / "campus.pcap", truth["capture_start"], [Event(**e) for e in truth["events"]])
+    capture = next(folder.glob("campus.pcap*"))
+    return plan, Campus(capture, truth["capture_start"], [Event(**e) for e in truth["events"]])
 
 
 def ntpsec_config(workdir: Path, name: str, body: str) -> Path:
