@@ -9,7 +9,9 @@ server with ``limited kod``. The same capture, cut where the runaway already run
 
 Three sources, the same assertions:
 - ``recorded-crash-loop-pace`` and ``recorded-slow-pace``: the two plans below, recorded
-  once (recordings/; no root, no daemons, the same answer every run);
+  once (recordings/; no root, no daemons, the same answer every run); and
+  ``recorded-slow-pace-poll-8s``: the slow plan with chronyd polling every 8 s, where the
+  server's KoD begins at about 8 clients, as a real pool server's does;
 - ``crash-loop-pace``: the daemons run now, a new runaway daemon every 3-6 s;
 - ``long`` (NETMON_LONG_SCENARIO=1): one every 20-40 s up to 30 daemons, about 17 minutes.
 """
@@ -62,6 +64,7 @@ def _alerts(findings: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module", params=[
     pytest.param(RECORDINGS / "chronyd-campus-crash-loop-pace", id="recorded-crash-loop-pace"),
     pytest.param(RECORDINGS / "chronyd-campus-slow-pace", id="recorded-slow-pace"),
+    pytest.param(RECORDINGS / "chronyd-campus-slow-pace-poll-8s", id="recorded-slow-pace-poll-8s"),
     pytest.param(SHORT, id="crash-loop-pace", marks=[pytest.mark.root, pytest.mark.slow]),
     pytest.param(RECORD, id="long", marks=[pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(
         not os.environ.get("NETMON_LONG_SCENARIO"), reason="about 17 minutes of daemons; set NETMON_LONG_SCENARIO=1")]),
