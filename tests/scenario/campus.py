@@ -127,7 +127,8 @@ class Campus:
         return next((e.time for e in self.events if e.host == host and e.running >= count), None)
 
     def ground_truth(self) -> dict:
-        return {"capture_start": self.capture_start, "server": SERVER, "hosts": HOSTS, "events": [asdict(e) for e in self.events]}
+        return {"capture_start": self.capture_start, "server": SERVER, "hosts": HOSTS,
+                "events": [asdict(e) for e in self.events]}
 
 
 def need_daemons() -> None:
@@ -212,7 +213,8 @@ def build(lab: Lab, nat_clients: int) -> Net:
         ns.exec(["ip", "route", "add", "default", "via", f"10.99.{i}.1"])
     nat = hosts[NAT]
     nat.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-    rules = f'table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n  oifname "{uplink[NAT]}" masquerade\n }}\n}}\n'
+    rules = (f'table ip nat {{\n chain post {{\n  type nat hook postrouting priority 100;\n'
+             f'  oifname "{uplink[NAT]}" masquerade\n }}\n}}\n')
     subprocess.run(["ip", "netns", "exec", nat.name, "nft", "-f", "-"], input=rules, text=True, check=True,
                    capture_output=True)
     clients = []
@@ -269,7 +271,8 @@ def run_campus(lab: Lab, workdir: Path, plan: Plan) -> Campus:
     assert_config_parsed(workdir, "server")
     for i in range(plan.nat_clients):
         nat_start(i)
-    busy = max(plan.preroll - 8.0, 0.0) if plan.runaway_before else 0.0  # chronyd's iburst: 4 requests 2 s apart, over before the capture
+    # chronyd's iburst (4 requests 2 s apart) of daemons started before the capture is over when it begins
+    busy = max(plan.preroll - 8.0, 0.0) if plan.runaway_before else 0.0
     for _ in range(plan.runaway_before):
         start(RUNAWAY, "before capture")
         time.sleep(busy / max(plan.runaway_before, 1))
@@ -323,17 +326,34 @@ def run_campus(lab: Lab, workdir: Path, plan: Plan) -> Campus:
     return Campus(capture, t0, events)
 
 
-def replay(capture: Path, workdir: Path, interval: float = 10.0) -> list[dict]:
+#: a config that declares the NAT gateway's address a group of kind "gateway"
+GATEWAY_DECLARED = f"""[campus]
+internal = ["10.99.0.0/16"]
+
+[campus.groups]
+gateways = ["{NAT}/32"]
+
+[detect.hosts]
+kinds = {{ gateways = "gateway" }}
+"""
+
+
+def replay(capture: Path, workdir: Path, interval: float = 10.0, config: str = "") -> list[dict]:
     """``netmon replay`` of ``capture`` with 10.99.0.0/16 as campus; the findings, one dict each.
 
-    Each capture replays in its own directory under ``workdir``, so it starts from no
-    model checkpoint (replay keeps one under ./models).
+    ``config`` is TOML text for ``--config`` (none by default). Each replay runs in a
+    directory of its own under ``workdir``, so it starts from no model checkpoint
+    (replay keeps one under ./models).
     """
-    workdir = workdir / f"replay-{capture.stem}"
+    workdir = workdir / f"replay-{capture.name.split('.')[0]}{'-config' if config else ''}"
     workdir.mkdir(exist_ok=True)
     findings = workdir / "findings.jsonl"
+    options = ["--internal", "10.99.0.0/16"]
+    if config:
+        (workdir / "netmon.toml").write_text(config)
+        options = ["--config", str(workdir / "netmon.toml")]
     result = subprocess.run(
-        [sys.executable, "-m", "netmon", "replay", str(capture), "--internal", "10.99.0.0/16",
+        [sys.executable, "-m", "netmon", "replay", str(capture), *options,
          "--interval", str(interval), "--findings-json", str(findings), "--db", str(workdir / "netmon.db")],
         capture_output=True, text=True, timeout=300, cwd=workdir,
     )

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.scenario.campus import (GOOD_CHRONY, GOOD_NTPSEC, NAT, RECORD, RESTART, RUNAWAY, Campus, Plan, cut,
-                                   kod_rate_replies, load_campus, need_daemons, replay, run_campus)
+from tests.scenario.campus import (GATEWAY_DECLARED, GOOD_CHRONY, GOOD_NTPSEC, NAT, RECORD, RESTART, RUNAWAY, Campus,
+                                   Plan, cut, kod_rate_replies, load_campus, need_daemons, replay, run_campus)
 from tests.support.lab import Lab
 
 RECORDINGS = Path(__file__).parent / "recordings"
@@ -55,6 +55,7 @@ class Replayed:
     alerts: list[dict]
     cold_start: float
     cold_alerts: list[dict]
+    declared_alerts: list[dict]
 
 
 def _alerts(findings: list[dict]) -> list[dict]:
@@ -85,7 +86,8 @@ def replayed(request, tmp_path_factory) -> Replayed:
     assert cold_start is not None, f"the runaway never reached {COLD_DAEMONS} daemons: {campus.events[-3:]}"
     cold = cut(campus.capture, cold_start, workdir / "cold-start.pcap")
     return Replayed(plan, campus, kod_rate_replies(campus.capture), _alerts(replay(campus.capture, workdir, INTERVAL)),
-                    cold_start, _alerts(replay(cold, workdir, INTERVAL)))
+                    cold_start, _alerts(replay(cold, workdir, INTERVAL)),
+                    _alerts(replay(campus.capture, workdir, INTERVAL, GATEWAY_DECLARED)))
 
 
 def _flagged(alerts: list[dict], host: str) -> list[dict]:
@@ -124,6 +126,14 @@ def test_nat_gateway_of_chrony_clients_behind_a_kod_server_is_not_flagged(replay
 
 
 @pytest.mark.timeout(1800)
+def test_nat_gateway_declared_a_gateway_group_is_not_flagged_and_the_runaway_still_is(replayed):
+    found = _flagged(replayed.declared_alerts, NAT)
+    assert not found, f"the NAT gateway, declared a gateway, was flagged: {_brief(found)}"
+    assert _flagged(replayed.declared_alerts, RUNAWAY), \
+        f"declaring the NAT a gateway lost the runaway; alerts: {_brief(replayed.declared_alerts)}"
+
+
+@pytest.mark.timeout(1800)
 def test_host_whose_chronyd_restarts_every_30_to_60_s_is_not_flagged(replayed):
     found = _flagged(replayed.alerts, RESTART)
     assert not found, f"the restart-loop host (one chronyd, iburst at each start) was flagged: {_brief(found)}"
@@ -138,7 +148,8 @@ def test_well_behaved_chrony_and_ntpsec_clients_are_not_flagged(replayed):
 @pytest.mark.timeout(1800)
 def test_runaway_already_running_twenty_daemons_at_monitoring_start_is_flagged_within_two_intervals(replayed):
     found = _flagged(replayed.cold_alerts, RUNAWAY)
-    assert found, f"cold start: the runaway with {COLD_DAEMONS}+ daemons was not flagged; alerts: {_brief(replayed.cold_alerts)}"
+    assert found, (f"cold start: the runaway with {COLD_DAEMONS}+ daemons was not flagged; "
+                   f"alerts: {_brief(replayed.cold_alerts)}")
     first = min(f["end"] for f in found)
     limit = replayed.cold_start + 2 * INTERVAL  # the end of the second interval, aligned or not
     print(f"\ncold start: runaway flagged {first - replayed.cold_start:.0f} s after monitoring began, "
