@@ -82,6 +82,7 @@ class Aggregate(Strict):
     interval: float = Field(60.0, gt=0, description="interval length, seconds")
     lateness: float = Field(2.0, ge=0, description="seconds a window stays open for late packets")
     kod_holdoff: float = Field(3600.0, gt=0, description="seconds after a KoD during which requests count as ignoring it")
+    pair_window: float = Field(1800.0, gt=0, description="seconds each (host, server) pair's clients are averaged over")
 
 
 class Detect(Strict):

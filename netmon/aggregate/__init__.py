@@ -48,7 +48,7 @@ class Aggregator:
         )
         self.interval = float(aggregate.interval)
         self.lateness = float(aggregate.lateness)
-        self.sockets = SocketTable(aggregate.kod_holdoff)
+        self.sockets = SocketTable(aggregate.kod_holdoff, aggregate.pair_window)
         self._pending: dict[int, list[np.ndarray]] = {}
         self._open_from = -math.inf  # first window index still open
         self._max_time = -math.inf

@@ -17,7 +17,7 @@ import numpy as np
 
 from netmon.aggregate import groups
 from netmon.aggregate.keys import Names, PrefixSet, hash_key, roll_up
-from netmon.aggregate.state import PAIR_WINDOW, PairTable, Sockets, SocketTable
+from netmon.aggregate.state import PairTable, Sockets, SocketTable
 from netmon.batch import FEATURES, HostIntervals
 
 #: Kiss-o'-Death reference IDs (ASCII as a big-endian uint32).
@@ -377,7 +377,7 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     its bursts are then a small part of it. Rows are in socket order, each socket
     time-ordered; sampled rows (weight > 1) are counted whole. ``pair`` is the
     rows' (host address, server) key: beside this interval's count, each pair's
-    clients over the last :data:`PAIR_WINDOW` s come from ``pairs``, and the
+    clients over the last ``pairs.window`` s come from ``pairs``, and the
     busiest pair over that window gives ``server_clients_avg``.
     """
     order = np.lexsort((t, pair))

@@ -55,10 +55,10 @@ _FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_t
 class SocketTable:
     """The live socket memory of one aggregator, and its (host, server) pairs (``pairs``)."""
 
-    def __init__(self, kod_holdoff: float) -> None:
+    def __init__(self, kod_holdoff: float, pair_window: float = 1800.0) -> None:
         self.kod_holdoff = kod_holdoff
         self.table = Sockets.empty()
-        self.pairs = PairTable()
+        self.pairs = PairTable(pair_window)
         self._swept = -np.inf
 
     def __len__(self) -> int:
@@ -104,22 +104,19 @@ class SocketTable:
                 self.table = self.table.take(np.flatnonzero(alive))
 
 
-#: Seconds the clients of a (host, server) pair are averaged over: long enough
-#: for clients polling every 1024 s to be counted, not sampled.
-PAIR_WINDOW = 1800.0
-
-
 class PairTable:
     """Per (host, server) pair: client-seconds (all, and on ports of their own)
-    summed with weight ``exp(-age / PAIR_WINDOW)``, and when the pair was first
-    and last seen; about 40 bytes a pair, forgotten after ``6 x PAIR_WINDOW`` of
-    silence. A host's busiest server can change from one interval to the next
+    summed with weight ``exp(-age / window)``, and when the pair was first and
+    last seen; about 40 bytes a pair, forgotten after ``6 x window`` of silence.
+    ``window`` (``[aggregate] pair_window``, 1800 s by default) is long enough
+    for clients polling every 1024 s to be counted, not sampled. A host's busiest server can change from one interval to the next
     (a client polling four servers every 1024 s asks one of them now and then),
     so averaging the busiest server's clients over time would add up all its
     servers; averaging each pair and then taking the busiest does not.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = 1800.0) -> None:
+        self.window = window
         self.key = np.zeros(0, np.uint64)
         self.seconds = np.zeros(0)
         self.own = np.zeros(0)
@@ -139,7 +136,7 @@ class PairTable:
         inside = where < self.key.shape[0]
         hit[inside] = self.key[where[inside]] == keys[inside]
         at = where[hit]
-        keep = np.exp(-(end - self.last[at]) / PAIR_WINDOW)
+        keep = np.exp(-(end - self.last[at]) / self.window)
         total, owned = seconds.copy(), own.copy()
         total[hit] += self.seconds[at] * keep
         owned[hit] += self.own[at] * keep
@@ -154,11 +151,11 @@ class PairTable:
             self.own = np.insert(self.own, cut, owned[new])
             self.first = np.insert(self.first, cut, first[new])
             self.last = np.insert(self.last, cut, end)
-        filled = -np.expm1(-(end - first) / PAIR_WINDOW)
-        if end - self._swept >= PAIR_WINDOW:
+        filled = -np.expm1(-(end - first) / self.window)
+        if end - self._swept >= self.window:
             self._swept = end
-            alive = np.flatnonzero(self.last >= end - 6 * PAIR_WINDOW)
+            alive = np.flatnonzero(self.last >= end - 6 * self.window)
             if alive.shape[0] < self.key.shape[0]:
                 for name in ("key", "seconds", "own", "first", "last"):
                     setattr(self, name, getattr(self, name)[alive])
-        return total / (PAIR_WINDOW * filled), owned / (PAIR_WINDOW * filled)
+        return total / (self.window * filled), owned / (self.window * filled)

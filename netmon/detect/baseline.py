@@ -9,6 +9,10 @@ usual level by at least ``z_alert`` deviations, by a factor ``min_ratio`` and by
 the feature's absolute floor (:data:`netmon.detect.scaling.SPECS`), so a
 reboot's iburst or a chatty but harmless host stays quiet.
 
+Request volume (:data:`VOLUME`) is judged only for hosts seen in flow records
+alone; where NTP headers are seen the ``hosts`` detector judges the clients
+behind the volume.
+
 This is the fast model: with ``memory`` of a day it follows a host's habits
 and so, on its own, would learn a slow ramp as normal; ``drift`` keeps the slow
 reference beside it.
@@ -69,6 +73,13 @@ class Config(Strict):
     _known = field_validator("features")(scaling.known)
 
 
+#: Request volume features: judged only for hosts seen without NTP headers
+#: (flow records). Where headers are seen, the ``hosts`` detector judges the
+#: clients behind the volume instead: a host rebooting every few minutes or a
+#: NAT gateway whose laptops arrive in the morning multiplies its requests
+#: while running the clients it should.
+VOLUME = frozenset({"requests_out", "bytes_out"})
+
 #: Smallest deviation (log2 units) a z is computed against, so a perfectly
 #: regular host is not flagged for a jitter of one packet.
 DEV_FLOOR = 0.25
@@ -96,6 +107,7 @@ class Baseline(HostModel):
         super().__init__(tuple(config.features), columns, config.window, config.forget_after)
         self.config = config
         self.floors = scaling.floors(self.names) * config.floor_scale
+        self.volume = np.array([n in VOLUME for n in self.names], dtype=bool)
         self._seen: _Seen | None = None
 
     def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
@@ -123,6 +135,7 @@ class Baseline(HostModel):
             value = scaling.unlevel(seen.level)
             usual = scaling.unlevel(seen.mean)
             hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio)) & (value - usual >= self.floors)
+        hit[:, self.volume] &= ~np.isfinite(np.asarray(intervals.features["poll"], dtype=np.float64))[:, None]
         worst = np.where(np.isnan(z).all(axis=1), np.nan, np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1))
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():

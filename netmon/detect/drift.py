@@ -180,7 +180,8 @@ class Drift(HostModel):
         use = normal[:, None] & ~np.isnan(seen.level) & filled
         seconds = seen.hours * 3600.0
         weight = seen.weight + seconds
-        alpha = np.where(capturing, seconds / weight, -np.expm1(-seconds / self.config.adapt))
+        share = np.divide(seconds, weight, out=np.zeros_like(weight), where=weight > 0)
+        alpha = np.where(capturing, share, -np.expm1(-seconds / self.config.adapt))
         first = use & np.isnan(seen.ref)
         ref = np.where(first, seen.level, seen.ref)
         gap = np.abs(seen.level - ref)

@@ -16,9 +16,12 @@ own in three views, each named in its findings:
   against its group's median and MAD of ``log2(1 + clients)`` this interval.
   It needs no history, so a host already running 20 daemons when monitoring
   starts is flagged in its second interval (its first is often partial). It
-  judges a new host until it has been watched ``settle`` s; after that a level
-  that holds is the host's own (gateway-like) and only a jump to ``jump`` times
-  its highest level brings the group view back. A gateway nobody declared is
+  judges a new host once clients behind NAT could have shown ports of their
+  own (a poll period after its first request, two for clients polling slower
+  than every 4 intervals; at once for a crowd ``sure`` times the threshold) and
+  until it has been watched ``settle`` s; after that a level that holds is the
+  host's own (gateway-like) and only a jump to ``jump`` times its highest level
+  brings the group view back. A gateway nobody declared is
   judged like any host until then: by count alone it is a pile of daemons. Groups smaller
   than ``min_group`` judged hosts use the whole campus this interval, a campus
   that small ``min_clients`` alone.
@@ -31,13 +34,16 @@ own in three views, each named in its findings:
   runaway adds daemons and never falls back: ``steps`` rises, to
   ``growth_ratio`` times the level the climb began at, make a finding whether
   they take minutes or days, since only rises are counted.
-* ``hosts.kod``, KoD at host level: after the busiest server's first KoD to
+* the KoD view, KoD at host level: after the busiest server's first KoD to
   the host (any socket), the host's request rate to it (over 10 min) against
   the rate at that KoD. Each chronyd honours its own KoD, so per socket nothing
   is ignored; a host still drawing ``kod_min`` KoD per ``kod_settle`` s since
   the first whose total rate is not down to ``kod_lowered`` of it, while it
-  runs ``kod_clients`` or more clients, ignores them as a whole (a gateway
-  whose clients each honour the odd KoD draws far fewer).
+  runs ``kod_clients`` or more clients, ignores them as a whole. It is
+  evidence, not a finding of its own: on real daemons a NAT gateway of chrony
+  clients behind a strict server draws as many KoD and holds its rate as well
+  (each client backs off, the server's limit holds the sum), so it makes a
+  level or growth finding critical and is named in it.
 
 Campus groups can be declared gateways (NAT, VPN) or servers in ``kinds``; each
 kind has its own thresholds (by default neither is judged on its level). An
@@ -57,7 +63,6 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from netmon.aggregate.state import PAIR_WINDOW
 from netmon.batch import Finding, HostIntervals
 from netmon.config import Strict
 from netmon.detect.engine import DetectorOutput
@@ -103,7 +108,9 @@ class Config(Strict):
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
+    sure: float = Field(8.0, ge=1, description="times the group's threshold that needs no wait for ports of their own")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
+    window: float = Field(1800.0, gt=0, description="the [aggregate] pair_window the host's clients are averaged over (s)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
     own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
@@ -219,12 +226,12 @@ class Hosts(HostModel):
         one = _lower(loose_requests, seconds, np.full_like(seconds, length))
         two = _lower(loose_requests + prev_requests, seconds + prev_seconds, np.full_like(seconds, 2 * length))
         level = np.where(visit.fresh | np.isnan(loose), np.nan, np.maximum(one, two))
-        # clients over the last PAIR_WINDOW s (the aggregator averages each (host, server) pair, and
+        # clients over the last pair window (the aggregator averages each (host, server) pair, and
         # reports the busiest pair seen this interval; the busiest overall may be silent this interval,
         # so its average is held here, decaying as the pair's own would)
         seen_now = np.maximum(np.nan_to_num(np.asarray(f["server_clients_avg"], dtype=np.float64))
                               - np.nan_to_num(f["server_own_ports_avg"]), 0.0)
-        held = self.carried(visit, "tracked") * np.exp(-np.nan_to_num(visit.elapsed, nan=np.inf) / PAIR_WINDOW)
+        held = self.carried(visit, "tracked") * np.exp(-np.nan_to_num(visit.elapsed, nan=np.inf) / self.config.window)
         smooth = np.maximum(seen_now, held)
         state = {
             "level": level,
@@ -247,9 +254,9 @@ class Hosts(HostModel):
         cfg, t = self.config, v.t
         weight = np.divide(s["seconds"], s["loose_requests"], out=np.full_like(smooth, 64.0),
                            where=s["loose_requests"] > 0)
-        step = np.maximum(s.pop("step_min"), np.sqrt(smooth * weight / np.minimum(v.age, PAIR_WINDOW)))
+        step = np.maximum(s.pop("step_min"), np.sqrt(smooth * weight / np.minimum(v.age, cfg.window)))
         high = s["high"]
-        settling = v.age < PAIR_WINDOW + v.length  # a first (often partial) interval is no base to climb from
+        settling = v.age < cfg.window + v.length  # a first (often partial) interval is no base to climb from
         fell = settling | np.isnan(high) | (smooth <= high - np.maximum(step, FALL_BACK * high))
         rose = ~fell & (smooth >= high + step)
         s["step"], s["weight"] = step, weight
@@ -277,7 +284,13 @@ class Hosts(HostModel):
         threshold = np.maximum(threshold, th["min_clients"])
         young = (t - v.first) < cfg.settle
         jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
-        level_hit = known & (th["level"] > 0) & (level >= threshold) & (young | jumped)
+        # clients behind NAT show ports of their own with their second request, a poll period after the
+        # first: a new host is judged once that could have happened (two periods for clients polling
+        # slower than every 4 intervals), unless its crowd is beyond doubt
+        period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
+        period = np.where(period > 4 * v.length, 2 * period, period)
+        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= cfg.sure * threshold)
+        level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
 
         smooth = seen.smooth
         growth_hit = (known & (s["steps"] >= th["steps"]) & (smooth - s["base"] >= th["steps"] * th["step"])
@@ -291,7 +304,7 @@ class Hosts(HostModel):
 
         scores = np.where(known, np.minimum(np.nan_to_num(level) / threshold, 9.99), np.nan)
         findings = []
-        for i in np.flatnonzero(level_hit | growth_hit | kod_hit).tolist():
+        for i in np.flatnonzero(level_hit | growth_hit).tolist():
             findings.append(self._finding(intervals, i, s, smooth, bool(level_hit[i]), bool(growth_hit[i]),
                                           bool(kod_hit[i]), bool(not_lowered[i]), threshold[i], median[i],
                                           KINDS[kind[i]], bool(young[i])))
@@ -338,8 +351,8 @@ class Hosts(HostModel):
             views.append(f"{kind} thresholds" + ("" if declared else
                          f" (gateway-like: {s['own_seen'][i]:.0f} clients on ports of their own seen)"))
         judged = ", ".join(views)
-        severe = (level and growth) or (not_lowered and kods >= 1 and (level or growth)) or clients >= 100
-        detector = "hosts.level" if level else "hosts.growth" if growth else "hosts.kod"
+        severe = (level and growth) or kod or clients >= 100
+        detector = "hosts.level" if level else "hosts.growth"
         return Finding(host=host, group=str(iv.group[i]), start=float(iv.start), end=t, detector=detector,
                        severity="critical" if severe else "warning",
                        score=round(float(clients / max(threshold if level else s["base"][i] + 1.0, 1.0)), 3),

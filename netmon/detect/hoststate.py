@@ -284,7 +284,8 @@ class HostModel:
         hashes = keys.hashes if keys is not None and keys.matches(intervals.host) else None
         rows = self.table.rows(intervals.host, hashes)
         elapsed = t - self.table["last"][rows]
-        fresh = np.isnan(elapsed) | (elapsed > self.forget_after)
+        # silent too long, or seen later than now (an older capture replayed after a newer one): start over
+        fresh = np.isnan(elapsed) | (elapsed > self.forget_after) | (elapsed < 0)
         elapsed[fresh] = np.nan
         first = np.where(fresh, t, self.table["first"][rows])
         age = t - first + length

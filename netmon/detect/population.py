@@ -30,7 +30,9 @@ stay an outlier for ``persist`` seconds: booting machines (iburst, then fast
 polling for an hour) are rare but normal; a device hard-wired to poll every few
 seconds is not. The finding names those features, each with the group's
 percentile, so it reads "fastest socket 240/h, 99.9% of group clients at most
-56/h". Only rises count: a host quieter than its peers is no security concern.
+56/h". Only rises count: a host quieter than its peers is no security concern. A fast socket that polls as it advertises, at NTP's
+minimum poll (16 s) or slower, is configuration (``minpoll 4``) and is not
+named for ``socket_rate``; one asking faster than it says, or below 16 s, is.
 
 Cold start: a model scores (otherwise NaN, no finding) once it has learned
 ``min_learned`` rows, i.e. ``min_learned / sample`` intervals for a large group;
@@ -143,6 +145,22 @@ def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) ->
     return 1.0 - total / top
 
 
+#: NTP's minimum poll exponent (RFC 5905: 16 s).
+MIN_POLL = 4
+#: A socket this many times faster than its advertised poll does not poll as it says.
+HONEST_RATIO = 1.5
+
+
+def honest_pollers(intervals: HostIntervals) -> np.ndarray:
+    """Hosts whose fastest socket polls as it advertises, at NTP's minimum poll or slower:
+    a fast socket of theirs (``minpoll 4``) is configuration, not a device hard-wired to
+    ask every few seconds whatever it claims. Unmeasured (NaN) ratios count as honest."""
+    f = intervals.features
+    poll = np.where(np.nan_to_num(f["poll"]) == 0, 6.0, np.nan_to_num(f["poll"], nan=6.0))
+    ratio = np.nan_to_num(np.asarray(f["rate_vs_poll"], dtype=np.float64), nan=1.0)
+    return (ratio < HONEST_RATIO) & (poll >= MIN_POLL)
+
+
 @dataclass
 class Model:
     """One group-and-pattern's forest, its learned-row count and recent learned rows."""
@@ -244,6 +262,7 @@ class Population(HostModel):
         seen = self._observe(intervals, keys)
         t = seen.visit.t
         values, scaled = seen.values, seen.scaled
+        honest = honest_pollers(intervals)
         scores = np.full(len(intervals), np.nan)
         findings = []
         for key, members in seen.by_key.items():
@@ -258,6 +277,7 @@ class Population(HostModel):
             typical = scaling.unlevel(top * self.top[cols])
             above = (x - top) * self.top[cols]
             named = (above >= np.log2(cfg.ratio)) & (values[np.ix_(members, cols)] - typical >= self.floors[cols])
+            named[:, [self.names[c] == "socket_rate" for c in cols]] &= ~honest[members, None]
             outlier = (s >= cfg.threshold) & named.any(axis=1)
             seen.outlier[members] = outlier
             group = key.split("|")[0]

@@ -101,6 +101,7 @@ class Fleet:
         host_ratio = np.zeros(n)
         np.maximum.at(host_ratio, socket_owner, ratio)
         mismatch = np.bincount(owner, weights=events * np.array(self.stale), minlength=n)
+        running = np.bincount(owner, weights=on, minlength=n)  # daemons running: each polls its servers
         features = {name: np.zeros(seen.size) for name in FEATURES}
         poll = np.round(poll_sum[seen] / req)
         features.update(
@@ -113,6 +114,9 @@ class Fleet:
             poll=poll,
             instances=req * np.exp2(poll) / length,
             rate_vs_poll=np.maximum(host_ratio[seen], 1.0),
+            server_clients=running[seen],
+            server_requests=req,
+            server_clients_avg=running[seen],
             interval_min=np.full(seen.size, length),
             org_match=req - mismatch[seen],
             org_mismatch=mismatch[seen],

@@ -76,6 +76,7 @@ def test_restart_from_checkpoint_keeps_baselines_and_sends_no_alert_storm(tmp_pa
 def test_restored_baseline_still_flags_what_it_flagged_before(tmp_path):
     path = tmp_path / "state.ckpt"
     fleet = Fleet.clients(40, periods=(64.0,))
+    fleet.flow = True  # request volume: the baseline's to judge in flow records
     fleet.add(3, 1.0, 0.0, start=3 * HOUR)
     engine = _engine(path)
     before = _feed(engine, fleet, 0.0, 3.5)

@@ -44,3 +44,21 @@ def test_state_round_trip_restores_rows_by_key():
     back = _table()
     back.load(table.state())
     assert back["value"][back.rows(np.array(["ccc", "a"]))].tolist() == [3.0, 1.0]
+
+
+def test_a_host_seen_later_than_the_batch_starts_over_instead_of_decaying_backwards():
+    from netmon.batch import HostIntervals
+    from netmon.detect.drift import Config, Drift
+
+    model = Drift(Config())
+
+    def batch(end: float) -> HostIntervals:
+        features = {"requests_out": np.array([3.0]), "rate_vs_poll": np.array([1.0]), "org_mismatch": np.array([0.0])}
+        return HostIntervals(start=end - 60.0, end=end, host=np.array(["10.0.0.1"]), group=np.array(["clients"]),
+                             role=np.array(["client"]), features=features)
+
+    for end in (3600.0, 3660.0):
+        model.learn(batch(end), np.ones(1, dtype=bool))
+    replayed = model.visit(batch(120.0))  # an older capture replayed after a checkpoint from a later one
+    assert replayed.fresh.all() and np.isnan(replayed.elapsed).all()
+    assert np.isfinite(replayed.sums).all() and (replayed.sums >= 0).all()

@@ -48,6 +48,14 @@ def test_population_flags_the_host_unlike_its_group_and_not_the_group():
     assert after[0].evidence["socket_rate"]["value"] > 4 * after[0].evidence["socket_rate"]["baseline"], text
 
 
+def test_population_leaves_a_socket_polling_as_it_advertises_at_the_minimum_poll():
+    fleet = Fleet.clients(300)
+    fast = fleet.add_host(ODD)
+    fleet.add(fast, 16.0, 1.0, start=HOUR)  # minpoll 4: every 16 s, and it says so
+    found = run([population.build(population.Config())], fleet, 0.0, 5.5)
+    assert not [f for f in found if f.host == ODD], "a client at NTP's 16 s minimum poll was flagged"
+
+
 def test_population_numpy_walk_equals_river_score_one():
     rng = np.random.default_rng(3)
     hst = HalfSpaceTrees(n_trees=5, height=6, window_size=50, seed=11)
@@ -62,6 +70,7 @@ def test_population_numpy_walk_equals_river_score_one():
 
 def test_baseline_flags_a_sudden_change_of_one_host_only():
     fleet = Fleet.clients(50)
+    fleet.flow = True  # volume is the baseline's to judge where flow records are all there is
     fleet.add(7, 1.0, 0.0, start=12 * HOUR)  # host 7 starts sending once a second
     found = run([baseline.build(baseline.Config())], fleet, 0.0, 13.0)
     host = fleet.hosts[7]
@@ -71,6 +80,13 @@ def test_baseline_flags_a_sudden_change_of_one_host_only():
     f = next(f for f in found if f.host == host)
     assert "its own usual level" in f.explanation and "requests_out" in f.evidence, f.explanation
     assert f.evidence["requests_out"]["value"] > 8 * f.evidence["requests_out"]["baseline"], f.evidence
+
+
+def test_baseline_leaves_request_volume_seen_with_ntp_headers_to_the_host_level_view():
+    fleet = Fleet.clients(50)
+    fleet.add(7, 8.0, 0.0, start=12 * HOUR)  # a reboot loop's fast polling as it advertises: more requests
+    found = run([baseline.build(baseline.Config())], fleet, 0.0, 13.0)
+    assert not [f for f in found if "requests_out" in f.evidence or "bytes_out" in f.evidence], found[:1]
 
 
 def test_drift_flags_hourly_ramp_by_four_daemons_while_fast_model_absorbs_it():
@@ -106,6 +122,7 @@ def test_drift_is_quiet_for_a_reboot_with_iburst():
 
 def test_anomalous_intervals_do_not_teach_a_sustained_anomaly_stays_flagged():
     fleet = Fleet.clients(30)
+    fleet.flow = True
     fleet.add(4, 0.5, 0.0, start=12 * HOUR)
     model = baseline.build(baseline.Config())
     found = run([model], fleet, 0.0, 18.0)
