@@ -399,7 +399,8 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     own_clients = np.minimum(share * own_seconds / interval, clients)
     kods = groups.total(run[kod], n_pairs, w[kod])
     pair_host = h[starts]
-    average, own_average = pairs.update(pair[starts], clients * interval, own_clients * interval, end, interval)
+    period = np.divide(seconds, requests, out=np.full(n_pairs, interval), where=requests > 0)
+    average, own_average = pairs.update(pair[starts], clients * interval, own_clients * interval, period, end, interval)
     best_average = groups.extreme(pair_host, average, n, np.maximum)
     top_average = np.full(n, -1, dtype=np.int64)
     is_top = average >= best_average[pair_host]

@@ -127,10 +127,14 @@ class PairTable:
     def __len__(self) -> int:
         return int(self.key.shape[0])
 
-    def update(self, keys: np.ndarray, seconds: np.ndarray, own: np.ndarray, end: float,
+    def update(self, keys: np.ndarray, seconds: np.ndarray, own: np.ndarray, period: np.ndarray, end: float,
                length: float) -> tuple[np.ndarray, np.ndarray]:
         """Add this interval's client-seconds of ``keys`` (unique); return each pair's
-        mean clients and mean clients on ports of their own over the window."""
+        mean clients and mean clients on ports of their own over the window.
+
+        A pair's first seconds are scaled up to the whole window, but never by
+        more than its clients' poll ``period`` (s) allows: one request of a
+        client polling every 1024 s stands for 1024 s, not for the interval."""
         where = np.searchsorted(self.key, keys)
         hit = np.zeros(keys.shape[0], dtype=bool)
         inside = where < self.key.shape[0]
@@ -151,7 +155,7 @@ class PairTable:
             self.own = np.insert(self.own, cut, owned[new])
             self.first = np.insert(self.first, cut, first[new])
             self.last = np.insert(self.last, cut, end)
-        filled = -np.expm1(-(end - first) / self.window)
+        filled = -np.expm1(-np.maximum(end - first, period) / self.window)
         if end - self._swept >= self.window:
             self._swept = end
             alive = np.flatnonzero(self.last >= end - 6 * self.window)

@@ -47,11 +47,13 @@ own in three views, each named in its findings:
 
 Campus groups can be declared gateways (NAT, VPN) or servers in ``kinds``; each
 kind has its own thresholds (by default neither is judged on its level). An
-undeclared host whose clients on ports of their own reached ``own_ports`` and
-``own_share`` of its clients is gateway-like and judged as a gateway; random
-ports repeat by chance, hence the share.
+undeclared host is gateway-like, and judged as a gateway, once its clients on
+ports of their own reached ``own_ports`` and ``own_share`` of its clients
+(random ports repeat by chance, hence the share), or once its count fell to
+half a high of ``swing`` clients or more (a VPN concentrator in the evening: a
+pile of daemons only grows).
 
-State per host: 13 numbers (about 60 bytes) plus its key.
+State per host: 17 numbers (about 80 bytes) plus its key.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class Config(Strict):
     window: float = Field(1800.0, gt=0, description="the [aggregate] pair_window the host's clients are averaged over (s)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
+    swing: float = Field(4.0, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
     own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
     kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
@@ -166,6 +169,8 @@ class Hosts(HostModel):
             "climb": Column("f8", 0, np.nan),
             "peak": Column("f4", 0, np.nan),
             "own_seen": Column("f4", 0, 0.0),
+            "top": Column("f4", 0, 0.0),
+            "swung": Column("f4", 0, 0.0),
             "tracked": Column("f4", 0, 0.0),
             "kod_time": Column("f8", 0, np.nan),
             "kod_rate": Column("f4", 0, np.nan),
@@ -241,12 +246,20 @@ class Hosts(HostModel):
             "rate": visit.current[:, 0],
             **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
         }
-        evidence = np.where(own >= self.config.own_share * np.nan_to_num(clients), own, 0.0)
+        cfg = self.config
+        evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)
         state["own_seen"] = np.fmax(state["own_seen"], evidence)
-        kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), state["own_seen"] >= self.config.own_ports)
+        smooth = np.nan_to_num(smooth)
+        # a count that fell to half a high of swing clients or more fluctuates: a pile of daemons only grows
+        watched = visit.age >= cfg.window + visit.length  # a first (often partial) window is no high to fall from
+        fell = watched & (state["top"] >= cfg.swing) & (smooth <= 0.5 * state["top"])
+        state["swung"] = np.where(fell, np.fmax(state["swung"], state["top"]), state["swung"])
+        state["top"] = np.where(watched, np.fmax(state["top"], smooth), state["top"])
+        gateway_like = (state["own_seen"] >= cfg.own_ports) | (state["swung"] >= cfg.swing)
+        kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), gateway_like)
         state["step_min"] = th["step"]
-        self._advance(state, np.nan_to_num(smooth), visit, np.nan_to_num(intervals.features["server_kod"]))
-        self._seen = _Seen(visit, state, np.nan_to_num(smooth), kind, th)
+        self._advance(state, smooth, visit, np.nan_to_num(intervals.features["server_kod"]))
+        self._seen = _Seen(visit, state, smooth, kind, th)
         return self._seen
 
     def _advance(self, s: dict[str, np.ndarray], smooth: np.ndarray, v: Visit, kod: np.ndarray) -> None:
@@ -348,8 +361,9 @@ class Hosts(HostModel):
             views.append("KoD view")
         if kind != "clients":
             declared = str(iv.group[i]) in cfg.kinds
-            views.append(f"{kind} thresholds" + ("" if declared else
-                         f" (gateway-like: {s['own_seen'][i]:.0f} clients on ports of their own seen)"))
+            why = (f"{s['own_seen'][i]:.0f} clients on ports of their own seen" if s["own_seen"][i] >= cfg.own_ports
+                   else f"its count fell to half of {s['swung'][i]:.0f} before")
+            views.append(f"{kind} thresholds" + ("" if declared else f" (gateway-like: {why})"))
         judged = ", ".join(views)
         severe = (level and growth) or kod or clients >= 100
         detector = "hosts.level" if level else "hosts.growth"
@@ -370,7 +384,7 @@ class Hosts(HostModel):
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
         self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], tracked=seen.smooth, kod_time=s["kod_time"],
+                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], tracked=seen.smooth, kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 
 

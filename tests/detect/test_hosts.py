@@ -179,3 +179,14 @@ def test_a_second_replay_of_the_same_capture_starts_its_hosts_over_without_warni
     drift = engine.detectors["drift"]
     row = drift.table.keys.index(HOST)
     assert drift.table["first"][row] == 60.0, "the host did not start over on the replay of older traffic"
+
+
+def test_a_vpn_whose_count_fell_by_half_overnight_is_gateway_like_and_its_morning_is_quiet():
+    t = Traffic(seed=12)
+    peers(t, 8 * HOUR)
+    for i in range(16):  # a working day's sessions, then the evening: all but 4 leave
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 600)), 8 * HOUR if i < 4 else 3 * HOUR, iburst=False)
+    for i in range(16):  # the next morning: one session more every 5 minutes
+        t.chrony(HOST, SERVER, 5 * HOUR + 300.0 * i, 8 * HOUR)
+    morning = [f for f in findings(t) if f.end > 5 * HOUR]
+    assert morning == [], [(f.end, f.explanation) for f in morning[:2]]
