@@ -32,8 +32,10 @@ own in three views, each named in its findings:
   high, and starts over whenever the level falls back by a step or 15 % (a
   gateway fluctuating around its level, a reboot loop returning to one). A
   runaway adds daemons and never falls back: ``steps`` rises, to
-  ``growth_ratio`` times the level the climb began at, make a finding whether
-  they take minutes or days, since only rises are counted.
+  ``growth_ratio`` times the level the climb began at (for a gateway, times
+  the highest level it had shown by then: a VPN concentrator's mornings are
+  no growth), make a finding whether they take minutes or days, since only
+  rises are counted.
 * the KoD view, KoD at host level: after the busiest server's first KoD to
   the host (any socket), the host's request rate to it (over 10 min) against
   the rate at that KoD. Each chronyd honours its own KoD, so per socket nothing
@@ -53,7 +55,7 @@ ports of their own reached ``own_ports`` and ``own_share`` of its clients
 half a high of ``swing`` clients or more (a VPN concentrator in the evening: a
 pile of daemons only grows).
 
-State per host: 17 numbers (about 80 bytes) plus its key.
+State per host: 18 numbers (about 80 bytes) plus its key.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ class Hosts(HostModel):
             "own_seen": Column("f4", 0, 0.0),
             "top": Column("f4", 0, 0.0),
             "swung": Column("f4", 0, 0.0),
+            "climb_top": Column("f4", 0, 0.0),
             "tracked": Column("f4", 0, 0.0),
             "kod_time": Column("f8", 0, np.nan),
             "kod_rate": Column("f4", 0, np.nan),
@@ -254,6 +257,7 @@ class Hosts(HostModel):
         watched = visit.age >= cfg.window + visit.length  # a first (often partial) window is no high to fall from
         fell = watched & (state["top"] >= cfg.swing) & (smooth <= 0.5 * state["top"])
         state["swung"] = np.where(fell, np.fmax(state["swung"], state["top"]), state["swung"])
+        state["top_before"] = state["top"]
         state["top"] = np.where(watched, np.fmax(state["top"], smooth), state["top"])
         gateway_like = (state["own_seen"] >= cfg.own_ports) | (state["swung"] >= cfg.swing)
         kind, th = self._kind_columns(np.asarray(intervals.group, dtype=str), gateway_like)
@@ -277,6 +281,7 @@ class Hosts(HostModel):
         s["base"] = np.where(fell, smooth, s["base"])
         s["steps"] = np.where(fell, 0.0, s["steps"] + rose)
         s["climb"] = np.where(fell, t, s["climb"])
+        s["climb_top"] = np.where(fell, s.pop("top_before"), s["climb_top"])  # its highest level when the climb began
         expired = np.isnan(s["kod_time"]) | (t - s["kod_time"] > cfg.kod_window)
         begins = (kod > 0) & expired
         s["kod_time"] = np.where(begins, t, s["kod_time"])
@@ -306,8 +311,10 @@ class Hosts(HostModel):
         level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
 
         smooth = seen.smooth
+        # a gateway grows past its own highest level, not just from its night-time low
+        start = np.where(kind > 0, np.maximum(s["base"], s["climb_top"]), s["base"])
         growth_hit = (known & (s["steps"] >= th["steps"]) & (smooth - s["base"] >= th["steps"] * th["step"])
-                      & (smooth >= th["growth_ratio"] * np.maximum(s["base"], 1.0)))
+                      & (smooth >= th["growth_ratio"] * np.maximum(start, 1.0)))
         kod = np.nan_to_num(f["server_kod"])
         active = ~np.isnan(s["kod_time"]) & (t - s["kod_time"] <= cfg.kod_window)
         not_lowered = active & (s["rate"] >= cfg.kod_lowered * s["kod_rate"])
@@ -384,7 +391,7 @@ class Hosts(HostModel):
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
         self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], tracked=seen.smooth, kod_time=s["kod_time"],
+                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=seen.smooth, kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 
 
