@@ -35,7 +35,7 @@ RECORDINGS = Path(__file__).parent / "recordings"
 INTERVAL = 10.0
 #: the runaway's daemon count where the cold-start capture begins
 COLD_DAEMONS = 20
-#: why the two timing bars are known to fail (branch detect, 4fecade), measured on the recording:
+#: why the two timing bars are known to fail (branch detect, 7f2a415), measured on the recordings:
 #: the assertions stay; only a late (never a missing) flag is an expected failure
 LATE_UNDER_KOD = ("chronyd's per-instance KoD back-off holds the runaway's request rate near the server's "
                   "limit (crash-loop pace: 7-16 requests per 10 s from 3 to 18 daemons, the 10-14-client NAT "
