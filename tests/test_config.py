@@ -27,7 +27,7 @@ def test_defaults_need_no_file():
         ({"sinks": [{"type": "store", "bogus": 3}]}, "sinks[0].bogus"),
         ({"sources": [{"type": "pcap"}]}, "sources[0].paths"),
         ({"sources": ["pcap"]}, "sources[0]: expected a table"),
-        ({"detect": {"detectors": ["nope"]}}, "unknown detector 'nope'; allowed: baseline, drift, population, rules"),
+        ({"detect": {"detectors": ["nope"]}}, "unknown detector 'nope'; allowed: baseline, drift, hosts, population, rules"),
         ({"detect": {"rules": {"bogus": 1}}}, "detect.rules.bogus"),
     ],
 )

@@ -79,7 +79,7 @@ def test_item2_piped_table_follows_columns_not_a_fixed_160(store):
 def test_item2_hosts_json_and_csv_carry_every_field(store):
     rows = json.loads(cli("hosts", "--db", str(store["db"]), "--format", "json").output)
     assert [r["host"] for r in rows] == [RUNAWAY, QUIET]
-    assert rows[0]["findings"] == 61 and rows[0]["last"].endswith("Z") and "client instances" in rows[0]["reason"]
+    assert rows[0]["findings"] == 81 and rows[0]["last"].endswith("Z") and "client instances" in rows[0]["reason"]
     table = list(csv.DictReader(io.StringIO(cli("hosts", "--db", str(store["db"]), "--format", "csv").output)))
     assert [r["host"] for r in table] == [RUNAWAY, QUIET] and set(table[0]) == set(rows[0]), "csv and json differ"
 
@@ -106,23 +106,23 @@ def test_item2_report_last_is_bounded_and_summarised(store):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) < 40, f"report --last 5 printed {len(lines)} lines"
-    assert "61 findings by detector" in result.output and "rule.kod_ignored" in result.output, result.output
+    assert "81 findings by detector" in result.output and "rule.kod_ignored" in result.output, result.output
     too_wide = [line for line in lines if len(line) > 100 and not line.startswith("packets: ")]
     assert not too_wide, f"table lines wider than the terminal: {too_wide}"
     whole = json.loads(cli("report", RUNAWAY, "--db", str(store["db"]), "--last", "5", "--format", "json").output)
-    assert whole["findings_total"] == 61 and len(whole["findings"]) == 5 and len(whole["intervals"]) == 5
+    assert whole["findings_total"] == 81 and len(whole["findings"]) == 5 and len(whole["intervals"]) == 5
     assert {r["detector"]: r["findings"] for r in whole["summary"]} == {
-        "rule.kod_ignored": 21, "rule.origin": 21, "rule.poll_rate": 19}
+        "rule.kod_ignored": 21, "rule.origin": 21, "rule.poll_rate": 19, "hosts.level": 20}
     rows = list(csv.DictReader(io.StringIO(
         cli("report", RUNAWAY, "--db", str(store["db"]), "--format", "csv", "--part", "summary").output)))
-    assert len(rows) == 3
+    assert len(rows) == 4
 
 
 def test_item7_logs_go_to_stderr_stdout_carries_the_output(store):
     done = store["replay"]
     assert "checkpoint saved" in done.stderr, "log lines should be on stderr"
     assert "checkpoint" not in done.stdout and "[info" not in done.stdout, f"log lines on stdout:\n{done.stdout}"
-    assert done.stdout.startswith("21 intervals scored; 61 findings on 1 host\n"), done.stdout
+    assert done.stdout.startswith("21 intervals scored; 81 findings on 1 host\n"), done.stdout
 
 
 def test_item7_findings_json_dash_writes_stdout(store, tmp_path):
@@ -130,9 +130,9 @@ def test_item7_findings_json_dash_writes_stdout(store, tmp_path):
                   "--findings-json", "-")
     assert done.returncode == 0, done.stderr
     findings = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(findings) == 61 and {f["host"] for f in findings} == {RUNAWAY}
+    assert len(findings) == 81 and {f["host"] for f in findings} == {RUNAWAY}
     assert not (tmp_path / "-").exists(), "--findings-json - wrote a file named '-'"
-    assert "61 findings on 1 host" in done.stderr, "the summary belongs on stderr when stdout carries JSON"
+    assert "81 findings on 1 host" in done.stderr, "the summary belongs on stderr when stdout carries JSON"
 
 
 def test_item7_run_with_a_bad_config_says_what_check_config_says(tmp_path):
