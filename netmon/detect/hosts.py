@@ -92,6 +92,12 @@ class Thresholds(Strict):
     growth_ratio: float = Field(2.0, ge=1, description="times its level at the climb's start a growing host must reach")
 
 
+def many_clients() -> Thresholds:
+    """Gateways and campus servers: many honest clients by design, so their level is not judged,
+    only growth by larger steps, and KoD only in large numbers."""
+    return Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0, growth_ratio=4.0)
+
+
 class Config(Strict):
     """``[detect.hosts]``."""
 
@@ -99,16 +105,8 @@ class Config(Strict):
         default_factory=dict, description="campus group -> kind (gateway: NAT/VPN; server); other groups are clients"
     )
     clients: Thresholds = Field(default_factory=Thresholds, description="thresholds for ordinary client hosts")
-    gateway: Thresholds = Field(
-        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0,
-                                           growth_ratio=4.0),
-        description="thresholds for groups of kind gateway",
-    )
-    server: Thresholds = Field(
-        default_factory=lambda: Thresholds(level=False, steps=6, step=3.0, kod_min=200.0, kod_clients=1000.0,
-                                           growth_ratio=4.0),
-        description="thresholds for groups of kind server",
-    )
+    gateway: Thresholds = Field(default_factory=many_clients, description="thresholds for groups of kind gateway")
+    server: Thresholds = Field(default_factory=many_clients, description="thresholds for groups of kind server")
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")

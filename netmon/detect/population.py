@@ -49,7 +49,6 @@ import numpy as np
 import structlog
 from pydantic import Field, field_validator
 from river.anomaly import HalfSpaceTrees
-from river.tree.padded import PaddedBranch
 
 from netmon.batch import HostIntervals
 from netmon.config import Strict
@@ -98,26 +97,10 @@ class Forest:
 
 
 def flatten(model: HalfSpaceTrees, columns: list[str]) -> Forest:
-    """Heap-ordered node arrays of every tree of ``model``; ``columns`` maps feature names to indexes."""
-    where = {name: i for i, name in enumerate(columns)}
-    size = 2 ** (model.height + 1) - 1
-    feature = np.zeros((model.n_trees, size), dtype=np.int64)
-    threshold = np.zeros((model.n_trees, size))
-    r_mass = np.zeros((model.n_trees, size))
-    for t, root in enumerate(model.trees):
-        level = [root]
-        i = 0
-        while level:
-            below = []
-            for node in level:
-                r_mass[t, i] = node.r_mass
-                if isinstance(node, PaddedBranch):
-                    feature[t, i] = where[node.feature]
-                    threshold[t, i] = node.threshold
-                    below.extend(node.children)
-                i += 1
-            level = below
-    return Forest(feature, threshold, r_mass)
+    """Heap-ordered node arrays of every tree of ``model`` (:func:`netmon.detect.forests.export`'s
+    walk); ``columns`` maps feature names to indexes. Leaves' features (-1) are never read."""
+    arrays = forests.export(model, columns)
+    return Forest(arrays["feature"].astype(np.int64), arrays["threshold"], arrays["r_mass"].astype(np.float64))
 
 
 def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) -> np.ndarray:
