@@ -61,7 +61,7 @@ class Stages:
     def frame_sinks(self) -> list[Any]:
         """The ``frames(frames, rows, index)`` methods of sinks that keep raw packets (evidence);
         called from the pipeline's thread, so such a sink guards its own state."""
-        return [keep for keep in (getattr(getattr(s, "sink", s), "frames", None) for s in self.sinks) if keep is not None]
+        return [keep for keep in (getattr(sink.sink, "frames", None) for sink in self.sinks) if keep is not None]
 
 
 class Summary:
