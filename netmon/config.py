@@ -190,10 +190,11 @@ class Runtime(Strict):
 class Buffer(Strict):
     """``[sinks.buffer]``: the queue in front of one sink (see :mod:`netmon.runtime.sinks`)."""
 
-    max_bytes: int = Field(64 << 20, ge=1 << 16, description="bytes of intervals queued for this sink (an estimate)")
-    when_full: Literal["block", "drop_newest"] = Field(
-        "block", description="block: the pipeline waits (nothing lost); drop_newest: the interval is dropped "
-                             "for this sink and counted (sink.<tag>.dropped)")
+    max_bytes: int = Field(64 << 20, ge=1 << 16, description="bytes queued for this sink (an estimate)")
+    when_full: Literal["block", "drop_newest", "drop_oldest"] = Field(
+        "block", description="block: the pipeline waits (nothing lost); drop_newest: the new item is dropped "
+                             "for this sink and counted (sink.<tag>.dropped); drop_oldest: the oldest queued "
+                             "item makes room (counted the same)")
 
 
 class SinkOptions(Strict):

@@ -39,3 +39,16 @@ class Backoff:
         """A jittered delay after ``failures`` failures in a row, seconds."""
         ceiling = self.ceiling(failures)
         return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a managed sink (:mod:`netmon.runtime.sinks`) retries a failed write: after delays
+    by ``backoff``, until the item has waited ``retry_for`` seconds, then it is given up."""
+
+    backoff: Backoff = Backoff()
+    retry_for: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not self.retry_for > 0:
+            raise ValueError(f"retry_for ({self.retry_for}) must be > 0 seconds")

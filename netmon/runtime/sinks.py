@@ -1,20 +1,27 @@
 """Every sink behind a bounded queue and its own thread, so a slow or broken sink never
 stalls or ends the pipeline.
 
-A sink plug-in only encodes and sends (``write(scored)``, ``close()``; networked sinks
-retry their sends by :class:`netmon.retry.Backoff`, spooling to disk if they must lose
-nothing). Here each sink gets:
+A sink plug-in only encodes and sends (``write(item)``, ``close()``). Here each sink gets:
 
-* a queue bounded in bytes (``[sinks.buffer] max_bytes``, an estimate of the interval's
-  arrays, strings and findings) and a policy for when it is full: ``block`` (the
-  pipeline waits: nothing is lost, a replay stays exact) or ``drop_newest`` (the
-  interval is dropped for this sink and counted: live collection never waits);
-* isolation: an exception from ``write`` or ``close`` is counted and logged, the
-  interval is skipped for that sink, and the service goes on;
+* a queue bounded in bytes (``[sinks.buffer] max_bytes``, an estimate of what each item
+  holds in memory: an interval's arrays, strings and findings, an alert's text) and a
+  policy for when it is full: ``block`` (the producer waits: nothing is lost, a replay
+  stays exact), ``drop_newest`` (the new item is dropped and counted: live collection
+  never waits) or ``drop_oldest`` (the oldest queued item makes room, counted: an
+  alert hook keeps the latest news);
+* the one retry policy (:class:`netmon.retry.Retry`): a failed write is tried again,
+  in order, after a :class:`netmon.retry.Backoff` delay until it succeeds or has been
+  queued ``retry_for`` seconds (then it is given up, counted ``expired``); without
+  one, a failed write is counted and the item skipped;
+* isolation: an exception from ``write`` or ``close`` is counted and logged and the
+  service goes on; an attempt outlasting ``hang_timeout`` seconds (a receiver that
+  trickles one byte at a time past every I/O timeout) is abandoned and counted ``hung``;
 * one thread per sink that builds, writes and closes it, so a sink may hold
   thread-bound resources (an SQLite connection);
-* health, labelled by the sink's tag: ``sink.<tag>.{written,errors,dropped}`` and the
-  gauges ``sink.<tag>.queue_bytes`` and ``sink.<tag>.queue_intervals``.
+* health under one prefix (``sink.<tag>`` for the pipeline's sinks, ``alerts.hook.<name>``
+  for alert hooks): counters ``written``, ``errors`` (failed attempts), ``retried``,
+  ``expired``, ``dropped``, ``hung``, ``lost`` (still queued when ``close`` gave up) and
+  the gauges ``queue_bytes`` and ``queue_items``.
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ import structlog
 from netmon import health
 from netmon.batch import Scored
 from netmon.config import Buffer
+from netmon.retry import Retry
 
 log = structlog.get_logger(__name__)
 
 #: Bytes counted per host row for its host, group and role strings, and per finding.
 ROW_OVERHEAD = 200
 FINDING_BYTES = 600
+#: Counters every managed sink shows from its start (0, not "no data").
+COUNTERS = ("written", "errors", "retried", "expired", "dropped", "hung", "lost")
 
 
 def scored_bytes(scored: Scored) -> int:
@@ -49,24 +59,40 @@ def scored_bytes(scored: Scored) -> int:
     return arrays + ROW_OVERHEAD * (len(iv) + servers) + findings
 
 
+class _Entry:
+    """One queued item, its estimated size (bytes) and when it was queued (monotonic seconds)."""
+
+    __slots__ = ("item", "size", "queued")
+
+    def __init__(self, item: Any, size: int) -> None:
+        self.item, self.size, self.queued = item, size, time.monotonic()
+
+
 class ManagedSink:
     """One sink plug-in behind a bounded queue and a thread; see the module docstring.
 
     ``build`` makes the sink, in the sink's own thread; an exception it raises is raised
-    here (a sink that cannot start is an error at start, as before)."""
+    here (a sink that cannot start is an error at start, as before). ``size`` estimates
+    an item's bytes (default: a scored interval's)."""
 
-    def __init__(self, tag: str, build: Callable[[], Any], buffer: Buffer, config: Any = None) -> None:
+    def __init__(self, tag: str, build: Callable[[], Any], buffer: Buffer, config: Any = None, *,
+                 size: Callable[[Any], int] = scored_bytes, retry: Retry | None = None,
+                 hang_timeout: float | None = None, prefix: str = "") -> None:
         self.tag = tag
         self.sink: Any = None
         self.config = config
         self.buffer = buffer
-        self._queue: deque[tuple[Scored, int]] = deque()
+        self.size = size
+        self.retry = retry
+        self.hang_timeout = hang_timeout
+        self.prefix = prefix or f"sink.{tag}"
+        self._queue: deque[_Entry] = deque()
         self._bytes = 0
         self._busy = False
         self._closing = False
         self._cond = threading.Condition()
-        for counter in ("written", "errors", "dropped"):
-            health.count(f"sink.{tag}.{counter}", 0)  # present from the start: 0, not "no data"
+        for counter in COUNTERS:
+            health.count(f"{self.prefix}.{counter}", 0)
         self._built = threading.Event()
         self._build_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(build,), name=f"sink-{tag}", daemon=True)
@@ -76,24 +102,26 @@ class ManagedSink:
             self._thread.join()
             raise self._build_error
 
-    def put(self, scored: Scored) -> None:
-        """Queue one interval for the sink; by ``when_full``, wait for room or drop it (counted)."""
-        size = scored_bytes(scored)
+    def put(self, item: Any) -> None:
+        """Queue one item for the sink; by ``when_full``, wait for room or drop an item (counted)."""
+        entry = _Entry(item, self.size(item))
         with self._cond:
-            while self._queue and self._bytes + size > self.buffer.max_bytes:
+            while self._queue and self._bytes + entry.size > self.buffer.max_bytes:
                 if self.buffer.when_full == "drop_newest":
-                    health.count(f"sink.{self.tag}.dropped")
-                    log.warning("sink queue full; interval dropped for this sink", sink=self.tag,
-                                queue_bytes=self._bytes, max_bytes=self.buffer.max_bytes)
+                    self._dropped("newest")
                     return
+                if self.buffer.when_full == "drop_oldest":
+                    self._remove(self._queue[0])
+                    self._dropped("oldest")
+                    continue
                 self._cond.wait(0.5)
-            self._queue.append((scored, size))
-            self._bytes += size
+            self._queue.append(entry)
+            self._bytes += entry.size
             self._publish()
             self._cond.notify_all()
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every queued interval was handed to the sink; True when it was."""
+        """Wait until every queued item was handed to the sink (or given up); True when it was."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._queue or self._busy:
@@ -103,13 +131,14 @@ class ManagedSink:
                 self._cond.wait(0.5 if left is None else min(left, 0.5))
         return True
 
-    def close(self) -> None:
-        """Hand over what is queued, then close the sink and stop its thread (errors counted, not raised)."""
-        self.drain()
+    def close(self, timeout: float | None = None) -> None:
+        """Hand over what is queued (for up to ``timeout`` seconds; None = all of it), then close
+        the sink and stop its thread; items still queued are counted ``lost``, errors counted."""
+        self.drain(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join()
+        self._thread.join(None if timeout is None else 1.0)  # a hung attempt must not hold shutdown
 
     def _run(self, build: Callable[[], Any]) -> None:
         try:
@@ -128,30 +157,103 @@ class ManagedSink:
                 self._error("close", exc)
 
     def _serve(self) -> None:
+        failures = 0
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
-                if not self._queue:
+                if self._closing:
+                    self._give_up()
                     return
-                scored, size = self._queue.popleft()
+                entry = self._queue[0]
                 self._busy = True
-            try:
-                self.sink.write(scored)
-                health.count(f"sink.{self.tag}.written")
-            except Exception as exc:  # noqa: BLE001 - isolation: one sink's failure never ends the service
-                self._error("write", exc)
+            done = self._attempt(entry.item)
             with self._cond:
                 self._busy = False
-                self._bytes -= size
-                self._publish()
+                if not done and self._closing:
+                    continue  # counted lost by _give_up
+                if not done and self._retrying(entry):
+                    failures += 1
+                    health.count(f"{self.prefix}.retried")
+                    self._cond.notify_all()
+                    end = time.monotonic() + self.retry.backoff.delay(failures)
+                    while not self._closing and time.monotonic() < end:
+                        self._cond.wait(end - time.monotonic())
+                    continue
+                if not done and self.retry is not None:
+                    health.count(f"{self.prefix}.expired")
+                    log.error("sink gave up an item after retrying it", sink=self.tag, retry_for=self.retry.retry_for)
+                failures = 0
+                if self._queue and self._queue[0] is entry:  # drop_oldest may have taken it meanwhile
+                    self._remove(entry)
                 self._cond.notify_all()
 
+    def _retrying(self, entry: _Entry) -> bool:
+        """Whether a failed item is tried again (retry on, and it is not yet ``retry_for`` seconds old)."""
+        return self.retry is not None and time.monotonic() - entry.queued <= self.retry.retry_for
+
+    def _attempt(self, item: Any) -> bool:
+        """One write; True when it succeeded. With ``hang_timeout``, the write runs in a thread of
+        its own and is abandoned (counted ``hung``, left to end on its own) when it outlasts it."""
+        try:
+            if self.hang_timeout is None:
+                self.sink.write(item)
+            else:
+                _watched(self.sink.write, item, self.hang_timeout, f"{self.prefix}.hung")
+        except Exception as exc:  # noqa: BLE001 - isolation: one sink's failure never ends the service
+            self._error("write", exc)
+            return False
+        health.count(f"{self.prefix}.written")
+        return True
+
+    def _remove(self, entry: _Entry) -> None:
+        self._queue.remove(entry)
+        self._bytes -= entry.size
+        self._publish()
+
+    def _give_up(self) -> None:
+        """At close: what is still queued is lost for this sink (counted and logged)."""
+        if self._queue:
+            health.count(f"{self.prefix}.lost", len(self._queue))
+            log.error("sink closed with items undelivered", sink=self.tag, undelivered=len(self._queue))
+            self._queue.clear()
+            self._bytes = 0
+            self._publish()
+        self._cond.notify_all()
+
+    def _dropped(self, which: str) -> None:
+        health.count(f"{self.prefix}.dropped")
+        log.warning(f"sink queue full; {which} item dropped for this sink", sink=self.tag,
+                    queue_bytes=self._bytes, max_bytes=self.buffer.max_bytes)
+
     def _error(self, what: str, exc: BaseException) -> None:
-        health.count(f"sink.{self.tag}.errors")
+        health.count(f"{self.prefix}.errors")
         log.error(f"sink {what} failed; the pipeline goes on", sink=self.tag, error=type(exc).__name__,
                   detail=str(exc)[:300])
 
     def _publish(self) -> None:
-        health.gauge(f"sink.{self.tag}.queue_bytes", self._bytes)
-        health.gauge(f"sink.{self.tag}.queue_intervals", len(self._queue))
+        health.gauge(f"{self.prefix}.queue_bytes", self._bytes)
+        health.gauge(f"{self.prefix}.queue_items", len(self._queue))
+
+
+def _watched(write: Callable[[Any], None], item: Any, timeout: float, hung: str) -> None:
+    """``write(item)`` in a thread of its own; TimeoutError (and ``hung`` counted) when it
+    has not ended after ``timeout`` seconds."""
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            write(item)
+        except BaseException as exc:  # handed to the sink's thread, which counts and retries
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=attempt, name="sink-attempt", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        health.count(hung)
+        raise TimeoutError(f"write still running after {timeout:g} s; abandoned")
+    if outcome and outcome[0] is not None:
+        raise outcome[0]

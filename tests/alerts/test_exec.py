@@ -73,7 +73,7 @@ sys.exit(0 if os.path.exists({str(flag)!r}) else 3)
     flag.touch()
     s.close()
     snap = health.snapshot()
-    assert snap.get("alerts.exec.flaky.exit.0") == 1 and snap.get("alerts.hook.flaky.sent") == 1
+    assert snap.get("alerts.exec.flaky.exit.0") == 1 and snap.get("alerts.hook.flaky.written") == 1
 
 
 def test_check_names_missing_and_non_executable_programs(tmp_path):

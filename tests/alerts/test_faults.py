@@ -1,4 +1,7 @@
-"""Hooks that hang or refuse never hold up collection; alerts are retried until delivered."""
+"""Hooks that hang or refuse never hold up collection; alerts are retried until delivered.
+
+Each hook is a ManagedSink of the runtime (issue 11 item 9: a sink implements only
+encode/send): its queue in bytes, retry, watchdog and health are the runtime's."""
 
 from __future__ import annotations
 
@@ -6,8 +9,11 @@ import threading
 import time
 
 from netmon import health
+from netmon.config import Buffer
+from netmon.retry import Backoff, Retry
+from netmon.runtime.sinks import ManagedSink
+from netmon.sinks.alerts import Delivery, alert_bytes
 from netmon.sinks.alerts.lifecycle import Lifecycle
-from netmon.sinks.alerts.worker import HookWorker, Retry
 from tests.alerts.receivers import HttpReceiver, finding, free_port, scored, wait_for
 from tests.alerts.test_webhook import sink
 
@@ -31,7 +37,7 @@ def test_hanging_hook_does_not_slow_writes_and_delivers_when_it_recovers(tmp_pat
                  backoff=0.05, backoff_max=0.2, resolve_after=1000)
         slowest = write_many(s, 50)
         assert slowest < 0.5, f"write() blocked for {slowest:.2f} s behind a hook that hangs 3 s (timeout 1 s)"
-        assert wait_for(lambda: health.snapshot().get("alerts.hook.slow.failed", 0) >= 1, 5), "hang not cut off by timeout"
+        assert wait_for(lambda: health.snapshot().get("alerts.hook.slow.errors", 0) >= 1, 5), "hang not cut off by timeout"
         receiver.delay = 0.0
         assert s.drain(30), "queued alerts were not delivered after the hook recovered"
         s.close()
@@ -56,18 +62,25 @@ def test_refusing_hook_is_retried_until_it_comes_up(tmp_path):
     assert [r.json()["host"] for r in receiver.received] == [f"10.3.0.{i}" for i in range(5)], "order or count wrong"
 
 
+#: an explanation that makes one alert about 20 KiB, so a 64 KiB hook queue holds 3
+LONG = "x" * (20 << 10)
+
+
 def test_full_queue_drops_oldest_first_and_counts_it(tmp_path):
     receiver = HttpReceiver(port=free_port())
-    s = sink(tmp_path, [{"kind": "webhook", "name": "tiny", "url": receiver.url}], queue_size=3, backoff=0.05, backoff_max=0.1, resolve_after=1000)
-    write_many(s, 1)
-    assert wait_for(lambda: health.snapshot().get("alerts.hook.tiny.failed", 0) >= 1), "first delivery never tried"
+    s = sink(tmp_path, [{"kind": "webhook", "name": "tiny", "url": receiver.url}],
+             hook_buffer={"max_bytes": 1 << 16, "when_full": "drop_oldest"}, backoff=0.05, backoff_max=0.1,
+             resolve_after=1000)
+    s.write(scored([finding(host="10.3.0.0", start=T0, explanation=LONG)], start=T0))
+    assert wait_for(lambda: health.snapshot().get("alerts.hook.tiny.errors", 0) >= 1), "first delivery never tried"
     for i in range(1, 10):
-        s.write(scored([finding(host=f"10.3.0.{i}", start=T0 + 60 * i)], start=T0 + 60 * i))
+        s.write(scored([finding(host=f"10.3.0.{i}", start=T0 + 60 * i, explanation=LONG)], start=T0 + 60 * i))
     dropped = health.snapshot().get("alerts.hook.tiny.dropped", 0)
-    assert dropped == 7, f"expected 7 oldest alerts dropped from a queue of 3, counted {dropped}"
-    failed = health.snapshot()["alerts.hook.tiny.failed"]
+    assert dropped == 7, f"expected 7 oldest alerts dropped from a queue of 3 (64 KiB), counted {dropped}"
+    assert health.snapshot()["alerts.hook.tiny.queue_bytes"] <= 1 << 16, "the hook queue outgrew its byte bound"
+    failed = health.snapshot()["alerts.hook.tiny.errors"]
     # an attempt already under way when its alert was dropped may still land: let it end first
-    assert wait_for(lambda: health.snapshot()["alerts.hook.tiny.failed"] >= failed + 2)
+    assert wait_for(lambda: health.snapshot()["alerts.hook.tiny.errors"] >= failed + 2)
     receiver.start()
     try:
         assert s.drain(10)
@@ -94,11 +107,13 @@ def test_delivery_that_outlasts_its_io_timeout_is_abandoned_by_the_watchdog(tmp_
         if len(calls) == 1:
             release.wait(5)  # a hook that ignores its own timeout
 
-    worker = HookWorker("stuck", stuck, retry=Retry(backoff=0.05), hang_timeout=0.3)
+    queue = ManagedSink("stuck", lambda: Delivery(stuck), Buffer(), size=alert_bytes,
+                        retry=Retry(Backoff(0.05, 0.05)), hang_timeout=0.3, prefix="alerts.hook.stuck")
     alert = Lifecycle().step([finding()], 1_700_000_060.0)[0]
-    worker.submit(alert)
-    assert worker.drain(5), "the watchdog did not free the worker from a stuck delivery"
+    queue.put(alert)
+    assert queue.drain(5), "the watchdog did not free the queue from a stuck delivery"
     release.set()
-    worker.close(1)
+    queue.close(1)
     snap = health.snapshot()
-    assert snap.get("alerts.hook.stuck.hung") == 1 and snap.get("alerts.hook.stuck.sent") == 1 and len(calls) == 2
+    assert snap.get("alerts.hook.stuck.hung") == 1, f"the abandoned attempt was not counted hung: {snap}"
+    assert snap.get("alerts.hook.stuck.written") == 1 and len(calls) == 2, "the alert was not retried once after the hang"

@@ -52,7 +52,7 @@ def _failing_hook_log(tmp_path, http_receiver, capsys, url: str) -> str:
 def test_failing_chat_hook_logs_its_url_redacted_on_a_transport_error(tmp_path, http_receiver, capsys):
     port = free_port()
     out = _failing_hook_log(tmp_path, http_receiver, capsys, f"http://bot:PASSWORD@127.0.0.1:{port}/services/T0/B0/KEY")
-    assert "alert hook failed" in out, out
+    assert "sink write failed" in out and "sink=slack0" in out, out
     assert f"http://127.0.0.1:{port}/…: ConnectionError" in out, out
     assert "PASSWORD" not in out and "KEY" not in out and "bot" not in out, f"the hook URL leaked into the log:\n{out}"
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from netmon import health, pipeline
 from netmon.config import Buffer
-from netmon.retry import Backoff
+from netmon.retry import Backoff, Retry
 from netmon.runtime.sinks import ManagedSink, scored_bytes
-from netmon.sinks.alerts.worker import HookWorker, Retry
 from netmon.sinks.store import StoreReader
 from tests.influx.data import make_scored
 from tests.runtime.support import settings
@@ -95,14 +94,71 @@ def test_full_queue_blocks_the_pipeline_until_the_sink_catches_up():
 
 
 def test_influx_sender_and_alert_hooks_share_one_backoff_policy(tmp_path):
-    from netmon.sinks import influx
+    from netmon.sinks import alerts, influx
 
     sink = influx.build(influx.Config(type="influx", api="v1", url="http://127.0.0.1:9", spool_dir=str(tmp_path),
                                       retry_initial=0.5, retry_max=30, close_timeout=0, health_interval=3600))
-    worker = HookWorker("noop", lambda alert: None, retry=Retry(backoff=1.0, backoff_max=60.0))
+    hooks = alerts.build(alerts.Config(type="alerts", silences_file="", backoff=1.0, backoff_max=60.0,
+                                       hooks=[{"kind": "webhook", "name": "noop", "url": "http://127.0.0.1:9/"}]))
     try:
         assert sink.sender.backoff == Backoff(0.5, 30.0)
-        assert worker.retry.policy == Backoff(1.0, 60.0)
+        [(_, queue)] = hooks.hooks
+        assert isinstance(queue, ManagedSink), "an alert hook must sit behind the runtime's ManagedSink"
+        assert queue.retry == Retry(Backoff(1.0, 60.0), 3600.0)
     finally:
         sink.close()
-        worker.close(0)
+        hooks.close()
+
+
+class Flaky:
+    """A sink whose first ``failures`` writes raise (a receiver that is down a while)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.written: list[int] = []
+
+    def write(self, item: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("receiver down")
+        self.written.append(item)
+
+    def close(self) -> None:
+        pass
+
+
+def test_managed_sink_retries_a_failed_write_in_order_by_the_one_policy():
+    health.reset()
+    flaky = Flaky(failures=3)
+    sink = ManagedSink("flaky", lambda: flaky, Buffer(), size=lambda item: 100, retry=Retry(Backoff(0.01, 0.05), 60.0))
+    for item in range(5):
+        sink.put(item)
+    assert sink.drain(20), "the queue never emptied although the receiver came back"
+    sink.close()
+    snap = health.snapshot()
+    assert flaky.written == [0, 1, 2, 3, 4], f"items lost or reordered by retries: {flaky.written}"
+    assert snap["sink.flaky.errors"] == 3 and snap["sink.flaky.retried"] == 3, snap
+    assert snap["sink.flaky.written"] == 5 and snap["sink.flaky.expired"] == 0
+
+
+def test_managed_sink_gives_up_an_item_after_retry_for_and_counts_it_expired():
+    health.reset()
+    flaky = Flaky(failures=10**6)
+    sink = ManagedSink("gone", lambda: flaky, Buffer(), size=lambda item: 100, retry=Retry(Backoff(0.01, 0.02), 0.2))
+    sink.put(1)
+    sink.put(2)
+    assert sink.drain(20), "items retried past retry_for"
+    sink.close(0)
+    snap = health.snapshot()
+    assert snap["sink.gone.expired"] == 2 and snap["sink.gone.written"] == 0, snap
+
+
+def test_managed_sink_counts_items_left_at_close_as_lost():
+    health.reset()
+    flaky = Flaky(failures=10**6)
+    sink = ManagedSink("down", lambda: flaky, Buffer(), size=lambda item: 100, retry=Retry(Backoff(5.0, 5.0), 3600.0))
+    for item in range(3):
+        sink.put(item)
+    assert wait_for(lambda: health.snapshot()["sink.down.retried"] >= 1, 10), "the first write was never tried"
+    sink.close(0)
+    assert wait_for(lambda: health.snapshot()["sink.down.lost"] == 3, 10), health.snapshot()

@@ -1,9 +1,15 @@
-"""The alerts sink: findings -> lifecycle -> one queue per hook -> people and systems.
+"""The alerts sink: findings -> lifecycle -> one managed queue per hook -> people and systems.
 
 ``[[sinks]] type = "alerts"`` with ``[[sinks.hooks]]`` tables, each with a ``kind``:
 ``webhook``, ``slack``, ``mattermost``, ``teams``, ``alertmanager``, ``exec``,
 ``syslog`` or ``email``. ``write`` runs the lifecycle for one interval and hands the
-notifications to the hook workers; it never waits for a hook.
+notifications to the hooks; it never waits for a hook. A hook only encodes and sends one
+alert; the runtime's :class:`~netmon.runtime.sinks.ManagedSink` gives each hook (and the
+automatic muzzle) what it gives every sink: a queue bounded in bytes (``hook_buffer``,
+by default dropping the oldest alert when full), the one retry policy (``backoff``
+doubling to ``backoff_max``, for up to ``retry_for`` seconds), a watchdog on a hanging
+delivery, isolation, and health ``alerts.hook.<name>.{written,errors,retried,expired,
+dropped,hung,lost,queue_bytes,queue_items}``.
 
     [[sinks]]
     type = "alerts"
@@ -34,12 +40,13 @@ from pydantic import Field
 from netmon import health
 from netmon.act import muzzle as muzzle_action
 from netmon.batch import Scored
-from netmon.config import Settings, SinkOptions, load
+from netmon.config import Buffer, Settings, SinkOptions, load
+from netmon.retry import Backoff, Retry
+from netmon.runtime.sinks import ManagedSink
 from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
 from netmon.sinks.alerts.lifecycle import Lifecycle, rank
 from netmon.sinks.alerts.model import Alert, host_slug
 from netmon.sinks.alerts.silences import RuleConfig, Silences
-from netmon.sinks.alerts.worker import HookWorker, Retry
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +82,9 @@ class Config(SinkOptions):
     state_file: str = Field("", description="open alerts kept across restarts, e.g. netmon-data/alerts-state.json; empty = none")
     silences: list[RuleConfig] = Field(default_factory=list)
     allowlist: list[RuleConfig] = Field(default_factory=list)
-    queue_size: int = Field(1000, ge=1, description="alerts queued per hook before the oldest is dropped")
+    hook_buffer: Buffer = Field(default_factory=lambda: Buffer(max_bytes=4 << 20, when_full="drop_oldest"),
+                                description="each hook's queue, bytes (an estimate: about 1-3 KB an alert), "
+                                            "and what to drop when it is full")
     backoff: float = Field(1.0, gt=0, description="seconds before the first retry; doubles each time")
     backoff_max: float = Field(60.0, gt=0)
     retry_for: float = Field(3600.0, gt=0, description="seconds an alert is retried before it is given up")
@@ -115,12 +124,18 @@ class AlertsSink:
             except (ValueError, TypeError, KeyError) as exc:
                 health.count("alerts.state.unreadable")
                 log.error("alert state unreadable; starting without open alerts", path=str(self.state_path), error=str(exc))
-        retry = Retry(config.backoff, config.backoff_max, config.retry_for)
         self.hooks = [
-            (hook, HookWorker(hook.name, HOOKS[hook.kind].build(hook), config.queue_size, retry, 2 * hook.timeout + 5))
+            (hook, self._managed(hook.name, HOOKS[hook.kind].build(hook), 2 * hook.timeout + 5))
             for hook in named_hooks(config)
         ]
-        self.muzzler = HookWorker("muzzle", _auto_muzzle(config.muzzle, campus), config.queue_size, retry) if config.muzzle.auto_rules else None
+        self.muzzler = self._managed("muzzle", _auto_muzzle(config.muzzle, campus), 60.0) if config.muzzle.auto_rules else None
+
+    def _managed(self, name: str, send: Callable[[Alert], None], hang_timeout: float) -> ManagedSink:
+        """One hook's ``send`` behind the runtime's queue, retry policy and watchdog."""
+        retry = Retry(Backoff(self.config.backoff, max(self.config.backoff, self.config.backoff_max)),
+                      self.config.retry_for)
+        return ManagedSink(name, lambda: Delivery(send), self.config.hook_buffer, size=alert_bytes, retry=retry,
+                           hang_timeout=hang_timeout, prefix=f"alerts.hook.{name}")
 
     def evidence_url(self, host: str) -> str:
         return self.config.evidence_url.replace("{host}", host_slug(host))
@@ -143,28 +158,44 @@ class AlertsSink:
     def notify(self, alert: Alert) -> None:
         health.count(f"alerts.{alert.event}")
         log.info("alert", change=alert.event, host=alert.host, rule=alert.rule, severity=alert.severity, id=alert.id)
-        for hook, worker in self.hooks:
+        for hook, queue in self.hooks:
             if hook.min_severity and alert.event != "resolved" and rank(alert.severity) < rank(hook.min_severity):
                 continue
-            worker.submit(alert)
+            queue.put(alert)
         if self.muzzler is not None and self.config.muzzle.wants(alert.event, alert.rule, alert.severity) and not alert.grouped:
-            self.muzzler.submit(alert)
+            self.muzzler.put(alert)
 
-    def workers(self) -> list[HookWorker]:
-        return [worker for _, worker in self.hooks] + ([self.muzzler] if self.muzzler else [])
+    def queues(self) -> list[ManagedSink]:
+        return [queue for _, queue in self.hooks] + ([self.muzzler] if self.muzzler else [])
 
     def drain(self, timeout: float) -> bool:
         """Wait until every hook's queue is empty (tests, shutdown)."""
-        return all(worker.drain(timeout) for worker in self.workers())
+        return all(queue.drain(timeout) for queue in self.queues())
 
     def close(self) -> None:
-        for worker in self.workers():
-            worker.close(self.config.close_timeout)
+        for queue in self.queues():
+            queue.close(self.config.close_timeout)
         if self.state_path is not None:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.lifecycle.state()))
             tmp.replace(self.state_path)
+
+
+class Delivery:
+    """A hook's ``send(alert)`` as the sink a :class:`ManagedSink` drives (nothing to close)."""
+
+    def __init__(self, send: Callable[[Alert], None]) -> None:
+        self.write = send
+
+    def close(self) -> None:
+        pass
+
+
+def alert_bytes(alert: Alert) -> int:
+    """Estimated memory one queued alert holds, bytes (its strings and evidence)."""
+    text = len(alert.explanation) + sum(len(h) for h in alert.hosts) + len(alert.evidence_url)
+    return 1000 + text + 100 * len(alert.evidence)
 
 
 def _auto_muzzle(config: muzzle_action.Config, campus: Sequence[str]) -> Callable[[Alert], None]:

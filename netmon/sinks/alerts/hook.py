@@ -1,7 +1,8 @@
 """What every hook kind shares: its common settings and the checks `check-config` runs.
 
 A hook module exposes ``Config`` (with a ``kind`` literal), ``build(config)`` returning
-``deliver(alert)`` (raises on failure, so the worker retries) and ``check(config)``
+``deliver(alert)`` (encode and send one alert; raises on failure, so the hook's managed
+queue retries it) and ``check(config)``
 returning a list of problems (empty when it can run).
 """
 

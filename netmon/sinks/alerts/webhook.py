@@ -5,7 +5,7 @@ With ``secret`` set, two headers let the receiver verify origin and freshness:
 ``X-Netmon-Timestamp`` (UNIX seconds) and
 ``X-Netmon-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body bytes>">``.
 ``headers`` adds custom headers (an API token, say). A non-2xx answer is a failure
-(retried by the worker).
+(retried by the hook's managed queue).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def post_json(url: str, payload: Any, timeout: float, headers: dict[str, str], secret: str = "") -> None:
     """POST ``payload`` as JSON; :class:`HookDeliveryError` on a transport error or a non-2xx
-    status, never showing more of ``url`` than scheme and host (it is logged by the worker)."""
+    status, never showing more of ``url`` than scheme and host (it is logged when the send fails)."""
     body = json.dumps(payload, ensure_ascii=False, allow_nan=False, default=str).encode()
     sent = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "netmon", **headers}
     if secret:
