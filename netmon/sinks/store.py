@@ -26,8 +26,10 @@ aside as ``<name>.corrupt-<UTC time>`` (with its ``-wal``/``-shm``), logged and
 counted (``store.corrupt``), and a fresh store is created, as for checkpoints.
 A write or commit that fails (disk full, I/O error) is rolled back, counted
 (``store.write_failed``) and retried ``RETRY_EVERY`` seconds later; until then
-the scored intervals wait in memory, at most ``buffer_rows`` host-intervals
-(the oldest are dropped beyond that, counted as ``store.dropped``).
+the scored intervals wait in memory, at most ``buffer_bytes`` of them (estimated as
+for every sink's queue, :func:`netmon.runtime.sinks.scored_bytes`; the oldest are
+dropped beyond that, their host-intervals counted as ``store.dropped``; the gauges
+``store.pending_bytes`` and ``store.pending_rows`` show what waits).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from netmon import health
 from netmon.batch import FEATURES, Scored
 from netmon.config import ConfigError, SinkOptions, load
 from netmon.paths import data_dir
+from netmon.runtime.sinks import scored_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +81,9 @@ class Config(SinkOptions):
                       description="SQLite file; default netmon.db in the data directory ($NETMON_DATA_DIR, "
                                   "/var/lib/netmon for root and under systemd, else ~/.local/share/netmon)")
     retention_days: float = Field(30.0, gt=0, description="days of host-intervals and findings kept (event time)")
-    buffer_rows: int = Field(
-        100_000, ge=1, description="host-intervals held in memory while the store cannot be written (disk full)"
+    buffer_bytes: int = Field(
+        64 << 20, ge=1 << 16,
+        description="bytes of scored intervals (an estimate) held in memory while the store cannot be written (disk full)",
     )
 
 
@@ -269,8 +273,9 @@ class StoreSink:
         self.path = Path(config.path)
         self.inputs = inputs
         self.store: Store | None = None
-        self.pending: deque[Scored] = deque()
+        self.pending: deque[tuple[Scored, int]] = deque()
         self.pending_rows = 0
+        self.pending_bytes = 0
         self.retry_at = 0.0
         self.failing = False
         self._open()
@@ -294,14 +299,34 @@ class StoreSink:
         self.failing = True
 
     def write(self, scored: Scored) -> None:
-        self.pending.append(scored)
-        self.pending_rows += len(scored.intervals)
-        while self.pending_rows > self.config.buffer_rows and len(self.pending) > 1:
-            dropped = self.pending.popleft()
-            self.pending_rows -= len(dropped.intervals)
+        self._hold(scored)
+        while self.pending_bytes > self.config.buffer_bytes and len(self.pending) > 1:
+            dropped = self._take()
             health.count("store.dropped", len(dropped.intervals))
         if time.monotonic() >= self.retry_at:
             self._flush()
+        self._publish()
+
+    def _hold(self, scored: Scored, first: bool = False) -> None:
+        """Keep ``scored`` pending (at the end, or ``first``: back at the head after a rollback)."""
+        size = scored_bytes(scored)
+        if first:
+            self.pending.appendleft((scored, size))
+        else:
+            self.pending.append((scored, size))
+        self.pending_rows += len(scored.intervals)
+        self.pending_bytes += size
+
+    def _take(self) -> Scored:
+        """The oldest pending interval, no longer counted as pending."""
+        scored, size = self.pending.popleft()
+        self.pending_rows -= len(scored.intervals)
+        self.pending_bytes -= size
+        return scored
+
+    def _publish(self) -> None:
+        health.gauge("store.pending_bytes", self.pending_bytes)
+        health.gauge("store.pending_rows", self.pending_rows)
 
     def _flush(self) -> bool:
         """Write every pending interval; False (and a retry scheduled) when SQLite fails."""
@@ -312,8 +337,7 @@ class StoreSink:
         scored = None
         try:
             while self.pending:
-                scored = self.pending.popleft()
-                self.pending_rows -= len(scored.intervals)
+                scored = self._take()
                 self.store.write(scored)
             if self.failing:
                 self.store.commit()
@@ -321,8 +345,8 @@ class StoreSink:
             undone = self.store.rollback()
             if scored is not None and not any(item is scored for item in undone):
                 undone.append(scored)
-            self.pending.extendleft(reversed(undone))
-            self.pending_rows += sum(len(s.intervals) for s in undone)
+            for item in reversed(undone):
+                self._hold(item, first=True)
             if _corrupt(exc):
                 self._replace(str(exc))
             self._failed(str(exc))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from netmon import health
+from netmon.runtime.sinks import scored_bytes
 from netmon.sinks import store as store_module
 from netmon.sinks.store import Config, StoreError, build
 from tests.store.test_store import interval
@@ -72,17 +73,20 @@ def test_full_disk_never_ends_the_run_and_every_interval_is_written_once_space_r
         assert not health.snapshot().get("store.dropped") and not health.snapshot().get("store.lost")
 
 
-def test_full_disk_buffer_is_bounded_and_drops_oldest_counted(tmp_path, monkeypatch):
+def test_full_disk_buffer_is_bounded_in_bytes_and_drops_oldest_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "COMMIT_EVERY", 0.0)
     monkeypatch.setattr(store_module, "RETRY_EVERY", 0.0)
+    hosts = [f"10.0.0.{i}" for i in range(100)]
+    bound = max(1 << 16, 10 * scored_bytes(interval(0.0, hosts)))  # about ten intervals
     with small_tmpfs(tmp_path / "disk", 512) as disk:
-        sink = build(Config(path=str(disk / "netmon.db"), buffer_rows=1000))
+        sink = build(Config(path=str(disk / "netmon.db"), buffer_bytes=bound))
         fill(disk)
-        hosts = [f"10.0.0.{i}" for i in range(100)]
         for k in range(50):
             sink.write(interval(k * 60.0, hosts))
-        assert sink.pending_rows <= 1000, f"{sink.pending_rows} host-intervals held, the bound is 1000"
-        assert health.snapshot().get("store.dropped", 0) >= 4000
+        held = health.snapshot()["store.pending_bytes"]
+        assert sink.pending_bytes == held <= bound, f"{held} bytes held while the disk was full, the bound is {bound}"
+        assert sink.pending_rows >= 100, "the newest intervals were not kept"
+        assert health.snapshot().get("store.dropped", 0) == 50 * 100 - sink.pending_rows, "drops not counted in rows"
         sink.close()
         assert health.snapshot().get("store.lost", 0) >= 1, "intervals lost at stop were not counted"
 
