@@ -23,3 +23,19 @@ def data_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/netmon")
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "netmon"
+
+
+def creatable(path: str | Path, what: str) -> list[str]:
+    """Why netmon could not create (or write) the file or directory ``path``, for
+    ``check-config``: an existing ``path`` must be writable, else its nearest existing
+    ancestor must be a writable directory (a file in the way is the usual slip). Empty
+    when it can; nothing is created."""
+    target = Path(path).absolute()
+    if target.exists():
+        return [] if os.access(target, os.W_OK) else [f"{what} {path}: not writable"]
+    existing = next(p for p in target.parents if p.exists())
+    if not existing.is_dir():
+        return [f"{what} {path}: cannot create it, {existing} is not a directory"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"{what} {path}: cannot create it, {existing} is not writable"]
+    return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -43,3 +44,22 @@ def test_busy_listen_port_is_a_one_line_error_and_check_config_reports_it(tmp_pa
         assert ran.returncode == 2 and expected in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
         checked = subprocess.run([NETMON, "check-config", str(config)], capture_output=True, text=True, timeout=60)
         assert checked.returncode == 2 and expected in checked.stderr, checked.stderr
+
+
+UNWRITABLE = Path(__file__).resolve().parent / "cases" / "unwritable-paths"
+
+
+def test_unwritable_paths_are_named_by_check_config_and_stop_replay_in_one_line(tmp_path):
+    (tmp_path / "blocker").write_text("a plain file where netmon wants directories")
+    config = tmp_path / "netmon.toml"
+    config.write_text((UNWRITABLE / "netmon.toml").read_text().replace("{dir}", str(tmp_path)))
+    expected = json.loads((UNWRITABLE / "expected.json").read_text().replace("{dir}", str(tmp_path)))
+    checked = subprocess.run([NETMON, "check-config", str(config)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == expected["check_config_exit"], checked.stderr
+    for line in expected["check_config_names"]:
+        assert line in checked.stderr.splitlines(), f"check-config did not say {line!r}:\n{checked.stderr}"
+    ran = subprocess.run([NETMON, "replay", "--config", str(config), str(SAMPLE)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert ran.returncode == expected["replay_exit"], ran.stderr
+    assert "Traceback" not in ran.stderr and "FileNotFoundError" not in ran.stderr, ran.stderr
+    assert f"Error: {expected['replay_error']}" in ran.stderr, ran.stderr

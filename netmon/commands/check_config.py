@@ -14,6 +14,7 @@ import click
 
 from netmon import registry
 from netmon.config import ConfigError, Settings, load
+from netmon.paths import creatable
 
 
 def problems(path: str | None) -> list[str]:
@@ -37,6 +38,8 @@ def run_problems(settings: Settings) -> list[str]:
     if not settings.sources:
         found.append('no [[sources]]: `netmon run` would read nothing; add one, e.g. [[sources]] type = "capture", '
                      'interface = "eth1" (netmon replay brings its own files)')
+    if settings.detect.checkpoint:  # the models' state, saved while running: a file in the way loses it
+        found += creatable(settings.detect.checkpoint, "detect.checkpoint")
     if not settings.campus.internal:
         found.append('campus.internal is empty: no host is "ours", so none would be scored; add the campus '
                      'prefixes, e.g. internal = ["10.0.0.0/8", "2001:db8::/32"]')

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 from netmon import health
 from netmon.batch import Frames, Scored
 from netmon.config import SinkOptions, load
+from netmon.paths import creatable
 from netmon.sinks.alerts.model import host_slug
 
 log = structlog.get_logger(__name__)
@@ -190,18 +191,7 @@ def build(config: Config, settings: Any = None) -> EvidenceSink:
 
 def check(config: Config) -> list[str]:
     """The evidence directory must be creatable and writable."""
-    problems = []
-    target = Path(config.dir)
-    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not _writable(existing):
-        problems.append(f"dir {config.dir}: {existing} is not a writable directory")
-    return problems
-
-
-def _writable(path: Path) -> bool:
-    import os
-
-    return os.access(path, os.W_OK | os.X_OK)
+    return creatable(config.dir, "dir")
 
 
 def parse_listen(text: str) -> tuple[str, int]:

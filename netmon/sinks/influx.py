@@ -45,6 +45,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from netmon import health
 from netmon.batch import Finding, Scored
 from netmon.config import ConfigError, SinkOptions, check_url, redact_url
+from netmon.paths import creatable
 from netmon.retry import Backoff
 from netmon.sinks import naming
 from netmon.sinks.spool import Rejected, Spool, SpoolSender
@@ -528,11 +529,7 @@ def check(config: Config) -> list[str]:
     if config.api == "v1" and config.username and not password:
         problems.append(f"user {config.username!r} without a password: set password_file, password, "
                         f"or the environment variable {config.password_env}")
-    existing = Path(config.spool_dir).absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not os.access(existing, os.W_OK):
-        problems.append(f"spool_dir {config.spool_dir!r}: {existing} is not writable")
+    problems += creatable(config.spool_dir, "spool_dir")
     try:
         requests.get(config.url.rstrip("/") + "/ping", timeout=min(config.timeout, 5.0))
         if config.api == "v1":

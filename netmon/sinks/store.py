@@ -51,7 +51,7 @@ from pydantic import Field
 from netmon import health
 from netmon.batch import FEATURES, Scored
 from netmon.config import ConfigError, SinkOptions, load
-from netmon.paths import data_dir
+from netmon.paths import creatable, data_dir
 from netmon.runtime.sinks import scored_bytes
 
 log = structlog.get_logger(__name__)
@@ -424,13 +424,7 @@ def check(config: Config) -> list[str]:
             StoreReader(path).close()
         except StoreError as exc:
             return [str(exc)]
-        return [] if os.access(path, os.W_OK) else [f"{path}: not writable"]
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return [f"{path}: cannot create it, {parent} is not a directory"]
-    return [] if os.access(parent, os.W_OK) else [f"{path}: cannot create it, {parent} is not writable"]
+    return creatable(path, "store")
 
 
 def build(config: Config, settings: Any = None) -> StoreSink:
