@@ -4,7 +4,8 @@
 #                                   enough to replay captures)
 #   bash deploy/install.sh --all    also every Debian package the tests use (as root):
 #                                   InfluxDB 1.x, VictoriaMetrics, Alertmanager, softflowd,
-#                                   pmacct, nfdump, chrony, ntpsec, clang/libbpf, tshark...
+#                                   pmacct, nfdump, chrony, ntpsec, clang/libbpf, tshark,
+#                                   stress-ng (tests/stress.sh: the suite under CPU load)...
 #   bash deploy/install.sh --prefix /opt/netmon
 #                                   a service install: a venv at PREFIX with netmon installed
 #                                   NON-editable (a copy: the checkout can move, be deleted or be
@@ -31,6 +32,7 @@ APT_TEST_PACKAGES=(
   clang llvm libbpf-dev bpftool iproute2 nftables
   systemd
   chromium
+  stress-ng
 )
 # Only asked to validate the compose file: no Docker engine (its Recommends) needed.
 APT_TEST_NO_RECOMMENDS=(docker-compose)
