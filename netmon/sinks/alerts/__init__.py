@@ -66,6 +66,8 @@ HookTable = Annotated[
     Field(discriminator="kind"),
 ]
 
+#: seconds an automatic muzzle (an nftables or eBPF map update) may take before it is abandoned
+MUZZLE_HANG_TIMEOUT = 60.0
 #: where `netmon silence` keeps its rules unless the config says otherwise (the store's directory)
 DEFAULT_SILENCES = "netmon-data/silences.json"
 
@@ -124,11 +126,10 @@ class AlertsSink:
             except (ValueError, TypeError, KeyError) as exc:
                 health.count("alerts.state.unreadable")
                 log.error("alert state unreadable; starting without open alerts", path=str(self.state_path), error=str(exc))
-        self.hooks = [
-            (hook, self._managed(hook.name, HOOKS[hook.kind].build(hook), 2 * hook.timeout + 5))
-            for hook in named_hooks(config)
-        ]
-        self.muzzler = self._managed("muzzle", _auto_muzzle(config.muzzle, campus), 60.0) if config.muzzle.auto_rules else None
+        sends = [(hook, HOOKS[hook.kind].build(hook)) for hook in named_hooks(config)]  # all built before any thread
+        self.hooks = [(hook, self._managed(hook.name, send, 2 * hook.timeout + 5)) for hook, send in sends]
+        self.muzzler = (self._managed("muzzle", _auto_muzzle(config.muzzle, campus), MUZZLE_HANG_TIMEOUT)
+                        if config.muzzle.auto_rules else None)
 
     def _managed(self, name: str, send: Callable[[Alert], None], hang_timeout: float) -> ManagedSink:
         """One hook's ``send`` behind the runtime's queue, retry policy and watchdog."""
