@@ -25,7 +25,8 @@ Faults never end a run. A store file that is not SQLite or is damaged is moved
 aside as ``<name>.corrupt-<UTC time>`` (with its ``-wal``/``-shm``), logged and
 counted (``store.corrupt``), and a fresh store is created, as for checkpoints.
 A write or commit that fails (disk full, I/O error) is rolled back, counted
-(``store.write_failed``) and retried ``RETRY_EVERY`` seconds later; until then
+(``store.write_failed``) and retried after a delay of the one retry policy
+(:data:`RETRY`: 1 s doubling to 10 s, jittered) at the next write or close; until then
 the scored intervals wait in memory, at most ``buffer_bytes`` of them (estimated as
 for every sink's queue, :func:`netmon.runtime.sinks.scored_bytes`; the oldest are
 dropped beyond that, their host-intervals counted as ``store.dropped``; the gauges
@@ -52,6 +53,7 @@ from netmon import health
 from netmon.batch import FEATURES, Scored
 from netmon.config import ConfigError, SinkOptions, load
 from netmon.paths import creatable, data_dir
+from netmon.retry import Backoff
 from netmon.runtime.sinks import scored_bytes
 
 log = structlog.get_logger(__name__)
@@ -68,8 +70,9 @@ SCHEMA_VERSION = 1
 #: Seconds (wall clock) between commits: a replay writes thousands of intervals a
 #: second, a live run one a minute; readers see data at most this late.
 COMMIT_EVERY = 1.0
-#: Seconds (wall clock) after a failed write before the store is tried again.
-RETRY_EVERY = 10.0
+#: Delays (wall clock) after failed writes before the store is tried again: the one retry
+#: policy of every sink, 1 s doubling to 10 s (a live run writes once a minute anyway).
+RETRY = Backoff(1.0, 10.0)
 _KEY_COLUMNS = ("host", "grp", "role", "start", "end")
 
 
@@ -277,6 +280,7 @@ class StoreSink:
         self.pending_rows = 0
         self.pending_bytes = 0
         self.retry_at = 0.0
+        self.failures = 0
         self.failing = False
         self._open()
 
@@ -291,11 +295,13 @@ class StoreSink:
             self._failed(str(exc))
 
     def _failed(self, error: str) -> None:
-        self.retry_at = time.monotonic() + RETRY_EVERY
+        self.failures += 1
+        delay = RETRY.delay(self.failures)
+        self.retry_at = time.monotonic() + delay
         health.count("store.write_failed")
         if not self.failing:
             log.error("store write failed; intervals kept in memory and retried", path=str(self.path), error=error,
-                      pending=self.pending_rows, retry_in=RETRY_EVERY)
+                      pending=self.pending_rows, retry_in=round(delay, 1))
         self.failing = True
 
     def write(self, scored: Scored) -> None:
@@ -353,7 +359,7 @@ class StoreSink:
             return False
         if self.failing:
             log.info("store writable again; pending intervals written", path=str(self.path))
-            self.failing = False
+            self.failing, self.failures = False, 0
         return True
 
     def _replace(self, reason: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from netmon import health
+from netmon.retry import Backoff
 from netmon.runtime.sinks import scored_bytes
 from netmon.sinks import store as store_module
 from netmon.sinks.store import Config, StoreError, build
@@ -54,7 +55,7 @@ def test_unreachable_store_path_is_a_clear_error_not_a_move(tmp_path):
 
 def test_full_disk_never_ends_the_run_and_every_interval_is_written_once_space_returns(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "COMMIT_EVERY", 0.0)
-    monkeypatch.setattr(store_module, "RETRY_EVERY", 0.0)
+    monkeypatch.setattr(store_module, "RETRY", Backoff(1e-6, 1e-6))
     with small_tmpfs(tmp_path / "disk", 8192) as disk:
         path = disk / "netmon.db"
         sink = build(Config(path=str(path)))
@@ -75,7 +76,7 @@ def test_full_disk_never_ends_the_run_and_every_interval_is_written_once_space_r
 
 def test_full_disk_buffer_is_bounded_in_bytes_and_drops_oldest_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "COMMIT_EVERY", 0.0)
-    monkeypatch.setattr(store_module, "RETRY_EVERY", 0.0)
+    monkeypatch.setattr(store_module, "RETRY", Backoff(1e-6, 1e-6))
     hosts = [f"10.0.0.{i}" for i in range(100)]
     bound = max(1 << 16, 10 * scored_bytes(interval(0.0, hosts)))  # about ten intervals
     with small_tmpfs(tmp_path / "disk", 512) as disk:
@@ -111,7 +112,7 @@ def test_replay_on_a_full_disk_finishes_with_clear_errors_and_no_traceback(tmp_p
 
 
 def test_full_disk_at_start_buffers_until_the_store_can_be_opened(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "RETRY_EVERY", 0.0)
+    monkeypatch.setattr(store_module, "RETRY", Backoff(1e-6, 1e-6))
     with small_tmpfs(tmp_path / "disk", 1024) as disk:
         path = disk / "netmon.db"
         build(Config(path=str(path))).close()
