@@ -84,7 +84,20 @@ def test_netmon_run_with_a_near_now_source_keeps_older_flow_records(tmp_path):
     from tests.runtime.test_reload import free_port
     from tests.support.lab import wait_for
 
-    netflow_port, sflow_port = free_port(), free_port()
+    import urllib.request
+
+    netflow_port, sflow_port, metrics_port = free_port(), free_port(), free_port()
+
+    def records_counted() -> float:
+        """netmon's own count of NetFlow/IPFIX records decoded (its /metrics), 0 until it serves."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('netmon_source_records_total{source="netflow"}'))
+
     config = tmp_path / "netmon.toml"
     config.write_text(f"""
 [campus]
@@ -108,6 +121,9 @@ record_delay = 60
 [[sinks]]
 type = "store"
 path = "{tmp_path / 'netmon.db'}"
+[[sinks]]
+type = "metrics"
+listen = "127.0.0.1:{metrics_port}"
 """)
     log_path = tmp_path / "netmon.log"
     netmon = str(Path(sys.executable).with_name("netmon"))
@@ -123,7 +139,8 @@ path = "{tmp_path / 'netmon.db'}"
             record = ntp_record("10.2.0.9", "192.0.2.1", 40000, 123, 5, 380, int((now - 30) * 1000))
             sock.sendto(ipfix([set_bytes(2, template_record(256, NTP_FIELDS)), set_bytes(256, record)],
                               export=int(now)), ("127.0.0.1", netflow_port))
-            time.sleep(0.5)  # let the record arrive before stopping
+            # stop only once the source decoded the record: what a source decoded is drained at stop
+            assert wait_for(lambda: records_counted() >= 1, 60), "netmon never decoded the exported record"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
