@@ -1,6 +1,8 @@
 """What the pipeline owns while it runs: event time across sources (:mod:`.clock`),
 sources supervised in their own threads (:mod:`.sources`) and sinks behind bounded
-queues (:mod:`.sinks`). :mod:`netmon.pipeline` wires them; plug-ins know none of this.
+queues (:mod:`.sinks`). :mod:`netmon.pipeline` wires them; plug-ins know none of this,
+but for the alerts sink, which fans one interval's alerts out to its hooks and puts each
+hook behind a managed queue of its own (so a hook too only encodes and sends).
 
 Ready for the cluster work (issue 12): a transport is a source/sink pair behind the
 registry, so a scorer's consumer is one more supervised source and a collector's
