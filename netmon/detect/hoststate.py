@@ -9,6 +9,7 @@ silent for longer than ``forget_after`` seconds are dropped by :meth:`prune`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 import sys
 from typing import Any
@@ -213,19 +214,39 @@ def windowed(
     windowed geometric mean for levels; NaN where this interval did not know
     the feature.
     """
-    window = np.broadcast_to(np.asarray(window, dtype=np.float64), (values.shape[1],))[None, :]
+    window = np.broadcast_to(np.asarray(window, dtype=np.float64), (values.shape[1],))
     new_host = np.isnan(elapsed)[:, None]
-    keep = np.exp(-np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0)[:, None] / window)
     known = ~np.isnan(values)
-    counts = np.where(new_host, 0.0, sums) * keep + np.where(known, values, 0.0)
-    blend = -np.expm1(-length / window)
-    logs = np.where(new_host | np.isnan(sums), np.log2(1.0 + priors), sums)
-    logs = np.where(known, logs + blend * (np.log2(1.0 + np.maximum(values, 0.0)) - logs), logs)
-    state = np.where(rates, counts, logs)
-    filled = -np.expm1(-np.maximum(age, 1.0)[:, None] / window)
-    current = np.where(rates, counts * (3600.0 / window) / filled, np.exp2(np.where(rates, 0.0, logs)) - 1.0)
+    state = np.empty(values.shape, dtype=np.float64)
+    current = np.empty(values.shape, dtype=np.float64)
+    # counts and levels are computed on their own columns only: the transcendental functions
+    # are most of the cost, and a feature is one or the other
+    count = np.flatnonzero(rates)
+    if count.size:
+        since = np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0)
+        keep = _per_window(lambda w: np.exp(-since[:, None] / w), window[count])
+        counts = np.where(new_host, 0.0, sums[:, count]) * keep + np.where(known[:, count], values[:, count], 0.0)
+        filled = _per_window(lambda w: -np.expm1(-np.maximum(age, 1.0)[:, None] / w), window[count])
+        state[:, count] = counts
+        current[:, count] = counts * (3600.0 / window[count]) / filled
+    level = np.flatnonzero(~np.asarray(rates, dtype=bool))
+    if level.size:
+        blend = -np.expm1(-length / window[level])
+        old = sums[:, level]
+        logs = np.where(new_host | np.isnan(old), np.log2(1.0 + priors[level]), old)
+        seen = values[:, level]
+        logs = np.where(known[:, level], logs + blend * (np.log2(1.0 + np.maximum(seen, 0.0)) - logs), logs)
+        state[:, level] = logs
+        current[:, level] = np.exp2(logs) - 1.0
     current[~known] = np.nan
     return state, current
+
+
+def _per_window(f: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> np.ndarray:
+    """``f(windows)`` (a per-host column for each feature's window), computed once per distinct window:
+    features sharing a window share the column (most models have one window for all)."""
+    distinct, which = np.unique(windows, return_inverse=True)
+    return f(distinct[None, :])[:, which]
 
 
 #: Intervals between two sweeps for hosts to forget.
