@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netmon.detect.hoststate import Column, HostTable, windowed
+from netmon.detect.hoststate import Column, HostKeys, HostTable, windowed
 
 
 def _table() -> HostTable:
@@ -86,3 +86,13 @@ def test_windowed_features_do_not_depend_on_the_other_features_beside_them():
         assert np.array_equal(state[:, [j]], alone[0], equal_nan=True), f"feature {j}: state differs beside others"
         assert np.array_equal(current[:, [j]], alone[1], equal_nan=True), f"feature {j}: current differs beside others"
     assert np.isnan(current[np.isnan(values)]).all(), "a feature this interval did not know must read NaN"
+
+
+def test_rows_found_through_the_intervals_keys_are_the_rows_found_by_hashing_again():
+    table = _table()
+    known = np.array([f"10.0.{i // 256}.{i % 256}" for i in range(3000)])
+    table.rows(known)
+    batch = np.random.default_rng(2).permutation(np.concatenate([known[::7], ["10.9.9.9", "2001:db8::/64"]]))
+    by_keys = table.rows(batch, HostKeys.of(batch))
+    assert np.array_equal(by_keys, table.rows(batch)), "the shared sorted lookup found other rows"
+    assert [table.keys[r] for r in by_keys] == batch.tolist(), "a host was given another host's row"
