@@ -234,10 +234,18 @@ def windowed(
     if count.size:
         since = np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0)
         keep = _per_window(lambda w: np.exp(-since[:, None] / w), window[count])
-        counts = np.where(new_host, 0.0, sums[:, count]) * keep + np.where(known[:, count], values[:, count], 0.0)
         filled = _per_window(lambda w: -np.expm1(-np.maximum(age, 1.0)[:, None] / w), window[count])
+        # in place, a million hosts' columns once each: decayed sums (0 for a new host) plus this interval's counts
+        counts = sums[:, count].astype(np.float64)
+        counts[new_host[:, 0]] = 0.0
+        counts *= keep
+        now = values[:, count]
+        now[~known[:, count]] = 0.0
+        counts += now
         state[:, count] = counts
-        current[:, count] = counts * (3600.0 / window[count]) / filled
+        counts *= 3600.0 / window[count]
+        counts /= filled
+        current[:, count] = counts
     level = np.flatnonzero(~np.asarray(rates, dtype=bool))
     if level.size:
         blend = -np.expm1(-length / window[level])
@@ -252,10 +260,12 @@ def windowed(
 
 
 def _per_window(f: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> np.ndarray:
-    """``f(windows)`` (a per-host column for each feature's window), computed once per distinct window:
-    features sharing a window share the column (most models have one window for all)."""
+    """``f(windows)``: a per-host column for each feature's window, computed once per distinct window
+    (features sharing a window share the column; when all do, as in most models, the one column is
+    returned to broadcast)."""
     distinct, which = np.unique(windows, return_inverse=True)
-    return f(distinct[None, :])[:, which]
+    column = f(distinct[None, :])
+    return column if distinct.size == 1 else column[:, which]
 
 
 #: Intervals between two sweeps for hosts to forget.
@@ -326,8 +336,9 @@ class HostModel:
 
     def carried(self, visit: Visit, column: str) -> np.ndarray:
         """A column's values for the visited hosts, at the initial value for hosts starting over."""
-        fresh = visit.fresh[:, None] if self.table.columns[column].width else visit.fresh
-        return np.where(fresh, self.table.columns[column].fill, self.table[column][visit.rows])
+        values = self.table[column][visit.rows]
+        values[visit.fresh] = self.table.columns[column].fill
+        return values
 
     def close(self, visit: Visit, **columns: np.ndarray) -> None:
         """Store the visit (windows, first and last seen) and ``columns``; now and then forget the silent."""
