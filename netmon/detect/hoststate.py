@@ -59,11 +59,12 @@ class HostKeys:
     """One interval's host keys, hashed once (:meth:`of`) and handed to every
     per-host model, so hashing a million keys is done once per interval, not
     once per model, and no cache outlives the interval. ``order`` sorts the hashes:
-    every model's table looks them up in that order (:meth:`HostTable.rows`)."""
+    every model's table looks them up in that order (:meth:`HostTable.rows`; without
+    it, each table sorts them again)."""
 
     hosts: np.ndarray
     hashes: np.ndarray
-    order: np.ndarray
+    order: np.ndarray | None = None
 
     @classmethod
     def of(cls, hosts: np.ndarray) -> "HostKeys":
