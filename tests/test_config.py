@@ -97,3 +97,12 @@ def test_dumped_config_has_every_detector_table_to_edit():
     data = load(None).model_dump()
     data["detect"]["rules"]["allowed_servers"] = ["192.0.2.0/24"]
     assert validate(data).detect.settings("rules").allowed_servers == ["192.0.2.0/24"]
+
+
+def test_reading_a_config_with_every_detector_imports_neither_river_nor_scipy():
+    """check-config and the report commands read the config, which names the population detector; its
+    river (and the scipy river imports, most of a second) is imported only when a model is made."""
+    probe = ("import sys\nfrom netmon.config import load\nsettings = load(None)\nassert settings.detect.population\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'river', 'scipy'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", f"reading the config imported {done.stdout.strip()}"

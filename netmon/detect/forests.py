@@ -9,15 +9,19 @@ model's parameters, its learn counter inside the current window and its random
 generator's state (it still matters while the trees are not yet built).
 :func:`rebuild` makes the same river objects again from those arrays:
 a rebuilt model scores and learns exactly as the one exported.
+
+river is imported by the functions that use it, not with this module: the population
+detector's module (and so every config load) imports this one, and river imports scipy.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from river.anomaly import HalfSpaceTrees
-from river.tree.padded import PaddedBranch, PaddedLeaf
+
+if TYPE_CHECKING:
+    from river.anomaly import HalfSpaceTrees
 
 #: random.Random.getstate() for the Mersenne Twister: version 3, 625 words.
 _RNG_VERSION = 3
@@ -26,6 +30,8 @@ _RNG_WORDS = 625
 
 def export(model: HalfSpaceTrees, columns: list[str]) -> dict[str, Any]:
     """The model as JSON numbers and numpy arrays; ``columns`` names its features in index order."""
+    from river.tree.padded import PaddedBranch
+
     where = {name: i for i, name in enumerate(columns)}
     size = 2 ** (model.height + 1) - 1
     trees = len(model.trees)
@@ -63,6 +69,8 @@ def export(model: HalfSpaceTrees, columns: list[str]) -> dict[str, Any]:
 
 
 def _node(arrays: dict[str, np.ndarray], t: int, i: int, depth: int, columns: list[str]) -> Any:
+    from river.tree.padded import PaddedBranch, PaddedLeaf
+
     l_mass, r_mass = int(arrays["l_mass"][t, i]), int(arrays["r_mass"][t, i])
     if depth == 0:
         return PaddedLeaf(l_mass=l_mass, r_mass=r_mass)
@@ -79,6 +87,8 @@ def rebuild(state: dict[str, Any], columns: list[str]) -> HalfSpaceTrees:
     n_trees, height, window_size = int(state["n_trees"]), int(state["height"]), int(state["window_size"])
     if not (1 <= n_trees <= 1000 and 1 <= height <= 20 and window_size >= 1):
         raise ValueError(f"forest parameters out of range: {n_trees} trees, height {height}, window {window_size}")
+    from river.anomaly import HalfSpaceTrees
+
     seed = state["seed"]
     model = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=None if seed is None else int(seed))
     words = np.asarray(state["rng"])

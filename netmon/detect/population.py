@@ -43,12 +43,11 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 from pydantic import Field, field_validator
-from river.anomaly import HalfSpaceTrees
 
 from netmon.batch import HostIntervals
 from netmon.config import Strict
@@ -56,6 +55,9 @@ from netmon.detect import forests, scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
 from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
+
+if TYPE_CHECKING:
+    from river.anomaly import HalfSpaceTrees
 
 log = structlog.get_logger(__name__)
 
@@ -197,6 +199,10 @@ class Population(HostModel):
     def _model(self, key: str, columns: list[str]) -> Model:
         model = self.models.get(key)
         if model is None:
+            # river (and the scipy it imports, ~0.8 s) only once a model is made: commands that read
+            # the config, which names this plug-in, never build one
+            from river.anomaly import HalfSpaceTrees
+
             cfg = self.config
             seed = cfg.seed + zlib.crc32(key.encode())
             hst = HalfSpaceTrees(n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=seed)

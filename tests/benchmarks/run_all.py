@@ -6,10 +6,11 @@ per comparison (:mod:`ratios`). Their own reports go to this script's stderr; th
 table goes to stdout and, with ``--out``, to a file, headed with the date and the
 machine (cores, CPU model, load average), since every figure depends on both.
 
-    .venv/bin/python tests/benchmarks/run_all.py [--quick] [--out tests/benchmarks/RESULTS.md]
+    .venv/bin/python tests/benchmarks/run_all.py [--quick] [--out tests/benchmarks/RESULTS.md] [--readme README.md]
 
 ``--quick`` runs smaller inputs (minutes instead of a quarter hour); the table says
-which. ``bench_live.py`` needs root (namespaces, eBPF) and is skipped, with a note,
+which. ``--readme`` puts the table into that file's performance section, between the
+``<!-- run_all -->`` and ``<!-- /run_all -->`` lines, replacing the last one. ``bench_live.py`` needs root (namespaces, eBPF) and is skipped, with a note,
 without it.
 """
 
@@ -73,10 +74,23 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+BEGIN, END = "<!-- run_all -->", "<!-- /run_all -->"
+
+
+def into_readme(readme: Path, text: str) -> None:
+    """Replace what stands between the BEGIN and END lines of ``readme`` with ``text``."""
+    lines = readme.read_text().split("\n")
+    if BEGIN not in lines or END not in lines:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} lines to put the table between")
+    first, last = lines.index(BEGIN), lines.index(END)
+    readme.write_text("\n".join(lines[: first + 1] + [text.rstrip("\n")] + lines[last:]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs")
     parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--readme", type=Path, help="also put the table into this file's run_all section")
     parser.add_argument("--only", nargs="*", help="benchmark scripts to run (default: all)")
     args = parser.parse_args()
     failed = []
@@ -104,6 +118,8 @@ def main() -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
+    if args.readme:
+        into_readme(args.readme, text)
     return 1 if failed else 0
 
 

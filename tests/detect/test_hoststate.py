@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netmon.detect.hoststate import Column, HostTable
+from netmon.detect.hoststate import Column, HostKeys, HostTable, windowed
 
 
 def _table() -> HostTable:
@@ -62,3 +62,37 @@ def test_a_host_seen_later_than_the_batch_starts_over_instead_of_decaying_backwa
     replayed = model.visit(batch(120.0))  # an older capture replayed after a checkpoint from a later one
     assert replayed.fresh.all() and np.isnan(replayed.elapsed).all()
     assert np.isfinite(replayed.sums).all() and (replayed.sums >= 0).all()
+
+
+def test_windowed_features_do_not_depend_on_the_other_features_beside_them():
+    """Counts and levels, each with its own window, give the same values computed together as one at a time
+    (the function works on the count and the level columns separately, and shares work between equal windows)."""
+    rng = np.random.default_rng(4)
+    n = 500
+    sums = (rng.random((n, 4)) * 50).astype(np.float32)
+    sums[rng.random((n, 4)) < 0.2] = np.nan
+    elapsed = rng.random(n) * 4000
+    elapsed[rng.random(n) < 0.3] = np.nan
+    age = rng.random(n) * 9000
+    values = rng.random((n, 4)) * 40 - 2
+    values[rng.random((n, 4)) < 0.3] = np.nan
+    rates = np.array([True, False, True, False])
+    priors = np.array([0.0, 1.0, 0.0, 3.0])
+    window = np.array([1800.0, 1800.0, 21600.0, 600.0])
+    state, current = windowed(sums, elapsed, age, 60.0, window, values, rates, priors)
+    assert state.dtype == current.dtype == np.float64
+    for j in range(4):
+        alone = windowed(sums[:, [j]], elapsed, age, 60.0, window[[j]], values[:, [j]], rates[[j]], priors[[j]])
+        assert np.array_equal(state[:, [j]], alone[0], equal_nan=True), f"feature {j}: state differs beside others"
+        assert np.array_equal(current[:, [j]], alone[1], equal_nan=True), f"feature {j}: current differs beside others"
+    assert np.isnan(current[np.isnan(values)]).all(), "a feature this interval did not know must read NaN"
+
+
+def test_rows_found_through_the_intervals_keys_are_the_rows_found_by_hashing_again():
+    table = _table()
+    known = np.array([f"10.0.{i // 256}.{i % 256}" for i in range(3000)])
+    table.rows(known)
+    batch = np.random.default_rng(2).permutation(np.concatenate([known[::7], ["10.9.9.9", "2001:db8::/64"]]))
+    by_keys = table.rows(batch, HostKeys.of(batch))
+    assert np.array_equal(by_keys, table.rows(batch)), "the shared sorted lookup found other rows"
+    assert [table.keys[r] for r in by_keys] == batch.tolist(), "a host was given another host's row"
