@@ -31,6 +31,7 @@ APT_TEST_PACKAGES=(
   clang llvm libbpf-dev bpftool iproute2 nftables
   systemd
   chromium
+  nats-server
 )
 # Only asked to validate the compose file: no Docker engine (its Recommends) needed.
 APT_TEST_NO_RECOMMENDS=(docker-compose)

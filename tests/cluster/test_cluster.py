@@ -1,0 +1,221 @@
+"""Collectors and scorers over a real nats-server (JetStream) give one process's answers.
+
+The capture (deploy/samples/campus-runaway) is split packet by packet between two
+collectors, as a host whose traffic crosses two border routers; two scorers share
+the partitions by leases and write one store. What is promised (netmon/cluster):
+host-intervals and per-host findings equal one process on the whole capture; the
+population-level views equal one process on each partition's hosts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netmon import pipeline
+from netmon.config import validate
+from netmon.transport import partition
+from tests.support.lab import wait_for
+from tests.support.nats import BINARY, NatsServer
+
+pytestmark = pytest.mark.skipif(not os.path.exists(BINARY), reason="needs nats-server (Debian nats-server)")
+
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
+CAMPUS = {"internal": ["10.20.0.0/16"]}
+PER_HOST = ["rules", "baseline", "drift"]
+PARTITIONS = 4
+
+
+def split_capture(out: Path, ways: int = 2) -> list[Path]:
+    """The sample's packets dealt round-robin into ``ways`` pcap files."""
+    data = gzip.decompress(SAMPLE.read_bytes())
+    head, at = data[:24], 24
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    parts: list[list[bytes]] = [[] for _ in range(ways)]
+    n = 0
+    while at + 16 <= len(data):
+        caplen = struct.unpack_from(f"{endian}I", data, at + 8)[0]
+        parts[n % ways].append(data[at:at + 16 + caplen])
+        at += 16 + caplen
+        n += 1
+    paths = []
+    for i, records in enumerate(parts):
+        path = out / f"part{i}.pcap"
+        path.write_bytes(head + b"".join(records))
+        paths.append(path)
+    return paths
+
+
+def toml(value: object) -> str:
+    if isinstance(value, dict):
+        raise TypeError("tables are written by write_config")
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors: list[str],
+                 sources: list[Path] = (), **cluster: object) -> Path:
+    settings = {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": 3.0, "dead_collector": 6.0,
+                "checkpoint_every": 0.0, "node_id": node, "collectors": ["collector-0", "collector-1"], **cluster}
+    lines = ["[campus]", f"internal = {toml(CAMPUS['internal'])}", "[detect]", f"detectors = {toml(detectors)}",
+             'checkpoint = ""', "[logging]", 'format = "json"', "[cluster]"]
+    lines += [f"{k} = {toml(v)}" for k, v in settings.items()]
+    for source in sources:
+        lines += ["[[sources]]", 'type = "pcap"', f"paths = [{toml(str(source))}]"]
+    lines += ["[[sinks]]", 'type = "store"', f"path = {toml(str(store))}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Node:
+    """One ``netmon run --role`` process, stopped by its PID."""
+
+    def __init__(self, role: str, config: Path, log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "netmon", "run", "--role", role, "--config", str(config)],
+                                     stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def one_process(tmp: Path, detectors: list[str], hosts: set[str] | None = None) -> tuple[list, list]:
+    """Host-intervals and findings of one process on the whole capture (only ``hosts``' rows
+    when given: what one process on one partition's hosts sees)."""
+    store = tmp / "single.db"
+    settings = validate({"campus": CAMPUS, "detect": {"detectors": detectors, "checkpoint": ""},
+                         "sources": [{"type": "pcap", "paths": [str(SAMPLE)]}],
+                         "sinks": [{"type": "store", "path": str(store)}]})
+    stages = pipeline.build(settings, restore=False)
+    if hosts is not None:
+        stages.aggregator = OnlyHosts(stages.aggregator, hosts)
+    pipeline.run(stages)
+    return read_store(store)
+
+
+class OnlyHosts:
+    """An aggregator that keeps only ``hosts``' intervals (one partition's view)."""
+
+    def __init__(self, inner, hosts: set[str]) -> None:
+        self.inner, self.hosts = inner, hosts
+        self.lateness = inner.lateness
+
+    def insert(self, rows):
+        return self.inner.insert(rows)
+
+    def _only(self, closed):
+        out = [_subset(iv, [h in self.hosts for h in iv.host.tolist()]) for iv in closed]
+        return [iv for iv in out if len(iv)]
+
+    def advance(self, time):
+        return self._only(self.inner.advance(time))
+
+    def flush(self):
+        return self._only(self.inner.flush())
+
+
+def _subset(iv, keep):
+    import numpy as np
+
+    from netmon.batch import HostIntervals
+
+    keep = np.asarray(keep, dtype=bool)
+    hosts = set(iv.host[keep].tolist())
+    return HostIntervals(iv.start, iv.end, iv.host[keep], iv.group[keep], iv.role[keep],
+                         {k: v[keep] for k, v in iv.features.items()},
+                         {h: s for h, s in iv.servers_by_host.items() if h in hosts})
+
+
+def read_store(*paths: Path) -> tuple[list, list]:
+    """(host-interval rows without scores, findings), sorted, from store files; a row two stores
+    hold (a partition's tail scored again after a takeover) counts once if it is the same in both,
+    and fails the test if not."""
+    intervals, findings = set(), set()
+    for path in paths:
+        db = sqlite3.connect(path)
+        try:
+            columns = [r[1] for r in db.execute("PRAGMA table_info(intervals)")]
+            plain = [c for c in columns if not c.startswith("score")]
+            intervals |= set(db.execute(f"SELECT {', '.join(plain)} FROM intervals").fetchall())
+            findings |= set(db.execute("SELECT * FROM findings").fetchall())
+        finally:
+            db.close()
+    keys = [(row[0], row[3]) for row in intervals]
+    twice = {key for key in keys if keys.count(key) > 1}
+    assert not twice, f"host-intervals written twice with different values: {sorted(twice)[:5]}"
+    return sorted(intervals, key=repr), sorted(findings, key=repr)
+
+
+def scores(path: Path) -> dict[tuple[str, float], tuple]:
+    db = sqlite3.connect(path)
+    try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(intervals)") if r[1].startswith("score")]
+        rows = db.execute(f"SELECT host, start, {', '.join(columns)} FROM intervals").fetchall()
+    finally:
+        db.close()
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], during=None) -> list[Path]:
+    """Two collectors (half the packets each) and two scorers; the scorers' stores."""
+    stores = [tmp / f"scorer-{i}.db" for i in range(2)]
+    parts = split_capture(tmp)
+    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors),
+                    tmp / f"scorer-{i}.log") for i in range(2)]
+    try:
+        assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60), \
+            "both scorers should own partitions before the collectors start"
+        collectors = [Node("collector", write_config(tmp / f"c{i}.toml", nats, f"collector-{i}", stores[i], detectors,
+                                                     [part]), tmp / f"collector-{i}.log")
+                      for i, part in enumerate(parts)]
+        if during is not None:
+            during(scorers, collectors)
+        for c in collectors:
+            assert c.proc.wait(120) == 0, f"collector failed:\n{c.text()[-3000:]}"
+        assert wait_for(lambda: done(nats, scorers), timeout=90), "scorers did not consume every message"
+    finally:
+        for s in scorers:
+            s.stop()
+    return stores
+
+
+def done(nats: NatsServer, scorers: list[Node]) -> bool:
+    """Every published message consumed and acknowledged (the work queue is empty)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/jsz?streams=true", timeout=2) as reply:
+        info = json.load(reply)
+    streams = [s for a in info.get("account_details", []) for s in a.get("stream_detail", [])
+               if s["name"] == "netmon-obs"]
+    return bool(streams) and streams[0]["state"]["messages"] == 0
+
+
+def test_two_collectors_and_two_scorers_equal_one_process_on_the_whole_capture(tmp_path: Path):
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST)
+    intervals, findings = read_store(*stores)
+    assert len(intervals) == len(expected_intervals) > 0, \
+        f"{len(intervals)} host-intervals clustered, {len(expected_intervals)} in one process"
+    assert intervals == expected_intervals, "host-interval features differ from one process on the merged capture"
+    assert findings == expected_findings, "per-host findings differ from one process on the merged capture"
