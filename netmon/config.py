@@ -221,7 +221,8 @@ class Cluster(Strict):
     dead_collector: float = Field(60.0, gt=0, description="seconds of silence after which a scorer stops waiting "
                                   "for a collector (counted pipeline.source.<collector>.stalled)")
     checkpoint_every: float = Field(30.0, ge=0, description="seconds (wall clock) between a partition's "
-                                    "checkpoints, taken when it closes an interval; 0 = every interval")
+                                    "checkpoints, taken when it closes an interval or has nothing to read; "
+                                    "0 = every time (what a takeover replays is at most this old)")
     node_id: str = Field("", description="this collector's or scorer's id; default <role>-<host name>-<PID>")
     collectors: list[str] = Field(default_factory=list, description="node ids of the collectors scorers wait for "
                                   "from their start (until each speaks, or dead_collector passes); a collector not "

@@ -154,7 +154,7 @@ class Scorer:
                     delivery = self.feed.out.get(timeout=0.2)
                 except queue.Empty:
                     for unit in list(self.units.values()):
-                        self.close_windows(unit)
+                        self.close_windows(unit, idle=True)
                     continue
                 self.consume(delivery)
             for part in list(self.units):
@@ -187,16 +187,17 @@ class Scorer:
         unit.take(message)
         self.close_windows(unit)
 
-    def close_windows(self, unit: Unit) -> None:
-        """Score and deliver what ``unit`` may close; checkpoint when one closed and it is time."""
+    def close_windows(self, unit: Unit, idle: bool = False) -> None:
+        """Score and deliver what ``unit`` may close; checkpoint when it is time and one closed,
+        or nothing is waiting (``idle``), or every collector has ended."""
         closed = unit.closed()
         for intervals in closed:
             intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
             if len(intervals):
                 pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
         every = self.cfg.checkpoint_every
-        due = closed and (not every or time.monotonic() - unit.saved_at >= every)
-        if unit.seq > unit.saved_seq and (due or unit.clock.minimum() == math.inf):  # all ended: ack at once
+        due = (closed or idle) and time.monotonic() - unit.saved_at >= every
+        if unit.seq > unit.saved_seq and (due or unit.clock.minimum() == math.inf):
             self.save(unit)
 
     def save(self, unit: Unit) -> None:

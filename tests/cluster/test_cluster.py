@@ -10,6 +10,7 @@ population-level views equal one process on each partition's hosts.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import sqlite3
@@ -17,6 +18,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -175,36 +177,47 @@ def scores(path: Path) -> dict[tuple[str, float], tuple]:
     return {(r[0], r[1]): r[2:] for r in rows}
 
 
-def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], during=None) -> list[Path]:
-    """Two collectors (half the packets each) and two scorers; the scorers' stores."""
+def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None, **cluster: object) -> list[Path]:
+    """Two collectors (half the packets each) and two scorers; the scorers' stores. With
+    ``between(scorers)``, the collectors run one after the other, ``between`` in the middle
+    (once the first collector's messages are consumed and checkpointed)."""
     stores = [tmp / f"scorer-{i}.db" for i in range(2)]
     parts = split_capture(tmp)
-    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors),
+    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors, **cluster),
                     tmp / f"scorer-{i}.log") for i in range(2)]
+
+    def collector(i: int) -> Node:
+        config = write_config(tmp / f"c{i}.toml", nats, f"collector-{i}", stores[i], detectors, [parts[i]], **cluster)
+        return Node("collector", config, tmp / f"collector-{i}.log")
+
+    def finished(node: Node) -> None:
+        assert node.proc.wait(120) == 0, f"collector failed:\n{node.text()[-3000:]}"
+
     try:
         assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60), \
             "both scorers should own partitions before the collectors start"
-        collectors = [Node("collector", write_config(tmp / f"c{i}.toml", nats, f"collector-{i}", stores[i], detectors,
-                                                     [part]), tmp / f"collector-{i}.log")
-                      for i, part in enumerate(parts)]
-        if during is not None:
-            during(scorers, collectors)
-        for c in collectors:
-            assert c.proc.wait(120) == 0, f"collector failed:\n{c.text()[-3000:]}"
-        assert wait_for(lambda: done(nats, scorers), timeout=90), "scorers did not consume every message"
+        if between is None:
+            for node in [collector(0), collector(1)]:
+                finished(node)
+        else:
+            finished(collector(0))
+            assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume the first collector's part"
+            between(scorers)
+            finished(collector(1))
+        assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume every message"
     finally:
         for s in scorers:
             s.stop()
     return stores
 
 
-def done(nats: NatsServer, scorers: list[Node]) -> bool:
-    """Every published message consumed and acknowledged (the work queue is empty)."""
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/jsz?streams=true", timeout=2) as reply:
-        info = json.load(reply)
+def consumed(nats: NatsServer) -> bool:
+    """Every published message consumed and checkpointed (scorers purge what their checkpoints cover)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/jsz?streams=true", timeout=2) as reply:
+            info = json.load(reply)
+    except OSError:  # restarting
+        return False
     streams = [s for a in info.get("account_details", []) for s in a.get("stream_detail", [])
                if s["name"] == "netmon-obs"]
     return bool(streams) and streams[0]["state"]["messages"] == 0
@@ -219,3 +232,51 @@ def test_two_collectors_and_two_scorers_equal_one_process_on_the_whole_capture(t
         f"{len(intervals)} host-intervals clustered, {len(expected_intervals)} in one process"
     assert intervals == expected_intervals, "host-interval features differ from one process on the merged capture"
     assert findings == expected_findings, "per-host findings differ from one process on the merged capture"
+
+
+def test_a_scorer_killed_mid_run_is_taken_over_within_the_lease_and_nothing_is_lost_or_written_twice(tmp_path: Path):
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    killed: list[float] = []
+
+    def kill(scorers: list[Node]) -> None:
+        killed.append(time.time())
+        scorers[0].stop(signal.SIGKILL)
+        assert wait_for(lambda: taken_after(scorers[1], killed[0]) >= 2, timeout=30), \
+            f"the surviving scorer took no partition of the killed one:\n{scorers[1].text()[-2000:]}"
+
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST, between=kill, dead_collector=60.0)
+    intervals, findings = read_store(*stores)
+    assert intervals == expected_intervals, "host-intervals after a takeover differ from one process"
+    assert findings == expected_findings, "findings after a takeover differ from one process"
+    took = first_taken_after(tmp_path / "scorer-1.log", killed[0]) - killed[0]
+    assert took <= 3.0 + 1.0 + 2.0, f"takeover took {took:.1f} s; lease timeout 3 s, renewed every 1 s"
+
+
+def test_a_nats_server_restart_mid_run_loses_nothing(tmp_path: Path):
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST, between=lambda scorers: nats.restart(), dead_collector=60.0)
+    intervals, findings = read_store(*stores)
+    assert intervals == expected_intervals, "host-intervals differ from one process after a nats-server restart"
+    assert findings == expected_findings, "findings differ from one process after a nats-server restart"
+
+
+def taken(log: str) -> list[float]:
+    """When the scorer took partitions (UNIX s), from its JSON log lines."""
+    from datetime import datetime
+
+    times = []
+    for line in log.splitlines():
+        if line.startswith("{") and '"partition taken"' in line:
+            stamp = json.loads(line)["timestamp"]
+            times.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return times
+
+
+def taken_after(node: Node, since: float) -> int:
+    return sum(t > since for t in taken(node.text()))
+
+
+def first_taken_after(log: Path, since: float) -> float:
+    return min(t for t in taken(log.read_text()) if t > since)
