@@ -88,7 +88,11 @@ class Unit:
             newest = self.aggregator.insert(message.rows)
             if newest is not None:
                 self.clock.rows(tag, newest)
-        self.clock.watermark(tag, math.inf if message.kind == wire.END else message.watermark)
+        if message.kind == wire.END:  # stopped cleanly: nothing more from it, and never "dead"
+            self.clock.add(tag, message.lateness, live=False)
+            self.clock.watermark(tag, math.inf)
+        else:
+            self.clock.watermark(tag, message.watermark)
 
     def closed(self) -> list[HostIntervals]:
         """The windows every live collector has passed (all, when every collector has ended)."""
@@ -98,7 +102,8 @@ class Unit:
         return self.aggregator.advance(watermark) if math.isfinite(watermark) else []
 
     def state(self) -> dict[str, Any]:
-        marks = {tag: {"lateness": m.lateness, "watermark": m.watermark} for tag, m in self.clock.marks.items()}
+        marks = {tag: {"lateness": m.lateness, "watermark": m.watermark, "live": m.live}
+                 for tag, m in self.clock.marks.items()}
         return {"partition": self.part, "seq": self.seq, "aggregate": self.aggregator.state(),
                 "detectors": self.engine.state(), "collectors": marks}
 
@@ -108,7 +113,7 @@ class Unit:
         self.aggregator.load_state(state["aggregate"])
         self.engine.load_state(state["detectors"])
         for tag, mark in state["collectors"].items():
-            self.clock.add(tag, float(mark["lateness"]), live=True)
+            self.clock.add(tag, float(mark["lateness"]), live=bool(mark["live"]))
             self.clock.watermark(tag, float(mark["watermark"]))
         self.heard_any = bool(state["collectors"])
         self.seq = self.saved_seq = int(state["seq"])

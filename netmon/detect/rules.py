@@ -78,7 +78,9 @@ def _ev(value: float, baseline: float) -> dict[str, float]:
 
 
 def _top_server(servers: dict[str, float]) -> str:
-    return max(servers, key=servers.get) if servers else ""
+    """The server the host sent most requests to; of equals the first by name, so the answer
+    never depends on the order rows arrived in (batches, collectors)."""
+    return max(sorted(servers), key=servers.get) if servers else ""
 
 
 class Rules:

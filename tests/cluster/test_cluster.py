@@ -27,7 +27,7 @@ from netmon import pipeline
 from netmon.config import validate
 from netmon.transport import partition
 from tests.support.lab import wait_for
-from tests.support.nats import BINARY, NatsServer
+from tests.support.nats import BINARY, NatsServer, free_port
 
 pytestmark = pytest.mark.skipif(not os.path.exists(BINARY), reason="needs nats-server (Debian nats-server)")
 
@@ -70,8 +70,8 @@ def toml(value: object) -> str:
 
 
 def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors: list[str],
-                 sources: list[Path] = (), **cluster: object) -> Path:
-    settings = {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": 3.0, "dead_collector": 6.0,
+                 sources: list[Path] = (), metrics: int = 0, **cluster: object) -> Path:
+    settings = {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": 3.0, "dead_collector": 60.0,
                 "checkpoint_every": 0.0, "node_id": node, "collectors": ["collector-0", "collector-1"], **cluster}
     lines = ["[campus]", f"internal = {toml(CAMPUS['internal'])}", "[detect]", f"detectors = {toml(detectors)}",
              'checkpoint = ""', "[logging]", 'format = "json"', "[cluster]"]
@@ -79,6 +79,8 @@ def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors
     for source in sources:
         lines += ["[[sources]]", 'type = "pcap"', f"paths = [{toml(str(source))}]"]
     lines += ["[[sinks]]", 'type = "store"', f"path = {toml(str(store))}"]
+    if metrics:
+        lines += ["[[sinks]]", 'type = "metrics"', f'listen = "127.0.0.1:{metrics}"']
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -100,12 +102,13 @@ class Node:
         return self.log.read_text(errors="replace")
 
 
-def one_process(tmp: Path, detectors: list[str], hosts: set[str] | None = None) -> tuple[list, list]:
+def one_process(tmp: Path, detectors: list[str], hosts: set[str] | None = None,
+                capture: Path = SAMPLE) -> tuple[list, list]:
     """Host-intervals and findings of one process on the whole capture (only ``hosts``' rows
     when given: what one process on one partition's hosts sees)."""
-    store = tmp / "single.db"
+    store = tmp / f"single-{len(list(tmp.glob('single-*.db')))}.db"
     settings = validate({"campus": CAMPUS, "detect": {"detectors": detectors, "checkpoint": ""},
-                         "sources": [{"type": "pcap", "paths": [str(SAMPLE)]}],
+                         "sources": [{"type": "pcap", "paths": [str(capture)]}],
                          "sinks": [{"type": "store", "path": str(store)}]})
     stages = pipeline.build(settings, restore=False)
     if hosts is not None:
@@ -245,7 +248,7 @@ def test_a_scorer_killed_mid_run_is_taken_over_within_the_lease_and_nothing_is_l
             f"the surviving scorer took no partition of the killed one:\n{scorers[1].text()[-2000:]}"
 
     with NatsServer(tmp_path / "nats") as nats:
-        stores = cluster_run(tmp_path, nats, PER_HOST, between=kill, dead_collector=60.0)
+        stores = cluster_run(tmp_path, nats, PER_HOST, between=kill)
     intervals, findings = read_store(*stores)
     assert intervals == expected_intervals, "host-intervals after a takeover differ from one process"
     assert findings == expected_findings, "findings after a takeover differ from one process"
@@ -256,7 +259,7 @@ def test_a_scorer_killed_mid_run_is_taken_over_within_the_lease_and_nothing_is_l
 def test_a_nats_server_restart_mid_run_loses_nothing(tmp_path: Path):
     expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
     with NatsServer(tmp_path / "nats") as nats:
-        stores = cluster_run(tmp_path, nats, PER_HOST, between=lambda scorers: nats.restart(), dead_collector=60.0)
+        stores = cluster_run(tmp_path, nats, PER_HOST, between=lambda scorers: nats.restart())
     intervals, findings = read_store(*stores)
     assert intervals == expected_intervals, "host-intervals differ from one process after a nats-server restart"
     assert findings == expected_findings, "findings differ from one process after a nats-server restart"
@@ -280,3 +283,46 @@ def taken_after(node: Node, since: float) -> int:
 
 def first_taken_after(log: Path, since: float) -> float:
     return min(t for t in taken(log.read_text()) if t > since)
+
+
+def test_a_stopped_collector_holds_windows_only_until_its_timeout_and_health_says_so(tmp_path: Path):
+    """collector-1 is expected but never speaks (its router died): the scorers wait
+    ``dead_collector`` seconds for it, then close collector-0's windows alone and count it."""
+    part0 = split_capture(tmp_path)[0]
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST, capture=part0)
+    ports = [free_port(), free_port()]
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = [tmp_path / f"scorer-{i}.db" for i in range(2)]
+        scorers = [Node("scorer", write_config(tmp_path / f"s{i}.toml", nats, f"scorer-{i}", stores[i], PER_HOST,
+                                               metrics=ports[i], dead_collector=5.0), tmp_path / f"scorer-{i}.log")
+                   for i in range(2)]
+        try:
+            assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60)
+            config = write_config(tmp_path / "c0.toml", nats, "collector-0", stores[0], PER_HOST, [part0])
+            collector = Node("collector", config, tmp_path / "collector-0.log")
+            assert collector.proc.wait(120) == 0, collector.text()[-3000:]
+            ended = time.monotonic()
+            assert wait_for(lambda: consumed(nats), timeout=60), "scorers did not consume collector-0's messages"
+            assert wait_for(lambda: all(stalled(port, "collector-1") for port in ports), timeout=60), \
+                "the scorers' health should count collector-1 as stalled (dead) after its timeout"
+            assert time.monotonic() - ended >= 5.0 - 1.0, "windows stopped waiting before dead_collector passed"
+            silent = lambda: sum(s.text().count('"source": "collector-1", "seconds"') for s in scorers)  # noqa: E731
+            assert wait_for(lambda: silent() >= PARTITIONS, timeout=60), \
+                f"every partition should stop waiting for collector-1; {silent()} of {PARTITIONS} did"
+        finally:
+            for s in scorers:
+                s.stop()
+    intervals, findings = read_store(*stores)
+    assert intervals == expected_intervals, "the live collector's host-intervals differ from one process on its part"
+    assert findings == expected_findings
+
+
+def stalled(port: int, collector: str) -> bool:
+    """Whether the scorer's /metrics counts ``collector`` stalled at least once."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return False
+    return any(line.startswith("netmon_pipeline_source_stalled_total") and f'source="{collector}"' in line
+               and float(line.rsplit(" ", 1)[1]) >= 1 for line in text.splitlines())
