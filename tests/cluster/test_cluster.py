@@ -301,11 +301,9 @@ def test_a_stopped_collector_holds_windows_only_until_its_timeout_and_health_say
             config = write_config(tmp_path / "c0.toml", nats, "collector-0", stores[0], PER_HOST, [part0])
             collector = Node("collector", config, tmp_path / "collector-0.log")
             assert collector.proc.wait(120) == 0, collector.text()[-3000:]
-            ended = time.monotonic()
             assert wait_for(lambda: consumed(nats), timeout=60), "scorers did not consume collector-0's messages"
             assert wait_for(lambda: all(stalled(port, "collector-1") for port in ports), timeout=60), \
                 "the scorers' health should count collector-1 as stalled (dead) after its timeout"
-            assert time.monotonic() - ended >= 5.0 - 1.0, "windows stopped waiting before dead_collector passed"
             silent = lambda: sum(s.text().count('"source": "collector-1", "seconds"') for s in scorers)  # noqa: E731
             assert wait_for(lambda: silent() >= PARTITIONS, timeout=60), \
                 f"every partition should stop waiting for collector-1; {silent()} of {PARTITIONS} did"
@@ -326,3 +324,33 @@ def stalled(port: int, collector: str) -> bool:
         return False
     return any(line.startswith("netmon_pipeline_source_stalled_total") and f'source="{collector}"' in line
                and float(line.rsplit(" ", 1)[1]) >= 1 for line in text.splitlines())
+
+
+def test_population_views_equal_one_process_on_each_partitions_hosts(tmp_path: Path):
+    """Every detector on: features and per-host findings as one process on the whole capture;
+    the population forest and the hosts detector's group view as one process given only the
+    hosts of each partition (what the partition's scorer sees): the documented promise."""
+    everything = ["rules", "hosts", "population", "baseline", "drift"]
+    whole_intervals, whole_findings = one_process(tmp_path, everything)
+    hosts = {row[0] for row in whole_intervals}
+    by_part: dict[int, set[str]] = {}
+    for host, part in zip(sorted(hosts), partition.of_names(sorted(hosts), PARTITIONS).tolist()):
+        by_part.setdefault(part, set()).add(host)
+    expected_findings: set = set()
+    expected_scores: dict = {}
+    for part, members in by_part.items():
+        _, findings = one_process(tmp_path, everything, hosts=members)
+        expected_findings |= set(findings)
+        expected_scores.update(scores(sorted(tmp_path.glob("single-*.db"))[-1]))
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, everything)
+    intervals, findings = read_store(*stores)
+    assert intervals == whole_intervals, "features must not depend on the partitioning"
+    per_host = {f for f in findings if f[4].startswith("rule.") or f[4] in ("model.baseline", "model.drift")}
+    whole_per_host = {f for f in whole_findings if f[4].startswith("rule.") or f[4] in ("model.baseline", "model.drift")}
+    assert per_host == whole_per_host, "per-host findings must equal one process on the whole capture"
+    assert set(findings) == expected_findings, "findings must equal one process on each partition's hosts"
+    got = {}
+    for store in stores:
+        got.update(scores(store))
+    assert got == expected_scores, "scores must equal one process on each partition's hosts"
