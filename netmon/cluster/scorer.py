@@ -193,16 +193,15 @@ class Scorer:
         self.close_windows(unit)
 
     def close_windows(self, unit: Unit, idle: bool = False) -> None:
-        """Score and deliver what ``unit`` may close; checkpoint when it is time and one closed,
-        or nothing is waiting (``idle``), or every collector has ended."""
+        """Score and deliver what ``unit`` may close; checkpoint when it is time and one closed
+        or nothing is waiting (``idle``)."""
         closed = unit.closed()
         for intervals in closed:
             intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
             if len(intervals):
                 pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
         every = self.cfg.checkpoint_every
-        due = (closed or idle) and time.monotonic() - unit.saved_at >= every
-        if unit.seq > unit.saved_seq and (due or unit.clock.minimum() == math.inf):
+        if unit.seq > unit.saved_seq and (closed or idle) and time.monotonic() - unit.saved_at >= every:
             self.save(unit)
 
     def save(self, unit: Unit) -> None:

@@ -180,14 +180,17 @@ def scores(path: Path) -> dict[tuple[str, float], tuple]:
     return {(r[0], r[1]): r[2:] for r in rows}
 
 
-def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None, **cluster: object) -> list[Path]:
+def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None, after=None,
+                scorer_settings: tuple[dict, dict] = ({}, {}), **cluster: object) -> list[Path]:
     """Two collectors (half the packets each) and two scorers; the scorers' stores. With
     ``between(scorers)``, the collectors run one after the other, ``between`` in the middle
-    (once the first collector's messages are consumed and checkpointed)."""
+    (once the first collector's messages are consumed and checkpointed); ``after(scorers)``
+    runs once both collectors have ended, before waiting for the scorers to finish."""
     stores = [tmp / f"scorer-{i}.db" for i in range(2)]
     parts = split_capture(tmp)
-    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors, **cluster),
-                    tmp / f"scorer-{i}.log") for i in range(2)]
+    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors,
+                                           **{**cluster, **scorer_settings[i]}), tmp / f"scorer-{i}.log")
+               for i in range(2)]
 
     def collector(i: int) -> Node:
         config = write_config(tmp / f"c{i}.toml", nats, f"collector-{i}", stores[i], detectors, [parts[i]], **cluster)
@@ -207,6 +210,8 @@ def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None,
             assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume the first collector's part"
             between(scorers)
             finished(collector(1))
+        if after is not None:
+            after(scorers)
         assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume every message"
     finally:
         for s in scorers:
@@ -254,6 +259,46 @@ def test_a_scorer_killed_mid_run_is_taken_over_within_the_lease_and_nothing_is_l
     assert findings == expected_findings, "findings after a takeover differ from one process"
     took = first_taken_after(tmp_path / "scorer-1.log", killed[0]) - killed[0]
     assert took <= 3.0 + 1.0 + 2.0, f"takeover took {took:.1f} s; lease timeout 3 s, renewed every 1 s"
+
+
+def test_a_tail_scored_again_after_a_takeover_writes_nothing_twice(tmp_path: Path):
+    """scorer-0 checkpoints never (checkpoint_every one hour) and is killed after writing
+    intervals: scorer-1 takes its partitions from their first checkpoint and scores the whole
+    tail again; every host-interval both stores hold is the same in both, and the union is
+    one process's answer."""
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+
+    def kill(scorers: list[Node]) -> None:
+        assert wait_for(lambda: rows(tmp_path / "scorer-0.db") > 0, timeout=60), "scorer-0 wrote nothing"
+        scorers[0].stop(signal.SIGKILL)
+
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST, after=kill, scorer_settings=({"checkpoint_every": 3600.0}, {}))
+    intervals, findings = read_store(*stores)  # fails on a host-interval written twice with different values
+    assert intervals == expected_intervals, "host-intervals after a replayed tail differ from one process"
+    assert findings == expected_findings, "findings after a replayed tail differ from one process"
+    twice = keys(stores[0]) & keys(stores[1])
+    assert twice, "the killed scorer's intervals should have been scored again by the other (the replayed tail)"
+
+
+def rows(store: Path) -> int:
+    if not store.exists():
+        return 0
+    db = sqlite3.connect(store)
+    try:
+        return db.execute("SELECT count(*) FROM intervals").fetchone()[0]
+    except sqlite3.OperationalError:  # no table yet
+        return 0
+    finally:
+        db.close()
+
+
+def keys(store: Path) -> set:
+    db = sqlite3.connect(store)
+    try:
+        return set(db.execute("SELECT host, start FROM intervals").fetchall())
+    finally:
+        db.close()
 
 
 def test_a_nats_server_restart_mid_run_loses_nothing(tmp_path: Path):
