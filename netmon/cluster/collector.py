@@ -5,7 +5,9 @@ sources, supervision, decode, per-source watermarks and shutdown are the pipelin
 own: rows go out by partition instead of into windows, the sources' combined
 watermark goes to every partition (when it crosses an interval boundary, and as a
 heartbeat every few seconds, so a scorer never waits on a quiet collector nor takes
-it for dead), and the end of the run (a replay's end, a clean stop) says so.
+it for dead), and the end of the run (a replay's end, a clean stop) says so. Of the
+config's sinks a collector runs only ``metrics`` (its own health: publish retries and
+lag, sources), as it scores nothing.
 """
 
 from __future__ import annotations
@@ -111,7 +113,10 @@ def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
         lateness = max((slot.lateness for slot in sources), default=settings.aggregate.lateness)
         outbox = Outbox(settings, publisher.send, me, lateness)
         engine = Engine(settings.detect.model_copy(update={"detectors": [], "checkpoint": ""}), restore=False)
-        stages = pipeline.Stages(sources=sources, aggregator=outbox, engine=engine, sinks=[],  # type: ignore[arg-type]
+        health_sinks = [pipeline.manage(tag, config, settings)  # its own health: lag, retries, sources
+                        for tag, config in zip(pipeline.tags("sink", settings.sinks), settings.sinks)
+                        if config.type == "metrics"]
+        stages = pipeline.Stages(sources=sources, aggregator=outbox, engine=engine, sinks=health_sinks,  # type: ignore[arg-type]
                                  runtime=settings.pipeline)
         log.info("collector running", collector=me, sources=[s.tag for s in sources],
                  partitions=settings.cluster.partitions)

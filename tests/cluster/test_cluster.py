@@ -399,3 +399,43 @@ def test_population_views_equal_one_process_on_each_partitions_hosts(tmp_path: P
     for store in stores:
         got.update(scores(store))
     assert got == expected_scores, "scores must equal one process on each partition's hosts"
+
+
+def test_a_full_stream_makes_the_collector_wait_and_report_lag_then_nothing_is_lost(tmp_path: Path):
+    """No scorer yet and a 1 MiB stream: the collector's publishes are refused, it waits and
+    counts (its /metrics), holding no more than a batch; a scorer then drains the stream and
+    the result is one process's."""
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    port = free_port()
+    store = tmp_path / "scorer.db"
+    with NatsServer(tmp_path / "nats") as nats:
+        limits = {"max_bytes": 1 << 20, "collectors": ["collector-0"]}
+        config = write_config(tmp_path / "c.toml", nats, "collector-0", store, PER_HOST, [SAMPLE], metrics=port, **limits)
+        collector = Node("collector", config, tmp_path / "collector.log")
+        scorer = None
+        try:
+            assert wait_for(lambda: metric(port, "netmon_transport_publish_retries_total") > 0
+                            and metric(port, "netmon_transport_publish_blocked_seconds") > 0, timeout=60), \
+                f"a full stream should show as publish retries and lag:\n{collector.text()[-2000:]}"
+            assert collector.proc.poll() is None, "the collector should wait, not end or drop"
+            scorer = Node("scorer", write_config(tmp_path / "s.toml", nats, "scorer-0", store, PER_HOST, **limits),
+                          tmp_path / "scorer.log")
+            assert collector.proc.wait(120) == 0, collector.text()[-3000:]
+            assert wait_for(lambda: consumed(nats), timeout=90), "the scorer did not consume every message"
+        finally:
+            collector.stop()
+            if scorer is not None:
+                scorer.stop()
+    intervals, findings = read_store(store)
+    assert intervals == expected_intervals, "host-intervals differ from one process after the stream was full"
+    assert findings == expected_findings
+
+
+def metric(port: int, name: str) -> float:
+    """The value of metric ``name`` on /metrics (0 when absent or unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
