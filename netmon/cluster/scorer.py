@@ -31,6 +31,7 @@ import structlog
 
 from netmon import health, pipeline, registry
 from netmon.aggregate import Aggregator
+from netmon.aggregate.keys import PrefixSet
 from netmon.batch import HostIntervals
 from netmon.cluster.collector import node_id
 from netmon.config import Settings
@@ -68,6 +69,8 @@ class Unit:
         for tag in settings.cluster.collectors:
             self.clock.add(tag, settings.aggregate.lateness, live=True)
         self.heard_any = False
+        self.internal = PrefixSet(settings.campus.internal)
+        self.both_ends = False  # seen a campus-to-campus row: closed intervals may hold other partitions' hosts
         self.seq = 0
         self.saved_seq = 0
         self.last: Any = None  # the delivery of ``seq``, to acknowledge after a checkpoint
@@ -85,7 +88,11 @@ class Unit:
             log.info("collector seen", partition=self.part, collector=tag, lateness=message.lateness)
         self.clock.set_lateness(tag, message.lateness)
         if message.kind == wire.ROWS:
-            newest = self.aggregator.insert(message.rows)
+            rows = message.rows
+            if not self.both_ends:  # a campus-to-campus row gives the other end's host features too
+                self.both_ends = bool((self.internal.contains(rows["src_hi"], rows["src_lo"])
+                                       & self.internal.contains(rows["dst_hi"], rows["dst_lo"])).any())
+            newest = self.aggregator.insert(rows)
             if newest is not None:
                 self.clock.rows(tag, newest)
         if message.kind == wire.END:  # stopped cleanly: nothing more from it, and never "dead"
@@ -104,13 +111,14 @@ class Unit:
     def state(self) -> dict[str, Any]:
         marks = {tag: {"lateness": m.lateness, "watermark": m.watermark, "live": m.live}
                  for tag, m in self.clock.marks.items()}
-        return {"partition": self.part, "seq": self.seq, "aggregate": self.aggregator.state(),
+        return {"partition": self.part, "seq": self.seq, "both_ends": self.both_ends, "aggregate": self.aggregator.state(),
                 "detectors": self.engine.state(), "collectors": marks}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if int(state["partition"]) != self.part:
             raise ValueError(f"checkpoint of partition {state['partition']}, not {self.part}")
         self.aggregator.load_state(state["aggregate"])
+        self.both_ends = bool(state["both_ends"])
         self.engine.load_state(state["detectors"])
         for tag, mark in state["collectors"].items():
             self.clock.add(tag, float(mark["lateness"]), live=bool(mark["live"]))
@@ -197,7 +205,8 @@ class Scorer:
         or nothing is waiting (``idle``)."""
         closed = unit.closed()
         for intervals in closed:
-            intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
+            if unit.both_ends:
+                intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
             if len(intervals):
                 pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
         every = self.cfg.checkpoint_every

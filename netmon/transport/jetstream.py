@@ -80,6 +80,7 @@ class Link:
         self._thread.start()
         self.nc: Any = None
         self.js: Any = None
+        self._closing = False
         self._connect(name)
 
     def _connect(self, name: str) -> None:
@@ -108,6 +109,8 @@ class Link:
         log.debug("NATS client error", error=type(exc).__name__)
 
     async def _down(self) -> None:
+        if self._closing:
+            return
         health.count("transport.disconnects")
         log.warning("NATS connection lost; reconnecting")
 
@@ -123,6 +126,7 @@ class Link:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
+        self._closing = True
         if self.nc is not None:
             try:
                 self.call(self.nc.close(), timeout=5)

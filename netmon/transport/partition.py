@@ -28,13 +28,20 @@ def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int
     appears under both ends' partitions (once when they share one)."""
     src_in = internal.contains(rows["src_hi"], rows["src_lo"])
     dst_in = internal.contains(rows["dst_hi"], rows["dst_lo"])
-    src_part = np.where(src_in, of_addresses(rows["src_hi"], rows["src_lo"], ipv6_bits, partitions), -1)
-    dst_part = np.where(dst_in, of_addresses(rows["dst_hi"], rows["dst_lo"], ipv6_bits, partitions), -1)
-    out: dict[int, np.ndarray] = {}
-    for part in np.unique(np.concatenate([src_part, dst_part])).tolist():
-        if part >= 0:
-            out[part] = rows[(src_part == part) | (dst_part == part)]
-    return out
+    ends = np.flatnonzero(src_in | dst_in)  # hashed once per row: its source if internal, else its destination
+    out = src_in[ends]
+    first = of_addresses(np.where(out, rows["src_hi"][ends], rows["dst_hi"][ends]),
+                         np.where(out, rows["src_lo"][ends], rows["dst_lo"][ends]), ipv6_bits, partitions)
+    both = ends[out & dst_in[ends]]  # campus to campus: the destination's partition too, when another
+    other = of_addresses(rows["dst_hi"][both], rows["dst_lo"][both], ipv6_bits, partitions)
+    second = other != first[out & dst_in[ends]]
+    index = np.concatenate([ends, both[second]])
+    part = np.concatenate([first, other[second]])
+    order = np.lexsort((index, part))  # by partition, each in row order
+    index, part = index[order], part[order]
+    cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
+    bounds = [0, *cuts.tolist(), part.shape[0]]
+    return {int(part[a]): rows[index[a:b]] for a, b in zip(bounds[:-1], bounds[1:]) if b > a}
 
 
 def of_names(names: list[str], partitions: int) -> np.ndarray:
