@@ -49,8 +49,9 @@ from netmon.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
-#: Messages one partition's fetch asks for at a time.
-FETCH = 256
+#: Messages one partition's fetch asks for at a time (up to ~0.5 MB each: a fetch must be read
+#: off the socket within the server's write deadline, even while the scorer's thread is busy).
+FETCH = 16
 #: Items the consumer may have queued for the scorer's thread before it stops fetching.
 QUEUE_ITEMS = 64
 #: Seconds one JetStream request may take before it is retried.
@@ -81,6 +82,7 @@ class Link:
         self.nc: Any = None
         self.js: Any = None
         self._closing = False
+        self.generation = 0  # reconnections so far: a consumer then resumes from what it last received
         self._connect(name)
 
     def _connect(self, name: str) -> None:
@@ -115,6 +117,7 @@ class Link:
         log.warning("NATS connection lost; reconnecting")
 
     async def _up(self) -> None:
+        self.generation += 1
         log.info("NATS connection back")
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
@@ -235,10 +238,15 @@ class Feed:
         self._tasks: dict[int, Any] = {}
 
     def open(self, partition: int, after: int) -> None:
-        """Consume ``partition`` from stream sequence ``after + 1`` on (its durable consumer made anew)."""
+        """Consume ``partition`` from stream sequence ``after + 1`` on."""
         self._tasks[partition] = self.link.call(self._open(partition, after), timeout=60)
 
     async def _open(self, partition: int, after: int) -> asyncio.Task[None]:
+        sub = await self._subscribe(partition, after)
+        return asyncio.get_running_loop().create_task(self._fetch(partition, sub, after))
+
+    async def _subscribe(self, partition: int, after: int) -> Any:
+        """The partition's durable consumer made anew, starting after stream sequence ``after``."""
         cfg = self.link.cfg
         durable = f"p{partition}"
         try:
@@ -247,20 +255,26 @@ class Feed:
             pass
         config = api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, ack_wait=3600.0, max_ack_pending=-1,
                                     deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
-        sub = await self.link.js.pull_subscribe(subject(cfg, partition), durable=durable, stream=stream_name(cfg),
-                                                config=config)
-        return asyncio.get_running_loop().create_task(self._fetch(partition, sub))
+        return await self.link.js.pull_subscribe(subject(cfg, partition), durable=durable, stream=stream_name(cfg),
+                                                 config=config)
 
-    async def _fetch(self, partition: int, sub: Any) -> None:
+    async def _fetch(self, partition: int, sub: Any, last: int) -> None:
+        """Fetch in order into the queue. Messages a lost connection swallowed would only come
+        back after the acknowledgement wait, so after a reconnection or a failed fetch the
+        consumer is made anew from the last sequence received: nothing is skipped."""
         backoff = Backoff(0.2, 5.0)
         failures = 0
+        generation = self.link.generation
         while True:
             if self.out.qsize() >= QUEUE_ITEMS:
                 await asyncio.sleep(0.02)
                 continue
             try:
+                if failures or generation != self.link.generation:
+                    generation = self.link.generation
+                    sub = await self._subscribe(partition, last)
+                    failures = 0
                 msgs = await sub.fetch(FETCH, timeout=1.0)
-                failures = 0
             except asyncio.CancelledError:
                 raise
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -268,11 +282,15 @@ class Feed:
             except Exception as exc:  # noqa: BLE001 - a server restart: fetch again after a pause
                 failures += 1
                 health.count("transport.fetch.errors")
-                log.warning("fetch failed; trying again", partition=partition, error=type(exc).__name__)
+                log.warning("fetch failed; resuming after the last message received", partition=partition,
+                            after=last, error=type(exc).__name__)
                 await asyncio.sleep(backoff.delay(failures))
                 continue
             for msg in msgs:
-                self.out.put(Delivery(partition, msg.metadata.sequence.stream, msg.data, msg))
+                seq = msg.metadata.sequence.stream
+                if seq > last:
+                    last = seq
+                    self.out.put(Delivery(partition, seq, msg.data, msg))
 
     def close(self, partition: int) -> None:
         """Stop consuming ``partition`` (its durable consumer stays for the next owner to replace)."""

@@ -231,17 +231,6 @@ def consumed(nats: NatsServer) -> bool:
     return bool(streams) and streams[0]["state"]["messages"] == 0
 
 
-def test_two_collectors_and_two_scorers_equal_one_process_on_the_whole_capture(tmp_path: Path):
-    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
-    with NatsServer(tmp_path / "nats") as nats:
-        stores = cluster_run(tmp_path, nats, PER_HOST)
-    intervals, findings = read_store(*stores)
-    assert len(intervals) == len(expected_intervals) > 0, \
-        f"{len(intervals)} host-intervals clustered, {len(expected_intervals)} in one process"
-    assert intervals == expected_intervals, "host-interval features differ from one process on the merged capture"
-    assert findings == expected_findings, "per-host findings differ from one process on the merged capture"
-
-
 def test_a_scorer_killed_mid_run_is_taken_over_within_the_lease_and_nothing_is_lost_or_written_twice(tmp_path: Path):
     expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
     killed: list[float] = []
@@ -371,8 +360,9 @@ def stalled(port: int, collector: str) -> bool:
                and float(line.rsplit(" ", 1)[1]) >= 1 for line in text.splitlines())
 
 
-def test_population_views_equal_one_process_on_each_partitions_hosts(tmp_path: Path):
-    """Every detector on: features and per-host findings as one process on the whole capture;
+def test_two_collectors_and_two_scorers_equal_one_process_as_documented(tmp_path: Path):
+    """The capture split packet by packet between two collectors, two scorers, every detector
+    on: features and per-host findings as one process on the whole capture;
     the population forest and the hosts detector's group view as one process given only the
     hosts of each partition (what the partition's scorer sees): the documented promise."""
     everything = ["rules", "hosts", "population", "baseline", "drift"]
