@@ -5,8 +5,9 @@
 #   bash deploy/install.sh --all    also every Debian package the tests use (as root):
 #                                   InfluxDB 1.x, VictoriaMetrics, Alertmanager, softflowd,
 #                                   pmacct, nfdump, chrony, ntpsec, clang/libbpf, tshark,
-#                                   stress-ng (tests/stress.sh: the suite under CPU load)...
-#   bash deploy/install.sh --prefix /opt/netmon
+#                                   nats-server, stress-ng (tests/stress.sh: the suite under CPU load)...
+#   bash deploy/install.sh --prefix /opt/netmon [--cluster]
+#                                   (--cluster: with the NATS client, for collectors and scorers)
 #                                   a service install: a venv at PREFIX with netmon installed
 #                                   NON-editable (a copy: the checkout can move, be deleted or be
 #                                   hidden by the unit's ProtectHome=), PREFIX/bin/netmon being
@@ -17,10 +18,12 @@ cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--prefix" ]; then
   prefix=${2:?"--prefix needs a directory, e.g. /opt/netmon"}
+  package=.
+  [ "${3:-}" = "--cluster" ] && package=".[cluster]"  # the NATS client, for netmon run --role
   command -v python3 >/dev/null || { echo "install.sh: python3 is missing (apt-get install python3 python3-venv)" >&2; exit 1; }
   python3 -m venv --clear "$prefix"
   "$prefix/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$prefix/bin/python" -m pip install -q .
+  "$prefix/bin/python" -m pip install -q "$package"
   echo "netmon installed in $prefix (run $prefix/bin/netmon; the unit's ExecStart expects /opt/netmon/bin/netmon)"
   exit 0
 fi
@@ -32,6 +35,7 @@ APT_TEST_PACKAGES=(
   clang llvm libbpf-dev bpftool iproute2 nftables
   systemd
   chromium
+  nats-server
   stress-ng
 )
 # Only asked to validate the compose file: no Docker engine (its Recommends) needed.

@@ -203,6 +203,34 @@ class SinkOptions(Strict):
     buffer: Buffer = Field(default_factory=Buffer)
 
 
+class Cluster(Strict):
+    """``[cluster]``: collectors and scorers over a log (``netmon run --role``; see :mod:`netmon.cluster`).
+
+    Unused by a single-process ``netmon run``, which needs no NATS at all."""
+
+    transport: Literal["jetstream"] = Field("jetstream", description="the log between collectors and scorers")
+    urls: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"],
+                            description="NATS server URLs (credentials in them are never logged)")
+    prefix: str = Field("netmon", pattern=r"^[A-Za-z0-9_-]+$",
+                        description="subject prefix (<prefix>.obs.<partition>), stream and bucket names")
+    partitions: int = Field(16, ge=1, le=4096, description="host partitions; fixed for the life of a stream")
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="bytes the stream holds before collectors wait "
+                           "(counted, transport.publish.retries; lag in transport.publish.blocked_seconds)")
+    max_age: float = Field(7 * 86400.0, gt=0, description="seconds an unconsumed batch is kept")
+    in_flight: int = Field(64, ge=1, description="messages a collector has unacknowledged at most")
+    lease_timeout: float = Field(15.0, gt=0, description="seconds a partition stays owned by a silent scorer")
+    dead_collector: float = Field(60.0, gt=0, description="seconds of silence after which a scorer stops waiting "
+                                  "for a collector (counted pipeline.source.<collector>.stalled)")
+    checkpoint_every: float = Field(30.0, ge=0, description="seconds (wall clock) between a partition's "
+                                    "checkpoints, taken when it closes an interval or has nothing to read; "
+                                    "0 = every time (what a takeover replays is at most this old)")
+    node_id: str = Field("", description="this collector's or scorer's id; default <role>-<host name>-<PID>")
+    collectors: list[str] = Field(default_factory=list, description="node ids of the collectors scorers wait for "
+                                  "from their start (until each speaks, or dead_collector passes); a collector not "
+                                  "listed is followed from its first message, so its rows older than what other "
+                                  "collectors already closed are late (counted aggregate.late)")
+
+
 class Settings(Strict):
     """The whole validated config; :func:`validate` returns it with typed plug-in tables
     (``sources`` and ``sinks`` hold each plug-in's own ``Config``, found by ``type``)."""
@@ -212,6 +240,7 @@ class Settings(Strict):
     pipeline: Runtime = Field(default_factory=Runtime)
     detect: Detect = Field(default_factory=Detect)
     logging: Logging = Field(default_factory=Logging)
+    cluster: Cluster = Field(default_factory=Cluster)
     sources: list[Any] = Field(default_factory=list)
     sinks: list[Any] = Field(default_factory=lambda: [registry.plugin("sink", "store").Config(type="store")])
 

@@ -53,7 +53,14 @@ DETECTORS: dict[str, str] = {
     "hosts": "netmon.detect.hosts",
 }
 
-KINDS: dict[str, dict[str, str]] = {"source": SOURCES, "sink": SINKS, "detector": DETECTORS}
+#: Logs between collectors and scorers (``[cluster] transport``, ``netmon run --role``): a module
+#: with ``Link(cluster, name, stop)``, ``ensure(link)``, ``Publisher(link).send(messages)``,
+#: ``Feed(link)``, ``Leases(link, me)`` and ``States(link)`` (see :mod:`netmon.transport.jetstream`).
+TRANSPORTS: dict[str, str] = {
+    "jetstream": "netmon.transport.jetstream",
+}
+
+KINDS: dict[str, dict[str, str]] = {"source": SOURCES, "sink": SINKS, "detector": DETECTORS, "transport": TRANSPORTS}
 
 
 class UnknownPlugin(ValueError):

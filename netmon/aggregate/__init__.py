@@ -15,6 +15,7 @@ per-socket memory (poll gaps, origins, KoD) sees every packet in event order.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import structlog
@@ -97,6 +98,22 @@ class Aggregator:
     def advance(self, time: float) -> list[HostIntervals]:
         """A source's promise that nothing before ``time`` follows: close what ended by then."""
         return self._close_before(time)
+
+    def state(self) -> dict[str, Any]:
+        """Everything a restart needs to go on exactly: open windows' rows, socket memory,
+        thinning and the window bounds (arrays and numbers: the checkpoint format)."""
+        pending = {str(index): parts[0] if len(parts) == 1 else np.concatenate(parts)
+                   for index, parts in self._pending.items()}
+        return {"pending": pending, "sockets": self.sockets.state(), "thinning": self._thin.state(),
+                "open_from": float(self._open_from), "max_time": float(self._max_time)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s output (same ``[campus]`` and ``[aggregate]`` settings)."""
+        self._pending = {int(index): [np.asarray(rows)] for index, rows in state["pending"].items()}
+        self.sockets.load_state(state["sockets"])
+        self._thin.load_state(state["thinning"])
+        self._open_from = float(state["open_from"])
+        self._max_time = float(state["max_time"])
 
     def flush(self) -> list[HostIntervals]:
         """Close every open window (end of a replay, or shutdown)."""

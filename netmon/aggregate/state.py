@@ -11,6 +11,7 @@ loop per packet. Entries expire after :data:`SOCKET_TTL` seconds of silence
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,7 @@ class Sockets:
 
 
 _FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_time", "kod_stop", "requests")
+_PAIR_FIELDS = ("key", "seconds", "own", "first", "last")
 
 
 class SocketTable:
@@ -63,6 +65,17 @@ class SocketTable:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def state(self) -> dict[str, Any]:
+        """The table and its pairs as arrays (a partition's checkpoint in a cluster)."""
+        return {"sockets": {f: getattr(self.table, f) for f in _FIELDS}, "swept": float(self._swept),
+                "pairs": self.pairs.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s output."""
+        self.table = Sockets(*(np.asarray(state["sockets"][f]) for f in _FIELDS))
+        self._swept = float(state["swept"])
+        self.pairs.load_state(state["pairs"])
 
     def _positions(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each key is, or would be inserted, in the sorted table; and whether it is there."""
@@ -127,6 +140,14 @@ class PairTable:
     def __len__(self) -> int:
         return int(self.key.shape[0])
 
+    def state(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in _PAIR_FIELDS}, "swept": float(self._swept)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name in _PAIR_FIELDS:
+            setattr(self, name, np.asarray(state[name]))
+        self._swept = float(state["swept"])
+
     def update(self, keys: np.ndarray, seconds: np.ndarray, own: np.ndarray, period: np.ndarray, end: float,
                length: float) -> tuple[np.ndarray, np.ndarray]:
         """Add this interval's client-seconds of ``keys`` (unique); return each pair's
@@ -160,6 +181,6 @@ class PairTable:
             self._swept = end
             alive = np.flatnonzero(self.last >= end - 6 * self.window)
             if alive.shape[0] < self.key.shape[0]:
-                for name in ("key", "seconds", "own", "first", "last"):
+                for name in _PAIR_FIELDS:
                     setattr(self, name, getattr(self, name)[alive])
         return total / (self.window * filled), owned / (self.window * filled)

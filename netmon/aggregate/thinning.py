@@ -14,6 +14,8 @@ left out are counted (``aggregate.thinned_rows``) and each thinned window logged
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import structlog
 
@@ -72,6 +74,15 @@ class Thinning:
         """``window`` closed."""
         for table in (self._held, self._factor, self._seen):
             table.pop(window, None)
+        self._publish()
+
+    def state(self) -> dict[str, Any]:
+        """Per open window: rows held, factor, rows seen (keys are window indexes as text)."""
+        return {name: {str(k): v for k, v in getattr(self, f"_{name}").items()} for name in ("held", "factor", "seen")}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name in ("held", "factor", "seen"):
+            setattr(self, f"_{name}", {int(k): int(v) for k, v in state[name].items()})
         self._publish()
 
     def held(self) -> int:

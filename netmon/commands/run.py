@@ -185,14 +185,41 @@ def _refuse(config_path: str, exc: Exception) -> None:
     sys.exit(2)
 
 
+def _role(role: str, settings: Settings) -> None:
+    """``--role collector|scorer``: one part of a cluster ([cluster]) until SIGINT/SIGTERM."""
+    from netmon.cluster import collector, scorer
+    from netmon.transport.jetstream import TransportError
+
+    stop = threading.Event()
+    handlers = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = (collector if role == "collector" else scorer).run(settings, stop)
+    except (LiveError, pipeline.StartError, TransportError, StoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    log.info("netmon stopped", role=role, intervals=summary.intervals, findings=summary.finding_count,
+             failed_sources=summary.failed_sources)
+
+
 @click.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="TOML config file")
-def command(config_path: str) -> None:
+@click.option("--role", type=click.Choice(["collector", "scorer"]), default=None,
+              help="run one part of a cluster over [cluster] (NATS JetStream): collector = sources -> publish, "
+                   "scorer = leased partitions -> aggregate -> detect -> sinks; default: the whole pipeline here")
+def command(config_path: str, role: str | None) -> None:
     """Run the live sources of CONFIG until stopped (SIGINT/SIGTERM); SIGHUP reloads."""
     try:
         settings = load(config_path)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if role is not None:
+        if role == "collector" and not settings.sources:
+            raise click.UsageError(f"{config_path}: a collector needs [[sources]]")
+        logs.configure(settings.logging.level, settings.logging.format)
+        _role(role, settings)
+        return
     if not settings.sources:
         raise click.UsageError(f"{config_path}: no [[sources]]: add one, e.g. type = \"capture\", interface = \"eth0\"")
     logs.configure(settings.logging.level, settings.logging.format)

@@ -60,9 +60,17 @@ class Engine:
         if restore and settings.checkpoint and self._stateful():
             from netmon.detect import checkpoint
 
-            for name, state in checkpoint.load(Path(settings.checkpoint)).items():
-                if name in self.detectors:
-                    self.detectors[name].load_state(state)
+            self.load_state(checkpoint.load(Path(settings.checkpoint)))
+
+    def state(self) -> dict[str, Any]:
+        """Every stateful detector's state, by name (what a checkpoint holds)."""
+        return {name: d.state() for name, d in self._stateful().items()}
+
+    def load_state(self, states: dict[str, Any]) -> None:
+        """Restore detectors from :meth:`state`'s output; names not configured are ignored."""
+        for name, state in states.items():
+            if name in self.detectors:
+                self.detectors[name].load_state(state)
 
     def _stateful(self) -> dict[str, Any]:
         return {name: d for name, d in self.detectors.items() if hasattr(d, "state")}
@@ -99,7 +107,7 @@ class Engine:
         from netmon.detect import checkpoint
 
         try:
-            checkpoint.save(Path(self.settings.checkpoint), {name: d.state() for name, d in stateful.items()})
+            checkpoint.save(Path(self.settings.checkpoint), self.state())
         except OSError as exc:
             health.count("detect.checkpoint.failed")
             log.error("checkpoint not written; models keep running, next try in one period",

@@ -78,16 +78,26 @@ def _ev(value: float, baseline: float) -> dict[str, float]:
 
 
 def _top_server(servers: dict[str, float]) -> str:
-    return max(servers, key=servers.get) if servers else ""
+    """The server the host sent most requests to; of equals the first by name, so the answer
+    never depends on the order rows arrived in (batches, collectors)."""
+    return max(sorted(servers), key=servers.get) if servers else ""
 
 
 class Rules:
-    """Stateless but for the fast-polling streaks of hosts currently polling too fast."""
+    """Stateless but for the fast-polling streaks of hosts currently polling too fast (checkpointed)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.allowed = PrefixSet(config.allowed_servers) if config.allowed_servers else None
         self.streaks: dict[str, tuple[int, float]] = {}
+
+    def state(self) -> dict[str, Any]:
+        """The running streaks (a restart or a cluster takeover goes on counting them)."""
+        return {"hosts": list(self.streaks), "counts": [c for c, _ in self.streaks.values()],
+                "ends": [e for _, e in self.streaks.values()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.streaks = {str(h): (int(c), float(e)) for h, c, e in zip(state["hosts"], state["counts"], state["ends"])}
 
     def score(self, intervals: HostIntervals) -> DetectorOutput:
         hits = self._poll_rate(intervals) + self._kod_ignored(intervals) + self._origin(intervals)

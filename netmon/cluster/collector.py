@@ -1,0 +1,132 @@
+"""The collector role: the single-process pipeline with the aggregator replaced by an outbox.
+
+:class:`Outbox` takes the aggregator's place in :class:`netmon.pipeline.Stages`, so
+sources, supervision, decode, per-source watermarks and shutdown are the pipeline's
+own: rows go out by partition instead of into windows, the sources' combined
+watermark goes to every partition (when it crosses an interval boundary, and as a
+heartbeat every few seconds, so a scorer never waits on a quiet collector nor takes
+it for dead), and the end of the run (a replay's end, a clean stop) says so. Of the
+config's sinks a collector runs only ``metrics`` (its own health: publish retries and
+lag, sources), as it scores nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import structlog
+
+from netmon import health, pipeline, registry
+from netmon.aggregate import MAX_AHEAD
+from netmon.aggregate.keys import PrefixSet
+from netmon.config import Settings
+from netmon.detect.engine import Engine
+from netmon.transport import partition, wire
+
+log = structlog.get_logger(__name__)
+
+
+def node_id(settings: Settings, role: str) -> str:
+    """``[cluster] node_id``, or ``<role>-<host name>-<pid>``."""
+    return settings.cluster.node_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+class Outbox:
+    """Publishes what the aggregator would have kept; see the module docstring.
+
+    ``send`` stores a list of ``(subject, message id, bytes)`` (a transport's publisher)."""
+
+    def __init__(self, settings: Settings, send: Callable[[list[tuple[str, str, bytes]]], None], me: str,
+                 lateness: float) -> None:
+        self.cfg = settings.cluster
+        self.internal = PrefixSet(settings.campus.internal)
+        self.bits = settings.campus.ipv6_prefix
+        self.interval = settings.aggregate.interval
+        self.lateness = lateness
+        self.send = send
+        self.me = me
+        self._run = f"{me}-{time.time_ns()}"  # message ids unique across restarts of one node id
+        self.seq = 0
+        self.mark = -math.inf
+        self._sent_mark = -math.inf
+        self._sent_at = time.monotonic()
+        self._heartbeat = min(5.0, self.cfg.dead_collector / 4)
+
+    def _message(self, part: int, kind: int, rows: np.ndarray | None = None) -> tuple[str, str, bytes]:
+        self.seq += 1
+        payload = wire.encode(kind, self.me, self.seq, self.mark, self.lateness, rows)
+        return f"{self.cfg.prefix}.obs.{part}", f"{self._run}-{self.seq}", payload
+
+    def insert(self, rows: np.ndarray) -> float | None:
+        """Publish ``rows`` to their hosts' partitions; the newest plausible event time (UNIX s)."""
+        if rows.shape[0] == 0:
+            return None
+        times = rows["time"][np.isfinite(rows["time"])]
+        if times.shape[0] > 1:  # one corrupt far-future stamp must not move the watermark
+            times = times[times <= float(np.median(times)) + MAX_AHEAD]
+        messages = []
+        for part, part_rows in partition.split(rows, self.internal, self.bits, self.cfg.partitions).items():
+            for start in range(0, part_rows.shape[0], wire.CHUNK_ROWS):
+                messages.append(self._message(part, wire.ROWS, part_rows[start:start + wire.CHUNK_ROWS]))
+        if messages:
+            self.send(messages)
+            health.count("transport.published.rows", int(rows.shape[0]))
+            health.count("transport.published.messages", len(messages))
+        return float(times.max()) if times.shape[0] else None
+
+    def advance(self, watermark: float) -> list:
+        """The sources' combined watermark: to every partition at a new interval or a heartbeat."""
+        self.mark = max(self.mark, watermark)
+        crossed = math.floor(self.mark / self.interval) != math.floor(self._sent_mark / self.interval) \
+            if math.isfinite(self._sent_mark) else math.isfinite(self.mark)
+        if crossed or time.monotonic() - self._sent_at >= self._heartbeat:
+            self._everywhere(wire.MARK)
+            self._sent_mark = self.mark
+        return []
+
+    def flush(self) -> list:
+        """The run ended: tell every partition nothing more follows from this collector."""
+        self._everywhere(wire.END)
+        return []
+
+    def _everywhere(self, kind: int) -> None:
+        self.send([self._message(part, kind) for part in range(self.cfg.partitions)])
+        self._sent_at = time.monotonic()
+
+
+def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
+    """Run the configured sources into the log until they end (a replay) or ``stop`` is set."""
+    jetstream = registry.plugin("transport", settings.cluster.transport)
+    me = node_id(settings, "collector")
+    sources = pipeline.build_sources(settings)
+    link = None
+    try:
+        link = jetstream.Link(settings.cluster, me, stop)
+        jetstream.ensure(link)
+        publisher = jetstream.Publisher(link)
+        lateness = max((slot.lateness for slot in sources), default=settings.aggregate.lateness)
+        outbox = Outbox(settings, publisher.send, me, lateness)
+        engine = Engine(settings.detect.model_copy(update={"detectors": [], "checkpoint": ""}), restore=False)
+        health_sinks = [pipeline.manage(tag, config, settings)  # its own health: lag, retries, sources
+                        for tag, config in zip(pipeline.tags("sink", settings.sinks), settings.sinks)
+                        if config.type == "metrics"]
+        stages = pipeline.Stages(sources=sources, aggregator=outbox, engine=engine, sinks=health_sinks,  # type: ignore[arg-type]
+                                 runtime=settings.pipeline)
+        log.info("collector running", collector=me, sources=[s.tag for s in sources],
+                 partitions=settings.cluster.partitions)
+        summary = pipeline.Pipeline(stages).run(stop)
+        log.info("collector stopped", collector=me, messages=outbox.seq)
+        return summary
+    except BaseException:
+        for slot in sources:
+            slot.close()
+        raise
+    finally:
+        if link is not None:
+            link.close()

@@ -1,0 +1,273 @@
+"""The scorer role: the partitions this process leases -> aggregate -> detect -> sinks.
+
+Each owned partition is a :class:`Unit`: its own aggregator, detectors and
+:class:`~netmon.runtime.clock.Clock`, where every collector is a tag added at first
+sight with the lateness it announces. A window closes when every live collector's
+watermark has passed it; a collector silent for ``[cluster] dead_collector`` seconds
+is left out (counted ``pipeline.source.<collector>.stalled``), one that stopped
+cleanly (END) no longer holds anything, and when every collector a partition knows
+has ended, its open windows close.
+
+Exactly once, by construction: a unit's checkpoint (aggregator with its open
+windows, detectors, collectors' watermarks, and the last stream sequence it
+consumed) is written to the log, and only then are the messages it covers
+acknowledged (removed). A takeover restores it and consumes from the next
+sequence, so the same messages meet the same state and give the same intervals:
+the sinks' writes are idempotent (store rows and Influx points keyed by host and
+interval start), and nothing is scored from a message twice into the state.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from netmon import health, pipeline, registry
+from netmon.aggregate import Aggregator
+from netmon.aggregate.keys import PrefixSet
+from netmon.batch import HostIntervals
+from netmon.cluster.collector import node_id
+from netmon.config import Settings
+from netmon.detect import checkpoint
+from netmon.detect.engine import Engine
+from netmon.runtime.clock import Clock
+from netmon.transport import partition, wire
+
+log = structlog.get_logger(__name__)
+
+
+def own_hosts(intervals: HostIntervals, part: int, partitions: int) -> HostIntervals:
+    """The rows of ``intervals`` whose host is in partition ``part`` (a campus-to-campus row
+    also gave features to the other end, which its own partition's scorer reports)."""
+    if not len(intervals):
+        return intervals
+    keep = partition.of_names(intervals.host.tolist(), partitions) == part
+    if keep.all():
+        return intervals
+    hosts = set(intervals.host[keep].tolist())
+    return HostIntervals(start=intervals.start, end=intervals.end, host=intervals.host[keep],
+                         group=intervals.group[keep], role=intervals.role[keep],
+                         features={k: v[keep] for k, v in intervals.features.items()},
+                         servers_by_host={h: s for h, s in intervals.servers_by_host.items() if h in hosts})
+
+
+class Unit:
+    """One owned partition's stages and progress (``seq``: the last stream sequence consumed)."""
+
+    def __init__(self, part: int, settings: Settings) -> None:
+        self.part = part
+        self.aggregator = Aggregator(settings.campus, settings.aggregate)
+        self.engine = Engine(settings.detect.model_copy(update={"checkpoint": ""}), restore=False)
+        self.clock = Clock(settings.cluster.dead_collector)
+        for tag in settings.cluster.collectors:
+            self.clock.add(tag, settings.aggregate.lateness, live=True)
+        self.heard_any = False
+        self.internal = PrefixSet(settings.campus.internal)
+        self.both_ends = False  # seen a campus-to-campus row: closed intervals may hold other partitions' hosts
+        self.seq = 0
+        self.saved_seq = 0
+        self.last: Any = None  # the delivery of ``seq``, to acknowledge after a checkpoint
+        self.saved_at = time.monotonic()
+
+    def take(self, message: wire.Message) -> None:
+        """One message of a collector: its rows into windows, its watermark onto the clock."""
+        tag = message.collector
+        if not self.heard_any:  # the wait for collectors that have not spoken yet starts now
+            self.heard_any = True
+            for waiting in self.clock.marks:
+                self.clock.heard(waiting)
+        if tag not in self.clock.marks:
+            self.clock.add(tag, message.lateness, live=True)
+            log.info("collector seen", partition=self.part, collector=tag, lateness=message.lateness)
+        self.clock.set_lateness(tag, message.lateness)
+        if message.kind == wire.ROWS:
+            rows = message.rows
+            if not self.both_ends:  # a campus-to-campus row gives the other end's host features too
+                self.both_ends = bool((self.internal.contains(rows["src_hi"], rows["src_lo"])
+                                       & self.internal.contains(rows["dst_hi"], rows["dst_lo"])).any())
+            newest = self.aggregator.insert(rows)
+            if newest is not None:
+                self.clock.rows(tag, newest)
+        if message.kind == wire.END:  # stopped cleanly: nothing more from it, and never "dead"
+            self.clock.add(tag, message.lateness, live=False)
+            self.clock.watermark(tag, math.inf)
+        else:
+            self.clock.watermark(tag, message.watermark)
+
+    def closed(self) -> list[HostIntervals]:
+        """The windows every live collector has passed (all, when every collector has ended)."""
+        watermark = self.clock.minimum()
+        if watermark == math.inf:
+            return self.aggregator.flush()
+        return self.aggregator.advance(watermark) if math.isfinite(watermark) else []
+
+    def state(self) -> dict[str, Any]:
+        marks = {tag: {"lateness": m.lateness, "watermark": m.watermark, "live": m.live}
+                 for tag, m in self.clock.marks.items()}
+        return {"partition": self.part, "seq": self.seq, "both_ends": self.both_ends, "aggregate": self.aggregator.state(),
+                "detectors": self.engine.state(), "collectors": marks}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if int(state["partition"]) != self.part:
+            raise ValueError(f"checkpoint of partition {state['partition']}, not {self.part}")
+        self.aggregator.load_state(state["aggregate"])
+        self.both_ends = bool(state["both_ends"])
+        self.engine.load_state(state["detectors"])
+        for tag, mark in state["collectors"].items():
+            self.clock.add(tag, float(mark["lateness"]), live=bool(mark["live"]))
+            self.clock.watermark(tag, float(mark["watermark"]))
+        self.heard_any = bool(state["collectors"])
+        self.seq = self.saved_seq = int(state["seq"])
+
+
+class Scorer:
+    """One scorer process: leases, consumers, units and the shared sinks; see the module docstring."""
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        jetstream = registry.plugin("transport", settings.cluster.transport)
+        self.settings = settings
+        self.cfg = settings.cluster
+        self.stop = stop
+        self.me = node_id(settings, "scorer")
+        self.sinks = pipeline.build_sinks(settings)
+        self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None, sinks=self.sinks)  # type: ignore[arg-type]
+        self.summary = pipeline.Summary(keep=pipeline.SERVICE_KEEP)
+        self._scratch = tempfile.TemporaryDirectory(prefix="netmon-scorer-")
+        try:
+            self.link = jetstream.Link(self.cfg, self.me, stop)
+            jetstream.ensure(self.link)
+        except BaseException:
+            for sink in self.sinks:
+                sink.close()
+            raise
+        self.leases = jetstream.Leases(self.link, self.me)
+        self.states = jetstream.States(self.link)
+        self.feed = jetstream.Feed(self.link)
+        self.units: dict[int, Unit] = {}
+        for name in ("duplicates", "skipped", "checkpoints", "takeovers"):
+            health.count(f"cluster.scorer.{name}", 0)
+
+    def run(self) -> pipeline.Summary:
+        """Score until ``stop``; then checkpoint every partition, release the leases, close the sinks."""
+        log.info("scorer running", scorer=self.me, partitions=self.cfg.partitions)
+        due = 0.0
+        try:
+            while not self.stop.is_set():
+                if time.monotonic() >= due:
+                    self.rebalance()
+                    due = time.monotonic() + self.cfg.lease_timeout / 3
+                try:
+                    delivery = self.feed.out.get(timeout=0.2)
+                except queue.Empty:
+                    for unit in list(self.units.values()):
+                        self.close_windows(unit, idle=True)
+                    continue
+                self.consume(delivery)
+            for part in list(self.units):
+                self.feed.close(part)
+                self.save(self.units[part])
+            self.leases.leave(set(self.units))
+        finally:
+            for sink in self.sinks:
+                sink.close()
+            self.link.close()
+            self._scratch.cleanup()
+        log.info("scorer stopped", scorer=self.me, intervals=self.summary.intervals,
+                 findings=self.summary.finding_count)
+        return self.summary
+
+    def consume(self, delivery: Any) -> None:
+        unit = self.units.get(delivery.partition)
+        if unit is None:  # queued before the partition was given up
+            return
+        if delivery.seq <= unit.seq:
+            health.count("cluster.scorer.duplicates")
+            return
+        unit.seq, unit.last = delivery.seq, delivery
+        try:
+            message = wire.decode(delivery.data)
+        except wire.WireError as exc:
+            health.count("cluster.scorer.skipped")
+            log.warning("message skipped", partition=unit.part, seq=delivery.seq, reason=str(exc))
+            return
+        unit.take(message)
+        self.close_windows(unit)
+
+    def close_windows(self, unit: Unit, idle: bool = False) -> None:
+        """Score and deliver what ``unit`` may close; checkpoint when it is time and one closed
+        or nothing is waiting (``idle``)."""
+        closed = unit.closed()
+        for intervals in closed:
+            if unit.both_ends:
+                intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
+            if len(intervals):
+                pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
+        every = self.cfg.checkpoint_every
+        if unit.seq > unit.saved_seq and (closed or idle) and time.monotonic() - unit.saved_at >= every:
+            self.save(unit)
+
+    def save(self, unit: Unit) -> None:
+        """Checkpoint ``unit`` into the log, then acknowledge what it covers."""
+        path = Path(self._scratch.name) / f"p{unit.part}.ckpt"
+        try:
+            checkpoint.save(path, unit.state())
+            self.states.save(unit.part, path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - the log away: keep scoring, the next checkpoint covers it
+            health.count("detect.checkpoint.failed")
+            log.error("partition checkpoint not written; trying again later", partition=unit.part,
+                      error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        unit.saved_at, unit.saved_seq = time.monotonic(), unit.seq
+        health.count("cluster.scorer.checkpoints")
+        if unit.last is not None:
+            self.feed.ack(unit.last)
+
+    def restore(self, part: int) -> Unit:
+        """A unit for ``part``, from its checkpoint when there is one."""
+        unit = Unit(part, self.settings)
+        data = self.states.load(part)
+        if data is not None:
+            path = Path(self._scratch.name) / f"p{part}.restore"
+            path.write_bytes(data)
+            state = checkpoint.load(path)
+            if state:
+                unit.load_state(state)
+        return unit
+
+    def rebalance(self) -> None:
+        """One lease round: renew, drop what was lost, hand over the surplus, take what is free."""
+        try:
+            plan = self.leases.tick(set(self.units))
+        except Exception as exc:  # noqa: BLE001 - the log away: keep what is held, try next round
+            health.count("cluster.scorer.lease_errors")
+            log.warning("lease round failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        for part in plan.lost:
+            self.feed.close(part)
+            self.units.pop(part, None)
+            log.warning("partition lease lost to another scorer", partition=part)
+        for part in plan.surplus:
+            self.feed.close(part)
+            self.save(self.units.pop(part))
+            self.leases.release(part)
+            log.info("partition handed over (above the fair share)", partition=part)
+        for part in plan.gained:
+            unit = self.restore(part)
+            self.units[part] = unit
+            self.feed.open(part, unit.seq)
+            health.count("cluster.scorer.takeovers")
+            log.info("partition taken", partition=part, from_seq=unit.seq + 1)
+        health.gauge("cluster.scorer.partitions", len(self.units))
+
+
+def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
+    """Run one scorer until ``stop`` is set."""
+    return Scorer(settings, stop).run()
+

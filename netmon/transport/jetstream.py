@@ -1,0 +1,465 @@
+"""NATS JetStream as the log between collectors and scorers (transport ``jetstream``).
+
+What lives in JetStream, all named from ``[cluster] prefix`` (P below):
+
+* stream ``P-obs``, subjects ``P.obs.<partition>``: observation messages
+  (:mod:`netmon.transport.wire`). A message stays until the scorer owning its
+  partition purges it, which it does only once a checkpoint covers it (deleting a
+  consumer then never loses a message, unlike work-queue or interest retention);
+  ``max_bytes`` and ``max_age`` bound the stream and a full one refuses new
+  messages (``discard = new``), so a slow scorer makes collectors wait and count
+  (``transport.publish.retries``, gauge ``transport.publish.blocked_seconds``), never
+  grow memory: a collector has at most one batch and ``in_flight`` messages pending.
+  Each message carries a ``Nats-Msg-Id`` so a publish retried after a lost ack is
+  stored once (the stream's duplicate window).
+* one durable pull consumer per partition, ``p<partition>``, acknowledge-all (its
+  acknowledgements say how far the owner's checkpoints got), made anew by each owner
+  from the sequence after its checkpoint;
+* key-value bucket ``P-leases``: key ``p<partition>`` = the owning scorer and the
+  lease's expiry (UNIX s), changed only by revision-checked updates (compare and
+  set); key ``m-<scorer>`` = a scorer's membership, for the fair share;
+* object store ``P-state``: object ``p<partition>`` = the partition's checkpoint.
+
+Every call goes through :class:`Link`: one connection served by an asyncio loop in
+its own thread, reconnecting forever, so callers stay plain synchronous code.
+``nats`` is imported here only: a single-process netmon never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js import api
+
+from netmon import health
+from netmon.config import Cluster, redact_url
+from netmon.retry import Backoff
+
+log = structlog.get_logger(__name__)
+
+#: Messages one partition's fetch asks for at a time (up to ~0.5 MB each: a fetch must be read
+#: off the socket within the server's write deadline, even while the scorer's thread is busy).
+FETCH = 16
+#: Items the consumer may have queued for the scorer's thread before it stops fetching.
+QUEUE_ITEMS = 64
+#: Seconds one JetStream request may take before it is retried.
+REQUEST_TIMEOUT = 5.0
+
+
+class TransportError(RuntimeError):
+    """The log cannot be used (unreachable at start, refused a setting); the text names the server redacted."""
+
+
+def stream_name(cfg: Cluster) -> str:
+    return f"{cfg.prefix}-obs"
+
+
+def subject(cfg: Cluster, partition: int) -> str:
+    return f"{cfg.prefix}.obs.{partition}"
+
+
+class Link:
+    """One NATS connection and its asyncio loop in a daemon thread; :meth:`call` runs a coroutine there."""
+
+    def __init__(self, cfg: Cluster, name: str, stop: threading.Event) -> None:
+        self.cfg = cfg
+        self.stop = stop
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=f"nats-{name}", daemon=True)
+        self._thread.start()
+        self.nc: Any = None
+        self.js: Any = None
+        self._closing = False
+        self.generation = 0  # reconnections so far: a consumer then resumes from what it last received
+        self._connect(name)
+
+    def _connect(self, name: str) -> None:
+        """Connect, trying again with backoff while the server is not there yet (until stopped)."""
+        backoff = Backoff(0.5, 10.0)
+        failures = 0
+        where = ", ".join(redact_url(u) for u in self.cfg.urls)
+        while True:
+            try:
+                self.nc = self.call(nats.connect(servers=list(self.cfg.urls), name=name, max_reconnect_attempts=-1,
+                                                 reconnect_time_wait=0.5, connect_timeout=2,
+                                                 error_cb=self._error, disconnected_cb=self._down,
+                                                 reconnected_cb=self._up), timeout=30)
+                break
+            except Exception as exc:  # noqa: BLE001 - any connect failure: the server may come up later
+                failures += 1
+                health.count("transport.connect.failed")
+                log.warning("NATS not reachable; trying again", servers=where, error=type(exc).__name__)
+                if self.stop.wait(backoff.delay(failures)):
+                    self.close()
+                    raise TransportError(f"stopped before NATS ({where}) was reachable") from None
+        self.js = self.nc.jetstream(timeout=REQUEST_TIMEOUT)
+        log.info("connected to NATS", servers=where)
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("NATS client error", error=type(exc).__name__)
+
+    async def _down(self) -> None:
+        if self._closing:
+            return
+        health.count("transport.disconnects")
+        log.warning("NATS connection lost; reconnecting")
+
+    async def _up(self) -> None:
+        self.generation += 1
+        log.info("NATS connection back")
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run ``coro`` on the loop and wait for its result (its exception raised here)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the loop without waiting (a concurrent.futures.Future)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        self._closing = True
+        if self.nc is not None:
+            try:
+                self.call(self.nc.close(), timeout=5)
+            except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail too
+                log.debug("NATS close failed", error=type(exc).__name__)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+def ensure(link: Link) -> None:
+    """Create (or bring to the config) the stream, the lease bucket and the state store."""
+    cfg = link.cfg
+    config = api.StreamConfig(name=stream_name(cfg), subjects=[f"{cfg.prefix}.obs.>"],
+                              retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.NEW,
+                              max_bytes=cfg.max_bytes, max_age=cfg.max_age, storage=api.StorageType.FILE,
+                              duplicate_window=120.0)
+
+    async def setup() -> None:
+        try:
+            await link.js.add_stream(config)
+        except nats.js.errors.BadRequestError:  # exists with other limits: take the config's
+            await link.js.update_stream(config)
+        await link.js.create_key_value(bucket=f"{cfg.prefix}-leases", history=1)
+        await link.js.create_object_store(bucket=f"{cfg.prefix}-state")
+
+    try:
+        link.call(setup(), timeout=30)
+    except Exception as exc:  # noqa: BLE001 - one clear line, never the URL's credentials
+        raise TransportError(f"cannot set up JetStream stream {stream_name(cfg)}: {type(exc).__name__}: "
+                             f"{str(exc)[:200]}") from None
+
+
+class Publisher:
+    """Sends messages, each subject's in order, at most ``in_flight`` unacknowledged; returns
+    once every one is stored. A refusal (stream full, server down) is retried with backoff
+    until stored or ``stop`` has been set for ``give_up`` seconds (then counted lost)."""
+
+    def __init__(self, link: Link, give_up: float = 30.0) -> None:
+        self.link = link
+        self.give_up = give_up
+        self._window = asyncio.Semaphore(link.cfg.in_flight)
+        health.count("transport.publish.retries", 0)
+        health.count("transport.publish.lost", 0)
+        health.gauge("transport.publish.blocked_seconds", 0.0)
+
+    def send(self, messages: list[tuple[str, str, bytes]]) -> None:
+        """Store ``(subject, message id, payload)`` messages; per subject in list order."""
+        by_subject: dict[str, list[tuple[str, bytes]]] = {}
+        for subj, ident, payload in messages:
+            by_subject.setdefault(subj, []).append((ident, payload))
+        self.link.call(self._send(by_subject))
+
+    async def _send(self, by_subject: dict[str, list[tuple[str, bytes]]]) -> None:
+        await asyncio.gather(*(self._in_order(subj, items) for subj, items in by_subject.items()))
+
+    async def _in_order(self, subj: str, items: list[tuple[str, bytes]]) -> None:
+        for ident, payload in items:
+            async with self._window:
+                await self._one(subj, ident, payload)
+
+    async def _one(self, subj: str, ident: str, payload: bytes) -> None:
+        backoff = Backoff(0.1, 5.0)
+        started = time.monotonic()
+        stopping_since = math.inf
+        failures = 0
+        while True:
+            try:
+                await self.link.js.publish(subj, payload, timeout=REQUEST_TIMEOUT, stream=stream_name(self.link.cfg),
+                                           headers={"Nats-Msg-Id": ident})
+                if failures:
+                    health.gauge("transport.publish.blocked_seconds", 0.0)
+                    log.info("publishing again", subject=subj, blocked_seconds=round(time.monotonic() - started, 1))
+                return
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                failures += 1
+                health.count("transport.publish.retries")
+                health.gauge("transport.publish.blocked_seconds", time.monotonic() - started)
+                if failures == 1:
+                    log.warning("publish refused or unanswered; waiting (stream full or server away)",
+                                subject=subj, error=type(exc).__name__, detail=str(exc)[:200])
+            if self.link.stop.is_set():
+                stopping_since = min(stopping_since, time.monotonic())
+                if time.monotonic() - stopping_since > self.give_up:
+                    health.count("transport.publish.lost")
+                    log.error("stopping: message not stored, given up", subject=subj)
+                    return
+            await asyncio.sleep(backoff.delay(failures))
+
+
+@dataclass
+class Delivery:
+    """One consumed message: its partition, stream sequence, bytes and the handle to acknowledge it."""
+
+    partition: int
+    seq: int
+    data: bytes
+    msg: Any
+
+
+class Feed:
+    """The scorer's consumers, one per owned partition, feeding one bounded queue of :class:`Delivery`."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.out: queue.Queue[Delivery] = queue.Queue()
+        self._tasks: dict[int, Any] = {}
+
+    def open(self, partition: int, after: int) -> None:
+        """Consume ``partition`` from stream sequence ``after + 1`` on."""
+        self._tasks[partition] = self.link.call(self._open(partition, after), timeout=60)
+
+    async def _open(self, partition: int, after: int) -> asyncio.Task[None]:
+        sub = await self._subscribe(partition, after)
+        return asyncio.get_running_loop().create_task(self._fetch(partition, sub, after))
+
+    async def _subscribe(self, partition: int, after: int) -> Any:
+        """The partition's durable consumer made anew, starting after stream sequence ``after``."""
+        cfg = self.link.cfg
+        durable = f"p{partition}"
+        try:
+            await self.link.js.delete_consumer(stream_name(cfg), durable)
+        except nats.js.errors.NotFoundError:
+            pass
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, ack_wait=3600.0, max_ack_pending=-1,
+                                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
+        return await self.link.js.pull_subscribe(subject(cfg, partition), durable=durable, stream=stream_name(cfg),
+                                                 config=config)
+
+    async def _fetch(self, partition: int, sub: Any, last: int) -> None:
+        """Fetch in order into the queue. Messages a lost connection swallowed would only come
+        back after the acknowledgement wait, so after a reconnection or a failed fetch the
+        consumer is made anew from the last sequence received: nothing is skipped."""
+        backoff = Backoff(0.2, 5.0)
+        failures = 0
+        generation = self.link.generation
+        while True:
+            if self.out.qsize() >= QUEUE_ITEMS:
+                await asyncio.sleep(0.02)
+                continue
+            try:
+                if failures or generation != self.link.generation:
+                    generation = self.link.generation
+                    sub = await self._subscribe(partition, last)
+                    failures = 0
+                msgs = await sub.fetch(FETCH, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception as exc:  # noqa: BLE001 - a server restart: fetch again after a pause
+                failures += 1
+                health.count("transport.fetch.errors")
+                log.warning("fetch failed; resuming after the last message received", partition=partition,
+                            after=last, error=type(exc).__name__)
+                await asyncio.sleep(backoff.delay(failures))
+                continue
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq > last:
+                    last = seq
+                    self.out.put(Delivery(partition, seq, msg.data, msg))
+
+    def close(self, partition: int) -> None:
+        """Stop consuming ``partition`` (its durable consumer stays for the next owner to replace)."""
+        task = self._tasks.pop(partition, None)
+        if task is not None:
+            self.link.loop.call_soon_threadsafe(task.cancel)
+
+    def ack(self, delivery: Delivery) -> None:
+        """``delivery`` and everything before it on its partition are checkpointed: acknowledge
+        them and purge them from the stream (not waited for: one lost only leaves messages the
+        next owner skips by its checkpoint's sequence, and the next purge removes them)."""
+        cfg = self.link.cfg
+
+        async def ack() -> None:
+            try:
+                await delivery.msg.ack()
+                await self.link.js.purge_stream(stream_name(cfg), seq=delivery.seq + 1,
+                                                subject=subject(cfg, delivery.partition))
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.debug("ack or purge not done", partition=delivery.partition, error=type(exc).__name__)
+
+        self.link.submit(ack())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a lease round decided: partitions newly owned, lost (taken by another: drop
+    without a checkpoint) and surplus (above the fair share: checkpoint, then release)."""
+
+    gained: list[int]
+    lost: list[int]
+    surplus: list[int]
+
+
+class Leases:
+    """Partition ownership by compare-and-set in the ``P-leases`` bucket; see the module docstring."""
+
+    def __init__(self, link: Link, me: str) -> None:
+        self.link = link
+        self.me = me
+        self.cfg = link.cfg
+        self._kv: Any = None
+        self._revisions: dict[int, int] = {}
+
+    def tick(self, owned: set[int]) -> Plan:
+        """Renew what ``owned`` holds, take free or expired partitions up to the fair share."""
+        return self.link.call(self._tick(owned), timeout=60)
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self.link.js.key_value(f"{self.cfg.prefix}-leases")
+        return self._kv
+
+    async def _tick(self, owned: set[int]) -> Plan:
+        kv = await self._bucket()
+        now = time.time()
+        until = json.dumps({"owner": self.me, "until": now + self.cfg.lease_timeout}).encode()
+        await kv.put(f"m-{self.me}", until)
+        members = 0
+        for key in await _keys(kv, "m-"):
+            value = _lease(await _get(kv, key))
+            members += value is not None and value["until"] > now
+        fair = math.ceil(self.cfg.partitions / max(1, members))
+        gained, lost = [], []
+        holding = set(owned)
+        for part in range(self.cfg.partitions):
+            entry = await _get(kv, f"p{part}")
+            lease = _lease(entry)
+            if part in owned:
+                if lease is None or lease["owner"] != self.me or not await self._cas(kv, part, until, entry):
+                    lost.append(part)
+                    holding.discard(part)
+                continue
+            if len(holding) >= fair or (lease is not None and lease["until"] > now):
+                continue
+            if await self._cas(kv, part, until, entry):
+                gained.append(part)
+                holding.add(part)
+        surplus = sorted(holding - set(gained))[fair:] if len(holding) > fair else []
+        return Plan(gained, lost, surplus)
+
+    async def _cas(self, kv: Any, part: int, value: bytes, entry: Any) -> bool:
+        """Write lease ``part`` iff it is still at ``entry``'s revision (absent: create)."""
+        try:
+            if entry is None or entry.value is None or entry.operation is not None:
+                self._revisions[part] = await kv.create(f"p{part}", value)
+            else:
+                self._revisions[part] = await kv.update(f"p{part}", value, last=entry.revision)
+            return True
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            return False
+
+    def release(self, part: int) -> None:
+        """Give ``part`` up now (after its checkpoint), so another scorer may take it at once."""
+        async def release() -> None:
+            kv = await self._bucket()
+            entry = await _get(kv, f"p{part}")
+            lease = _lease(entry)
+            if lease is not None and lease["owner"] == self.me:
+                await kv.delete(f"p{part}", last=entry.revision)
+
+        try:
+            self.link.call(release(), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the lease then expires on its own
+            log.warning("lease not released; it expires by itself", partition=part, error=type(exc).__name__)
+
+    def leave(self, owned: set[int]) -> None:
+        """Release every partition in ``owned`` and the membership (a clean stop)."""
+        for part in sorted(owned):
+            self.release(part)
+
+        async def leave() -> None:
+            await (await self._bucket()).delete(f"m-{self.me}")
+
+        try:
+            self.link.call(leave(), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the membership then expires on its own
+            log.warning("membership not removed; it expires by itself", error=type(exc).__name__)
+
+
+async def _get(kv: Any, key: str) -> Any:
+    try:
+        return await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:  # KeyDeletedError included
+        return None
+
+
+async def _keys(kv: Any, prefix: str) -> list[str]:
+    """Keys of ``kv`` starting with ``prefix`` (filtered here: nats-server 2.9 ignores key filters)."""
+    try:
+        return [key for key in await kv.keys() if key.startswith(prefix)]
+    except nats.js.errors.NoKeysError:
+        return []
+
+
+def _lease(entry: Any) -> dict[str, Any] | None:
+    """A lease's value, or None when absent, deleted or not a lease (a foreign value)."""
+    if entry is None or not entry.value or entry.operation is not None:
+        return None
+    try:
+        value = json.loads(entry.value)
+        return {"owner": str(value["owner"]), "until": float(value["until"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class States:
+    """Partition checkpoints in the ``P-state`` object store (bytes in the checkpoint format)."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._store: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._store is None:
+            self._store = await self.link.js.object_store(f"{self.link.cfg.prefix}-state")
+        return self._store
+
+    def save(self, partition: int, data: bytes) -> None:
+        async def save() -> None:
+            await (await self._bucket()).put(f"p{partition}", data)
+
+        self.link.call(save(), timeout=120)
+
+    def load(self, partition: int) -> bytes | None:
+        async def load() -> bytes | None:
+            try:
+                return (await (await self._bucket()).get(f"p{partition}")).data
+            except nats.js.errors.NotFoundError:
+                return None
+
+        return self.link.call(load(), timeout=120)

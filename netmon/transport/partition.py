@@ -1,0 +1,51 @@
+"""Partition = stable hash of the internal host, the same function in every process.
+
+A row counts for each internal end (see :func:`netmon.aggregate.features.host_view`):
+its source when internal, its destination when internal, both for campus-to-campus
+rows, the address rolled up to ``[campus] ipv6_prefix`` as the aggregator does. So a
+row goes to the partition of each internal end, and a scorer keeps only the
+host-intervals of its own partition (:func:`of_names`), so a campus-to-campus row
+never yields a host's features twice. Rows with no internal end feed no host and
+are not published.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netmon.aggregate.keys import PrefixSet, hash_key, roll_up
+from netmon.batch import addr_halves
+
+
+def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int) -> np.ndarray:
+    """Partition (int64) of each host address, given as halves; IPv6 rolled up to ``ipv6_bits``."""
+    host_hi, host_lo = roll_up(hi, lo, ipv6_bits)
+    return (hash_key(host_hi, host_lo) % np.uint64(partitions)).astype(np.int64)
+
+
+def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
+    """``rows`` by partition of each internal end, in their order; a campus-to-campus row
+    appears under both ends' partitions (once when they share one)."""
+    src_in = internal.contains(rows["src_hi"], rows["src_lo"])
+    dst_in = internal.contains(rows["dst_hi"], rows["dst_lo"])
+    ends = np.flatnonzero(src_in | dst_in)  # hashed once per row: its source if internal, else its destination
+    out = src_in[ends]
+    first = of_addresses(np.where(out, rows["src_hi"][ends], rows["dst_hi"][ends]),
+                         np.where(out, rows["src_lo"][ends], rows["dst_lo"][ends]), ipv6_bits, partitions)
+    both = ends[out & dst_in[ends]]  # campus to campus: the destination's partition too, when another
+    other = of_addresses(rows["dst_hi"][both], rows["dst_lo"][both], ipv6_bits, partitions)
+    second = other != first[out & dst_in[ends]]
+    index = np.concatenate([ends, both[second]])
+    part = np.concatenate([first, other[second]])
+    order = np.lexsort((index, part))  # by partition, each in row order
+    index, part = index[order], part[order]
+    cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
+    bounds = [0, *cuts.tolist(), part.shape[0]]
+    return {int(part[a]): rows[index[a:b]] for a, b in zip(bounds[:-1], bounds[1:]) if b > a}
+
+
+def of_names(names: list[str], partitions: int) -> np.ndarray:
+    """Partition of each host as named in HostIntervals (``10.0.0.5``, ``2001:db8:1:2::/64``:
+    already rolled up, so no roll-up here)."""
+    halves = np.array([addr_halves(name.split("/")[0]) for name in names], dtype=np.uint64).reshape(-1, 2)
+    return of_addresses(halves[:, 0], halves[:, 1], 128, partitions)

@@ -1,0 +1,86 @@
+"""One transport message: a fixed header, the collector id, then OBS_DTYPE rows as raw bytes.
+
+No pickle and no schema guessing: the header names the format and a fingerprint of
+:data:`netmon.batch.OBS_DTYPE`, and a message whose magic, format, fingerprint or
+length do not fit is refused (:class:`WireError`; the consumer counts and skips it).
+
+Header (network byte order, :data:`HEADER`): magic ``NMOB``, format (u16), kind
+(u8: rows, mark or end), id length (u8), OBS_DTYPE fingerprint (u32, CRC-32 of its
+description), batch sequence of the collector (u64), the collector's watermark
+(f64, UNIX s: nothing older follows from it), its lateness (f64, s: how far its rows
+may trail its newest one), then the collector id (UTF-8) and the rows.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from netmon.batch import OBS_DTYPE
+
+MAGIC = b"NMOB"
+FORMAT = 1
+HEADER = struct.Struct("!4sHBBIQdd")
+#: Fingerprint of the row layout: a collector and a scorer of different layouts never mix rows.
+DTYPE_CRC = zlib.crc32(repr(OBS_DTYPE.descr).encode())
+
+#: Rows per message at most (about 0.5 MB): under NATS's default 1 MB payload limit.
+CHUNK_ROWS = 4000
+
+ROWS, MARK, END = 0, 1, 2
+KINDS = (ROWS, MARK, END)
+
+
+class WireError(ValueError):
+    """Bytes that are not a message this netmon can read; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded message. ``kind`` ROWS carries rows; MARK only moves the collector's
+    watermark; END says the collector stopped cleanly (nothing more follows from it)."""
+
+    kind: int
+    collector: str
+    seq: int
+    watermark: float
+    lateness: float
+    rows: np.ndarray
+
+
+def encode(kind: int, collector: str, seq: int, watermark: float, lateness: float,
+           rows: np.ndarray | None = None) -> bytes:
+    """The bytes of one message; ``rows`` (OBS_DTYPE) only for kind ROWS."""
+    ident = collector.encode()
+    if len(ident) > 255:
+        raise ValueError(f"collector id longer than 255 bytes: {collector[:40]!r}...")
+    head = HEADER.pack(MAGIC, FORMAT, kind, len(ident), DTYPE_CRC, seq, watermark, lateness)
+    body = b"" if rows is None else np.ascontiguousarray(rows, dtype=OBS_DTYPE).tobytes()
+    return head + ident + body
+
+
+def decode(data: bytes) -> Message:
+    """A message from its bytes; WireError when they are not one."""
+    if len(data) < HEADER.size:
+        raise WireError(f"{len(data)} bytes: shorter than the {HEADER.size}-byte header")
+    magic, fmt, kind, id_len, crc, seq, watermark, lateness = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise WireError(f"not a netmon observation message (magic {magic!r})")
+    if fmt != FORMAT or crc != DTYPE_CRC:
+        raise WireError(f"message format {fmt}/{crc:08x}, this netmon reads {FORMAT}/{DTYPE_CRC:08x}: "
+                        "collectors and scorers must run the same netmon release")
+    if kind not in KINDS:
+        raise WireError(f"unknown message kind {kind}")
+    start = HEADER.size + id_len
+    body = len(data) - start
+    if body < 0 or body % OBS_DTYPE.itemsize or (kind != ROWS and body):
+        raise WireError(f"body of {body} bytes does not fit kind {kind} rows of {OBS_DTYPE.itemsize} bytes")
+    try:
+        collector = bytes(data[HEADER.size:start]).decode()
+    except UnicodeDecodeError:
+        raise WireError("collector id is not UTF-8") from None
+    rows = np.frombuffer(bytearray(data[start:]), dtype=OBS_DTYPE)
+    return Message(kind, collector, seq, watermark, lateness, rows)

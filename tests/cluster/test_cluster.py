@@ -1,0 +1,431 @@
+"""Collectors and scorers over a real nats-server (JetStream) give one process's answers.
+
+The capture (deploy/samples/campus-runaway) is split packet by packet between two
+collectors, as a host whose traffic crosses two border routers; two scorers share
+the partitions by leases and write one store. What is promised (netmon/cluster):
+host-intervals and per-host findings equal one process on the whole capture; the
+population-level views equal one process on each partition's hosts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from netmon import pipeline
+from netmon.config import validate
+from netmon.transport import partition
+from tests.support.lab import wait_for
+from tests.support.nats import BINARY, NatsServer, free_port
+
+pytestmark = pytest.mark.skipif(not os.path.exists(BINARY), reason="needs nats-server (Debian nats-server)")
+
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
+CAMPUS = {"internal": ["10.20.0.0/16"]}
+PER_HOST = ["rules", "baseline", "drift"]
+PARTITIONS = 4
+
+
+def split_capture(out: Path, ways: int = 2) -> list[Path]:
+    """The sample's packets dealt round-robin into ``ways`` pcap files."""
+    data = gzip.decompress(SAMPLE.read_bytes())
+    head, at = data[:24], 24
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    parts: list[list[bytes]] = [[] for _ in range(ways)]
+    n = 0
+    while at + 16 <= len(data):
+        caplen = struct.unpack_from(f"{endian}I", data, at + 8)[0]
+        parts[n % ways].append(data[at:at + 16 + caplen])
+        at += 16 + caplen
+        n += 1
+    paths = []
+    for i, records in enumerate(parts):
+        path = out / f"part{i}.pcap"
+        path.write_bytes(head + b"".join(records))
+        paths.append(path)
+    return paths
+
+
+def toml(value: object) -> str:
+    if isinstance(value, dict):
+        raise TypeError("tables are written by write_config")
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors: list[str],
+                 sources: list[Path] = (), metrics: int = 0, **cluster: object) -> Path:
+    settings = {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": 3.0, "dead_collector": 60.0,
+                "checkpoint_every": 0.0, "node_id": node, "collectors": ["collector-0", "collector-1"], **cluster}
+    lines = ["[campus]", f"internal = {toml(CAMPUS['internal'])}", "[detect]", f"detectors = {toml(detectors)}",
+             'checkpoint = ""', "[logging]", 'format = "json"', "[cluster]"]
+    lines += [f"{k} = {toml(v)}" for k, v in settings.items()]
+    for source in sources:
+        lines += ["[[sources]]", 'type = "pcap"', f"paths = [{toml(str(source))}]"]
+    lines += ["[[sinks]]", 'type = "store"', f"path = {toml(str(store))}"]
+    if metrics:
+        lines += ["[[sinks]]", 'type = "metrics"', f'listen = "127.0.0.1:{metrics}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Node:
+    """One ``netmon run --role`` process, stopped by its PID."""
+
+    def __init__(self, role: str, config: Path, log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "netmon", "run", "--role", role, "--config", str(config)],
+                                     stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def one_process(tmp: Path, detectors: list[str], hosts: set[str] | None = None,
+                capture: Path = SAMPLE) -> tuple[list, list]:
+    """Host-intervals and findings of one process on the whole capture (only ``hosts``' rows
+    when given: what one process on one partition's hosts sees)."""
+    store = tmp / f"single-{len(list(tmp.glob('single-*.db')))}.db"
+    settings = validate({"campus": CAMPUS, "detect": {"detectors": detectors, "checkpoint": ""},
+                         "sources": [{"type": "pcap", "paths": [str(capture)]}],
+                         "sinks": [{"type": "store", "path": str(store)}]})
+    stages = pipeline.build(settings, restore=False)
+    if hosts is not None:
+        stages.aggregator = OnlyHosts(stages.aggregator, hosts)
+    pipeline.run(stages)
+    return read_store(store)
+
+
+class OnlyHosts:
+    """An aggregator that keeps only ``hosts``' intervals (one partition's view)."""
+
+    def __init__(self, inner, hosts: set[str]) -> None:
+        self.inner, self.hosts = inner, hosts
+        self.lateness = inner.lateness
+
+    def insert(self, rows):
+        return self.inner.insert(rows)
+
+    def _only(self, closed):
+        out = [_subset(iv, [h in self.hosts for h in iv.host.tolist()]) for iv in closed]
+        return [iv for iv in out if len(iv)]
+
+    def advance(self, time):
+        return self._only(self.inner.advance(time))
+
+    def flush(self):
+        return self._only(self.inner.flush())
+
+
+def _subset(iv, keep):
+    import numpy as np
+
+    from netmon.batch import HostIntervals
+
+    keep = np.asarray(keep, dtype=bool)
+    hosts = set(iv.host[keep].tolist())
+    return HostIntervals(iv.start, iv.end, iv.host[keep], iv.group[keep], iv.role[keep],
+                         {k: v[keep] for k, v in iv.features.items()},
+                         {h: s for h, s in iv.servers_by_host.items() if h in hosts})
+
+
+def read_store(*paths: Path) -> tuple[list, list]:
+    """(host-interval rows without scores, findings), sorted, from store files; a row two stores
+    hold (a partition's tail scored again after a takeover) counts once if it is the same in both,
+    and fails the test if not."""
+    intervals, findings = set(), set()
+    for path in paths:
+        db = sqlite3.connect(path)
+        try:
+            columns = [r[1] for r in db.execute("PRAGMA table_info(intervals)")]
+            plain = [c for c in columns if not c.startswith("score")]
+            intervals |= set(db.execute(f"SELECT {', '.join(plain)} FROM intervals").fetchall())
+            findings |= set(db.execute("SELECT * FROM findings").fetchall())
+        finally:
+            db.close()
+    keys = [(row[0], row[3]) for row in intervals]
+    twice = {key for key in keys if keys.count(key) > 1}
+    assert not twice, f"host-intervals written twice with different values: {sorted(twice)[:5]}"
+    return sorted(intervals, key=repr), sorted(findings, key=repr)
+
+
+def scores(path: Path) -> dict[tuple[str, float], tuple]:
+    db = sqlite3.connect(path)
+    try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(intervals)") if r[1].startswith("score")]
+        rows = db.execute(f"SELECT host, start, {', '.join(columns)} FROM intervals").fetchall()
+    finally:
+        db.close()
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None, after=None,
+                scorer_settings: tuple[dict, dict] = ({}, {}), **cluster: object) -> list[Path]:
+    """Two collectors (half the packets each) and two scorers; the scorers' stores. With
+    ``between(scorers)``, the collectors run one after the other, ``between`` in the middle
+    (once the first collector's messages are consumed and checkpointed); ``after(scorers)``
+    runs once both collectors have ended, before waiting for the scorers to finish."""
+    stores = [tmp / f"scorer-{i}.db" for i in range(2)]
+    parts = split_capture(tmp)
+    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors,
+                                           **{**cluster, **scorer_settings[i]}), tmp / f"scorer-{i}.log")
+               for i in range(2)]
+
+    def collector(i: int) -> Node:
+        config = write_config(tmp / f"c{i}.toml", nats, f"collector-{i}", stores[i], detectors, [parts[i]], **cluster)
+        return Node("collector", config, tmp / f"collector-{i}.log")
+
+    def finished(node: Node) -> None:
+        assert node.proc.wait(120) == 0, f"collector failed:\n{node.text()[-3000:]}"
+
+    try:
+        assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60), \
+            "both scorers should own partitions before the collectors start"
+        if between is None:
+            for node in [collector(0), collector(1)]:
+                finished(node)
+        else:
+            finished(collector(0))
+            assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume the first collector's part"
+            between(scorers)
+            finished(collector(1))
+        if after is not None:
+            after(scorers)
+        assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume every message"
+    finally:
+        for s in scorers:
+            s.stop()
+    return stores
+
+
+def consumed(nats: NatsServer) -> bool:
+    """Every published message consumed and checkpointed (scorers purge what their checkpoints cover)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/jsz?streams=true", timeout=2) as reply:
+            info = json.load(reply)
+    except OSError:  # restarting
+        return False
+    streams = [s for a in info.get("account_details", []) for s in a.get("stream_detail", [])
+               if s["name"] == "netmon-obs"]
+    return bool(streams) and streams[0]["state"]["messages"] == 0
+
+
+def test_a_scorer_killed_mid_run_is_taken_over_within_the_lease_and_nothing_is_lost_or_written_twice(tmp_path: Path):
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    killed: list[float] = []
+
+    def kill(scorers: list[Node]) -> None:
+        killed.append(time.time())
+        scorers[0].stop(signal.SIGKILL)
+        assert wait_for(lambda: taken_after(scorers[1], killed[0]) >= 2, timeout=30), \
+            f"the surviving scorer took no partition of the killed one:\n{scorers[1].text()[-2000:]}"
+
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST, between=kill)
+    intervals, findings = read_store(*stores)
+    assert intervals == expected_intervals, "host-intervals after a takeover differ from one process"
+    assert findings == expected_findings, "findings after a takeover differ from one process"
+    took = first_taken_after(tmp_path / "scorer-1.log", killed[0]) - killed[0]
+    assert took <= 3.0 + 1.0 + 2.0, f"takeover took {took:.1f} s; lease timeout 3 s, renewed every 1 s"
+
+
+def test_a_tail_scored_again_after_a_takeover_writes_nothing_twice(tmp_path: Path):
+    """scorer-0 checkpoints never (checkpoint_every one hour) and is killed after writing
+    intervals: scorer-1 takes its partitions from their first checkpoint and scores the whole
+    tail again; every host-interval both stores hold is the same in both, and the union is
+    one process's answer."""
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+
+    def kill(scorers: list[Node]) -> None:
+        assert wait_for(lambda: rows(tmp_path / "scorer-0.db") > 0, timeout=60), "scorer-0 wrote nothing"
+        scorers[0].stop(signal.SIGKILL)
+
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST, after=kill, scorer_settings=({"checkpoint_every": 3600.0}, {}))
+    intervals, findings = read_store(*stores)  # fails on a host-interval written twice with different values
+    assert intervals == expected_intervals, "host-intervals after a replayed tail differ from one process"
+    assert findings == expected_findings, "findings after a replayed tail differ from one process"
+    twice = keys(stores[0]) & keys(stores[1])
+    assert twice, "the killed scorer's intervals should have been scored again by the other (the replayed tail)"
+
+
+def rows(store: Path) -> int:
+    if not store.exists():
+        return 0
+    db = sqlite3.connect(store)
+    try:
+        return db.execute("SELECT count(*) FROM intervals").fetchone()[0]
+    except sqlite3.OperationalError:  # no table yet
+        return 0
+    finally:
+        db.close()
+
+
+def keys(store: Path) -> set:
+    db = sqlite3.connect(store)
+    try:
+        return set(db.execute("SELECT host, start FROM intervals").fetchall())
+    finally:
+        db.close()
+
+
+def test_a_nats_server_restart_mid_run_loses_nothing(tmp_path: Path):
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, PER_HOST, between=lambda scorers: nats.restart())
+    intervals, findings = read_store(*stores)
+    assert intervals == expected_intervals, "host-intervals differ from one process after a nats-server restart"
+    assert findings == expected_findings, "findings differ from one process after a nats-server restart"
+
+
+def taken(log: str) -> list[float]:
+    """When the scorer took partitions (UNIX s), from its JSON log lines."""
+    from datetime import datetime
+
+    times = []
+    for line in log.splitlines():
+        if line.startswith("{") and '"partition taken"' in line:
+            stamp = json.loads(line)["timestamp"]
+            times.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return times
+
+
+def taken_after(node: Node, since: float) -> int:
+    return sum(t > since for t in taken(node.text()))
+
+
+def first_taken_after(log: Path, since: float) -> float:
+    return min(t for t in taken(log.read_text()) if t > since)
+
+
+def test_a_stopped_collector_holds_windows_only_until_its_timeout_and_health_says_so(tmp_path: Path):
+    """collector-1 is expected but never speaks (its router died): the scorers wait
+    ``dead_collector`` seconds for it, then close collector-0's windows alone and count it."""
+    part0 = split_capture(tmp_path)[0]
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST, capture=part0)
+    ports = [free_port(), free_port()]
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = [tmp_path / f"scorer-{i}.db" for i in range(2)]
+        scorers = [Node("scorer", write_config(tmp_path / f"s{i}.toml", nats, f"scorer-{i}", stores[i], PER_HOST,
+                                               metrics=ports[i], dead_collector=5.0), tmp_path / f"scorer-{i}.log")
+                   for i in range(2)]
+        try:
+            assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60)
+            config = write_config(tmp_path / "c0.toml", nats, "collector-0", stores[0], PER_HOST, [part0])
+            collector = Node("collector", config, tmp_path / "collector-0.log")
+            assert collector.proc.wait(120) == 0, collector.text()[-3000:]
+            assert wait_for(lambda: consumed(nats), timeout=60), "scorers did not consume collector-0's messages"
+            assert wait_for(lambda: all(stalled(port, "collector-1") for port in ports), timeout=60), \
+                "the scorers' health should count collector-1 as stalled (dead) after its timeout"
+            silent = lambda: sum(s.text().count('"source": "collector-1", "seconds"') for s in scorers)  # noqa: E731
+            assert wait_for(lambda: silent() >= PARTITIONS, timeout=60), \
+                f"every partition should stop waiting for collector-1; {silent()} of {PARTITIONS} did"
+        finally:
+            for s in scorers:
+                s.stop()
+    intervals, findings = read_store(*stores)
+    assert intervals == expected_intervals, "the live collector's host-intervals differ from one process on its part"
+    assert findings == expected_findings
+
+
+def stalled(port: int, collector: str) -> bool:
+    """Whether the scorer's /metrics counts ``collector`` stalled at least once."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return False
+    return any(line.startswith("netmon_pipeline_source_stalled_total") and f'source="{collector}"' in line
+               and float(line.rsplit(" ", 1)[1]) >= 1 for line in text.splitlines())
+
+
+def test_two_collectors_and_two_scorers_equal_one_process_as_documented(tmp_path: Path):
+    """The capture split packet by packet between two collectors, two scorers, every detector
+    on: features and per-host findings as one process on the whole capture;
+    the population forest and the hosts detector's group view as one process given only the
+    hosts of each partition (what the partition's scorer sees): the documented promise."""
+    everything = ["rules", "hosts", "population", "baseline", "drift"]
+    whole_intervals, whole_findings = one_process(tmp_path, everything)
+    hosts = {row[0] for row in whole_intervals}
+    by_part: dict[int, set[str]] = {}
+    for host, part in zip(sorted(hosts), partition.of_names(sorted(hosts), PARTITIONS).tolist()):
+        by_part.setdefault(part, set()).add(host)
+    expected_findings: set = set()
+    expected_scores: dict = {}
+    for part, members in by_part.items():
+        _, findings = one_process(tmp_path, everything, hosts=members)
+        expected_findings |= set(findings)
+        expected_scores.update(scores(sorted(tmp_path.glob("single-*.db"))[-1]))
+    with NatsServer(tmp_path / "nats") as nats:
+        stores = cluster_run(tmp_path, nats, everything)
+    intervals, findings = read_store(*stores)
+    assert intervals == whole_intervals, "features must not depend on the partitioning"
+    per_host = {f for f in findings if f[4].startswith("rule.") or f[4] in ("model.baseline", "model.drift")}
+    whole_per_host = {f for f in whole_findings if f[4].startswith("rule.") or f[4] in ("model.baseline", "model.drift")}
+    assert per_host == whole_per_host, "per-host findings must equal one process on the whole capture"
+    assert set(findings) == expected_findings, "findings must equal one process on each partition's hosts"
+    got = {}
+    for store in stores:
+        got.update(scores(store))
+    assert got == expected_scores, "scores must equal one process on each partition's hosts"
+
+
+def test_a_full_stream_makes_the_collector_wait_and_report_lag_then_nothing_is_lost(tmp_path: Path):
+    """No scorer yet and a 1 MiB stream: the collector's publishes are refused, it waits and
+    counts (its /metrics), holding no more than a batch; a scorer then drains the stream and
+    the result is one process's."""
+    expected_intervals, expected_findings = one_process(tmp_path, PER_HOST)
+    port = free_port()
+    store = tmp_path / "scorer.db"
+    with NatsServer(tmp_path / "nats") as nats:
+        limits = {"max_bytes": 1 << 20, "collectors": ["collector-0"]}
+        config = write_config(tmp_path / "c.toml", nats, "collector-0", store, PER_HOST, [SAMPLE], metrics=port, **limits)
+        collector = Node("collector", config, tmp_path / "collector.log")
+        scorer = None
+        try:
+            assert wait_for(lambda: metric(port, "netmon_transport_publish_retries_total") > 0
+                            and metric(port, "netmon_transport_publish_blocked_seconds") > 0, timeout=60), \
+                f"a full stream should show as publish retries and lag:\n{collector.text()[-2000:]}"
+            assert collector.proc.poll() is None, "the collector should wait, not end or drop"
+            scorer = Node("scorer", write_config(tmp_path / "s.toml", nats, "scorer-0", store, PER_HOST, **limits),
+                          tmp_path / "scorer.log")
+            assert collector.proc.wait(120) == 0, collector.text()[-3000:]
+            assert wait_for(lambda: consumed(nats), timeout=90), "the scorer did not consume every message"
+        finally:
+            collector.stop()
+            if scorer is not None:
+                scorer.stop()
+    intervals, findings = read_store(store)
+    assert intervals == expected_intervals, "host-intervals differ from one process after the stream was full"
+    assert findings == expected_findings
+
+
+def metric(port: int, name: str) -> float:
+    """The value of metric ``name`` on /metrics (0 when absent or unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)

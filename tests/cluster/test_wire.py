@@ -1,0 +1,79 @@
+"""Transport messages and partitions: plain functions, no server needed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netmon.aggregate.keys import PrefixSet
+from netmon.batch import OBS_DTYPE, addr_halves
+from netmon.cluster.scorer import Unit
+from netmon.config import validate
+from netmon.transport import partition, wire
+
+CASES = Path(__file__).resolve().parents[1] / "cases" / "cluster-message-refused"
+
+
+def rows(pairs: list[tuple[str, str]], start: float = 1000.0) -> np.ndarray:
+    out = np.zeros(len(pairs), OBS_DTYPE)
+    for i, (src, dst) in enumerate(pairs):
+        out["src_hi"][i], out["src_lo"][i] = addr_halves(src)
+        out["dst_hi"][i], out["dst_lo"][i] = addr_halves(dst)
+        out["time"][i] = start + i
+        out["packets"][i] = 1
+    return out
+
+
+def test_a_message_round_trips_rows_and_header_exactly():
+    data = rows([("10.0.0.1", "192.0.2.1"), ("192.0.2.1", "10.0.0.1")])
+    message = wire.decode(wire.encode(wire.ROWS, "router-a", 42, 990.5, 60.0, data))
+    assert (message.kind, message.collector, message.seq, message.watermark, message.lateness) == \
+        (wire.ROWS, "router-a", 42, 990.5, 60.0)
+    assert message.rows.tobytes() == data.tobytes(), "rows must come back bit for bit"
+    mark = wire.decode(wire.encode(wire.MARK, "router-a", 43, -math.inf, 60.0))
+    assert mark.kind == wire.MARK and mark.rows.shape == (0,) and mark.watermark == -math.inf
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((CASES / "expected.json").read_text())))
+def test_a_message_that_is_not_ours_is_refused_with_the_reason(name: str):
+    why = json.loads((CASES / "expected.json").read_text())[name]
+    with pytest.raises(wire.WireError, match=why):
+        wire.decode((CASES / name).read_bytes())
+
+
+def test_a_campus_to_campus_row_goes_to_both_hosts_partitions_and_outside_rows_nowhere():
+    internal = PrefixSet(["10.0.0.0/8"])
+    hosts = [f"10.0.0.{i}" for i in range(1, 60)]
+    parts = partition.of_names(hosts, 16)
+    a, b = next((x, y) for x, y in zip(hosts, hosts[1:]) if parts[hosts.index(x)] != parts[hosts.index(y)])
+    split = partition.split(rows([(a, b), ("192.0.2.1", "198.51.100.1"), (a, "192.0.2.1")]), internal, 64, 16)
+    pa, pb = (int(partition.of_names([h], 16)[0]) for h in (a, b))
+    assert sorted(split) == sorted({pa, pb}), "a row goes to the partition of each internal end only"
+    assert split[pa].shape[0] == 2 and split[pb].shape[0] == 1
+
+
+def test_ipv6_hosts_of_one_64_share_a_partition_as_the_aggregator_rolls_them_up():
+    internal = PrefixSet(["2001:db8::/32"])
+    split = partition.split(rows([("2001:db8:1:2::a", "2001:4860::1"), ("2001:db8:1:2::b", "2001:4860::1")]),
+                            internal, 64, 4096)
+    assert len(split) == 1, "temporary addresses of one /64 are one host, one partition"
+    assert list(split) == partition.of_names(["2001:db8:1:2::/64"], 4096).tolist(), \
+        "the scorer's partition of the host name must be the collector's"
+
+
+def test_a_partition_closes_windows_only_when_every_expected_collector_passed_them():
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
+                         "cluster": {"collectors": ["a", "b"]}})
+    unit = Unit(0, settings)
+    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 1, -math.inf, 0.0, rows([("10.0.0.1", "192.0.2.1")]))))
+    unit.take(wire.decode(wire.encode(wire.MARK, "a", 2, 5000.0, 0.0)))
+    assert unit.closed() == [], "collector b has not spoken: nothing may close"
+    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1100.0, 0.0)))
+    assert [iv.start for iv in unit.closed()] == [960.0], "both passed 1020: the window [960, 1020) closes"
+    unit.take(wire.decode(wire.encode(wire.END, "b", 2, 1100.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.END, "a", 3, 5000.0, 0.0)))
+    assert unit.closed() == [] and unit.aggregator.state()["pending"] == {}, "every collector ended: all closed"
