@@ -112,7 +112,8 @@ class Config(Strict):
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
     sure: float = Field(8.0, ge=1, description="times the group's threshold that needs no wait for ports of their own")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
-    window: float = Field(1800.0, gt=0, description="the [aggregate] pair_window the host's clients are averaged over (s)")
+    window: float = Field(1800.0, gt=0, description="seconds the host's clients are averaged over: follows "
+                          "[aggregate] pair_window (leave it out; set, it must equal pair_window)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
     swing: float = Field(4.0, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
