@@ -11,8 +11,10 @@ clients behind NAT are). This detector judges the clients NOT on ports of their
 own in three views, each named in its findings:
 
 * ``hosts.level``, the group view (cold start): a lower bound of the host's
-  clients over its last one and two intervals (requests minus one standard
-  deviation of a Poisson count, so one slow poller's lone request is no crowd)
+  clients over its last one and two intervals (client-seconds minus one
+  standard deviation of their compound Poisson sum, from the aggregator's
+  ``server_requests_eff``, so one slow poller's lone request is no crowd,
+  however long the poll it advertises)
   against its group's median and MAD of ``log2(1 + clients)`` this interval.
   It needs no history, so a host already running 20 daemons when monitoring
   starts is flagged in its second interval (its first is often partial). It
@@ -121,7 +123,8 @@ class Config(Strict):
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
     kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
     kod_lowered: float = Field(0.5, gt=0, le=1, description="share of the rate at the first KoD below which it counts as lowered")
-    forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
+    forget_after: float = Field(3 * 86400.0, gt=0, description="seconds of silence after which a host starts over: "
+                                "past a weekend, so a VPN concentrator silent each night keeps its highs")
 
 
 KINDS = ("clients", "gateway", "server")
@@ -142,9 +145,23 @@ class _Seen:
 
 
 def _lower(requests: np.ndarray, seconds: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Clients at least: client-seconds scaled by (requests - sqrt(requests)) / requests, over ``span`` s."""
+    """Clients at least: client-seconds scaled by (requests - sqrt(requests)) / requests, over ``span`` s.
+
+    ``requests`` is the effective count (``server_requests_eff``), so this is the
+    client-seconds minus one standard deviation of their compound Poisson sum: a
+    lone request of a slow poller, however heavy, is no crowd."""
     kept = np.maximum(requests - np.sqrt(requests), 0.0)
     return np.divide(seconds * kept, requests * span, out=np.zeros_like(seconds), where=requests > 0)
+
+
+def _pooled(requests: np.ndarray, seconds: np.ndarray, prev_requests: np.ndarray,
+            prev_seconds: np.ndarray) -> np.ndarray:
+    """The effective request count of two intervals together: (S1 + S2)^2 / (S1^2/n1 + S2^2/n2)."""
+    squares = (np.divide(seconds * seconds, requests, out=np.zeros_like(seconds), where=requests > 0)
+               + np.divide(prev_seconds * prev_seconds, prev_requests, out=np.zeros_like(seconds),
+                           where=prev_requests > 0))
+    total = seconds + prev_seconds
+    return np.divide(total * total, squares, out=np.zeros_like(seconds), where=squares > 0)
 
 
 def _clock(t: float) -> str:
@@ -226,12 +243,15 @@ class Hosts(HostModel):
         requests = np.asarray(f["server_requests"], dtype=np.float64)
         loose = np.maximum(clients - own, 0.0)  # NaN stays NaN: a host seen in flows only
         loose_requests = np.divide(requests * loose, clients, out=np.zeros_like(loose), where=clients > 0)
+        effective = np.nan_to_num(np.asarray(f["server_requests_eff"], dtype=np.float64))
+        loose_effective = np.divide(effective * loose, clients, out=np.zeros_like(loose), where=clients > 0)
         adjacent = ~visit.fresh & (np.abs(np.nan_to_num(visit.elapsed, nan=np.inf) - length) < 1e-6 * length + 1e-3)
         prev_seconds = np.where(adjacent, self.carried(visit, "prev_seconds"), 0.0)
         prev_requests = np.where(adjacent, self.carried(visit, "prev_requests"), 0.0)
         seconds = np.nan_to_num(loose) * length
-        one = _lower(loose_requests, seconds, np.full_like(seconds, length))
-        two = _lower(loose_requests + prev_requests, seconds + prev_seconds, np.full_like(seconds, 2 * length))
+        one = _lower(loose_effective, seconds, np.full_like(seconds, length))
+        two = _lower(_pooled(loose_effective, seconds, prev_requests, prev_seconds), seconds + prev_seconds,
+                     np.full_like(seconds, 2 * length))
         level = np.where(visit.fresh | np.isnan(loose), np.nan, np.maximum(one, two))
         # clients over the last pair window (the aggregator averages each (host, server) pair, and
         # reports the busiest pair seen this interval; the busiest overall may be silent this interval,
@@ -245,6 +265,7 @@ class Hosts(HostModel):
             "loose": loose,
             "seconds": seconds,
             "loose_requests": loose_requests,
+            "loose_effective": loose_effective,
             "rate": visit.current[:, 0],
             **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
         }
@@ -389,7 +410,7 @@ class Hosts(HostModel):
         self._seen = None
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
-        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
+        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_effective"], high=s["high"],
                    base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=seen.smooth, kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 

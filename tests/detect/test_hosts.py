@@ -45,6 +45,15 @@ def test_twenty_chronyd_already_running_at_the_first_packet_are_flagged_within_t
     assert "concurrent clients to 192.0.2.1" in text and "requests per 64 s" in text and "group view" in text
 
 
+def test_a_lone_request_advertising_a_nine_hour_poll_is_no_crowd_at_cold_start():
+    t = Traffic(seed=13)
+    peers(t, 900)
+    t.ntpd(HOST, SERVER, 5.0, 900, poll=6, port=123)  # one ntpd every 64 s
+    for at in (70.0, 130.0):  # and w32time, which advertises 2^15 s: each request weighs 32768 client-seconds
+        t.request(at, HOST, SERVER, port=50123, poll=15)
+    assert findings(t) == [], "a w32time request beside one ntpd was read as a crowd of clients"
+
+
 def test_a_chronyd_added_every_hour_is_caught_by_its_fourth_daemon():
     t = Traffic(seed=2)
     peers(t, 5 * HOUR)
