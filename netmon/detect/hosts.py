@@ -20,7 +20,8 @@ own in three views, each named in its findings:
   starts is flagged in its second interval (its first is often partial). It
   judges a new host once clients behind NAT could have shown ports of their
   own (a poll period after its first request, two for clients polling slower
-  than every 4 intervals; at once for a crowd ``sure`` times the threshold) and
+  than every 4 intervals; at once for a crowd of ``sure`` times ``min_clients``,
+  which is also the most any group's threshold can be) and
   until it has been watched ``settle`` s; after that a level that holds is the
   host's own (gateway-like) and only a jump to ``jump`` times its highest level
   brings the group view back. A gateway nobody declared is
@@ -112,7 +113,8 @@ class Config(Strict):
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
-    sure: float = Field(8.0, ge=1, description="times the group's threshold that needs no wait for ports of their own")
+    sure: float = Field(8.0, ge=1, description="times min_clients that is a crowd beyond doubt: judged without "
+                        "waiting for ports of their own, and extreme in any group")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
     window: float = Field(1800.0, gt=0, description="seconds the host's clients are averaged over: follows "
                           "[aggregate] pair_window (leave it out; set, it must equal pair_window)")
@@ -319,7 +321,11 @@ class Hosts(HostModel):
         level = s["level"]
         known = ~np.isnan(level)
         threshold, median = self._group_threshold(group, np.nan_to_num(level), known & (kind == 0))
-        threshold = np.maximum(threshold, th["min_clients"])
+        # a crowd of sure x min_clients is extreme in any group of clients: at cold start a group's first
+        # judged hosts are its busiest (only they were seen twice), and their spread can put the group's
+        # threshold past any pile of daemons
+        crowd = cfg.sure * th["min_clients"]
+        threshold = np.minimum(np.maximum(threshold, th["min_clients"]), crowd)
         young = (t - v.first) < cfg.settle
         jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
         # clients behind NAT show ports of their own with their second request, a poll period after the
@@ -327,7 +333,7 @@ class Hosts(HostModel):
         # slower than every 4 intervals), unless its crowd is beyond doubt
         period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
         period = np.where(period > 4 * v.length, 2 * period, period)
-        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= cfg.sure * threshold)
+        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= crowd)
         level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
 
         smooth = seen.smooth
