@@ -160,6 +160,9 @@ FEATURES: dict[str, tuple[str, str]] = {
                            "(each (host, server) pair averaged, then the busiest pair)"),
     "server_own_ports_avg": ("count", "of server_clients_avg, those on ports of their own"),
     "server_requests": ("packets", "requests to the host's busiest server (the one of server_clients)"),
+    "server_requests_eff": ("packets", "the requests server_clients rests on, counted as equals: (sum of 2^poll)^2 / "
+                            "sum of 2^(2 poll), start bursts set aside; one request advertising 2^15 s is one "
+                            "request of evidence, not 512 of 64 s"),
     "server_kod": ("packets", "KoD received from the host's busiest server, on any socket"),
     "kod_rate": ("packets", "KoD RATE received"),
     "kod_deny": ("packets", "KoD DENY received"),

@@ -244,6 +244,30 @@ class Settings(Strict):
     sources: list[Any] = Field(default_factory=list)
     sinks: list[Any] = Field(default_factory=lambda: [registry.plugin("sink", "store").Config(type="store")])
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_pair_window(cls, data: Any) -> Any:
+        """``[detect.hosts] window`` follows ``[aggregate] pair_window``: the hosts detector
+        reads averages the aggregator makes over that window, so the one is derived from the
+        other; set apart, they can only disagree."""
+        if not isinstance(data, dict):
+            return data
+        aggregate, detect = data.get("aggregate"), data.get("detect")
+        pair_window = aggregate.get("pair_window") if isinstance(aggregate, dict) else None
+        hosts = detect.get("hosts") if isinstance(detect, dict) else None
+        window = hosts.get("window") if isinstance(hosts, dict) else None
+        if window is None:
+            if pair_window is not None and (detect is None or isinstance(detect, dict)) \
+                    and (hosts is None or isinstance(hosts, dict)):
+                data = {**data, "detect": {**(detect or {}), "hosts": {**(hosts or {}), "window": pair_window}}}
+            return data
+        expected = pair_window if pair_window is not None else Aggregate.model_fields["pair_window"].default
+        if window != expected:
+            raise ValueError(f"[detect.hosts] window ({window}) must equal [aggregate] pair_window ({expected}"
+                             f"{'' if pair_window is not None else ', its default'}); leave window out: it follows "
+                             "pair_window")
+        return data
+
 
 def _union(kind: str) -> Any:
     """The discriminated union (on ``type``) of every plug-in ``Config`` of ``kind``, from the registry."""

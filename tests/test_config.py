@@ -29,12 +29,22 @@ def test_defaults_need_no_file():
         ({"sources": ["pcap"]}, "sources[0]: expected a table"),
         ({"detect": {"detectors": ["nope"]}}, "unknown detector 'nope'; allowed: baseline, drift, hosts, population, rules"),
         ({"detect": {"rules": {"bogus": 1}}}, "detect.rules.bogus"),
+        ({"aggregate": {"pair_window": 600}, "detect": {"hosts": {"window": 1800}}},
+         "[detect.hosts] window (1800) must equal [aggregate] pair_window (600); leave window out"),
+        ({"detect": {"hosts": {"window": 600}}}, "must equal [aggregate] pair_window (1800.0, its default)"),
     ],
 )
 def test_bad_config_names_the_key(data, expected):
     with pytest.raises(ConfigError) as info:
         validate(data, "test.toml")
     assert expected in str(info.value), f"error should name {expected!r}, said:\n{info.value}"
+
+
+def test_hosts_window_follows_the_aggregate_pair_window():
+    assert validate({"aggregate": {"pair_window": 600}}).detect.settings("hosts").window == 600
+    kept = validate({"aggregate": {"pair_window": 600}, "detect": {"hosts": {"z": 3}}}).detect.settings("hosts")
+    assert (kept.window, kept.z) == (600, 3), "deriving the window must keep the table's other keys"
+    assert validate({}).detect.settings("hosts").window == validate({}).aggregate.pair_window
 
 
 def test_every_problem_is_reported_at_once():

@@ -33,7 +33,8 @@ MONLIST_CODES = (20, 42)
 NTP_ONLY = frozenset(
     {"instances", "poll", "rate_vs_poll", "interval_min", "after_kod", "org_zero", "org_match", "org_mismatch",
      "ctl_out", "ctl_in", "ctl_bytes_out", "ctl_bytes_in", "monlist_out", "amplification", "server_clients",
-     "server_own_ports", "server_requests", "server_kod", "server_clients_avg", "server_own_ports_avg"}
+     "server_own_ports", "server_requests", "server_requests_eff", "server_kod", "server_clients_avg",
+     "server_own_ports_avg"}
     | {k for k in KOD_CODES} | {"kod_other"}
     | {k for k in FEATURES if k.startswith(("mode", "version"))}
 )
@@ -379,6 +380,13 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     rows' (host address, server) key: beside this interval's count, each pair's
     clients over the last ``pairs.window`` s come from ``pairs``, and the
     busiest pair over that window gives ``server_clients_avg``.
+
+    ``server_requests_eff`` is what the estimate rests on, as equal requests:
+    (sum of 2^poll)^2 / sum of 2^(2 poll), kept requests only. A request weighs
+    its 2^poll, so one request of a client that advertises 2^15 s (w32time)
+    adds 546 clients to a 60 s interval, on the word of one packet; a bound
+    from the effective count (its Poisson spread) sees that, a bound from the
+    raw count does not.
     """
     order = np.lexsort((t, pair))
     pair, t, w, poll, req, kod, own = pair[order], t[order], w[order], poll[order], is_req[order], is_kod[order], own_port[order]
@@ -391,6 +399,7 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     requests = groups.total(run[req], n_pairs, w[req])
     heads = groups.total(run[head], n_pairs, w[head])
     seconds = groups.total(run[req], n_pairs, (w * np.exp2(poll))[req])
+    squares = groups.total(run[req], n_pairs, (w * np.exp2(2.0 * poll))[req])  # a sampled row: w requests
     own_seconds = groups.total(run[own], n_pairs, (w * np.exp2(poll))[own])
     sparse = requests * BURST_GAP < interval
     kept = np.where(sparse, np.minimum(_poisson_rate(heads / interval) * interval, requests), requests)
@@ -398,6 +407,7 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     clients = share * seconds / interval
     own_clients = np.minimum(share * own_seconds / interval, clients)
     kods = groups.total(run[kod], n_pairs, w[kod])
+    effective = share * np.divide(seconds * seconds, squares, out=np.zeros(n_pairs), where=squares > 0)
     pair_host = h[starts]
     period = np.divide(seconds, requests, out=np.full(n_pairs, interval), where=requests > 0)
     average, own_average = pairs.update(pair[starts], clients * interval, own_clients * interval, period, end, interval)
@@ -411,7 +421,7 @@ def _per_server(f: dict[str, np.ndarray], n: int, h: np.ndarray, w: np.ndarray, 
     top[pair_host[is_best]] = np.flatnonzero(is_best)
     has = np.flatnonzero(top >= 0)
     for name, column in (("server_clients", clients), ("server_own_ports", own_clients),
-                         ("server_requests", requests), ("server_kod", kods)):
+                         ("server_requests", requests), ("server_requests_eff", effective), ("server_kod", kods)):
         f[name] = np.zeros(n)
         f[name][has] = column[top[has]]
     has = np.flatnonzero(top_average >= 0)

@@ -11,14 +11,17 @@ clients behind NAT are). This detector judges the clients NOT on ports of their
 own in three views, each named in its findings:
 
 * ``hosts.level``, the group view (cold start): a lower bound of the host's
-  clients over its last one and two intervals (requests minus one standard
-  deviation of a Poisson count, so one slow poller's lone request is no crowd)
+  clients over its last one and two intervals (client-seconds minus one
+  standard deviation of their compound Poisson sum, from the aggregator's
+  ``server_requests_eff``, so one slow poller's lone request is no crowd,
+  however long the poll it advertises)
   against its group's median and MAD of ``log2(1 + clients)`` this interval.
   It needs no history, so a host already running 20 daemons when monitoring
   starts is flagged in its second interval (its first is often partial). It
   judges a new host once clients behind NAT could have shown ports of their
   own (a poll period after its first request, two for clients polling slower
-  than every 4 intervals; at once for a crowd ``sure`` times the threshold) and
+  than every 4 intervals; at once for a crowd of ``sure`` times ``min_clients``,
+  which is also the most any group's threshold can be) and
   until it has been watched ``settle`` s; after that a level that holds is the
   host's own (gateway-like) and only a jump to ``jump`` times its highest level
   brings the group view back. A gateway nobody declared is
@@ -110,9 +113,11 @@ class Config(Strict):
     z: float = Field(4.0, gt=0, description="robust z (MADs above the group median of log2(1 + clients))")
     mad_floor: float = Field(0.5, gt=0, description="smallest MAD (log2 units) a group's spread is taken as")
     min_group: int = Field(20, ge=3, description="hosts a group needs this interval for its own statistics")
-    sure: float = Field(8.0, ge=1, description="times the group's threshold that needs no wait for ports of their own")
+    sure: float = Field(8.0, ge=1, description="times min_clients that is a crowd beyond doubt: judged without "
+                        "waiting for ports of their own, and extreme in any group")
     jump: float = Field(4.0, ge=1, description="times its highest normal level that has an old host judged by its group")
-    window: float = Field(1800.0, gt=0, description="the [aggregate] pair_window the host's clients are averaged over (s)")
+    window: float = Field(1800.0, gt=0, description="seconds the host's clients are averaged over: follows "
+                          "[aggregate] pair_window (leave it out; set, it must equal pair_window)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
     swing: float = Field(4.0, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
@@ -120,7 +125,8 @@ class Config(Strict):
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
     kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
     kod_lowered: float = Field(0.5, gt=0, le=1, description="share of the rate at the first KoD below which it counts as lowered")
-    forget_after: float = Field(6 * 3600.0, gt=0, description="seconds of silence after which a host starts over")
+    forget_after: float = Field(3 * 86400.0, gt=0, description="seconds of silence after which a host starts over: "
+                                "past a weekend, so a VPN concentrator silent each night keeps its highs")
 
 
 KINDS = ("clients", "gateway", "server")
@@ -141,9 +147,23 @@ class _Seen:
 
 
 def _lower(requests: np.ndarray, seconds: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Clients at least: client-seconds scaled by (requests - sqrt(requests)) / requests, over ``span`` s."""
+    """Clients at least: client-seconds scaled by (requests - sqrt(requests)) / requests, over ``span`` s.
+
+    ``requests`` is the effective count (``server_requests_eff``), so this is the
+    client-seconds minus one standard deviation of their compound Poisson sum: a
+    lone request of a slow poller, however heavy, is no crowd."""
     kept = np.maximum(requests - np.sqrt(requests), 0.0)
     return np.divide(seconds * kept, requests * span, out=np.zeros_like(seconds), where=requests > 0)
+
+
+def _pooled(requests: np.ndarray, seconds: np.ndarray, prev_requests: np.ndarray,
+            prev_seconds: np.ndarray) -> np.ndarray:
+    """The effective request count of two intervals together: (S1 + S2)^2 / (S1^2/n1 + S2^2/n2)."""
+    squares = (np.divide(seconds * seconds, requests, out=np.zeros_like(seconds), where=requests > 0)
+               + np.divide(prev_seconds * prev_seconds, prev_requests, out=np.zeros_like(seconds),
+                           where=prev_requests > 0))
+    total = seconds + prev_seconds
+    return np.divide(total * total, squares, out=np.zeros_like(seconds), where=squares > 0)
 
 
 def _clock(t: float) -> str:
@@ -225,12 +245,15 @@ class Hosts(HostModel):
         requests = np.asarray(f["server_requests"], dtype=np.float64)
         loose = np.maximum(clients - own, 0.0)  # NaN stays NaN: a host seen in flows only
         loose_requests = np.divide(requests * loose, clients, out=np.zeros_like(loose), where=clients > 0)
+        effective = np.nan_to_num(np.asarray(f["server_requests_eff"], dtype=np.float64))
+        loose_effective = np.divide(effective * loose, clients, out=np.zeros_like(loose), where=clients > 0)
         adjacent = ~visit.fresh & (np.abs(np.nan_to_num(visit.elapsed, nan=np.inf) - length) < 1e-6 * length + 1e-3)
         prev_seconds = np.where(adjacent, self.carried(visit, "prev_seconds"), 0.0)
         prev_requests = np.where(adjacent, self.carried(visit, "prev_requests"), 0.0)
         seconds = np.nan_to_num(loose) * length
-        one = _lower(loose_requests, seconds, np.full_like(seconds, length))
-        two = _lower(loose_requests + prev_requests, seconds + prev_seconds, np.full_like(seconds, 2 * length))
+        one = _lower(loose_effective, seconds, np.full_like(seconds, length))
+        two = _lower(_pooled(loose_effective, seconds, prev_requests, prev_seconds), seconds + prev_seconds,
+                     np.full_like(seconds, 2 * length))
         level = np.where(visit.fresh | np.isnan(loose), np.nan, np.maximum(one, two))
         # clients over the last pair window (the aggregator averages each (host, server) pair, and
         # reports the busiest pair seen this interval; the busiest overall may be silent this interval,
@@ -244,6 +267,7 @@ class Hosts(HostModel):
             "loose": loose,
             "seconds": seconds,
             "loose_requests": loose_requests,
+            "loose_effective": loose_effective,
             "rate": visit.current[:, 0],
             **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
         }
@@ -297,7 +321,11 @@ class Hosts(HostModel):
         level = s["level"]
         known = ~np.isnan(level)
         threshold, median = self._group_threshold(group, np.nan_to_num(level), known & (kind == 0))
-        threshold = np.maximum(threshold, th["min_clients"])
+        # a crowd of sure x min_clients is extreme in any group of clients: at cold start a group's first
+        # judged hosts are its busiest (only they were seen twice), and their spread can put the group's
+        # threshold past any pile of daemons
+        crowd = cfg.sure * th["min_clients"]
+        threshold = np.minimum(np.maximum(threshold, th["min_clients"]), crowd)
         young = (t - v.first) < cfg.settle
         jumped = ~young & (level >= cfg.jump * np.fmax(np.nan_to_num(s["peak"], nan=0.0), 1.0))
         # clients behind NAT show ports of their own with their second request, a poll period after the
@@ -305,7 +333,7 @@ class Hosts(HostModel):
         # slower than every 4 intervals), unless its crowd is beyond doubt
         period = np.maximum(s["weight"], np.exp2(np.nan_to_num(f["poll"])))
         period = np.where(period > 4 * v.length, 2 * period, period)
-        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= cfg.sure * threshold)
+        waited = (v.age >= np.minimum(period, cfg.settle)) | (level >= crowd)
         level_hit = known & (th["level"] > 0) & (level >= threshold) & ((young & waited) | jumped)
 
         smooth = seen.smooth
@@ -388,7 +416,7 @@ class Hosts(HostModel):
         self._seen = None
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
-        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_requests"], high=s["high"],
+        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_effective"], high=s["high"],
                    base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=seen.smooth, kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 

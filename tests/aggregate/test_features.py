@@ -530,6 +530,21 @@ def test_a_pile_of_random_port_chronyd_counts_its_daemons_as_concurrent_clients_
     assert np.median([f["instances"] for f in features]) >= 25
 
 
+def test_the_effective_request_count_is_the_request_count_for_equal_polls_and_one_for_a_lone_heavy_request():
+    t = Traffic(seed=7)
+    for i in range(30):
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 600)) - 600, 1800, iburst=False)
+    equal = by_host(run(t), HOST)[12:-2]
+    assert all(abs(f["server_requests_eff"] - f["server_requests"]) < 1e-6 for f in equal), \
+        [(f["server_requests_eff"], f["server_requests"]) for f in equal[:3]]
+    t = Traffic(seed=8)
+    t.request(10.0, HOST, SERVER, port=123, poll=15)  # w32time: one request advertising 2^15 s
+    t.request(40.0, HOST, SERVER, port=40000, poll=6)
+    heavy = by_host(run(t), HOST)[0]
+    assert heavy["server_clients"] > 500, f"one 2^15 s request in 60 s weighs {heavy['server_clients']:.0f} clients"
+    assert 0.9 <= heavy["server_requests_eff"] < 1.01, f"effective requests {heavy['server_requests_eff']}"
+
+
 def test_a_start_burst_is_set_aside_so_one_rebooting_client_counts_about_one():
     t = Traffic(seed=4)
     t.iburst(HOST, SERVER, 10.0, port=40001, count=4)  # boot-time one-shot sync

@@ -70,6 +70,7 @@ def interval(hosts: np.ndarray, groups: np.ndarray, start: float, seed: int) -> 
         "server_clients": requests * np.exp2(poll) / INTERVAL / 4.0,
         "server_own_ports": np.zeros(n),
         "server_requests": requests / 4.0,
+        "server_requests_eff": requests / 4.0,
         "server_kod": np.zeros(n),
         "server_clients_avg": requests * np.exp2(poll) / INTERVAL / 4.0,
         "server_own_ports_avg": np.zeros(n),

@@ -116,6 +116,7 @@ class Fleet:
             rate_vs_poll=np.maximum(host_ratio[seen], 1.0),
             server_clients=running[seen],
             server_requests=req,
+            server_requests_eff=req,
             server_clients_avg=running[seen],
             interval_min=np.full(seen.size, length),
             org_match=req - mismatch[seen],

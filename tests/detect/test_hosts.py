@@ -45,6 +45,28 @@ def test_twenty_chronyd_already_running_at_the_first_packet_are_flagged_within_t
     assert "concurrent clients to 192.0.2.1" in text and "requests per 64 s" in text and "group view" in text
 
 
+def test_a_crowd_of_daemons_is_extreme_even_in_a_group_whose_spread_is_wide_at_cold_start():
+    t = Traffic(seed=14)
+    peers(t, 600, n=15)
+    for i in range(15):  # hosts of 8 chronyd each beside the ordinary hosts: the group's spread is wide
+        for _ in range(8):
+            t.chrony(f"10.2.0.{i + 1}", "192.0.2.9", float(t.rng.uniform(0, 64)), 600, iburst=False)
+    for _ in range(200):  # steady at poll 10: ~12 requests a minute, so no port could have repeated yet
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 1024)), 600, poll=10, iburst=False)
+    found = findings(t)
+    assert found and found[0].end <= 120.0, \
+        f"200 chronyd were not flagged within two intervals: {[(f.end, f.explanation) for f in found[:1]]}"
+
+
+def test_a_lone_request_advertising_a_nine_hour_poll_is_no_crowd_at_cold_start():
+    t = Traffic(seed=13)
+    peers(t, 900)
+    t.ntpd(HOST, SERVER, 5.0, 900, poll=6, port=123)  # one ntpd every 64 s
+    for at in (70.0, 130.0):  # and w32time, which advertises 2^15 s: each request weighs 32768 client-seconds
+        t.request(at, HOST, SERVER, port=50123, poll=15)
+    assert findings(t) == [], "a w32time request beside one ntpd was read as a crowd of clients"
+
+
 def test_a_chronyd_added_every_hour_is_caught_by_its_fourth_daemon():
     t = Traffic(seed=2)
     peers(t, 5 * HOUR)
