@@ -111,7 +111,8 @@ class Unit:
     def state(self) -> dict[str, Any]:
         marks = {tag: {"lateness": m.lateness, "watermark": m.watermark, "live": m.live}
                  for tag, m in self.clock.marks.items()}
-        return {"partition": self.part, "seq": self.seq, "both_ends": self.both_ends, "aggregate": self.aggregator.state(),
+        return {"partition": self.part, "seq": self.seq, "both_ends": self.both_ends,
+                "aggregate": self.aggregator.state(),
                 "detectors": self.engine.state(), "collectors": marks}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -137,7 +138,9 @@ class Scorer:
         self.stop = stop
         self.me = node_id(settings, "scorer")
         self.sinks = pipeline.build_sinks(settings)
-        self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None, sinks=self.sinks)  # type: ignore[arg-type]
+        # what pipeline.deliver needs: the sinks (each partition has its own aggregator and engine)
+        self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None,  # type: ignore[arg-type]
+                                      sinks=self.sinks)
         self.summary = pipeline.Summary(keep=pipeline.SERVICE_KEEP)
         self._scratch = tempfile.TemporaryDirectory(prefix="netmon-scorer-")
         try:
@@ -151,7 +154,7 @@ class Scorer:
         self.states = jetstream.States(self.link)
         self.feed = jetstream.Feed(self.link)
         self.units: dict[int, Unit] = {}
-        for name in ("duplicates", "skipped", "checkpoints", "takeovers"):
+        for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)
 
     def run(self) -> pipeline.Summary:
@@ -214,7 +217,12 @@ class Scorer:
             self.save(unit)
 
     def save(self, unit: Unit) -> None:
-        """Checkpoint ``unit`` into the log, then acknowledge what it covers."""
+        """Checkpoint ``unit`` into the log, then acknowledge what it covers; neither when the
+        lease may have passed to another scorer meanwhile (the next lease round says)."""
+        if not self.leases.holds(unit.part):
+            health.count("cluster.scorer.fenced")
+            log.warning("lease not renewed in time; no checkpoint until it is", partition=unit.part)
+            return
         path = Path(self._scratch.name) / f"p{unit.part}.ckpt"
         try:
             checkpoint.save(path, unit.state())
@@ -226,7 +234,7 @@ class Scorer:
             return
         unit.saved_at, unit.saved_seq = time.monotonic(), unit.seq
         health.count("cluster.scorer.checkpoints")
-        if unit.last is not None:
+        if unit.last is not None and self.leases.holds(unit.part):
             self.feed.ack(unit.last)
 
     def restore(self, part: int) -> Unit:

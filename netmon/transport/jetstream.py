@@ -334,6 +334,7 @@ class Leases:
         self.cfg = link.cfg
         self._kv: Any = None
         self._revisions: dict[int, int] = {}
+        self._valid: dict[int, float] = {}  # partition -> monotonic time this scorer's hold ends, for fencing
 
     def tick(self, owned: set[int]) -> Plan:
         """Renew what ``owned`` holds, take free or expired partitions up to the fair share."""
@@ -374,14 +375,24 @@ class Leases:
 
     async def _cas(self, kv: Any, part: int, value: bytes, entry: Any) -> bool:
         """Write lease ``part`` iff it is still at ``entry``'s revision (absent: create)."""
+        asked = time.monotonic()
         try:
             if entry is None or entry.value is None or entry.operation is not None:
                 self._revisions[part] = await kv.create(f"p{part}", value)
             else:
                 self._revisions[part] = await kv.update(f"p{part}", value, last=entry.revision)
-            return True
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            self._valid.pop(part, None)
             return False
+        self._valid[part] = asked + self.cfg.lease_timeout / 2
+        return True
+
+    def holds(self, part: int) -> bool:
+        """Whether this scorer may still write for ``part`` (checkpoint, purge): until half the
+        lease timeout after its last renewal was asked for, while others take it over only
+        after the whole timeout (by the lease's wall-clock expiry), so a scorer that stalled
+        past its lease never purges what the next owner still needs."""
+        return time.monotonic() < self._valid.get(part, -math.inf)
 
     def release(self, part: int) -> None:
         """Give ``part`` up now (after its checkpoint), so another scorer may take it at once."""
