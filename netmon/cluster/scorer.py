@@ -152,7 +152,7 @@ class Scorer:
             raise
         self.leases = jetstream.Leases(self.link, self.me)
         self.states = jetstream.States(self.link)
-        self.feed = jetstream.Feed(self.link)
+        self.feed = jetstream.Feed(self.link, self.leases.holds)
         self.units: dict[int, Unit] = {}
         for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)

@@ -33,7 +33,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,8 +232,9 @@ class Delivery:
 class Feed:
     """The scorer's consumers, one per owned partition, feeding one bounded queue of :class:`Delivery`."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, holds: Callable[[int], bool] = lambda part: True) -> None:
         self.link = link
+        self.holds = holds  # whether the lease of a partition is still this scorer's (Leases.holds)
         self.out: queue.Queue[Delivery] = queue.Queue()
         self._tasks: dict[int, Any] = {}
 
@@ -271,6 +272,9 @@ class Feed:
                 continue
             try:
                 if failures or generation != self.link.generation:
+                    if not self.holds(partition):  # another owner may have made the consumer anew: leave it
+                        await asyncio.sleep(0.5)
+                        continue
                     generation = self.link.generation
                     sub = await self._subscribe(partition, last)
                     failures = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import OBS_DTYPE, addr_halves
 from netmon.cluster.scorer import Unit
-from netmon.config import validate
+from netmon.config import ConfigError, validate
 from netmon.transport import partition, wire
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "cluster-message-refused"
@@ -77,3 +79,20 @@ def test_a_partition_closes_windows_only_when_every_expected_collector_passed_th
     unit.take(wire.decode(wire.encode(wire.END, "b", 2, 1100.0, 0.0)))
     unit.take(wire.decode(wire.encode(wire.END, "a", 3, 5000.0, 0.0)))
     assert unit.closed() == [] and unit.aggregator.state()["pending"] == {}, "every collector ended: all closed"
+
+
+def test_a_single_process_never_imports_the_nats_client():
+    probe = ("import sys\nfrom netmon.cli import main\nfor args in (['--help'], ['run', '--help']):\n"
+             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+             "from netmon import pipeline\nfrom netmon.config import validate\n"
+             "pipeline.build(validate({'sinks': []}), restore=False)\n"
+             "print([m for m in sys.modules if m == 'nats' or m.startswith('nats.')])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", "a single process imported the NATS client"
+
+
+def test_a_bad_cluster_url_is_named_without_showing_it():
+    with pytest.raises(ConfigError) as error:
+        validate({"cluster": {"urls": "nats://netmon:s3cret-pass@10.1.2.3:4222"}})
+    assert "cluster.urls" in str(error.value)
+    assert "s3cret" not in str(error.value), "a NATS URL's credentials must never be shown"
