@@ -11,13 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from netmon import pipeline
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import OBS_DTYPE, addr_halves
 from netmon.cluster.scorer import Unit
 from netmon.config import ConfigError, validate
+from netmon.decode.frames import decode_with_index
+from netmon.detect import checkpoint
 from netmon.transport import partition, wire
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "cluster-message-refused"
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
 
 
 def rows(pairs: list[tuple[str, str]], start: float = 1000.0) -> np.ndarray:
@@ -96,3 +100,30 @@ def test_a_bad_cluster_url_is_named_without_showing_it():
         validate({"cluster": {"urls": "nats://netmon:s3cret-pass@10.1.2.3:4222"}})
     assert "cluster.urls" in str(error.value)
     assert "s3cret" not in str(error.value), "a NATS URL's credentials must never be shown"
+
+
+def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_that_wrote_it(tmp_path: Path):
+    """Open windows, socket memory, detectors and collectors' marks survive the checkpoint
+    format: the restored unit closes the same intervals with the same scores."""
+    settings = validate({"campus": {"internal": ["10.20.0.0/16"]}, "cluster": {"partitions": 1, "collectors": ["c"]},
+                         "detect": {"detectors": ["rules", "baseline", "drift"], "checkpoint": ""}})
+    source = pipeline.build_sources(validate({"sources": [{"type": "pcap", "paths": [str(SAMPLE)]}]}))[0].source
+    rows = np.concatenate([decode_with_index(item)[0] for item in source.batches() if hasattr(item, "caplen")])
+    rows = partition.split(rows, PrefixSet(["10.20.0.0/16"]), 64, 1)[0]
+    half = rows.shape[0] // 2
+    original = Unit(0, settings)
+    original.take(wire.decode(wire.encode(wire.ROWS, "c", 1, -math.inf, 60.0, rows[:half])))
+    assert original.closed(), "the first half should close some windows"
+    checkpoint.save(tmp_path / "p0.ckpt", original.state())
+    restored = Unit(0, settings)
+    restored.load_state(checkpoint.load(tmp_path / "p0.ckpt"))
+    outputs = []
+    for unit in (original, restored):
+        unit.take(wire.decode(wire.encode(wire.ROWS, "c", 2, -math.inf, 60.0, rows[half:])))
+        unit.take(wire.decode(wire.encode(wire.END, "c", 3, math.inf, 60.0)))
+        scored = [unit.engine.process(iv) for iv in unit.closed()]
+        outputs.append([(iv.intervals.start, iv.intervals.host.tolist(),
+                         {k: np.nan_to_num(v).tolist() for k, v in iv.intervals.features.items()},
+                         {k: np.nan_to_num(v).tolist() for k, v in iv.scores.items()},
+                         [f.to_json() for f in iv.findings]) for iv in scored])
+    assert outputs[0] and outputs[0] == outputs[1], "the restored partition must continue exactly"
