@@ -83,7 +83,8 @@ class Unit:
             self.heard_any = True
             for waiting in self.clock.marks:
                 self.clock.heard(waiting)
-        if tag not in self.clock.marks:
+        mark = self.clock.marks.get(tag)
+        if mark is None or (not mark.live and message.kind != wire.END):  # new, or restarted after its END
             self.clock.add(tag, message.lateness, live=True)
             log.info("collector seen", partition=self.part, collector=tag, lateness=message.lateness)
         self.clock.set_lateness(tag, message.lateness)

@@ -102,6 +102,17 @@ def test_a_bad_cluster_url_is_named_without_showing_it():
     assert "s3cret" not in str(error.value), "a NATS URL's credentials must never be shown"
 
 
+def test_a_collector_restarted_after_its_end_is_waited_for_again():
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
+                         "cluster": {"collectors": ["a", "b"]}})
+    unit = Unit(0, settings)
+    unit.take(wire.decode(wire.encode(wire.MARK, "a", 1, 1000.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.END, "b", 1, 1000.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1010.0, 0.0)))  # b restarted (same node id)
+    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 2, 5000.0, 0.0, rows([("10.0.0.1", "192.0.2.1")], 1100.0))))
+    assert unit.closed() == [] and unit.clock.minimum() == 1010.0, "windows must wait for the restarted collector"
+
+
 def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_that_wrote_it(tmp_path: Path):
     """Open windows, socket memory, detectors and collectors' marks survive the checkpoint
     format: the restored unit closes the same intervals with the same scores."""
