@@ -66,8 +66,8 @@ class Unit:
         self.aggregator = Aggregator(settings.campus, settings.aggregate)
         self.engine = Engine(settings.detect.model_copy(update={"checkpoint": ""}), restore=False)
         self.clock = Clock(settings.cluster.dead_collector)
-        for tag in settings.cluster.collectors:
-            self.clock.add(tag, settings.aggregate.lateness, live=True)
+        self.expected = list(settings.cluster.collectors)
+        self.lateness = settings.aggregate.lateness
         self.heard_any = False
         self.internal = PrefixSet(settings.campus.internal)
         self.both_ends = False  # seen a campus-to-campus row: closed intervals may hold other partitions' hosts
@@ -79,10 +79,9 @@ class Unit:
     def take(self, message: wire.Message) -> None:
         """One message of a collector: its rows into windows, its watermark onto the clock."""
         tag = message.collector
-        if not self.heard_any:  # the wait for collectors that have not spoken yet starts now
+        if not self.heard_any:  # the wait for the expected collectors starts with the first message
             self.heard_any = True
-            for waiting in self.clock.marks:
-                self.clock.heard(waiting)
+            self.expect()
         mark = self.clock.marks.get(tag)
         if mark is None or (not mark.live and message.kind != wire.END):  # new, or restarted after its END
             self.clock.add(tag, message.lateness, live=True)
@@ -101,6 +100,13 @@ class Unit:
             self.clock.watermark(tag, math.inf)
         else:
             self.clock.watermark(tag, message.watermark)
+
+    def expect(self) -> None:
+        """Follow every expected collector (``[cluster] collectors``) not followed yet; each then
+        holds windows until it speaks or ``dead_collector`` seconds pass from now."""
+        for tag in self.expected:
+            if tag not in self.clock.marks:
+                self.clock.add(tag, self.lateness, live=True)
 
     def closed(self) -> list[HostIntervals]:
         """The windows every live collector has passed (all, when every collector has ended)."""
@@ -126,6 +132,8 @@ class Unit:
             self.clock.add(tag, float(mark["lateness"]), live=bool(mark["live"]))
             self.clock.watermark(tag, float(mark["watermark"]))
         self.heard_any = bool(state["collectors"])
+        if self.heard_any:
+            self.expect()
         self.seq = self.saved_seq = int(state["seq"])
 
 
