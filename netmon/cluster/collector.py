@@ -116,8 +116,8 @@ def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
         health_sinks = [pipeline.manage(tag, config, settings)  # its own health: lag, retries, sources
                         for tag, config in zip(pipeline.tags("sink", settings.sinks), settings.sinks)
                         if config.type == "metrics"]
-        stages = pipeline.Stages(sources=sources, aggregator=outbox, engine=engine, sinks=health_sinks,  # type: ignore[arg-type]
-                                 runtime=settings.pipeline)
+        stages = pipeline.Stages(sources=sources, aggregator=outbox,  # type: ignore[arg-type]
+                                 engine=engine, sinks=health_sinks, runtime=settings.pipeline)
         log.info("collector running", collector=me, sources=[s.tag for s in sources],
                  partitions=settings.cluster.partitions)
         summary = pipeline.Pipeline(stages).run(stop)

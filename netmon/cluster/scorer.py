@@ -66,8 +66,8 @@ class Unit:
         self.aggregator = Aggregator(settings.campus, settings.aggregate)
         self.engine = Engine(settings.detect.model_copy(update={"checkpoint": ""}), restore=False)
         self.clock = Clock(settings.cluster.dead_collector)
-        for tag in settings.cluster.collectors:
-            self.clock.add(tag, settings.aggregate.lateness, live=True)
+        self.expected = list(settings.cluster.collectors)
+        self.lateness = settings.aggregate.lateness
         self.heard_any = False
         self.internal = PrefixSet(settings.campus.internal)
         self.both_ends = False  # seen a campus-to-campus row: closed intervals may hold other partitions' hosts
@@ -79,11 +79,11 @@ class Unit:
     def take(self, message: wire.Message) -> None:
         """One message of a collector: its rows into windows, its watermark onto the clock."""
         tag = message.collector
-        if not self.heard_any:  # the wait for collectors that have not spoken yet starts now
+        if not self.heard_any:  # the wait for the expected collectors starts with the first message
             self.heard_any = True
-            for waiting in self.clock.marks:
-                self.clock.heard(waiting)
-        if tag not in self.clock.marks:
+            self.expect()
+        mark = self.clock.marks.get(tag)
+        if mark is None or (not mark.live and message.kind != wire.END):  # new, or restarted after its END
             self.clock.add(tag, message.lateness, live=True)
             log.info("collector seen", partition=self.part, collector=tag, lateness=message.lateness)
         self.clock.set_lateness(tag, message.lateness)
@@ -101,6 +101,13 @@ class Unit:
         else:
             self.clock.watermark(tag, message.watermark)
 
+    def expect(self) -> None:
+        """Follow every expected collector (``[cluster] collectors``) not followed yet; each then
+        holds windows until it speaks or ``dead_collector`` seconds pass from now."""
+        for tag in self.expected:
+            if tag not in self.clock.marks:
+                self.clock.add(tag, self.lateness, live=True)
+
     def closed(self) -> list[HostIntervals]:
         """The windows every live collector has passed (all, when every collector has ended)."""
         watermark = self.clock.minimum()
@@ -111,7 +118,8 @@ class Unit:
     def state(self) -> dict[str, Any]:
         marks = {tag: {"lateness": m.lateness, "watermark": m.watermark, "live": m.live}
                  for tag, m in self.clock.marks.items()}
-        return {"partition": self.part, "seq": self.seq, "both_ends": self.both_ends, "aggregate": self.aggregator.state(),
+        return {"partition": self.part, "seq": self.seq, "both_ends": self.both_ends,
+                "aggregate": self.aggregator.state(),
                 "detectors": self.engine.state(), "collectors": marks}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -124,6 +132,8 @@ class Unit:
             self.clock.add(tag, float(mark["lateness"]), live=bool(mark["live"]))
             self.clock.watermark(tag, float(mark["watermark"]))
         self.heard_any = bool(state["collectors"])
+        if self.heard_any:
+            self.expect()
         self.seq = self.saved_seq = int(state["seq"])
 
 
@@ -137,7 +147,9 @@ class Scorer:
         self.stop = stop
         self.me = node_id(settings, "scorer")
         self.sinks = pipeline.build_sinks(settings)
-        self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None, sinks=self.sinks)  # type: ignore[arg-type]
+        # what pipeline.deliver needs: the sinks (each partition has its own aggregator and engine)
+        self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None,  # type: ignore[arg-type]
+                                      sinks=self.sinks)
         self.summary = pipeline.Summary(keep=pipeline.SERVICE_KEEP)
         self._scratch = tempfile.TemporaryDirectory(prefix="netmon-scorer-")
         try:
@@ -149,9 +161,9 @@ class Scorer:
             raise
         self.leases = jetstream.Leases(self.link, self.me)
         self.states = jetstream.States(self.link)
-        self.feed = jetstream.Feed(self.link)
+        self.feed = jetstream.Feed(self.link, self.leases.holds)
         self.units: dict[int, Unit] = {}
-        for name in ("duplicates", "skipped", "checkpoints", "takeovers"):
+        for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)
 
     def run(self) -> pipeline.Summary:
@@ -214,7 +226,12 @@ class Scorer:
             self.save(unit)
 
     def save(self, unit: Unit) -> None:
-        """Checkpoint ``unit`` into the log, then acknowledge what it covers."""
+        """Checkpoint ``unit`` into the log, then acknowledge what it covers; neither when the
+        lease may have passed to another scorer meanwhile (the next lease round says)."""
+        if not self.leases.holds(unit.part):
+            health.count("cluster.scorer.fenced")
+            log.warning("lease not renewed in time; no checkpoint until it is", partition=unit.part)
+            return
         path = Path(self._scratch.name) / f"p{unit.part}.ckpt"
         try:
             checkpoint.save(path, unit.state())
@@ -226,7 +243,7 @@ class Scorer:
             return
         unit.saved_at, unit.saved_seq = time.monotonic(), unit.seq
         health.count("cluster.scorer.checkpoints")
-        if unit.last is not None:
+        if unit.last is not None and self.leases.holds(unit.part):
             self.feed.ack(unit.last)
 
     def restore(self, part: int) -> Unit:

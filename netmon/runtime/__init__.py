@@ -4,12 +4,10 @@ queues (:mod:`.sinks`). :mod:`netmon.pipeline` wires them; plug-ins know none of
 but for the alerts sink, which fans one interval's alerts out to its hooks and puts each
 hook behind a managed queue of its own (so a hook too only encodes and sends).
 
-Ready for the cluster work (issue 12): a transport is a source/sink pair behind the
-registry, so a scorer's consumer is one more supervised source and a collector's
-publisher one more managed sink (its queue and ``when_full`` are the back-pressure).
-:class:`~netmon.runtime.clock.Clock` keys watermarks by any tag and drops a silent
-one from the minimum after ``stall_timeout`` (counted), which is the "dead collector"
-rule; a consumer that receives several collectors' batches adds each collector to the
-clock at first sight (its lateness) and calls
-:meth:`netmon.pipeline.Pipeline.handle` with each collector's id as the tag.
+The cluster roles (issue 12, :mod:`netmon.cluster`) reuse these parts: a collector is
+this pipeline with an outbox in the aggregator's place (rows are published before any
+window, so the seam is there, not at the sinks, which receive scored intervals); a
+scorer keeps one :class:`~netmon.runtime.clock.Clock` per partition, each collector a
+tag added at first sight with its lateness, ``stall_timeout`` being the "dead
+collector" rule, and hands closed intervals to managed sinks like the pipeline.
 """

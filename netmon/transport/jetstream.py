@@ -33,7 +33,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,8 +232,9 @@ class Delivery:
 class Feed:
     """The scorer's consumers, one per owned partition, feeding one bounded queue of :class:`Delivery`."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, holds: Callable[[int], bool] = lambda part: True) -> None:
         self.link = link
+        self.holds = holds  # whether the lease of a partition is still this scorer's (Leases.holds)
         self.out: queue.Queue[Delivery] = queue.Queue()
         self._tasks: dict[int, Any] = {}
 
@@ -271,6 +272,9 @@ class Feed:
                 continue
             try:
                 if failures or generation != self.link.generation:
+                    if not self.holds(partition):  # another owner may have made the consumer anew: leave it
+                        await asyncio.sleep(0.5)
+                        continue
                     generation = self.link.generation
                     sub = await self._subscribe(partition, last)
                     failures = 0
@@ -334,6 +338,7 @@ class Leases:
         self.cfg = link.cfg
         self._kv: Any = None
         self._revisions: dict[int, int] = {}
+        self._valid: dict[int, float] = {}  # partition -> monotonic time this scorer's hold ends, for fencing
 
     def tick(self, owned: set[int]) -> Plan:
         """Renew what ``owned`` holds, take free or expired partitions up to the fair share."""
@@ -374,14 +379,24 @@ class Leases:
 
     async def _cas(self, kv: Any, part: int, value: bytes, entry: Any) -> bool:
         """Write lease ``part`` iff it is still at ``entry``'s revision (absent: create)."""
+        asked = time.monotonic()
         try:
             if entry is None or entry.value is None or entry.operation is not None:
                 self._revisions[part] = await kv.create(f"p{part}", value)
             else:
                 self._revisions[part] = await kv.update(f"p{part}", value, last=entry.revision)
-            return True
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            self._valid.pop(part, None)
             return False
+        self._valid[part] = asked + self.cfg.lease_timeout / 2
+        return True
+
+    def holds(self, part: int) -> bool:
+        """Whether this scorer may still write for ``part`` (checkpoint, purge): until half the
+        lease timeout after its last renewal was asked for, while others take it over only
+        after the whole timeout (by the lease's wall-clock expiry), so a scorer that stalled
+        past its lease never purges what the next owner still needs."""
+        return time.monotonic() < self._valid.get(part, -math.inf)
 
     def release(self, part: int) -> None:
         """Give ``part`` up now (after its checkpoint), so another scorer may take it at once."""

@@ -37,7 +37,8 @@ def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int
     second = other != first[out & dst_in[ends]]
     index = np.concatenate([ends, both[second]])
     part = np.concatenate([first, other[second]])
-    order = np.lexsort((index, part))  # by partition, each in row order
+    # by partition, each in row order (a stable sort of small integers when no row was copied)
+    order = np.argsort(part, kind="stable") if not second.any() else np.lexsort((index, part))
     index, part = index[order], part[order]
     cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
     bounds = [0, *cuts.tolist(), part.shape[0]]

@@ -8,7 +8,8 @@ Starts its own nats-server (JetStream, loopback, a temporary store) and measures
   transport's share of a collector's CPU per observation (bar: <= 30 %);
 * scorers: the stream filled once, then 1, 2 and 4 ``netmon run --role scorer``
   processes consume it (each run its own stream prefix): wall time until every
-  message is checkpointed and purged, and each process's CPU. On a 2-core machine
+  message is delivered and the scorers are idle again (start-up included), and each
+  process's CPU until then. On a 2-core machine
   the speed-up is capped by the cores: read CPU per process beside wall time.
 
     .venv/bin/python tests/benchmarks/bench_cluster.py [--hosts 1000000] [--rows 2000000]
@@ -86,7 +87,7 @@ def settings(nats: NatsServer, prefix: str, partitions: int, extra: dict | None 
                      "detect": {"detectors": ["rules"], "checkpoint": ""},
                      "cluster": {"urls": [nats.url], "prefix": prefix, "partitions": partitions,
                                  "max_bytes": 8 << 30, "node_id": "bench-collector", "collectors": ["bench-collector"],
-                                 "lease_timeout": 6.0, "checkpoint_every": 1.0, **(extra or {})}})
+                                 "lease_timeout": 6.0, "checkpoint_every": 30.0, **(extra or {})}})
 
 
 def publish(nats: NatsServer, prefix: str, partitions: int, data: np.ndarray) -> tuple[float, float]:
@@ -122,37 +123,53 @@ def one_process(config, data: np.ndarray) -> float:
     return cpu() - spent
 
 
-def messages(nats: NatsServer, prefix: str) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/jsz?streams=true", timeout=5) as reply:
+def pending(nats: NatsServer, prefix: str) -> int:
+    """Messages of the stream not yet delivered to any scorer (all partitions' consumers)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/jsz?consumers=true", timeout=5) as reply:
         info = json.load(reply)
-    return sum(s["state"]["messages"] for a in info.get("account_details", []) for s in a.get("stream_detail", [])
-               if s["name"] == f"{prefix}-obs")
+    consumers = [c for a in info.get("account_details", []) for s in a.get("stream_detail", [])
+                 if s["name"] == f"{prefix}-obs" for c in s.get("consumer_detail", [])]
+    return sum(c["num_pending"] for c in consumers) if consumers else -1
 
 
-def score(nats: NatsServer, prefix: str, partitions: int, scorers: int, tmp: Path) -> tuple[float, list[float]]:
-    """Wall seconds for ``scorers`` processes to drain the stream, and each one's CPU seconds."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def score(nats: NatsServer, prefix: str, partitions: int, scorers: int, tmp: Path,
+          bare: bool) -> tuple[float, list[float]]:
+    """Wall seconds for ``scorers`` processes to consume and score the stream (every message
+    delivered and the processes idle again), and each one's CPU seconds until then; ``bare``:
+    no sink (transport, aggregate and detect only), else the embedded store."""
     procs = []
     for i in range(scorers):
         config = tmp / f"{prefix}-s{i}.toml"
+        sinks = [] if bare else ["[[sinks]]", 'type = "store"', f'path = "{tmp / f"{prefix}-s{i}.db"}"']
         config.write_text("\n".join([
-            "[campus]", 'internal = ["10.0.0.0/8"]', "[detect]", 'detectors = ["rules"]', 'checkpoint = ""',
+            "sinks = []" if bare else "", "[campus]", 'internal = ["10.0.0.0/8"]', "[detect]", 'detectors = ["rules"]', 'checkpoint = ""',
             "[logging]", 'level = "warning"', "[cluster]", f'urls = ["{nats.url}"]', f'prefix = "{prefix}"',
             f"partitions = {partitions}", 'collectors = ["bench-collector"]', "lease_timeout = 6.0",
-            "checkpoint_every = 1.0", f'node_id = "scorer-{i}"',
-            "[[sinks]]", 'type = "store"', f'path = "{tmp / f"{prefix}-s{i}.db"}"']) + "\n")
+            "checkpoint_every = 30.0", f'node_id = "scorer-{i}"', *sinks]) + "\n")
         procs.append(subprocess.Popen([sys.executable, "-m", "netmon", "run", "--role", "scorer", "--config",
                                        str(config)], stdout=subprocess.DEVNULL, stderr=(tmp / f"{prefix}-s{i}.log").open("wb")))
     start = time.perf_counter()
-    drained = wait_for(lambda: messages(nats, prefix) == 0, timeout=3600, interval=0.5)
-    wall = time.perf_counter() - start
-    spent = []
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        _, status, usage = os.wait4(proc.pid, 0)
-        spent.append(usage.ru_utime + usage.ru_stime)
-    if not drained:
-        raise RuntimeError(f"{scorers} scorer(s) did not drain the stream; see {tmp}")
-    return wall, spent
+    try:
+        if not wait_for(lambda: pending(nats, prefix) == 0, timeout=3600, interval=0.5):
+            raise RuntimeError(f"{scorers} scorer(s) did not consume the stream; see {tmp}")
+        before = [process_cpu(p.pid) for p in procs]
+        while True:  # idle: under 0.1 CPU second each over the last second
+            time.sleep(1.0)
+            now = [process_cpu(p.pid) for p in procs]
+            if all(b - a < 0.1 for a, b in zip(before, now)):
+                return time.perf_counter() - start - 1.0, now
+            before = now
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(300)
 
 
 def main() -> None:
@@ -162,6 +179,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="event time the observations span")
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--scorers", default="1,2,4")
+    parser.add_argument("--store", action="store_true", help="scorers write the embedded store (default: no sink, "
+                        "as the one-process baseline; bench_influx.py measures sinks)")
     args = parser.parse_args()
     data = observations(args.hosts, args.rows, args.seconds)
     per_obs_decode = decode_cost(min(args.rows, 500_000))
@@ -182,7 +201,7 @@ def main() -> None:
         for count in (int(n) for n in args.scorers.split(",")):
             prefix = f"s{count}"
             publish(nats, prefix, args.partitions, data)
-            took, cpus = score(nats, prefix, args.partitions, count, Path(tmp))
+            took, cpus = score(nats, prefix, args.partitions, count, Path(tmp), bare=not args.store)
             print(f"{count} scorer(s): drained {args.rows:,} observations in {took:.1f} s wall "
                   f"({args.rows / took:,.0f} obs/s); CPU per process {', '.join(f'{c:.1f}' for c in cpus)} s "
                   f"({args.rows / sum(cpus):,.0f} obs/s per scorer core)")

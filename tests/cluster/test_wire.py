@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from netmon import pipeline
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import OBS_DTYPE, addr_halves
 from netmon.cluster.scorer import Unit
-from netmon.config import validate
+from netmon.config import ConfigError, validate
+from netmon.decode.frames import decode_with_index
+from netmon.detect import checkpoint
 from netmon.transport import partition, wire
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "cluster-message-refused"
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
 
 
 def rows(pairs: list[tuple[str, str]], start: float = 1000.0) -> np.ndarray:
@@ -77,3 +83,58 @@ def test_a_partition_closes_windows_only_when_every_expected_collector_passed_th
     unit.take(wire.decode(wire.encode(wire.END, "b", 2, 1100.0, 0.0)))
     unit.take(wire.decode(wire.encode(wire.END, "a", 3, 5000.0, 0.0)))
     assert unit.closed() == [] and unit.aggregator.state()["pending"] == {}, "every collector ended: all closed"
+
+
+def test_a_single_process_never_imports_the_nats_client():
+    probe = ("import sys\nfrom netmon.cli import main\nfor args in (['--help'], ['run', '--help']):\n"
+             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+             "from netmon import pipeline\nfrom netmon.config import validate\n"
+             "pipeline.build(validate({'sinks': []}), restore=False)\n"
+             "print([m for m in sys.modules if m == 'nats' or m.startswith('nats.')])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", "a single process imported the NATS client"
+
+
+def test_a_bad_cluster_url_is_named_without_showing_it():
+    with pytest.raises(ConfigError) as error:
+        validate({"cluster": {"urls": "nats://netmon:s3cret-pass@10.1.2.3:4222"}})
+    assert "cluster.urls" in str(error.value)
+    assert "s3cret" not in str(error.value), "a NATS URL's credentials must never be shown"
+
+
+def test_a_collector_restarted_after_its_end_is_waited_for_again():
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
+                         "cluster": {"collectors": ["a", "b"]}})
+    unit = Unit(0, settings)
+    unit.take(wire.decode(wire.encode(wire.MARK, "a", 1, 1000.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.END, "b", 1, 1000.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1010.0, 0.0)))  # b restarted (same node id)
+    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 2, 5000.0, 0.0, rows([("10.0.0.1", "192.0.2.1")], 1100.0))))
+    assert unit.closed() == [] and unit.clock.minimum() == 1010.0, "windows must wait for the restarted collector"
+
+
+def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_that_wrote_it(tmp_path: Path):
+    """Open windows, socket memory, detectors and collectors' marks survive the checkpoint
+    format: the restored unit closes the same intervals with the same scores."""
+    settings = validate({"campus": {"internal": ["10.20.0.0/16"]}, "cluster": {"partitions": 1, "collectors": ["c"]},
+                         "detect": {"detectors": ["rules", "baseline", "drift"], "checkpoint": ""}})
+    source = pipeline.build_sources(validate({"sources": [{"type": "pcap", "paths": [str(SAMPLE)]}]}))[0].source
+    rows = np.concatenate([decode_with_index(item)[0] for item in source.batches() if hasattr(item, "caplen")])
+    rows = partition.split(rows, PrefixSet(["10.20.0.0/16"]), 64, 1)[0]
+    half = rows.shape[0] // 2
+    original = Unit(0, settings)
+    original.take(wire.decode(wire.encode(wire.ROWS, "c", 1, -math.inf, 60.0, rows[:half])))
+    assert original.closed(), "the first half should close some windows"
+    checkpoint.save(tmp_path / "p0.ckpt", original.state())
+    restored = Unit(0, settings)
+    restored.load_state(checkpoint.load(tmp_path / "p0.ckpt"))
+    outputs = []
+    for unit in (original, restored):
+        unit.take(wire.decode(wire.encode(wire.ROWS, "c", 2, -math.inf, 60.0, rows[half:])))
+        unit.take(wire.decode(wire.encode(wire.END, "c", 3, math.inf, 60.0)))
+        scored = [unit.engine.process(iv) for iv in unit.closed()]
+        outputs.append([(iv.intervals.start, iv.intervals.host.tolist(),
+                         {k: np.nan_to_num(v).tolist() for k, v in iv.intervals.features.items()},
+                         {k: np.nan_to_num(v).tolist() for k, v in iv.scores.items()},
+                         [f.to_json() for f in iv.findings]) for iv in scored])
+    assert outputs[0] and outputs[0] == outputs[1], "the restored partition must continue exactly"

@@ -81,7 +81,7 @@ def nested_models(model: type[BaseModel]) -> dict[str, list[type[BaseModel]]]:
 def expected_blocks() -> dict[tuple[str, tuple[str, ...]], type[BaseModel]]:
     """Every block the example must have (header, any of these types/kinds), with its model."""
     want: dict[tuple[str, tuple[str, ...]], type[BaseModel]] = {}
-    for section in ("campus", "aggregate", "pipeline", "logging", "detect"):
+    for section in ("campus", "aggregate", "pipeline", "cluster", "logging", "detect"):
         want[(section, ("",))] = Settings.model_fields[section].annotation
     for kind, header in (("source", "sources"), ("sink", "sinks")):
         for name in registry.KINDS[kind]:
