@@ -63,6 +63,13 @@ class Stages:
         called from the pipeline's thread, so such a sink guards its own state."""
         return [keep for keep in (getattr(sink.sink, "frames", None) for sink in self.sinks) if keep is not None]
 
+    @property
+    def flag_sinks(self) -> list[Any]:
+        """The ``flag(scored)`` methods of those sinks: called from the pipeline's thread as each
+        interval is delivered, before the frames that follow it, so which frames they keep does
+        not depend on how far their own thread lags behind (a replay outruns it)."""
+        return [flag for flag in (getattr(sink.sink, "flag", None) for sink in self.sinks) if flag is not None]
+
 
 class Summary:
     """What a run saw: intervals scored, findings counted, and the findings and hosts kept.
@@ -189,6 +196,8 @@ def deliver(stages: Stages, scored: Scored, summary: Summary | None = None) -> N
     """Hand one scored interval to every sink's queue (and count it in ``summary``)."""
     if summary is not None:
         summary.add(scored)
+    for flag in stages.flag_sinks:
+        flag(scored)
     for sink in stages.sinks:
         sink.put(scored)
 

@@ -10,7 +10,9 @@ written as ``<dir>/<host>/packets.pcap`` after every interval that added to it.
 A host with no finding for ``keep_for`` seconds (event time) loses its ring.
 
 The pipeline hands frames to any sink with a ``frames(frames, rows, index)``
-method, after decoding and before aggregation.
+method, after decoding and before aggregation, and each scored interval to its
+``flag(scored)`` as it is delivered, both from the pipeline's thread: which frames a
+ring keeps follows event order, not how far the sink's own thread lags behind.
 """
 
 from __future__ import annotations
@@ -119,8 +121,9 @@ class Ring:
 class EvidenceSink:
     """Keeps packet rings for flagged hosts and writes them next to their reports.
 
-    ``frames`` is called from the pipeline's thread, ``write`` from the sink's own
-    (:mod:`netmon.runtime.sinks`): one lock guards the rings."""
+    ``frames`` and ``flag`` are called from the pipeline's thread, ``write`` (which only
+    writes the rings out) from the sink's own (:mod:`netmon.runtime.sinks`): one lock
+    guards the rings."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -144,10 +147,14 @@ class EvidenceSink:
                          frames.data[start:start + int(frames.caplen[i])].tobytes())
             health.count("evidence.frames_kept", len(chosen))
 
-    def write(self, scored: Scored) -> None:
-        """Start a ring for every newly flagged host; write the rings that grew; drop stale ones."""
+    def flag(self, scored: Scored) -> None:
+        """Start a ring for every newly flagged host; drop stale ones (the pipeline's thread)."""
         with self.lock:
             self._flag(scored)
+
+    def write(self, scored: Scored) -> None:
+        """Write the rings that grew (the sink's thread: file I/O off the pipeline)."""
+        with self.lock:
             self.flush()
 
     def _flag(self, scored: Scored) -> None:
