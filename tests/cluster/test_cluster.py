@@ -339,7 +339,9 @@ def test_a_stopped_collector_holds_windows_only_until_its_timeout_and_health_say
             assert wait_for(lambda: consumed(nats), timeout=60), "scorers did not consume collector-0's messages"
             assert wait_for(lambda: all(stalled(port, "collector-1") for port in ports), timeout=60), \
                 "the scorers' health should count collector-1 as stalled (dead) after its timeout"
-            silent = lambda: sum(s.text().count('"source": "collector-1", "seconds"') for s in scorers)  # noqa: E731
+            def silent() -> int:
+                return sum(s.text().count('"source": "collector-1", "seconds"') for s in scorers)
+
             assert wait_for(lambda: silent() >= PARTITIONS, timeout=60), \
                 f"every partition should stop waiting for collector-1; {silent()} of {PARTITIONS} did"
         finally:
@@ -350,13 +352,18 @@ def test_a_stopped_collector_holds_windows_only_until_its_timeout_and_health_say
     assert findings == expected_findings
 
 
-def stalled(port: int, collector: str) -> bool:
-    """Whether the scorer's /metrics counts ``collector`` stalled at least once."""
+def metrics_text(port: int) -> str:
+    """The /metrics page of the node listening on ``port`` ("" while unreachable)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
-            text = reply.read().decode()
+            return reply.read().decode()
     except OSError:
-        return False
+        return ""
+
+
+def stalled(port: int, collector: str) -> bool:
+    """Whether the scorer's /metrics counts ``collector`` stalled at least once."""
+    text = metrics_text(port)
     return any(line.startswith("netmon_pipeline_source_stalled_total") and f'source="{collector}"' in line
                and float(line.rsplit(" ", 1)[1]) >= 1 for line in text.splitlines())
 
@@ -424,9 +431,5 @@ def test_a_full_stream_makes_the_collector_wait_and_report_lag_then_nothing_is_l
 
 def metric(port: int, name: str) -> float:
     """The value of metric ``name`` on /metrics (0 when absent or unreachable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
-            text = reply.read().decode()
-    except OSError:
-        return 0.0
+    text = metrics_text(port)
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
