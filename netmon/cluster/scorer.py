@@ -2,7 +2,9 @@
 
 Each owned partition is a :class:`Unit`: its own aggregator, detectors and
 :class:`~netmon.runtime.clock.Clock`, where every collector is a tag added at first
-sight with the lateness it announces. A window closes when every live collector's
+sight. A collector's watermark is the one its messages carry (its own pipeline's minimum
+over its sources, each with its lateness), never derived here from its rows' times, which
+would apply one lateness to all its sources. A window closes when every live collector's
 watermark has passed it; a collector silent for ``[cluster] dead_collector`` seconds
 is left out (counted ``pipeline.source.<collector>.stalled``), one that stopped
 cleanly (END) no longer holds anything, and when every collector a partition knows
@@ -92,9 +94,8 @@ class Unit:
             if not self.both_ends:  # a campus-to-campus row gives the other end's host features too
                 self.both_ends = bool((self.internal.contains(rows["src_hi"], rows["src_lo"])
                                        & self.internal.contains(rows["dst_hi"], rows["dst_lo"])).any())
-            newest = self.aggregator.insert(rows)
-            if newest is not None:
-                self.clock.rows(tag, newest)
+            self.aggregator.insert(rows)  # its time moves nothing: the header's watermark below does
+            self.clock.heard(tag)
         if message.kind == wire.END:  # stopped cleanly: nothing more from it, and never "dead"
             self.clock.add(tag, message.lateness, live=False)
             self.clock.watermark(tag, math.inf)

@@ -123,14 +123,17 @@ def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_tha
     rows = partition.split(rows, PrefixSet(["10.20.0.0/16"]), 64, 1)[0]
     half = rows.shape[0] // 2
     original = Unit(0, settings)
-    original.take(wire.decode(wire.encode(wire.ROWS, "c", 1, -math.inf, 60.0, rows[:half])))
+    def passed(part: np.ndarray) -> float:  # the watermark a collector announces once it sent ``part``
+        return float(part["time"].max()) - 60.0
+
+    original.take(wire.decode(wire.encode(wire.ROWS, "c", 1, passed(rows[:half]), 60.0, rows[:half])))
     assert original.closed(), "the first half should close some windows"
     checkpoint.save(tmp_path / "p0.ckpt", original.state())
     restored = Unit(0, settings)
     restored.load_state(checkpoint.load(tmp_path / "p0.ckpt"))
     outputs = []
     for unit in (original, restored):
-        unit.take(wire.decode(wire.encode(wire.ROWS, "c", 2, -math.inf, 60.0, rows[half:])))
+        unit.take(wire.decode(wire.encode(wire.ROWS, "c", 2, passed(rows[half:]), 60.0, rows[half:])))
         unit.take(wire.decode(wire.encode(wire.END, "c", 3, math.inf, 60.0)))
         scored = [unit.engine.process(iv) for iv in unit.closed()]
         outputs.append([(iv.intervals.start, iv.intervals.host.tolist(),
