@@ -337,7 +337,6 @@ class Leases:
         self.me = me
         self.cfg = link.cfg
         self._kv: Any = None
-        self._revisions: dict[int, int] = {}
         self._valid: dict[int, float] = {}  # partition -> monotonic time this scorer's hold ends, for fencing
 
     def tick(self, owned: set[int]) -> Plan:
@@ -362,6 +361,8 @@ class Leases:
         gained, lost = [], []
         holding = set(owned)
         for part in range(self.cfg.partitions):
+            if part not in owned and len(holding) >= fair:
+                continue  # its share is full: no need to read the lease
             entry = await _get(kv, f"p{part}")
             lease = _lease(entry)
             if part in owned:
@@ -382,9 +383,9 @@ class Leases:
         asked = time.monotonic()
         try:
             if entry is None or entry.value is None or entry.operation is not None:
-                self._revisions[part] = await kv.create(f"p{part}", value)
+                await kv.create(f"p{part}", value)
             else:
-                self._revisions[part] = await kv.update(f"p{part}", value, last=entry.revision)
+                await kv.update(f"p{part}", value, last=entry.revision)
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             self._valid.pop(part, None)
             return False

@@ -59,7 +59,7 @@ def encode(kind: int, collector: str, seq: int, watermark: float, lateness: floa
         raise ValueError(f"collector id longer than 255 bytes: {collector[:40]!r}...")
     head = HEADER.pack(MAGIC, FORMAT, kind, len(ident), DTYPE_CRC, seq, watermark, lateness)
     body = b"" if rows is None else np.ascontiguousarray(rows, dtype=OBS_DTYPE).tobytes()
-    return head + ident + body
+    return b"".join((head, ident, body))
 
 
 def decode(data: bytes) -> Message:
@@ -82,5 +82,5 @@ def decode(data: bytes) -> Message:
         collector = bytes(data[HEADER.size:start]).decode()
     except UnicodeDecodeError:
         raise WireError("collector id is not UTF-8") from None
-    rows = np.frombuffer(bytearray(data[start:]), dtype=OBS_DTYPE)
+    rows = np.frombuffer(data, dtype=OBS_DTYPE, offset=start).copy()  # writable, one copy
     return Message(kind, collector, seq, watermark, lateness, rows)
