@@ -67,10 +67,15 @@ class Engine:
         return {name: d.state() for name, d in self._stateful().items()}
 
     def load_state(self, states: dict[str, Any]) -> None:
-        """Restore detectors from :meth:`state`'s output; names not configured are ignored."""
+        """Restore detectors from :meth:`state`'s output; names not configured are ignored, and
+        a detector whose state does not fit starts cold (a log line), so one bad entry never
+        stops a start or a cluster takeover."""
         for name, state in states.items():
             if name in self.detectors:
-                self.detectors[name].load_state(state)
+                try:
+                    self.detectors[name].load_state(state)
+                except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                    log.warning("model state unusable; starting cold", detector=name, error=f"{type(exc).__name__}: {exc}")
 
     def _stateful(self) -> dict[str, Any]:
         return {name: d for name, d in self.detectors.items() if hasattr(d, "state")}

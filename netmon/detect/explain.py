@@ -24,6 +24,12 @@ class Deviation:
     stat: str = "z"
 
 
+def top_server(servers: dict[str, float]) -> str:
+    """The server a host sent most requests to (``servers``: server -> requests); of equals the
+    first by name, so the answer never depends on the order rows arrived in (batches, collectors)."""
+    return max(sorted(servers), key=servers.get) if servers else ""
+
+
 def score01(z: np.ndarray, threshold: float) -> np.ndarray:
     """A standardised gap mapped to [0, 1): 0.5 at the alert threshold, NaN kept."""
     z = np.maximum(z, 0.0)

@@ -68,18 +68,21 @@ def export(model: HalfSpaceTrees, columns: list[str]) -> dict[str, Any]:
     }
 
 
-def _node(arrays: dict[str, np.ndarray], t: int, i: int, depth: int, columns: list[str]) -> Any:
-    from river.tree.padded import PaddedBranch, PaddedLeaf
+def _tree(arrays: dict[str, np.ndarray], t: int, height: int, columns: list[str]) -> Any:
+    """Tree ``t`` of ``arrays`` (heap order: node i's children at 2i+1, 2i+2) as river's nodes."""
+    from river.tree.padded import PaddedBranch, PaddedLeaf  # once per tree, not per node
 
-    l_mass, r_mass = int(arrays["l_mass"][t, i]), int(arrays["r_mass"][t, i])
-    if depth == 0:
-        return PaddedLeaf(l_mass=l_mass, r_mass=r_mass)
-    index = int(arrays["feature"][t, i])
-    if not 0 <= index < len(columns):
-        raise ValueError(f"tree {t} node {i} splits on feature {index}, the model has {len(columns)}")
-    left = _node(arrays, t, 2 * i + 1, depth - 1, columns)
-    right = _node(arrays, t, 2 * i + 2, depth - 1, columns)
-    return PaddedBranch(left, right, columns[index], float(arrays["threshold"][t, i]), l_mass, r_mass)
+    def node(i: int, depth: int) -> Any:
+        l_mass, r_mass = int(arrays["l_mass"][t, i]), int(arrays["r_mass"][t, i])
+        if depth == 0:
+            return PaddedLeaf(l_mass=l_mass, r_mass=r_mass)
+        index = int(arrays["feature"][t, i])
+        if not 0 <= index < len(columns):
+            raise ValueError(f"tree {t} node {i} splits on feature {index}, the model has {len(columns)}")
+        left, right = node(2 * i + 1, depth - 1), node(2 * i + 2, depth - 1)
+        return PaddedBranch(left, right, columns[index], float(arrays["threshold"][t, i]), l_mass, r_mass)
+
+    return node(0, height)
 
 
 def rebuild(state: dict[str, Any], columns: list[str]) -> HalfSpaceTrees:
@@ -101,7 +104,7 @@ def rebuild(state: dict[str, Any], columns: list[str]) -> HalfSpaceTrees:
     want = (trees, 2 ** (height + 1) - 1)
     if trees not in (0, n_trees) or any(a.shape != want for a in arrays.values()):
         raise ValueError(f"tree arrays of shapes {[a.shape for a in arrays.values()]}, expected {want}")
-    model.trees = [_node(arrays, t, 0, height, columns) for t in range(trees)]
+    model.trees = [_tree(arrays, t, height, columns) for t in range(trees)]
     model._tree_nodes = [list(tree.iter_dfs()) for tree in model.trees]
     model.counter = int(state["counter"])
     model._first_window = bool(state["first_window"])

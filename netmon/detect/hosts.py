@@ -73,6 +73,7 @@ from pydantic import Field
 from netmon.batch import Finding, HostIntervals
 from netmon.config import Strict
 from netmon.detect.engine import DetectorOutput
+from netmon.detect.explain import top_server
 from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
 
 #: MAD of a normal distribution is this times smaller than its standard deviation.
@@ -363,7 +364,7 @@ class Hosts(HostModel):
         cfg, f = self.config, iv.features
         host = str(iv.host[i])
         servers = iv.servers_by_host.get(host, {}) if iv.servers_by_host else {}
-        server = max(servers, key=servers.get) if servers else ""
+        server = top_server(servers)
         t = float(iv.end)
         poll = float(f["poll"][i])
         basis = (f"requests per {2 ** poll:.0f} s advertised poll" if math.isfinite(poll) and poll != 0

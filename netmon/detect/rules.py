@@ -38,6 +38,7 @@ from netmon.aggregate.keys import PrefixSet
 from netmon.batch import Finding, HostIntervals, addr_halves
 from netmon.config import Strict, check_prefixes
 from netmon.detect.engine import DetectorOutput
+from netmon.detect.explain import top_server
 
 
 class Config(Strict):
@@ -77,12 +78,6 @@ def _ev(value: float, baseline: float) -> dict[str, float]:
     return {"value": float(value), "baseline": float(baseline)}
 
 
-def _top_server(servers: dict[str, float]) -> str:
-    """The server the host sent most requests to; of equals the first by name, so the answer
-    never depends on the order rows arrived in (batches, collectors)."""
-    return max(sorted(servers), key=servers.get) if servers else ""
-
-
 class Rules:
     """Stateless but for the fast-polling streaks of hosts currently polling too fast (checkpointed)."""
 
@@ -107,7 +102,7 @@ class Rules:
         for hit in hits:
             host = str(intervals.host[hit.row])
             scores[hit.row] = max(scores[hit.row], hit.score)
-            server = hit.server or _top_server(intervals.servers_by_host.get(host, {}))
+            server = hit.server or top_server(intervals.servers_by_host.get(host, {}))
             findings.append(Finding(host=host, group=str(intervals.group[hit.row]), start=intervals.start,
                                     end=intervals.end, detector=hit.rule, severity=_severity(hit.score),
                                     score=round(hit.score, 3), explanation=hit.explanation,

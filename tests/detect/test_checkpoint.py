@@ -324,3 +324,10 @@ def test_archive_that_would_expand_beyond_its_bound_is_refused_before_decompress
     checkpoint.save(path, {"a": {"zeros": np.zeros(1 << 19)}})  # 4 MiB of zeros deflate to a few KiB
     assert checkpoint.load(path) == {}
     assert len(_aside(path, "corrupt")) == 1, "the zip bomb was not set aside"
+
+
+def test_a_detector_state_that_does_not_fit_starts_that_detector_cold_instead_of_stopping_the_start():
+    engine = Engine(Detect(detectors=["rules", "baseline"]), restore=False)
+    good = engine.state()
+    engine.load_state({"rules": {"hosts": ["10.0.0.1"]}, "baseline": good["baseline"]})
+    assert engine.detectors["rules"].streaks == {}, "a rules state missing its columns should leave rules cold"
