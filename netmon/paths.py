@@ -25,15 +25,18 @@ def data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "netmon"
 
 
-def creatable(path: str | Path, what: str) -> list[str]:
-    """Why netmon could not create (or write) the file or directory ``path``, for
-    ``check-config``: an existing ``path`` must be writable, else its nearest existing
-    ancestor must be a writable directory (a file in the way is the usual slip). Empty
-    when it can; nothing is created."""
+def creatable(path: str | Path, what: str, directory: bool = False) -> list[str]:
+    """Why netmon could not create (or write) the file, or the ``directory``, ``path``, for
+    ``check-config``: an existing ``path`` must be of that kind and writable, else its nearest
+    existing ancestor must be a writable directory (a file in the way is the usual slip). Empty
+    when it can; nothing is created. An unreadable ancestor reads as absent (``os.path.exists``
+    does not raise), so the answer is "not writable", never a traceback."""
     target = Path(path).absolute()
-    if target.exists():
-        return [] if os.access(target, os.W_OK) else [f"{what} {path}: not writable"]
-    existing = next(p for p in target.parents if p.exists())
+    if os.path.exists(target):
+        if target.is_dir() != directory:
+            return [f"{what} {path}: is {'a directory' if target.is_dir() else 'not a directory'}"]
+        return [] if os.access(target, os.W_OK | (os.X_OK if directory else 0)) else [f"{what} {path}: not writable"]
+    existing = next(p for p in target.parents if os.path.exists(p))
     if not existing.is_dir():
         return [f"{what} {path}: cannot create it, {existing} is not a directory"]
     if not os.access(existing, os.W_OK | os.X_OK):

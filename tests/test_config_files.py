@@ -63,3 +63,14 @@ def test_unwritable_paths_are_named_by_check_config_and_stop_replay_in_one_line(
     assert ran.returncode == expected["replay_exit"], ran.stderr
     assert "Traceback" not in ran.stderr and "FileNotFoundError" not in ran.stderr, ran.stderr
     assert f"Error: {expected['replay_error']}" in ran.stderr, ran.stderr
+
+
+def test_an_existing_path_of_the_wrong_kind_is_named_by_check_config(tmp_path):
+    from netmon.paths import creatable
+
+    a_file, a_dir = tmp_path / "evidence", tmp_path / "netmon.ckpt"
+    a_file.write_text("")
+    a_dir.mkdir()
+    assert creatable(a_file, "dir", directory=True) == [f"dir {a_file}: is not a directory"]
+    assert creatable(a_dir, "detect.checkpoint") == [f"detect.checkpoint {a_dir}: is a directory"]
+    assert creatable(a_dir, "dir", directory=True) == [] and creatable(a_file, "store") == []

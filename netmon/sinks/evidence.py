@@ -198,7 +198,7 @@ def build(config: Config, settings: Any = None) -> EvidenceSink:
 
 def check(config: Config) -> list[str]:
     """The evidence directory must be creatable and writable."""
-    return creatable(config.dir, "dir")
+    return creatable(config.dir, "dir", directory=True)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -529,7 +529,7 @@ def check(config: Config) -> list[str]:
     if config.api == "v1" and config.username and not password:
         problems.append(f"user {config.username!r} without a password: set password_file, password, "
                         f"or the environment variable {config.password_env}")
-    problems += creatable(config.spool_dir, "spool_dir")
+    problems += creatable(config.spool_dir, "spool_dir", directory=True)
     try:
         requests.get(config.url.rstrip("/") + "/ping", timeout=min(config.timeout, 5.0))
         if config.api == "v1":
