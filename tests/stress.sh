@@ -9,8 +9,11 @@
 # fixed sleeps: this script is how that is checked.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3}
-[ $# -gt 0 ] && shift
+runs=3
+if [[ ${1:-} =~ ^[1-9][0-9]*$ ]]; then  # a first argument that is not a count goes to pytest
+  runs=$1
+  shift
+fi
 command -v stress-ng >/dev/null || { echo "stress.sh: stress-ng is missing (bash deploy/install.sh --all)" >&2; exit 1; }
 
 stress-ng --cpu "${STRESS_CPU:-4}" --timeout "${STRESS_TIMEOUT:-6h}" --quiet &
