@@ -36,6 +36,15 @@ __all__ = ["Aggregator"]
 MAX_AHEAD = 86400.0
 
 
+def too_far_ahead(time: np.ndarray, newest: float = -np.inf) -> np.ndarray:
+    """Rows (finite ``time``, UNIX s) further than :data:`MAX_AHEAD` ahead of both their batch's
+    median and ``newest`` (the latest time already seen): one corrupt far-future stamp must
+    not move event time. A lone row is never judged."""
+    if time.shape[0] < 2:
+        return np.zeros(time.shape[0], dtype=bool)
+    return time > max(float(np.median(time)), newest) + MAX_AHEAD
+
+
 class Aggregator:
     """Event-time windows over observation rows, closed into :class:`HostIntervals`."""
 
@@ -78,11 +87,10 @@ class Aggregator:
         if not good.all():
             health.count("aggregate.skip.bad_time", int((~good).sum()))
             rows, time = rows[good], time[good]
-        if time.shape[0] > 1:  # one corrupt far-future stamp must not close every window
-            ahead = time > max(float(np.median(time)), self._max_time) + MAX_AHEAD
-            if ahead.any():
-                health.count("aggregate.skip.time_outlier", int(ahead.sum()))
-                rows, time = rows[~ahead], time[~ahead]
+        ahead = too_far_ahead(time, self._max_time)
+        if ahead.any():
+            health.count("aggregate.skip.time_outlier", int(ahead.sum()))
+            rows, time = rows[~ahead], time[~ahead]
         window = np.floor(time / self.interval).astype(np.int64)
         late = window < self._open_from
         if late.any():

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from netmon import health, pipeline, registry
-from netmon.aggregate import MAX_AHEAD
+from netmon.aggregate import too_far_ahead
 from netmon.aggregate.keys import PrefixSet
 from netmon.config import Settings
 from netmon.detect.engine import Engine
@@ -40,9 +40,9 @@ def node_id(settings: Settings, role: str) -> str:
 class Outbox:
     """Publishes what the aggregator would have kept; see the module docstring.
 
-    ``send`` stores a list of ``(subject, message id, bytes)`` (a transport's publisher)."""
+    ``send`` stores a list of ``(partition, message id, bytes)`` (a transport's publisher)."""
 
-    def __init__(self, settings: Settings, send: Callable[[list[tuple[str, str, bytes]]], None], me: str,
+    def __init__(self, settings: Settings, send: Callable[[list[tuple[int, str, bytes]]], None], me: str,
                  lateness: float) -> None:
         self.cfg = settings.cluster
         self.internal = PrefixSet(settings.campus.internal)
@@ -58,18 +58,17 @@ class Outbox:
         self._sent_at = time.monotonic()
         self._heartbeat = min(5.0, self.cfg.dead_collector / 4)
 
-    def _message(self, part: int, kind: int, rows: np.ndarray | None = None) -> tuple[str, str, bytes]:
+    def _message(self, part: int, kind: int, rows: np.ndarray | None = None) -> tuple[int, str, bytes]:
         self.seq += 1
         payload = wire.encode(kind, self.me, self.seq, self.mark, self.lateness, rows)
-        return f"{self.cfg.prefix}.obs.{part}", f"{self._run}-{self.seq}", payload
+        return part, f"{self._run}-{self.seq}", payload
 
     def insert(self, rows: np.ndarray) -> float | None:
         """Publish ``rows`` to their hosts' partitions; the newest plausible event time (UNIX s)."""
         if rows.shape[0] == 0:
             return None
         times = rows["time"][np.isfinite(rows["time"])]
-        if times.shape[0] > 1:  # one corrupt far-future stamp must not move the watermark
-            times = times[times <= float(np.median(times)) + MAX_AHEAD]
+        times = times[~too_far_ahead(times)]  # the scorers' aggregators count and skip those rows
         messages = []
         for part, part_rows in partition.split(rows, self.internal, self.bits, self.cfg.partitions).items():
             for start in range(0, part_rows.shape[0], wire.CHUNK_ROWS):
@@ -113,9 +112,8 @@ def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
         lateness = max((slot.lateness for slot in sources), default=settings.aggregate.lateness)
         outbox = Outbox(settings, publisher.send, me, lateness)
         engine = Engine(settings.detect.model_copy(update={"detectors": [], "checkpoint": ""}), restore=False)
-        health_sinks = [pipeline.manage(tag, config, settings)  # its own health: lag, retries, sources
-                        for tag, config in zip(pipeline.tags("sink", settings.sinks), settings.sinks)
-                        if config.type == "metrics"]
+        health_sinks = pipeline.build_sinks(settings.model_copy(  # its own health: lag, retries, sources
+            update={"sinks": [config for config in settings.sinks if config.type == "metrics"]}))
         stages = pipeline.Stages(sources=sources, aggregator=outbox,  # type: ignore[arg-type]
                                  engine=engine, sinks=health_sinks, runtime=settings.pipeline)
         log.info("collector running", collector=me, sources=[s.tag for s in sources],

@@ -175,11 +175,11 @@ class Publisher:
         health.count("transport.publish.lost", 0)
         health.gauge("transport.publish.blocked_seconds", 0.0)
 
-    def send(self, messages: list[tuple[str, str, bytes]]) -> None:
-        """Store ``(subject, message id, payload)`` messages; per subject in list order."""
+    def send(self, messages: list[tuple[int, str, bytes]]) -> None:
+        """Store ``(partition, message id, payload)`` messages; per partition in list order."""
         by_subject: dict[str, list[tuple[str, bytes]]] = {}
-        for subj, ident, payload in messages:
-            by_subject.setdefault(subj, []).append((ident, payload))
+        for part, ident, payload in messages:
+            by_subject.setdefault(subject(self.link.cfg, part), []).append((ident, payload))
         self.link.call(self._send(by_subject))
 
     async def _send(self, by_subject: dict[str, list[tuple[str, bytes]]]) -> None:
