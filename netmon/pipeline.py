@@ -57,18 +57,13 @@ class Stages:
     sinks: list[ManagedSink]
     runtime: Runtime = field(default_factory=Runtime)
 
-    @property
-    def frame_sinks(self) -> list[Any]:
-        """The ``frames(frames, rows, index)`` methods of sinks that keep raw packets (evidence);
-        called from the pipeline's thread, so such a sink guards its own state."""
-        return [keep for keep in (getattr(sink.sink, "frames", None) for sink in self.sinks) if keep is not None]
-
-    @property
-    def flag_sinks(self) -> list[Any]:
-        """The ``flag(scored)`` methods of those sinks: called from the pipeline's thread as each
-        interval is delivered, before the frames that follow it, so which frames they keep does
-        not depend on how far their own thread lags behind (a replay outruns it)."""
-        return [flag for flag in (getattr(sink.sink, "flag", None) for sink in self.sinks) if flag is not None]
+    def inline(self, method: str) -> list[Any]:
+        """The ``method`` of every sink that has one, called from the pipeline's thread (so such a
+        sink guards its own state): ``frames(frames, rows, index)`` of sinks that keep raw packets
+        (evidence), and their ``flag(scored)``, called as each interval is delivered, before the
+        frames that follow it, so which frames they keep does not depend on how far their own
+        thread lags behind (a replay outruns it)."""
+        return [hook for hook in (getattr(sink.sink, method, None) for sink in self.sinks) if hook is not None]
 
 
 class Summary:
@@ -196,7 +191,7 @@ def deliver(stages: Stages, scored: Scored, summary: Summary | None = None) -> N
     """Hand one scored interval to every sink's queue (and count it in ``summary``)."""
     if summary is not None:
         summary.add(scored)
-    for flag in stages.flag_sinks:
+    for flag in stages.inline("flag"):
         flag(scored)
     for sink in stages.sinks:
         sink.put(scored)
@@ -233,7 +228,7 @@ class Pipeline:
         else:
             if isinstance(item, Frames):
                 rows, index = decode_with_index(item)
-                for keep in self.stages.frame_sinks:
+                for keep in self.stages.inline("frames"):
                     keep(item, rows, index)
             else:
                 rows = item.rows

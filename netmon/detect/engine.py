@@ -106,13 +106,15 @@ class Engine:
         """Checkpoint every stateful detector (no-op when none is, or no checkpoint is configured);
         False when writing failed."""
         self._saved = time.monotonic()
-        stateful = self._stateful()
-        if not stateful or not self.settings.checkpoint:
+        if not self.settings.checkpoint:
+            return True
+        states = self.state()
+        if not states:
             return True
         from netmon.detect import checkpoint
 
         try:
-            checkpoint.save(Path(self.settings.checkpoint), self.state())
+            checkpoint.save(Path(self.settings.checkpoint), states)
         except OSError as exc:
             health.count("detect.checkpoint.failed")
             log.error("checkpoint not written; models keep running, next try in one period",
