@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import math
 import queue
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -152,7 +150,6 @@ class Scorer:
         self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None,  # type: ignore[arg-type]
                                       sinks=self.sinks)
         self.summary = pipeline.Summary(keep=pipeline.SERVICE_KEEP)
-        self._scratch = tempfile.TemporaryDirectory(prefix="netmon-scorer-")
         try:
             self.link = jetstream.Link(self.cfg, self.me, stop)
             jetstream.ensure(self.link)
@@ -191,7 +188,6 @@ class Scorer:
             for sink in self.sinks:
                 sink.close()
             self.link.close()
-            self._scratch.cleanup()
         log.info("scorer stopped", scorer=self.me, intervals=self.summary.intervals,
                  findings=self.summary.finding_count)
         return self.summary
@@ -233,10 +229,8 @@ class Scorer:
             health.count("cluster.scorer.fenced")
             log.warning("lease not renewed in time; no checkpoint until it is", partition=unit.part)
             return
-        path = Path(self._scratch.name) / f"p{unit.part}.ckpt"
         try:
-            checkpoint.save(path, unit.state())
-            self.states.save(unit.part, path.read_bytes())
+            self.states.save(unit.part, checkpoint.dumps(unit.state()))
         except Exception as exc:  # noqa: BLE001 - the log away: keep scoring, the next checkpoint covers it
             health.count("detect.checkpoint.failed")
             log.error("partition checkpoint not written; trying again later", partition=unit.part,
@@ -252,11 +246,12 @@ class Scorer:
         unit = Unit(part, self.settings)
         data = self.states.load(part)
         if data is not None:
-            path = Path(self._scratch.name) / f"p{part}.restore"
-            path.write_bytes(data)
-            state = checkpoint.load(path)
-            if state:
-                unit.load_state(state)
+            try:
+                unit.load_state(checkpoint.loads(data))
+            except checkpoint.CheckpointError as exc:
+                health.count(f"detect.checkpoint.{exc.kind}")
+                log.error("partition checkpoint unusable; the partition starts cold from its stream",
+                          partition=part, reason=str(exc))
         return unit
 
     def rebalance(self) -> None:

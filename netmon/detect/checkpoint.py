@@ -117,18 +117,7 @@ def save(path: Path, states: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w+b") as raw:
-            raw.write(b" " * HEADER_BYTES)
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-                tree = _encode(states, archive, [0])
-                archive.writestr("state.json", json.dumps(tree))
-            size = raw.tell() - HEADER_BYTES
-            raw.seek(HEADER_BYTES)
-            head = {**header(), "bytes": size, "sha256": _sha256(raw)}
-            line = json.dumps(head).encode()
-            if len(line) >= HEADER_BYTES:
-                raise ValueError(f"checkpoint header of {len(line)} bytes does not fit {HEADER_BYTES}")
-            raw.seek(0)
-            raw.write(line.ljust(HEADER_BYTES - 1) + b"\n")
+            _write(raw, states)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -138,6 +127,34 @@ def save(path: Path, states: dict[str, Any]) -> None:
         raise
     health.count("detect.checkpoint.saved")
     log.info("checkpoint saved", path=str(path), bytes=path.stat().st_size, detectors=sorted(states))
+
+
+def dumps(states: dict[str, Any]) -> bytes:
+    """The bytes :func:`save` would write (a checkpoint kept elsewhere than in a file: a cluster's log)."""
+    stream = io.BytesIO()
+    _write(stream, states)
+    return stream.getvalue()
+
+
+def loads(data: bytes) -> dict[str, Any]:
+    """``{detector name: state}`` from :func:`dumps`' bytes; CheckpointError when they are not one."""
+    return _states(io.BytesIO(data))
+
+
+def _write(raw: BinaryIO, states: dict[str, Any]) -> None:
+    """The archive streamed after a blank header, hashed from there, then the header written in place."""
+    raw.write(b" " * HEADER_BYTES)
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        tree = _encode(states, archive, [0])
+        archive.writestr("state.json", json.dumps(tree))
+    size = raw.tell() - HEADER_BYTES
+    raw.seek(HEADER_BYTES)
+    head = {**header(), "bytes": size, "sha256": _sha256(raw)}
+    line = json.dumps(head).encode()
+    if len(line) >= HEADER_BYTES:
+        raise ValueError(f"checkpoint header of {len(line)} bytes does not fit {HEADER_BYTES}")
+    raw.seek(0)
+    raw.write(line.ljust(HEADER_BYTES - 1) + b"\n")
 
 
 def _sha256(stream: BinaryIO) -> str:
@@ -190,21 +207,26 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
     with stream:
         try:
-            head = _header(stream)
+            return _states(stream)
         except OSError as exc:
             raise CheckpointError("corrupt", f"cannot read it: {exc.strerror or exc}") from None
-        if head.get("netmon") != netmon.__version__:
-            log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
-        try:  # zipfile finds the archive after the header itself
-            with zipfile.ZipFile(stream) as archive:
-                expanded = sum(item.file_size for item in archive.infolist())
-                if expanded > max(EXPANDED_FREE, EXPANSION * head["bytes"]):
-                    raise CheckpointError("corrupt", f"the archive of {head['bytes']} bytes claims to expand to {expanded}")
-                states = _decode(json.loads(archive.read("state.json")), archive)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # checksummed yet unreadable (zip, json, npy): corrupt however it fails
-            raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
+
+
+def _states(stream: BinaryIO) -> dict[str, Any]:
+    """The states of one checkpoint in ``stream``, header and checksum verified first."""
+    head = _header(stream)
+    if head.get("netmon") != netmon.__version__:
+        log.info("checkpoint from another netmon version, same format", written=head.get("netmon"))
+    try:  # zipfile finds the archive after the header itself
+        with zipfile.ZipFile(stream) as archive:
+            expanded = sum(item.file_size for item in archive.infolist())
+            if expanded > max(EXPANDED_FREE, EXPANSION * head["bytes"]):
+                raise CheckpointError("corrupt", f"the archive of {head['bytes']} bytes claims to expand to {expanded}")
+            states = _decode(json.loads(archive.read("state.json")), archive)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # checksummed yet unreadable (zip, json, npy): corrupt however it fails
+        raise CheckpointError("corrupt", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(states, dict):
         raise CheckpointError("corrupt", "state is not a table of detectors")
     return states

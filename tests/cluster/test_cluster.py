@@ -90,9 +90,8 @@ class Node:
 
     def __init__(self, role: str, config: Path, log: Path) -> None:
         self.log = log
-        env = {**os.environ, "TMPDIR": str(log.parent)}  # a killed scorer's scratch stays in the test's directory
         self.proc = subprocess.Popen([sys.executable, "-m", "netmon", "run", "--role", role, "--config", str(config)],
-                                     stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+                                     stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:

@@ -331,3 +331,10 @@ def test_a_detector_state_that_does_not_fit_starts_that_detector_cold_instead_of
     good = engine.state()
     engine.load_state({"rules": {"hosts": ["10.0.0.1"]}, "baseline": good["baseline"]})
     assert engine.detectors["rules"].streaks == {}, "a rules state missing its columns should leave rules cold"
+
+
+def test_checkpoint_bytes_round_trip_and_foreign_bytes_are_refused_before_reading():
+    states = {"rules": {"hosts": ["10.0.0.1"], "counts": [3], "ends": [60.0]}}
+    assert checkpoint.loads(checkpoint.dumps(states)) == states
+    with pytest.raises(checkpoint.CheckpointError, match="not a netmon checkpoint"):
+        checkpoint.loads(b"\x80\x04junk that is not a checkpoint")
