@@ -133,11 +133,12 @@ class ManagedSink:
 
     def close(self, timeout: float | None = None) -> None:
         """Hand over what is queued (for up to ``timeout`` seconds; None = all of it), then close
-        the sink and stop its thread; items still queued are counted ``lost``, errors counted."""
+        the sink and stop its thread; items still queued (an attempt in flight too) are counted
+        ``lost`` here, before this returns, even when a hung attempt holds the sink's thread."""
         self.drain(timeout)
         with self._cond:
             self._closing = True
-            self._cond.notify_all()
+            self._give_up()
         self._thread.join(None if timeout is None else 1.0)  # a hung attempt must not hold shutdown
 
     def _run(self, build: Callable[[], Any]) -> None:
@@ -163,7 +164,6 @@ class ManagedSink:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if self._closing:
-                    self._give_up()
                     return
                 entry = self._queue[0]
                 self._busy = True
@@ -212,7 +212,7 @@ class ManagedSink:
         self._publish()
 
     def _give_up(self) -> None:
-        """At close: what is still queued is lost for this sink (counted and logged)."""
+        """At close: what is still queued is lost for this sink (counted and logged); holds ``_cond``."""
         if self._queue:
             health.count(f"{self.prefix}.lost", len(self._queue))
             log.error("sink closed with items undelivered", sink=self.tag, undelivered=len(self._queue))
