@@ -163,12 +163,12 @@ def netmon_replay(path: Path, workdir: Path) -> int:
 STARTUP = "import netmon.cli, netmon.pipeline, netmon.commands.replay; from netmon.config import load; load(None)"
 
 
-def startup_seconds(runs: int = 3) -> float:
-    """Wall seconds of a process that starts Python and makes replay's imports, nothing else (best of ``runs``)."""
+def best_wall(command: list[str], runs: int = 3) -> float:
+    """Best wall seconds of ``runs`` runs of ``command`` (its output discarded)."""
     best = float("inf")
     for _ in range(runs):
         with Timer() as took:
-            subprocess.run([sys.executable, "-c", STARTUP], check=True)
+            subprocess.run(command, capture_output=True, check=True)
         best = min(best, took.wall)
     return best
 
@@ -275,18 +275,14 @@ def main() -> None:
                   f"({walls[cli] / walls[peer]:.2f}x)")
             record("replay", f"whole command wall time, {args.packets:,} frames", walls[cli], "s", "lower", peer,
                    walls[peer], "<= 1.0")
-            floor = startup_seconds()
+            floor = best_wall([sys.executable, "-c", STARTUP])  # process start and replay's imports
             print(f"  of which process start and imports (best of 3): {floor:.2f} s; the replay itself "
                   f"{walls[cli] - floor:.2f} s")
             record("replay", "process start and imports of the whole command (best of 3)", floor, "s", "lower", peer,
                    walls[peer])
-        helps = []
-        for _ in range(3):
-            with Timer() as took:
-                subprocess.run([str(Path(sys.executable).with_name("netmon")), "--help"], capture_output=True, check=True)
-            helps.append(took.wall)
-        print(f"netmon --help: {min(helps):.2f} s (best of 3)")
-        record("replay", "netmon --help wall time (best of 3)", min(helps), "s", "lower", bar="<= 0.3")
+        helps = best_wall([str(Path(sys.executable).with_name("netmon")), "--help"])
+        print(f"netmon --help: {helps:.2f} s (best of 3)")
+        record("replay", "netmon --help wall time (best of 3)", helps, "s", "lower", bar="<= 0.3")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
