@@ -280,8 +280,7 @@ class StoreSink:
         self.pending_rows = 0
         self.pending_bytes = 0
         self.retry_at = 0.0
-        self.failures = 0
-        self.failing = False
+        self.failures = 0  # writes failed in a row; 0 = the store is writable
         self._open()
 
     def _open(self) -> None:
@@ -294,15 +293,19 @@ class StoreSink:
                 raise
             self._failed(str(exc))
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last write failed (intervals are pending, a retry is scheduled)."""
+        return self.failures > 0
+
     def _failed(self, error: str) -> None:
-        self.failures += 1
-        delay = RETRY.delay(self.failures)
+        delay = RETRY.delay(self.failures + 1)
         self.retry_at = time.monotonic() + delay
         health.count("store.write_failed")
         if not self.failing:
             log.error("store write failed; intervals kept in memory and retried", path=str(self.path), error=error,
                       pending=self.pending_rows, retry_in=round(delay, 1))
-        self.failing = True
+        self.failures += 1
 
     def write(self, scored: Scored) -> None:
         self._hold(scored)
@@ -359,7 +362,7 @@ class StoreSink:
             return False
         if self.failing:
             log.info("store writable again; pending intervals written", path=str(self.path))
-            self.failing, self.failures = False, 0
+            self.failures = 0
         return True
 
     def _replace(self, reason: str) -> None:
