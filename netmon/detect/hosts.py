@@ -182,8 +182,8 @@ class Hosts(HostModel):
 
     def __init__(self, config: Config) -> None:
         columns = {
-            "prev_seconds": Column("f4", 0, 0.0),
-            "prev_requests": Column("f4", 0, 0.0),
+            "prev_seconds": Column("f4", 0, 0.0),  # the previous interval's loose-client seconds
+            "prev_requests": Column("f4", 0, 0.0),  # ... and its effective request count (server_requests_eff)
             "high": Column("f4", 0, np.nan),
             "base": Column("f4", 0, np.nan),
             "steps": Column("f4", 0, 0.0),
@@ -270,7 +270,8 @@ class Hosts(HostModel):
             "loose_requests": loose_requests,
             "loose_effective": loose_effective,
             "rate": visit.current[:, 0],
-            **{name: self.carried(visit, name) for name in self.table.columns if name not in ("first", "last", "sums")},
+            **{name: self.carried(visit, name) for name in self.table.columns  # read above, or replaced by learn
+               if name not in ("first", "last", "sums", "prev_seconds", "prev_requests", "tracked")},
         }
         cfg = self.config
         evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)
