@@ -19,9 +19,9 @@ A sink plug-in only encodes and sends (``write(item)``, ``close()``). Here each 
 * one thread per sink that builds, writes and closes it, so a sink may hold
   thread-bound resources (an SQLite connection);
 * health under one prefix (``sink.<tag>`` for the pipeline's sinks, ``alerts.hook.<name>``
-  for alert hooks): counters ``written``, ``errors`` (failed attempts), ``retried``,
-  ``expired``, ``dropped``, ``hung``, ``lost`` (still queued when ``close`` gave up) and
-  the gauges ``queue_bytes`` and ``queue_items``.
+  for alert hooks): counters ``written``, ``errors`` (failed attempts), ``dropped``,
+  ``hung``, ``lost`` (still queued when ``close`` gave up), with a retry policy also
+  ``retried`` and ``expired``, and the gauges ``queue_bytes`` and ``queue_items``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ log = structlog.get_logger(__name__)
 ROW_OVERHEAD = 200
 FINDING_BYTES = 600
 #: Counters every managed sink shows from its start (0, not "no data").
-COUNTERS = ("written", "errors", "retried", "expired", "dropped", "hung", "lost")
+COUNTERS = ("written", "errors", "dropped", "hung", "lost")
+#: Counters a managed sink with a retry policy shows as well.
+RETRY_COUNTERS = ("retried", "expired")
 
 
 def scored_bytes(scored: Scored) -> int:
@@ -91,7 +93,7 @@ class ManagedSink:
         self._busy = False
         self._closing = False
         self._cond = threading.Condition()
-        for counter in COUNTERS:
+        for counter in COUNTERS + (RETRY_COUNTERS if retry else ()):
             health.count(f"{self.prefix}.{counter}", 0)
         self._built = threading.Event()
         self._build_error: BaseException | None = None
