@@ -331,6 +331,14 @@ def _shown(where: str, value: Any) -> str:
     return f" (got {redact(repr(value))})"
 _PLUGIN_LISTS = {"sources": "source", "sinks": "sink"}
 
+#: Keys older configs carry that were replaced, by their last part, and what replaced them:
+#: a config written for an earlier netmon gets the fix, not only "extra inputs".
+RETIRED = {
+    "queue_size": "no longer a key: an alerts sink's queue is bounded in bytes, "
+                  "[sinks.hook_buffer] max_bytes (and when_full)",
+    "buffer_rows": "no longer a key: the store's memory buffer is bounded in bytes, buffer_bytes",
+}
+
 
 def _where(loc: tuple[Any, ...]) -> tuple[str, str | None]:
     """A pydantic error location as a config key (``sinks[0].buffer.max_bytes``), and the plug-in
@@ -368,6 +376,10 @@ def _describe(error: ValidationError, prefix: str = "") -> list[str]:
             continue
         if item["type"] == "model_attributes_type" and kind:
             lines.append(f"{where}: expected a table ([[{where.split('[')[0]}]]), got a {type(value).__name__}")
+            continue
+        retired = RETIRED.get(where.rsplit(".", 1)[-1]) if item["type"] == "extra_forbidden" else None
+        if retired:
+            lines.append(f"{where}: {retired}")
             continue
         shown = "" if item["type"] == "extra_forbidden" else _shown(where, value)
         lines.append(f"{where or '(top level)'}: {redact(item['msg'])}{shown}")

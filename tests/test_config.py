@@ -94,6 +94,10 @@ def test_plugin_tables_are_typed_by_their_type():
         ({"sources": [{"type": "netflow", "listen": ["nonsense"]}]}, "sources[0].listen"),
         ({"detect": {"nope": {}}}, "unknown table [detect.nope]; allowed:"),
         ({"pipeline": {"restart_initial": 5, "restart_max": 1}}, "restart_max (1.0) must be >= restart_initial"),
+        ({"sinks": [{"type": "alerts", "queue_size": 1000}]},
+         "sinks[0].queue_size: no longer a key: an alerts sink's queue is bounded in bytes, [sinks.hook_buffer]"),
+        ({"sinks": [{"type": "store", "buffer_rows": 100000}]},
+         "sinks[0].buffer_rows: no longer a key: the store's memory buffer is bounded in bytes, buffer_bytes"),
     ],
 )
 def test_typed_union_errors_still_name_the_key_and_the_fix(data, expected):
