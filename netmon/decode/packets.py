@@ -24,6 +24,8 @@ header), ``fragment``, ``bad_ip`` (impossible header lengths), ``not_udp123``
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,21 +254,33 @@ def _ip_length(read: _Bytes, frames: Frames, index: np.ndarray, ip: np.ndarray, 
     return np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - frames.offset[index].astype(np.int64)))
 
 
-#: The last batch's link and IP layers: the NTP decoder and the flow-export router both
-#: read every batch of a replay, and the second reader reuses the first one's parse.
-_last: tuple[Frames, _Bytes, _Remaining, _Network] | None = None
+#: Batches whose link and IP layers an earlier reader parsed, kept for the NTP decoder.
+#: In a replay the export router reads each batch in the source's thread before the batch
+#: is queued, and the NTP decoder reads it in the pipeline's thread up to a queue's length
+#: later; the decoder takes the router's parse instead of repeating it. Bounded, so a batch
+#: the decoder never reads is not held for long.
+SHARED_BATCHES = 8
+_shared: OrderedDict[int, tuple[Frames, _Bytes, _Remaining, _Network]] = OrderedDict()
+_shared_lock = threading.Lock()
 
 
-def _layers(frames: Frames) -> tuple[_Bytes, _Remaining, _Network]:
-    """Reader, surviving frames and network layer of a batch, parsed once per batch object."""
-    global _last
-    last = _last
-    if last is not None and last[0] is frames:
-        return last[1], last[2].copy(), last[3]
+def _layers(frames: Frames, last_reader: bool) -> tuple[_Bytes, _Remaining, _Network]:
+    """Reader, surviving frames and network layer of a batch, parsed once per batch object.
+
+    A reader that is not the batch's last (``last_reader`` False: the export router) leaves
+    its parse for the NTP decoder (``last_reader`` True), which takes it."""
+    with _shared_lock:
+        kept = _shared.pop(id(frames), None) if last_reader else _shared.get(id(frames))
+    if kept is not None and kept[0] is frames:
+        return kept[1], kept[2].copy(), kept[3]
     read = _Bytes(frames.data)
     left = _Remaining(len(frames))
     net = _network(frames, read, left)
-    _last = (frames, read, left.copy(), net)
+    if not last_reader:
+        with _shared_lock:
+            _shared[id(frames)] = (frames, read, left.copy(), net)
+            while len(_shared) > SHARED_BATCHES:
+                _shared.popitem(last=False)
     return read, left, net
 
 
@@ -280,9 +294,11 @@ def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool
 
     With ``count`` every other frame is counted under ``decode.skip.<reason>`` (the
     NTP path's health); the flow path looks for export datagrams in the same frames
-    and counts its own skips, so it passes False and nothing is counted twice.
+    and counts its own skips, so it passes False and nothing is counted twice. The
+    NTP path reads a batch last: with ``count`` it takes the batch's parse from an
+    earlier reader (see ``_layers``) instead of keeping its own.
     """
-    read, left, net = _layers(frames)
+    read, left, net = _layers(frames, last_reader=count)
     ip, v4, protocol, l4, end = net.ip, net.v4, net.protocol, net.l4, net.end
     skip = "not_udp123"
     left.drop(skip, protocol != 17)
@@ -350,7 +366,7 @@ class IpPackets:
 
 def ip_packets(frames: Frames) -> IpPackets:
     """The IP header fields of every frame that has one; nothing is counted (the frames are counted where they are decoded)."""
-    read, left, net = _layers(frames)
+    read, left, net = _layers(frames, last_reader=False)
     index = np.flatnonzero(left.keep)
     ip, l4, is_v4, protocol = net.ip[index], net.l4[index], net.v4[index], net.protocol[index]
     has_ports = np.isin(protocol, (6, 17)) & (l4 + 4 <= net.end[index])

@@ -85,8 +85,9 @@ class PcapSource:
                 progress.update(task, description=Path(path).name)
                 try:
                     for frames in read_frames(path, lambda n, base=done: progress.update(task, completed=base + n)):
-                        yield frames
-                        yield from self.exports.route(frames)
+                        exports = list(self.exports.route(frames))  # parses the batch before it is queued:
+                        yield frames                                # the NTP decoder takes that parse
+                        yield from exports
                 except CaptureError as exc:
                     self.errors.append(exc)
                     log.error("capture file damaged; frames before the fault were kept", path=path,
