@@ -133,6 +133,17 @@ class _Remaining:
             health.count(f"decode.skip.{reason}", n)
 
 
+def _one_of(values: np.ndarray, wanted: tuple[int, ...]) -> np.ndarray:
+    """``np.isin(values, wanted)``; for a handful of wanted values one compare each, which on a
+    batch's every frame is a few times cheaper than ``isin``'s general path."""
+    if len(wanted) > 8:
+        return np.isin(values, wanted)
+    found = np.zeros(values.shape, dtype=bool)
+    for value in wanted:
+        found |= values == value
+    return found
+
+
 def _at(n: int, rows: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[rows] = True
@@ -172,7 +183,7 @@ def _link(frames: Frames, read: _Bytes) -> tuple[np.ndarray, np.ndarray, np.ndar
             at[sel] = off + 4
     seen = np.zeros(n, dtype=bool)
     for _ in range(MAX_VLAN_TAGS):
-        tagged = np.isin(ethertype, VLAN_ETHERTYPES)
+        tagged = _one_of(ethertype, VLAN_ETHERTYPES)
         if not tagged.any():
             break
         vlan = np.where(tagged & ~seen, read.u16(at) & 0x0FFF, vlan)
@@ -231,7 +242,7 @@ def _network(frames: Frames, read: _Bytes, left: _Remaining) -> _Network:
     protocol = read.u8(ip + np.where(v4, 9, 6))
     l4 = np.where(v4, ip + ihl, ip + 40)
     left.drop("fragment", v4 & ((read.u16(ip + 6) & 0x3FFF) != 0))
-    ext = np.flatnonzero(left.keep & ~v4 & np.isin(protocol, IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)))
+    ext = np.flatnonzero(left.keep & ~v4 & _one_of(protocol, IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)))
     if len(ext):
         status = _ipv6_extensions(read, protocol, l4, ext)
         left.drop("fragment", _at(len(frames), ext[status == 1]))
@@ -305,9 +316,9 @@ def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool
     left.drop("truncated", l4 + 4 > end)
     sport, dport = read.u16(l4), read.u16(l4 + 2)
     if ports is not None:
-        wanted = np.isin(dport, ports)
+        wanted = _one_of(dport, ports)
         if either_side:
-            wanted |= np.isin(sport, ports)
+            wanted |= _one_of(sport, ports)
         left.drop(skip, ~wanted)
     left.drop("truncated", l4 + 8 > end)
 
