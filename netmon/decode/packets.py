@@ -216,7 +216,8 @@ def _ipv6_extensions(read: _Bytes, header: np.ndarray, l4: np.ndarray, rows: np.
 
 @dataclass
 class _Network:
-    """Per frame of a batch: IP header position, IPv4 or not, protocol, L4 position, capture end, VLAN."""
+    """Per frame of a batch: IP header position, IPv4 or not, protocol, L4 position, capture end, VLAN,
+    and the two 16-bit words at the L4 position (the ports of TCP and UDP; callers check lengths)."""
 
     ip: np.ndarray
     v4: np.ndarray
@@ -224,6 +225,8 @@ class _Network:
     l4: np.ndarray
     end: np.ndarray
     vlan: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
 
 
 def _network(frames: Frames, read: _Bytes, left: _Remaining) -> _Network:
@@ -247,7 +250,7 @@ def _network(frames: Frames, read: _Bytes, left: _Remaining) -> _Network:
         status = _ipv6_extensions(read, protocol, l4, ext)
         left.drop("fragment", _at(len(frames), ext[status == 1]))
         left.drop("bad_ip", _at(len(frames), ext[status == 2]))
-    return _Network(ip, v4, protocol, l4, end, vlan)
+    return _Network(ip, v4, protocol, l4, end, vlan, read.u16(l4), read.u16(l4 + 2))
 
 
 def _addresses(read: _Bytes, ip: np.ndarray, is_v4: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -314,7 +317,7 @@ def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool
     skip = "not_udp123"
     left.drop(skip, protocol != 17)
     left.drop("truncated", l4 + 4 > end)
-    sport, dport = read.u16(l4), read.u16(l4 + 2)
+    sport, dport = net.sport, net.dport
     if ports is not None:
         wanted = _one_of(dport, ports)
         if either_side:
@@ -381,8 +384,8 @@ def ip_packets(frames: Frames) -> IpPackets:
     index = np.flatnonzero(left.keep)
     ip, l4, is_v4, protocol = net.ip[index], net.l4[index], net.v4[index], net.protocol[index]
     has_ports = np.isin(protocol, (6, 17)) & (l4 + 4 <= net.end[index])
-    sport = np.where(has_ports, read.u16(l4), 0)
-    dport = np.where(has_ports, read.u16(l4 + 2), 0)
+    sport = np.where(has_ports, net.sport[index], 0)
+    dport = np.where(has_ports, net.dport[index], 0)
     src_hi, src_lo, dst_hi, dst_lo = _addresses(read, ip, is_v4)
     return IpPackets(index, src_hi, src_lo, dst_hi, dst_lo, protocol.astype(np.uint8), sport.astype(np.uint16),
                      dport.astype(np.uint16), _ip_length(read, frames, index, ip, is_v4))
