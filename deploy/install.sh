@@ -38,6 +38,9 @@ APT_TEST_PACKAGES=(
   nats-server
   stress-ng
 )
+# The compiled pcap record walk (setup.py, netmon/sources/_pcapwalk.c) is built by pip with
+# these; without them pip still installs netmon, reading captures with the walk in Python.
+BUILD_PACKAGES=(gcc libc6-dev python3-dev)
 # Only asked to validate the compose file: no Docker engine (its Recommends) needed.
 APT_TEST_NO_RECOMMENDS=(docker-compose)
 # ntpsec conflicts with chrony in Debian (both provide time-daemon); the tests need
@@ -75,6 +78,12 @@ if [ "${1:-}" = "--all" ]; then
   mapfile -t -O "${#missing[@]}" missing < <(not_installed "${APT_TEST_PACKAGES[@]}")
   mapfile -t bare < <(not_installed "${APT_TEST_NO_RECOMMENDS[@]}")
   [ ${#bare[@]} -eq 0 ] || apt_install --no-install-recommends "${bare[@]}"
+fi
+mapfile -t build < <(not_installed "${BUILD_PACKAGES[@]}")
+if [ ${#build[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; then
+  echo "install.sh: not root, so ${build[*]} stay uninstalled: captures are read with the slower walk in Python" >&2
+else
+  missing+=("${build[@]}")
 fi
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 

@@ -269,16 +269,26 @@ class Settings(Strict):
         return data
 
 
-def _union(kind: str) -> Any:
-    """The discriminated union (on ``type``) of every plug-in ``Config`` of ``kind``, from the registry."""
-    models = tuple(registry.plugin(kind, name).Config for name in registry.KINDS[kind])
+def _union(kind: str, names: frozenset[str]) -> Any:
+    """The discriminated union (on ``type``) of the ``Config`` of each plug-in of ``kind`` in ``names``."""
+    models = tuple(registry.plugin(kind, name).Config for name in registry.KINDS[kind] if name in names)
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at run time
 
 
+def _named(data: dict[str, Any], key: str, kind: str) -> frozenset[str]:
+    """The registered plug-in types of ``kind`` that the ``key`` tables of ``data`` name (the first
+    registered one when none does: a union needs a member, and an unknown type is its error to name)."""
+    tables = data.get(key)
+    types = [t.get("type") for t in tables if isinstance(t, dict)] if isinstance(tables, list) else []
+    known = frozenset(t for t in types if isinstance(t, str) and t in registry.KINDS[kind])
+    return known or frozenset([next(iter(registry.KINDS[kind]))])
+
+
 @functools.cache
-def settings_model() -> type[Settings]:
-    """:class:`Settings` with typed plug-in tables, generated from the registry on first use
-    (so ``netmon --help`` imports no plug-in)."""
+def settings_model(sources: frozenset[str], sinks: frozenset[str]) -> type[Settings]:
+    """:class:`Settings` with typed plug-in tables for the ``sources`` and ``sinks`` types a config
+    names, generated from the registry on first use: only the plug-ins a config uses are imported
+    (``netmon --help`` imports none, a replay neither the flow listeners nor the InfluxDB client)."""
     detect = create_model(
         "Detect", __base__=TypedDetect,
         **{name: (model, Field(default_factory=model))
@@ -287,8 +297,9 @@ def settings_model() -> type[Settings]:
     return create_model(
         "Settings", __base__=Settings,
         detect=(detect, Field(default_factory=detect)),
-        sources=(list[_union("source")], Field(default_factory=list)),
-        sinks=(list[_union("sink")], Field(default_factory=lambda: [registry.plugin("sink", "store").Config(type="store")])),
+        sources=(list[_union("source", sources)], Field(default_factory=list)),
+        sinks=(list[_union("sink", sinks | {"store"})],
+               Field(default_factory=lambda: [registry.plugin("sink", "store").Config(type="store")])),
     )
 
 
@@ -389,7 +400,8 @@ def _describe(error: ValidationError, prefix: str = "") -> list[str]:
 def validate(data: dict[str, Any], origin: str = "config") -> Settings:
     """Settings from a parsed TOML document; ConfigError names each bad key."""
     try:
-        return settings_model().model_validate(data)
+        model = settings_model(_named(data, "sources", "source"), _named(data, "sinks", "sink"))
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: invalid settings:\n" + "\n".join(_describe(exc))) from None
 

@@ -24,6 +24,8 @@ header), ``fragment``, ``bad_ip`` (impossible header lengths), ``not_udp123``
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +133,17 @@ class _Remaining:
             health.count(f"decode.skip.{reason}", n)
 
 
+def _one_of(values: np.ndarray, wanted: tuple[int, ...]) -> np.ndarray:
+    """``np.isin(values, wanted)``; for a handful of wanted values one compare each, which on a
+    batch's every frame is a few times cheaper than ``isin``'s general path."""
+    if len(wanted) > 8:
+        return np.isin(values, wanted)
+    found = np.zeros(values.shape, dtype=bool)
+    for value in wanted:
+        found |= values == value
+    return found
+
+
 def _at(n: int, rows: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[rows] = True
@@ -170,7 +183,7 @@ def _link(frames: Frames, read: _Bytes) -> tuple[np.ndarray, np.ndarray, np.ndar
             at[sel] = off + 4
     seen = np.zeros(n, dtype=bool)
     for _ in range(MAX_VLAN_TAGS):
-        tagged = np.isin(ethertype, VLAN_ETHERTYPES)
+        tagged = _one_of(ethertype, VLAN_ETHERTYPES)
         if not tagged.any():
             break
         vlan = np.where(tagged & ~seen, read.u16(at) & 0x0FFF, vlan)
@@ -203,7 +216,8 @@ def _ipv6_extensions(read: _Bytes, header: np.ndarray, l4: np.ndarray, rows: np.
 
 @dataclass
 class _Network:
-    """Per frame of a batch: IP header position, IPv4 or not, protocol, L4 position, capture end, VLAN."""
+    """Per frame of a batch: IP header position, IPv4 or not, protocol, L4 position, capture end, VLAN,
+    and the two 16-bit words at the L4 position (the ports of TCP and UDP; callers check lengths)."""
 
     ip: np.ndarray
     v4: np.ndarray
@@ -211,6 +225,8 @@ class _Network:
     l4: np.ndarray
     end: np.ndarray
     vlan: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
 
 
 def _network(frames: Frames, read: _Bytes, left: _Remaining) -> _Network:
@@ -229,12 +245,12 @@ def _network(frames: Frames, read: _Bytes, left: _Remaining) -> _Network:
     protocol = read.u8(ip + np.where(v4, 9, 6))
     l4 = np.where(v4, ip + ihl, ip + 40)
     left.drop("fragment", v4 & ((read.u16(ip + 6) & 0x3FFF) != 0))
-    ext = np.flatnonzero(left.keep & ~v4 & np.isin(protocol, IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)))
+    ext = np.flatnonzero(left.keep & ~v4 & _one_of(protocol, IPV6_SKIPPABLE + (IPV6_FRAGMENT, IPV6_AH)))
     if len(ext):
         status = _ipv6_extensions(read, protocol, l4, ext)
         left.drop("fragment", _at(len(frames), ext[status == 1]))
         left.drop("bad_ip", _at(len(frames), ext[status == 2]))
-    return _Network(ip, v4, protocol, l4, end, vlan)
+    return _Network(ip, v4, protocol, l4, end, vlan, read.u16(l4), read.u16(l4 + 2))
 
 
 def _addresses(read: _Bytes, ip: np.ndarray, is_v4: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -252,21 +268,33 @@ def _ip_length(read: _Bytes, frames: Frames, index: np.ndarray, ip: np.ndarray, 
     return np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - frames.offset[index].astype(np.int64)))
 
 
-#: The last batch's link and IP layers: the NTP decoder and the flow-export router both
-#: read every batch of a replay, and the second reader reuses the first one's parse.
-_last: tuple[Frames, _Bytes, _Remaining, _Network] | None = None
+#: Batches whose link and IP layers an earlier reader parsed, kept for the NTP decoder.
+#: In a replay the export router reads each batch in the source's thread before the batch
+#: is queued, and the NTP decoder reads it in the pipeline's thread up to a queue's length
+#: later; the decoder takes the router's parse instead of repeating it. Bounded, so a batch
+#: the decoder never reads is not held for long.
+SHARED_BATCHES = 8
+_shared: OrderedDict[int, tuple[Frames, _Bytes, _Remaining, _Network]] = OrderedDict()
+_shared_lock = threading.Lock()
 
 
-def _layers(frames: Frames) -> tuple[_Bytes, _Remaining, _Network]:
-    """Reader, surviving frames and network layer of a batch, parsed once per batch object."""
-    global _last
-    last = _last
-    if last is not None and last[0] is frames:
-        return last[1], last[2].copy(), last[3]
+def _layers(frames: Frames, last_reader: bool) -> tuple[_Bytes, _Remaining, _Network]:
+    """Reader, surviving frames and network layer of a batch, parsed once per batch object.
+
+    A reader that is not the batch's last (``last_reader`` False: the export router) leaves
+    its parse for the NTP decoder (``last_reader`` True), which takes it."""
+    with _shared_lock:
+        kept = _shared.pop(id(frames), None) if last_reader else _shared.get(id(frames))
+    if kept is not None and kept[0] is frames:
+        return kept[1], kept[2].copy(), kept[3]
     read = _Bytes(frames.data)
     left = _Remaining(len(frames))
     net = _network(frames, read, left)
-    _last = (frames, read, left.copy(), net)
+    if not last_reader:
+        with _shared_lock:
+            _shared[id(frames)] = (frames, read, left.copy(), net)
+            while len(_shared) > SHARED_BATCHES:
+                _shared.popitem(last=False)
     return read, left, net
 
 
@@ -280,18 +308,20 @@ def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool
 
     With ``count`` every other frame is counted under ``decode.skip.<reason>`` (the
     NTP path's health); the flow path looks for export datagrams in the same frames
-    and counts its own skips, so it passes False and nothing is counted twice.
+    and counts its own skips, so it passes False and nothing is counted twice. The
+    NTP path reads a batch last: with ``count`` it takes the batch's parse from an
+    earlier reader (see ``_layers``) instead of keeping its own.
     """
-    read, left, net = _layers(frames)
+    read, left, net = _layers(frames, last_reader=count)
     ip, v4, protocol, l4, end = net.ip, net.v4, net.protocol, net.l4, net.end
     skip = "not_udp123"
     left.drop(skip, protocol != 17)
     left.drop("truncated", l4 + 4 > end)
-    sport, dport = read.u16(l4), read.u16(l4 + 2)
+    sport, dport = net.sport, net.dport
     if ports is not None:
-        wanted = np.isin(dport, ports)
+        wanted = _one_of(dport, ports)
         if either_side:
-            wanted |= np.isin(sport, ports)
+            wanted |= _one_of(sport, ports)
         left.drop(skip, ~wanted)
     left.drop("truncated", l4 + 8 > end)
 
@@ -350,12 +380,12 @@ class IpPackets:
 
 def ip_packets(frames: Frames) -> IpPackets:
     """The IP header fields of every frame that has one; nothing is counted (the frames are counted where they are decoded)."""
-    read, left, net = _layers(frames)
+    read, left, net = _layers(frames, last_reader=False)
     index = np.flatnonzero(left.keep)
     ip, l4, is_v4, protocol = net.ip[index], net.l4[index], net.v4[index], net.protocol[index]
     has_ports = np.isin(protocol, (6, 17)) & (l4 + 4 <= net.end[index])
-    sport = np.where(has_ports, read.u16(l4), 0)
-    dport = np.where(has_ports, read.u16(l4 + 2), 0)
+    sport = np.where(has_ports, net.sport[index], 0)
+    dport = np.where(has_ports, net.dport[index], 0)
     src_hi, src_lo, dst_hi, dst_lo = _addresses(read, ip, is_v4)
     return IpPackets(index, src_hi, src_lo, dst_hi, dst_lo, protocol.astype(np.uint8), sport.astype(np.uint16),
                      dport.astype(np.uint16), _ip_length(read, frames, index, ip, is_v4))

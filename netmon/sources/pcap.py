@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 from pydantic import Field, field_validator
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from netmon.batch import Frames, Observations
 from netmon.config import Strict
@@ -74,25 +72,36 @@ class PcapSource:
         return self.exports.lateness
 
     def batches(self) -> Iterator[Frames | Observations]:
-        total = sum(os.path.getsize(p) for p in self.paths)
+        if not self.show_progress:
+            yield from self._read(lambda name, done: None)
+            return
+        from rich.console import Console  # the bar's imports, only where a bar shows
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), transient=True, disable=not self.show_progress, console=Console(stderr=True),
+            TimeRemainingColumn(), transient=True, console=Console(stderr=True),
         ) as progress:
-            task = progress.add_task("replay", total=total)
-            done = 0
-            for path in self.paths:
-                progress.update(task, description=Path(path).name)
-                try:
-                    for frames in read_frames(path, lambda n, base=done: progress.update(task, completed=base + n)):
-                        yield frames
-                        yield from self.exports.route(frames)
-                except CaptureError as exc:
-                    self.errors.append(exc)
-                    log.error("capture file damaged; frames before the fault were kept", path=path,
-                              offset=exc.offset, reason=exc.reason)
-                done += os.path.getsize(path)
-                progress.update(task, completed=done)
+            task = progress.add_task("replay", total=sum(os.path.getsize(p) for p in self.paths))
+            yield from self._read(lambda name, done: progress.update(task, description=name, completed=done))
+
+    def _read(self, show: Callable[[str, int], None]) -> Iterator[Frames | Observations]:
+        """Every file's batches in turn; ``show(file name, bytes of all files read so far)`` as it goes."""
+        done = 0
+        for path in self.paths:
+            name = Path(path).name
+            show(name, done)
+            try:
+                for frames in read_frames(path, lambda n, base=done: show(name, base + n)):
+                    exports = list(self.exports.route(frames))  # parses the batch before it is queued:
+                    yield frames                                # the NTP decoder takes that parse
+                    yield from exports
+            except CaptureError as exc:
+                self.errors.append(exc)
+                log.error("capture file damaged; frames before the fault were kept", path=path,
+                          offset=exc.offset, reason=exc.reason)
+            done += os.path.getsize(path)
+            show(name, done)
 
     def close(self) -> None:
         """Nothing stays open between batches: each file is closed when read."""

@@ -9,6 +9,8 @@ internal and random outside addresses, with mixed payload sizes.
 Then times, each on the same file (or the first part of it, extrapolated, where a
 peer is too slow to wait for; the table says so):
 
+* netmon pcap read: the reader alone (records to Frames), with the compiled record walk and
+  with the walk in Python that an install without a C compiler falls back to;
 * netmon decode only: pcap reader + L2-L4 filter + NTP decode to observation rows;
 * netmon decode + aggregation to per-host features (``netmon.aggregate.Aggregator``);
 * netmon replay: the whole CLI pipeline (rules, embedded store) as a subprocess;
@@ -35,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import numpy as np
@@ -42,11 +45,16 @@ from scapy.layers.inet import IP
 from scapy.layers.ntp import NTP
 from scapy.utils import PcapReader
 
+from netmon import registry
 from netmon.aggregate import Aggregator
-from netmon.batch import Frames, empty_observations
+from netmon.batch import Frames, HostIntervals, empty_observations
+from netmon.commands.replay import replay_settings
 from netmon.config import Aggregate, Campus
 from netmon.decode.encode import frames_from_observations
 from netmon.decode.frames import decode_frames
+from netmon.detect.engine import Engine
+from netmon.sources import pcapfile
+from netmon.sources.netflow.incapture import ExportRouter
 from netmon.sources.pcapfile import read_frames, write_pcap
 from ratios import record
 
@@ -136,6 +144,19 @@ class Timer:
         return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def netmon_read(path: Path) -> int:
+    return sum(len(frames) for frames in read_frames(path))
+
+
+def netmon_read_python_walk(path: Path) -> int:
+    """The read with the walk netmon falls back to where the install had no C compiler."""
+    compiled, pcapfile._compiled_walk = pcapfile._compiled_walk, None
+    try:
+        return netmon_read(path)
+    finally:
+        pcapfile._compiled_walk = compiled
+
+
 def netmon_decode(path: Path) -> int:
     return sum(len(decode_frames(frames)) for frames in read_frames(path))
 
@@ -157,10 +178,45 @@ def netmon_replay(path: Path, workdir: Path) -> int:
     return sum(1 for _ in open(workdir / "findings.json"))
 
 
-#: What ``netmon replay`` imports before its first packet: the CLI, the pipeline and every
-#: plug-in the config names. river (and scipy) come later, with the population detector's first
-#: model, which the benchmark's one-hour capture is too short to make (hosts must be known 2 h).
-STARTUP = "import netmon.cli, netmon.pipeline, netmon.commands.replay; from netmon.config import load; load(None)"
+def stage_costs(path: Path, workdir: Path) -> dict[str, float]:
+    """CPU seconds of each stage of ``netmon replay`` on ``path``, run one after another in this
+    thread (the command runs them in its source, pipeline and sink threads): where the whole
+    command's time goes, to work on the biggest part first."""
+    costs = dict.fromkeys(("pcap read", "decode (exports + NTP)", "aggregate", "detect (every detector)",
+                           "embedded store"), 0.0)
+    settings = replay_settings((str(path),), None, ("10.0.0.0/8",), None, str(workdir / "stages.db"))
+    exports = ExportRouter(settings.sources[0].netflow_ports, settings.sources[0].sflow_ports)
+    aggregator, engine = Aggregator(settings.campus, settings.aggregate), Engine(settings.detect)
+    store = registry.plugin("sink", "store").build(settings.sinks[0], settings)
+
+    def timed(stage: str, work: Callable[[], Any]) -> Any:
+        began = time.thread_time()
+        out = work()
+        costs[stage] += time.thread_time() - began
+        return out
+
+    def deliver(closed: list[HostIntervals]) -> None:
+        for intervals in closed:
+            scored = timed("detect (every detector)", lambda i=intervals: engine.process(i))
+            timed("embedded store", lambda s=scored: store.write(s))
+
+    batches = read_frames(path)
+    while (frames := timed("pcap read", lambda: next(batches, None))) is not None:
+        rows = timed("decode (exports + NTP)", lambda f=frames: (list(exports.route(f)), decode_frames(f))[1])
+        newest = timed("aggregate", lambda r=rows: aggregator.insert(r))
+        if newest is not None:
+            deliver(timed("aggregate", lambda n=newest: aggregator.advance(n - aggregator.lateness)))
+    deliver(timed("aggregate", aggregator.flush))
+    timed("embedded store", store.close)
+    return costs
+
+
+#: What ``netmon replay`` imports before its first packet: the CLI, the pipeline, the config and
+#: the plug-ins it names (the pcap source, the embedded store). river (and scipy) come later, with
+#: the population detector's first model, which the benchmark's one-hour capture is too short to
+#: make (hosts must be known 2 h).
+STARTUP = ("import netmon.cli, netmon.pipeline, netmon.commands.replay, netmon.sources.pcap, netmon.sinks.store; "
+           "from netmon.config import load; load(None)")
 
 
 def best_wall(command: list[str], runs: int = 3) -> float:
@@ -228,6 +284,8 @@ def main() -> None:
             shutil.copy(path, args.keep)
 
         runs: list[tuple[str, Callable[[Path], int], int, str]] = [
+            ("netmon pcap read (compiled walk)", netmon_read, args.packets, "frames"),
+            ("netmon pcap read (Python walk)", netmon_read_python_walk, args.packets, "frames"),
             ("netmon decode only", netmon_decode, args.packets, "NTP rows"),
             ("netmon decode + aggregate", netmon_aggregate, args.packets, "host-intervals"),
         ]
@@ -280,6 +338,9 @@ def main() -> None:
                   f"{walls[cli] - floor:.2f} s")
             record("replay", "process start and imports of the whole command (best of 3)", floor, "s", "lower", peer,
                    walls[peer])
+            print("  its stages, one after another in one thread (CPU s):")
+            for stage, cpu in stage_costs(path, workdir).items():
+                print(f"    {stage:28} {cpu:6.3f}")
         helps = best_wall([str(Path(sys.executable).with_name("netmon")), "--help"])
         print(f"netmon --help: {helps:.2f} s (best of 3)")
         record("replay", "netmon --help wall time (best of 3)", helps, "s", "lower", bar="<= 0.3")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from netmon import health
 from netmon.batch import addr_text
+from netmon.decode import packets
 from netmon.decode.frames import decode_frames
 from tests.decode import builders
 
@@ -152,3 +153,11 @@ def test_random_bytes_as_a_frame_never_crash(data: bytes, linktype: int) -> None
     health.reset()
     rows = _decode([data], linktype)
     assert len(rows) + sum(_skips().values()) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 70000), max_size=50), st.lists(st.integers(0, 70000), max_size=12))
+def test_the_few_values_filter_finds_what_isin_finds(values: list[int], wanted: list[int]) -> None:
+    column = np.asarray(values, dtype=np.int64)
+    expected = np.isin(column, wanted)
+    assert np.array_equal(packets._one_of(column, tuple(wanted)), expected), f"{values} in {wanted}"
