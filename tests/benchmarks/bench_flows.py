@@ -35,7 +35,6 @@ from netmon import health  # noqa: E402
 from netmon.aggregate import Aggregator  # noqa: E402
 from netmon.config import Aggregate, Campus, plugin_config  # noqa: E402
 from netmon.sources.netflow.collector import Collector  # noqa: E402
-from netmon.sources.netflow.records import ntp_observations  # noqa: E402
 from netmon.sources.netflow.source import NetflowSource  # noqa: E402
 from ratios import record  # noqa: E402
 
@@ -108,10 +107,9 @@ def netmon_rate(datagrams: list[bytes], batch: int = 2000) -> tuple[float, float
     decoding = aggregating = 0.0
     for lo in range(0, len(datagrams), batch):
         start = time.perf_counter()
-        for data in datagrams[lo : lo + batch]:
-            collector.feed(data, "192.0.2.1")
-        flows = collector.flush().flows
-        rows = ntp_observations(flows)
+        part = datagrams[lo : lo + batch]
+        collector.feed_batch(part, ["192.0.2.1"] * len(part))
+        rows = collector.flush().observations
         middle = time.perf_counter()
         aggregator.add(rows)
         decoding += middle - start
