@@ -20,7 +20,7 @@ import pytest
 from netmon import health
 from netmon.sources.netflow.collector import Collector, Decoded
 from netmon.sources.netflow.datagrams import Datagram
-from netmon.sources.netflow.listener import RECV_BUFFER, _receive_buffer
+from netmon.sources.netflow.listener import RECV_BUFFER, Allowlist, Listener, _receive_buffer
 from netmon.sources.netflow.mmsg import BatchReceiver
 from tests.flows.exporters import wait_for
 from tests.flows.support import NTP_FIELDS, datagrams, ipfix, ntp_record, set_bytes, template_record, v9
@@ -154,3 +154,24 @@ def test_the_receive_buffer_is_forced_past_rmem_max_when_allowed() -> None:
         granted = _receive_buffer(sock, "test")
     assert granted >= RECV_BUFFER > limit or limit >= RECV_BUFFER, \
         f"granted {granted} bytes, no more than rmem_max ({limit}): SO_RCVBUFFORCE was not used"
+
+
+def test_datagrams_the_kernel_drops_at_a_full_receive_buffer_are_counted() -> None:
+    listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow")
+    listener.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the receiver shares this socket
+    health.reset()
+    sent = 3000
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for i in range(sent):
+                sender.sendto(i.to_bytes(4, "big") * 250, ("127.0.0.1", listener.ports[0]))
+
+        def accounted() -> bool:
+            return len(listener._queue) + health.snapshot().get("source.netflow.kernel_drops", 0) >= sent
+
+        assert wait_for(accounted, 10), (f"{len(listener._queue)} queued + {health.snapshot().get('source.netflow.kernel_drops', 0)}"
+                                         f" counted as dropped by the kernel, of {sent} sent")
+        assert health.snapshot().get("source.netflow.kernel_drops", 0) > 0, "a 4 KB buffer took a 3 MB burst: nothing dropped?"
+        assert len(listener._queue) + health.snapshot()["source.netflow.kernel_drops"] == sent, "drops counted twice"
+    finally:
+        listener.close()

@@ -29,7 +29,7 @@ import structlog
 
 from netmon import health
 from netmon.sources.netflow.datagrams import Datagram, udp_datagrams
-from netmon.sources.netflow.mmsg import BatchReceiver
+from netmon.sources.netflow.mmsg import BatchReceiver, kernel_drops
 from netmon.sources.pcapfile import read_frames
 
 log = structlog.get_logger(__name__)
@@ -214,9 +214,11 @@ class Listener:
             pending += data
             frames, used = _frames(pending)
             del pending[:used]
-            for dropped, table, payloads in frames:
+            for dropped, kernel, table, payloads in frames:
                 if dropped:
                     health.count(f"source.{self.name}.dropped", dropped)
+                if kernel:
+                    health.count(f"source.{self.name}.kernel_drops", kernel)
                 self._queue_frame(table, payloads)
             if frames:
                 self._arrived.set()
@@ -271,8 +273,9 @@ _new_datagram = functools.partial(tuple.__new__, Datagram)
 #: arrival (UNIX s).
 _ENTRY = np.dtype([("size", "<u4"), ("port", "<u2"), ("address", "V16"), ("arrival", "<f8")])
 _MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
-#: Per frame on the pipe: its datagrams, their payload bytes, and the datagrams the receiver dropped before it.
-_FRAME = struct.Struct("!III")
+#: Per frame on the pipe: its datagrams, their payload bytes, and the datagrams dropped before it by the
+#: receiver (its memory bound) and by the kernel (a full socket receive buffer).
+_FRAME = struct.Struct("!IIII")
 #: Payload bytes a frame holds before it is sent; a frame also goes after ``_PUMP_FLUSH`` s of quiet.
 _PUMP_CHUNK = 1 << 18
 _PUMP_FLUSH = 0.005
@@ -281,16 +284,16 @@ _PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
 
 
-def _frames(data: bytearray) -> tuple[list[tuple[int, np.ndarray, bytes]], int]:
-    """Complete (dropped count, ``_ENTRY`` rows, payloads) frames at the start of ``data`` and the bytes they used."""
+def _frames(data: bytearray) -> tuple[list[tuple[int, int, np.ndarray, bytes]], int]:
+    """Complete (dropped, kernel dropped, ``_ENTRY`` rows, payloads) frames at the start of ``data`` and the bytes they used."""
     out, pos = [], 0
     while pos + _FRAME.size <= len(data):
-        count, size, dropped = _FRAME.unpack_from(data, pos)
+        count, size, dropped, kernel = _FRAME.unpack_from(data, pos)
         table_end = pos + _FRAME.size + count * _ENTRY.itemsize
         if table_end + size > len(data):
             break
         table = np.frombuffer(bytes(data[pos + _FRAME.size : table_end]), _ENTRY)
-        out.append((dropped, table, bytes(data[table_end : table_end + size])))
+        out.append((dropped, kernel, table, bytes(data[table_end : table_end + size])))
         pos = table_end + size
     return out, pos
 
@@ -301,8 +304,9 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
     Alone in its process it never waits for the decoder's GIL, and it never blocks
     on the pipe (non-blocking writes), so the sockets are drained at the pace
     datagrams arrive. What waits for the pipe is bounded by ``max_bytes``; past it
-    datagrams are dropped and the count travels with the next frame. It exits when
-    the collector goes away or closes the pipe.
+    datagrams are dropped and the count travels with the next frame, as does the
+    count the kernel dropped at a full socket buffer (read when a frame goes, and
+    every 0.2 s while quiet). It exits when the collector goes away or closes the pipe.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and reloads are the collector's to handle;
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # it stops this process (SIGTERM) when it closes
@@ -317,10 +321,11 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
     for sock in sockets:
         selector.register(sock, selectors.EVENT_READ)
         receivers[sock.fileno()] = BatchReceiver(sock)
+    kernel_seen: dict[socket.socket, int | None] = {sock: 0 for sock in sockets}  # new sockets: every drop counts
     tables: list[np.ndarray] = []
     payloads: list[bytes] = []
     out = bytearray()
-    size = dropped = 0
+    size = dropped = kernel = 0
     while os.getppid() == parent:
         ready = selector.select(_PUMP_FLUSH if (tables or out or dropped) else 0.2)
         arrival = time.time()
@@ -343,13 +348,19 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                 tables.append(table)
                 payloads.append(receiver.payloads(got, lengths))
                 size += int(lengths.sum())
-        if (tables or dropped) and (size >= _PUMP_CHUNK or not ready):
+        if size >= _PUMP_CHUNK or not ready:
+            for sock, seen in kernel_seen.items():
+                now = kernel_drops(sock)
+                if seen is not None and now is not None:
+                    kernel += (now - seen) & 0xFFFF_FFFF
+                kernel_seen[sock] = now
+        if (tables or dropped or kernel) and (size >= _PUMP_CHUNK or not ready):
             table = np.concatenate(tables) if tables else np.empty(0, _ENTRY)
-            out += _FRAME.pack(len(table), size, dropped)
+            out += _FRAME.pack(len(table), size, dropped, kernel)
             out += table.tobytes()
             out += b"".join(payloads)
             tables, payloads = [], []
-            size = dropped = 0
+            size = dropped = kernel = 0
         if out:
             try:
                 del out[: os.write(fd, out)]

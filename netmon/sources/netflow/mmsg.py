@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 
 import numpy as np
 
@@ -50,6 +51,10 @@ _HEADERS = np.dtype({"names": ["namelen", "flags", "len"], "formats": ["u4", "i4
 #: sockaddr_in / sockaddr_in6 as bytes: family (native), port (network order), IPv4 at 4, IPv6 at 8.
 _NAMES = np.dtype({"names": ["family", "port", "v4", "v6"], "formats": ["u2", ">u2", "V4", "V16"],
                    "offsets": [0, 2, 4, 8], "itemsize": _NAME_LEN})
+
+#: SO_MEMINFO (Linux 3.x): the socket's memory counters; SK_MEMINFO_DROPS is the ninth.
+_SO_MEMINFO = 55
+_MEMINFO = struct.Struct("9I")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
@@ -107,3 +112,12 @@ class BatchReceiver:
             mapped["prefix"], mapped["v4"] = _MAPPED_PREFIX, names["v4"][v4]
             addresses[v4] = mapped.view("V16")
         return addresses, names["port"].astype(np.uint16)
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped for ``sock`` so far (its receive buffer was full), None where
+    the kernel does not say (before Linux 4.6). A 32-bit counter: callers take differences modulo 2^32."""
+    try:
+        return _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size))[8]
+    except (OSError, struct.error):
+        return None
