@@ -123,7 +123,7 @@ class Collector:
         self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
 
     # -- datagrams -------------------------------------------------------------
-    def feed(self, data: bytes, exporter: str, arrival: float | None = None) -> bool:
+    def feed(self, data: bytes | memoryview, exporter: str, arrival: float | None = None) -> bool:
         """Parse one export datagram from ``exporter`` (address text) received at ``arrival``
         (UNIX s; None for a listing); data sets queue for flush. False when it was skipped (counted)."""
         self._datagrams += 1
@@ -150,7 +150,7 @@ class Collector:
             self._apply(export, data)
         return True
 
-    def feed_batch(self, payloads: list[bytes], exporters: list[str], arrivals: list[float] | None = None) -> None:
+    def feed_batch(self, payloads: list[bytes | memoryview], exporters: list[str], arrivals: list[float] | None = None) -> None:
         """:meth:`feed` for many datagrams (``exporters``/``arrivals`` aligned with ``payloads``).
 
         NetFlow v5 datagrams are parsed together (:func:`~netmon.sources.netflow.v5.parse_batch`),
@@ -167,7 +167,7 @@ class Collector:
             self._feed_v5([payloads[i] for i in fixed], [exporters[i] for i in fixed],
                           None if arrivals is None else [arrivals[i] for i in fixed])
 
-    def _feed_v5(self, payloads: list[bytes], exporters: list[str], arrivals: list[float] | None) -> None:
+    def _feed_v5(self, payloads: list[bytes | memoryview], exporters: list[str], arrivals: list[float] | None) -> None:
         """NetFlow v5 datagrams as one batch: skips counted by reason, export times checked,
         sequence numbers followed in order, and every record queued under the v5 template."""
         self._datagrams += len(payloads)

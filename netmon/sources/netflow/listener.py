@@ -146,11 +146,22 @@ class Listener:
         """Payload bytes waiting to be decoded."""
         return self._queued_bytes
 
-    def _admit(self, datagrams: list[Datagram]) -> int:
-        """Queue datagrams unless the byte bound (or an exporter's fair half of it) is reached; returns how many were refused."""
+    def _admit(self, datagrams: list[Datagram], totals: dict[str, int]) -> int:
+        """Queue datagrams unless the byte bound (or an exporter's fair half of it) is reached; returns how many were refused.
+
+        ``totals``: payload bytes of ``datagrams`` per exporter. When all of them fit, within the bound
+        and each exporter within half of it, they are queued at once: one at a time none would be refused.
+        """
         refused = 0
         with self._lock:
             by_exporter, queue, half = self._by_exporter, self._queue, self.max_queued_bytes // 2
+            if self._queued_bytes + sum(totals.values()) <= self.max_queued_bytes and all(
+                    by_exporter.get(source, 0) + size <= half for source, size in totals.items()):
+                queue.extend(datagrams)
+                self._queued_bytes += sum(totals.values())
+                for source, size in totals.items():
+                    by_exporter[source] = by_exporter.get(source, 0) + size
+                return 0
             for datagram in datagrams:
                 size = len(datagram.payload)
                 mine = by_exporter.get(datagram.source, 0)
@@ -233,11 +244,13 @@ class Listener:
             health.count(f"source.{self.name}.denied", int(np.count_nonzero(~allowed)))
         keep = np.flatnonzero(allowed)
         ends, sizes = ends[keep].tolist(), table["size"][keep].tolist()
-        bodies = [payloads[end - size : end] for end, size in zip(ends, sizes)]
+        view = memoryview(payloads)  # payloads are views into the frame: no copy, no allocation per datagram
+        bodies = [view[end - size : end] for end, size in zip(ends, sizes)]
         sources = [senders[k] for k in which.ravel()[keep].tolist()]
         datagrams = list(map(_new_datagram, zip(bodies, sources, table["port"][keep].tolist(), repeat(0),
                                                 table["arrival"][keep].tolist())))
-        refused = self._admit(datagrams)
+        per_sender = np.bincount(which.ravel()[keep], weights=table["size"][keep], minlength=len(senders))
+        refused = self._admit(datagrams, {senders[k]: int(size) for k, size in enumerate(per_sender.tolist()) if size})
         if refused:
             health.count(f"source.{self.name}.dropped", refused)
 

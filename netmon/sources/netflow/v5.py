@@ -136,7 +136,7 @@ class Batch:
     skipped: dict[str, int]
 
 
-def parse_batch(payloads: list[bytes]) -> Batch:
+def parse_batch(payloads: list[bytes | memoryview]) -> Batch:
     """Datagrams that start with version 5, validated as :func:`parse` validates each one."""
     sizes = np.fromiter(map(len, payloads), np.int64, len(payloads))
     whole = np.flatnonzero(sizes >= HEADER.size)
