@@ -1,13 +1,19 @@
 """Flow decoding speed: netmon beside nfcapd and the ``netflow`` PyPI package, printed as ratios.
 
-    .venv/bin/python tests/benchmarks/bench_flows.py [--datagrams 20000] [--no-loopback]
+    .venv/bin/python tests/benchmarks/bench_flows.py [--datagrams 20000] [--repeat 6] [--no-loopback]
 
 1. In process, one core: records/s that netmon decodes (and aggregates the UDP/123
    ones) for NetFlow v5, v9 and IPFIX with fixed templates, against the ``netflow``
    package decoding the same datagrams.
 2. On loopback: the same stream sent as fast as one sender process can to nfcapd and to
-   netmon's netflow source; records/s received and the loss at that rate (nfcapd's
-   records are counted by ``nfdump -I`` afterwards, so its rate is at most the sender's).
+   netmon's netflow source, run back to back; records/s received, the loss at that rate
+   and records per CPU-second of the receiving processes (nfcapd's records are counted
+   by ``nfdump -I`` afterwards, so its rate is at most the sender's). CPU is read from
+   /proc in clock ticks (10 ms): ``--repeat`` keeps each run long enough to read.
+3. On loopback, paced: the stream at ``--rate`` records/s (1 M by default) for
+   ``--seconds``; the loss netmon's source has at that rate.
+
+The load average is printed before and after: on a shared machine the figures move with it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from netmon import health  # noqa: E402
 from netmon.aggregate import Aggregator  # noqa: E402
 from netmon.config import Aggregate, Campus, plugin_config  # noqa: E402
 from netmon.sources.netflow.collector import Collector  # noqa: E402
-from netmon.sources.netflow.records import ntp_observations  # noqa: E402
 from netmon.sources.netflow.source import NetflowSource  # noqa: E402
 from ratios import record  # noqa: E402
 
@@ -108,10 +113,9 @@ def netmon_rate(datagrams: list[bytes], batch: int = 2000) -> tuple[float, float
     decoding = aggregating = 0.0
     for lo in range(0, len(datagrams), batch):
         start = time.perf_counter()
-        for data in datagrams[lo : lo + batch]:
-            collector.feed(data, "192.0.2.1")
-        flows = collector.flush().flows
-        rows = ntp_observations(flows)
+        part = datagrams[lo : lo + batch]
+        collector.feed_batch(part, ["192.0.2.1"] * len(part))
+        rows = collector.flush().observations
         middle = time.perf_counter()
         aggregator.add(rows)
         decoding += middle - start
@@ -140,16 +144,24 @@ def netflow_package_rate(datagrams: list[bytes], limit: int = 3000) -> float | N
     return records / (time.perf_counter() - start)
 
 
-def _send(datagrams: list[bytes], port: int, repeat: int) -> None:
+def _send(datagrams: list[bytes], port: int, repeat: int, per_second: float = 0.0) -> None:
+    """Send the datagrams ``repeat`` times; with ``per_second``, no faster than that many datagrams a second
+    (checked every 64 datagrams, so the pace holds on average over about a millisecond)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    start, sent = time.perf_counter(), 0
     for _ in range(repeat):
         for data in datagrams:
             sock.sendto(data, ("127.0.0.1", port))
+            sent += 1
+            if per_second and sent % 64 == 0:
+                ahead = sent / per_second - (time.perf_counter() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
 
 
-def _send_timed(datagrams: list[bytes], port: int, repeat: int) -> float:
-    proc = multiprocessing.Process(target=_send, args=(datagrams, port, repeat))
+def _send_timed(datagrams: list[bytes], port: int, repeat: int, per_second: float = 0.0) -> float:
+    proc = multiprocessing.Process(target=_send, args=(datagrams, port, repeat, per_second))
     start = time.perf_counter()
     proc.start()
     proc.join()
@@ -162,9 +174,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def loopback_netmon(datagrams: list[bytes], repeat: int) -> tuple[float, float, float]:
+def loopback_netmon(datagrams: list[bytes], repeat: int, per_second: float = 0.0) -> tuple[float, float, float]:
     """(records/s received and decoded, datagram loss fraction, records per CPU-second) for netmon's
-    netflow source; CPU is the collector's process (decoding, the reader thread) plus its receiver process."""
+    netflow source; CPU is the collector's process (decoding, the reader thread) plus its receiver process.
+    ``per_second``: datagrams a second the sender keeps to (0: as fast as it can)."""
     config = plugin_config("source", {"type": "netflow", "listen": ["127.0.0.1:0"], "batch_seconds": 0.05})
     source = NetflowSource(config)
     health.reset()
@@ -180,7 +193,7 @@ def loopback_netmon(datagrams: list[bytes], repeat: int) -> tuple[float, float, 
     receiver = source.listener._pump.pid
     cpu = time.process_time() + _cpu_seconds(receiver)
     start = time.perf_counter()
-    _send_timed(datagrams, source.listener.ports[0], repeat)
+    _send_timed(datagrams, source.listener.ports[0], repeat, per_second)
     sent = len(datagrams) * repeat
     seen, last = -1.0, time.perf_counter()
     while time.perf_counter() - last < 3.0:  # until 3 s pass with no progress (a batch may take a second)
@@ -232,7 +245,11 @@ def main() -> None:
     parser.add_argument("--datagrams", type=int, default=20000, help="datagrams per version")
     parser.add_argument("--no-loopback", action="store_true", help="only the in-process decode rates")
     parser.add_argument("--ntp-share", type=float, default=0.5, help="fraction of records that are UDP/123 (a campus edge: ~0.01)")
+    parser.add_argument("--repeat", type=int, default=6, help="times the loopback sample (up to 5000 datagrams) is sent")
+    parser.add_argument("--rate", type=float, default=1e6, help="records/s of the paced loopback run (0: skip it)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of the paced loopback run")
     args = parser.parse_args()
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     data = streams(args.datagrams, args.ntp_share)
     gc.freeze()  # the generated streams are long-lived: keep the collector's GC passes from rescanning them
     print(f"{'version':8} {'netmon decode':>14} {'+aggregate':>12} {'netflow pkg':>12} {'ratio':>7}   (records/s, one core)")
@@ -251,8 +268,8 @@ def main() -> None:
           f"{'nfcapd rec/s':>14} {'loss':>7} {'rec/CPU-s':>11} {'CPU ratio':>9}")
     for name, datagrams in data.items():
         sample = datagrams[: min(len(datagrams), 5000)]
-        ours, loss, per_cpu = loopback_netmon(sample, 2)
-        peer = loopback_nfcapd(sample, 2, 2 * netmon_rate(sample)[2])
+        ours, loss, per_cpu = loopback_netmon(sample, args.repeat)
+        peer = loopback_nfcapd(sample, args.repeat, args.repeat * netmon_rate(sample)[2])
         if peer is None:
             print(f"{name:8} {ours:14,.0f} {loss:7.1%} {per_cpu:11,.0f}   nfcapd not installed")
         else:
@@ -261,6 +278,17 @@ def main() -> None:
             record("flows", f"{name} on loopback, records per CPU-second", per_cpu, "records/s", "higher", "nfcapd",
                    peer[2], ">= 1.0")
         record("flows", f"{name} on loopback, records lost", loss, "fraction", "lower", bar="<= 0")
+    if args.rate:
+        print(f"\nloopback, paced at {args.rate:,.0f} records/s for {args.seconds:g} s: {'netmon rec/s':>14} {'loss':>7} {'rec/CPU-s':>11}")
+        for name, datagrams in data.items():
+            sample = datagrams[: min(len(datagrams), 5000)]
+            per_datagram = netmon_rate(sample)[2] / len(sample)
+            repeat = max(1, round(args.rate * args.seconds / per_datagram / len(sample)))
+            ours, loss, per_cpu = loopback_netmon(sample, repeat, args.rate / per_datagram)
+            print(f"{name:8} {'':53} {ours:14,.0f} {loss:7.1%} {per_cpu:11,.0f}")
+            record("flows", f"{name} on loopback at {args.rate:,.0f} records/s, records lost", loss, "fraction", "lower",
+                   bar="<= 0")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -153,9 +153,9 @@ def test_every_field_width_of_every_element_netmon_reads_decodes_or_is_skipped(w
             collector.feed(ipfix([set_bytes(2, template_record(300, fields)), set_bytes(300, body)], export=1_765_000_000),
                            "192.0.2.9", arrival=1_765_000_000)
             decoded = collector.flush()
-            assert len(decoded.flows) + len(decoded.header_flows) <= 2, f"{role} in {width} bytes"
-            if len(decoded.flows):
-                assert np.isfinite(decoded.flows["end"]).all(), f"{role} in {width} bytes gave a non-finite time"
+            assert len(decoded.flows) + len(decoded.observations) + len(decoded.header_flows) <= 2, f"{role} in {width} bytes"
+            assert np.isfinite(decoded.flows["end"]).all() and np.isfinite(decoded.observations["time"]).all(), \
+                f"{role} in {width} bytes gave a non-finite time"
 
 
 def test_sll2_export_capture_decodes_with_the_one_packet_parser() -> None:

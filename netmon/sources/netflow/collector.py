@@ -11,6 +11,7 @@ records/second come from.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -18,17 +19,24 @@ import numpy as np
 import structlog
 
 from netmon import health
-from netmon.batch import Frames, addr_halves
+from netmon.batch import Frames, addr_halves, empty_observations
 from netmon.sources.netflow import ipfix, v5, v9
 from netmon.sources.netflow.export import DataSet, Export, Invalid, TemplateRecord, Withdrawal
 from netmon.sources.netflow.state import MAX_EXPORTERS, PerExporter, Recent
 from netmon.sources.netflow.layout import FieldSpec, Template, compile_template, fixed_columns, variable_columns
-from netmon.sources.netflow.records import FLOW_DTYPE, build, flow_times, fill_from_frames, frames_from, ntp_mask
+from netmon.sources.netflow.records import (FLOW_DTYPE, build, fill_from_frames, flow_columns, flow_times, frames_from, ntp_mask,
+                                            ntp_observations, pack)
 from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
 
 log = structlog.get_logger(__name__)
 
 _VERSION = struct.Struct("!H")
+#: The decoded fields :func:`~netmon.sources.netflow.records.ntp_mask` reads.
+_NTP_TEST = ("proto", "sport", "dport", "sport_udp", "dport_udp")
+#: The first two bytes of a NetFlow v5 datagram.
+_V5 = b"\x00\x05"
+#: Context from a (exporter, domain, export, uptime, header_rate) tuple without a Python-level call.
+_new_context = functools.partial(tuple.__new__, Context)
 #: Backward sequence jumps larger than this are an exporter restart, not reordering.
 _RESTART_JUMP = 100_000
 #: Export version (first 16 bits of a datagram) -> header and set parser.
@@ -43,11 +51,14 @@ class Decoded:
 
     ``header_flows`` rows are filled from their frame's own headers; the frames
     go to the NTP decoder, so these rows are for display, not for counting twice.
+    A collector made with ``ntp_only`` returns its UDP/123 records as ``observations``
+    (OBS_DTYPE, counts sampling-corrected) instead of ``flows``.
     """
 
     flows: np.ndarray
     header_flows: np.ndarray
     frames: Frames | None = None
+    observations: np.ndarray = field(default_factory=empty_observations)
 
 
 @dataclass
@@ -76,8 +87,9 @@ class Collector:
         """``sampling``: exporter address -> 1-in-N rate overriding what it exports.
         ``template_lifetime``: seconds of export time after which a template not
         announced again is no longer used (RFC 7011 10.3.7 for UDP); 0 = never.
-        ``ntp_only``: keep only UDP/123 records (the source's case); the rest are
-        counted (``source.netflow.other_records``) before any row is built for them.
+        ``ntp_only``: keep only UDP/123 records (the source's case), returned as
+        observations, not flow rows; the rest are counted (``source.netflow.other_records``)
+        before any row is built for them.
         ``max_time_skew``: seconds an export time may differ from the datagram's
         arrival before it is replaced by the arrival time, and how far past its
         export a record may end before its times are clamped (None: times as sent,
@@ -106,11 +118,12 @@ class Collector:
         self._records = 0
         self._other = 0
         self._rows: list[np.ndarray] = []
+        self._observations: list[np.ndarray] = []
         self._header_rows: list[np.ndarray] = []
         self._frames: list[tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]] = []
 
     # -- datagrams -------------------------------------------------------------
-    def feed(self, data: bytes, exporter: str, arrival: float | None = None) -> bool:
+    def feed(self, data: bytes | memoryview, exporter: str, arrival: float | None = None) -> bool:
         """Parse one export datagram from ``exporter`` (address text) received at ``arrival``
         (UNIX s; None for a listing); data sets queue for flush. False when it was skipped (counted)."""
         self._datagrams += 1
@@ -136,6 +149,59 @@ class Collector:
                 export.context = self._sane_time(export.context, arrival)
             self._apply(export, data)
         return True
+
+    def feed_batch(self, payloads: list[bytes | memoryview], exporters: list[str], arrivals: list[float] | None = None) -> None:
+        """:meth:`feed` for many datagrams (``exporters``/``arrivals`` aligned with ``payloads``).
+
+        NetFlow v5 datagrams are parsed together (:func:`~netmon.sources.netflow.v5.parse_batch`),
+        the others one by one; the records, counters and per-exporter state are those that
+        feeding every datagram in order gives (v5 keeps no state another version reads).
+        """
+        fixed = []
+        for i, data in enumerate(payloads):
+            if data[:2] == _V5:
+                fixed.append(i)
+            else:
+                self.feed(data, exporters[i], None if arrivals is None else arrivals[i])
+        if fixed:
+            self._feed_v5([payloads[i] for i in fixed], [exporters[i] for i in fixed],
+                          None if arrivals is None else [arrivals[i] for i in fixed])
+
+    def _feed_v5(self, payloads: list[bytes | memoryview], exporters: list[str], arrivals: list[float] | None) -> None:
+        """NetFlow v5 datagrams as one batch: skips counted by reason, export times checked,
+        sequence numbers followed in order, and every record queued under the v5 template."""
+        self._datagrams += len(payloads)
+        batch = v5.parse_batch(payloads)
+        for reason, skipped in batch.skipped.items():
+            if skipped:
+                health.count(f"decode.skip.{reason}", skipped)
+        if not len(batch.index):
+            return
+        header = batch.header
+        export = header["secs"] + header["nsecs"] / 1e9
+        at = batch.index.tolist()
+        names = [exporters[i] for i in at]
+        if arrivals is not None and self.max_time_skew is not None:
+            arrival = np.array([arrivals[i] for i in at], dtype=np.float64)
+            far = np.flatnonzero(~(np.abs(export - arrival) <= self.max_time_skew))
+            if len(far):
+                health.count("source.netflow.time_clamped", len(far))
+                for i in far.tolist():
+                    self.exporter_counters.count(names[i], "time_clamped")
+                export[far] = arrival[far]
+        engines = (header["engine_type"].astype(np.int64) << 8 | header["engine_id"]).tolist()
+        counts = header["count"].tolist()
+        domains = [(name, 5, engine) for name, engine in zip(names, engines)]
+        contexts = list(map(_new_context, zip(names, domains, export.tolist(), header["uptime"].tolist(),
+                                              (header["sampling"] & 0x3FFF).tolist())))
+        for domain, sequence, count in zip(domains, header["sequence"].tolist(), counts):
+            self.sequence(domain, sequence, count, "records")
+        queued = self._queued.get(id(v5.TEMPLATE))
+        if queued is None:
+            queued = self._queued[id(v5.TEMPLATE)] = _Queued(v5.TEMPLATE)
+        queued.chunks.append(memoryview(batch.records))
+        queued.counts += counts
+        queued.contexts += contexts
 
     def _sane_time(self, ctx: Context, arrival: float) -> Context:
         """The context with its export time replaced by ``arrival`` when they differ by more than
@@ -240,7 +306,12 @@ class Collector:
             if tpl.options:
                 self._options(ctx, cols, count)
             else:
-                self._emit(tpl, cols, [ctx], np.array([count]))
+                self._records += count
+                owner = np.zeros(count, np.int64)
+                if self.ntp_only and "frame" not in cols:
+                    keep = self._ntp_rows(cols, count)
+                    cols, owner = {k: v.take(keep) for k, v in cols.items()}, owner[keep]
+                self._emit(tpl, cols, owner, [ctx])
         return count
 
     # -- options data: sampling and system init time ----------------------------
@@ -266,32 +337,33 @@ class Collector:
             return table.get(None) or next(reversed(table.values()))
         return float(ctx.header_rate or 1)
 
-    def _sampling(self, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> np.ndarray:
-        """Per-record 1-in-N rate: config override, the record's own field, its sampler id, the domain."""
+    def _sampling(self, cols: dict[str, np.ndarray], contexts: list[Context], owner: np.ndarray) -> np.ndarray:
+        """Per-record 1-in-N rate: config override, the record's own field, its sampler id, the domain.
+        ``owner``: each record's index in ``contexts``."""
         cache: dict[tuple, float] = {}
         per_set = [cache.get((c.domain, c.header_rate)) or cache.setdefault((c.domain, c.header_rate), self._default_rate(c)) for c in contexts]
-        rate = np.repeat(np.asarray(per_set, dtype=np.float64), counts)
+        rate = np.asarray(per_set, dtype=np.float64)[owner]
         keys = cols.get("sampler_id", cols.get("selector_id"))
         own = cols.get("sampling")
         if keys is None and own is None:
             return rate
-        exporters = np.repeat([c.exporter for c in contexts], counts)
-        overridden = np.isin(exporters, list(self.override)) if self.override else np.zeros(len(rate), bool)
+        overridden = np.isin([c.exporter for c in contexts], list(self.override))[owner] if self.override \
+            else np.zeros(len(rate), bool)
         if keys is not None:
-            by_id = self._sampler_rates(keys, contexts, counts)
+            by_id = self._sampler_rates(keys, contexts, owner)
             rate = np.where((by_id >= 1) & ~overridden, by_id, rate)
         if own is not None:
             rate = np.where((own >= 1) & ~overridden, own.astype(np.float64), rate)
         return rate
 
-    def _sampler_rates(self, keys: np.ndarray, contexts: list[Context], counts: np.ndarray) -> np.ndarray:
+    def _sampler_rates(self, keys: np.ndarray, contexts: list[Context], owner: np.ndarray) -> np.ndarray:
         """Rate of each record's sampler/selector id in its domain's options table (0 = unknown).
 
         Looked up once per distinct (domain, id) pair, not per record.
         """
         domains: dict[Domain, int] = {}
         per_set = np.array([domains.setdefault(c.domain, len(domains)) for c in contexts], dtype=np.uint64)
-        pairs = (np.repeat(per_set, counts) << np.uint64(32)) | (keys.astype(np.uint64) & np.uint64(0xFFFF_FFFF))
+        pairs = (per_set[owner] << np.uint64(32)) | (keys.astype(np.uint64) & np.uint64(0xFFFF_FFFF))
         unique, inverse = np.unique(pairs, return_inverse=True)
         names = list(domains)
         found = [self.rates.get(names[int(p >> np.uint64(32))], {}).get(int(p & np.uint64(0xFFFF_FFFF)), 0.0) for p in unique]
@@ -302,7 +374,13 @@ class Collector:
         """Decode everything queued since the last flush."""
         for queued in self._queued.values():
             records = np.frombuffer(b"".join(queued.chunks), queued.template.dtype)
-            self._emit(queued.template, fixed_columns(records), queued.contexts, np.array(queued.counts))
+            owner = np.repeat(np.arange(len(queued.contexts)), queued.counts)
+            self._records += len(records)
+            if self.ntp_only and "frame" not in queued.template.roles:
+                # only the fields the test reads are converted for records that are then dropped
+                keep = self._ntp_rows(fixed_columns(records[[n for n in _NTP_TEST if n in records.dtype.names]]), len(records))
+                records, owner = records[keep], owner[keep]
+            self._emit(queued.template, fixed_columns(records), owner, queued.contexts)
         self._queued.clear()
         self._new_templates.clear()
         health.count("source.netflow.datagrams", self._datagrams)
@@ -310,37 +388,44 @@ class Collector:
         flows = np.concatenate(self._rows) if self._rows else np.zeros(0, FLOW_DTYPE)
         header_flows = np.concatenate(self._header_rows) if self._header_rows else np.zeros(0, FLOW_DTYPE)
         frames = frames_from(self._frames) if self._frames else None
-        self._rows, self._header_rows, self._frames = [], [], []
+        observations = np.concatenate(self._observations) if self._observations else empty_observations()
+        self._rows, self._header_rows, self._frames, self._observations = [], [], [], []
         health.count("source.netflow.records", self._records)
         health.count("source.netflow.other_records", self._other)
         self._records = self._other = 0
-        return Decoded(flows, header_flows, frames)
+        return Decoded(flows, header_flows, frames, observations)
 
-    def _emit(self, tpl: Template, cols: dict[str, np.ndarray], contexts: list[Context], counts: np.ndarray) -> None:
-        n = int(counts.sum())
-        sampling = self._sampling(cols, contexts, counts)
+    def _ntp_rows(self, cols: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """Indices of the UDP/123 records among ``n`` decoded ones; the others are counted (``other_records``)."""
+        keep = np.flatnonzero(ntp_mask(cols, n))
+        self._other += n - len(keep)
+        return keep
+
+    def _emit(self, tpl: Template, cols: dict[str, np.ndarray], owner: np.ndarray, contexts: list[Context]) -> None:
+        """Rows (observations, flow rows or frames) of decoded records; ``owner``: each record's index in ``contexts``."""
+        n = len(owner)
+        sampling = self._sampling(cols, contexts, owner)
         halves = [self._halves.get(c.exporter) or self._halves.put(c.exporter, addr_halves(c.exporter)) for c in contexts]
         meta = {
-            "export": np.repeat([c.export for c in contexts], counts),
-            "uptime": np.repeat([c.uptime for c in contexts], counts),
-            "sysinit": np.repeat([self.sysinit.get(c.domain, np.nan) for c in contexts], counts),
-            "exporter_hi": np.repeat(np.array([h[0] for h in halves], np.uint64), counts),
-            "exporter_lo": np.repeat(np.array([h[1] for h in halves], np.uint64), counts),
+            "export": np.array([c.export for c in contexts], np.float64)[owner],
+            "uptime": np.array([c.uptime for c in contexts], np.int64)[owner],
+            "sysinit": np.array([self.sysinit.get(c.domain, np.nan) for c in contexts], np.float64)[owner],
+            "exporter_hi": np.array([h[0] for h in halves], np.uint64)[owner],
+            "exporter_lo": np.array([h[1] for h in halves], np.uint64)[owner],
             "sampling": sampling,
-            "version": np.repeat([c.domain[1] for c in contexts], counts),
-            "owner": np.repeat(np.arange(len(contexts)), counts),
+            "version": np.array([c.domain[1] for c in contexts], np.int64)[owner],
+            "owner": owner,
         }
-        self._records += n
         self.last_export = max(self.last_export, max(c.export for c in contexts))
-        if self.ntp_only and "frame" not in cols:
-            keep = np.flatnonzero(ntp_mask(cols, n))
-            self._other += n - len(keep)
-            cols = {k: v.take(keep) for k, v in cols.items()}
-            meta = {k: v.take(keep) for k, v in meta.items()}
-        rows = build(cols, meta, self._checked_times(cols, meta, contexts))
+        times = self._checked_times(cols, meta, contexts)
         if "frame" not in cols:
-            self._rows.append(rows)
+            columns = flow_columns(cols, meta, times)
+            if self.ntp_only:
+                self._observations.append(ntp_observations(columns))
+            else:
+                self._rows.append(pack(columns))
         else:
+            rows = build(cols, meta, times)
             frames = [bytes(f) for f in cols["frame"]]
             size = cols.get("frame_size", np.array([len(f) for f in frames]))
             self._frames.append((frames, size, rows["end"][:n], sampling))

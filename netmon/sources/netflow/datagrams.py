@@ -20,9 +20,12 @@ from netmon.decode.packets import udp_packets
 
 
 class Datagram(NamedTuple):
-    """One UDP payload with its sender (address text, port), receiver port and time (UNIX s)."""
+    """One UDP payload with its sender (address text, port), receiver port and time (UNIX s).
 
-    payload: bytes
+    From a listener the payload is a read-only view into the block of datagrams it arrived in.
+    """
+
+    payload: bytes | memoryview
     source: str
     sport: int
     dport: int

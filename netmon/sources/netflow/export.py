@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from netmon.sources.netflow.layout import FieldSpec, Template
 from netmon.sources.netflow.templates import Context
@@ -27,8 +28,7 @@ class Invalid(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class TemplateRecord:
+class TemplateRecord(NamedTuple):
     """A (options) template announced in the datagram."""
 
     template_id: int
@@ -37,16 +37,14 @@ class TemplateRecord:
     options: bool = False
 
 
-@dataclass(frozen=True)
-class Withdrawal:
+class Withdrawal(NamedTuple):
     """IPFIX template withdrawal: one template id, or (None) every data / options template of the domain."""
 
     template_id: int | None
     options: bool
 
 
-@dataclass(frozen=True)
-class DataSet:
+class DataSet(NamedTuple):
     """A data set's body, ``data[start:end]``, laid out by template ``template_id`` of the domain."""
 
     template_id: int
@@ -54,8 +52,7 @@ class DataSet:
     end: int
 
 
-@dataclass(frozen=True)
-class FixedRecords:
+class FixedRecords(NamedTuple):
     """Records of a fixed layout (NetFlow v1/v5/v7), ``data[start:end]``."""
 
     template: Template
@@ -66,7 +63,7 @@ class FixedRecords:
 Item = TemplateRecord | Withdrawal | DataSet | FixedRecords
 
 
-@dataclass
+@dataclass(slots=True)
 class Export:
     """One parsed export datagram.
 

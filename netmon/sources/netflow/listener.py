@@ -8,6 +8,7 @@ traffic can stand in for the sockets (replay), read through the pcap reader.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import multiprocessing
 import os
@@ -20,18 +21,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from itertools import repeat
 from pathlib import Path
 
+import numpy as np
 import structlog
 
 from netmon import health
 from netmon.sources.netflow.datagrams import Datagram, udp_datagrams
+from netmon.sources.netflow.mmsg import BatchReceiver, kernel_drops
 from netmon.sources.pcapfile import read_frames
 
 log = structlog.get_logger(__name__)
 
 RECV_BUFFER = 32 << 20
-MAX_DATAGRAM = 65535
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -85,12 +88,14 @@ def listen_problems(endpoints: list[str], name: str) -> list[str]:
 class Listener:
     """Bound UDP sockets drained by a receiver process; ``receive`` yields batches until ``close``.
 
-    A child process (forked, stopped by PID on ``close``) reads the sockets and sends
-    the datagrams in chunks over a pipe: a thread here would have to win the GIL
-    back from the decoder for every datagram, and a burst would overflow the
-    kernel's buffer meanwhile. A reader thread takes each chunk in one go, so a
-    burst waits in memory, not in a kernel buffer that overflows while a batch is decoded. Its queue is bounded in bytes (``max_queued_bytes``, payload
-    bytes): past it datagrams are dropped and counted (``source.<name>.dropped``).
+    A child process (forked, stopped by PID on ``close``) reads the sockets up to
+    256 datagrams per system call (:mod:`~netmon.sources.netflow.mmsg`) and sends
+    them in chunks over a pipe: alone in its process it never waits for the
+    decoder's GIL, so a burst waits in memory, not in a kernel buffer that
+    overflows while a batch is decoded. A reader thread takes each chunk in one go
+    (one lock, one allowlist look-up per sender). Its queue is bounded in bytes
+    (``max_queued_bytes``, payload bytes): past it datagrams are dropped and counted
+    (``source.<name>.dropped``).
     While more than one exporter has datagrams waiting, none may hold more than half
     the queue, so one flooding exporter cannot crowd out the others.
     """
@@ -105,6 +110,7 @@ class Listener:
         self._lock = threading.Lock()
         self._queued_bytes = 0
         self._by_exporter: dict[str, int] = {}
+        self._senders: dict[bytes, str] = {}
         self._arrived = threading.Event()
         self._pump: multiprocessing.process.BaseProcess | None = None
         self._read_fd: int | None = None
@@ -116,7 +122,7 @@ class Listener:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            _receive_buffer(sock)
+            buffer = _receive_buffer(sock, name)
             try:
                 sock.bind((host, port))
             except OSError as exc:
@@ -125,7 +131,7 @@ class Listener:
                 raise ListenError(f"{name} source cannot listen on {text}: {exc.strerror or exc}") from None
             sock.setblocking(False)
             self.sockets.append(sock)
-            log.info("listening for exports", source=name, address=host, port=sock.getsockname()[1])
+            log.info("listening for exports", source=name, address=host, port=sock.getsockname()[1], receive_buffer_bytes=buffer)
         self._read_fd, self._write_fd = os.pipe()
         self._pump = multiprocessing.get_context("fork").Process(
             target=_pump, args=(self.sockets, self._write_fd, os.getpid(), max_queued_bytes),
@@ -140,18 +146,33 @@ class Listener:
         """Payload bytes waiting to be decoded."""
         return self._queued_bytes
 
-    def _admit(self, datagram: Datagram) -> bool:
-        """Queue a datagram unless the byte bound (or the exporter's fair half of it) is reached."""
-        size = len(datagram.payload)
+    def _admit(self, datagrams: list[Datagram], totals: dict[str, int]) -> int:
+        """Queue datagrams unless the byte bound (or an exporter's fair half of it) is reached; returns how many were refused.
+
+        ``totals``: payload bytes of ``datagrams`` per exporter. When all of them fit, within the bound
+        and each exporter within half of it, they are queued at once: one at a time none would be refused.
+        """
+        refused = 0
         with self._lock:
-            mine = self._by_exporter.get(datagram.source, 0)
-            crowded = len(self._by_exporter) > (1 if mine else 0) and mine + size > self.max_queued_bytes // 2
-            if self._queued_bytes + size > self.max_queued_bytes or crowded:
-                return False
-            self._queue.append(datagram)
-            self._queued_bytes += size
-            self._by_exporter[datagram.source] = mine + size
-        return True
+            by_exporter, queue, half = self._by_exporter, self._queue, self.max_queued_bytes // 2
+            if self._queued_bytes + sum(totals.values()) <= self.max_queued_bytes and all(
+                    by_exporter.get(source, 0) + size <= half for source, size in totals.items()):
+                queue.extend(datagrams)
+                self._queued_bytes += sum(totals.values())
+                for source, size in totals.items():
+                    by_exporter[source] = by_exporter.get(source, 0) + size
+                return 0
+            for datagram in datagrams:
+                size = len(datagram.payload)
+                mine = by_exporter.get(datagram.source, 0)
+                crowded = len(by_exporter) > (1 if mine else 0) and mine + size > half
+                if self._queued_bytes + size > self.max_queued_bytes or crowded:
+                    refused += 1
+                    continue
+                queue.append(datagram)
+                self._queued_bytes += size
+                by_exporter[datagram.source] = mine + size
+        return refused
 
     def _take(self, limit: int) -> list[Datagram]:
         with self._lock:
@@ -184,7 +205,7 @@ class Listener:
         One ``os.read`` brings up to a MB of datagrams, so this thread wins the GIL
         back once per read, not once per datagram.
         """
-        allows, admit, fd = self.allowlist.allows, self._admit, self._read_fd
+        fd = self._read_fd
         pending = bytearray()
         while not self._stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.2)
@@ -204,16 +225,44 @@ class Listener:
             pending += data
             frames, used = _frames(pending)
             del pending[:used]
-            for dropped, chunk in frames:
+            for dropped, kernel, table, payloads in frames:
                 if dropped:
                     health.count(f"source.{self.name}.dropped", dropped)
-                for payload, address, port, arrival in _unpack(chunk):
-                    if not allows(address):
-                        health.count(f"source.{self.name}.denied")
-                    elif not admit(Datagram(payload, address, port, 0, arrival)):
-                        health.count(f"source.{self.name}.dropped")
+                if kernel:
+                    health.count(f"source.{self.name}.kernel_drops", kernel)
+                self._queue_frame(table, payloads)
             if frames:
                 self._arrived.set()
+
+    def _queue_frame(self, table: np.ndarray, payloads: bytes) -> None:
+        """Queue the allowed datagrams of one frame (``_ENTRY`` rows, payloads back to back); count the rest."""
+        ends = np.cumsum(table["size"], dtype=np.int64)
+        unique, which = np.unique(table["address"], return_inverse=True)
+        senders = [self._sender_text(bytes(address)) for address in unique]
+        allowed = np.array([self.allowlist.allows(text) for text in senders], dtype=bool)[which.ravel()]
+        if not allowed.all():
+            health.count(f"source.{self.name}.denied", int(np.count_nonzero(~allowed)))
+        keep = np.flatnonzero(allowed)
+        ends, sizes = ends[keep].tolist(), table["size"][keep].tolist()
+        view = memoryview(payloads)  # payloads are views into the frame: no copy, no allocation per datagram
+        bodies = [view[end - size : end] for end, size in zip(ends, sizes)]
+        sources = [senders[k] for k in which.ravel()[keep].tolist()]
+        datagrams = list(map(_new_datagram, zip(bodies, sources, table["port"][keep].tolist(), repeat(0),
+                                                table["arrival"][keep].tolist())))
+        per_sender = np.bincount(which.ravel()[keep], weights=table["size"][keep], minlength=len(senders))
+        refused = self._admit(datagrams, {senders[k]: int(size) for k, size in enumerate(per_sender.tolist()) if size})
+        if refused:
+            health.count(f"source.{self.name}.dropped", refused)
+
+    def _sender_text(self, address: bytes) -> str:
+        """An exporter's 16-byte address as text: dotted quad for IPv4(-mapped), else IPv6 (bounded cache)."""
+        text = self._senders.get(address)
+        if text is None:
+            text = socket.inet_ntop(socket.AF_INET, address[12:]) if address.startswith(_MAPPED_PREFIX) else \
+                socket.inet_ntop(socket.AF_INET6, address)
+            if len(self._senders) < 65536:
+                self._senders[address] = text
+        return text
 
     def close(self) -> None:
         self._stop.set()
@@ -231,11 +280,16 @@ class Listener:
         self._read_fd = self._write_fd = None
 
 
-#: Per datagram in a pump chunk: payload length, sender port, arrival (UNIX s), address length.
-_ENTRY = struct.Struct("!IHdB")
-#: Per chunk on the pipe: its length and the datagrams the receiver dropped before it.
-_FRAME = struct.Struct("!II")
-#: Bytes a chunk holds before it is framed; a chunk also goes after ``_PUMP_FLUSH`` s of quiet.
+#: Datagram from a (payload, source, sport, dport, time) tuple without a Python-level call per datagram.
+_new_datagram = functools.partial(tuple.__new__, Datagram)
+#: Per datagram in a pump frame: payload length, sender port, address (16 bytes, IPv4 as ::ffff:a.b.c.d),
+#: arrival (UNIX s).
+_ENTRY = np.dtype([("size", "<u4"), ("port", "<u2"), ("address", "V16"), ("arrival", "<f8")])
+_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+#: Per frame on the pipe: its datagrams, their payload bytes, and the datagrams dropped before it by the
+#: receiver (its memory bound) and by the kernel (a full socket receive buffer).
+_FRAME = struct.Struct("!IIII")
+#: Payload bytes a frame holds before it is sent; a frame also goes after ``_PUMP_FLUSH`` s of quiet.
 _PUMP_CHUNK = 1 << 18
 _PUMP_FLUSH = 0.005
 #: Pipe capacity asked for (F_SETPIPE_SZ) and the reader's read size.
@@ -243,34 +297,17 @@ _PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
 
 
-def _pack(buffer: bytearray, payload: bytes, address: str, port: int, arrival: float) -> None:
-    name = address.encode()
-    buffer += _ENTRY.pack(len(payload), port, arrival, len(name))
-    buffer += name
-    buffer += payload
-
-
-def _unpack(chunk: bytes | memoryview) -> Iterator[tuple[bytes, str, int, float]]:
-    """(payload, address, port, arrival) of each datagram in a pump chunk."""
-    view, pos = memoryview(chunk), 0
-    while pos < len(view):
-        size, port, arrival, name_len = _ENTRY.unpack_from(view, pos)
-        pos += _ENTRY.size
-        address = bytes(view[pos : pos + name_len]).decode()
-        pos += name_len
-        yield bytes(view[pos : pos + size]), address, port, arrival
-        pos += size
-
-
-def _frames(data: bytearray) -> tuple[list[tuple[int, bytes]], int]:
-    """Complete (dropped count, chunk) frames at the start of ``data`` and the bytes they used."""
+def _frames(data: bytearray) -> tuple[list[tuple[int, int, np.ndarray, bytes]], int]:
+    """Complete (dropped, kernel dropped, ``_ENTRY`` rows, payloads) frames at the start of ``data`` and the bytes they used."""
     out, pos = [], 0
     while pos + _FRAME.size <= len(data):
-        size, dropped = _FRAME.unpack_from(data, pos)
-        if pos + _FRAME.size + size > len(data):
+        count, size, dropped, kernel = _FRAME.unpack_from(data, pos)
+        table_end = pos + _FRAME.size + count * _ENTRY.itemsize
+        if table_end + size > len(data):
             break
-        out.append((dropped, bytes(data[pos + _FRAME.size : pos + _FRAME.size + size])))
-        pos += _FRAME.size + size
+        table = np.frombuffer(bytes(data[pos + _FRAME.size : table_end]), _ENTRY)
+        out.append((dropped, kernel, table, bytes(data[table_end : table_end + size])))
+        pos = table_end + size
     return out, pos
 
 
@@ -280,8 +317,9 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
     Alone in its process it never waits for the decoder's GIL, and it never blocks
     on the pipe (non-blocking writes), so the sockets are drained at the pace
     datagrams arrive. What waits for the pipe is bounded by ``max_bytes``; past it
-    datagrams are dropped and the count travels with the next frame. It exits when
-    the collector goes away or closes the pipe.
+    datagrams are dropped and the count travels with the next frame, as does the
+    count the kernel dropped at a full socket buffer (read when a frame goes, and
+    every 0.2 s while quiet). It exits when the collector goes away or closes the pipe.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and reloads are the collector's to handle;
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # it stops this process (SIGTERM) when it closes
@@ -292,32 +330,50 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
     except OSError:
         pass
     selector = selectors.DefaultSelector()
+    receivers = {}
     for sock in sockets:
         selector.register(sock, selectors.EVENT_READ)
-    chunk, out = bytearray(), bytearray()
-    dropped = 0
+        receivers[sock.fileno()] = BatchReceiver(sock)
+    kernel_seen: dict[socket.socket, int | None] = {sock: 0 for sock in sockets}  # new sockets: every drop counts
+    tables: list[np.ndarray] = []
+    payloads: list[bytes] = []
+    out = bytearray()
+    size = dropped = kernel = 0
     while os.getppid() == parent:
-        ready = selector.select(_PUMP_FLUSH if (chunk or out) else 0.2)
+        ready = selector.select(_PUMP_FLUSH if (tables or out or dropped) else 0.2)
         arrival = time.time()
         for key, _ in ready:
-            sock: socket.socket = key.fileobj  # type: ignore[assignment]
-            while len(chunk) < _PUMP_CHUNK:
+            receiver = receivers[key.fd]
+            while size < _PUMP_CHUNK:
                 try:
-                    payload, peer = sock.recvfrom(MAX_DATAGRAM)
-                except OSError:  # nothing left (EAGAIN), or an error queued on the socket: read on next time
+                    got = receiver.receive()
+                except OSError:  # an error queued on the socket: read on next time
                     break
-                if len(out) + len(chunk) + len(payload) > max_bytes:
-                    dropped += 1
+                if not got:
+                    break
+                lengths = receiver.lengths(got)
+                if len(out) + size + int(lengths.sum()) > max_bytes:
+                    dropped += got
                     continue
-                address = peer[0]
-                if address.startswith("::ffff:") and "." in address:
-                    address = address[7:]
-                _pack(chunk, payload, address, peer[1], arrival)
-        if (chunk or dropped) and (len(chunk) >= _PUMP_CHUNK or not ready):
-            out += _FRAME.pack(len(chunk), dropped)
-            out += chunk
-            chunk.clear()
-            dropped = 0
+                table = np.empty(got, _ENTRY)
+                table["size"], table["arrival"] = lengths, arrival
+                table["address"], table["port"] = receiver.senders(got)
+                tables.append(table)
+                payloads.append(receiver.payloads(got, lengths))
+                size += int(lengths.sum())
+        if size >= _PUMP_CHUNK or not ready:
+            for sock, seen in kernel_seen.items():
+                now = kernel_drops(sock)
+                if seen is not None and now is not None:
+                    kernel += (now - seen) & 0xFFFF_FFFF
+                kernel_seen[sock] = now
+        if (tables or dropped or kernel) and (size >= _PUMP_CHUNK or not ready):
+            table = np.concatenate(tables) if tables else np.empty(0, _ENTRY)
+            out += _FRAME.pack(len(table), size, dropped, kernel)
+            out += table.tobytes()
+            out += b"".join(payloads)
+            tables, payloads = [], []
+            size = dropped = kernel = 0
         if out:
             try:
                 del out[: os.write(fd, out)]
@@ -327,16 +383,23 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                 return
 
 
-def _receive_buffer(sock: socket.socket) -> None:
-    """A large kernel receive buffer: forced past rmem_max when allowed (root), else as large as permitted."""
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    if force is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, RECV_BUFFER)
-            return
-        except OSError:
-            pass
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+#: Linux SO_RCVBUFFORCE (asm-generic/socket.h); Python's socket module does not export it.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def _receive_buffer(sock: socket.socket, name: str) -> int:
+    """Ask for a ``RECV_BUFFER``-byte kernel receive buffer; returns the size granted (bytes, as the kernel
+    reports it: twice the usable payload). With CAP_NET_ADMIN (root) it is forced past ``net.core.rmem_max``;
+    otherwise it is capped there, logged as a warning: a burst longer than the buffer is lost in the kernel."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < RECV_BUFFER:
+        log.warning("receive buffer smaller than asked: raise net.core.rmem_max or grant CAP_NET_ADMIN",
+                    source=name, granted_bytes=granted, asked_bytes=RECV_BUFFER)
+    return granted
 
 
 def replay(paths: list[str], allowlist: Allowlist, name: str) -> Iterator[list[Datagram]]:

@@ -107,41 +107,65 @@ def flow_times(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray]) -> tupl
     return np.broadcast_to(np.asarray(start, np.float64), (len(export),)), np.broadcast_to(np.asarray(end, np.float64), (len(export),))
 
 
-def build(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray],
-          times: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """FLOW_DTYPE rows from decoded columns and per-record metadata.
+def flow_columns(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray],
+                 times: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The :data:`FLOW_DTYPE` fields of decoded records as separate arrays, one element per flow row.
 
     ``meta`` holds arrays aligned with the records: ``export`` (UNIX s), ``uptime``
     (exporter sysUptime in ms, -1 for IPFIX), ``sysinit`` (UNIX s, NaN unknown),
     ``exporter_hi``/``exporter_lo``, ``sampling``, ``version``. A record with RFC 5103
     reverse counters adds a second row, endpoints swapped, when they are non-zero.
     ``times``: (start, end) per record when the caller has already computed (and checked) them.
+    Columns, not rows: every later step reads a few fields, and a field of a row table
+    is a strided pass over all of it.
     """
     n = len(meta["export"])
-    out = np.zeros(n, dtype=FLOW_DTYPE)
+    out: dict[str, np.ndarray] = {}
     out["start"], out["end"] = times if times is not None else flow_times(cols, meta)
     out["exporter_hi"], out["exporter_lo"] = meta["exporter_hi"], meta["exporter_lo"]
     for side in ("src", "dst"):
         out[f"{side}_hi"], out[f"{side}_lo"] = _address(cols, side, n)
-    out["sport"] = cols.get("sport", cols.get("sport_udp", 0))
-    out["dport"] = cols.get("dport", cols.get("dport_udp", 0))
-    out["proto"] = cols.get("proto", 0)
-    out["vlan"] = np.asarray(cols.get("vlan", cols.get("vlan_dot1q", 0)), dtype=np.uint64) & np.uint64(0x0FFF)
-    out["packets"] = cols.get("packets", cols.get("packets_total", 0))
-    out["bytes"] = cols.get("bytes", cols.get("bytes_total", 0))
-    out["sampling"] = meta["sampling"]
-    out["version"] = meta["version"]
+    out["sport"] = _column(cols.get("sport", cols.get("sport_udp")), n, np.uint16)
+    out["dport"] = _column(cols.get("dport", cols.get("dport_udp")), n, np.uint16)
+    out["proto"] = _column(cols.get("proto"), n, np.uint8)
+    out["vlan"] = (_column(cols.get("vlan", cols.get("vlan_dot1q")), n, np.uint64) & np.uint64(0x0FFF)).astype(np.uint16)
+    out["packets"] = _column(cols.get("packets", cols.get("packets_total")), n, np.float64)
+    out["bytes"] = _column(cols.get("bytes", cols.get("bytes_total")), n, np.float64)
+    out["sampling"] = _column(meta["sampling"], n, np.float64)
+    out["version"] = _column(meta["version"], n, np.uint8)
     rpackets = cols.get("rpackets", cols.get("rpackets_total"))
     if rpackets is None:
         return out
-    back = out[rpackets > 0].copy()
-    back["src_hi"], back["dst_hi"] = out["dst_hi"][rpackets > 0], out["src_hi"][rpackets > 0]
-    back["src_lo"], back["dst_lo"] = out["dst_lo"][rpackets > 0], out["src_lo"][rpackets > 0]
-    back["sport"], back["dport"] = out["dport"][rpackets > 0], out["sport"][rpackets > 0]
-    back["packets"] = rpackets[rpackets > 0]
+    forward, reverse = np.flatnonzero(out["packets"] > 0), np.flatnonzero(rpackets > 0)
+    back = {name: column[reverse] for name, column in out.items()}
+    for a, b in (("src_hi", "dst_hi"), ("src_lo", "dst_lo"), ("sport", "dport")):
+        back[a], back[b] = back[b], back[a]
+    back["packets"] = rpackets[reverse].astype(np.float64)
     rbytes = cols.get("rbytes", cols.get("rbytes_total"))
-    back["bytes"] = rbytes[rpackets > 0] if rbytes is not None else 0
-    return np.concatenate([out[out["packets"] > 0], back])
+    back["bytes"] = rbytes[reverse].astype(np.float64) if rbytes is not None else np.zeros(len(reverse))
+    return {name: np.concatenate([column[forward], back[name]]) for name, column in out.items()}
+
+
+def _column(values: np.ndarray | float | None, n: int, dtype: type) -> np.ndarray:
+    """``values`` (an array, a scalar, or None for 0) as ``n`` elements of ``dtype``, wrapping as a row
+    table's field assignment does."""
+    if values is None:
+        return np.zeros(n, dtype)
+    return np.broadcast_to(np.asarray(values).astype(dtype, copy=False), (n,))
+
+
+def build(cols: dict[str, np.ndarray], meta: dict[str, np.ndarray],
+          times: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """FLOW_DTYPE rows from decoded columns and per-record metadata (see :func:`flow_columns`)."""
+    return pack(flow_columns(cols, meta, times))
+
+
+def pack(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """FLOW_DTYPE rows of flow columns."""
+    out = np.empty(len(columns["end"]), dtype=FLOW_DTYPE)
+    for name in FLOW_DTYPE.names:
+        out[name] = columns[name]
+    return out
 
 
 def ntp_mask(cols: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -153,16 +177,17 @@ def ntp_mask(cols: dict[str, np.ndarray], n: int) -> np.ndarray:
     return (cols["proto"] == UDP) & ((sport == NTP_PORT) | (dport == NTP_PORT))
 
 
-def ntp_observations(flows: np.ndarray) -> np.ndarray:
-    """OBS_DTYPE rows for the UDP/123 records: counts sampling-corrected, ``ntp`` = 0."""
-    keep = (flows["proto"] == UDP) & ((flows["sport"] == NTP_PORT) | (flows["dport"] == NTP_PORT))
-    sel = flows[keep]
-    rows = np.zeros(len(sel), dtype=OBS_DTYPE)
-    rows["time"] = sel["end"]
+def ntp_observations(flows: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+    """OBS_DTYPE rows for the UDP/123 records of FLOW_DTYPE rows or of :func:`flow_columns`:
+    counts sampling-corrected, ``ntp`` = 0."""
+    keep = np.flatnonzero((flows["proto"] == UDP) & ((flows["sport"] == NTP_PORT) | (flows["dport"] == NTP_PORT)))
+    rows = np.zeros(len(keep), dtype=OBS_DTYPE)
+    rows["time"] = flows["end"][keep]
     for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "vlan"):
-        rows[name] = sel[name]
-    rows["packets"] = sel["packets"] * sel["sampling"]
-    rows["bytes"] = sel["bytes"] * sel["sampling"]
+        rows[name] = flows[name][keep]
+    sampling = flows["sampling"][keep]
+    rows["packets"] = flows["packets"][keep] * sampling
+    rows["bytes"] = flows["bytes"][keep] * sampling
     rows["flows"] = 1
     return rows
 

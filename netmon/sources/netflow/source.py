@@ -21,7 +21,6 @@ from netmon.sources.netflow.collector import Collector
 from netmon.sources.netflow.datagrams import Datagram
 from netmon.sources.netflow.incapture import NETFLOW_RECORD_DELAY
 from netmon.sources.netflow.listener import Allowlist, Listener, listen_problems, parse_endpoint, replay
-from netmon.sources.netflow.records import ntp_observations
 
 
 def _check_exporters(values: list[str]) -> list[str]:
@@ -140,10 +139,9 @@ class NetflowSource(FlowSource):
     def decode(self, batch: list[Datagram]) -> tuple[Observations, Frames | None, float]:
         """Datagrams to observations (UDP/123 records), frames (sampled frame sections) and the
         latest export time; each export's time is checked against its datagram's arrival."""
-        for datagram in batch:
-            self.collector.feed(datagram.payload, datagram.source, datagram.time)
+        self.collector.feed_batch([d.payload for d in batch], [d.source for d in batch], [d.time for d in batch])
         decoded = self.collector.flush()
-        return Observations(ntp_observations(decoded.flows)), decoded.frames, self.collector.last_export
+        return Observations(decoded.observations), decoded.frames, self.collector.last_export
 
 
 def build(config: Config, settings: Settings) -> NetflowSource:

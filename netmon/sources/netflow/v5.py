@@ -11,6 +11,10 @@ Validation is strict, as tshark's: the version's own record count must be betwee
 1 and its maximum and the datagram exactly header + count x record size, so a
 datagram of other traffic that starts with 0x0001 or 0x0005 (a STUN request, a
 QUIC packet) is refused whole.
+
+v5 is by far the most common fixed layout, so a batch of v5 datagrams can also be
+parsed at once (:func:`parse_batch`): the headers become one numpy table and the
+records one byte string, with no Python work per datagram beyond a slice.
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 from netmon.sources.netflow.export import Export, FixedRecords, Invalid
 from netmon.sources.netflow.layout import Template, compile_template
 from netmon.sources.netflow.templates import Context
 
 HEADER = struct.Struct("!HHIIIIBBH")
+#: HEADER as a numpy record, for a batch of headers at once.
+HEADER_DTYPE = np.dtype([("version", ">u2"), ("count", ">u2"), ("uptime", ">u4"), ("secs", ">u4"), ("nsecs", ">u4"),
+                         ("sequence", ">u4"), ("engine_type", "u1"), ("engine_id", "u1"), ("sampling", ">u2")])
 V1_HEADER = struct.Struct("!HHIII")
 V7_HEADER = struct.Struct("!HHIIIII")
 RECORD_LEN = 48
@@ -110,3 +119,34 @@ def parse_v1(data: bytes, exporter: str) -> list[Export]:
     _, _, uptime, secs, nsecs = V1_HEADER.unpack_from(data)
     ctx = Context(exporter, (exporter, 1, 0), secs + nsecs / 1e9, uptime)
     return [Export(ctx, None, "records", None, [FixedRecords(V1_TEMPLATE, V1_HEADER.size, len(data))])]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The v5 datagrams of a batch that :func:`parse` would accept, parsed at once.
+
+    ``index``: their positions in the batch; ``header``: their headers (:data:`HEADER_DTYPE`);
+    ``records``: their records back to back (:data:`TEMPLATE`); ``skipped``: how many
+    datagrams each reason refused (the reasons :func:`parse` raises).
+    """
+
+    index: np.ndarray
+    header: np.ndarray
+    records: bytes
+    skipped: dict[str, int]
+
+
+def parse_batch(payloads: list[bytes | memoryview]) -> Batch:
+    """Datagrams that start with version 5, validated as :func:`parse` validates each one."""
+    sizes = np.fromiter(map(len, payloads), np.int64, len(payloads))
+    whole = np.flatnonzero(sizes >= HEADER.size)
+    header = np.frombuffer(b"".join([payloads[i][: HEADER.size] for i in whole.tolist()]), HEADER_DTYPE)
+    count = header["count"].astype(np.int64)
+    sane_count = (count >= 1) & (count <= V5.max_count)
+    sane_length = sizes[whole] == HEADER.size + count * RECORD_LEN
+    ok = sane_count & sane_length
+    index = whole[ok]
+    records = b"".join([memoryview(payloads[i])[HEADER.size :] for i in index.tolist()])
+    skipped = {"truncated": len(payloads) - len(whole), "export_count": int(np.count_nonzero(~sane_count)),
+               "export_length": int(np.count_nonzero(sane_count & ~sane_length))}
+    return Batch(index, header[ok], records, skipped)
