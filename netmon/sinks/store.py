@@ -298,12 +298,19 @@ class Store:
         for values in scored.scores.values():
             worst = np.fmax(worst, np.asarray(values, dtype=np.float64))
         unknown = np.full(n, np.nan)
+        # rows go in in host order: the (host, start) index takes them 2-3 times faster than in the
+        # aggregator's hash order, which lands every row on another page of the index
+        order = np.argsort(np.asarray(iv.host), kind="stable")
+
+        def column(values: Any, dtype: Any = None) -> list[Any]:
+            return np.asarray(values, dtype=dtype)[order].tolist()
+
         # a failing statement undoes only itself: intervals written before it stay in the open transaction
         self._insert([*_ROW_COLUMNS, *score_columns], zip(
-            iv.host.tolist(), iv.group.tolist(), iv.role.tolist(), repeat(iv.start), repeat(iv.end), worst.tolist(),
-            *(np.asarray(iv.features.get(name, unknown), dtype=np.float64).tolist() for name in COLUMN_FEATURES),
-            repeat(self._layout), store_rows.pack(iv.features, _PACKED, n),
-            *(np.asarray(v, dtype=np.float64).tolist() for v in score_columns.values()),
+            column(iv.host), column(iv.group), column(iv.role), repeat(iv.start), repeat(iv.end), column(worst),
+            *(column(iv.features.get(name, unknown), np.float64) for name in COLUMN_FEATURES),
+            repeat(self._layout), store_rows.pack(iv.features, _PACKED, n, order),
+            *(column(v, np.float64) for v in score_columns.values()),
         ))
         self.db.executemany(
             "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

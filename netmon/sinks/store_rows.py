@@ -26,9 +26,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def pack(features: Mapping[str, np.ndarray], names: Sequence[str], n: int) -> list[bytes]:
+def pack(features: Mapping[str, np.ndarray], names: Sequence[str], n: int,
+         order: np.ndarray | None = None) -> list[bytes]:
     """One blob per row for ``n`` rows of ``features`` (float columns; a name missing
-    from ``features`` is NaN in every row), in the layout ``names``.
+    from ``features`` is NaN in every row), in the layout ``names``; the rows in
+    ``order`` (indexes) when given.
 
     Works column by column (masks are feature-major, so every numpy pass is contiguous);
     columns that are all NaN or all zero cost no per-row work beyond their bits."""
@@ -54,11 +56,14 @@ def pack(features: Mapping[str, np.ndarray], names: Sequence[str], n: int) -> li
     if kept:
         keep = ~(nan[where] | zero[where])
         values = np.stack(kept).T[keep.T].astype("<f8").tobytes()
-        ends = (np.cumsum(keep.sum(axis=0)) * 8).tolist()
+        ends = np.cumsum(keep.sum(axis=0)) * 8
     else:
-        values, ends = b"", [0] * n
-    starts = [0, *ends[:-1]]
-    return [head[h:h + size] + values[a:e] for h, a, e in zip(range(0, n * size, size), starts, ends)]
+        values, ends = b"", np.zeros(n, dtype=np.int64)
+    stops = ends.astype(np.int64)
+    starts = stops - np.diff(stops, prepend=0)
+    rows = np.arange(n) if order is None else np.asarray(order)
+    return [head[h:h + size] + values[a:e]
+            for h, a, e in zip((rows * size).tolist(), starts[rows].tolist(), stops[rows].tolist())]
 
 
 def unpack(blob: bytes, names: Sequence[str]) -> dict[str, float]:

@@ -45,7 +45,8 @@ def rss() -> int:
 
 def fleet(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    hosts = np.array([f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in range(n)])
+    # in no order of their text, as the aggregator hands them over (by hash of the address)
+    hosts = np.array([f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in rng.permutation(n).tolist()])
     groups = np.array(GROUPS)[rng.integers(0, len(GROUPS), n)]
     return hosts, groups
 

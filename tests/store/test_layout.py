@@ -82,6 +82,8 @@ def test_pack_reads_back_every_value_exactly_nan_zero_and_missing_included():
             assert (math.isnan(want) and math.isnan(got)) or got == want, f"row {k} {name}: wrote {want}, read {got}"
     assert len(blobs[0]) == 4 + 8 * 2, "a row keeps only its non-zero, known values after the two bitmaps"
     assert store_rows.pack({"a": np.array([])}, names, 0) == [], "an empty interval packs to no rows"
+    order = np.array([2, 0, 3, 1])
+    assert store_rows.pack(features, names, 4, order) == [blobs[i] for i in order], "rows not packed in the order asked"
 
 
 def test_a_packed_row_that_does_not_fit_its_layout_is_a_value_error():
