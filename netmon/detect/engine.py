@@ -83,7 +83,8 @@ class Engine:
     def process(self, intervals: HostIntervals) -> Scored:
         """Score one interval with every detector, then let the learners learn.
 
-        Host keys are hashed once here and handed to every per-host model."""
+        Host keys are hashed once here, handed to every per-host model and used to keep
+        the flagged hosts out of learning."""
         keys = HostKeys.of(intervals.host)
         extra = {d: ((keys,) if isinstance(d, HostModel) else ()) for d in self.detectors.values()}
         scores: dict[str, np.ndarray] = {}
@@ -93,7 +94,7 @@ class Engine:
             scores.update(out.scores)
             findings.extend(out.findings)
         flagged = {f.host for f in findings if f.severity != "info"}
-        normal = ~np.isin(intervals.host, list(flagged)) if flagged else np.ones(len(intervals), dtype=bool)
+        normal = ~keys.among(flagged)
         for detector in self.detectors.values():
             if _learns(detector):
                 detector.learn(intervals, normal, *extra[detector])

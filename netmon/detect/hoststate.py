@@ -9,7 +9,7 @@ silent for longer than ``forget_after`` seconds are dropped by :meth:`prune`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 import sys
 from typing import Any
@@ -74,6 +74,18 @@ class HostKeys:
     def matches(self, hosts: np.ndarray) -> bool:
         """True when these keys were made for ``hosts`` (the same array)."""
         return self.hosts is hosts
+
+    def among(self, names: Collection[str]) -> np.ndarray:
+        """Bool per host: whether its key is one of ``names``. Compares hashes first and
+        strings only where a hash matches, so a few flagged hosts cost one pass over
+        a million integers, not a million string comparisons per name."""
+        mask = np.zeros(self.hashes.shape[0], dtype=bool)
+        if not names:
+            return mask
+        wanted = list(names)
+        candidates = np.flatnonzero(np.isin(self.hashes, host_hashes(np.array(wanted, dtype=str))))
+        mask[candidates[np.isin(np.asarray(self.hosts)[candidates], wanted)]] = True
+        return mask
 
 
 class HostTable:

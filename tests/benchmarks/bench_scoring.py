@@ -1,11 +1,12 @@
 """Scoring speed and model memory at campus scale: can one core keep up with
 1,000,000 hosts (IPv6 /64s counted) at 60-second intervals with <= 1 KB each?
 
-Runs the learned detectors (population, baseline, drift, hosts) the way the engine
-does, score then learn, on one interval of N synthetic hosts that are already
-known (a first interval creates their state), and prints host-intervals per
-second, the real-time margin against a 60 s interval, and bytes of model state
-per host (the detectors' own count and the process's resident-memory growth).
+Runs every detector (rules, population, baseline, drift, hosts) through the engine
+(score, flagged hosts kept out, learn) on one interval of N synthetic hosts that are
+already known (a first interval creates their state; one host in 10,000 ignores KoD,
+so the rules flag some), and prints host-intervals per second, the real-time margin
+against a 60 s interval, and bytes of model state per host (the detectors' own count
+and the process's resident-memory growth).
 Beside it, the peer: river's HalfSpaceTrees scoring and learning every host
 one dict at a time, the obvious design, timed on a sample and printed as a ratio.
 
@@ -24,9 +25,11 @@ from pathlib import Path
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
+from netmon import registry
 from netmon.batch import FEATURES, HostIntervals, Scored
-from netmon.detect import baseline, drift, hosts as host_level, population, scaling
-from netmon.detect.hoststate import HostKeys
+from netmon.config import validate
+from netmon.detect import population, scaling
+from netmon.detect.engine import Engine
 from netmon.sinks.store import Store
 from ratios import record
 
@@ -42,19 +45,22 @@ def rss() -> int:
 
 def fleet(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    hosts = np.array([f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in range(n)])
+    # in no order of their text, as the aggregator hands them over (by hash of the address)
+    hosts = np.array([f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64" for i in rng.permutation(n).tolist()])
     groups = np.array(GROUPS)[rng.integers(0, len(GROUPS), n)]
     return hosts, groups
 
 
 def interval(hosts: np.ndarray, groups: np.ndarray, start: float, seed: int) -> HostIntervals:
-    """One interval's rows with the features the models read (the others are not needed)."""
+    """One interval's rows, every feature as the aggregator gives it (counts not drawn here are 0)."""
     rng = np.random.default_rng(seed)
     n = hosts.shape[0]
     requests = rng.poisson(1.2, n).astype(float) + 1.0
     ports = np.minimum(requests, rng.integers(1, 3, n)).astype(float)
     poll = rng.integers(6, 11, n).astype(float)
-    features = {
+    ignoring = rng.random(n) < 1e-4
+    features = {name: np.zeros(n) for name in FEATURES}
+    features |= {
         "requests_out": requests,
         "client_ports": ports,
         "bytes_out": requests * 76.0,
@@ -62,7 +68,8 @@ def interval(hosts: np.ndarray, groups: np.ndarray, start: float, seed: int) -> 
         "poll": poll,
         "rate_vs_poll": rng.lognormal(0.0, 0.1, n),
         "org_mismatch": np.where(rng.random(n) < 0.01, 1.0, 0.0),
-        "after_kod": np.zeros(n),
+        "after_kod": np.where(ignoring, 5.0, 0.0),
+        "kod_rate": np.where(ignoring, 2.0, 0.0),
         "replies_out": np.zeros(n),
         "ctl_out": np.zeros(n),
         "requests_in": np.zeros(n),
@@ -79,15 +86,16 @@ def interval(hosts: np.ndarray, groups: np.ndarray, start: float, seed: int) -> 
                          features=features)
 
 
-def step(detectors: list, batch: HostIntervals) -> float:
-    """Score then learn (all hosts normal), as the engine does (host keys hashed once); seconds taken."""
+def engine() -> Engine:
+    """Every registered detector at its defaults, no checkpoint."""
+    settings = validate({"detect": {"checkpoint": "", "detectors": list(registry.DETECTORS)}})
+    return Engine(settings.detect, restore=False)
+
+
+def step(scorer: Engine, batch: HostIntervals) -> float:
+    """One interval through the engine (score, gate, learn); seconds taken."""
     t = time.perf_counter()
-    keys = HostKeys.of(batch.host)
-    for d in detectors:
-        d.score(batch, keys)
-    normal = np.ones(len(batch), dtype=bool)
-    for d in detectors:
-        d.learn(batch, normal, keys)
+    scorer.process(batch)
     return time.perf_counter() - t
 
 
@@ -106,16 +114,15 @@ def peer(batch: HostIntervals, names: tuple[str, ...], rows: int) -> float:
 
 
 def store_rate(batch: HostIntervals) -> float:
-    """Host-intervals/s the embedded store writes and commits: this batch with every feature
-    column filled (NaN where the fleet has none) and three detectors' scores, at two interval starts."""
-    features = {name: batch.features.get(name, np.full(len(batch), np.nan)) for name in FEATURES}
+    """Host-intervals/s the embedded store writes and commits: this batch with three detectors'
+    scores, at two interval starts."""
     rng = np.random.default_rng(3)
     scores = {name: rng.random(len(batch)) for name in ("population", "baseline", "drift")}
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "netmon.db")
         seconds = 0.0
         for k in range(2):
-            shifted = replace(batch, start=batch.start + k * INTERVAL, end=batch.end + k * INTERVAL, features=features)
+            shifted = replace(batch, start=batch.start + k * INTERVAL, end=batch.end + k * INTERVAL)
             t = time.perf_counter()
             store.write(Scored(shifted, scores, []))
             store.commit()
@@ -131,17 +138,16 @@ def main() -> None:
     args = parser.parse_args()
     n = args.hosts
     hosts, groups = fleet(n)
-    pop = population.build(population.Config())
-    detectors = [pop, baseline.build(baseline.Config()), drift.build(drift.Config()),
-                 host_level.build(host_level.Config())]
+    scorer = engine()
+    detectors = [d for d in scorer.detectors.values() if hasattr(d, "nbytes")]
     warm = min(n, 20_000)
     for k in range(12):  # let every group's forest pass its cold start on a small slice
-        step([pop], interval(hosts[:warm], groups[:warm], k * INTERVAL, 100 + k))
+        step(scorer, interval(hosts[:warm], groups[:warm], k * INTERVAL, 100 + k))
     before = rss()
-    first = step(detectors, interval(hosts, groups, 12 * INTERVAL, 1))
+    first = step(scorer, interval(hosts, groups, 12 * INTERVAL, 1))
     batch = interval(hosts, groups, 13 * INTERVAL, 2)
     grown = rss() - before
-    seconds = step(detectors, batch)
+    seconds = step(scorer, batch)
     rate = n / seconds
     state = sum(d.nbytes() for d in detectors)
     per_peer = peer(batch, tuple(population.Config().features), args.peer_rows)

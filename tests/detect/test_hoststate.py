@@ -96,3 +96,15 @@ def test_rows_found_through_the_intervals_keys_are_the_rows_found_by_hashing_aga
     by_keys = table.rows(batch, HostKeys.of(batch))
     assert np.array_equal(by_keys, table.rows(batch)), "the shared sorted lookup found other rows"
     assert [table.keys[r] for r in by_keys] == batch.tolist(), "a host was given another host's row"
+
+
+def test_keys_among_names_is_exactly_membership_by_string(monkeypatch):
+    hosts = np.array([f"10.0.{i // 256}.{i % 256}" for i in range(2000)] + ["2001:db8:1:2::/64"])
+    keys = HostKeys.of(hosts)
+    names = {"10.0.0.7", "10.0.3.200", "2001:db8:1:2::/64", "10.99.0.1"}  # the last is not in the interval
+    assert np.array_equal(keys.among(names), np.isin(hosts, list(names)))
+    assert not keys.among(set()).any() and keys.among(set()).shape == hosts.shape
+    # every key hashing alike (a collision on every row): the string comparison still decides
+    monkeypatch.setattr("netmon.detect.hoststate.host_hashes", lambda h: np.zeros(len(h), dtype=np.uint64))
+    colliding = HostKeys.of(hosts)
+    assert np.array_equal(colliding.among(names), np.isin(hosts, list(names))), "a hash collision flagged another host"
