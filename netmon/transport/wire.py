@@ -58,8 +58,8 @@ def encode(kind: int, collector: str, seq: int, watermark: float, lateness: floa
     if len(ident) > 255:
         raise ValueError(f"collector id longer than 255 bytes: {collector[:40]!r}...")
     head = HEADER.pack(MAGIC, FORMAT, kind, len(ident), DTYPE_CRC, seq, watermark, lateness)
-    body = b"" if rows is None else np.ascontiguousarray(rows, dtype=OBS_DTYPE).tobytes()
-    return b"".join((head, ident, body))
+    body = b"" if rows is None else np.ascontiguousarray(rows, dtype=OBS_DTYPE).view(np.uint8)
+    return b"".join((head, ident, body))  # the rows copied once, into the message
 
 
 def decode(data: bytes) -> Message:

@@ -71,6 +71,30 @@ def test_ipv6_hosts_of_one_64_share_a_partition_as_the_aggregator_rolls_them_up(
         "the scorer's partition of the host name must be the collector's"
 
 
+def test_the_split_gives_each_partition_exactly_its_rows_in_row_order():
+    """The one-pass split (hash, sort, gather of raw bytes) against the plain definition: a row
+    belongs to the partition of each internal end, rows keep their order, bytes are unchanged."""
+    rng = np.random.default_rng(3)
+    internal = PrefixSet(["10.0.0.0/8", "2001:db8::/32"])
+    addresses = [f"10.0.{i}.{j}" for i in range(4) for j in range(1, 40)] + \
+        [f"2001:db8:{i}::{j}" for i in range(6) for j in range(1, 4)] + ["192.0.2.1", "2001:4860::8", "198.51.100.7"]
+    data = rows([(addresses[a], addresses[b]) for a, b in rng.integers(0, len(addresses), (3000, 2))])
+    data["sport"] = rng.integers(0, 65535, data.shape[0])
+    for partitions in (1, 7, 64):
+        split = partition.split(data, internal, 64, partitions)
+        parts = []
+        for hi, lo in ((data["src_hi"], data["src_lo"]), (data["dst_hi"], data["dst_lo"])):
+            inside = internal.contains(hi, lo)
+            parts.append(np.where(inside, partition.of_addresses(hi, lo, 64, partitions), -1))
+        for part in range(partitions):
+            mine = data[(parts[0] == part) | (parts[1] == part)]
+            if not mine.shape[0]:
+                assert part not in split, f"partition {part} of {partitions} holds rows of no host of it"
+                continue
+            assert split[part].tobytes() == mine.tobytes(), \
+                f"partition {part} of {partitions}: not exactly its rows in row order"
+
+
 def test_a_partition_closes_windows_only_when_every_expected_collector_passed_them():
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
                          "cluster": {"collectors": ["a", "b"]}})
