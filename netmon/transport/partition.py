@@ -15,6 +15,7 @@ import numpy as np
 
 from netmon.aggregate.keys import PrefixSet, hash_key, roll_up
 from netmon.batch import addr_halves
+from netmon.transport import wire
 
 
 def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int) -> np.ndarray:
@@ -23,13 +24,14 @@ def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int
     return (hash_key(host_hi, host_lo) % np.uint64(partitions)).astype(np.int64)
 
 
-def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
-    """``rows`` by partition of each internal end, in their order; a campus-to-campus row
-    appears under both ends' partitions (once when they share one).
+def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
+          partitions: int) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """Where each partition's rows are: indices into ``rows`` grouped by partition, each group in
+    row order, and each partition's ``(start, end)`` in them. A row counts for each internal end:
+    a campus-to-campus row is in both ends' partitions (once when they share one).
 
-    The values are contiguous slices of one array gathered in a single pass (one hash of
-    the host column, one stable sort of the partition numbers, one copy of the rows taken
-    as raw bytes): a gather of the structured rows themselves costs ten times as much."""
+    One pass: one hash of the host column, one stable sort of the partition numbers (a radix
+    sort), no per-partition mask; the rows themselves are not touched but for their addresses."""
     # each address column copied once into contiguous memory: every step after reads those,
     # not the 123-byte rows (a strided read of the batch is as dear as a copy of the column)
     src_hi, src_lo, dst_hi, dst_lo = (np.ascontiguousarray(rows[name])
@@ -49,11 +51,17 @@ def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int
     # 16 bits) when no row was copied, else by partition then row
     small = part.astype(np.uint16) if partitions <= 1 << 16 else part
     order = np.lexsort((index, part)) if second.any() else np.argsort(small, kind="stable")
-    raw = np.ascontiguousarray(rows).view(np.uint8).reshape(rows.shape[0], rows.dtype.itemsize)
-    gathered = np.take(raw, index[order], axis=0).view(rows.dtype).reshape(-1)
     counts = np.bincount(part, minlength=partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
-    return {p: gathered[bounds[p]:bounds[p + 1]] for p in np.flatnonzero(counts).tolist()}
+    return index[order], {p: (bounds[p], bounds[p + 1]) for p in np.flatnonzero(counts).tolist()}
+
+
+def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
+    """``rows`` by partition of each internal end (see :func:`route`): contiguous slices of one
+    copy of the rows, gathered as raw bytes (a gather of structured rows costs ten times as much)."""
+    index, spans = route(rows, internal, ipv6_bits, partitions)
+    gathered = np.take(wire.row_bytes(rows), index, axis=0, mode="clip").view(rows.dtype).reshape(-1)
+    return {p: gathered[a:b] for p, (a, b) in spans.items()}
 
 
 def of_names(names: list[str], partitions: int) -> np.ndarray:

@@ -44,6 +44,15 @@ def test_a_message_round_trips_rows_and_header_exactly():
     assert mark.kind == wire.MARK and mark.rows.shape == (0,) and mark.watermark == -math.inf
 
 
+def test_messages_packed_straight_from_a_batch_are_the_bytes_encode_gives():
+    data = rows([(f"10.0.0.{i}", "192.0.2.1") for i in range(1, 40)])
+    chunks = [np.array([3, 5, 8]), np.array([], dtype=np.int64), np.arange(39)[::-2].copy()]
+    packed = wire.pack("router-a", 7, 990.5, 60.0, data, chunks)
+    assert [bytes(m) for m in packed] == [wire.encode(wire.ROWS, "router-a", 7 + i, 990.5, 60.0, data[chunk])
+                                          for i, chunk in enumerate(chunks)], "pack must write what encode writes"
+    assert wire.decode(bytes(packed[2])).rows.tobytes() == data[chunks[2]].tobytes()
+
+
 @pytest.mark.parametrize("name", sorted(json.loads((CASES / "expected.json").read_text())))
 def test_a_message_that_is_not_ours_is_refused_with_the_reason(name: str):
     why = json.loads((CASES / "expected.json").read_text())[name]
