@@ -43,12 +43,12 @@ from netmon.transport import partition, wire
 log = structlog.get_logger(__name__)
 
 
-def own_hosts(intervals: HostIntervals, part: int, partitions: int) -> HostIntervals:
+def own_hosts(intervals: HostIntervals, part: int, owners: partition.Owners) -> HostIntervals:
     """The rows of ``intervals`` whose host is in partition ``part`` (a campus-to-campus row
     also gave features to the other end, which its own partition's scorer reports)."""
     if not len(intervals):
         return intervals
-    keep = partition.of_names(intervals.host.tolist(), partitions) == part
+    keep = owners(intervals.host.tolist()) == part
     if keep.all():
         return intervals
     hosts = set(intervals.host[keep].tolist())
@@ -161,6 +161,7 @@ class Scorer:
         self.states = jetstream.States(self.link)
         self.feed = jetstream.Feed(self.link, self.leases.holds)
         self.units: dict[int, Unit] = {}
+        self.owners = partition.Owners(self.cfg.partitions)  # hosts' partitions, shared by the units
         for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)
 
@@ -215,7 +216,7 @@ class Scorer:
         closed = unit.closed()
         for intervals in closed:
             if unit.both_ends:
-                intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
+                intervals = own_hosts(intervals, unit.part, self.owners)
             if len(intervals):
                 pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
         every = self.cfg.checkpoint_every

@@ -69,3 +69,24 @@ def of_names(names: list[str], partitions: int) -> np.ndarray:
     already rolled up, so no roll-up here)."""
     halves = np.array([addr_halves(name.split("/")[0]) for name in names], dtype=np.uint64).reshape(-1, 2)
     return of_addresses(halves[:, 0], halves[:, 1], 128, partitions)
+
+
+class Owners:
+    """:func:`of_names`, remembered: a partition's hosts recur every interval, and parsing a
+    name costs about 3 µs where a lookup costs 0.1 µs. Bounded: the memory is dropped whole
+    past ``limit`` names (as the aggregator's name memory), then refills."""
+
+    def __init__(self, partitions: int, limit: int = 1_000_000) -> None:
+        self.partitions = partitions
+        self.limit = limit
+        self.known: dict[str, int] = {}
+
+    def __call__(self, names: list[str]) -> np.ndarray:
+        """Partition (int64) of each host name."""
+        if len(self.known) > self.limit:
+            self.known.clear()
+        known = self.known
+        missing = [name for name in names if name not in known]
+        if missing:
+            known.update(zip(missing, of_names(missing, self.partitions).tolist()))
+        return np.fromiter((known[name] for name in names), dtype=np.int64, count=len(names))

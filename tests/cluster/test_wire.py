@@ -104,6 +104,14 @@ def test_the_split_gives_each_partition_exactly_its_rows_in_row_order():
                 f"partition {part} of {partitions}: not exactly its rows in row order"
 
 
+def test_remembered_host_partitions_are_of_names_and_the_memory_stays_bounded():
+    hosts = [f"10.0.{i // 250}.{i % 250}" for i in range(1000)] + ["2001:db8:1:2::/64"]
+    owners = partition.Owners(16, limit=500)
+    for _ in range(3):
+        assert owners(hosts).tolist() == partition.of_names(hosts, 16).tolist(), "a remembered partition differs"
+        assert len(owners.known) <= 500 + len(hosts), "the memory must be dropped past its limit"
+
+
 def test_a_partition_closes_windows_only_when_every_expected_collector_passed_them():
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
                          "cluster": {"collectors": ["a", "b"]}})
