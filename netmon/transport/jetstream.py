@@ -222,12 +222,16 @@ class Publisher:
 
 @dataclass
 class Delivery:
-    """One consumed message: its partition, stream sequence, bytes and the handle to acknowledge it."""
+    """One consumed message: its partition, stream sequence, bytes and the handle to acknowledge
+    it; when the stream stored it (UNIX s) and how many of the partition's messages were still
+    waiting after it (the consumer is behind when any were)."""
 
     partition: int
     seq: int
     data: bytes
     msg: Any
+    stored: float
+    pending: int
 
 
 class Feed:
@@ -292,10 +296,11 @@ class Feed:
                 await asyncio.sleep(backoff.delay(failures))
                 continue
             for msg in msgs:
-                seq = msg.metadata.sequence.stream
-                if seq > last:
-                    last = seq
-                    self.out.put(Delivery(partition, seq, msg.data, msg))
+                meta = msg.metadata
+                if meta.sequence.stream > last:
+                    last = meta.sequence.stream
+                    self.out.put(Delivery(partition, last, msg.data, msg, meta.timestamp.timestamp(),
+                                          meta.num_pending))
 
     def close(self, partition: int) -> None:
         """Stop consuming ``partition`` (its durable consumer stays for the next owner to replace)."""

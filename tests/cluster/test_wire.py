@@ -143,6 +143,37 @@ def test_a_bad_cluster_url_is_named_without_showing_it():
     assert "s3cret" not in str(error.value), "a NATS URL's credentials must never be shown"
 
 
+def test_a_scorer_behind_on_a_backlog_never_takes_a_live_collector_for_dead():
+    """Found by the 7-day equality run (tests/benchmarks/equal_cluster.py): a scorer slowed
+    down by its backlog spent more than ``dead_collector`` seconds between two of collector
+    b's messages that the log had stored seconds apart, closed windows without b, and
+    counted b's rows late. Silence is measured on the log's time while messages wait."""
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
+                         "cluster": {"collectors": ["a", "b"], "dead_collector": 60.0}})
+    wall = [1000.0]
+    unit = Unit(0, settings, wall=lambda: wall[0])
+
+    def read(collector: str, kind: int, stored: float, mark: float, behind: bool, data=None) -> None:
+        unit.stored, unit.behind = stored, behind
+        unit.take(wire.decode(wire.encode(kind, collector, 1, mark, 0.0, data)))
+
+    read("a", wire.MARK, 1000.0, 1200.0, True)
+    read("b", wire.MARK, 1001.0, 1100.0, True)
+    wall[0] += 600  # the scorer took ten minutes over its backlog
+    read("a", wire.MARK, 1005.0, 1300.0, True)
+    assert unit.closed() == [] and unit.clock.minimum() == 1100.0, \
+        "b spoke 4 s before a in the log: it is not silent, windows must wait for it"
+    read("b", wire.ROWS, 1006.0, 1110.0, True, rows([("10.0.0.1", "192.0.2.1")], 1105.0))
+    assert unit.aggregator.state()["pending"], "b's rows must land in an open window, not count late"
+    read("a", wire.MARK, 1070.0, 1400.0, True)
+    assert unit.clock.minimum() == 1400.0, "64 s of the log's time without b: b is silent now"
+    read("b", wire.MARK, 1071.0, 1120.0, True)
+    assert unit.clock.minimum() == 1120.0, "b spoke again: windows wait for it again"
+    wall[0] = 1700.0
+    read("a", wire.MARK, 1699.0, 1500.0, False)  # caught up: silence is wall time again
+    assert unit.clock.minimum() == 1500.0, "caught up, b silent since the log's 1071 is left out"
+
+
 def test_a_collector_restarted_after_its_end_is_waited_for_again():
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
                          "cluster": {"collectors": ["a", "b"]}})
