@@ -25,6 +25,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,12 +44,12 @@ from netmon.transport import partition, wire
 log = structlog.get_logger(__name__)
 
 
-def own_hosts(intervals: HostIntervals, part: int, partitions: int) -> HostIntervals:
+def own_hosts(intervals: HostIntervals, part: int, owners: partition.Owners) -> HostIntervals:
     """The rows of ``intervals`` whose host is in partition ``part`` (a campus-to-campus row
     also gave features to the other end, which its own partition's scorer reports)."""
     if not len(intervals):
         return intervals
-    keep = partition.of_names(intervals.host.tolist(), partitions) == part
+    keep = owners(intervals.host.tolist()) == part
     if keep.all():
         return intervals
     hosts = set(intervals.host[keep].tolist())
@@ -59,13 +60,21 @@ def own_hosts(intervals: HostIntervals, part: int, partitions: int) -> HostInter
 
 
 class Unit:
-    """One owned partition's stages and progress (``seq``: the last stream sequence consumed)."""
+    """One owned partition's stages and progress (``seq``: the last stream sequence consumed).
 
-    def __init__(self, part: int, settings: Settings) -> None:
+    A collector's silence is measured on the log's time (:meth:`now`), not on how long this
+    scorer took to read: behind on a backlog, it would otherwise find a live collector silent
+    while that collector's messages wait in the stream, close windows without it, and count
+    its rows late (what one process on the merged capture never does)."""
+
+    def __init__(self, part: int, settings: Settings, wall: Callable[[], float] = time.time) -> None:
         self.part = part
         self.aggregator = Aggregator(settings.campus, settings.aggregate)
         self.engine = Engine(settings.detect.model_copy(update={"checkpoint": ""}), restore=False)
-        self.clock = Clock(settings.cluster.dead_collector)
+        self.wall = wall
+        self.stored = -math.inf  # when the stream stored the message being read (UNIX s)
+        self.behind = False  # more of the partition's messages were waiting after it
+        self.clock = Clock(settings.cluster.dead_collector, now=self.now)
         self.expected = list(settings.cluster.collectors)
         self.lateness = settings.aggregate.lateness
         self.heard_any = False
@@ -75,6 +84,11 @@ class Unit:
         self.saved_seq = 0
         self.last: Any = None  # the delivery of ``seq``, to acknowledge after a checkpoint
         self.saved_at = time.monotonic()
+
+    def now(self) -> float:
+        """The log's time (UNIX s): when the message being read was stored while more wait
+        behind it, else the wall clock (caught up, silence is silence now)."""
+        return self.stored if self.behind else self.wall()
 
     def take(self, message: wire.Message) -> None:
         """One message of a collector: its rows into windows, its watermark onto the clock."""
@@ -161,6 +175,7 @@ class Scorer:
         self.states = jetstream.States(self.link)
         self.feed = jetstream.Feed(self.link, self.leases.holds)
         self.units: dict[int, Unit] = {}
+        self.owners = partition.Owners(self.cfg.partitions)  # hosts' partitions, shared by the units
         for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)
 
@@ -177,6 +192,7 @@ class Scorer:
                     delivery = self.feed.out.get(timeout=0.2)
                 except queue.Empty:
                     for unit in list(self.units.values()):
+                        unit.behind = False  # nothing waits: silence is measured on the wall clock again
                         self.close_windows(unit, idle=True)
                     continue
                 self.consume(delivery)
@@ -200,6 +216,7 @@ class Scorer:
             health.count("cluster.scorer.duplicates")
             return
         unit.seq, unit.last = delivery.seq, delivery
+        unit.stored, unit.behind = delivery.stored, delivery.pending > 0 or not self.feed.out.empty()
         try:
             message = wire.decode(delivery.data)
         except wire.WireError as exc:
@@ -215,7 +232,7 @@ class Scorer:
         closed = unit.closed()
         for intervals in closed:
             if unit.both_ends:
-                intervals = own_hosts(intervals, unit.part, self.cfg.partitions)
+                intervals = own_hosts(intervals, unit.part, self.owners)
             if len(intervals):
                 pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
         every = self.cfg.checkpoint_every

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -24,9 +25,13 @@ from netmon import health
 log = structlog.get_logger(__name__)
 
 
+def _monotonic() -> float:
+    return time.monotonic()  # looked up at each call
+
+
 @dataclass
 class Mark:
-    """One source's progress: its watermark (event time, s) and when it last spoke (monotonic s)."""
+    """One source's progress: its watermark (event time, s) and when it last spoke (s on the clock's ``now``)."""
 
     lateness: float
     live: bool
@@ -36,15 +41,17 @@ class Mark:
 
 
 class Clock:
-    """Per-source watermarks; :meth:`minimum` is where windows may close."""
+    """Per-source watermarks; :meth:`minimum` is where windows may close. Silence is measured
+    on ``now`` (s): wall time by default; a scorer reading a log measures it on the log's time."""
 
-    def __init__(self, stall_timeout: float = 30.0) -> None:
+    def __init__(self, stall_timeout: float = 30.0, now: Callable[[], float] | None = None) -> None:
         self.stall_timeout = stall_timeout
+        self.now = now or _monotonic
         self.marks: dict[str, Mark] = {}
 
     def add(self, tag: str, lateness: float, live: bool) -> None:
         """Start following source ``tag``; ``lateness`` seconds its rows may trail its newest row."""
-        self.marks[tag] = Mark(lateness=lateness, live=live, heard=time.monotonic())
+        self.marks[tag] = Mark(lateness=lateness, live=live, heard=self.now())
 
     def set_lateness(self, tag: str, lateness: float) -> None:
         """A reload changed source ``tag``'s lateness (its rows from now on count with it)."""
@@ -72,7 +79,7 @@ class Clock:
     def minimum(self) -> float:
         """The event time every followed source has passed; -inf while any has said nothing
         yet, or when every one is stalled (nothing can be promised then)."""
-        now = time.monotonic()
+        now = self.now()
         marks = []
         for tag, mark in self.marks.items():
             if mark.live and now - mark.heard > self.stall_timeout:
@@ -87,7 +94,7 @@ class Clock:
 
     def _heard(self, tag: str) -> Mark:
         mark = self.marks[tag]
-        mark.heard = time.monotonic()
+        mark.heard = self.now()
         if mark.stalled:
             mark.stalled = False
             log.info("source speaks again; windows wait for it", source=tag)

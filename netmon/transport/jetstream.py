@@ -46,6 +46,7 @@ from nats.js import api
 from netmon import health
 from netmon.config import Cluster, redact_url
 from netmon.retry import Backoff
+from netmon.transport import wire
 
 log = structlog.get_logger(__name__)
 
@@ -175,22 +176,22 @@ class Publisher:
         health.count("transport.publish.lost", 0)
         health.gauge("transport.publish.blocked_seconds", 0.0)
 
-    def send(self, messages: list[tuple[int, str, bytes]]) -> None:
+    def send(self, messages: list[tuple[int, str, wire.Payload]]) -> None:
         """Store ``(partition, message id, payload)`` messages; per partition in list order."""
-        by_subject: dict[str, list[tuple[str, bytes]]] = {}
+        by_subject: dict[str, list[tuple[str, wire.Payload]]] = {}
         for part, ident, payload in messages:
             by_subject.setdefault(subject(self.link.cfg, part), []).append((ident, payload))
         self.link.call(self._send(by_subject))
 
-    async def _send(self, by_subject: dict[str, list[tuple[str, bytes]]]) -> None:
+    async def _send(self, by_subject: dict[str, list[tuple[str, wire.Payload]]]) -> None:
         await asyncio.gather(*(self._in_order(subj, items) for subj, items in by_subject.items()))
 
-    async def _in_order(self, subj: str, items: list[tuple[str, bytes]]) -> None:
+    async def _in_order(self, subj: str, items: list[tuple[str, wire.Payload]]) -> None:
         for ident, payload in items:
             async with self._window:
                 await self._one(subj, ident, payload)
 
-    async def _one(self, subj: str, ident: str, payload: bytes) -> None:
+    async def _one(self, subj: str, ident: str, payload: wire.Payload) -> None:
         backoff = Backoff(0.1, 5.0)
         started = time.monotonic()
         stopping_since = math.inf
@@ -221,12 +222,16 @@ class Publisher:
 
 @dataclass
 class Delivery:
-    """One consumed message: its partition, stream sequence, bytes and the handle to acknowledge it."""
+    """One consumed message: its partition, stream sequence, bytes and the handle to acknowledge
+    it; when the stream stored it (UNIX s) and how many of the partition's messages were still
+    waiting after it (the consumer is behind when any were)."""
 
     partition: int
     seq: int
     data: bytes
     msg: Any
+    stored: float
+    pending: int
 
 
 class Feed:
@@ -291,10 +296,11 @@ class Feed:
                 await asyncio.sleep(backoff.delay(failures))
                 continue
             for msg in msgs:
-                seq = msg.metadata.sequence.stream
-                if seq > last:
-                    last = seq
-                    self.out.put(Delivery(partition, seq, msg.data, msg))
+                meta = msg.metadata
+                if meta.sequence.stream > last:
+                    last = meta.sequence.stream
+                    self.out.put(Delivery(partition, last, msg.data, msg, meta.timestamp.timestamp(),
+                                          meta.num_pending))
 
     def close(self, partition: int) -> None:
         """Stop consuming ``partition`` (its durable consumer stays for the next owner to replace)."""

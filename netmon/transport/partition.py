@@ -15,6 +15,7 @@ import numpy as np
 
 from netmon.aggregate.keys import PrefixSet, hash_key, roll_up
 from netmon.batch import addr_halves
+from netmon.transport import wire
 
 
 def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int) -> np.ndarray:
@@ -23,26 +24,44 @@ def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int
     return (hash_key(host_hi, host_lo) % np.uint64(partitions)).astype(np.int64)
 
 
-def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
-    """``rows`` by partition of each internal end, in their order; a campus-to-campus row
-    appears under both ends' partitions (once when they share one)."""
-    src_in = internal.contains(rows["src_hi"], rows["src_lo"])
-    dst_in = internal.contains(rows["dst_hi"], rows["dst_lo"])
+def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
+          partitions: int) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """Where each partition's rows are: indices into ``rows`` grouped by partition, each group in
+    row order, and each partition's ``(start, end)`` in them. A row counts for each internal end:
+    a campus-to-campus row is in both ends' partitions (once when they share one).
+
+    One pass: one hash of the host column, one stable sort of the partition numbers (a radix
+    sort), no per-partition mask; the rows themselves are not touched but for their addresses."""
+    # each address column copied once into contiguous memory: every step after reads those,
+    # not the 123-byte rows (a strided read of the batch is as dear as a copy of the column)
+    src_hi, src_lo, dst_hi, dst_lo = (np.ascontiguousarray(rows[name])
+                                      for name in ("src_hi", "src_lo", "dst_hi", "dst_lo"))
+    src_in = internal.contains(src_hi, src_lo)
+    dst_in = internal.contains(dst_hi, dst_lo)
     ends = np.flatnonzero(src_in | dst_in)  # hashed once per row: its source if internal, else its destination
     out = src_in[ends]
-    first = of_addresses(np.where(out, rows["src_hi"][ends], rows["dst_hi"][ends]),
-                         np.where(out, rows["src_lo"][ends], rows["dst_lo"][ends]), ipv6_bits, partitions)
+    first = of_addresses(np.where(out, src_hi[ends], dst_hi[ends]), np.where(out, src_lo[ends], dst_lo[ends]),
+                         ipv6_bits, partitions)
     both = ends[out & dst_in[ends]]  # campus to campus: the destination's partition too, when another
-    other = of_addresses(rows["dst_hi"][both], rows["dst_lo"][both], ipv6_bits, partitions)
+    other = of_addresses(dst_hi[both], dst_lo[both], ipv6_bits, partitions)
     second = other != first[out & dst_in[ends]]
     index = np.concatenate([ends, both[second]])
     part = np.concatenate([first, other[second]])
-    # by partition, each in row order (a stable sort of small integers when no row was copied)
-    order = np.argsort(part, kind="stable") if not second.any() else np.lexsort((index, part))
-    index, part = index[order], part[order]
-    cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
-    bounds = [0, *cuts.tolist(), part.shape[0]]
-    return {int(part[a]): rows[index[a:b]] for a, b in zip(bounds[:-1], bounds[1:]) if b > a}
+    # by partition, each in row order: a stable sort of small integers (a radix sort when they fit
+    # 16 bits) when no row was copied, else by partition then row
+    small = part.astype(np.uint16) if partitions <= 1 << 16 else part
+    order = np.lexsort((index, part)) if second.any() else np.argsort(small, kind="stable")
+    counts = np.bincount(part, minlength=partitions)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    return index[order], {p: (bounds[p], bounds[p + 1]) for p in np.flatnonzero(counts).tolist()}
+
+
+def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
+    """``rows`` by partition of each internal end (see :func:`route`): contiguous slices of one
+    copy of the rows, gathered as raw bytes (a gather of structured rows costs ten times as much)."""
+    index, spans = route(rows, internal, ipv6_bits, partitions)
+    gathered = np.take(wire.row_bytes(rows), index, axis=0, mode="clip").view(rows.dtype).reshape(-1)
+    return {p: gathered[a:b] for p, (a, b) in spans.items()}
 
 
 def of_names(names: list[str], partitions: int) -> np.ndarray:
@@ -50,3 +69,24 @@ def of_names(names: list[str], partitions: int) -> np.ndarray:
     already rolled up, so no roll-up here)."""
     halves = np.array([addr_halves(name.split("/")[0]) for name in names], dtype=np.uint64).reshape(-1, 2)
     return of_addresses(halves[:, 0], halves[:, 1], 128, partitions)
+
+
+class Owners:
+    """:func:`of_names`, remembered: a partition's hosts recur every interval, and parsing a
+    name costs about 3 µs where a lookup costs 0.1 µs. Bounded: the memory is dropped whole
+    past ``limit`` names (as the aggregator's name memory), then refills."""
+
+    def __init__(self, partitions: int, limit: int = 1_000_000) -> None:
+        self.partitions = partitions
+        self.limit = limit
+        self.known: dict[str, int] = {}
+
+    def __call__(self, names: list[str]) -> np.ndarray:
+        """Partition (int64) of each host name."""
+        if len(self.known) > self.limit:
+            self.known.clear()
+        known = self.known
+        missing = [name for name in names if name not in known]
+        if missing:
+            known.update(zip(missing, of_names(missing, self.partitions).tolist()))
+        return np.fromiter((known[name] for name in names), dtype=np.int64, count=len(names))

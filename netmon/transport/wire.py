@@ -30,6 +30,9 @@ DTYPE_CRC = zlib.crc32(repr(OBS_DTYPE.descr).encode())
 #: Rows per message at most (about 0.5 MB): under NATS's default 1 MB payload limit.
 CHUNK_ROWS = 4000
 
+#: A message's bytes: its own, or a view of a buffer several messages share (:func:`pack`).
+Payload = bytes | memoryview
+
 ROWS, MARK, END = 0, 1, 2
 KINDS = (ROWS, MARK, END)
 
@@ -51,15 +54,46 @@ class Message:
     rows: np.ndarray
 
 
-def encode(kind: int, collector: str, seq: int, watermark: float, lateness: float,
-           rows: np.ndarray | None = None) -> bytes:
-    """The bytes of one message; ``rows`` (OBS_DTYPE) only for kind ROWS."""
+def _ident(collector: str) -> bytes:
     ident = collector.encode()
     if len(ident) > 255:
         raise ValueError(f"collector id longer than 255 bytes: {collector[:40]!r}...")
+    return ident
+
+
+def row_bytes(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (OBS_DTYPE) as a (rows, itemsize) uint8 array, a view unless they were not contiguous."""
+    return np.ascontiguousarray(rows, dtype=OBS_DTYPE).view(np.uint8).reshape(rows.shape[0], OBS_DTYPE.itemsize)
+
+
+def encode(kind: int, collector: str, seq: int, watermark: float, lateness: float,
+           rows: np.ndarray | None = None) -> bytes:
+    """The bytes of one message; ``rows`` (OBS_DTYPE) only for kind ROWS."""
+    ident = _ident(collector)
     head = HEADER.pack(MAGIC, FORMAT, kind, len(ident), DTYPE_CRC, seq, watermark, lateness)
-    body = b"" if rows is None else np.ascontiguousarray(rows, dtype=OBS_DTYPE).tobytes()
-    return b"".join((head, ident, body))
+    return b"".join((head, ident, b"" if rows is None else row_bytes(rows)))  # the rows copied once
+
+
+def pack(collector: str, first_seq: int, watermark: float, lateness: float, rows: np.ndarray,
+         chunks: list[np.ndarray]) -> list[memoryview]:
+    """ROWS messages, one per array of indices into ``rows`` in ``chunks``, numbered from
+    ``first_seq`` on: the bytes :func:`encode` gives for ``rows[chunk]``, but each row copied
+    once, straight from ``rows`` into one buffer the messages are views of."""
+    ident = _ident(collector)
+    raw = row_bytes(rows)
+    head = HEADER.size + len(ident)
+    sizes = [head + chunk.shape[0] * OBS_DTYPE.itemsize for chunk in chunks]
+    buffer = np.empty(sum(sizes), np.uint8)
+    messages, at = [], 0
+    for seq, (chunk, size) in enumerate(zip(chunks, sizes), start=first_seq):
+        message = buffer[at:at + size]
+        HEADER.pack_into(message, 0, MAGIC, FORMAT, ROWS, len(ident), DTYPE_CRC, seq, watermark, lateness)
+        message[HEADER.size:head] = np.frombuffer(ident, np.uint8)
+        # mode "clip": indices are in range, and "raise" would copy through a scratch buffer
+        np.take(raw, chunk, axis=0, out=message[head:].reshape(chunk.shape[0], OBS_DTYPE.itemsize), mode="clip")
+        messages.append(message.data)
+        at += size
+    return messages
 
 
 def decode(data: bytes) -> Message:

@@ -5,7 +5,8 @@ Starts its own nats-server (JetStream, loopback, a temporary store) and measures
 * collector: observations/s published per collector CPU second (partition by host
   hash, encode, publish with acks) on N simulated hosts, beside the CPU of decoding
   the same number of observations from frames (the sample capture, repeated): the
-  transport's share of a collector's CPU per observation (bar: <= 30 %);
+  transport's share of a collector's CPU per observation (bar: <= 30 %), in ``--rounds``
+  turns of publish then decode (a shared machine's load shifts: the median is judged);
 * scorers: the stream filled once, then 1, 2 and 4 ``netmon run --role scorer``
   processes consume it (each run its own stream prefix): wall time until every
   message is delivered and the scorers are idle again (start-up included), and each
@@ -22,6 +23,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,27 +180,35 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000, help="observations published")
     parser.add_argument("--seconds", type=float, default=300.0, help="event time the observations span")
     parser.add_argument("--partitions", type=int, default=16)
-    parser.add_argument("--scorers", default="1,2,4")
+    parser.add_argument("--rounds", type=int, default=3, help="collector rounds; the median share is judged")
+    parser.add_argument("--scorers", default="1,2,4", help='scorer process counts to run ("" for none)')
     parser.add_argument("--store", action="store_true", help="scorers write the embedded store (default: no sink, "
                         "as the one-process baseline; bench_influx.py measures sinks)")
     args = parser.parse_args()
     data = observations(args.hosts, args.rows, args.seconds)
-    per_obs_decode = decode_cost(min(args.rows, 500_000))
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, NatsServer(Path(tmp) / "nats") as nats:
-        wall, spent = publish(nats, "warm", args.partitions, data[:BATCH * 4])
-        wall, spent = publish(nats, "bench", args.partitions, data)
-        per_obs_transport = spent / args.rows
-        share = per_obs_transport / (per_obs_transport + per_obs_decode)
-        print(f"collector: {args.rows:,} observations of {args.hosts:,} hosts in {wall:.1f} s wall, {spent:.1f} s CPU: "
-              f"{args.rows / spent:,.0f} obs/s per collector core ({args.rows / wall:,.0f} obs/s wall)")
-        print(f"  decode from frames: {1 / per_obs_decode:,.0f} obs/s per core; transport share of a collector's "
-              f"CPU per observation: {share:.0%} (bar <= 30%)")
-        record("cluster", "collector obs/s per core (publish)", args.rows / spent, "obs/s", "higher")
+        publish(nats, "warm", args.partitions, data[:BATCH * 4])
+        shares, rates = [], []
+        for turn in range(args.rounds):  # publish then decode, in turns: both meet the same load on the machine
+            wall, spent = publish(nats, f"bench{turn}", args.partitions, data)
+            per_obs_decode = decode_cost(min(args.rows, 500_000))
+            per_obs_transport = spent / args.rows
+            shares.append(per_obs_transport / (per_obs_transport + per_obs_decode))
+            rates.append(args.rows / spent)
+            print(f"collector round {turn + 1}: {args.rows:,} observations of {args.hosts:,} hosts published in "
+                  f"{wall:.1f} s wall, {spent:.1f} s CPU: {args.rows / spent:,.0f} obs/s per collector core "
+                  f"({args.rows / wall:,.0f} obs/s wall); decode from frames {1 / per_obs_decode:,.0f} obs/s per core; "
+                  f"transport share {shares[-1]:.0%}")
+        share = statistics.median(shares)
+        print(f"transport share of a collector's CPU per observation (decode + transport): median {share:.0%} of "
+              f"{args.rounds} rounds ({min(shares):.0%}-{max(shares):.0%}); bar <= 30 %: "
+              f"{'met' if share <= 0.30 else 'NOT met'}")
+        record("cluster", "collector obs/s per core (publish)", statistics.median(rates), "obs/s", "higher")
         record("cluster", "transport share of collector CPU", 100 * share, "%", "lower", bar="<= 30 %")
         alone = one_process(settings(nats, "bench", args.partitions), data)
         print(f"one process, aggregate + detect (rules), no transport: {args.rows / alone:,.0f} obs/s per core")
         record("cluster", "one process aggregate+detect obs/s per core", args.rows / alone, "obs/s", "higher")
-        for count in (int(n) for n in args.scorers.split(",")):
+        for count in (int(n) for n in args.scorers.split(",") if n):
             prefix = f"s{count}"
             publish(nats, prefix, args.partitions, data)
             took, cpus = score(nats, prefix, args.partitions, count, Path(tmp), bare=not args.store)

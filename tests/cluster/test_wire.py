@@ -44,6 +44,15 @@ def test_a_message_round_trips_rows_and_header_exactly():
     assert mark.kind == wire.MARK and mark.rows.shape == (0,) and mark.watermark == -math.inf
 
 
+def test_messages_packed_straight_from_a_batch_are_the_bytes_encode_gives():
+    data = rows([(f"10.0.0.{i}", "192.0.2.1") for i in range(1, 40)])
+    chunks = [np.array([3, 5, 8]), np.array([], dtype=np.int64), np.arange(39)[::-2].copy()]
+    packed = wire.pack("router-a", 7, 990.5, 60.0, data, chunks)
+    assert [bytes(m) for m in packed] == [wire.encode(wire.ROWS, "router-a", 7 + i, 990.5, 60.0, data[chunk])
+                                          for i, chunk in enumerate(chunks)], "pack must write what encode writes"
+    assert wire.decode(bytes(packed[2])).rows.tobytes() == data[chunks[2]].tobytes()
+
+
 @pytest.mark.parametrize("name", sorted(json.loads((CASES / "expected.json").read_text())))
 def test_a_message_that_is_not_ours_is_refused_with_the_reason(name: str):
     why = json.loads((CASES / "expected.json").read_text())[name]
@@ -69,6 +78,38 @@ def test_ipv6_hosts_of_one_64_share_a_partition_as_the_aggregator_rolls_them_up(
     assert len(split) == 1, "temporary addresses of one /64 are one host, one partition"
     assert list(split) == partition.of_names(["2001:db8:1:2::/64"], 4096).tolist(), \
         "the scorer's partition of the host name must be the collector's"
+
+
+def test_the_split_gives_each_partition_exactly_its_rows_in_row_order():
+    """The one-pass split (hash, sort, gather of raw bytes) against the plain definition: a row
+    belongs to the partition of each internal end, rows keep their order, bytes are unchanged."""
+    rng = np.random.default_rng(3)
+    internal = PrefixSet(["10.0.0.0/8", "2001:db8::/32"])
+    addresses = [f"10.0.{i}.{j}" for i in range(4) for j in range(1, 40)] + \
+        [f"2001:db8:{i}::{j}" for i in range(6) for j in range(1, 4)] + ["192.0.2.1", "2001:4860::8", "198.51.100.7"]
+    data = rows([(addresses[a], addresses[b]) for a, b in rng.integers(0, len(addresses), (3000, 2))])
+    data["sport"] = rng.integers(0, 65535, data.shape[0])
+    for partitions in (1, 7, 64):
+        split = partition.split(data, internal, 64, partitions)
+        parts = []
+        for hi, lo in ((data["src_hi"], data["src_lo"]), (data["dst_hi"], data["dst_lo"])):
+            inside = internal.contains(hi, lo)
+            parts.append(np.where(inside, partition.of_addresses(hi, lo, 64, partitions), -1))
+        for part in range(partitions):
+            mine = data[(parts[0] == part) | (parts[1] == part)]
+            if not mine.shape[0]:
+                assert part not in split, f"partition {part} of {partitions} holds rows of no host of it"
+                continue
+            assert split[part].tobytes() == mine.tobytes(), \
+                f"partition {part} of {partitions}: not exactly its rows in row order"
+
+
+def test_remembered_host_partitions_are_of_names_and_the_memory_stays_bounded():
+    hosts = [f"10.0.{i // 250}.{i % 250}" for i in range(1000)] + ["2001:db8:1:2::/64"]
+    owners = partition.Owners(16, limit=500)
+    for _ in range(3):
+        assert owners(hosts).tolist() == partition.of_names(hosts, 16).tolist(), "a remembered partition differs"
+        assert len(owners.known) <= 500 + len(hosts), "the memory must be dropped past its limit"
 
 
 def test_a_partition_closes_windows_only_when_every_expected_collector_passed_them():
@@ -100,6 +141,37 @@ def test_a_bad_cluster_url_is_named_without_showing_it():
         validate({"cluster": {"urls": "nats://netmon:s3cret-pass@10.1.2.3:4222"}})
     assert "cluster.urls" in str(error.value)
     assert "s3cret" not in str(error.value), "a NATS URL's credentials must never be shown"
+
+
+def test_a_scorer_behind_on_a_backlog_never_takes_a_live_collector_for_dead():
+    """Found by the 7-day equality run (tests/benchmarks/equal_cluster.py): a scorer slowed
+    down by its backlog spent more than ``dead_collector`` seconds between two of collector
+    b's messages that the log had stored seconds apart, closed windows without b, and
+    counted b's rows late. Silence is measured on the log's time while messages wait."""
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
+                         "cluster": {"collectors": ["a", "b"], "dead_collector": 60.0}})
+    wall = [1000.0]
+    unit = Unit(0, settings, wall=lambda: wall[0])
+
+    def read(collector: str, kind: int, stored: float, mark: float, behind: bool, data=None) -> None:
+        unit.stored, unit.behind = stored, behind
+        unit.take(wire.decode(wire.encode(kind, collector, 1, mark, 0.0, data)))
+
+    read("a", wire.MARK, 1000.0, 1200.0, True)
+    read("b", wire.MARK, 1001.0, 1100.0, True)
+    wall[0] += 600  # the scorer took ten minutes over its backlog
+    read("a", wire.MARK, 1005.0, 1300.0, True)
+    assert unit.closed() == [] and unit.clock.minimum() == 1100.0, \
+        "b spoke 4 s before a in the log: it is not silent, windows must wait for it"
+    read("b", wire.ROWS, 1006.0, 1110.0, True, rows([("10.0.0.1", "192.0.2.1")], 1105.0))
+    assert unit.aggregator.state()["pending"], "b's rows must land in an open window, not count late"
+    read("a", wire.MARK, 1070.0, 1400.0, True)
+    assert unit.clock.minimum() == 1400.0, "64 s of the log's time without b: b is silent now"
+    read("b", wire.MARK, 1071.0, 1120.0, True)
+    assert unit.clock.minimum() == 1120.0, "b spoke again: windows wait for it again"
+    wall[0] = 1700.0
+    read("a", wire.MARK, 1699.0, 1500.0, False)  # caught up: silence is wall time again
+    assert unit.clock.minimum() == 1500.0, "caught up, b silent since the log's 1071 is left out"
 
 
 def test_a_collector_restarted_after_its_end_is_waited_for_again():
