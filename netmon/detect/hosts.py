@@ -33,7 +33,14 @@ own in three views, each named in its findings:
   (host, server) pair averaged by the aggregator) counts each rise of at least a step
   (``step`` clients, or one Poisson standard deviation when larger) to a new
   high, and starts over whenever the level falls back by a step or 15 % (a
-  gateway fluctuating around its level, a reboot loop returning to one). A
+  gateway fluctuating around its level, a reboot loop returning to one). The
+  average is divided by 1 - s, s the share of KoD among the host's answers over
+  the same window (at most 0.8): each chronyd backs off on its own KoD, so a
+  pile's request rate saturates near the server's limit while that share rises
+  with the pile (0 -> 0.76 from 4 to 18 real daemons; a NAT gateway of 10-14
+  chrony clients holds near 0.55, a level, not a climb). A new host's ratchet
+  starts once it has been watched two intervals and four of its clients' poll
+  periods (at most the window) past its first, often partial, interval. A
   runaway adds daemons and never falls back: ``steps`` rises, to
   ``growth_ratio`` times the level the climb began at (for a gateway, times
   the highest level it had shown by then: a VPN concentrator's mornings are
@@ -58,7 +65,7 @@ ports of their own reached ``own_ports`` and ``own_share`` of its clients
 half a high of ``swing`` clients or more (a VPN concentrator in the evening: a
 pile of daemons only grows).
 
-State per host: 18 numbers (about 80 bytes) plus its key.
+State per host: 20 numbers (about 88 bytes) plus its key.
 """
 
 from __future__ import annotations
@@ -82,6 +89,12 @@ MAD_SCALE = 1.4826
 KOD_RATE_WINDOW = 600.0
 #: Share of its high a ratchet's level may lose before the climb starts over.
 FALL_BACK = 0.15
+#: Highest share of KoD among a host's answers the growth view's estimate is corrected for (at most x5).
+KOD_SHARE_CAP = 0.8
+#: A new host's ratchet starts once it has been watched this many intervals and this many of its
+#: clients' poll periods (at most the window) beyond its first, often partial, interval.
+SETTLE_INTERVALS = 2
+SETTLE_POLLS = 4
 
 
 class Thresholds(Strict):
@@ -197,6 +210,8 @@ class Hosts(HostModel):
             "kod_time": Column("f8", 0, np.nan),
             "kod_rate": Column("f4", 0, np.nan),
             "kods": Column("f4", 0, 0.0),
+            "kod_sum": Column("f4", 0, 0.0),  # KoD from the busiest server, summed with weight exp(-age / window)
+            "answer_sum": Column("f4", 0, 0.0),  # ... and all replies to the host, likewise
         }
         super().__init__(("server_requests",), columns, KOD_RATE_WINDOW, config.forget_after)
         self.config = config
@@ -261,8 +276,13 @@ class Hosts(HostModel):
         # so its average is held here, decaying as the pair's own would)
         seen_now = np.maximum(np.nan_to_num(np.asarray(f["server_clients_avg"], dtype=np.float64))
                               - np.nan_to_num(f["server_own_ports_avg"]), 0.0)
-        held = self.carried(visit, "tracked") * np.exp(-np.nan_to_num(visit.elapsed, nan=np.inf) / self.config.window)
-        smooth = np.maximum(seen_now, held)
+        keep = np.exp(-np.nan_to_num(visit.elapsed, nan=np.inf) / self.config.window)
+        held = self.carried(visit, "tracked") * keep
+        tracked = np.nan_to_num(np.maximum(seen_now, held))
+        kod_sum = self.carried(visit, "kod_sum") * keep + np.nan_to_num(np.asarray(f["server_kod"], dtype=np.float64))
+        answer_sum = self.carried(visit, "answer_sum") * keep + np.nan_to_num(np.asarray(f["replies_in"], dtype=np.float64))
+        share = np.minimum(np.divide(kod_sum, answer_sum, out=np.zeros_like(kod_sum), where=answer_sum > 0), KOD_SHARE_CAP)
+        smooth = tracked / (1.0 - share)
         state = {
             "level": level,
             "loose": loose,
@@ -270,13 +290,17 @@ class Hosts(HostModel):
             "loose_requests": loose_requests,
             "loose_effective": loose_effective,
             "rate": visit.current[:, 0],
+            "tracked": tracked,
+            "kod_sum": kod_sum,
+            "answer_sum": answer_sum,
+            "share": share,
             **{name: self.carried(visit, name) for name in self.table.columns  # read above, or replaced by learn
-               if name not in ("first", "last", "sums", "prev_seconds", "prev_requests", "tracked")},
+               if name not in ("first", "last", "sums", "prev_seconds", "prev_requests", "tracked", "kod_sum",
+                               "answer_sum")},
         }
         cfg = self.config
         evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)
         state["own_seen"] = np.fmax(state["own_seen"], evidence)
-        smooth = np.nan_to_num(smooth)
         # a count that fell to half a high of swing clients or more fluctuates: a pile of daemons only grows
         watched = visit.age >= cfg.window + visit.length  # a first (often partial) window is no high to fall from
         fell = watched & (state["top"] >= cfg.swing) & (smooth <= 0.5 * state["top"])
@@ -295,9 +319,13 @@ class Hosts(HostModel):
         cfg, t = self.config, v.t
         weight = np.divide(s["seconds"], s["loose_requests"], out=np.full_like(smooth, 64.0),
                            where=s["loose_requests"] > 0)
-        step = np.maximum(s.pop("step_min"), np.sqrt(smooth * weight / np.minimum(v.age, cfg.window)))
+        # one Poisson standard deviation of the average, grown as the KoD correction grows it
+        step = np.maximum(s.pop("step_min"),
+                          np.sqrt(smooth * weight / (np.minimum(v.age, cfg.window) * (1.0 - s["share"]))))
         high = s["high"]
-        settling = v.age < cfg.window + v.length  # a first (often partial) interval is no base to climb from
+        # a first (often partial) interval, and the few after it while a poll period or two of requests
+        # fill the average, are no base to climb from
+        settling = v.age < np.minimum(np.maximum(SETTLE_INTERVALS * v.length, SETTLE_POLLS * weight), cfg.window) + v.length
         fell = settling | np.isnan(high) | (smooth <= high - np.maximum(step, FALL_BACK * high))
         rose = ~fell & (smooth >= high + step)
         s["step"], s["weight"] = step, weight
@@ -372,8 +400,12 @@ class Hosts(HostModel):
                  else "requests per 64 s: poll not advertised, 64 s assumed")
         own = float(np.nan_to_num(f["server_own_ports"][i]))
         clients = float(s["level"][i]) if level else float(smooth[i])
+        share = float(s["share"][i])
+        averaged = "" if level else f"; averaged over up to {_ago(cfg.window)}" + (
+            f", times {1 / (1 - share):.1f} for the {share:.0%} of its answers that were KoD, as each client "
+            "backs off on its own" if share > 0 else "")
         parts = [f"~{clients:.0f} concurrent clients to {server or 'one server'} ({basis}, start bursts set aside"
-                 + (f"; {own:.0f} more on ports of their own, as behind NAT" if own >= 1 else "") + ")"]
+                 + averaged + (f"; {own:.0f} more on ports of their own, as behind NAT" if own >= 1 else "") + ")"]
         views, evidence = [], {"clients": {"value": clients, "baseline": float(s["base"][i])}}
         if level:
             views.append("group view" if young else "group view (a jump past its own highest level)")
@@ -419,7 +451,8 @@ class Hosts(HostModel):
         s = seen.state
         peak = np.fmax(s["peak"], s["level"])
         self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_effective"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=seen.smooth, kod_time=s["kod_time"],
+                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=s["tracked"], kod_sum=s["kod_sum"],
+                   answer_sum=s["answer_sum"], kod_time=s["kod_time"],
                    kod_rate=s["kod_rate"], kods=s["kods"])
 
 

@@ -139,6 +139,39 @@ def test_kod_ignored_by_the_host_as_a_whole_while_each_chronyd_honours_its_own()
     assert any("KoD view" in f.explanation and f.severity == "critical" for f in found)
 
 
+def capped(t: Traffic, host: str, end: float, share_at: list[tuple[float, float]], per_poll: int = 8) -> None:
+    """A host's requests to SERVER held by the server's rate limit at ``per_poll`` per 64 s whatever the
+    clients behind them (chronyd instances back off on their own KoD), each from a new random port; from
+    each (time, share) of ``share_at`` on, that share of them is answered with KoD RATE."""
+    time = 0.0
+    while time < end:
+        share = [s for at, s in share_at if at <= time][-1]
+        port = int(t.rng.integers(32768, 61000))
+        t.request(time, host, SERVER, port, org=0, poll=6)
+        t.reply(time + 0.02, SERVER, host, port, kod="RATE" if t.rng.uniform() < share else None)
+        time += float(t.rng.exponential(64.0 / per_poll))
+
+
+def test_a_pile_whose_rate_the_server_caps_is_caught_as_its_kod_share_rises_and_a_gateway_at_a_steady_share_is_not():
+    # real chronyd (tests/scenario/recordings): a pile's request rate saturates near the server's limit as
+    # each instance backs off on its own KoD, but the share of its answers that are KoD rises with the pile
+    # (measured 0 -> 0.76 from 4 to 18 daemons) while a NAT gateway of chrony clients holds near 0.55
+    end = 2 * HOUR
+    t = Traffic(seed=21)
+    peers(t, end)
+    capped(t, HOST, end, [(0.0, 0.0), (1200.0, 0.3), (2400.0, 0.55), (3600.0, 0.75)])
+    found = findings(t)
+    assert found, "a host at a capped rate whose KoD share rose 0 -> 0.3 -> 0.55 -> 0.75 raised nothing"
+    assert found[0].detector == "hosts.growth", found[0].explanation
+    assert found[0].end > 2400.0, f"flagged at {found[0].end:.0f} s, before its KoD share had risen twice"
+    assert "of its answers that were KoD" in found[0].explanation, found[0].explanation
+    gateway = Traffic(seed=22)
+    peers(gateway, end)
+    capped(gateway, HOST, end, [(0.0, 0.55)])
+    quiet = findings(gateway)
+    assert quiet == [], f"a gateway at a steady KoD share was flagged: {[f.explanation for f in quiet[:1]]}"
+
+
 def test_an_unadvertised_poll_is_said_so_and_held_to_64_s():
     t = Traffic(seed=8)
     peers(t, 600)
