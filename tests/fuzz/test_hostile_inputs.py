@@ -470,3 +470,18 @@ def test_any_single_state_entry_edited_by_hand_never_stops_a_replay(tmp_path: Pa
                                                "--db", str(tmp_path / "n.db")])
             _no_traceback(result, f"replay with {'.'.join(path)} = {replacement!r:.40}")
             assert result.exit_code == 0, f"{'.'.join(path)} = {replacement!r:.40}: {result.output}"
+
+
+@pytest.mark.parametrize("name", ["a-list.json", "open-entry-a-string.json", "key-without-rule.json"])
+def test_alerts_state_file_edited_by_hand_starts_without_open_alerts(tmp_path: Path, name: str) -> None:
+    state = tmp_path / "alerts-state.json"
+    state.write_bytes((CASES / "alerts-state-hand-edited" / name).read_bytes())
+    config = tmp_path / "netmon.toml"
+    config.write_text(f'{MINI}[[sinks]]\ntype = "alerts"\nstate_file = "{state}"\nsilences_file = "{tmp_path / "s.json"}"\n')
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(SEED)
+    health.reset()
+    result = CliRunner().invoke(main, ["replay", str(capture), "--config", str(config), "--db", str(tmp_path / "n.db")])
+    _no_traceback(result, f"replay with the {name} alert state")
+    assert result.exit_code == 0, f"the alerts sink did not start on {name}: {result.output}"
+    assert health.snapshot().get("alerts.state.unreadable") == 1, "the unusable state file went uncounted"
