@@ -31,6 +31,7 @@ from netmon.cli import main
 from netmon.config import Detect
 from netmon.detect import checkpoint
 from netmon.detect.engine import Engine
+from netmon.sinks.spool import Spool
 from netmon.sources.netflow.collector import Collector
 from netmon.sources.sflow import SflowDecoder
 from tests.decode import builders
@@ -485,3 +486,24 @@ def test_alerts_state_file_edited_by_hand_starts_without_open_alerts(tmp_path: P
     _no_traceback(result, f"replay with the {name} alert state")
     assert result.exit_code == 0, f"the alerts sink did not start on {name}: {result.output}"
     assert health.snapshot().get("alerts.state.unreadable") == 1, "the unusable state file went uncounted"
+
+
+@pytest.mark.parametrize("name", ["cursor-negative", "cursor-mid-record", "cursor-ahead-of-every-segment", "old.seg"])
+def test_spool_edited_by_hand_still_sends_every_point(tmp_path: Path, name: str) -> None:
+    spool = Spool(tmp_path / "spool", 1 << 30, segment_bytes=2000)
+    for index in range(60):
+        spool.append([f"ntp_host,host=10.20.0.{index} servers={index}i {index}".encode()] * 3)
+    spool.sync()
+    spool.close()
+    edited = CASES / "spool-hand-edited" / name
+    (tmp_path / "spool" / ("cursor" if name.startswith("cursor") else name)).write_bytes(edited.read_bytes())
+    health.reset()
+    again = Spool(tmp_path / "spool", 1 << 30, segment_bytes=2000)
+    sent = 0
+    while records := again.read(50):
+        sent += sum(len(r.lines) for r in records)
+        again.commit(records)
+    again.close()
+    assert sent == 180, f"{name}: {sent} of 180 points sent"
+    if name.startswith("cursor"):
+        assert health.snapshot().get("influx.spool.cursor_reset") == 1, "the unusable cursor went uncounted"
