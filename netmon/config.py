@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -399,6 +401,8 @@ def _describe(error: ValidationError, prefix: str = "") -> list[str]:
 
 def validate(data: dict[str, Any], origin: str = "config") -> Settings:
     """Settings from a parsed TOML document; ConfigError names each bad key."""
+    if unusable := list(_unusable_values(data)):
+        raise ConfigError(f"{origin}: invalid settings:\n" + "\n".join(unusable))
     try:
         model = settings_model(_named(data, "sources", "source"), _named(data, "sinks", "sink"))
         return model.model_validate(data)
@@ -421,4 +425,22 @@ def load(path: str | Path | None) -> Settings:
         raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start}); a TOML config must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable config: arrays or tables nested too deeply to read") from None
     return validate(data, str(path))
+
+
+def _unusable_values(node: Any, key: str = "") -> Iterator[str]:
+    """Values TOML allows that no setting can use: inf and nan (a time or a size of inf passes
+    "greater than 0" and then breaks arithmetic far from the config), and strings holding a
+    NUL character (no path, address or URL can). One line per key."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _unusable_values(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _unusable_values(value, f"{key}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield f"{key}: {node} is not a value any setting accepts; give a finite number"
+    elif isinstance(node, str) and "\x00" in node:
+        yield f"{key}: contains a NUL character (\\u0000), which no path, address or name can hold"

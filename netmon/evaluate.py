@@ -98,13 +98,18 @@ def daemons_running(case: dict[str, Any], at: float) -> int | None:
     return None
 
 
-def _bar(name: str, daemons: list[int], ttd: list[float], labelled: int, interval: float | None) -> dict[str, Any] | None:
-    """Issue 10's bar for a runaway shape, and whether every host met it."""
-    if name in DAEMON_BARS:
+def _bar(name: str, daemons: list[int], ttd: list[float], labelled: int, interval: float | None,
+         started: int | None = None) -> dict[str, Any] | None:
+    """Issue 10's bar for a runaway shape, and whether every host met it. A runaway already
+    running ``started`` daemons, at least its daemon bar, at its first packet (the shipped
+    sample starts at 24) can only be judged as a cold start is."""
+    past_bar = name in DAEMON_BARS and started is not None and started >= DAEMON_BARS[name]
+    if name in DAEMON_BARS and not (past_bar and interval):
         most = DAEMON_BARS[name]
         return {"bar": f"detected by daemon {most}", "met": len(daemons) == labelled and max(daemons) <= most}
-    if name.startswith("cold-start-") and interval:
-        return {"bar": f"detected within {COLD_INTERVALS} intervals",
+    if (past_bar or name.startswith("cold-start-")) and interval:
+        already = f" (already {started} daemons at its first packet)" if past_bar else ""
+        return {"bar": f"detected within {COLD_INTERVALS} intervals{already}",
                 "met": len(ttd) == labelled and max(ttd) <= COLD_INTERVALS * interval + 1e-6}
     return None
 
@@ -179,7 +184,8 @@ def score(labels: Labels, findings: list[Finding], ipv6_prefix: int = 64, merge_
             result["daemons_at_detection_stats"] = _stats([float(d) for d in daemons])
         if name == "incident":
             result["flagged_by_4_daemons"] = bool(daemons) and max(daemons) <= 4
-        bar = None if quiet else _bar(name, daemons, ttd, len(rows), interval)
+        started = [n for n in (daemons_running(c, c["start"]) for c in rows) if n is not None]
+        bar = None if quiet else _bar(name, daemons, ttd, len(rows), interval, min(started, default=None))
         if bar:
             result["bar"] = bar
         cases[name] = result

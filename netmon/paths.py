@@ -35,6 +35,8 @@ def creatable(path: str | Path, what: str, directory: bool = False) -> list[str]
     if os.path.exists(target):
         if target.is_dir() != directory:
             return [f"{what} {path}: is {'a directory' if target.is_dir() else 'not a directory'}"]
+        if not directory and not target.is_file():
+            return [f"{what} {path}: is not a regular file (a device or a FIFO)"]
         return [] if os.access(target, os.W_OK | (os.X_OK if directory else 0)) else [f"{what} {path}: not writable"]
     existing = next(p for p in target.parents if os.path.exists(p))
     if not existing.is_dir():

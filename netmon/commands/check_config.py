@@ -27,7 +27,10 @@ def problems(path: str | None) -> list[str]:
     for kind, tables in (("source", settings.sources), ("sink", settings.sinks)):
         for index, config in enumerate(tables):
             where = f"{kind}s[{index}] ({config.type})"
-            found.extend(f"{where}: {problem}" for problem in registry.check(kind, config))
+            try:
+                found.extend(f"{where}: {problem}" for problem in registry.check(kind, config))
+            except (OSError, ValueError) as exc:  # a path the OS refuses to look at (too long...)
+                found.append(f"{where}: cannot be checked: {exc.strerror if isinstance(exc, OSError) else exc}")
     return found
 
 

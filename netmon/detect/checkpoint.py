@@ -20,11 +20,14 @@ Writing goes to a temporary file in the same directory, fsynced, then renamed
 over the old one, so a crash mid-write leaves the previous checkpoint intact.
 A checkpoint that cannot be read (corrupt, truncated, foreign) is logged, moved
 aside as ``<name>.corrupt-<UTC time>`` or ``<name>.foreign-<UTC time>``, and
-:func:`load` returns ``{}``: a clean cold start.
+:func:`load` returns ``{}``: a clean cold start. A path that names something other
+than a regular file (a directory, ``/dev/null``, a FIFO) is never opened, moved or
+replaced: loading starts cold, saving fails as a full disk does.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -113,6 +116,7 @@ def save(path: Path, states: dict[str, Any]) -> None:
     is then left as it was.
     """
     path = Path(path)
+    _refuse_other_than_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -200,6 +204,14 @@ def _header(stream: BinaryIO) -> dict[str, Any]:
     return head
 
 
+def _refuse_other_than_file(path: Path) -> None:
+    """A checkpoint path naming a directory, a device or a FIFO (``/tmp``, ``/dev/null``) is a
+    slip in the config: it is never opened (a FIFO would block), renamed aside or replaced."""
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EISDIR if path.is_dir() else errno.EINVAL,
+                      "not a regular file: a checkpoint path must name a file", str(path))
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         stream = path.open("rb")
@@ -237,6 +249,11 @@ def load(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         log.info("no checkpoint; models start cold", path=str(path))
+        return {}
+    if not path.is_file():
+        health.count("detect.checkpoint.not_a_file")
+        log.error("checkpoint path is not a regular file; models start cold, nothing there is moved or written",
+                  path=str(path), fix="set detect.checkpoint (or --state) to a file name")
         return {}
     try:
         states = _read(path)

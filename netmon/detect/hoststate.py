@@ -183,6 +183,8 @@ class HostTable:
     def load(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`; raises ValueError when a column is missing or misshapen."""
         hosts = np.asarray(state["hosts"])
+        if hosts.ndim != 1:
+            raise ValueError(f"hosts has shape {hosts.shape}, expected a list of host keys")
         n = hosts.shape[0]
         for name, col in self.columns.items():
             value = np.asarray(state.get(name))

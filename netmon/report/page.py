@@ -70,8 +70,9 @@ def lead(ev: Evidence) -> str:
     kod = ev.kod_totals()
     received = sum(kod[c] for c in KOD_COLUMNS[:4])
     if received:
-        text += (f" Time servers answered with {plain.number(received)} Kiss-o'-Death packets asking it to slow down "
-                 f"or stop; it sent {plain.number(kod['after_kod'])} requests after them anyway.")
+        text += f" Time servers answered with {plain.number(received)} Kiss-o'-Death packets asking it to slow down or stop"
+        text += (f"; it sent {plain.number(kod['after_kod'])} requests after them anyway." if kod["after_kod"] > 0
+                 else ".")  # chronyd piles: each copy obeys on its own port, and none is seen going on
     first = ev.first_finding
     if first is None:
         text += " netmon found nothing abnormal in this period."

@@ -51,10 +51,25 @@ DETECTORS: dict[str, tuple[str, str]] = {
     "rule.policy": (
         "Uses time servers outside the allowed list",
         "{servers} time server(s) outside the campus's allowed list were queried."),
+    "hosts.level": (
+        "Runs as many NTP clients as a crowd of machines",
+        "Counting every request it sent to one time server, on all its network ports together, this host behaves "
+        "like about {clients} NTP clients running at once, where one machine runs one: the shape of an NTP program "
+        "started again and again with the earlier copies still running."),
+    "hosts.growth": (
+        "Keeps adding NTP clients, one after another",
+        "Its NTP clients to one time server went up in {steps} steps, never falling back, to about {clients} running "
+        "at once: an NTP program started again and again with the earlier copies still running."),
     "model.population": ("Behaves unlike similar hosts", "Compared with the usual host of its group ({group}): "),
     "model.baseline": ("Behaves unlike its own usual self", "Compared with its own usual level: "),
     "model.drift": ("Has grown steadily far above its earlier level",
                     "Compared with its level before the growth began: "),
+}
+
+
+#: evidence value -> a sentence added after any detector's when the finding carries it
+ADDED: dict[str, str] = {
+    "kods": "The time server sent it {kods} Kiss-o'-Death packets asking it to slow down or stop.",
 }
 
 
@@ -98,6 +113,8 @@ def sentence(detector: str, evidence: dict[str, Any], group: str, fallback: str)
         parts = [deviation(k, v) for k, v in evidence.items() if isinstance(v, dict)]
         return template.format(group=group or "its group") + ("; ".join(parts) or "several measures at once") + "."
     try:
-        return template.format(**values)
+        text = template.format(**values)
     except KeyError:
         return fallback
+    added = [ADDED[k].format(**values) for k in ADDED if k in values and float(evidence[k]["value"]) > 0]
+    return " ".join([text, *added])

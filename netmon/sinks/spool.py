@@ -100,6 +100,7 @@ class Spool:
         self._points: dict[int, int] = {}
         for seq in self._segments():
             self._scan(seq)
+        self._cursor = self._usable(self._cursor)
         self._drop_before_cursor()
         if self._cursor.seq not in self._sizes:  # its segment is gone (dropped by the bound, or by hand)
             self._cursor = Position(min(self._sizes, default=self._cursor.seq), 0)
@@ -212,7 +213,34 @@ class Spool:
     # -- internals (called with self._lock held) ---------------------------------
 
     def _segments(self) -> list[int]:
-        return sorted(int(p.name[: -len(_SEGMENT_SUFFIX)]) for p in self.dir.glob("*" + _SEGMENT_SUFFIX))
+        """Segment numbers; other files ending in .seg (a copy kept by hand) are not the spool's."""
+        names = (p.name[: -len(_SEGMENT_SUFFIX)] for p in self.dir.glob("*" + _SEGMENT_SUFFIX) if p.is_file())
+        return sorted(int(name) for name in names if name.isdigit())
+
+    def _usable(self, cursor: Position) -> Position:
+        """The cursor, unless it was edited or damaged: ahead of every segment, negative, or
+        not at the end of a record, it would drop unsent points without a word (every segment
+        below it is deleted) or never send again. The spool is then sent again from its oldest
+        segment, counted: InfluxDB takes a resent point as an overwrite, not a duplicate."""
+        if not self._sizes or (cursor.seq not in self._sizes and cursor.seq < max(self._sizes)):
+            return cursor  # no spool yet, or a cursor into a segment the bound dropped: handled below
+        if cursor.seq in self._sizes and cursor.offset >= 0 and self._record_end(cursor):
+            return cursor
+        health.count(f"{self.name}.spool.cursor_reset")
+        log.warning("spool cursor unusable; sending the spool again from its oldest segment", spool=str(self.dir),
+                    cursor=f"{cursor.seq} {cursor.offset}")
+        return Position(min(self._sizes), 0)
+
+    def _record_end(self, cursor: Position) -> bool:
+        """Whether ``cursor.offset`` is 0 or the end of a record of its segment."""
+        if cursor.offset > self._sizes[cursor.seq]:
+            return False
+        with open(self.dir / _segment_name(cursor.seq), "rb") as handle:
+            data = handle.read(cursor.offset)
+        offset = 0
+        while offset < cursor.offset and offset + _HEADER.size <= len(data):
+            offset += _HEADER.size + _HEADER.unpack_from(data, offset)[0]
+        return offset == cursor.offset
 
     def _load_cursor(self) -> Position:
         try:

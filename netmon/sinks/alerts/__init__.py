@@ -112,24 +112,25 @@ class AlertsSink:
         self.config = config
         rules = [r.rule("silence") for r in config.silences] + [r.rule("allow") for r in config.allowlist]
         self.silences = Silences(rules, Path(config.silences_file) if config.silences_file else None)
-        self.lifecycle = Lifecycle(
-            resolve_after=config.resolve_after,
-            cooldown=config.cooldown,
-            escalate_ratio=config.escalate_ratio,
-            storm_hosts=config.storm_hosts,
-            evidence_url=self.evidence_url,
-        )
+        self.lifecycle = self._fresh_lifecycle()
         self.state_path = Path(config.state_file) if config.state_file else None
         if self.state_path is not None and self.state_path.exists():
             try:
                 self.lifecycle.load(json.loads(self.state_path.read_text()))
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # edited by hand
+                self.lifecycle = self._fresh_lifecycle()  # nothing half-loaded
                 health.count("alerts.state.unreadable")
                 log.error("alert state unreadable; starting without open alerts", path=str(self.state_path), error=str(exc))
         sends = [(hook, HOOKS[hook.kind].build(hook)) for hook in named_hooks(config)]  # all built before any thread
         self.hooks = [(hook, self._managed(hook.name, send, 2 * hook.timeout + 5)) for hook, send in sends]
         self.muzzler = (self._managed("muzzle", _auto_muzzle(config.muzzle, campus), MUZZLE_HANG_TIMEOUT)
                         if config.muzzle.auto_rules else None)
+
+    def _fresh_lifecycle(self) -> Lifecycle:
+        config = self.config
+        return Lifecycle(resolve_after=config.resolve_after, cooldown=config.cooldown,
+                         escalate_ratio=config.escalate_ratio, storm_hosts=config.storm_hosts,
+                         evidence_url=self.evidence_url)
 
     def _managed(self, name: str, send: Callable[[Alert], None], hang_timeout: float) -> ManagedSink:
         """One hook's ``send`` behind the runtime's queue, retry policy and watchdog."""

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import math
 import os
+import stat
 import tempfile
 import time
 import uuid
@@ -209,10 +210,20 @@ def load_file(path: Path) -> list[Rule]:
 
 
 def save_file(path: Path, rules: list[Rule]) -> None:
-    """Write rules atomically (a reader never sees half a file); never writes a non-finite number."""
+    """Write rules atomically (a reader never sees half a file); never writes a non-finite number.
+
+    The file keeps its owner, group and mode; a new one takes its directory's owner and group
+    and mode 0640. ``netmon silence`` run as root on a systemd install (the service a
+    DynamicUser owning /var/lib/netmon) would otherwise leave a root-only file the service
+    cannot read."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    existing = path.exists()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".silences.")
     try:
+        owner = (path if existing else path.parent).stat()
+        os.fchmod(fd, stat.S_IMODE(owner.st_mode) if existing else 0o640)
+        if os.geteuid() == 0:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "w") as out:
             json.dump([asdict(r) for r in rules], out, indent=1, allow_nan=False)
         os.replace(tmp, path)
