@@ -175,15 +175,18 @@ class Listener:
         return refused
 
     def _take(self, limit: int) -> list[Datagram]:
+        taken: dict[str, int] = {}
         with self._lock:
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), limit))]
             for d in batch:
-                left = self._by_exporter[d.source] - len(d.payload)
+                taken[d.source] = taken.get(d.source, 0) + len(d.payload)
+            for source, size in taken.items():
+                left = self._by_exporter[source] - size
                 if left:
-                    self._by_exporter[d.source] = left
+                    self._by_exporter[source] = left
                 else:
-                    del self._by_exporter[d.source]
-                self._queued_bytes -= len(d.payload)
+                    del self._by_exporter[source]
+            self._queued_bytes -= sum(taken.values())
         return batch
 
     @property
