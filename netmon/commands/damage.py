@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import click
 
+from netmon import health
 from netmon.sources.pcapfile import CaptureError
 
 
@@ -20,3 +21,15 @@ def fail_if_damaged(errors: Iterable[CaptureError]) -> None:
     lines = [str(e) for e in errors]
     if lines:
         raise click.ClickException("\n".join(lines))
+
+
+def nothing_decoded_note(path: str, frames: int, before: dict[str, float]) -> str | None:
+    """Why a file whose ``frames`` gave no NTP packet at all gave none: the ``decode.skip``
+    reasons counted since ``before`` (a health snapshot), e.g. a link type netmon does not
+    decode. Without it a newcomer sees an empty listing or "0 intervals scored" and no why."""
+    if not frames:
+        return None
+    skipped = {reason: n - before.get(f"decode.skip.{reason}", 0.0)
+               for reason, n in health.counters_with_prefix("decode.skip.").items()}
+    reasons = ", ".join(f"{reason} {n:.0f}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]) if n > 0)
+    return f"{path}: {frames} frames, no NTP packet among them" + (f" (skipped: {reasons})" if reasons else "")

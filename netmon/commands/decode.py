@@ -24,7 +24,8 @@ import click
 import numpy as np
 
 from netmon.batch import addr_text
-from netmon.commands.damage import fail_if_damaged
+from netmon import health
+from netmon.commands.damage import fail_if_damaged, nothing_decoded_note
 from netmon.decode.frames import decode_frames
 from netmon.decode.ntp import is_kod, kod_code, ntp_to_unix, ref_id_text, short_to_seconds
 from netmon.sources.pcapfile import CaptureError, read_frames
@@ -108,8 +109,13 @@ def command(files: tuple[str, ...], as_json: bool, flows: bool) -> None:
 
                 print_flows(path, as_json, sys.stdout.write)
                 continue
+            before, seen, printed = health.snapshot(), 0, 0
             for frames in read_frames(path):
-                _print_rows(decode_frames(frames), as_json)
+                rows = decode_frames(frames)
+                seen, printed = seen + len(frames), printed + len(rows)
+                _print_rows(rows, as_json)
+            if not printed and (note := nothing_decoded_note(path, seen, before)):
+                click.echo(note, err=True)
         except CaptureError as exc:
             failed.append(exc)
     sys.stdout.flush()

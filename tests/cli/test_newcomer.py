@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from netmon.cli import main
+from tests.decode import builders
+from tests.fuzz import seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
@@ -65,3 +67,14 @@ def test_silence_added_as_root_stays_readable_by_the_service_that_owns_the_direc
     assert again.exit_code == 0, again.output
     kept = silences.stat()
     assert (kept.st_uid, stat.S_IMODE(kept.st_mode)) == (65534, 0o600), "rewriting changed the file's owner or mode"
+
+
+def test_decode_of_a_capture_with_no_ntp_it_can_read_says_why(tmp_path: Path) -> None:
+    """A capture of a link type netmon does not decode printed nothing and exited 0."""
+    packets = seeds.frames_by_linktype()[1]
+    capture = tmp_path / "radio.pcap"
+    capture.write_bytes(builders.pcap_bytes(packets, linktype=127))  # 802.11 radiotap
+    result = CliRunner().invoke(main, ["decode", str(capture)])
+    assert result.exit_code == 0, result.output
+    assert f"{capture}: {len(packets)} frames, no NTP packet among them (skipped: unknown_linktype {len(packets)})" \
+        in result.output, result.output
