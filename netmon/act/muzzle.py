@@ -43,6 +43,7 @@ import structlog
 from pydantic import Field, field_validator
 
 from netmon.config import Strict
+from netmon.paths import data_dir
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,8 @@ class Config(Strict):
     enabled: bool = Field(False, description="false = dry run: print the nft commands, change nothing")
     nft: str = Field("nft", description="the nft program")
     netns: str = Field("", description="act inside this network namespace (ip netns exec); empty = this one")
-    audit_log: str = Field("netmon-data/muzzle.log", description="JSON line per action")
+    audit_log: str = Field(default_factory=lambda: str(data_dir() / "muzzle.log"),
+                           description="JSON line per action (default: muzzle.log in the data directory)")
     rate: float = Field(0.0, ge=0, le=MAX_RATE, allow_inf_nan=False, description="default packets/s let through; 0 = drop all")
     duration: float = Field(3600.0, gt=0, le=MAX_DURATION, allow_inf_nan=False, description="default seconds until the muzzle expires")
     widest_v4: int = Field(24, ge=0, le=32, description="shortest IPv4 prefix length accepted (wider prefixes are refused)")

@@ -20,7 +20,7 @@ from netmon.sinks.store import DEFAULT_PATH, StoreError, open_reader
 @click.argument("host")
 @click.option("--since", help="ISO 8601 time (UTC) or a duration before the host's last interval, e.g. 6h")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="report directory (default: the evidence directory of --config, or netmon-data/evidence, + /HOST)")
+              help="report directory (default: the evidence directory of --config, else evidence/ in the data directory, + /HOST)")
 @click.option("--db", type=click.Path(dir_okay=False), help=f"store file (default: the config's store, or {DEFAULT_PATH})")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config naming the store and the evidence directory")
 @click.option("--pdf", is_flag=True, help="also print report.pdf with headless Chromium")

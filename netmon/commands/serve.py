@@ -1,7 +1,7 @@
 """``netmon serve``: publish the evidence reports read-only over HTTP, at the URL alerts carry.
 
     netmon serve --config /etc/netmon/netmon.toml        # the evidence sink's dir and listen
-    netmon serve --dir netmon-data/evidence --listen 127.0.0.1:8123
+    netmon serve --dir /var/lib/netmon/evidence --listen 127.0.0.1:8123
 
 Reports are written from the store on request (see :mod:`netmon.report.serve`), so
 ``evidence_url = "http://HOST:PORT/evidence/{host}/report.html"`` links work as soon

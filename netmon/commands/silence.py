@@ -1,8 +1,8 @@
 """``netmon silence add|list|remove``: mute alerts for hosts, prefixes or servers, with a reason.
 
 Silences (and allowlist entries, ``--allow``) are kept in a small JSON file the
-alerts sink re-reads when it changes (default ``netmon-data/silences.json``, or the
-``silences_file`` of the alerts sink in ``--config``).
+alerts sink re-reads when it changes (the ``silences_file`` of the alerts sink in
+``--config``, else ``silences.json`` in the data directory, :func:`netmon.paths.data_dir`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 
 from netmon.config import ConfigError
 from netmon.report.listing import Column, emit, format_option, plural, when
-from netmon.sinks.alerts import DEFAULT_SILENCES, configured
+from netmon.sinks.alerts import configured, default_silences
 from netmon.sinks.alerts.silences import Rule, SilencesFileError, check_address, parse_duration, read_file, save_file
 
 
@@ -23,7 +23,7 @@ def _file(config: str | None, path: str | None) -> Path:
     if path:
         return Path(path)
     try:
-        return Path(configured(config).silences_file or DEFAULT_SILENCES)
+        return Path(configured(config).silences_file or default_silences())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -45,7 +45,7 @@ def _read(target: Path) -> list[Rule]:
 
 file_options = [
     click.option("--config", "config", type=click.Path(dir_okay=False), help="take the silences file from this config"),
-    click.option("--file", "path", type=click.Path(dir_okay=False), help=f"silences file (default {DEFAULT_SILENCES})"),
+    click.option("--file", "path", type=click.Path(dir_okay=False), help="silences file (default: the config's, else silences.json in the data directory)"),
 ]
 
 

@@ -31,12 +31,11 @@ from pydantic import Field, field_validator
 from netmon import health
 from netmon.batch import Frames, Scored
 from netmon.config import SinkOptions, load
-from netmon.paths import creatable
+from netmon.paths import creatable, data_dir
 from netmon.sinks.alerts.model import host_slug
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_DIR = "netmon-data/evidence"
 PACKETS_FILE = "packets.pcap"
 
 
@@ -44,7 +43,8 @@ class Config(SinkOptions):
     """``[[sinks]] type = "evidence"``."""
 
     type: Literal["evidence"] = "evidence"
-    dir: str = Field(DEFAULT_DIR, description="directory of the reports, one sub-directory per host")
+    dir: str = Field(default_factory=lambda: str(data_dir() / "evidence"),
+                     description="directory of the reports, one sub-directory per host (default: evidence/ in the data directory)")
     listen: str = Field("", description="host:port where `netmon run` serves the reports read-only over HTTP "
                                         "(empty: not served; `netmon serve` can do it)")
     url_path: str = Field("/evidence/", description="URL path the reports are served under; "

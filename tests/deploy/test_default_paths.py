@@ -85,3 +85,25 @@ def test_default_checkpoint_is_in_the_data_directory_too(tmp_path):
     from netmon.config import Detect
 
     assert Detect().checkpoint == str(tmp_path / "netmon-data" / "models" / "state.ckpt")  # tests/conftest.py
+
+
+def test_silences_muzzle_log_and_evidence_default_to_the_data_directory(tmp_path):
+    """`netmon silence` run from any directory edits the file the service reads: no default
+    path of netmon's depends on the working directory."""
+    from netmon.act.muzzle import Config as Muzzle
+    from netmon.sinks.alerts import Config as Alerts
+    from netmon.sinks.evidence import Config as Evidence
+
+    data = tmp_path / "netmon-data"  # tests/conftest.py
+    assert Alerts(type="alerts").silences_file == str(data / "silences.json")
+    assert Evidence(type="evidence").dir == str(data / "evidence")
+    assert Muzzle().audit_log == str(data / "muzzle.log")
+    env = {k: v for k, v in os.environ.items() if k != "NETMON_DATA_DIR"} | {"STATE_DIRECTORY": str(tmp_path / "state")}
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    added = netmon(["silence", "add", "--host", "10.20.3.64", "--for", "7d", "--reason", "NAT gateway"], first, env)
+    assert added.returncode == 0, added.stderr[-2000:]
+    listed = netmon(["silence", "list"], second, env)
+    assert "10.20.3.64" in listed.stdout, f"a silence added in one directory is not listed from another:\n{listed.stdout}"
+    assert (tmp_path / "state" / "silences.json").is_file(), "the silences file is not in the data directory"

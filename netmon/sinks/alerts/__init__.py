@@ -41,6 +41,7 @@ from netmon import health
 from netmon.act import muzzle as muzzle_action
 from netmon.batch import Scored
 from netmon.config import Buffer, Settings, SinkOptions, load
+from netmon.paths import data_dir
 from netmon.retry import Backoff, Retry
 from netmon.runtime.sinks import ManagedSink
 from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
@@ -69,7 +70,13 @@ HookTable = Annotated[
 #: seconds an automatic muzzle (an nftables or eBPF map update) may take before it is abandoned
 MUZZLE_HANG_TIMEOUT = 60.0
 #: where `netmon silence` keeps its rules unless the config says otherwise (the store's directory)
-DEFAULT_SILENCES = "netmon-data/silences.json"
+
+
+def default_silences() -> str:
+    """Where `netmon silence` writes and the alerts sink reads silences without a configured
+    path: silences.json in the data directory (:func:`netmon.paths.data_dir`), so the command
+    run from any directory edits the file the service reads."""
+    return str(data_dir() / "silences.json")
 
 
 class Config(SinkOptions):
@@ -80,7 +87,8 @@ class Config(SinkOptions):
     escalate_ratio: float = Field(2.0, gt=1, description="score this many times the last one told is worth an update")
     storm_hosts: int = Field(20, ge=2, description="new hosts on one rule in one interval that make one grouped alert")
     evidence_url: str = Field("", description="link to the evidence report; {host} becomes the host's file-safe name")
-    silences_file: str = Field(DEFAULT_SILENCES, description="silences written by `netmon silence`")
+    silences_file: str = Field(default_factory=default_silences,
+                               description="silences written by `netmon silence` (default: silences.json in the data directory)")
     state_file: str = Field("", description="open alerts kept across restarts, e.g. netmon-data/alerts-state.json; empty = none")
     silences: list[RuleConfig] = Field(default_factory=list)
     allowlist: list[RuleConfig] = Field(default_factory=list)
