@@ -1,5 +1,6 @@
 """A small read-only HTTP server for evidence reports, at the URL alerts carry.
 
+    GET /                               redirected to {url_path}
     GET {url_path}                      an index of the hosts with a report
     GET {url_path}<host>/report.html    the host's report (report.md, rate.png,
                                         excerpt.pcap, report.pdf likewise)
@@ -138,8 +139,15 @@ class Handler(BaseHTTPRequestHandler):
     def answer(self, body: bool) -> None:
         health.count("evidence.requests")
         site = self.site
-        if urlsplit(self.path).path.rstrip("/") + "/" == site.url_path:
+        path = urlsplit(self.path).path
+        if path.rstrip("/") + "/" == site.url_path:
             self.send(site.index(), "text/html; charset=utf-8", body)
+            return
+        if path == "/":  # the server's address typed alone: where the reports are
+            self.send_response(HTTPStatus.FOUND)
+            self.send_header("Location", site.url_path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         target = site.path_for(self.path)
         if target is None:

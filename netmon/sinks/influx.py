@@ -290,7 +290,7 @@ def _secret(value: SecretStr | None, env: str, path: str | None) -> str:
         try:
             text = Path(path).read_text().strip()
         except OSError as exc:
-            raise OSError(f"influx sink: cannot read credential file {path}: {exc.strerror}") from None
+            raise OSError(f"influx sink: cannot read the credential file {path}: {exc.strerror}") from None
         return text.splitlines()[0].strip() if text else ""
     if value is not None:
         return value.get_secret_value()
@@ -523,7 +523,7 @@ def check(config: Config) -> list[str]:
         token = _secret(config.token, config.token_env, config.token_file)
         password = _secret(config.password, config.password_env, config.password_file)
     except OSError as exc:
-        return [f"cannot read the credential file: {exc}"]
+        return [str(exc).removeprefix("influx sink: ")]  # check-config names the sink itself
     if config.api == "v2" and not token:
         problems.append(f"no token: set token_file, token, or the environment variable {config.token_env}")
     if config.api == "v1" and config.username and not password:

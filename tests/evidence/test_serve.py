@@ -138,6 +138,12 @@ def test_item4_server_is_read_only_and_serves_only_reports(site):
     assert raw(site, "GET", "/evidence/10.1.2.3/other.txt")[0] == 404, "only the report's own files are served"
 
 
+def test_the_server_address_alone_leads_to_the_reports_index(site):
+    status, _ = raw(site, "GET", "/")
+    assert status == 302, f"GET / answered HTTP {status}: a newcomer typing the address finds nothing"
+    assert raw(site, "GET", "/evidence/")[0] == 200
+
+
 def test_item4_flagged_host_packets_kept_in_a_bounded_ring_and_used_as_excerpt(tmp_path):
     minutes = write_incident_minutes(tmp_path)
     evidence = tmp_path / "evidence"

@@ -30,7 +30,7 @@ def test_missing_token_unreadable_file_and_silent_database_are_named(tmp_path, m
     problems = influx.check(influx.Config(type="influx", url=url, spool_dir=str(tmp_path)))
     assert any("no token" in p for p in problems) and any("no answer from" in p for p in problems)
     problems = influx.check(influx.Config(type="influx", url=url, token_file=str(tmp_path / "absent")))
-    assert problems and "cannot read the credential file" in problems[0]
+    assert problems and "cannot read the credential file" in problems[0] and problems[0].count("credential") == 1, problems
     problems = influx.check(influx.Config(type="influx", api="v1", url=url, username="writer",
                                           spool_dir=str(tmp_path)))
     assert any("without a password" in p for p in problems)
