@@ -45,12 +45,13 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
         text = text.astype(str)
     n = text.shape[0]
     width = text.dtype.itemsize // 4
-    codes = np.ascontiguousarray(text).view(np.uint32).reshape(n, width) if n and width else np.zeros((n, 0), np.uint32)
+    # character-major, so each pass below reads one contiguous column
+    codes = np.ascontiguousarray(text).view(np.uint32).reshape(n, width).T.copy() if n and width else ()
     h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
-    for j in range(width):
-        c = codes[:, j]
-        h = np.where(c != 0, (h ^ c) * prime, h)  # NUL is padding to the array's width, not part of the key
+    for c in codes:
+        np.bitwise_xor(h, c, out=h, casting="unsafe")  # a NUL leaves h as it is...
+        np.multiply(h, prime, out=h, where=c != 0)  # ...and is padding to the array's width, not part of the key
     return h
 
 

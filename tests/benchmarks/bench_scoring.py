@@ -19,7 +19,8 @@ import argparse
 import os
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,43 +93,56 @@ def engine() -> Engine:
     return Engine(settings.detect, restore=False)
 
 
-def step(scorer: Engine, batch: HostIntervals) -> float:
-    """One interval through the engine (score, gate, learn); seconds taken."""
-    t = time.perf_counter()
-    scorer.process(batch)
-    return time.perf_counter() - t
+@dataclass
+class Took:
+    """Seconds of wall clock and of this process's CPU (on a loaded machine the CPU
+    seconds say what one core does; the wall clock also counts the others' turns)."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __iadd__(self, other: "Took") -> "Took":
+        return Took(self.wall + other.wall, self.cpu + other.cpu)
+
+
+def took(action: Callable[[], object]) -> Took:
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    return Took(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def step(scorer: Engine, batch: HostIntervals) -> Took:
+    """One interval through the engine (score, gate, learn)."""
+    return took(lambda: scorer.process(batch))
 
 
 def peer(batch: HostIntervals, names: tuple[str, ...], rows: int) -> float:
-    """Seconds per host-interval for river's HalfSpaceTrees, score_one + learn_one per host."""
+    """CPU seconds per host-interval for river's HalfSpaceTrees, score_one + learn_one per host."""
     x = scaling.unit_scaled(scaling.matrix(batch, names), names)[:rows]
     hst = HalfSpaceTrees(seed=1)
     dicts = [dict(zip(names, row)) for row in x.tolist()]
     for d in dicts[:300]:
         hst.learn_one(d)
-    t = time.perf_counter()
+    t = time.process_time()
     for d in dicts:
         hst.score_one(d)
         hst.learn_one(d)
-    return (time.perf_counter() - t) / len(dicts)
+    return (time.process_time() - t) / len(dicts)
 
 
-def store_rate(batch: HostIntervals) -> float:
-    """Host-intervals/s the embedded store writes and commits: this batch with three detectors'
-    scores, at two interval starts."""
+def store_time(batch: HostIntervals) -> Took:
+    """Time the embedded store takes to write and commit this batch with three detectors'
+    scores, at two interval starts (2 x len(batch) host-intervals)."""
     rng = np.random.default_rng(3)
     scores = {name: rng.random(len(batch)) for name in ("population", "baseline", "drift")}
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "netmon.db")
-        seconds = 0.0
+        spent = Took()
         for k in range(2):
             shifted = replace(batch, start=batch.start + k * INTERVAL, end=batch.end + k * INTERVAL)
-            t = time.perf_counter()
-            store.write(Scored(shifted, scores, []))
-            store.commit()
-            seconds += time.perf_counter() - t
+            spent += took(lambda: (store.write(Scored(shifted, scores, [])), store.commit()))
         store.close()
-    return 2 * len(batch) / seconds
+    return spent
 
 
 def main() -> None:
@@ -147,27 +161,32 @@ def main() -> None:
     first = step(scorer, interval(hosts, groups, 12 * INTERVAL, 1))
     batch = interval(hosts, groups, 13 * INTERVAL, 2)
     grown = rss() - before
-    seconds = step(scorer, batch)
-    rate = n / seconds
+    spent = step(scorer, batch)
+    rate = n / spent.cpu
     state = sum(d.nbytes() for d in detectors)
     per_peer = peer(batch, tuple(population.Config().features), args.peer_rows)
     print(f"hosts per interval          {n:,}")
-    print(f"first interval (new hosts)  {first:.2f} s")
-    print(f"score + learn, known hosts  {seconds:.2f} s  ->  {rate:,.0f} host-intervals/s on one core")
-    print(f"real-time margin at 60 s    {INTERVAL / seconds:.1f}x  (target >= 1x, i.e. >= {n / INTERVAL:,.0f}/s)")
+    print(f"first interval (new hosts)  {first.wall:.2f} s ({first.cpu:.2f} s CPU)")
+    print(f"score + learn, known hosts  {spent.cpu:.2f} s CPU  ->  {rate:,.0f} host-intervals per CPU-second "
+          f"({n / spent.wall:,.0f}/s of wall clock)")
+    print(f"real-time margin at 60 s    {INTERVAL / spent.wall:.1f}x of wall clock  "
+          f"(target >= 1x, i.e. >= {n / INTERVAL:,.0f}/s)")
     for d in detectors:
         print(f"  {d.name:<11} state       {d.nbytes() / n:8.1f} bytes/host")
     print(f"model state                 {state / n:.1f} bytes/host (target <= 1024)")
     print(f"resident memory growth      {grown / n:.1f} bytes/host (state, key strings, one interval's features)")
-    print(f"peer: river HST per host    {1e6 * per_peer:.1f} us/host-interval -> {1 / per_peer:,.0f}/s")
+    print(f"peer: river HST per host    {1e6 * per_peer:.1f} us CPU/host-interval -> {1 / per_peer:,.0f}/s")
     print(f"ratio netmon / peer         {rate * per_peer:.1f}x faster")
-    record("scoring", "host-intervals/s, every model, one core", rate, "host-intervals/s", "higher",
-           "river HalfSpaceTrees per host", 1 / per_peer)
-    record("scoring", "host-intervals/s, every model, one core", rate, "host-intervals/s", "higher", bar=">= 500000")
+    measure = "host-intervals per CPU-second, every detector"
+    record("scoring", measure, rate, "host-intervals/s", "higher", "river HalfSpaceTrees per host", 1 / per_peer)
+    record("scoring", measure, rate, "host-intervals/s", "higher", bar=">= 500000")
     record("scoring", "model state per host", state / n, "bytes", "lower", bar="<= 1024")
-    stored = store_rate(batch)
-    print(f"embedded store (SQLite)     {stored:,.0f} host-intervals/s written and committed")
-    record("store", "host-intervals/s into SQLite", stored, "host-intervals/s", "higher", bar=">= 200000")
+    stored = store_time(batch)
+    wall, cpu = 2 * n / stored.wall, 2 * n / stored.cpu
+    print(f"embedded store (SQLite)     {wall:,.0f} host-intervals/s written and committed "
+          f"({cpu:,.0f} per CPU-second)")
+    record("store", "host-intervals/s into SQLite", wall, "host-intervals/s", "higher", bar=">= 200000")
+    record("store", "host-intervals per CPU-second into SQLite", cpu, "host-intervals/s", "higher", bar=">= 200000")
 
 
 if __name__ == "__main__":

@@ -108,3 +108,7 @@ def test_keys_among_names_is_exactly_membership_by_string(monkeypatch):
     monkeypatch.setattr("netmon.detect.hoststate.host_hashes", lambda h: np.zeros(len(h), dtype=np.uint64))
     colliding = HostKeys.of(hosts)
     assert np.array_equal(colliding.among(names), np.isin(hosts, list(names))), "a hash collision flagged another host"
+
+
+def test_an_empty_interval_hashes_to_no_keys():
+    assert HostKeys.of(np.array([], dtype=str)).hashes.shape == (0,)
