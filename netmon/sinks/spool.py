@@ -105,7 +105,7 @@ class Spool:
         if self._cursor.seq not in self._sizes:  # its segment is gone (dropped by the bound, or by hand)
             self._cursor = Position(min(self._sizes, default=self._cursor.seq), 0)
         elif self._cursor.offset:
-            self._sent = self._count_points(self._cursor.seq, self._cursor.offset)
+            self._sent = self._walk(self._cursor.seq, self._cursor.offset)[1]  # sent before a restart
         last = max(self._sizes, default=self._cursor.seq)
         self._write_seq = last
         self._fd = os.open(self.dir / _segment_name(last), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -224,23 +224,13 @@ class Spool:
         segment, counted: InfluxDB takes a resent point as an overwrite, not a duplicate."""
         if not self._sizes or (cursor.seq not in self._sizes and cursor.seq < max(self._sizes)):
             return cursor  # no spool yet, or a cursor into a segment the bound dropped: handled below
-        if cursor.seq in self._sizes and cursor.offset >= 0 and self._record_end(cursor):
+        if (cursor.seq in self._sizes and 0 <= cursor.offset <= self._sizes[cursor.seq]
+                and self._walk(cursor.seq, cursor.offset)[0] == cursor.offset):  # 0 or the end of a record
             return cursor
         health.count(f"{self.name}.spool.cursor_reset")
         log.warning("spool cursor unusable; sending the spool again from its oldest segment", spool=str(self.dir),
                     cursor=f"{cursor.seq} {cursor.offset}")
         return Position(min(self._sizes), 0)
-
-    def _record_end(self, cursor: Position) -> bool:
-        """Whether ``cursor.offset`` is 0 or the end of a record of its segment."""
-        if cursor.offset > self._sizes[cursor.seq]:
-            return False
-        with open(self.dir / _segment_name(cursor.seq), "rb") as handle:
-            data = handle.read(cursor.offset)
-        offset = 0
-        while offset < cursor.offset and offset + _HEADER.size <= len(data):
-            offset += _HEADER.size + _HEADER.unpack_from(data, offset)[0]
-        return offset == cursor.offset
 
     def _load_cursor(self) -> Position:
         try:
@@ -293,16 +283,17 @@ class Spool:
     def _pending_points(self) -> int:
         return sum(self._points.values()) - (self._sent if self._cursor.seq in self._points else 0)
 
-    def _count_points(self, seq: int, end: int) -> int:
-        """Points in segment ``seq`` before byte ``end`` (already sent, on restart)."""
+    def _walk(self, seq: int, end: int) -> tuple[int, int]:
+        """The record boundary reached walking segment ``seq`` from its start up to byte ``end``
+        (``end`` itself when it is one), and the points of the records passed."""
         with open(self.dir / _segment_name(seq), "rb") as handle:
             data = handle.read(end)
         offset = points = 0
-        while offset + _HEADER.size <= len(data):
+        while offset < end and offset + _HEADER.size <= len(data):
             length, count, _crc = _HEADER.unpack_from(data, offset)
             offset += _HEADER.size + length
             points += count
-        return points
+        return offset, points
 
     def _roll(self) -> None:
         os.fsync(self._fd)
