@@ -557,13 +557,16 @@ class StoreReader:
         self.db = _connect(self.path, readonly=True)
         try:
             self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            packed = "layouts" in {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
-            self.layouts: dict[int, list[str]] = {
-                row[0]: json.loads(row[1]) for row in self.db.execute("SELECT id, features FROM layouts")
-            } if packed else {}
-        except sqlite3.DatabaseError as exc:
+            self.layouts = self._layouts()
+        except (sqlite3.DatabaseError, ValueError) as exc:
             self.db.close()
             raise StoreError(f"{self.path}: not a netmon store: {exc}") from None
+
+    def _layouts(self) -> dict[int, list[str]]:
+        """The feature names of each packed layout by id (none in a schema-1 file)."""
+        if "layouts" not in {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}:
+            return {}
+        return {row[0]: json.loads(row[1]) for row in self.db.execute("SELECT id, features FROM layouts")}
 
     def _row(self, row: sqlite3.Row) -> dict[str, Any]:
         """One stored host-interval as a flat dict: packed features unpacked, unknown features NaN."""
@@ -571,6 +574,8 @@ class StoreReader:
         blob, layout = record.pop("features", None), record.pop("layout", None)
         if blob is not None:
             try:
+                if layout not in self.layouts:  # a writer converted the file or added a layout since we opened it
+                    self.layouts = self._layouts()
                 record.update(store_rows.unpack(blob, self.layouts[layout]))
             except (KeyError, ValueError) as exc:
                 raise StoreError(f"{self.path}: the features of host {record['host']} at {record['start']} are "

@@ -185,3 +185,20 @@ def test_a_damaged_packed_row_is_a_clear_error_naming_the_host(tmp_path):
         db.execute("UPDATE intervals SET features = x'0102'")
     with StoreReader(path) as reader, pytest.raises(StoreError, match="10.0.0.1.*damaged"):
         reader.host_intervals("10.0.0.1")
+
+
+def test_a_reader_opened_before_a_writer_converts_the_file_reads_the_converted_rows(old_file):
+    with StoreReader(old_file) as reader:
+        Store(old_file).close()  # the service starts while `netmon serve` or a report holds the file open
+        assert _schema(old_file)[0] == "2"
+        rows = _plain({h: reader.host_intervals(h) for h in HOSTS})
+    assert rows == EXPECTED["host_intervals"], "a packed row whose layout came after the reader opened read differently"
+
+
+def test_a_store_whose_layouts_table_is_not_json_is_a_clear_error(tmp_path):
+    path = tmp_path / "s.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE layouts SET features = '[not json'")
+    with pytest.raises(StoreError, match="not a netmon store"):
+        StoreReader(path)
