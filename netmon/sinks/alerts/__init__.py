@@ -69,7 +69,6 @@ HookTable = Annotated[
 
 #: seconds an automatic muzzle (an nftables or eBPF map update) may take before it is abandoned
 MUZZLE_HANG_TIMEOUT = 60.0
-#: where `netmon silence` keeps its rules unless the config says otherwise (the store's directory)
 
 
 def default_silences() -> str:
