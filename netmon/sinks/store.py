@@ -27,7 +27,8 @@ one transaction per commit. The file uses write-ahead logging with
 committed) can lose the last commits, at most about a second of intervals, never
 corrupt the file. A file of schema 1 (one REAL column per feature, netmon before
 the packed layout) is converted in place when a writer opens it, in one transaction
-(a crash midway leaves it as it was); readers read either layout.
+(a crash midway leaves it as it was; a feature value edited into text by hand becomes
+unknown, counted as ``store.convert.unreadable_values``); readers read either layout.
 
 Readers (report code) use :class:`StoreReader`, which opens the file read-only
 and returns plain dicts; they never touch the writer.
@@ -167,6 +168,27 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         raise StoreError(f"{path}: cannot create the store's directory: {exc.strerror or exc}") from None
 
 
+def _floats(values: tuple[Any, ...], name: str, path: Path) -> np.ndarray:
+    """One feature column of a schema-1 file as floats, NULL as NaN. SQLite keeps text or bytes
+    put in a REAL column by hand as they are: such a value, no number, is converted as unknown
+    (NaN), counted, instead of stopping the store from opening."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        pass
+    out = np.full(len(values), np.nan)
+    unreadable = 0
+    for i, value in enumerate(values):
+        try:
+            out[i] = math.nan if value is None else float(value)
+        except (TypeError, ValueError):
+            unreadable += 1
+    health.count("store.convert.unreadable_values", unreadable)
+    log.warning("store conversion: values that are not numbers kept as unknown", path=str(path), feature=name,
+                values=unreadable)
+    return out
+
+
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
@@ -259,7 +281,7 @@ class Store:
         done = 0
         while rows := cursor.fetchmany(MIGRATE_ROWS):
             columns = list(zip(*rows))
-            features = {name: np.array(columns[len(plain) + j], dtype=np.float64) for j, name in enumerate(packed)}
+            features = {name: _floats(columns[len(plain) + j], name, self.path) for j, name in enumerate(packed)}
             self._insert([*_ROW_COLUMNS, *scores], zip(
                 *columns[:len(plain)], repeat(layout), store_rows.pack(features, packed, len(rows)),
                 *columns[len(plain) + len(packed):]))

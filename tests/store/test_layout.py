@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from netmon import health
 from netmon.batch import FEATURES
 from netmon.cli import main
 from netmon.sinks import store as store_module
@@ -202,3 +203,16 @@ def test_a_store_whose_layouts_table_is_not_json_is_a_clear_error(tmp_path):
         db.execute("UPDATE layouts SET features = '[not json'")
     with pytest.raises(StoreError, match="not a netmon store"):
         StoreReader(path)
+
+
+def test_a_hand_edited_old_value_that_is_no_number_converts_as_unknown_and_counted(old_file):
+    first = EXPECTED["host_intervals"]["10.0.0.1"][0]
+    with sqlite3.connect(old_file) as db:  # SQLite keeps text put in a REAL column as text
+        db.execute("UPDATE intervals SET bytes_out = 'abc' WHERE host = '10.0.0.1' AND start = ?", (first["start"],))
+    Store(old_file).close()
+    assert _schema(old_file)[0] == "2", "the file was not converted"
+    assert health.snapshot().get("store.convert.unreadable_values") == 1
+    expected = json.loads(json.dumps(EXPECTED["host_intervals"]))
+    expected["10.0.0.1"][0]["bytes_out"] = "NaN"
+    with StoreReader(old_file) as reader:
+        assert _plain({h: reader.host_intervals(h) for h in HOSTS}) == expected, "other values changed in conversion"
