@@ -213,9 +213,9 @@ class Spool:
     # -- internals (called with self._lock held) ---------------------------------
 
     def _segments(self) -> list[int]:
-        """Segment numbers; other files ending in .seg (a copy kept by hand) are not the spool's."""
-        names = (p.name[: -len(_SEGMENT_SUFFIX)] for p in self.dir.glob("*" + _SEGMENT_SUFFIX) if p.is_file())
-        return sorted(int(name) for name in names if name.isdigit())
+        """Segment numbers; other files ending in .seg (a copy kept by hand: old.seg, 99.seg) are not the spool's."""
+        stems = {p.name[: -len(_SEGMENT_SUFFIX)]: p for p in self.dir.glob("*" + _SEGMENT_SUFFIX) if p.is_file()}
+        return sorted(int(s) for s, p in stems.items() if s.isdigit() and _segment_name(int(s)) == p.name)
 
     def _usable(self, cursor: Position) -> Position:
         """The cursor, unless it was edited or damaged: ahead of every segment, negative, or

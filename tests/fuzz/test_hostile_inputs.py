@@ -488,7 +488,8 @@ def test_alerts_state_file_edited_by_hand_starts_without_open_alerts(tmp_path: P
     assert health.snapshot().get("alerts.state.unreadable") == 1, "the unusable state file went uncounted"
 
 
-@pytest.mark.parametrize("name", ["cursor-negative", "cursor-mid-record", "cursor-ahead-of-every-segment", "old.seg"])
+@pytest.mark.parametrize("name", ["cursor-negative", "cursor-mid-record", "cursor-ahead-of-every-segment", "old.seg",
+                                  "99.seg"])
 def test_spool_edited_by_hand_still_sends_every_point(tmp_path: Path, name: str) -> None:
     spool = Spool(tmp_path / "spool", 1 << 30, segment_bytes=2000)
     for index in range(60):
