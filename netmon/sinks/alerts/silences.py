@@ -220,11 +220,11 @@ def save_file(path: Path, rules: list[Rule]) -> None:
     existing = path.exists()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".silences.")
     try:
-        owner = (path if existing else path.parent).stat()
-        os.fchmod(fd, stat.S_IMODE(owner.st_mode) if existing else 0o640)
-        if os.geteuid() == 0:
-            os.fchown(fd, owner.st_uid, owner.st_gid)
-        with os.fdopen(fd, "w") as out:
+        with os.fdopen(fd, "w") as out:  # closed however the rest fails
+            owner = (path if existing else path.parent).stat()
+            os.fchmod(fd, stat.S_IMODE(owner.st_mode) if existing else 0o640)
+            if os.geteuid() == 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
             json.dump([asdict(r) for r in rules], out, indent=1, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
