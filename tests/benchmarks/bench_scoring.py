@@ -101,7 +101,7 @@ class Took:
     wall: float = 0.0
     cpu: float = 0.0
 
-    def __iadd__(self, other: "Took") -> "Took":
+    def __add__(self, other: "Took") -> "Took":
         return Took(self.wall + other.wall, self.cpu + other.cpu)
 
 
