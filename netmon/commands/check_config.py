@@ -30,7 +30,7 @@ def problems(path: str | None) -> list[str]:
             try:
                 found.extend(f"{where}: {problem}" for problem in registry.check(kind, config))
             except (OSError, ValueError) as exc:  # a path the OS refuses to look at (too long...)
-                found.append(f"{where}: cannot be checked: {exc.strerror if isinstance(exc, OSError) else exc}")
+                found.append(f"{where}: cannot be checked: {getattr(exc, 'strerror', None) or exc}")
     return found
 
 
