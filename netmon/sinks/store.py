@@ -599,7 +599,7 @@ class StoreReader:
                 if layout not in self.layouts:  # a writer converted the file or added a layout since we opened it
                     self.layouts = self._layouts()
                 record.update(store_rows.unpack(blob, self.layouts[layout]))
-            except (KeyError, ValueError) as exc:
+            except (KeyError, ValueError, TypeError) as exc:  # TypeError: a layout that is no list of names
                 raise StoreError(f"{self.path}: the features of host {record['host']} at {record['start']} are "
                                  f"unreadable (layout {layout}: {exc}); the file is damaged") from None
         return {key: (math.nan if value is None and key in FEATURES else value) for key, value in record.items()}

@@ -205,6 +205,17 @@ def test_a_store_whose_layouts_table_is_not_json_is_a_clear_error(tmp_path):
         StoreReader(path)
 
 
+def test_a_packed_row_whose_layout_is_no_list_of_names_is_a_clear_error(tmp_path):
+    path = tmp_path / "s.db"
+    store = Store(path)
+    store.write(interval(0, ["10.0.0.1"]))
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE layouts SET features = '5'")
+    with StoreReader(path) as reader, pytest.raises(StoreError, match="10.0.0.1.*damaged"):
+        reader.host_intervals("10.0.0.1")
+
+
 def test_a_hand_edited_old_value_that_is_no_number_converts_as_unknown_and_counted(old_file):
     first = EXPECTED["host_intervals"]["10.0.0.1"][0]
     with sqlite3.connect(old_file) as db:  # SQLite keeps text put in a REAL column as text
