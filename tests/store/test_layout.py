@@ -177,13 +177,16 @@ def test_a_store_of_an_unknown_newer_schema_is_a_clear_error_and_left_alone(tmp_
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-def test_a_damaged_packed_row_is_a_clear_error_naming_the_host(tmp_path):
+@pytest.mark.parametrize("edit", ["UPDATE intervals SET features = x'0102'",  # a row cut short
+                                  "UPDATE layouts SET features = '5'"],  # a layout that is JSON, no list of names
+                         ids=["row", "layout"])
+def test_a_damaged_packed_row_is_a_clear_error_naming_the_host(tmp_path, edit):
     path = tmp_path / "s.db"
     store = Store(path)
     store.write(interval(0, ["10.0.0.1"]))
     store.close()
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE intervals SET features = x'0102'")
+        db.execute(edit)
     with StoreReader(path) as reader, pytest.raises(StoreError, match="10.0.0.1.*damaged"):
         reader.host_intervals("10.0.0.1")
 
@@ -203,17 +206,6 @@ def test_a_store_whose_layouts_table_is_not_json_is_a_clear_error(tmp_path):
         db.execute("UPDATE layouts SET features = '[not json'")
     with pytest.raises(StoreError, match="not a netmon store"):
         StoreReader(path)
-
-
-def test_a_packed_row_whose_layout_is_no_list_of_names_is_a_clear_error(tmp_path):
-    path = tmp_path / "s.db"
-    store = Store(path)
-    store.write(interval(0, ["10.0.0.1"]))
-    store.close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE layouts SET features = '5'")
-    with StoreReader(path) as reader, pytest.raises(StoreError, match="10.0.0.1.*damaged"):
-        reader.host_intervals("10.0.0.1")
 
 
 def test_a_hand_edited_old_value_that_is_no_number_converts_as_unknown_and_counted(old_file):
