@@ -10,8 +10,11 @@ each one's sender.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +157,22 @@ def test_the_receive_buffer_is_forced_past_rmem_max_when_allowed() -> None:
         granted = _receive_buffer(sock, "test")
     assert granted >= RECV_BUFFER > limit or limit >= RECV_BUFFER, \
         f"granted {granted} bytes, no more than rmem_max ({limit}): SO_RCVBUFFORCE was not used"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="drops CAP_NET_ADMIN from a root child")
+def test_without_cap_net_admin_the_buffer_granted_is_rmem_max_and_reported_short() -> None:
+    """The kernel reports twice the buffer it grants: compared with what was asked as is, a cap between
+    half and all of the ask (rmem_max 16-32 MiB) passed for the full buffer and was never warned about."""
+    limit = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    probe = ("import socket; from netmon.sources.netflow.listener import _receive_buffer; "
+             "print(_receive_buffer(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 'test'))")
+    run = subprocess.run(["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", sys.executable, "-c", probe],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    granted = int(run.stdout.split()[-1])
+    assert granted == min(limit, RECV_BUFFER), f"granted {granted} bytes reported with rmem_max {limit}: not the usable size"
+    assert (granted < RECV_BUFFER) == ("receive buffer smaller than asked" in run.stdout + run.stderr), \
+        "the warning does not follow whether the buffer granted is short of the ask"
 
 
 def test_datagrams_the_kernel_drops_at_a_full_receive_buffer_are_counted() -> None:

@@ -391,14 +391,15 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def _receive_buffer(sock: socket.socket, name: str) -> int:
-    """Ask for a ``RECV_BUFFER``-byte kernel receive buffer; returns the size granted (bytes, as the kernel
-    reports it: twice the usable payload). With CAP_NET_ADMIN (root) it is forced past ``net.core.rmem_max``;
-    otherwise it is capped there, logged as a warning: a burst longer than the buffer is lost in the kernel."""
+    """Ask for a ``RECV_BUFFER``-byte kernel receive buffer; returns the size granted (bytes, comparable with
+    ``net.core.rmem_max``: the kernel reports twice that, its bookkeeping overhead). With CAP_NET_ADMIN (root)
+    it is forced past ``net.core.rmem_max``; otherwise it is capped there, logged as a warning: a burst longer
+    than the buffer is lost in the kernel."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
     if granted < RECV_BUFFER:
         log.warning("receive buffer smaller than asked: raise net.core.rmem_max or grant CAP_NET_ADMIN",
                     source=name, granted_bytes=granted, asked_bytes=RECV_BUFFER)
