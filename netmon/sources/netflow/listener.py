@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 
 from netmon import health
+from netmon.batch import addr_text
 from netmon.sources.netflow.datagrams import Datagram, udp_datagrams
 from netmon.sources.netflow.mmsg import BatchReceiver, kernel_drops
 from netmon.sources.pcapfile import read_frames
@@ -261,8 +262,7 @@ class Listener:
         """An exporter's 16-byte address as text: dotted quad for IPv4(-mapped), else IPv6 (bounded cache)."""
         text = self._senders.get(address)
         if text is None:
-            text = socket.inet_ntop(socket.AF_INET, address[12:]) if address.startswith(_MAPPED_PREFIX) else \
-                socket.inet_ntop(socket.AF_INET6, address)
+            text = addr_text(int.from_bytes(address[:8], "big"), int.from_bytes(address[8:], "big"))
             if len(self._senders) < 65536:
                 self._senders[address] = text
         return text
@@ -288,7 +288,6 @@ _new_datagram = functools.partial(tuple.__new__, Datagram)
 #: Per datagram in a pump frame: payload length, sender port, address (16 bytes, IPv4 as ::ffff:a.b.c.d),
 #: arrival (UNIX s).
 _ENTRY = np.dtype([("size", "<u4"), ("port", "<u2"), ("address", "V16"), ("arrival", "<f8")])
-_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
 #: Per frame on the pipe: its datagrams, their payload bytes, and the datagrams dropped before it by the
 #: receiver (its memory bound) and by the kernel (a full socket receive buffer).
 _FRAME = struct.Struct("!IIII")
