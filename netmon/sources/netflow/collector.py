@@ -196,12 +196,17 @@ class Collector:
                                               (header["sampling"] & 0x3FFF).tolist())))
         for domain, sequence, count in zip(domains, header["sequence"].tolist(), counts):
             self.sequence(domain, sequence, count, "records")
-        queued = self._queued.get(id(v5.TEMPLATE))
-        if queued is None:
-            queued = self._queued[id(v5.TEMPLATE)] = _Queued(v5.TEMPLATE)
+        queued = self._queue(v5.TEMPLATE)
         queued.chunks.append(memoryview(batch.records))
         queued.counts += counts
         queued.contexts += contexts
+
+    def _queue(self, tpl: Template) -> _Queued:
+        """The records of ``tpl`` waiting for flush (one queue per template object)."""
+        queued = self._queued.get(id(tpl))
+        if queued is None:
+            queued = self._queued[id(tpl)] = _Queued(tpl)
+        return queued
 
     def _sane_time(self, ctx: Context, arrival: float) -> Context:
         """The context with its export time replaced by ``arrival`` when they differ by more than
@@ -294,9 +299,7 @@ class Collector:
             if tpl.options:
                 self._options(ctx, fixed_columns(np.frombuffer(data, tpl.dtype, count, start)), count)
                 return count
-            queued = self._queued.get(id(tpl))
-            if queued is None:
-                queued = self._queued[id(tpl)] = _Queued(tpl)
+            queued = self._queue(tpl)
             queued.chunks.append(memoryview(data)[start : start + count * tpl.record_len])
             queued.counts.append(count)
             queued.contexts.append(ctx)
