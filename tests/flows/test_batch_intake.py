@@ -194,3 +194,45 @@ def test_datagrams_the_kernel_drops_at_a_full_receive_buffer_are_counted() -> No
         assert len(listener._queue) + health.snapshot()["source.netflow.kernel_drops"] == sent, "drops counted twice"
     finally:
         listener.close()
+
+
+def _bytes_held(queued: list[Datagram]) -> int:
+    """Bytes the queued payloads keep alive: a view keeps the whole block it points into."""
+    held = {}
+    for d in queued:
+        block = d.payload.obj if isinstance(d.payload, memoryview) else d.payload
+        held[id(block)] = len(block)
+    return sum(held.values())
+
+
+@pytest.mark.parametrize("refused", ["denied"])
+def test_queued_datagrams_keep_only_their_own_bytes_alive_when_others_of_their_block_are_refused(refused: str) -> None:
+    """A small datagram queued beside large refused ones (another exporter denied, or crowded out of
+    its fair half) must not hold their bytes: the queue's byte bound would not count them."""
+    allowlist, bound = (Allowlist(["127.0.0.1"]), 64 << 20) if refused == "denied" else (Allowlist([]), 400_000)
+    listener = Listener(["127.0.0.1:0"], allowlist, "netflow", max_queued_bytes=bound)
+    health.reset()
+    rounds = 200
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as small, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as large:
+            small.bind(("127.0.0.1", 0))
+            large.bind(("127.0.0.2", 0))
+            for i in range(rounds):
+                large.sendto(bytes(8000), ("127.0.0.1", listener.ports[0]))
+                small.sendto(i.to_bytes(4, "big") * 25, ("127.0.0.1", listener.ports[0]))
+
+        def accounted() -> bool:
+            counts = health.snapshot()
+            gone = counts.get("source.netflow.denied", 0) + counts.get("source.netflow.dropped", 0)
+            return len(listener._queue) + gone + counts.get("source.netflow.kernel_drops", 0) >= 2 * rounds
+
+        assert wait_for(accounted, 10), f"{len(listener._queue)} queued of {2 * rounds} sent, counts {health.snapshot()}"
+        counts = health.snapshot()
+        assert counts.get(f"source.netflow.{'denied' if refused == 'denied' else 'dropped'}"), \
+            f"nothing was {refused}: the test proves nothing ({counts})"
+        queued = list(listener._queue)
+        assert queued, f"nothing was queued ({counts})"
+        assert _bytes_held(queued) == listener.queued_bytes == sum(len(d.payload) for d in queued), \
+            f"the queue counts {listener.queued_bytes} payload bytes but keeps {_bytes_held(queued)} alive"
+    finally:
+        listener.close()

@@ -152,8 +152,10 @@ class Listener:
 
         ``totals``: payload bytes of ``datagrams`` per exporter. When all of them fit, within the bound
         and each exporter within half of it, they are queued at once: one at a time none would be refused.
+        When some are refused the others are queued as copies: a view would keep the refused ones'
+        bytes alive, memory the byte bound does not count.
         """
-        refused = 0
+        admitted: list[Datagram] = []
         with self._lock:
             by_exporter, queue, half = self._by_exporter, self._queue, self.max_queued_bytes // 2
             if self._queued_bytes + sum(totals.values()) <= self.max_queued_bytes and all(
@@ -168,11 +170,12 @@ class Listener:
                 mine = by_exporter.get(datagram.source, 0)
                 crowded = len(by_exporter) > (1 if mine else 0) and mine + size > half
                 if self._queued_bytes + size > self.max_queued_bytes or crowded:
-                    refused += 1
                     continue
-                queue.append(datagram)
+                admitted.append(datagram)
                 self._queued_bytes += size
                 by_exporter[datagram.source] = mine + size
+            refused = len(datagrams) - len(admitted)
+            queue.extend([d._replace(payload=bytes(d.payload)) for d in admitted] if refused else admitted)
         return refused
 
     def _take(self, limit: int) -> list[Datagram]:
@@ -248,7 +251,9 @@ class Listener:
             health.count(f"source.{self.name}.denied", int(np.count_nonzero(~allowed)))
         keep = np.flatnonzero(allowed)
         ends, sizes = ends[keep].tolist(), table["size"][keep].tolist()
-        view = memoryview(payloads)  # payloads are views into the frame: no copy, no allocation per datagram
+        # payloads are views into the frame (no copy, no allocation per datagram) unless some are denied:
+        # a view would keep the denied datagrams' bytes alive in the queue, uncounted
+        view = memoryview(payloads) if len(keep) == len(table) else payloads
         bodies = [view[end - size : end] for end, size in zip(ends, sizes)]
         sources = [senders[k] for k in which.ravel()[keep].tolist()]
         datagrams = list(map(_new_datagram, zip(bodies, sources, table["port"][keep].tolist(), repeat(0),
