@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -205,7 +206,7 @@ def _bytes_held(queued: list[Datagram]) -> int:
     return sum(held.values())
 
 
-@pytest.mark.parametrize("refused", ["denied"])
+@pytest.mark.parametrize("refused", ["denied", "crowded"])
 def test_queued_datagrams_keep_only_their_own_bytes_alive_when_others_of_their_block_are_refused(refused: str) -> None:
     """A small datagram queued beside large refused ones (another exporter denied, or crowded out of
     its fair half) must not hold their bytes: the queue's byte bound would not count them."""
@@ -234,5 +235,32 @@ def test_queued_datagrams_keep_only_their_own_bytes_alive_when_others_of_their_b
         assert queued, f"nothing was queued ({counts})"
         assert _bytes_held(queued) == listener.queued_bytes == sum(len(d.payload) for d in queued), \
             f"the queue counts {listener.queued_bytes} payload bytes but keeps {_bytes_held(queued)} alive"
+    finally:
+        listener.close()
+
+
+def test_a_receive_call_larger_than_the_queue_bound_keeps_what_fits() -> None:
+    """One ``recvmmsg`` call brings up to 256 datagrams, more than a small ``max_queued_bytes`` holds:
+    with nothing waiting, what fits is queued and only the rest dropped, not the whole call."""
+    bound = 65536  # the least the config allows
+    listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow", max_queued_bytes=bound)
+    health.reset()
+    sent, size = 200, 1400
+    try:
+        os.kill(listener._pump.pid, signal.SIGSTOP)  # the burst waits in the socket, read in one call on SIGCONT
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for i in range(sent):
+                    sender.sendto(i.to_bytes(4, "big") * (size // 4), ("127.0.0.1", listener.ports[0]))
+        finally:
+            os.kill(listener._pump.pid, signal.SIGCONT)
+
+        def accounted() -> bool:
+            return len(listener._queue) + health.snapshot().get("source.netflow.dropped", 0) >= sent
+
+        assert wait_for(accounted, 10), f"{len(listener._queue)} queued, counts {health.snapshot()}"
+        assert len(listener._queue) >= bound // size - 1, \
+            f"{len(listener._queue)} of {sent} datagrams queued with room for {bound // size}: the whole call was dropped"
+        assert len(listener._queue) + health.snapshot()["source.netflow.dropped"] == sent, "datagrams lost uncounted"
     finally:
         listener.close()

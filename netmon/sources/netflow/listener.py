@@ -358,15 +358,18 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                     break
                 if not got:
                     break
+                # the datagrams that fit what may wait are kept, the rest of the call's dropped
                 lengths = receiver.lengths(got)
-                if len(out) + size + int(lengths.sum()) > max_bytes:
-                    dropped += got
+                fit = int(np.searchsorted(np.cumsum(lengths, dtype=np.int64), max_bytes - len(out) - size, side="right"))
+                dropped += got - fit
+                if not fit:
                     continue
-                table = np.empty(got, _ENTRY)
+                lengths = lengths[:fit]
+                table = np.empty(fit, _ENTRY)
                 table["size"], table["arrival"] = lengths, arrival
-                table["address"], table["port"] = receiver.senders(got)
+                table["address"], table["port"] = receiver.senders(fit)
                 tables.append(table)
-                payloads.append(receiver.payloads(got, lengths))
+                payloads.append(receiver.payloads(fit, lengths))
                 size += int(lengths.sum())
         if size >= _PUMP_CHUNK or not ready:
             for sock, seen in kernel_seen.items():
