@@ -217,7 +217,7 @@ class Collector:
         self.exporter_counters.count(ctx.exporter, "time_clamped")
         return ctx._replace(export=arrival)
 
-    def _apply(self, export: Export, data: bytes) -> None:
+    def _apply(self, export: Export, data: bytes | memoryview) -> None:
         """Apply one parsed datagram: templates, withdrawals and data sets in their order, then its sequence."""
         ctx = export.context
         records: int | None = 0
@@ -278,7 +278,7 @@ class Collector:
         for item in self.templates.put(ctx.domain, template):
             self.records(item.context, template, item.body, 0, len(item.body))
 
-    def data(self, ctx: Context, template_id: int, data: bytes, start: int, end: int) -> int | None:
+    def data(self, ctx: Context, template_id: int, data: bytes | memoryview, start: int, end: int) -> int | None:
         """Queue one data set; returns its record count, None when its template is unknown."""
         tpl = self.templates.get(ctx.domain, template_id)
         if tpl is not None and self.template_lifetime and ctx.export - tpl.announced > self.template_lifetime:
@@ -290,7 +290,7 @@ class Collector:
             return None
         return self.records(ctx, tpl, data, start, end)
 
-    def records(self, ctx: Context, tpl: Template, data: bytes, start: int, end: int) -> int:
+    def records(self, ctx: Context, tpl: Template, data: bytes | memoryview, start: int, end: int) -> int:
         """Queue the records of ``data[start:end]`` laid out by ``tpl``; returns their count."""
         if tpl.dtype is not None and tpl.record_len:
             count = (end - start) // tpl.record_len
