@@ -157,15 +157,15 @@ class Collector:
         the others one by one; the records, counters and per-exporter state are those that
         feeding every datagram in order gives (v5 keeps no state another version reads).
         """
-        fixed = []
+        v5_at = []
         for i, data in enumerate(payloads):
             if data[:2] == _V5:
-                fixed.append(i)
+                v5_at.append(i)
             else:
                 self.feed(data, exporters[i], None if arrivals is None else arrivals[i])
-        if fixed:
-            self._feed_v5([payloads[i] for i in fixed], [exporters[i] for i in fixed],
-                          None if arrivals is None else [arrivals[i] for i in fixed])
+        if v5_at:
+            self._feed_v5([payloads[i] for i in v5_at], [exporters[i] for i in v5_at],
+                          None if arrivals is None else [arrivals[i] for i in v5_at])
 
     def _feed_v5(self, payloads: list[bytes | memoryview], exporters: list[str], arrivals: list[float] | None) -> None:
         """NetFlow v5 datagrams as one batch: skips counted by reason, export times checked,
