@@ -142,7 +142,7 @@ class SflowDecoder:
         self.agent_counters = PerExporter("source.sflow.agent", max_agents)
         self._batch = _Batch()
 
-    def feed(self, data: bytes, time: float) -> bool:
+    def feed(self, data: bytes | memoryview, time: float) -> bool:
         """Parse one datagram received at ``time`` (UNIX s); False when it was skipped (counted)."""
         health.count("source.sflow.datagrams")
         one = _Batch()

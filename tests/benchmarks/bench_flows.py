@@ -266,10 +266,11 @@ def main() -> None:
         return
     print(f"\nloopback, one sender process: {'netmon rec/s':>14} {'loss':>7} {'rec/CPU-s':>11} "
           f"{'nfcapd rec/s':>14} {'loss':>7} {'rec/CPU-s':>11} {'CPU ratio':>9}")
-    for name, datagrams in data.items():
-        sample = datagrams[: min(len(datagrams), 5000)]
+    samples = {name: datagrams[:5000] for name, datagrams in data.items()}
+    records = {name: netmon_rate(sample)[2] for name, sample in samples.items()}  # records each sample holds
+    for name, sample in samples.items():
         ours, loss, per_cpu = loopback_netmon(sample, args.repeat)
-        peer = loopback_nfcapd(sample, args.repeat, args.repeat * netmon_rate(sample)[2])
+        peer = loopback_nfcapd(sample, args.repeat, args.repeat * records[name])
         if peer is None:
             print(f"{name:8} {ours:14,.0f} {loss:7.1%} {per_cpu:11,.0f}   nfcapd not installed")
         else:
@@ -280,9 +281,8 @@ def main() -> None:
         record("flows", f"{name} on loopback, records lost", loss, "fraction", "lower", bar="<= 0")
     if args.rate:
         print(f"\nloopback, paced at {args.rate:,.0f} records/s for {args.seconds:g} s: {'netmon rec/s':>14} {'loss':>7} {'rec/CPU-s':>11}")
-        for name, datagrams in data.items():
-            sample = datagrams[: min(len(datagrams), 5000)]
-            per_datagram = netmon_rate(sample)[2] / len(sample)
+        for name, sample in samples.items():
+            per_datagram = records[name] / len(sample)
             repeat = max(1, round(args.rate * args.seconds / per_datagram / len(sample)))
             ours, loss, per_cpu = loopback_netmon(sample, repeat, args.rate / per_datagram)
             print(f"{name:8} {'':53} {ours:14,.0f} {loss:7.1%} {per_cpu:11,.0f}")

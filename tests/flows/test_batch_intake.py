@@ -10,8 +10,12 @@ each one's sender.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +160,22 @@ def test_the_receive_buffer_is_forced_past_rmem_max_when_allowed() -> None:
         f"granted {granted} bytes, no more than rmem_max ({limit}): SO_RCVBUFFORCE was not used"
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="drops CAP_NET_ADMIN from a root child")
+def test_without_cap_net_admin_the_buffer_granted_is_rmem_max_and_reported_short() -> None:
+    """The kernel reports twice the buffer it grants: compared with what was asked as is, a cap between
+    half and all of the ask (rmem_max 16-32 MiB) passed for the full buffer and was never warned about."""
+    limit = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    probe = ("import socket; from netmon.sources.netflow.listener import _receive_buffer; "
+             "print(_receive_buffer(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 'test'))")
+    run = subprocess.run(["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", sys.executable, "-c", probe],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    granted = int(run.stdout.split()[-1])
+    assert granted == min(limit, RECV_BUFFER), f"granted {granted} bytes reported with rmem_max {limit}: not the usable size"
+    assert (granted < RECV_BUFFER) == ("receive buffer smaller than asked" in run.stdout + run.stderr), \
+        "the warning does not follow whether the buffer granted is short of the ask"
+
+
 def test_datagrams_the_kernel_drops_at_a_full_receive_buffer_are_counted() -> None:
     listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow")
     listener.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the receiver shares this socket
@@ -173,5 +193,74 @@ def test_datagrams_the_kernel_drops_at_a_full_receive_buffer_are_counted() -> No
                                          f" counted as dropped by the kernel, of {sent} sent")
         assert health.snapshot().get("source.netflow.kernel_drops", 0) > 0, "a 4 KB buffer took a 3 MB burst: nothing dropped?"
         assert len(listener._queue) + health.snapshot()["source.netflow.kernel_drops"] == sent, "drops counted twice"
+    finally:
+        listener.close()
+
+
+def _bytes_held(queued: list[Datagram]) -> int:
+    """Bytes the queued payloads keep alive: a view keeps the whole block it points into."""
+    held = {}
+    for d in queued:
+        block = d.payload.obj if isinstance(d.payload, memoryview) else d.payload
+        held[id(block)] = len(block)
+    return sum(held.values())
+
+
+@pytest.mark.parametrize("refused", ["denied", "crowded"])
+def test_queued_datagrams_keep_only_their_own_bytes_alive_when_others_of_their_block_are_refused(refused: str) -> None:
+    """A small datagram queued beside large refused ones (another exporter denied, or crowded out of
+    its fair half) must not hold their bytes: the queue's byte bound would not count them."""
+    allowlist, bound = (Allowlist(["127.0.0.1"]), 64 << 20) if refused == "denied" else (Allowlist([]), 400_000)
+    listener = Listener(["127.0.0.1:0"], allowlist, "netflow", max_queued_bytes=bound)
+    health.reset()
+    rounds = 200
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as small, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as large:
+            small.bind(("127.0.0.1", 0))
+            large.bind(("127.0.0.2", 0))
+            for i in range(rounds):
+                large.sendto(bytes(8000), ("127.0.0.1", listener.ports[0]))
+                small.sendto(i.to_bytes(4, "big") * 25, ("127.0.0.1", listener.ports[0]))
+
+        def accounted() -> bool:
+            counts = health.snapshot()
+            gone = counts.get("source.netflow.denied", 0) + counts.get("source.netflow.dropped", 0)
+            return len(listener._queue) + gone + counts.get("source.netflow.kernel_drops", 0) >= 2 * rounds
+
+        assert wait_for(accounted, 10), f"{len(listener._queue)} queued of {2 * rounds} sent, counts {health.snapshot()}"
+        counts = health.snapshot()
+        assert counts.get(f"source.netflow.{'denied' if refused == 'denied' else 'dropped'}"), \
+            f"nothing was {refused}: the test proves nothing ({counts})"
+        queued = list(listener._queue)
+        assert queued, f"nothing was queued ({counts})"
+        assert _bytes_held(queued) == listener.queued_bytes == sum(len(d.payload) for d in queued), \
+            f"the queue counts {listener.queued_bytes} payload bytes but keeps {_bytes_held(queued)} alive"
+    finally:
+        listener.close()
+
+
+def test_a_receive_call_larger_than_the_queue_bound_keeps_what_fits() -> None:
+    """One ``recvmmsg`` call brings up to 256 datagrams, more than a small ``max_queued_bytes`` holds:
+    with nothing waiting, what fits is queued and only the rest dropped, not the whole call."""
+    bound = 65536  # the least the config allows
+    listener = Listener(["127.0.0.1:0"], Allowlist([]), "netflow", max_queued_bytes=bound)
+    health.reset()
+    sent, size = 200, 1400
+    try:
+        os.kill(listener._pump.pid, signal.SIGSTOP)  # the burst waits in the socket, read in one call on SIGCONT
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for i in range(sent):
+                    sender.sendto(i.to_bytes(4, "big") * (size // 4), ("127.0.0.1", listener.ports[0]))
+        finally:
+            os.kill(listener._pump.pid, signal.SIGCONT)
+
+        def accounted() -> bool:
+            return len(listener._queue) + health.snapshot().get("source.netflow.dropped", 0) >= sent
+
+        assert wait_for(accounted, 10), f"{len(listener._queue)} queued, counts {health.snapshot()}"
+        assert len(listener._queue) >= bound // size - 1, \
+            f"{len(listener._queue)} of {sent} datagrams queued with room for {bound // size}: the whole call was dropped"
+        assert len(listener._queue) + health.snapshot()["source.netflow.dropped"] == sent, "datagrams lost uncounted"
     finally:
         listener.close()

@@ -157,15 +157,15 @@ class Collector:
         the others one by one; the records, counters and per-exporter state are those that
         feeding every datagram in order gives (v5 keeps no state another version reads).
         """
-        fixed = []
+        v5_at = []
         for i, data in enumerate(payloads):
             if data[:2] == _V5:
-                fixed.append(i)
+                v5_at.append(i)
             else:
                 self.feed(data, exporters[i], None if arrivals is None else arrivals[i])
-        if fixed:
-            self._feed_v5([payloads[i] for i in fixed], [exporters[i] for i in fixed],
-                          None if arrivals is None else [arrivals[i] for i in fixed])
+        if v5_at:
+            self._feed_v5([payloads[i] for i in v5_at], [exporters[i] for i in v5_at],
+                          None if arrivals is None else [arrivals[i] for i in v5_at])
 
     def _feed_v5(self, payloads: list[bytes | memoryview], exporters: list[str], arrivals: list[float] | None) -> None:
         """NetFlow v5 datagrams as one batch: skips counted by reason, export times checked,
@@ -196,12 +196,17 @@ class Collector:
                                               (header["sampling"] & 0x3FFF).tolist())))
         for domain, sequence, count in zip(domains, header["sequence"].tolist(), counts):
             self.sequence(domain, sequence, count, "records")
-        queued = self._queued.get(id(v5.TEMPLATE))
-        if queued is None:
-            queued = self._queued[id(v5.TEMPLATE)] = _Queued(v5.TEMPLATE)
+        queued = self._queue(v5.TEMPLATE)
         queued.chunks.append(memoryview(batch.records))
         queued.counts += counts
         queued.contexts += contexts
+
+    def _queue(self, tpl: Template) -> _Queued:
+        """The records of ``tpl`` waiting for flush (one queue per template object)."""
+        queued = self._queued.get(id(tpl))
+        if queued is None:
+            queued = self._queued[id(tpl)] = _Queued(tpl)
+        return queued
 
     def _sane_time(self, ctx: Context, arrival: float) -> Context:
         """The context with its export time replaced by ``arrival`` when they differ by more than
@@ -212,7 +217,7 @@ class Collector:
         self.exporter_counters.count(ctx.exporter, "time_clamped")
         return ctx._replace(export=arrival)
 
-    def _apply(self, export: Export, data: bytes) -> None:
+    def _apply(self, export: Export, data: bytes | memoryview) -> None:
         """Apply one parsed datagram: templates, withdrawals and data sets in their order, then its sequence."""
         ctx = export.context
         records: int | None = 0
@@ -273,7 +278,7 @@ class Collector:
         for item in self.templates.put(ctx.domain, template):
             self.records(item.context, template, item.body, 0, len(item.body))
 
-    def data(self, ctx: Context, template_id: int, data: bytes, start: int, end: int) -> int | None:
+    def data(self, ctx: Context, template_id: int, data: bytes | memoryview, start: int, end: int) -> int | None:
         """Queue one data set; returns its record count, None when its template is unknown."""
         tpl = self.templates.get(ctx.domain, template_id)
         if tpl is not None and self.template_lifetime and ctx.export - tpl.announced > self.template_lifetime:
@@ -285,7 +290,7 @@ class Collector:
             return None
         return self.records(ctx, tpl, data, start, end)
 
-    def records(self, ctx: Context, tpl: Template, data: bytes, start: int, end: int) -> int:
+    def records(self, ctx: Context, tpl: Template, data: bytes | memoryview, start: int, end: int) -> int:
         """Queue the records of ``data[start:end]`` laid out by ``tpl``; returns their count."""
         if tpl.dtype is not None and tpl.record_len:
             count = (end - start) // tpl.record_len
@@ -294,9 +299,7 @@ class Collector:
             if tpl.options:
                 self._options(ctx, fixed_columns(np.frombuffer(data, tpl.dtype, count, start)), count)
                 return count
-            queued = self._queued.get(id(tpl))
-            if queued is None:
-                queued = self._queued[id(tpl)] = _Queued(tpl)
+            queued = self._queue(tpl)
             queued.chunks.append(memoryview(data)[start : start + count * tpl.record_len])
             queued.counts.append(count)
             queued.contexts.append(ctx)

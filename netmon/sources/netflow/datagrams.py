@@ -22,7 +22,8 @@ from netmon.decode.packets import udp_packets
 class Datagram(NamedTuple):
     """One UDP payload with its sender (address text, port), receiver port and time (UNIX s).
 
-    From a listener the payload is a read-only view into the block of datagrams it arrived in.
+    From a listener the payload is a read-only view into the block of datagrams it arrived in, or its
+    own copy when others of that block were denied or refused (a view would keep them alive).
     """
 
     payload: bytes | memoryview

@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 
 from netmon import health
+from netmon.batch import addr_text
 from netmon.sources.netflow.datagrams import Datagram, udp_datagrams
 from netmon.sources.netflow.mmsg import BatchReceiver, kernel_drops
 from netmon.sources.pcapfile import read_frames
@@ -151,8 +152,10 @@ class Listener:
 
         ``totals``: payload bytes of ``datagrams`` per exporter. When all of them fit, within the bound
         and each exporter within half of it, they are queued at once: one at a time none would be refused.
+        When some are refused the others are queued as copies: a view would keep the refused ones'
+        bytes alive, memory the byte bound does not count.
         """
-        refused = 0
+        admitted: list[Datagram] = []
         with self._lock:
             by_exporter, queue, half = self._by_exporter, self._queue, self.max_queued_bytes // 2
             if self._queued_bytes + sum(totals.values()) <= self.max_queued_bytes and all(
@@ -167,11 +170,12 @@ class Listener:
                 mine = by_exporter.get(datagram.source, 0)
                 crowded = len(by_exporter) > (1 if mine else 0) and mine + size > half
                 if self._queued_bytes + size > self.max_queued_bytes or crowded:
-                    refused += 1
                     continue
-                queue.append(datagram)
+                admitted.append(datagram)
                 self._queued_bytes += size
                 by_exporter[datagram.source] = mine + size
+            refused = len(datagrams) - len(admitted)
+            queue.extend([d._replace(payload=bytes(d.payload)) for d in admitted] if refused else admitted)
         return refused
 
     def _take(self, limit: int) -> list[Datagram]:
@@ -247,7 +251,9 @@ class Listener:
             health.count(f"source.{self.name}.denied", int(np.count_nonzero(~allowed)))
         keep = np.flatnonzero(allowed)
         ends, sizes = ends[keep].tolist(), table["size"][keep].tolist()
-        view = memoryview(payloads)  # payloads are views into the frame: no copy, no allocation per datagram
+        # payloads are views into the frame (no copy, no allocation per datagram) unless some are denied:
+        # a view would keep the denied datagrams' bytes alive in the queue, uncounted
+        view = memoryview(payloads) if len(keep) == len(table) else payloads
         bodies = [view[end - size : end] for end, size in zip(ends, sizes)]
         sources = [senders[k] for k in which.ravel()[keep].tolist()]
         datagrams = list(map(_new_datagram, zip(bodies, sources, table["port"][keep].tolist(), repeat(0),
@@ -261,8 +267,7 @@ class Listener:
         """An exporter's 16-byte address as text: dotted quad for IPv4(-mapped), else IPv6 (bounded cache)."""
         text = self._senders.get(address)
         if text is None:
-            text = socket.inet_ntop(socket.AF_INET, address[12:]) if address.startswith(_MAPPED_PREFIX) else \
-                socket.inet_ntop(socket.AF_INET6, address)
+            text = addr_text(int.from_bytes(address[:8], "big"), int.from_bytes(address[8:], "big"))
             if len(self._senders) < 65536:
                 self._senders[address] = text
         return text
@@ -288,7 +293,6 @@ _new_datagram = functools.partial(tuple.__new__, Datagram)
 #: Per datagram in a pump frame: payload length, sender port, address (16 bytes, IPv4 as ::ffff:a.b.c.d),
 #: arrival (UNIX s).
 _ENTRY = np.dtype([("size", "<u4"), ("port", "<u2"), ("address", "V16"), ("arrival", "<f8")])
-_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
 #: Per frame on the pipe: its datagrams, their payload bytes, and the datagrams dropped before it by the
 #: receiver (its memory bound) and by the kernel (a full socket receive buffer).
 _FRAME = struct.Struct("!IIII")
@@ -354,15 +358,18 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                     break
                 if not got:
                     break
+                # the datagrams that fit what may wait are kept, the rest of the call's dropped
                 lengths = receiver.lengths(got)
-                if len(out) + size + int(lengths.sum()) > max_bytes:
-                    dropped += got
+                fit = int(np.searchsorted(np.cumsum(lengths, dtype=np.int64), max_bytes - len(out) - size, side="right"))
+                dropped += got - fit
+                if not fit:
                     continue
-                table = np.empty(got, _ENTRY)
+                lengths = lengths[:fit]
+                table = np.empty(fit, _ENTRY)
                 table["size"], table["arrival"] = lengths, arrival
-                table["address"], table["port"] = receiver.senders(got)
+                table["address"], table["port"] = receiver.senders(fit)
                 tables.append(table)
-                payloads.append(receiver.payloads(got, lengths))
+                payloads.append(receiver.payloads(fit, lengths))
                 size += int(lengths.sum())
         if size >= _PUMP_CHUNK or not ready:
             for sock, seen in kernel_seen.items():
@@ -391,14 +398,15 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def _receive_buffer(sock: socket.socket, name: str) -> int:
-    """Ask for a ``RECV_BUFFER``-byte kernel receive buffer; returns the size granted (bytes, as the kernel
-    reports it: twice the usable payload). With CAP_NET_ADMIN (root) it is forced past ``net.core.rmem_max``;
-    otherwise it is capped there, logged as a warning: a burst longer than the buffer is lost in the kernel."""
+    """Ask for a ``RECV_BUFFER``-byte kernel receive buffer; returns the size granted (bytes, comparable with
+    ``net.core.rmem_max``: the kernel reports twice that, its bookkeeping overhead). With CAP_NET_ADMIN (root)
+    it is forced past ``net.core.rmem_max``; otherwise it is capped there, logged as a warning: a burst longer
+    than the buffer is lost in the kernel."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
     if granted < RECV_BUFFER:
         log.warning("receive buffer smaller than asked: raise net.core.rmem_max or grant CAP_NET_ADMIN",
                     source=name, granted_bytes=granted, asked_bytes=RECV_BUFFER)
