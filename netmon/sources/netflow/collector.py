@@ -154,8 +154,9 @@ class Collector:
         """:meth:`feed` for many datagrams (``exporters``/``arrivals`` aligned with ``payloads``).
 
         NetFlow v5 datagrams are parsed together (:func:`~netmon.sources.netflow.v5.parse_batch`),
-        the others one by one; the records, counters and per-exporter state are those that
-        feeding every datagram in order gives (v5 keeps no state another version reads).
+        the others one by one; the records (the v5 ones after the batch's others), counters and
+        per-exporter state are those that feeding every datagram in order gives (v5 keeps no
+        state another version reads).
         """
         v5_at = []
         for i, data in enumerate(payloads):
