@@ -192,7 +192,7 @@ def source_rows(items: list) -> tuple[np.ndarray, np.ndarray]:
 def pcap_rows(path: Path) -> np.ndarray:
     """The pcap path's observation rows for a capture (helper A's reader and decoder)."""
     parts = [decode_frames(frames) for frames in pcapfile.read_frames(path)]
-    return np.concatenate(parts) if parts else np.zeros(0)
+    return np.concatenate(parts) if parts else np.zeros(0, OBS_DTYPE)
 
 
 def per_host(rows: np.ndarray, hosts: list[str]) -> dict[tuple[str, str], tuple[float, float]]:
