@@ -1,8 +1,9 @@
 /* The pcap record walk of netmon.sources.pcapfile, compiled: the one loop over every
  * record of a capture that numpy cannot do (each record's position depends on the one
- * before it). About 3 ns a record instead of ~200 ns in Python, and the GIL is released
- * while it runs, so the pipeline's thread decodes the batch before while the source's
- * thread walks the next one.
+ * before it). Several times faster than the walk in Python (59 against 172 ns a record
+ * on a 4 MB chunk, measured on a busy 2-core machine), and the GIL is released while it
+ * runs, so the pipeline's thread can decode the batch before while the source's thread
+ * walks the next one.
  *
  * walk(buf, pos, big_endian) -> bytes: native int64 positions of consecutive record
  * headers from pos, exactly as pcapfile._walk_pcap_python lists them: the last position
@@ -27,18 +28,22 @@ static PyObject *walk(PyObject *self, PyObject *args)
     }
     const unsigned char *buf = view.buf;
     const int64_t size = view.len;
-    /* every position but the last leaves at least 16 bytes behind it */
-    const Py_ssize_t most = (size > start ? (Py_ssize_t)((size - start) / 16) : 0) + 2;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, most * (Py_ssize_t)sizeof(int64_t));
-    if (out == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    int64_t *positions = (int64_t *)PyBytes_AS_STRING(out);
-    Py_ssize_t count = 0;
+    /* room for records of 256 bytes on average, grown when they are smaller */
+    Py_ssize_t room = (Py_ssize_t)(size / 256) + 64, count = 0;
+    int64_t *positions = PyMem_RawMalloc((size_t)room * sizeof(int64_t));
     int64_t pos = start;
+    int full = positions == NULL;
     Py_BEGIN_ALLOW_THREADS
-    while (count < most) {
+    while (!full) {
+        if (count == room) {
+            int64_t *more = PyMem_RawRealloc(positions, (size_t)room * 2 * sizeof(int64_t));
+            if (more == NULL) {
+                full = 1;
+                break;
+            }
+            positions = more;
+            room *= 2;
+        }
         positions[count++] = pos;
         if (pos > size - 12)
             break;
@@ -50,8 +55,8 @@ static PyObject *walk(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (_PyBytes_Resize(&out, count * (Py_ssize_t)sizeof(int64_t)) < 0)
-        return NULL;
+    PyObject *out = full ? PyErr_NoMemory() : PyBytes_FromStringAndSize((const char *)positions, count * (Py_ssize_t)sizeof(int64_t));
+    PyMem_RawFree(positions);
     return out;
 }
 

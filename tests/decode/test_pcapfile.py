@@ -237,6 +237,14 @@ def test_the_compiled_and_the_python_pcap_walk_list_the_same_record_positions(
     assert compiled == python, f"compiled walk {compiled} != python walk {python}"
 
 
+def test_the_compiled_walk_lists_every_record_of_a_chunk_of_header_only_records() -> None:
+    """20,000 records with no data (16 bytes each): far more than the compiled walk's first
+    guess of one record per 256 bytes, so its list grows; nothing is lost or repeated."""
+    buf = struct.pack("<IIII", 0, 0, 0, 60) * 20_000 + b"\x01\x02"
+    compiled, python = _positions_from_both_walks(buf, 0, False)
+    assert compiled == python == list(range(0, 16 * 20_001, 16)), "the grown list lost or repeated positions"
+
+
 @pytest.mark.parametrize("corrupt", [False, True])
 def test_a_capture_reads_back_the_same_frames_with_either_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               corrupt: bool) -> None:
