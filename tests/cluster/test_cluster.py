@@ -447,3 +447,37 @@ def metric(port: int, name: str) -> float:
     """The value of metric ``name`` on /metrics (0 when absent or unreachable)."""
     text = metrics_text(port)
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
+def test_a_former_owners_consumer_takes_nothing_the_new_owner_needs(tmp_path: Path):
+    """The old owner of a partition still fetches (it has not yet seen its lease go) while the
+    new owner consumes from the same point: the new owner must receive every message. (With
+    one consumer per partition shared by name, the old owner's fetches could take some.)"""
+    import threading
+
+    from netmon.transport import jetstream, wire
+
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = validate({"cluster": {"urls": [nats.url], "partitions": 1}}).cluster
+        stop = threading.Event()
+        links = [jetstream.Link(cfg, f"scorer-{i}", stop) for i in range(2)]
+        try:
+            jetstream.ensure(links[0])
+            old, new = (jetstream.Feed(link) for link in links)
+            old.open(0, 0)
+            new.open(0, 0)
+            jetstream.Publisher(links[0]).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+                                                for i in range(40)])
+            got: list[int] = []
+
+            def drained() -> bool:
+                while not new.out.empty():
+                    got.append(new.out.get().seq)
+                return len(got) >= 40
+
+            assert wait_for(drained, timeout=60), f"the new owner received {len(got)} of 40 messages"
+            assert got == list(range(1, 41)), "the new owner must receive every message, in order"
+        finally:
+            stop.set()
+            for link in links:
+                link.close()
