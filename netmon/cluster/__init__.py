@@ -4,7 +4,8 @@
 * :mod:`.scorer`: the partitions it leases -> aggregate -> detect -> sinks, one
   aggregator and one set of detectors per partition, checkpointed in the log.
 
-What equality is promised (tested in tests/cluster/): for every host-interval and
+What equality is promised (tested in tests/cluster/ on the sample capture, and on the
+7-day, 2,000-host simulation by tests/benchmarks/equal_cluster.py): for every host-interval and
 every per-host detector (rules, baseline, drift) the cluster gives exactly what one
 process gives on the merged capture, whatever the partitioning, the number of
 collectors or a takeover. Population-level views (the population forest, the hosts

@@ -12,9 +12,10 @@ What lives in JetStream, all named from ``[cluster] prefix`` (P below):
   grow memory: a collector has at most one batch and ``in_flight`` messages pending.
   Each message carries a ``Nats-Msg-Id`` so a publish retried after a lost ack is
   stored once (the stream's duplicate window).
-* one durable pull consumer per partition, ``p<partition>``, acknowledge-all (its
-  acknowledgements say how far the owner's checkpoints got), made anew by each owner
-  from the sequence after its checkpoint;
+* one pull consumer per partition and owner, acknowledge-all (its acknowledgements say
+  how far the owner's checkpoints got), made by each owner from the sequence after its
+  checkpoint and deleted by the server a minute after its last fetch (never shared: a
+  former owner's fetches cannot take the new owner's messages);
 * key-value bucket ``P-leases``: key ``p<partition>`` = the owning scorer and the
   lease's expiry (UNIX s), changed only by revision-checked updates (compare and
   set); key ``m-<scorer>`` = a scorer's membership, for the fair share;
@@ -33,6 +34,7 @@ import math
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,8 @@ FETCH = 16
 QUEUE_ITEMS = 64
 #: Seconds one JetStream request may take before it is retried.
 REQUEST_TIMEOUT = 5.0
+#: Seconds a partition's consumer lives on once nobody fetches from it (its scorer died or gave it up).
+INACTIVE = 60.0
 
 
 class TransportError(RuntimeError):
@@ -242,6 +246,7 @@ class Feed:
         self.holds = holds  # whether the lease of a partition is still this scorer's (Leases.holds)
         self.out: queue.Queue[Delivery] = queue.Queue()
         self._tasks: dict[int, Any] = {}
+        self._consumers: dict[int, str] = {}  # partition -> the name of this scorer's consumer of it
 
     def open(self, partition: int, after: int) -> None:
         """Consume ``partition`` from stream sequence ``after + 1`` on."""
@@ -252,17 +257,18 @@ class Feed:
         return asyncio.get_running_loop().create_task(self._fetch(partition, sub, after))
 
     async def _subscribe(self, partition: int, after: int) -> Any:
-        """The partition's durable consumer made anew, starting after stream sequence ``after``."""
+        """A consumer of the partition of this scorer's own, starting after stream sequence
+        ``after``. Never one shared by name: a former owner that has not yet seen its lease
+        go would fetch from it too and take messages the new owner then never receives.
+        The server deletes it once nobody fetched from it for :data:`INACTIVE` seconds."""
         cfg = self.link.cfg
-        durable = f"p{partition}"
-        try:
-            await self.link.js.delete_consumer(stream_name(cfg), durable)
-        except nats.js.errors.NotFoundError:
-            pass
-        config = api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, ack_wait=3600.0, max_ack_pending=-1,
+        name = f"p{partition}-{uuid.uuid4().hex}"
+        config = api.ConsumerConfig(name=name, filter_subject=subject(cfg, partition), ack_policy=api.AckPolicy.ALL,
+                                    ack_wait=3600.0, max_ack_pending=-1, inactive_threshold=INACTIVE,
                                     deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
-        return await self.link.js.pull_subscribe(subject(cfg, partition), durable=durable, stream=stream_name(cfg),
-                                                 config=config)
+        await self.link.js.add_consumer(stream_name(cfg), config=config)
+        self._consumers[partition] = name
+        return await self.link.js.pull_subscribe_bind(consumer=name, stream=stream_name(cfg))
 
     async def _fetch(self, partition: int, sub: Any, last: int) -> None:
         """Fetch in order into the queue. Messages a lost connection swallowed would only come
@@ -303,10 +309,20 @@ class Feed:
                                           meta.num_pending))
 
     def close(self, partition: int) -> None:
-        """Stop consuming ``partition`` (its durable consumer stays for the next owner to replace)."""
+        """Stop consuming ``partition`` and delete this scorer's consumer of it (not waited for:
+        one left behind is deleted by the server once idle)."""
         task = self._tasks.pop(partition, None)
         if task is not None:
             self.link.loop.call_soon_threadsafe(task.cancel)
+        name = self._consumers.pop(partition, None)
+        if name is not None:
+            async def delete() -> None:
+                try:
+                    await self.link.js.delete_consumer(stream_name(self.link.cfg), name)
+                except Exception as exc:  # noqa: BLE001 - see above
+                    log.debug("consumer not deleted", partition=partition, error=type(exc).__name__)
+
+            self.link.submit(delete())
 
     def ack(self, delivery: Delivery) -> None:
         """``delivery`` and everything before it on its partition are checkpointed: acknowledge

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,23 +39,26 @@ PER_HOST = ["rules", "baseline", "drift"]
 PARTITIONS = 4
 
 
-def split_capture(out: Path, ways: int = 2) -> list[Path]:
-    """The sample's packets dealt round-robin into ``ways`` pcap files."""
-    data = gzip.decompress(SAMPLE.read_bytes())
-    head, at = data[:24], 24
-    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    parts: list[list[bytes]] = [[] for _ in range(ways)]
-    n = 0
-    while at + 16 <= len(data):
-        caplen = struct.unpack_from(f"{endian}I", data, at + 8)[0]
-        parts[n % ways].append(data[at:at + 16 + caplen])
-        at += 16 + caplen
-        n += 1
-    paths = []
-    for i, records in enumerate(parts):
-        path = out / f"part{i}.pcap"
-        path.write_bytes(head + b"".join(records))
-        paths.append(path)
+def split_capture(out: Path, ways: int = 2, capture: Path = SAMPLE) -> list[Path]:
+    """The capture's packets (pcap, gzipped or not) dealt round-robin into ``ways`` pcap files,
+    read and written record by record (a week-long simulation is gigabytes)."""
+    opener = gzip.open if capture.suffix == ".gz" else open
+    paths = [out / f"part{i}.pcap" for i in range(ways)]
+    with opener(capture, "rb") as data:
+        head = data.read(24)
+        endian = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        outs = [path.open("wb") for path in paths]
+        try:
+            for part in outs:
+                part.write(head)
+            n = 0
+            while len(record := data.read(16)) == 16:
+                caplen = struct.unpack_from(f"{endian}I", record, 8)[0]
+                outs[n % ways].write(record + data.read(caplen))
+                n += 1
+        finally:
+            for part in outs:
+                part.close()
     return paths
 
 
@@ -70,10 +75,10 @@ def toml(value: object) -> str:
 
 
 def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors: list[str],
-                 sources: list[Path] = (), metrics: int = 0, **cluster: object) -> Path:
+                 sources: list[Path] = (), metrics: int = 0, campus: dict = CAMPUS, **cluster: object) -> Path:
     settings = {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": 5.0, "dead_collector": 60.0,
                 "checkpoint_every": 0.0, "node_id": node, "collectors": ["collector-0", "collector-1"], **cluster}
-    lines = ["[campus]", f"internal = {toml(CAMPUS['internal'])}", "[detect]", f"detectors = {toml(detectors)}",
+    lines = ["[campus]", f"internal = {toml(campus['internal'])}", "[detect]", f"detectors = {toml(detectors)}",
              'checkpoint = ""', "[logging]", 'format = "json"', "[cluster]"]
     lines += [f"{k} = {toml(v)}" for k, v in settings.items()]
     for source in sources:
@@ -103,18 +108,27 @@ class Node:
 
 
 def one_process(tmp: Path, detectors: list[str], hosts: set[str] | None = None,
-                capture: Path = SAMPLE) -> tuple[list, list]:
+                capture: Path = SAMPLE, campus: dict = CAMPUS) -> tuple[list, list]:
     """Host-intervals and findings of one process on the whole capture (only ``hosts``' rows
     when given: what one process on one partition's hosts sees)."""
+    def only(stages: pipeline.Stages) -> None:
+        if hosts is not None:
+            stages.aggregator = OnlyHosts(stages.aggregator, hosts)
+
+    return read_store(single_store(tmp, detectors, capture, campus, only))
+
+
+def single_store(tmp: Path, detectors: list[str], capture: Path = SAMPLE, campus: dict = CAMPUS,
+                 adapt: Callable[[pipeline.Stages], None] = lambda stages: None) -> Path:
+    """The store one process writes from the capture; ``adapt`` may replace its stages first."""
     store = tmp / f"single-{len(list(tmp.glob('single-*.db')))}.db"
-    settings = validate({"campus": CAMPUS, "detect": {"detectors": detectors, "checkpoint": ""},
+    settings = validate({"campus": campus, "detect": {"detectors": detectors, "checkpoint": ""},
                          "sources": [{"type": "pcap", "paths": [str(capture)]}],
                          "sinks": [{"type": "store", "path": str(store)}]})
     stages = pipeline.build(settings, restore=False)
-    if hosts is not None:
-        stages.aggregator = OnlyHosts(stages.aggregator, hosts)
+    adapt(stages)
     pipeline.run(stages)
-    return read_store(store)
+    return store
 
 
 class OnlyHosts:
@@ -164,8 +178,7 @@ def read_store(*paths: Path) -> tuple[list, list]:
             findings |= set(db.execute("SELECT * FROM findings").fetchall())
         finally:
             db.close()
-    keys = [(row[0], row[3]) for row in intervals]
-    twice = {key for key in keys if keys.count(key) > 1}
+    twice = {key for key, n in Counter((row[0], row[3]) for row in intervals).items() if n > 1}
     assert not twice, f"host-intervals written twice with different values: {sorted(twice)[:5]}"
     return sorted(intervals, key=repr), sorted(findings, key=repr)
 
@@ -181,13 +194,15 @@ def scores(path: Path) -> dict[tuple[str, float], tuple]:
 
 
 def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None, after=None,
-                scorer_settings: tuple[dict, dict] = ({}, {}), **cluster: object) -> list[Path]:
+                scorer_settings: tuple[dict, dict] = ({}, {}), capture: Path = SAMPLE, patience: float = 1.0,
+                **cluster: object) -> list[Path]:
     """Two collectors (half the packets each) and two scorers; the scorers' stores. With
     ``between(scorers)``, the collectors run one after the other, ``between`` in the middle
     (once the first collector's messages are consumed and checkpointed); ``after(scorers)``
-    runs once both collectors have ended, before waiting for the scorers to finish."""
+    runs once both collectors have ended, before waiting for the scorers to finish.
+    ``patience`` multiplies the waits for the collectors and the scorers (a longer capture)."""
     stores = [tmp / f"scorer-{i}.db" for i in range(2)]
-    parts = split_capture(tmp)
+    parts = split_capture(tmp, capture=capture)
     scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors,
                                            **{**cluster, **scorer_settings[i]}), tmp / f"scorer-{i}.log")
                for i in range(2)]
@@ -197,7 +212,7 @@ def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None,
         return Node("collector", config, tmp / f"collector-{i}.log")
 
     def finished(node: Node) -> None:
-        assert node.proc.wait(120) == 0, f"collector failed:\n{node.text()[-3000:]}"
+        assert node.proc.wait(120 * patience) == 0, f"collector failed:\n{node.text()[-3000:]}"
 
     try:
         assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60), \
@@ -212,7 +227,7 @@ def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None,
             finished(collector(1))
         if after is not None:
             after(scorers)
-        assert wait_for(lambda: consumed(nats), timeout=90), "scorers did not consume every message"
+        assert wait_for(lambda: consumed(nats), timeout=90 * patience), "scorers did not consume every message"
     finally:
         for s in scorers:
             s.stop()
@@ -432,3 +447,37 @@ def metric(port: int, name: str) -> float:
     """The value of metric ``name`` on /metrics (0 when absent or unreachable)."""
     text = metrics_text(port)
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
+def test_a_former_owners_consumer_takes_nothing_the_new_owner_needs(tmp_path: Path):
+    """The old owner of a partition still fetches (it has not yet seen its lease go) while the
+    new owner consumes from the same point: the new owner must receive every message. (With
+    one consumer per partition shared by name, the old owner's fetches could take some.)"""
+    import threading
+
+    from netmon.transport import jetstream, wire
+
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = validate({"cluster": {"urls": [nats.url], "partitions": 1}}).cluster
+        stop = threading.Event()
+        links = [jetstream.Link(cfg, f"scorer-{i}", stop) for i in range(2)]
+        try:
+            jetstream.ensure(links[0])
+            old, new = (jetstream.Feed(link) for link in links)
+            old.open(0, 0)
+            new.open(0, 0)
+            jetstream.Publisher(links[0]).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+                                                for i in range(40)])
+            got: list[int] = []
+
+            def drained() -> bool:
+                while not new.out.empty():
+                    got.append(new.out.get().seq)
+                return len(got) >= 40
+
+            assert wait_for(drained, timeout=60), f"the new owner received {len(got)} of 40 messages"
+            assert got == list(range(1, 41)), "the new owner must receive every message, in order"
+        finally:
+            stop.set()
+            for link in links:
+                link.close()

@@ -189,7 +189,8 @@ def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_tha
     """Open windows, socket memory, detectors and collectors' marks survive the checkpoint
     format: the restored unit closes the same intervals with the same scores."""
     settings = validate({"campus": {"internal": ["10.20.0.0/16"]}, "cluster": {"partitions": 1, "collectors": ["c"]},
-                         "detect": {"detectors": ["rules", "baseline", "drift"], "checkpoint": ""}})
+                         "detect": {"detectors": ["rules", "hosts", "population", "baseline", "drift"],
+                                    "checkpoint": ""}})
     source = pipeline.build_sources(validate({"sources": [{"type": "pcap", "paths": [str(SAMPLE)]}]}))[0].source
     rows = np.concatenate([decode_with_index(item)[0] for item in source.batches() if hasattr(item, "caplen")])
     rows = partition.split(rows, PrefixSet(["10.20.0.0/16"]), 64, 1)[0]
