@@ -56,6 +56,7 @@ def interval(hosts: np.ndarray, groups: np.ndarray, start: float, seed: int) -> 
     poll = rng.integers(6, 11, n).astype(float)
     features = {
         "requests_out": requests,
+        "replies_in": requests,
         "client_ports": ports,
         "bytes_out": requests * 76.0,
         "servers": np.minimum(requests, 4.0),
