@@ -63,6 +63,7 @@ def interval(hosts: np.ndarray, groups: np.ndarray, start: float, seed: int) -> 
     features = {name: np.zeros(n) for name in FEATURES}
     features |= {
         "requests_out": requests,
+        "replies_in": requests,
         "client_ports": ports,
         "bytes_out": requests * 76.0,
         "servers": np.minimum(requests, 4.0),

@@ -80,6 +80,20 @@ def test_a_chronyd_added_every_hour_is_caught_by_its_fourth_daemon():
     assert found[0].detector == "hosts.growth" and "never falling back" in found[0].explanation
 
 
+def test_a_pile_growing_from_the_first_packet_is_caught_by_growth_before_its_first_window_has_filled():
+    # monitoring started with the host's one chronyd; one more every 3 min: the growth view's ratchet starts
+    # two intervals and four poll periods after the host's first, not after the whole 30 min window
+    t = Traffic(seed=23)
+    peers(t, 1800.0)
+    starts = [180.0 * i for i in range(10)]
+    for start in starts:
+        t.chrony(HOST, SERVER, start, 1800.0)
+    found = findings(t)
+    assert found and found[0].detector == "hosts.growth", [(f.end, f.explanation) for f in found[:1]]
+    running = sum(s <= found[0].end for s in starts)
+    assert running <= 4, f"caught only with {running} daemons running, {found[0].end:.0f} s in"
+
+
 def test_a_crash_loop_adding_a_daemon_every_five_seconds_is_caught_in_its_first_interval():
     t = Traffic(seed=3)
     peers(t, 3.5 * HOUR)

@@ -131,6 +131,9 @@ def test_random_port_chronyd_runaway_is_flagged_by_its_tenth_daemon(replayed):
           f"rules {sorted({f['rule'] for f in found})}")
     assert daemons <= 10, (f"the runaway was flagged only once {daemons} daemons ran; "
                            f"first findings: {_brief(found)[:2]}")
+    earliest = min(found, key=lambda f: f["end"])["explanation"]
+    assert "concurrent clients to" in earliest and "judged by:" in earliest, \
+        f"the first finding does not name its estimate and the view that judged it: {earliest}"
 
 
 @pytest.mark.timeout(1800)
