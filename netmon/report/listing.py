@@ -36,10 +36,14 @@ def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def iso(seconds: float | None) -> str | None:
-    """UNIX seconds as ISO 8601 UTC (``2026-12-03T09:30:00Z``); None for unknown."""
+    """UNIX seconds as ISO 8601 UTC (``2026-12-03T09:30:00Z``); None for unknown, or past what a
+    calendar date can say (a capture's timestamps are whatever its file claims)."""
     if seconds is None or not math.isfinite(seconds):
         return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def when(seconds: float | None) -> str:
