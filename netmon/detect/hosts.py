@@ -184,6 +184,16 @@ def _clock(t: float) -> str:
     return f"{int(t // 3600) % 24:02d}:{int(t // 60) % 60:02d}"
 
 
+def _against(now: float, then: float) -> str:
+    """A request rate now against the rate at the first KoD, the change said outright."""
+    text = f"{now:,.0f} requests/h now"
+    if not (then > 0 and math.isfinite(then)):
+        return text
+    ratio = now / then
+    said = "about" if abs(ratio - 1.0) < 0.05 else f"{ratio:.1f} times" if ratio > 1.0 else f"{ratio:.0%} of"
+    return f"{text}, {said} the {then:,.0f}/h at the first KoD"
+
+
 def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
@@ -226,12 +236,15 @@ class Hosts(HostModel):
         columns = {field: np.array([float(getattr(t, field)) for t in table])[kind] for field in Thresholds.model_fields}
         return kind, columns
 
-    def _group_threshold(self, group: np.ndarray, level: np.ndarray, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per host: the level its group's robust statistics call extreme, and the group's median (clients)."""
+    def _group_threshold(self, group: np.ndarray, level: np.ndarray,
+                         judged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per host: the level its group's robust statistics call extreme, the group's median (clients;
+        the campus's for a group too small, NaN for a campus too small), and whether its own group's."""
         cfg = self.config
         logs = np.log2(1.0 + level)
         threshold = np.zeros(level.shape[0])
         median = np.full(level.shape[0], np.nan)
+        own = np.zeros(level.shape[0], dtype=bool)
         names, inverse = np.unique(group, return_inverse=True)
         campus = np.flatnonzero(judged)
 
@@ -245,10 +258,11 @@ class Hosts(HostModel):
         for g in range(names.shape[0]):
             rows = np.flatnonzero(inverse == g)
             members = rows[judged[rows]]
-            found = stats(members) if members.size >= cfg.min_group else pooled
+            own[rows] = members.size >= cfg.min_group
+            found = stats(members) if own[rows[0]] else pooled
             if found is not None:
                 median[rows], threshold[rows] = 2.0 ** found[0] - 1.0, 2.0 ** found[1] - 1.0
-        return threshold, median
+        return threshold, median, own
 
     def _observe(self, intervals: HostIntervals, keys: HostKeys | None) -> _Seen:
         if self._seen is not None and self._seen.visit.intervals is intervals:
@@ -354,7 +368,7 @@ class Hosts(HostModel):
         kind, th = seen.kind, seen.thresholds
         level = s["level"]
         known = ~np.isnan(level)
-        threshold, median = self._group_threshold(group, np.nan_to_num(level), known & (kind == 0))
+        threshold, median, own_group = self._group_threshold(group, np.nan_to_num(level), known & (kind == 0))
         # a crowd of sure x min_clients is extreme in any group of clients: at cold start a group's first
         # judged hosts are its busiest (only they were seen twice), and their spread can put the group's
         # threshold past any pile of daemons
@@ -387,12 +401,12 @@ class Hosts(HostModel):
         for i in np.flatnonzero(level_hit | growth_hit).tolist():
             findings.append(self._finding(intervals, i, s, smooth, bool(level_hit[i]), bool(growth_hit[i]),
                                           bool(kod_hit[i]), bool(not_lowered[i]), threshold[i], median[i],
-                                          KINDS[kind[i]], bool(young[i])))
+                                          bool(own_group[i]), KINDS[kind[i]], bool(young[i])))
         return DetectorOutput(scores={"hosts": scores}, findings=findings)
 
     def _finding(self, iv: HostIntervals, i: int, s: dict[str, np.ndarray], smooth: np.ndarray, level: bool,
-                 growth: bool, kod: bool, not_lowered: bool, threshold: float, median: float, kind: str,
-                 young: bool) -> Finding:
+                 growth: bool, kod: bool, not_lowered: bool, threshold: float, median: float, own_group: bool,
+                 kind: str, young: bool) -> Finding:
         """One plain sentence: the estimate, its basis, and each view's evidence."""
         cfg, f = self.config, iv.features
         host = str(iv.host[i])
@@ -400,8 +414,10 @@ class Hosts(HostModel):
         server = top_server(servers)
         t = float(iv.end)
         poll = float(f["poll"][i])
-        basis = (f"requests per {2 ** poll:.0f} s advertised poll" if math.isfinite(poll) and poll != 0
-                 else "requests per 64 s: poll not advertised, 64 s assumed")
+        basis = (f"counted from its requests, each standing for a client that polls every {2 ** poll:.0f} s as "
+                 "the requests announce" if math.isfinite(poll) and poll != 0 else
+                 "counted from its requests, each standing for a client that polls every 64 s: poll not "
+                 "advertised, 64 s assumed")
         own = float(np.nan_to_num(f["server_own_ports"][i]))
         clients = float(s["level"][i]) if level else float(smooth[i])
         share = float(s["share"][i])
@@ -413,9 +429,11 @@ class Hosts(HostModel):
         views, evidence = [], {"clients": {"value": clients, "baseline": float(s["base"][i])}}
         if level:
             views.append("group view" if young else "group view (a jump past its own highest level)")
-            parts.append(f"{threshold:.0f} or more is extreme in group {iv.group[i]} this interval "
-                         f"(median {median:.0f}; robust z {cfg.z:g})" if math.isfinite(median) else
-                         f"{threshold:.0f} or more is extreme (group too small for its own statistics)")
+            group = f"group {iv.group[i]}" if own_group else f"the campus (group {iv.group[i]} has too few hosts)"
+            parts.append(f"{threshold:.0f} or more is far above the usual host of {group} this interval "
+                         f"(typical: {median:.0f})" if math.isfinite(median) else
+                         f"{threshold:.0f} or more is too many for one machine (too few hosts this interval to "
+                         "compare it with)")
             evidence["level"] = {"value": float(s["level"][i]), "baseline": float(threshold)}
         if growth:
             views.append("growth view")
@@ -424,9 +442,10 @@ class Hosts(HostModel):
             evidence["steps"] = {"value": float(s["steps"][i]), "baseline": 0.0}
         kods = float(s["kods"][i])
         if kods > 0:
-            state = "rate not lowered" if not_lowered else "rate lowered"
-            parts.append(f"{kods:.0f} KoD received from it since {_clock(s['kod_time'][i])}, {state} "
-                         f"({s['rate'][i]:.0f}/h now, {s['kod_rate'][i]:.0f}/h at the first)")
+            cut = "half" if cfg.kod_lowered == 0.5 else f"{cfg.kod_lowered:.0%}"
+            parts.append(f"{kods:.0f} KoD received from it since {_clock(s['kod_time'][i])}, asking it to slow "
+                         f"down; it {'has not' if not_lowered else 'has'} cut its requests to {cut} or less: "
+                         + _against(float(s["rate"][i]), float(s["kod_rate"][i])))
             evidence["kods"] = {"value": kods, "baseline": 0.0}
         if kod:
             views.append("KoD view")

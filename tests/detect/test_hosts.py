@@ -11,7 +11,7 @@ import pytest
 from netmon.aggregate import Aggregator
 from netmon.batch import Finding
 from netmon.config import Detect
-from netmon.detect import checkpoint
+from netmon.detect import checkpoint, hosts
 from netmon.detect.engine import Engine
 from tests.aggregate.craft import Traffic, campus, settings
 
@@ -44,7 +44,7 @@ def test_twenty_chronyd_already_running_at_the_first_packet_are_flagged_within_t
     assert found[0].end <= 120.0, f"first flagged at {found[0].end:.0f} s, not within two 60 s intervals"
     assert found[0].detector == "hosts.level"
     text = found[0].explanation
-    assert "concurrent clients to 192.0.2.1" in text and "requests per 64 s" in text and "group view" in text
+    assert "concurrent clients to 192.0.2.1" in text and "a client that polls every 64 s" in text and "group view" in text
 
 
 def test_a_crowd_of_daemons_is_extreme_even_in_a_group_whose_spread_is_wide_at_cold_start():
@@ -149,10 +149,19 @@ def test_kod_ignored_by_the_host_as_a_whole_while_each_chronyd_honours_its_own()
     for i in range(120):  # a daemon more every 30 s; each backs off on its own KoD
         t.chrony(HOST, SERVER, 30.0 * i, 2 * HOUR, kod_after=600.0)
     found = findings(t)
-    kod = [f for f in found if "rate not lowered" in f.explanation]
+    kod = [f for f in found if "has not cut its requests to half" in f.explanation]
     assert kod, "the host's rate after KoD was not judged"
     assert "KoD received from it since" in kod[0].explanation
+    # the change said outright, not two rates for the reader to divide
+    assert "requests/h now, about the" in kod[0].explanation, kod[0].explanation
     assert any("KoD view" in f.explanation and f.severity == "critical" for f in found)
+
+
+def test_a_rate_against_the_rate_at_the_first_kod_is_said_as_a_ratio():
+    # the newcomer read "13096/h now, 2134/h at the first" and missed a sixfold rise
+    assert hosts._against(13096.0, 2134.0) == "13,096 requests/h now, 6.1 times the 2,134/h at the first KoD"
+    assert hosts._against(600.0, 1200.0) == "600 requests/h now, 50% of the 1,200/h at the first KoD"
+    assert hosts._against(50.0, 0.0) == "50 requests/h now"
 
 
 def capped(t: Traffic, host: str, end: float, share_at: list[tuple[float, float]], per_poll: int = 8) -> None:
