@@ -150,7 +150,7 @@ KINDS = ("clients", "gateway", "server")
 class _Seen:
     """What scoring computed for one interval, handed to learning: the visit,
     each host's state moved on by this interval, its clients averaged over the
-    window, its kind (index into :data:`KINDS`; undeclared hosts with clients on
+    window and divided by 1 - its KoD share (what the growth view judges), its kind (index into :data:`KINDS`; undeclared hosts with clients on
     ports of their own count as gateways) and that kind's thresholds."""
 
     visit: Visit
