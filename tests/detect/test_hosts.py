@@ -47,6 +47,23 @@ def test_twenty_chronyd_already_running_at_the_first_packet_are_flagged_within_t
     assert "concurrent clients to 192.0.2.1" in text and "a client that polls every 64 s" in text and "group view" in text
 
 
+def test_a_host_of_a_group_too_small_to_compare_with_is_said_to_be_judged_against_the_campus():
+    t = Traffic(seed=1)
+    peers(t, 900)
+    for _ in range(20):
+        t.chrony(HOST, SERVER, float(t.rng.uniform(0, 64)), 900, iburst=False)
+    found = findings(t, groups={"lab": [f"{HOST}/32"]})
+    assert found and found[0].detector == "hosts.level", "20 chronyd in a group of one raised nothing"
+    assert "far above the usual host of the campus (group lab has too few hosts)" in found[0].explanation, \
+        f"the campus's figures were not named as the campus's: {found[0].explanation}"
+    alone = Traffic(seed=1)
+    for _ in range(20):
+        alone.chrony(HOST, SERVER, float(alone.rng.uniform(0, 64)), 900, iburst=False)
+    found = findings(alone)
+    assert found and "too many for one machine (too few hosts this interval" in found[0].explanation, \
+        [f.explanation for f in found[:1]]
+
+
 def test_a_crowd_of_daemons_is_extreme_even_in_a_group_whose_spread_is_wide_at_cold_start():
     t = Traffic(seed=14)
     peers(t, 600, n=15)
