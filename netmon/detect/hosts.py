@@ -186,6 +186,8 @@ def _clock(t: float) -> str:
 
 def _against(now: float, then: float) -> str:
     """A request rate now against the rate at the first KoD, the change said outright."""
+    if not math.isfinite(now):  # a host seen in flows only this interval
+        return "its request rate is unknown this interval"
     text = f"{now:,.0f} requests/h now"
     if not (then > 0 and math.isfinite(then)):
         return text

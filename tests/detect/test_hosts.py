@@ -179,6 +179,7 @@ def test_a_rate_against_the_rate_at_the_first_kod_is_said_as_a_ratio():
     assert hosts._against(13096.0, 2134.0) == "13,096 requests/h now, 6.1 times the 2,134/h at the first KoD"
     assert hosts._against(600.0, 1200.0) == "600 requests/h now, 50% of the 1,200/h at the first KoD"
     assert hosts._against(50.0, 0.0) == "50 requests/h now"
+    assert "nan" not in hosts._against(float("nan"), 1200.0)
 
 
 def capped(t: Traffic, host: str, end: float, share_at: list[tuple[float, float]], per_poll: int = 8) -> None:
