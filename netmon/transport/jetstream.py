@@ -277,36 +277,40 @@ class Feed:
         backoff = Backoff(0.2, 5.0)
         failures = 0
         generation = self.link.generation
-        while True:
-            if self.out.qsize() >= QUEUE_ITEMS:
-                await asyncio.sleep(0.02)
-                continue
-            try:
-                if failures or generation != self.link.generation:
-                    if not self.holds(partition):  # another owner may have made the consumer anew: leave it
-                        await asyncio.sleep(0.5)
-                        continue
-                    generation = self.link.generation
-                    sub = await self._subscribe(partition, last)
-                    failures = 0
-                msgs = await sub.fetch(FETCH, timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except Exception as exc:  # noqa: BLE001 - a server restart: fetch again after a pause
-                failures += 1
-                health.count("transport.fetch.errors")
-                log.warning("fetch failed; resuming after the last message received", partition=partition,
-                            after=last, error=type(exc).__name__)
-                await asyncio.sleep(backoff.delay(failures))
-                continue
-            for msg in msgs:
-                meta = msg.metadata
-                if meta.sequence.stream > last:
-                    last = meta.sequence.stream
-                    self.out.put(Delivery(partition, last, msg.data, msg, meta.timestamp.timestamp(),
-                                          meta.num_pending))
+        try:
+            while True:
+                if self.out.qsize() >= QUEUE_ITEMS:
+                    await asyncio.sleep(0.02)
+                    continue
+                try:
+                    if failures or generation != self.link.generation:
+                        if not self.holds(partition):  # another owner may have made the consumer anew: leave it
+                            await asyncio.sleep(0.5)
+                            continue
+                        generation = self.link.generation
+                        await _unsubscribe(sub)  # the replaced consumer's inbox, else one more per reconnection
+                        sub = await self._subscribe(partition, last)
+                        failures = 0
+                    msgs = await sub.fetch(FETCH, timeout=1.0)
+                except asyncio.CancelledError:
+                    raise
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a server restart: fetch again after a pause
+                    failures += 1
+                    health.count("transport.fetch.errors")
+                    log.warning("fetch failed; resuming after the last message received", partition=partition,
+                                after=last, error=type(exc).__name__)
+                    await asyncio.sleep(backoff.delay(failures))
+                    continue
+                for msg in msgs:
+                    meta = msg.metadata
+                    if meta.sequence.stream > last:
+                        last = meta.sequence.stream
+                        self.out.put(Delivery(partition, last, msg.data, msg, meta.timestamp.timestamp(),
+                                              meta.num_pending))
+        finally:  # cancelled (the partition closed): its inbox subscription goes too
+            await _unsubscribe(sub)
 
     def close(self, partition: int) -> None:
         """Stop consuming ``partition`` and delete this scorer's consumer of it (not waited for:
@@ -339,6 +343,15 @@ class Feed:
                 log.debug("ack or purge not done", partition=delivery.partition, error=type(exc).__name__)
 
         self.link.submit(ack())
+
+
+async def _unsubscribe(sub: Any) -> None:
+    """Drop a pull subscription's inbox on this client: the client keeps (and re-subscribes after a
+    reconnection) every inbox until it is dropped."""
+    try:
+        await sub.unsubscribe()
+    except Exception as exc:  # noqa: BLE001 - closed or reconnecting: nothing left to drop
+        log.debug("subscription not dropped", error=type(exc).__name__)
 
 
 @dataclass(frozen=True)

@@ -481,3 +481,36 @@ def test_a_former_owners_consumer_takes_nothing_the_new_owner_needs(tmp_path: Pa
             stop.set()
             for link in links:
                 link.close()
+
+
+def test_a_partition_closed_and_opened_again_leaves_no_inbox_subscription_behind(tmp_path: Path):
+    """Each open of a partition subscribes an inbox on the scorer's connection; its close (a
+    lease lost, a takeover) must drop it, or every change of owner leaves one for good."""
+    import threading
+
+    from netmon.transport import jetstream
+
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = validate({"cluster": {"urls": [nats.url], "partitions": 1}}).cluster
+        stop = threading.Event()
+        link = jetstream.Link(cfg, "scorer-0", stop)
+
+        def subscriptions() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/connz?subs=1", timeout=5) as answer:
+                return sum(len(c.get("subscriptions_list", [])) for c in json.load(answer)["connections"])
+
+        try:
+            jetstream.ensure(link)
+            feed = jetstream.Feed(link)
+            feed.open(0, 0)
+            feed.close(0)  # the first open made the client's request inbox too: count from here
+            assert wait_for(lambda: subscriptions() <= 1, timeout=30), "the first close left its inbox"
+            before = subscriptions()
+            for _ in range(3):
+                feed.open(0, 0)
+                feed.close(0)
+            assert wait_for(lambda: subscriptions() == before, timeout=30), \
+                f"{subscriptions() - before} inbox subscriptions left behind by 3 closed partitions"
+        finally:
+            stop.set()
+            link.close()
