@@ -15,7 +15,6 @@ import numpy as np
 
 from netmon.aggregate.keys import PrefixSet, hash_key, roll_up
 from netmon.batch import addr_halves
-from netmon.transport import wire
 
 
 def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int) -> np.ndarray:
@@ -54,14 +53,6 @@ def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
     counts = np.bincount(part, minlength=partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
     return index[order], {p: (bounds[p], bounds[p + 1]) for p in np.flatnonzero(counts).tolist()}
-
-
-def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
-    """``rows`` by partition of each internal end (see :func:`route`): contiguous slices of one
-    copy of the rows, gathered as raw bytes (a gather of structured rows costs ten times as much)."""
-    index, spans = route(rows, internal, ipv6_bits, partitions)
-    gathered = np.take(wire.row_bytes(rows), index, axis=0, mode="clip").view(rows.dtype).reshape(-1)
-    return {p: gathered[a:b] for p, (a, b) in spans.items()}
 
 
 def of_names(names: list[str], partitions: int) -> np.ndarray:
