@@ -48,8 +48,10 @@ def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
     part = np.concatenate([first, other[second]])
     # by partition, each in row order: a stable sort of small integers (a radix sort when they fit
     # 16 bits) when no row was copied, else by partition then row
-    small = part.astype(np.uint16) if partitions <= 1 << 16 else part
-    order = np.lexsort((index, part)) if second.any() else np.argsort(small, kind="stable")
+    if second.any():
+        order = np.lexsort((index, part))
+    else:
+        order = np.argsort(part.astype(np.uint16) if partitions <= 1 << 16 else part, kind="stable")
     counts = np.bincount(part, minlength=partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
     return index[order], {p: (bounds[p], bounds[p + 1]) for p in np.flatnonzero(counts).tolist()}
