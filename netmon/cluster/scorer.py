@@ -210,7 +210,7 @@ class Scorer:
 
     def consume(self, delivery: Any) -> None:
         unit = self.units.get(delivery.partition)
-        if unit is None:  # queued before the partition was given up
+        if unit is None or not self.feed.current(delivery):  # queued before the partition was given up
             return
         if delivery.seq <= unit.seq:
             health.count("cluster.scorer.duplicates")
