@@ -73,7 +73,7 @@ class Unit:
         self.engine = Engine(settings.detect.model_copy(update={"checkpoint": ""}), restore=False)
         self.wall = wall
         self.stored = -math.inf  # when the stream stored the message being read (UNIX s)
-        self.behind = False  # more of the partition's messages were waiting after it
+        self.behind = False  # more messages waited after it: of the partition, or any in the scorer's queue
         self.clock = Clock(settings.cluster.dead_collector, now=self.now)
         self.expected = list(settings.cluster.collectors)
         self.lateness = settings.aggregate.lateness
@@ -210,7 +210,7 @@ class Scorer:
 
     def consume(self, delivery: Any) -> None:
         unit = self.units.get(delivery.partition)
-        if unit is None:  # queued before the partition was given up
+        if unit is None or not self.feed.current(delivery):  # queued before the partition was given up
             return
         if delivery.seq <= unit.seq:
             health.count("cluster.scorer.duplicates")

@@ -29,6 +29,7 @@ its own thread, reconnecting forever, so callers stay plain synchronous code.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import queue
@@ -228,7 +229,8 @@ class Publisher:
 class Delivery:
     """One consumed message: its partition, stream sequence, bytes and the handle to acknowledge
     it; when the stream stored it (UNIX s) and how many of the partition's messages were still
-    waiting after it (the consumer is behind when any were)."""
+    waiting after it (the consumer is behind when any were); which opening of the partition
+    fetched it (:meth:`Feed.current`)."""
 
     partition: int
     seq: int
@@ -236,6 +238,7 @@ class Delivery:
     msg: Any
     stored: float
     pending: int
+    opening: int
 
 
 class Feed:
@@ -247,14 +250,24 @@ class Feed:
         self.out: queue.Queue[Delivery] = queue.Queue()
         self._tasks: dict[int, Any] = {}
         self._consumers: dict[int, str] = {}  # partition -> the name of this scorer's consumer of it
+        self._openings = itertools.count()
+        self._opened: dict[int, int] = {}  # partition -> its opening now consumed (Delivery.opening)
 
     def open(self, partition: int, after: int) -> None:
         """Consume ``partition`` from stream sequence ``after + 1`` on."""
-        self._tasks[partition] = self.link.call(self._open(partition, after), timeout=60)
+        opening = self._opened[partition] = next(self._openings)
+        self._tasks[partition] = self.link.call(self._open(partition, after, opening), timeout=60)
 
-    async def _open(self, partition: int, after: int) -> asyncio.Task[None]:
+    def current(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` comes from the partition's opening now consumed, not from one
+        closed since (its fetches still queued): after a partition is lost and taken again,
+        those would run ahead of the new opening's messages from the checkpoint and make
+        the messages between look like duplicates."""
+        return self._opened.get(delivery.partition) == delivery.opening
+
+    async def _open(self, partition: int, after: int, opening: int) -> asyncio.Task[None]:
         sub = await self._subscribe(partition, after)
-        return asyncio.get_running_loop().create_task(self._fetch(partition, sub, after))
+        return asyncio.get_running_loop().create_task(self._fetch(partition, sub, after, opening))
 
     async def _subscribe(self, partition: int, after: int) -> Any:
         """A consumer of the partition of this scorer's own, starting after stream sequence
@@ -270,47 +283,52 @@ class Feed:
         self._consumers[partition] = name
         return await self.link.js.pull_subscribe_bind(consumer=name, stream=stream_name(cfg))
 
-    async def _fetch(self, partition: int, sub: Any, last: int) -> None:
+    async def _fetch(self, partition: int, sub: Any, last: int, opening: int) -> None:
         """Fetch in order into the queue. Messages a lost connection swallowed would only come
         back after the acknowledgement wait, so after a reconnection or a failed fetch the
         consumer is made anew from the last sequence received: nothing is skipped."""
         backoff = Backoff(0.2, 5.0)
         failures = 0
         generation = self.link.generation
-        while True:
-            if self.out.qsize() >= QUEUE_ITEMS:
-                await asyncio.sleep(0.02)
-                continue
-            try:
-                if failures or generation != self.link.generation:
-                    if not self.holds(partition):  # another owner may have made the consumer anew: leave it
-                        await asyncio.sleep(0.5)
-                        continue
-                    generation = self.link.generation
-                    sub = await self._subscribe(partition, last)
-                    failures = 0
-                msgs = await sub.fetch(FETCH, timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
-            except Exception as exc:  # noqa: BLE001 - a server restart: fetch again after a pause
-                failures += 1
-                health.count("transport.fetch.errors")
-                log.warning("fetch failed; resuming after the last message received", partition=partition,
-                            after=last, error=type(exc).__name__)
-                await asyncio.sleep(backoff.delay(failures))
-                continue
-            for msg in msgs:
-                meta = msg.metadata
-                if meta.sequence.stream > last:
-                    last = meta.sequence.stream
-                    self.out.put(Delivery(partition, last, msg.data, msg, meta.timestamp.timestamp(),
-                                          meta.num_pending))
+        try:
+            while True:
+                if self.out.qsize() >= QUEUE_ITEMS:
+                    await asyncio.sleep(0.02)
+                    continue
+                try:
+                    if failures or generation != self.link.generation:
+                        if not self.holds(partition):  # another owner may have made the consumer anew: leave it
+                            await asyncio.sleep(0.5)
+                            continue
+                        generation = self.link.generation
+                        await _unsubscribe(sub)  # the replaced consumer's inbox, else one more per reconnection
+                        sub = await self._subscribe(partition, last)
+                        failures = 0
+                    msgs = await sub.fetch(FETCH, timeout=1.0)
+                except asyncio.CancelledError:
+                    raise
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a server restart: fetch again after a pause
+                    failures += 1
+                    health.count("transport.fetch.errors")
+                    log.warning("fetch failed; resuming after the last message received", partition=partition,
+                                after=last, error=type(exc).__name__)
+                    await asyncio.sleep(backoff.delay(failures))
+                    continue
+                for msg in msgs:
+                    meta = msg.metadata
+                    if meta.sequence.stream > last:
+                        last = meta.sequence.stream
+                        self.out.put(Delivery(partition, last, msg.data, msg, meta.timestamp.timestamp(),
+                                              meta.num_pending, opening))
+        finally:  # cancelled (the partition closed): its inbox subscription goes too
+            await _unsubscribe(sub)
 
     def close(self, partition: int) -> None:
         """Stop consuming ``partition`` and delete this scorer's consumer of it (not waited for:
         one left behind is deleted by the server once idle)."""
+        self._opened.pop(partition, None)
         task = self._tasks.pop(partition, None)
         if task is not None:
             self.link.loop.call_soon_threadsafe(task.cancel)
@@ -339,6 +357,15 @@ class Feed:
                 log.debug("ack or purge not done", partition=delivery.partition, error=type(exc).__name__)
 
         self.link.submit(ack())
+
+
+async def _unsubscribe(sub: Any) -> None:
+    """Drop a pull subscription's inbox on this client: the client keeps (and re-subscribes after a
+    reconnection) every inbox until it is dropped."""
+    try:
+        await sub.unsubscribe()
+    except Exception as exc:  # noqa: BLE001 - closed or reconnecting: nothing left to drop
+        log.debug("subscription not dropped", error=type(exc).__name__)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import numpy as np
 
 from netmon.aggregate.keys import PrefixSet, hash_key, roll_up
 from netmon.batch import addr_halves
-from netmon.transport import wire
 
 
 def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int) -> np.ndarray:
@@ -49,19 +48,13 @@ def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
     part = np.concatenate([first, other[second]])
     # by partition, each in row order: a stable sort of small integers (a radix sort when they fit
     # 16 bits) when no row was copied, else by partition then row
-    small = part.astype(np.uint16) if partitions <= 1 << 16 else part
-    order = np.lexsort((index, part)) if second.any() else np.argsort(small, kind="stable")
+    if second.any():
+        order = np.lexsort((index, part))
+    else:
+        order = np.argsort(part.astype(np.uint16) if partitions <= 1 << 16 else part, kind="stable")
     counts = np.bincount(part, minlength=partitions)
     bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
     return index[order], {p: (bounds[p], bounds[p + 1]) for p in np.flatnonzero(counts).tolist()}
-
-
-def split(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
-    """``rows`` by partition of each internal end (see :func:`route`): contiguous slices of one
-    copy of the rows, gathered as raw bytes (a gather of structured rows costs ten times as much)."""
-    index, spans = route(rows, internal, ipv6_bits, partitions)
-    gathered = np.take(wire.row_bytes(rows), index, axis=0, mode="clip").view(rows.dtype).reshape(-1)
-    return {p: gathered[a:b] for p, (a, b) in spans.items()}
 
 
 def of_names(names: list[str], partitions: int) -> np.ndarray:

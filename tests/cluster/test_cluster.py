@@ -481,3 +481,74 @@ def test_a_former_owners_consumer_takes_nothing_the_new_owner_needs(tmp_path: Pa
             stop.set()
             for link in links:
                 link.close()
+
+
+def test_a_partition_closed_and_opened_again_leaves_no_inbox_subscription_behind(tmp_path: Path):
+    """Each open of a partition subscribes an inbox on the scorer's connection; its close (a
+    lease lost, a takeover) must drop it, or every change of owner leaves one for good."""
+    import threading
+
+    from netmon.transport import jetstream
+
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = validate({"cluster": {"urls": [nats.url], "partitions": 1}}).cluster
+        stop = threading.Event()
+        link = jetstream.Link(cfg, "scorer-0", stop)
+
+        def subscriptions() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{nats.monitor}/connz?subs=1", timeout=5) as answer:
+                return sum(len(c.get("subscriptions_list", [])) for c in json.load(answer)["connections"])
+
+        try:
+            jetstream.ensure(link)
+            feed = jetstream.Feed(link)
+            feed.open(0, 0)
+            feed.close(0)  # the first open made the client's request inbox too: count from here
+            assert wait_for(lambda: subscriptions() <= 1, timeout=30), "the first close left its inbox"
+            before = subscriptions()
+            for _ in range(3):
+                feed.open(0, 0)
+                feed.close(0)
+            assert wait_for(lambda: subscriptions() == before, timeout=30), \
+                f"{subscriptions() - before} inbox subscriptions left behind by 3 closed partitions"
+        finally:
+            stop.set()
+            link.close()
+
+
+def test_messages_fetched_before_a_partition_was_closed_are_told_from_those_of_its_new_opening(tmp_path: Path):
+    """A partition lost and taken again while its old fetches still wait in the queue: the scorer
+    restores from the checkpoint, and old fetches consumed first would make the messages from the
+    checkpoint up to them look like duplicates (rows lost). Only the new opening's are current."""
+    import threading
+
+    from netmon.transport import jetstream, wire
+
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = validate({"cluster": {"urls": [nats.url], "partitions": 1}}).cluster
+        stop = threading.Event()
+        link = jetstream.Link(cfg, "scorer-0", stop)
+        try:
+            jetstream.ensure(link)
+            feed = jetstream.Feed(link)
+            jetstream.Publisher(link).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+                                            for i in range(20)])
+            feed.open(0, 0)
+            assert wait_for(lambda: feed.out.qsize() >= 20, timeout=60), "the first opening fetched too little"
+            feed.close(0)
+            feed.open(0, 0)  # taken again, from a checkpoint before all of them
+            stale: list[int] = []
+            fresh: list[int] = []
+
+            def drained() -> bool:
+                while not feed.out.empty():
+                    delivery = feed.out.get()
+                    (fresh if feed.current(delivery) else stale).append(delivery.seq)
+                return len(fresh) >= 20
+
+            assert wait_for(drained, timeout=60), f"the new opening delivered {len(fresh)} of 20 messages"
+            assert stale[:20] == list(range(1, 21)), "the closed opening's fetches must not count as current"
+            assert fresh == list(range(1, 21)), "the new opening must deliver every message from its start"
+        finally:
+            stop.set()
+            link.close()

@@ -53,6 +53,12 @@ def test_messages_packed_straight_from_a_batch_are_the_bytes_encode_gives():
     assert wire.decode(bytes(packed[2])).rows.tobytes() == data[chunks[2]].tobytes()
 
 
+def by_partition(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int, partitions: int) -> dict[int, np.ndarray]:
+    """The rows :func:`partition.route` gives each partition, as a collector's messages carry them."""
+    index, spans = partition.route(rows, internal, ipv6_bits, partitions)
+    return {part: rows[index[a:b]] for part, (a, b) in spans.items()}
+
+
 @pytest.mark.parametrize("name", sorted(json.loads((CASES / "expected.json").read_text())))
 def test_a_message_that_is_not_ours_is_refused_with_the_reason(name: str):
     why = json.loads((CASES / "expected.json").read_text())[name]
@@ -65,7 +71,7 @@ def test_a_campus_to_campus_row_goes_to_both_hosts_partitions_and_outside_rows_n
     hosts = [f"10.0.0.{i}" for i in range(1, 60)]
     parts = partition.of_names(hosts, 16)
     a, b = next((x, y) for x, y in zip(hosts, hosts[1:]) if parts[hosts.index(x)] != parts[hosts.index(y)])
-    split = partition.split(rows([(a, b), ("192.0.2.1", "198.51.100.1"), (a, "192.0.2.1")]), internal, 64, 16)
+    split = by_partition(rows([(a, b), ("192.0.2.1", "198.51.100.1"), (a, "192.0.2.1")]), internal, 64, 16)
     pa, pb = (int(partition.of_names([h], 16)[0]) for h in (a, b))
     assert sorted(split) == sorted({pa, pb}), "a row goes to the partition of each internal end only"
     assert split[pa].shape[0] == 2 and split[pb].shape[0] == 1
@@ -73,15 +79,15 @@ def test_a_campus_to_campus_row_goes_to_both_hosts_partitions_and_outside_rows_n
 
 def test_ipv6_hosts_of_one_64_share_a_partition_as_the_aggregator_rolls_them_up():
     internal = PrefixSet(["2001:db8::/32"])
-    split = partition.split(rows([("2001:db8:1:2::a", "2001:4860::1"), ("2001:db8:1:2::b", "2001:4860::1")]),
+    split = by_partition(rows([("2001:db8:1:2::a", "2001:4860::1"), ("2001:db8:1:2::b", "2001:4860::1")]),
                             internal, 64, 4096)
     assert len(split) == 1, "temporary addresses of one /64 are one host, one partition"
     assert list(split) == partition.of_names(["2001:db8:1:2::/64"], 4096).tolist(), \
         "the scorer's partition of the host name must be the collector's"
 
 
-def test_the_split_gives_each_partition_exactly_its_rows_in_row_order():
-    """The one-pass split (hash, sort, gather of raw bytes) against the plain definition: a row
+def test_the_route_gives_each_partition_exactly_its_rows_in_row_order():
+    """The one-pass route (hash, sort) against the plain definition: a row
     belongs to the partition of each internal end, rows keep their order, bytes are unchanged."""
     rng = np.random.default_rng(3)
     internal = PrefixSet(["10.0.0.0/8", "2001:db8::/32"])
@@ -90,7 +96,7 @@ def test_the_split_gives_each_partition_exactly_its_rows_in_row_order():
     data = rows([(addresses[a], addresses[b]) for a, b in rng.integers(0, len(addresses), (3000, 2))])
     data["sport"] = rng.integers(0, 65535, data.shape[0])
     for partitions in (1, 7, 64):
-        split = partition.split(data, internal, 64, partitions)
+        split = by_partition(data, internal, 64, partitions)
         parts = []
         for hi, lo in ((data["src_hi"], data["src_lo"]), (data["dst_hi"], data["dst_lo"])):
             inside = internal.contains(hi, lo)
@@ -193,7 +199,7 @@ def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_tha
                                     "checkpoint": ""}})
     source = pipeline.build_sources(validate({"sources": [{"type": "pcap", "paths": [str(SAMPLE)]}]}))[0].source
     rows = np.concatenate([decode_with_index(item)[0] for item in source.batches() if hasattr(item, "caplen")])
-    rows = partition.split(rows, PrefixSet(["10.20.0.0/16"]), 64, 1)[0]
+    rows = by_partition(rows, PrefixSet(["10.20.0.0/16"]), 64, 1)[0]
     half = rows.shape[0] // 2
     original = Unit(0, settings)
     def passed(part: np.ndarray) -> float:  # the watermark a collector announces once it sent ``part``
