@@ -34,6 +34,9 @@ __all__ = ["Aggregator"]
 #: Seconds a row may lie ahead of both its batch's median time and the latest time
 #: seen; further ahead it is a corrupt timestamp, counted and skipped.
 MAX_AHEAD = 86400.0
+#: No row is dated this far from 1970 (UNIX s: year 10000): beyond it no date can show the
+#: time, and an interval's end rounds to its start.
+MAX_TIME = 253402300800.0
 
 
 def too_far_ahead(time: np.ndarray, newest: float = -np.inf) -> np.ndarray:
@@ -83,7 +86,7 @@ class Aggregator:
         if rows.shape[0] == 0:
             return None
         time = rows["time"]
-        good = np.isfinite(time)
+        good = np.abs(time) < MAX_TIME  # NaN too
         if not good.all():
             health.count("aggregate.skip.bad_time", int((~good).sum()))
             rows, time = rows[good], time[good]
@@ -144,7 +147,9 @@ class Aggregator:
             self._pending[index] = self._thin.add(index, self._pending.get(index, []), part)
 
     def _close_before(self, watermark: float) -> list[HostIntervals]:
-        """Close windows whose end is at or before ``watermark``."""
+        """Close windows whose end is at or before ``watermark`` (-inf: no row kept yet, none)."""
+        if watermark == -math.inf:
+            return []
         boundary = math.floor(watermark / self.interval)  # windows below this index have ended
         if boundary <= self._open_from:
             return []

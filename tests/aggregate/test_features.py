@@ -375,15 +375,28 @@ def test_packet_for_a_closed_window_is_counted_late_and_dropped():
     assert health.snapshot()["aggregate.late"] == 1
 
 
-def test_rows_with_no_valid_time_are_counted_and_skipped():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 2.0**62, -(2.0**62)])
+def test_rows_with_no_valid_time_are_counted_and_skipped(bad):
+    """No time, or one no date can show (a pcapng tsoffset of 2^62 s): an interval that far
+    out has no length in float64 seconds."""
     t = Traffic()
     t.request(1.0, HOST, SERVER)
     t.request(2.0, HOST, SERVER)
     rows = t.rows()
-    rows["time"][1] = np.nan
+    rows["time"][1] = bad
     aggregator = Aggregator(campus(), settings())
     closed = aggregator.add(rows) + aggregator.flush()
     assert by_host(closed, HOST)[0]["requests_out"] == 1
+    assert health.snapshot()["aggregate.skip.bad_time"] == 1, f"a row dated {bad} was not counted as a bad time"
+
+
+def test_a_first_batch_with_no_valid_time_closes_nothing_and_raises_nothing():
+    t = Traffic()
+    t.request(1.0, HOST, SERVER)
+    rows = t.rows()
+    rows["time"] = np.nan
+    aggregator = Aggregator(campus(), settings())
+    assert aggregator.add(rows) == [] and aggregator.flush() == []
     assert health.snapshot()["aggregate.skip.bad_time"] == 1
 
 
