@@ -24,6 +24,8 @@ if [ "${1:-}" = "--prefix" ]; then
   python3 -m venv --clear "$prefix"
   "$prefix/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$prefix/bin/python" -m pip install -q "$package"
+  (cd / && "$prefix/bin/python" -c "import netmon.sources._pcapwalk" 2>/dev/null) ||  # the prefix's, not the checkout's
+    echo "install.sh: no C compiler or Python headers here, so captures are read with the slower walk in Python (apt-get install gcc libc6-dev python3-dev, then install again for the compiled one)" >&2
   echo "netmon installed in $prefix (run $prefix/bin/netmon; the unit's ExecStart expects /opt/netmon/bin/netmon)"
   exit 0
 fi
