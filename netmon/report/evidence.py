@@ -86,9 +86,12 @@ class Evidence:
         seconds = sum(row["end"] - row["start"] for row in rows)
         return float(np.nansum(self.series(name, rows)) / seconds) if seconds > 0 else math.nan
 
-    def instance_estimate(self) -> dict[str, float]:
-        """Estimated client instances (independent poll schedules): latest, median, peak."""
-        values = self.series("instances")
+    def estimate(self, column: str = "instances") -> dict[str, float]:
+        """Latest, median and peak of an estimate over the period: ``instances`` (client
+        instances from one interval's timing: independent poll schedules) or
+        ``server_clients_avg`` (concurrent clients to the host's busiest server, averaged over
+        the aggregator's ``pair_window``, as the hosts detector counts them)."""
+        values = self.series(column)
         known = values[~np.isnan(values)]
         if not len(known):
             return {}

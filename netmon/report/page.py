@@ -64,7 +64,7 @@ def lead(ev: Evidence) -> str:
     text = (f"Between {utc(ev.since)} and {utc(ev.until)}, {ev.host} sent {plain.number(sent)} NTP (time) requests "
             f"to {plural(servers, 'server')}, on average {_rate(ev.mean_rate(ev.intervals))}. "
             "A normal NTP client sends one request every 64 to 1024 seconds.")
-    inst = ev.instance_estimate()
+    inst = ev.estimate()
     if inst and inst["peak"] >= 2:
         text += f" Its timing shows about {inst['peak']:.0f} NTP programs running at once."
     kod = ev.kod_totals()
@@ -104,10 +104,14 @@ def content(ev: Evidence, pcap: str | None) -> Content:
         ("Requests sent / replies received", f"{plain.number(float(np.nansum(ev.series('requests_out'))))} / "
                                              f"{plain.number(float(np.nansum(ev.series('replies_in'))))}"),
     ]
-    inst = ev.instance_estimate()
+    inst = ev.estimate()
     if inst:
-        facts.append(("NTP programs at once (estimate)",
+        facts.append(("NTP programs at once (from one interval's timing)",
                       f"latest {inst['latest']:.0f}, typical {inst['median']:.0f}, most {inst['peak']:.0f}"))
+    clients = ev.estimate("server_clients_avg")
+    if clients:
+        facts.append(("Concurrent clients to its busiest server (averaged over time, as the hosts view counts)",
+                      f"latest {clients['latest']:.0f}, typical {clients['median']:.0f}, most {clients['peak']:.0f}"))
     kod = ev.kod_totals()
     received = sum(kod[c] for c in KOD_COLUMNS[:4])
     timeline = ev.kod_timeline()

@@ -42,6 +42,7 @@ def test_report_has_plot_findings_kod_timeline_servers_and_pcap_excerpt(replayed
     assert "| 2023-11-14 22:00:00 UTC | 800 |" in md and "No Kiss-o'-Death" not in md, "KoD per hour missing"
     assert "| 192.0.2.10 | 800 |" in md, "top server missing"
     assert "NTP programs at once" in md, "instance estimate missing"
+    assert "Concurrent clients to its busiest server" in md, "the hosts view's estimate (its findings' ~N clients) missing"
     assert "no findings" not in md, "the runaway host's findings are missing"
     rows = np.concatenate([decode_frames(f) for f in read_frames(out / "excerpt.pcap")])
     assert len(rows) == replayed["runaway_packets"], "excerpt should hold exactly the host's packets"
