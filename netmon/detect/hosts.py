@@ -276,9 +276,7 @@ class Hosts(HostModel):
         own = np.nan_to_num(np.asarray(f["server_own_ports"], dtype=np.float64))
         requests = np.asarray(f["server_requests"], dtype=np.float64)
         loose = np.maximum(clients - own, 0.0)  # NaN stays NaN: a host seen in flows only
-        # the share of its requests those clients sent (none of an interval of no length, whose
-        # client count is infinite: timestamps so large that an interval's end rounds to its start)
-        kept = np.divide(loose, clients, out=np.zeros_like(loose), where=(clients > 0) & np.isfinite(clients))
+        kept = np.divide(loose, clients, out=np.zeros_like(loose), where=clients > 0)  # their share of the requests
         loose_requests = requests * kept
         loose_effective = np.nan_to_num(np.asarray(f["server_requests_eff"], dtype=np.float64)) * kept
         adjacent = ~visit.fresh & (np.abs(np.nan_to_num(visit.elapsed, nan=np.inf) - length) < 1e-6 * length + 1e-3)
@@ -338,10 +336,8 @@ class Hosts(HostModel):
         weight = np.divide(s["seconds"], s["loose_requests"], out=np.full_like(smooth, 64.0),
                            where=s["loose_requests"] > 0)
         # one Poisson standard deviation of the average, grown as the KoD correction grows it
-        # (none for a host of no age yet: its first interval of no length)
-        span = np.minimum(v.age, cfg.window) * (1.0 - s["share"])
         step = np.maximum(s.pop("step_min"),
-                          np.sqrt(np.divide(smooth * weight, span, out=np.zeros_like(span), where=span > 0)))
+                          np.sqrt(smooth * weight / (np.minimum(v.age, cfg.window) * (1.0 - s["share"]))))
         high = s["high"]
         # a first (often partial) interval, and the few after it while a poll period or two of requests
         # fill the average, are no base to climb from
