@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from netmon import registry
-from netmon.paths import data_dir
+from netmon.paths import data_path
 
 
 class ConfigError(ValueError):
@@ -129,7 +129,7 @@ class Detect(Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     detectors: list[str] = Field(default_factory=lambda: ["rules", "hosts", "population", "baseline", "drift"])
-    checkpoint: str = Field(default_factory=lambda: str(data_dir() / "models" / "state.ckpt"),
+    checkpoint: str = Field(default_factory=functools.partial(data_path, "models", "state.ckpt"),
                             description="model state file (data only, no pickle), restored at start and saved "
                                         "while running and at the end; default models/state.ckpt in the data "
                                         "directory; empty = keep no state")

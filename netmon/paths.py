@@ -25,6 +25,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "netmon"
 
 
+def data_path(*parts: str) -> str:
+    """A default file or directory of netmon's in the data directory (``data_path("netmon.db")``);
+    with :func:`functools.partial`, a config field's ``default_factory``."""
+    return str(data_dir().joinpath(*parts))
+
+
 def creatable(path: str | Path, what: str, directory: bool = False) -> list[str]:
     """Why netmon could not create (or write) the file, or the ``directory``, ``path``, for
     ``check-config``: an existing ``path`` must be of that kind and writable, else its nearest

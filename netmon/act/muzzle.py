@@ -36,6 +36,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ import structlog
 from pydantic import Field, field_validator
 
 from netmon.config import Strict
-from netmon.paths import data_dir
+from netmon.paths import data_path
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +66,7 @@ class Config(Strict):
     enabled: bool = Field(False, description="false = dry run: print the nft commands, change nothing")
     nft: str = Field("nft", description="the nft program")
     netns: str = Field("", description="act inside this network namespace (ip netns exec); empty = this one")
-    audit_log: str = Field(default_factory=lambda: str(data_dir() / "muzzle.log"),
+    audit_log: str = Field(default_factory=partial(data_path, "muzzle.log"),
                            description="JSON line per action (default: muzzle.log in the data directory)")
     rate: float = Field(0.0, ge=0, le=MAX_RATE, allow_inf_nan=False, description="default packets/s let through; 0 = drop all")
     duration: float = Field(3600.0, gt=0, le=MAX_DURATION, allow_inf_nan=False, description="default seconds until the muzzle expires")

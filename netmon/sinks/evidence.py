@@ -21,6 +21,7 @@ import ipaddress
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from pydantic import Field, field_validator
 from netmon import health
 from netmon.batch import Frames, Scored
 from netmon.config import SinkOptions, load
-from netmon.paths import creatable, data_dir
+from netmon.paths import creatable, data_path
 from netmon.sinks.alerts.model import host_slug
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,7 @@ class Config(SinkOptions):
     """``[[sinks]] type = "evidence"``."""
 
     type: Literal["evidence"] = "evidence"
-    dir: str = Field(default_factory=lambda: str(data_dir() / "evidence"),
+    dir: str = Field(default_factory=partial(data_path, "evidence"),
                      description="directory of the reports, one sub-directory per host (default: evidence/ in the data directory)")
     listen: str = Field("", description="host:port where `netmon run` serves the reports read-only over HTTP "
                                         "(empty: not served; `netmon serve` can do it)")

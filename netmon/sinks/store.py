@@ -66,7 +66,7 @@ from pydantic import Field
 from netmon import health
 from netmon.batch import FEATURES, Scored
 from netmon.config import ConfigError, SinkOptions, load
-from netmon.paths import creatable, data_dir
+from netmon.paths import creatable, data_path
 from netmon.retry import Backoff
 from netmon.runtime.sinks import scored_bytes
 from netmon.sinks import store_rows
@@ -76,7 +76,7 @@ log = structlog.get_logger(__name__)
 def default_path() -> str:
     """The store when the config names none: ``netmon.db`` in the data directory
     (:func:`netmon.paths.data_dir`), never relative to the working directory."""
-    return str(data_dir() / "netmon.db")
+    return data_path("netmon.db")
 
 
 #: the default store as this process started (help texts); code calls default_path()

@@ -41,7 +41,7 @@ from netmon import health
 from netmon.act import muzzle as muzzle_action
 from netmon.batch import Scored
 from netmon.config import Buffer, Settings, SinkOptions, load
-from netmon.paths import data_dir
+from netmon.paths import data_path
 from netmon.retry import Backoff, Retry
 from netmon.runtime.sinks import ManagedSink
 from netmon.sinks.alerts import alertmanager, chat, command, email_hook, syslog, webhook
@@ -75,7 +75,7 @@ def default_silences() -> str:
     """Where `netmon silence` writes and the alerts sink reads silences without a configured
     path: silences.json in the data directory (:func:`netmon.paths.data_dir`), so the command
     run from any directory edits the file the service reads."""
-    return str(data_dir() / "silences.json")
+    return data_path("silences.json")
 
 
 class Config(SinkOptions):
