@@ -39,6 +39,11 @@ MAX_AHEAD = 86400.0
 MAX_TIME = 253402300800.0
 
 
+def dated(time: np.ndarray) -> np.ndarray:
+    """Rows whose ``time`` (UNIX s) a date can show: not NaN, within :data:`MAX_TIME` of 1970."""
+    return np.abs(time) < MAX_TIME
+
+
 def too_far_ahead(time: np.ndarray, newest: float = -np.inf) -> np.ndarray:
     """Rows (finite ``time``, UNIX s) further than :data:`MAX_AHEAD` ahead of both their batch's
     median and ``newest`` (the latest time already seen): one corrupt far-future stamp must
@@ -86,7 +91,7 @@ class Aggregator:
         if rows.shape[0] == 0:
             return None
         time = rows["time"]
-        good = np.abs(time) < MAX_TIME  # NaN too
+        good = dated(time)
         if not good.all():
             health.count("aggregate.skip.bad_time", int((~good).sum()))
             rows, time = rows[good], time[good]

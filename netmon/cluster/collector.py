@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from netmon import health, pipeline, registry
-from netmon.aggregate import too_far_ahead
+from netmon.aggregate import dated, too_far_ahead
 from netmon.aggregate.keys import PrefixSet
 from netmon.config import Settings
 from netmon.detect.engine import Engine
@@ -67,7 +67,7 @@ class Outbox:
         if rows.shape[0] == 0:
             return None
         times = np.ascontiguousarray(rows["time"])  # one strided read of the rows, then contiguous work
-        times = times[np.isfinite(times)]
+        times = times[dated(times)]
         times = times[~too_far_ahead(times)]  # the scorers' aggregators count and skip those rows
         index, spans = partition.route(rows, self.internal, self.bits, self.cfg.partitions)
         parts, chunks = [], []

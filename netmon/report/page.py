@@ -110,7 +110,7 @@ def content(ev: Evidence, pcap: str | None) -> Content:
                       f"latest {inst['latest']:.0f}, typical {inst['median']:.0f}, most {inst['peak']:.0f}"))
     clients = ev.estimate("server_clients_avg")
     if clients:
-        facts.append(("Concurrent clients to its busiest server (averaged over time, as the hosts view counts)",
+        facts.append(("Concurrent clients to its busiest server (averaged over time; before the hosts view's KoD correction)",
                       f"latest {clients['latest']:.0f}, typical {clients['median']:.0f}, most {clients['peak']:.0f}"))
     kod = ev.kod_totals()
     received = sum(kod[c] for c in KOD_COLUMNS[:4])
