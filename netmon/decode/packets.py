@@ -285,8 +285,8 @@ def _layers(frames: Frames, last_reader: bool) -> tuple[_Bytes, _Remaining, _Net
     its parse for the NTP decoder (``last_reader`` True), which takes it."""
     with _shared_lock:
         kept = _shared.pop(id(frames), None) if last_reader else _shared.get(id(frames))
-    if kept is not None and kept[0] is frames:
-        return kept[1], kept[2].copy(), kept[3]
+    if kept is not None and kept[0] is frames:  # the decoder took it: no other reader will see it again
+        return kept[1], kept[2] if last_reader else kept[2].copy(), kept[3]
     read = _Bytes(frames.data)
     left = _Remaining(len(frames))
     net = _network(frames, read, left)
