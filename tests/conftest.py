@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,8 +13,11 @@ import pytest
 from netmon import health
 from tests.support.lab import CORPUS, Lab, can_make_namespaces
 
-# defaults computed when a module is imported (help texts) must not name /var/lib/netmon either
-os.environ.setdefault("NETMON_DATA_DIR", tempfile.mkdtemp(prefix="netmon-test-data-"))
+# defaults computed when a module is imported (help texts) must not name /var/lib/netmon either;
+# the directory is this run's own, removed when the run ends
+if "NETMON_DATA_DIR" not in os.environ:
+    os.environ["NETMON_DATA_DIR"] = tempfile.mkdtemp(prefix="netmon-test-data-")
+    atexit.register(shutil.rmtree, os.environ["NETMON_DATA_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
