@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,16 @@ class Supervised:
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def read(self) -> Iterator[Item]:
+        """The source's items, read in the caller's thread: for a replay, whose input is bounded
+        and never read twice. A failure of the source (not of whoever consumes the items) is
+        counted and logged as in a thread, and ends the items with ``failed`` set."""
+        try:
+            yield from self.source.batches()
+        except Exception as exc:  # noqa: BLE001 - a source's failure must not end the run
+            self._failed(exc)
+            self.failed = True
 
     def _put(self, out: queue.Queue[tuple[Supervised, Item | Ended]], item: Item | Ended) -> bool:
         """Put ``item`` on ``out``, waiting while it is full; False when stopped meanwhile."""
