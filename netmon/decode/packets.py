@@ -268,29 +268,30 @@ def _ip_length(read: _Bytes, frames: Frames, index: np.ndarray, ip: np.ndarray, 
     return np.where(total > 0, total, frames.wirelen[index].astype(np.int64) - (ip - frames.offset[index].astype(np.int64)))
 
 
-#: Batches whose link and IP layers an earlier reader parsed, kept for the NTP decoder.
-#: In a replay the export router reads each batch in the source's thread before the batch
-#: is queued, and the NTP decoder reads it in the pipeline's thread up to a queue's length
-#: later; the decoder takes the router's parse instead of repeating it. Bounded, so a batch
-#: the decoder never reads is not held for long.
+#: Batches whose link and IP layers the export router parsed, kept for the NTP decoder.
+#: In a replay the router reads each batch just before the NTP decoder reads it; the decoder
+#: takes the router's parse instead of repeating it. Only the router leaves a parse (no other
+#: reader's batch is read by the decoder after it), and the store is bounded, so a batch the
+#: decoder never reads is not held for long.
 SHARED_BATCHES = 8
 _shared: OrderedDict[int, tuple[Frames, _Bytes, _Remaining, _Network]] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
-def _layers(frames: Frames, last_reader: bool) -> tuple[_Bytes, _Remaining, _Network]:
-    """Reader, surviving frames and network layer of a batch, parsed once per batch object.
+def _layers(frames: Frames, take: bool = False, share: bool = False) -> tuple[_Bytes, _Remaining, _Network]:
+    """Reader, surviving frames and network layer of a batch.
 
-    A reader that is not the batch's last (``last_reader`` False: the export router) leaves
-    its parse for the NTP decoder (``last_reader`` True), which takes it."""
-    with _shared_lock:
-        kept = _shared.pop(id(frames), None) if last_reader else _shared.get(id(frames))
-    if kept is not None and kept[0] is frames:  # the decoder took it: no other reader will see it again
-        return kept[1], kept[2] if last_reader else kept[2].copy(), kept[3]
+    ``take`` (the NTP decoder): use the parse an earlier reader left for this batch object, if
+    any, and remove it; ``share`` (the export router): leave a copy of this parse for the decoder."""
+    if take:
+        with _shared_lock:
+            kept = _shared.pop(id(frames), None)
+        if kept is not None and kept[0] is frames:
+            return kept[1], kept[2], kept[3]
     read = _Bytes(frames.data)
     left = _Remaining(len(frames))
     net = _network(frames, read, left)
-    if not last_reader:
+    if share:
         with _shared_lock:
             _shared[id(frames)] = (frames, read, left.copy(), net)
             while len(_shared) > SHARED_BATCHES:
@@ -303,16 +304,17 @@ def udp123(frames: Frames) -> UdpPackets:
     return udp_packets(frames, (NTP_PORT,), either_side=True, count=True)
 
 
-def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool = False, count: bool = False) -> UdpPackets:
+def udp_packets(frames: Frames, ports: tuple[int, ...] | None, either_side: bool = False, count: bool = False,
+                share: bool = False) -> UdpPackets:
     """The UDP packets sent to one of ``ports`` (or from one too, with ``either_side``; None = any port).
 
     With ``count`` every other frame is counted under ``decode.skip.<reason>`` (the
     NTP path's health); the flow path looks for export datagrams in the same frames
     and counts its own skips, so it passes False and nothing is counted twice. The
-    NTP path reads a batch last: with ``count`` it takes the batch's parse from an
-    earlier reader (see ``_layers``) instead of keeping its own.
+    NTP path reads a batch last: with ``count`` it takes the batch's parse that the
+    export router left with ``share`` (see ``_layers``) instead of parsing it again.
     """
-    read, left, net = _layers(frames, last_reader=count)
+    read, left, net = _layers(frames, take=count, share=share)
     ip, v4, protocol, l4, end = net.ip, net.v4, net.protocol, net.l4, net.end
     skip = "not_udp123"
     left.drop(skip, protocol != 17)
@@ -380,7 +382,7 @@ class IpPackets:
 
 def ip_packets(frames: Frames) -> IpPackets:
     """The IP header fields of every frame that has one; nothing is counted (the frames are counted where they are decoded)."""
-    read, left, net = _layers(frames, last_reader=False)
+    read, left, net = _layers(frames)
     index = np.flatnonzero(left.keep)
     ip, l4, is_v4, protocol = net.ip[index], net.l4[index], net.v4[index], net.protocol[index]
     has_ports = np.isin(protocol, (6, 17)) & (l4 + 4 <= net.end[index])

@@ -48,8 +48,8 @@ def test_files_are_read_in_order_and_a_damaged_one_is_reported_not_fatal(tmp_pat
 
 def test_a_replayed_batch_is_parsed_once_the_export_router_s_parse_goes_to_the_ntp_decoder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The router reads each batch in the source's thread and the decoder up to a queue's length
-    later in the pipeline's; parsing link and IP layers twice cost a replay ~0.2 s per million frames."""
+    """The router reads each batch just before the decoder (up to a queue's length before it when
+    the source runs in a thread); parsing link and IP layers twice cost a replay ~0.2 s per million frames."""
     path = tmp_path / "a.pcap"
     path.write_bytes(builders.pcap_bytes(PACKETS * 6))
     monkeypatch.setattr(pcapfile, "READ_BYTES", 4 * len(PACKETS[0]))  # a batch of a few frames
@@ -65,3 +65,21 @@ def test_a_replayed_batch_is_parsed_once_the_export_router_s_parse_goes_to_the_n
     assert len(parses) == len(batches), "the NTP decoder parsed again what the router had parsed"
     assert len(rows) == len(PACKETS) * 6
     assert not packets._shared, "a batch the decoder has read is still held"
+
+
+def test_only_the_export_router_leaves_its_parse_for_the_ntp_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers whose batches the NTP decoder never reads (a flow listener, ``--flows`` listings,
+    sampled headers) must not fill the shared store with parses nobody takes."""
+    from netmon.sources.netflow.datagrams import udp_datagrams
+    from netmon.sources.netflow.records import frames_from
+
+    monkeypatch.setattr(packets, "_shared", OrderedDict())
+    frames = frames_from([(PACKETS, np.array([len(p) for p in PACKETS]), 0.0, 1.0)])
+    list(udp_datagrams(frames))
+    packets.ip_packets(frames)
+    packets.udp_packets(frames, None)
+    assert not packets._shared, "a reader that is not the export router left its parse behind"
+    list(udp_datagrams(frames, share=True))
+    assert len(packets._shared) == 1, "the export router's parse must wait for the NTP decoder"
+    decode_frames(frames)
+    assert not packets._shared, "the NTP decoder must take the router's parse"

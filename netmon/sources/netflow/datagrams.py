@@ -33,9 +33,10 @@ class Datagram(NamedTuple):
     time: float
 
 
-def udp_datagrams(frames: Frames, ports: tuple[int, ...] | None = None) -> Iterator[Datagram]:
-    """The UDP datagrams in a batch of frames sent to one of ``ports`` (None: any), in capture order."""
-    found = udp_packets(frames, ports)
+def udp_datagrams(frames: Frames, ports: tuple[int, ...] | None = None, share: bool = False) -> Iterator[Datagram]:
+    """The UDP datagrams in a batch of frames sent to one of ``ports`` (None: any), in capture order.
+    ``share``: the NTP decoder reads the same batch next and takes this parse of its layers."""
+    found = udp_packets(frames, ports, share=share)
     if not len(found):
         return
     whole = found.captured >= found.payload_len

@@ -63,7 +63,7 @@ class ExportRouter:
         """Observations (UDP/123 flow records) and Frames (sampled headers) of the exports in ``frames``."""
         if not self._ports:
             return
-        found = list(udp_datagrams(frames, self._ports))
+        found = list(udp_datagrams(frames, self._ports, share=True))  # the NTP decoder reads the batch next
         if not found:
             return
         for ports, source in self._decoders():
