@@ -264,3 +264,17 @@ def test_a_receive_call_larger_than_the_queue_bound_keeps_what_fits() -> None:
         assert len(listener._queue) + health.snapshot()["source.netflow.dropped"] == sent, "datagrams lost uncounted"
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_ntp_only_collector_keeps_exactly_the_udp123_rows_of_the_whole_flow_table(batch: bool) -> None:
+    """One test picks the UDP/123 records (``ntp_mask``, before their fields are converted); the rows
+    it keeps become observations as they are, as ``ntp_observations`` makes them from the whole table."""
+    from netmon.sources.netflow.records import ntp_observations
+
+    items = _hostile_mix()
+    whole, _, _ = _decode(items, batch=batch, ntp_only=False)
+    ntp, _, _ = _decode(items, batch=batch, ntp_only=True)
+    assert len(whole.flows) > len(ntp.observations) > 0, "the mix needs UDP/123 records and others"
+    assert _same_rows(ntp.observations, ntp_observations(whole.flows)), \
+        "the ntp_only collector's observations are not the UDP/123 rows of its whole flow table"

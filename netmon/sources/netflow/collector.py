@@ -25,7 +25,7 @@ from netmon.sources.netflow.export import DataSet, Export, Invalid, TemplateReco
 from netmon.sources.netflow.state import MAX_EXPORTERS, PerExporter, Recent
 from netmon.sources.netflow.layout import FieldSpec, Template, compile_template, fixed_columns, variable_columns
 from netmon.sources.netflow.records import (FLOW_DTYPE, build, fill_from_frames, flow_columns, flow_times, frames_from, ntp_mask,
-                                            ntp_observations, pack)
+                                            observations, pack)
 from netmon.sources.netflow.templates import Context, Domain, Pending, TemplateCache
 
 log = structlog.get_logger(__name__)
@@ -424,8 +424,8 @@ class Collector:
         times = self._checked_times(cols, meta, contexts)
         if "frame" not in cols:
             columns = flow_columns(cols, meta, times)
-            if self.ntp_only:
-                self._observations.append(ntp_observations(columns))
+            if self.ntp_only:  # records and flush kept only the UDP/123 records (_ntp_rows)
+                self._observations.append(observations(columns))
             else:
                 self._rows.append(pack(columns))
         else:

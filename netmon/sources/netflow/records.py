@@ -180,9 +180,17 @@ def ntp_mask(cols: dict[str, np.ndarray], n: int) -> np.ndarray:
 def ntp_observations(flows: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
     """OBS_DTYPE rows for the UDP/123 records of FLOW_DTYPE rows or of :func:`flow_columns`:
     counts sampling-corrected, ``ntp`` = 0."""
-    keep = np.flatnonzero((flows["proto"] == UDP) & ((flows["sport"] == NTP_PORT) | (flows["dport"] == NTP_PORT)))
-    rows = np.zeros(len(keep), dtype=OBS_DTYPE)
-    rows["time"] = flows["end"][keep]
+    ports = {name: flows[name] for name in ("proto", "sport", "dport")}
+    return observations(flows, np.flatnonzero(ntp_mask(ports, len(ports["proto"]))))
+
+
+def observations(flows: np.ndarray | dict[str, np.ndarray], keep: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """OBS_DTYPE rows for the records ``keep`` (default: all) of FLOW_DTYPE rows or of
+    :func:`flow_columns`, which the caller has found to be UDP/123 (:func:`ntp_mask`):
+    counts sampling-corrected, ``ntp`` = 0."""
+    end = flows["end"][keep]
+    rows = np.zeros(len(end), dtype=OBS_DTYPE)
+    rows["time"] = end
     for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "vlan"):
         rows[name] = flows[name][keep]
     sampling = flows["sampling"][keep]
