@@ -91,12 +91,13 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
             for finding in summary.findings:
                 out.write(json.dumps(finding.to_json(), default=float) + "\n")
     out = console(stderr=findings_json == "-")
+    plain = {"highlight": False, "markup": False, "emoji": False}  # text as written (":x:" stays ":x:")
     hosts = len({f.host for f in summary.findings})
     out.print(f"{plural(summary.intervals, 'interval')} scored; {plural(len(summary.findings), 'finding')} on "
-              f"{plural(hosts, 'host')}", highlight=False)
+              f"{plural(hosts, 'host')}", **plain)
     if summary.findings:
         out.print(table(worst_hosts(summary.findings, top), WORST_COLUMNS, out.width, f"Worst hosts (top {top})"),
-                  end="", highlight=False, markup=False)
+                  end="", **plain)
         for line in reasons(summary.findings, top):
-            out.print(line, highlight=False, markup=False)
+            out.print(line, **plain)
     fail_if_damaged(e for slot in sources for e in getattr(slot.source, "errors", ()))
