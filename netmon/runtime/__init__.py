@@ -1,6 +1,7 @@
 """What the pipeline owns while it runs: event time across sources (:mod:`.clock`),
-sources supervised in their own threads (:mod:`.sources`) and sinks behind bounded
-queues (:mod:`.sinks`). :mod:`netmon.pipeline` wires them; plug-ins know none of this,
+sources supervised in their own threads (:mod:`.sources`; a run of replays only reads
+them in the pipeline's thread) and sinks behind bounded queues (:mod:`.sinks`).
+:mod:`netmon.pipeline` wires them; plug-ins know none of this,
 but for the alerts sink, which fans one interval's alerts out to its hooks and puts each
 hook behind a managed queue of its own (so a hook too only encodes and sends).
 

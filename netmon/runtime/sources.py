@@ -7,7 +7,9 @@ failure is counted (``pipeline.source.<tag>.failed``) and logged, the source is 
 and, if it is live, built again from its config after a delay of the one retry policy
 (:class:`netmon.retry.Backoff`), so one bad datagram or a flapping interface never ends
 the run and the other sources keep going. A replay source (one that reads ``paths``)
-is not restarted: reading its files again would count their rows twice.
+is not restarted: reading its files again would count their rows twice. A run of
+replays only reads them in the pipeline's own thread (:meth:`Supervised.read`), with
+the same failure accounting.
 """
 
 from __future__ import annotations
