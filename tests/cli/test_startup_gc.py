@@ -1,0 +1,46 @@
+"""Issue 14 item 1 (start-up): the garbage collector pauses while a command is resolved and
+imported (start-up makes objects that live as long as the process and frees almost none), and
+every command runs with it on again, what start-up made frozen; a caller in the same process
+gets its collector back as it was."""
+
+from __future__ import annotations
+
+import gc
+import types
+
+import click
+from click.testing import CliRunner
+
+from netmon import cli
+
+
+def test_the_collector_pauses_for_imports_and_runs_again_for_the_command(monkeypatch):
+    seen: dict[str, object] = {}
+
+    @click.command("probe")
+    def probe() -> None:
+        seen["running"] = gc.isenabled()
+        seen["frozen"] = gc.get_freeze_count()
+
+    def load(name: str) -> types.ModuleType:
+        seen["importing"] = gc.isenabled()
+        return types.SimpleNamespace(command=probe)  # type: ignore[return-value]
+
+    monkeypatch.setitem(cli.COMMANDS, "probe", ("probe", "a command that notes the collector's state"))
+    monkeypatch.setattr(cli.importlib, "import_module", load)
+    assert gc.isenabled()
+    result = CliRunner().invoke(cli.main, ["probe"])
+    assert result.exit_code == 0, result.output
+    assert seen["importing"] is False, "the collector ran while the command's modules were imported"
+    assert seen["running"] is True, "the command ran without the garbage collector (a service would leak cycles)"
+    assert seen["frozen"] > 0, "what start-up made was not frozen: every later pass scans it again"
+    assert gc.isenabled() and gc.get_freeze_count() == 0, "the caller's collector was not given back as it was"
+
+
+def test_a_caller_that_had_the_collector_off_keeps_it_off():
+    gc.disable()
+    try:
+        CliRunner().invoke(cli.main, ["--help"])
+        assert not gc.isenabled(), "netmon turned on a collector its caller had turned off"
+    finally:
+        gc.enable()
