@@ -125,7 +125,7 @@ class _Stream:
         raw.seek(0)
         self.file: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
         self.raw = raw
-        self.buf = bytearray()
+        self.buf = memoryview(b"")
         self.base = 0
         self.eof = False
         self.damage: CaptureError | None = None
@@ -135,28 +135,28 @@ class _Stream:
 
         Reads straight into a fresh buffer behind the bytes still unread: one copy
         per byte, and earlier buffers (held by Frames already yielded) stay intact.
+        The buffer is not zeroed first (every byte ``buf`` shows was read), and ``buf``
+        is a view of it, so consuming bytes copies nothing.
         """
         while len(self.buf) < need and not self.eof:
             have = len(self.buf)
-            fresh = bytearray(max(have + READ_BYTES, need))
-            fresh[:have] = self.buf
+            view = memoryview(np.empty(max(have + READ_BYTES, need), dtype=np.uint8))
+            view[:have] = self.buf
             got = have
-            with memoryview(fresh) as view:
-                while got < len(fresh):
-                    try:
-                        n = self._read_into(view[got:])
-                    except (OSError, EOFError, zlib.error) as exc:
-                        self.damage = CaptureError(
-                            self.path, self.base + got,
-                            f"compressed stream is damaged near compressed byte {self.raw.tell()} ({exc})",
-                        )
-                        n = 0
-                    if not n:
-                        self.eof = True
-                        break
-                    got += n
-            del fresh[got:]
-            self.buf = fresh
+            while got < len(view):
+                try:
+                    n = self._read_into(view[got:])
+                except (OSError, EOFError, zlib.error) as exc:
+                    self.damage = CaptureError(
+                        self.path, self.base + got,
+                        f"compressed stream is damaged near compressed byte {self.raw.tell()} ({exc})",
+                    )
+                    n = 0
+                if not n:
+                    self.eof = True
+                    break
+                got += n
+            self.buf = view[:got]
             if self.progress is not None:
                 self.progress(self.raw.tell())
         return len(self.buf) >= need
