@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,9 +270,8 @@ class Pipeline:
         """Read every (replay) source in this thread, one item of each in turn, until all have
         ended or ``stop`` is set (a replay stopped is not drained: its files are simply not read
         further). Nothing is handed between threads but the scored intervals to the sinks: no
-        queue wake-up or GIL hand-over per batch, and a batch is decoded while its bytes are
-        still in the cache that read them."""
-        readers = {}
+        queue wake-up or GIL hand-over per batch."""
+        readers: dict[Supervised, Iterator[Item]] = {}
         for slot in list(self.stages.sources):
             self.clock.add(slot.tag, slot.lateness, live=False)
             self.running.add(slot)
