@@ -7,6 +7,7 @@ only a live collector needs.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 from typing import Any
@@ -41,11 +42,18 @@ class LazyGroup(click.Group):
     cost a replay's start-up 0.02-0.04 CPU-s. It is paused until the command is resolved and
     imported; what start-up made is then frozen (never scanned again) and collection resumes
     (``main``) before the command runs.
+
+    At exit whatever is left is frozen too: the interpreter's last collections would walk every
+    object once more (~0.07 CPU-s) only to free memory the process is returning anyway. Objects
+    are still released by reference counting as modules are cleared: only garbage held in
+    reference cycles is left, unfinalized, to the operating system.
     """
 
     paused = False
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        atexit.unregister(gc.freeze)  # once, however often a caller in the same process runs netmon
+        atexit.register(gc.freeze)
         self.paused = gc.isenabled()
         gc.disable()
         try:
