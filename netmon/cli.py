@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
+import os
 from typing import Any
 
 import click
@@ -47,6 +48,10 @@ class LazyGroup(click.Group):
     object once more (~0.07 CPU-s) only to free memory the process is returning anyway. Objects
     are still released by reference counting as modules are cleared: only garbage held in
     reference cycles is left, unfinalized, to the operating system.
+
+    numpy's OpenBLAS starts a thread per core when numpy is imported (0.02-0.03 CPU-s here on
+    2 cores, more on a big server) for matrix products that netmon's per-batch arrays never
+    make big enough to share: unless ``OPENBLAS_NUM_THREADS`` is set, it gets one.
     """
 
     paused = False
@@ -54,6 +59,7 @@ class LazyGroup(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         atexit.unregister(gc.freeze)  # once, however often a caller in the same process runs netmon
         atexit.register(gc.freeze)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # read when numpy is first imported
         self.paused = gc.isenabled()
         gc.disable()
         try:
