@@ -7,12 +7,18 @@ Prints the worst hosts with their reasons, then the findings; ``--findings-json`
 writes every finding, one JSON object per line. Flow exports inside the capture
 (UDP to the NetFlow/IPFIX/sFlow ports, see the pcap source) go through the flow
 path into the same aggregation. A damaged or cut file exits 1 after everything
-before the fault was replayed and reported, as ``decode`` does.
+before the fault was replayed and reported, as ``decode`` does. SIGINT or SIGTERM
+stops the reading: what was read is still scored, stored and reported, the store
+closed, and the command exits 1 (a second signal acts as usual).
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +62,29 @@ def replay_settings(files: tuple[str, ...], config: str | None, internal: tuple[
     return settings
 
 
+@contextmanager
+def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT or SIGTERM sets ``stop`` (the files are read no further, what was read is still
+    scored and stored) instead of aborting or killing the run mid-way; the first one also
+    puts the handlers back, so a second one acts as usual."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+        restore()
+
+    for sig in before:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        restore()
+
+
 @click.command("replay")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file")
@@ -85,7 +114,9 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
     except (StoreError, ConfigError, pipeline.StartError) as exc:  # a store path, a database that cannot be made
         raise click.ClickException(str(exc)) from None
     sources = list(stages.sources)  # the run lets go of each source as it ends
-    summary = pipeline.run(stages)
+    stop = threading.Event()
+    with stopped_by_signals(stop):
+        summary = pipeline.run(stages, stop)
     if findings_json:
         with click.open_file(findings_json, "w") as out:
             for finding in summary.findings:
@@ -101,3 +132,6 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         for line in reasons(summary.findings, top):
             out.print(line, **plain)
     fail_if_damaged(e for slot in sources for e in getattr(slot.source, "errors", ()))
+    if stop.is_set():
+        raise click.ClickException("stopped by a signal before the end of the files; what was read is scored, "
+                                   "stored and listed above")
