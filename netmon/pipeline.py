@@ -209,10 +209,14 @@ class Pipeline:
         self.items: queue.Queue[tuple[Supervised, Item | Ended]] = queue.Queue(maxsize=4)
         self.running: set[Supervised] = set()
 
-    def start(self, slot: Supervised) -> None:
-        """Follow ``slot``'s watermark and start its thread."""
+    def follow(self, slot: Supervised) -> None:
+        """Follow ``slot``'s watermark: windows wait for it until it ends (:meth:`forget`)."""
         self.clock.add(slot.tag, slot.lateness, live=not slot.replay)
         self.running.add(slot)
+
+    def start(self, slot: Supervised) -> None:
+        """Follow ``slot``'s watermark and start its thread."""
+        self.follow(slot)
         slot.start(self.items)
 
     def forget(self, slot: Supervised) -> None:
@@ -273,8 +277,7 @@ class Pipeline:
         queue wake-up or GIL hand-over per batch."""
         readers: dict[Supervised, Iterator[Item]] = {}
         for slot in list(self.stages.sources):
-            self.clock.add(slot.tag, slot.lateness, live=False)
-            self.running.add(slot)
+            self.follow(slot)
             readers[slot] = slot.read()
         while readers and not stop.is_set():
             for slot, items in list(readers.items()):
