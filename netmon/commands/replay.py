@@ -132,6 +132,6 @@ def command(files: tuple[str, ...], config_path: str | None, internal: tuple[str
         for line in reasons(summary.findings, top):
             out.print(line, **plain)
     fail_if_damaged(e for slot in sources for e in getattr(slot.source, "errors", ()))
-    if stop.is_set():
+    if stages.sources:  # a signal stopped the run before these ended (it lets go of each as it ends)
         raise click.ClickException("stopped by a signal before the end of the files; what was read is scored, "
                                    "stored and listed above")

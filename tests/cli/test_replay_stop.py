@@ -20,8 +20,9 @@ from netmon.cli import main
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "campus-runaway.pcap.gz"
 ARGS = ["replay", str(SAMPLE), "--internal", "10.20.0.0/16"]
 
-#: Replays in batches of 64 KiB and, once 3 were handled, prints the newest frame time read and
-#: sends itself the signal named by argv[1].
+#: Replays in batches of 64 KiB and sends itself the signal named by argv[1]: with argv[2] "read",
+#: once 3 batches were handled (printing the newest frame time read); with "finish", once every
+#: file was read, while the last windows are scored.
 INTERRUPTED = """
 import os, signal, sys
 from netmon import cli, pipeline
@@ -29,18 +30,26 @@ from netmon.batch import Frames
 from netmon.sources import pcapfile
 
 pcapfile.READ_BYTES = 64 << 10
-handle = pipeline.Pipeline.handle
+handle, finish = pipeline.Pipeline.handle, pipeline.Pipeline.finish
 handled = []
+
+def signal_me():
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
 
 def interrupted(self, tag, item):
     handle(self, tag, item)
     handled.append(item)
-    if len(handled) == 3:
+    if len(handled) == 3 and sys.argv[2] == "read":
         print("read up to", max(float(i.time.max()) for i in handled if isinstance(i, Frames) and len(i)))
-        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        signal_me()
 
-pipeline.Pipeline.handle = interrupted
-cli.main(sys.argv[2:])
+def finishing(self):
+    if sys.argv[2] == "finish":
+        signal_me()
+    finish(self)
+
+pipeline.Pipeline.handle, pipeline.Pipeline.finish = interrupted, finishing
+cli.main(sys.argv[3:])
 """
 
 
@@ -58,6 +67,11 @@ def _query(db: Path, sql: str) -> list[tuple]:
         store.close()
 
 
+def _interrupted(name: str, when: str, db: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", INTERRUPTED, name, when, *ARGS, "--db", str(db)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory) -> tuple[int, Path]:
     """Intervals the sample gives when read to its end, and the store they went to."""
@@ -70,8 +84,7 @@ def whole(tmp_path_factory) -> tuple[int, Path]:
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
 def test_a_signalled_replay_stores_what_it_read_closes_the_store_and_exits_1(tmp_path, whole, name):
     db = tmp_path / "n.db"
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED, name, *ARGS, "--db", str(db)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = _interrupted(name, "read", db)
     output = done.stdout + done.stderr
     assert done.returncode == 1, f"{name}: exit status {done.returncode}, not 1 (a partial replay):\n{output}"
     assert "stopped by a signal" in done.stderr, f"{name}: the partial replay was not said to be partial:\n{output}"
@@ -85,6 +98,12 @@ def test_a_signalled_replay_stores_what_it_read_closes_the_store_and_exits_1(tmp
     before_last = f"SELECT host, start FROM intervals WHERE start < {last} ORDER BY host, start"
     assert _query(db, before_last) == _query(whole_db, before_last), \
         f"{name}: the windows read before the stop are not stored as the whole replay stores them"
+
+
+def test_a_signal_after_the_files_were_read_leaves_a_whole_replay_that_exits_0(tmp_path, whole):
+    done = _interrupted("SIGINT", "finish", tmp_path / "n.db")
+    assert done.returncode == 0, f"a replay read to its end was called partial:\n{done.stdout}{done.stderr}"
+    assert _scored(done.stdout + done.stderr) == whole[0], "the signal during the last windows cut the result"
 
 
 def test_the_signal_handlers_are_given_back_after_a_replay(tmp_path, whole):
