@@ -281,3 +281,49 @@ def test_gathered_header_words_are_the_words_at_each_position(buf: bytes, at: li
         for k in range(words):
             if pos + 4 * k + 4 <= len(buf):
                 assert row[k] == struct.unpack_from("<I", buf, pos + 4 * k)[0], f"word {k} at {pos}"
+
+
+def test_bytes_the_reader_did_not_read_are_never_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader fills buffers it does not zero (numpy.empty): poisoned with 0xEE, records that
+    straddle reads and a cut last record (plain, pcapng, gzip) give the same frames and the same
+    decoded rows as clean buffers, and no batch's bytes reach past what was read."""
+    packets = [builders.link_header(1, p) + p for p in builders.ip_packets(builders.rows(200))]
+    cases = {"a.pcap": builders.pcap_bytes(packets), "a.pcapng": builders.pcapng_bytes(packets),
+             "a.pcap.gz": gzip.compress(builders.pcap_bytes(packets))}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        (tmp_path / f"cut-{name}").write_bytes(content[:-10] if not name.endswith(".gz")
+                                               else gzip.compress(builders.pcap_bytes(packets)[:-10]))
+
+    def read(path: Path) -> tuple[list[bytes], list[np.ndarray], str]:
+        got, rows, error = [], [], ""
+        try:
+            content = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            for frames in read_frames(path):
+                assert frames.data.tobytes() in content, f"{path.name}: a batch holds bytes that were never read"
+                got.extend(bytes(frames.data[o:o + c]) for o, c in zip(frames.offset, frames.caplen))
+                rows.append(decode_frames(frames))
+        except CaptureError as exc:
+            error = str(exc)
+        return got, rows, error
+
+    monkeypatch.setattr(pcapfile, "READ_BYTES", 97)  # every record straddles reads
+    clean = {path.name: read(path) for path in sorted(tmp_path.iterdir())}
+    real_empty = np.empty
+
+    def poisoned(*args, **kwargs) -> np.ndarray:
+        out = real_empty(*args, **kwargs)
+        if out.dtype == np.uint8:
+            out.fill(0xEE)
+        return out
+
+    monkeypatch.setattr(np, "empty", poisoned)
+    for path in sorted(tmp_path.iterdir()):
+        got, rows, error = read(path)
+        want_got, want_rows, want_error = clean[path.name]
+        assert got == want_got, f"{path.name}: frames differ when unread buffer bytes are garbage"
+        assert error == want_error, f"{path.name}: {error!r} instead of {want_error!r}"
+        assert len(rows) == len(want_rows) and all(np.array_equal(a, b) for a, b in zip(rows, want_rows)), \
+            f"{path.name}: decoded rows differ when unread buffer bytes are garbage"
+        cut = path.name.startswith("cut-")
+        assert got == (packets[:-1] if cut else packets) and bool(error) == cut, f"{path.name}: {len(got)} frames, {error!r}"
