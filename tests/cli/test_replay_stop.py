@@ -106,7 +106,7 @@ def test_a_signal_after_the_files_were_read_leaves_a_whole_replay_that_exits_0(t
     assert _scored(done.stdout + done.stderr) == whole[0], "the signal during the last windows cut the result"
 
 
-def test_the_signal_handlers_are_given_back_after_a_replay(tmp_path, whole):
+def test_the_signal_handlers_are_given_back_after_a_replay(tmp_path):
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     CliRunner().invoke(main, [*ARGS, "--db", str(tmp_path / "n.db")], catch_exceptions=False)
     assert {sig: signal.getsignal(sig) for sig in before} == before, "replay left its own signal handlers behind"
