@@ -6,7 +6,9 @@ Runs every detector (rules, population, baseline, drift, hosts) through the engi
 already known (a first interval creates their state; one host in 10,000 ignores KoD,
 so the rules flag some), and prints host-intervals per second, the real-time margin
 against a 60 s interval, and bytes of model state per host (the detectors' own count
-and the process's resident-memory growth).
+and the process's resident-memory growth); then where that interval's CPU went,
+per detector (its score and its learn) and in the engine's shared work (hashing
+the host keys once, keeping the flagged hosts out).
 Beside it, the peer: river's HalfSpaceTrees scoring and learning every host
 one dict at a time, the obvious design, timed on a sample and printed as a ratio.
 
@@ -117,6 +119,42 @@ def step(scorer: Engine, batch: HostIntervals) -> Took:
     return took(lambda: scorer.process(batch))
 
 
+class Breakdown:
+    """CPU seconds each detector's ``score`` and ``learn`` take inside the engine, by
+    wrapping the detectors' bound methods (the engine calls them as before)."""
+
+    def __init__(self, scorer: Engine) -> None:
+        self.spent: dict[tuple[str, str], float] = {}
+        for name, detector in scorer.detectors.items():
+            for method in ("score", "learn"):
+                if hasattr(detector, method):
+                    setattr(detector, method, self._timed(name, method, getattr(detector, method)))
+
+    def _timed(self, name: str, method: str, call: Callable[..., object]) -> Callable[..., object]:
+        def timed(*args: object) -> object:
+            cpu = time.process_time()
+            try:
+                return call(*args)
+            finally:
+                self.spent[name, method] = self.spent.get((name, method), 0.0) + time.process_time() - cpu
+        return timed
+
+    def reset(self) -> None:
+        self.spent.clear()
+
+    def lines(self, total: float, n: int) -> list[str]:
+        """One line per detector (score, learn, us per host-interval) and one for the engine's own work."""
+        names = dict.fromkeys(name for name, _ in self.spent)
+        out = []
+        for name in names:
+            score, learn = self.spent.get((name, "score"), 0.0), self.spent.get((name, "learn"), 0.0)
+            out.append(f"  {name:<11} score {score:6.3f} s  learn {learn:6.3f} s  "
+                       f"-> {1e6 * (score + learn) / n:5.2f} us/host-interval")
+        rest = total - sum(self.spent.values())
+        out.append(f"  {'engine':<11} (host keys, gate) {rest:6.3f} s        -> {1e6 * rest / n:5.2f} us/host-interval")
+        return out
+
+
 def peer(batch: HostIntervals, names: tuple[str, ...], rows: int) -> float:
     """CPU seconds per host-interval for river's HalfSpaceTrees, score_one + learn_one per host."""
     x = scaling.unit_scaled(scaling.matrix(batch, names), names)[:rows]
@@ -154,6 +192,7 @@ def main() -> None:
     n = args.hosts
     hosts, groups = fleet(n)
     scorer = engine()
+    breakdown = Breakdown(scorer)
     detectors = [d for d in scorer.detectors.values() if hasattr(d, "nbytes")]
     warm = min(n, 20_000)
     for k in range(12):  # let every group's forest pass its cold start on a small slice
@@ -162,6 +201,7 @@ def main() -> None:
     first = step(scorer, interval(hosts, groups, 12 * INTERVAL, 1))
     batch = interval(hosts, groups, 13 * INTERVAL, 2)
     grown = rss() - before
+    breakdown.reset()
     spent = step(scorer, batch)
     rate = n / spent.cpu
     state = sum(d.nbytes() for d in detectors)
@@ -172,6 +212,9 @@ def main() -> None:
           f"({n / spent.wall:,.0f}/s of wall clock)")
     print(f"real-time margin at 60 s    {INTERVAL / spent.wall:.1f}x of wall clock  "
           f"(target >= 1x, i.e. >= {n / INTERVAL:,.0f}/s)")
+    print("CPU per detector, this interval:")
+    for line in breakdown.lines(spent.cpu, n):
+        print(line)
     for d in detectors:
         print(f"  {d.name:<11} state       {d.nbytes() / n:8.1f} bytes/host")
     print(f"model state                 {state / n:.1f} bytes/host (target <= 1024)")
