@@ -131,12 +131,14 @@ class Baseline(HostModel):
         gap = seen.level - seen.mean
         z = gap / np.maximum(1.25 * seen.dev, DEV_FLOOR)
         z[~ready] = np.nan
-        with np.errstate(invalid="ignore"):
-            value = scaling.unlevel(seen.level)
-            usual = scaling.unlevel(seen.mean)
-            hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio)) & (value - usual >= self.floors)
+        hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio))
+        # the rise in the feature's unit only where the z and the ratio hold already (a few cells, not all)
+        cells = np.nonzero(hit)
+        value, usual = scaling.unlevel(seen.level[cells]), scaling.unlevel(seen.mean[cells])
+        hit[cells] = value - usual >= self.floors[cells[1]]
+        at = {cell: k for k, cell in enumerate(zip(*(c.tolist() for c in cells)))}
         hit[:, self.volume] &= ~np.isfinite(np.asarray(intervals.features["poll"], dtype=np.float64))[:, None]
-        worst = np.where(np.isnan(z).all(axis=1), np.nan, np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1))
+        worst = np.fmax.reduce(z, axis=1)  # the largest z of each host, NaN where it has none
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():
             cols = np.flatnonzero(hit[i])
@@ -150,7 +152,7 @@ class Baseline(HostModel):
                     "critical" if severe else "warning",
                     float(score01(worst[i : i + 1], cfg.z_alert)[0]),
                     f"its own usual level (last {min(hours, cfg.memory / 3600.0):.0f} h)",
-                    [Deviation(self.names[j], float(value[i, j]), float(usual[i, j]), float(z[i, j])) for j in cols],
+                    [Deviation(self.names[j], float(value[at[i, j]]), float(usual[at[i, j]]), float(z[i, j])) for j in cols],
                 )
             )
         return DetectorOutput(scores={"baseline": score01(worst, cfg.z_alert)}, findings=findings)

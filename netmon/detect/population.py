@@ -54,7 +54,7 @@ from netmon.config import Strict
 from netmon.detect import forests, scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
-from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit, categories
 
 if TYPE_CHECKING:
     from river.anomaly import HalfSpaceTrees
@@ -232,11 +232,12 @@ class Population(HostModel):
         if not len(intervals):
             return by_key
         bits = len(self.names)
-        groups, group_of = np.unique(np.asarray(intervals.group, dtype=str), return_inverse=True)
+        groups, group_of = categories(np.asarray(intervals.group, dtype=str))
         pattern = known.astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
         combined = group_of.astype(np.int64) << bits | pattern
-        unique, inverse = np.unique(combined, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
+        unique, inverse = categories(combined)
+        # a stable sort of small integers is a radix sort: one pass, not a million-row merge sort
+        order = np.argsort(inverse.astype(np.uint16) if unique.size <= 1 << 16 else inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
         for u, code in enumerate(unique.tolist()):
             members = order[bounds[u] : bounds[u + 1]]
