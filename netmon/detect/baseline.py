@@ -167,9 +167,16 @@ class Baseline(HostModel):
         learn = normal[:, None] & ~np.isnan(seen.level)
         first = learn & np.isnan(seen.mean)
         mean = np.where(first, seen.level, seen.mean)
-        gap = np.abs(seen.level - mean)
-        dev = np.where(learn & ~first, seen.dev + alpha * (gap - seen.dev), seen.dev)
-        mean = np.where(learn, mean + alpha * (seen.level - mean), mean)
+        # in place, the same arithmetic as dev + alpha * (|level - mean| - dev) and mean + alpha * (level - mean)
+        rise = np.subtract(seen.level, mean)
+        moved = np.abs(rise)
+        moved -= seen.dev
+        moved *= alpha
+        moved += seen.dev
+        dev = np.where(learn & ~first, moved, seen.dev)
+        rise *= alpha
+        rise += mean
+        mean = np.where(learn, rise, mean)
         self.close(seen.visit, n=n_new, mean=mean, dev=dev)
 
 

@@ -151,7 +151,7 @@ class Drift(HostModel):
             value, usual = scaling.unlevel(seen.level[cells]), scaling.unlevel(seen.ref[cells])
             hit[cells] = value - usual >= self.floors[cells[1]]
         at = {cell: k for k, cell in enumerate(zip(*(c.tolist() for c in cells)))}
-        worst = np.where(seen.ready.any(axis=1), np.where(seen.ready, seen.cusum, 0.0).max(axis=1), np.nan)
+        worst = np.where(seen.ready.any(axis=1), seen.cusum.max(axis=1), np.nan)  # the sums are 0 where not ready
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():
             cols = np.flatnonzero(hit[i])
