@@ -105,27 +105,42 @@ def flatten(model: HalfSpaceTrees, columns: list[str]) -> Forest:
     return Forest(arrays["feature"].astype(np.int64), arrays["threshold"], arrays["r_mass"].astype(np.float64))
 
 
+def _path_masses(forest: Forest, height: int, size_limit: float) -> np.ndarray:
+    """Per tree and leaf, what river's ``score_one`` adds on the way down to that leaf: each
+    node's reference mass times 2^depth, until (and with) the first node lighter than
+    ``size_limit``. A path is decided by its leaf, so scoring a row needs only its leaf."""
+    path = np.zeros(forest.r_mass.shape)
+    going = np.zeros(forest.r_mass.shape, dtype=bool)
+    path[:, 0] = forest.r_mass[:, 0]
+    going[:, 0] = forest.r_mass[:, 0] >= size_limit
+    for depth in range(1, height + 1):
+        nodes = np.arange(2**depth - 1, 2 ** (depth + 1) - 1)
+        parent = (nodes - 1) // 2
+        r = forest.r_mass[:, nodes]
+        path[:, nodes] = path[:, parent] + np.where(going[:, parent], r * 2.0**depth, 0.0)
+        going[:, nodes] = going[:, parent] & (r >= size_limit)
+    return path
+
+
 def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) -> np.ndarray:
-    """river's HalfSpaceTrees ``score_one`` for every row of ``x`` at once (no NaN in ``x``)."""
+    """river's HalfSpaceTrees ``score_one`` for every row of ``x`` at once (no NaN in ``x``).
+
+    Each row only walks down to its leaf; what river adds along the way is read from the
+    leaf (:func:`_path_masses`). The masses and their weights are whole numbers, so every
+    sum is exact whatever order it is added in, and the scores equal river's."""
     n = x.shape[0]
-    trees = forest.feature.shape[0]
     size_limit = 0.1 * window_size
+    path = _path_masses(forest, height, size_limit)
     total = np.zeros(n)
     flat = np.ascontiguousarray(x.T).ravel()
     rows = np.arange(n, dtype=np.int64)
-    for t in range(trees):
+    for t in range(forest.feature.shape[0]):
         node = np.zeros(n, dtype=np.int64)
-        active = np.ones(n, dtype=bool)
-        weight = 1.0
-        r_mass, offset, threshold = forest.r_mass[t], forest.feature[t] * n, forest.threshold[t]
+        offset, threshold = forest.feature[t] * n, forest.threshold[t]
         for _ in range(height):
-            r = r_mass[node]
-            total += r * (weight * active)
-            active &= r >= size_limit
-            node = 2 * node + 1 + (flat[offset[node] + rows] >= threshold[node])
-            weight *= 2.0
-        total += r_mass[node] * (weight * active)
-    top = trees * window_size * (2 ** (height + 1) - 1)
+            node = 2 * node + 1 + (flat.take(offset.take(node) + rows) >= threshold.take(node))
+        total += path[t].take(node)
+    top = forest.feature.shape[0] * window_size * (2 ** (height + 1) - 1)
     return 1.0 - total / top
 
 
