@@ -277,15 +277,20 @@ class Population(HostModel):
             x = scaled[np.ix_(members, cols)]
             s = tree_scores(model.current(cfg.window_size), x, cfg.height, cfg.window_size)
             scores[members] = s
+            # which features stand out, only for the hosts the forest scores as outliers (a few)
+            suspect = np.flatnonzero(s >= cfg.threshold)
+            if not suspect.size:
+                continue
             top = model.percentile(cfg.quantile)
             typical = scaling.unlevel(top * self.top[cols])
-            above = (x - top) * self.top[cols]
-            named = (above >= np.log2(cfg.ratio)) & (values[np.ix_(members, cols)] - typical >= self.floors[cols])
-            named[:, [self.names[c] == "socket_rate" for c in cols]] &= ~honest[members, None]
-            outlier = (s >= cfg.threshold) & named.any(axis=1)
-            seen.outlier[members] = outlier
+            above = (x[suspect] - top) * self.top[cols]
+            named = (above >= np.log2(cfg.ratio)) & (values[np.ix_(members[suspect], cols)] - typical >= self.floors[cols])
+            named[:, [self.names[c] == "socket_rate" for c in cols]] &= ~honest[members[suspect], None]
+            stands = named.any(axis=1)
+            seen.outlier[members[suspect[stands]]] = True
             group = key.split("|")[0]
-            for m in np.flatnonzero(outlier).tolist():
+            for p in np.flatnonzero(stands).tolist():
+                m = int(suspect[p])
                 i = int(members[m])
                 since = seen.since[i] if not np.isnan(seen.since[i]) else t - seen.visit.length
                 if t - since < cfg.persist:
@@ -301,9 +306,9 @@ class Population(HostModel):
                         f"learned; forest score {s[m]:.2f}; an outlier for {(t - since) / 3600:.1f} h)",
                         [
                             Deviation(
-                                self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(above[m, j]), "log2 above"
+                                self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(above[p, j]), "log2 above"
                             )
-                            for j in np.flatnonzero(named[m])
+                            for j in np.flatnonzero(named[p])
                         ],
                     )
                 )
