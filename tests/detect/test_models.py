@@ -161,3 +161,16 @@ def test_flow_rows_with_nan_ntp_features_are_scored_on_what_is_known():
         assert np.isfinite(scores).mean() > 0.9, f"{d.name}: NaN features left most hosts unscored"
     assert _first(found, fleet.hosts[9], "model.baseline") is not None, "flow-only flood not flagged"
     assert all(not np.isnan(v["value"]) for f in found for v in f.evidence.values()), "a finding cites an unknown value"
+
+
+def test_population_tree_walk_scores_exactly_as_river_whether_rows_stop_early_or_reach_the_leaves():
+    rng = np.random.default_rng(8)
+    columns = ["a", "b", "c", "d"]
+    for height, window in ((3, 20), (8, 250), (10, 40)):
+        hst = HalfSpaceTrees(n_trees=7, height=height, window_size=window, seed=height)
+        for row in rng.random((3 * window, 4)) ** 3:  # crowded near 0: heavy nodes there, light ones elsewhere
+            hst.learn_one(dict(zip(columns, row)))
+        probe = np.vstack([rng.random((200, 4)) ** 3, rng.random((200, 4)), np.eye(4), np.zeros((1, 4))])
+        fast = population.tree_scores(population.flatten(hst, columns), probe, height, window)
+        slow = np.array([hst.score_one(dict(zip(columns, row))) for row in probe])
+        np.testing.assert_array_equal(fast, slow, err_msg=f"tree walk differs from river at height {height}")
