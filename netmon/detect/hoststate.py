@@ -55,11 +55,13 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
     return h
 
 
-def categories(values: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(values, return_inverse=True)`` for a column of few distinct values (host
-    groups, model keys): one comparison pass per distinct value instead of sorting the whole
-    column, which for a million group names costs more than a model's arithmetic. A column
-    of more than ``most`` distinct values is left to ``np.unique``."""
+def categories(values: np.ndarray, most: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for a column of few distinct strings (host
+    groups): one comparison pass per distinct value instead of sorting the whole column,
+    which for a million group names costs more than a model's arithmetic. A pass costs
+    about 1/16 of the sort (a million names: 16 passes 0.46 s, ``np.unique`` 0.53 s), so a
+    column of more than ``most`` distinct values is left to ``np.unique``. Integers sort
+    faster than they compare: for them ``np.unique`` itself is the right call."""
     values = np.asarray(values)
     code = np.full(values.shape[0], -1, dtype=np.intp)
     firsts: list[int] = []

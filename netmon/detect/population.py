@@ -250,7 +250,7 @@ class Population(HostModel):
         groups, group_of = categories(np.asarray(intervals.group, dtype=str))
         pattern = known.astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
         combined = group_of.astype(np.int64) << bits | pattern
-        unique, inverse = categories(combined)
+        unique, inverse = np.unique(combined, return_inverse=True)  # integers: a sort beats comparison passes
         # a stable sort of small integers is a radix sort: one pass, not a million-row merge sort
         order = np.argsort(inverse.astype(np.uint16) if unique.size <= 1 << 16 else inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))

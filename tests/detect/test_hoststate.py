@@ -118,12 +118,13 @@ def test_categories_are_numpy_unique_with_its_inverse_for_few_or_many_values():
     rng = np.random.default_rng(3)
     columns = [
         np.array(["residences", "labs", "clients", "labs"])[rng.integers(0, 4, 5000)],
-        rng.integers(-5, 40, 3000) * 7,  # more distinct values than the fast path takes
+        np.array([f"hall-{k}" for k in range(40)])[rng.integers(0, 40, 5000)],  # more than the fast path takes
+        rng.integers(-5, 40, 3000) * 7,
         np.array(["only"]),
         np.array([], dtype=str),
     ]
     for values in columns:
-        names, inverse = categories(values, most=16)
+        names, inverse = categories(values)
         want_names, want_inverse = np.unique(values, return_inverse=True)
         assert names.dtype == want_names.dtype and np.array_equal(names, want_names), f"names differ for {values[:5]}"
         assert np.array_equal(inverse, want_inverse), f"inverse differs for {values[:5]}"
