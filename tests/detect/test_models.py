@@ -174,3 +174,31 @@ def test_population_tree_walk_scores_exactly_as_river_whether_rows_stop_early_or
         fast = population.tree_scores(population.flatten(hst, columns), probe, height, window)
         slow = np.array([hst.score_one(dict(zip(columns, row))) for row in probe])
         np.testing.assert_array_equal(fast, slow, err_msg=f"tree walk differs from river at height {height}")
+
+
+def test_population_scores_follow_river_across_window_pivots_and_a_restored_state():
+    """The flattened forest (and the path masses read from it) is cached per model until river
+    pivots to a new window: a stale copy would score with the previous window's masses."""
+    cfg = population.Config(window_size=10, sample=7, min_learned=10, persist=0.0)
+    fleet = Fleet.clients(60, seed=4)
+    model = population.Population(cfg)
+    compared = 0
+    for k in range(24):
+        batch = fleet.interval(k * 60.0)
+        if k == 12:  # what a restart does: the state goes out as arrays and comes back
+            restored = population.Population(cfg)
+            restored.load_state(model.state())
+            model = restored
+        scores = model.score(batch).scores["population"]
+        seen = model._observe(batch, None)
+        for key, members in seen.by_key.items():
+            forest = model.models.get(key)
+            if forest is None or np.isnan(scores[members]).all():
+                continue
+            columns = forest.columns
+            cols = [model.names.index(c) for c in columns]
+            want = [forest.hst.score_one(dict(zip(columns, row))) for row in seen.scaled[np.ix_(members, cols)].tolist()]
+            np.testing.assert_array_equal(scores[members], want, err_msg=f"interval {k}, model {key}: scores off river's")
+            compared += 1
+        model.learn(batch, np.ones(len(batch), dtype=bool))
+    assert compared >= 15, f"only {compared} model-intervals were scored: the forests never passed their first window"
