@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
-from netmon.detect import baseline, drift, population
+from netmon.detect import baseline, drift, population, scaling
 from tests.detect.fleet import Fleet, run
 
 HOUR = 3600.0
@@ -202,3 +202,30 @@ def test_population_scores_follow_river_across_window_pivots_and_a_restored_stat
             compared += 1
         model.learn(batch, np.ones(len(batch), dtype=bool))
     assert compared >= 15, f"only {compared} model-intervals were scored: the forests never passed their first window"
+
+
+def test_baseline_and_drift_cite_each_flagged_hosts_own_values_when_several_rise_at_once():
+    """Several hosts and features past the bar in one interval: each finding's evidence is that
+    host's own windowed value and usual level for that feature, not another cell's."""
+    fleet = Fleet.clients(50, seed=5)
+    fleet.flow = True
+    for host, period in ((7, 1.0), (11, 3.0), (30, 0.5)):
+        fleet.add(host, period, 0.0, start=13 * HOUR)
+    detectors = [baseline.build(baseline.Config()), drift.build(drift.Config())]
+    usual_of = {"model.baseline": "mean", "model.drift": "ref"}
+    checked: dict[str, set[str]] = {"model.baseline": set(), "model.drift": set()}
+    for k in range(int(14.5 * HOUR / 60)):
+        batch = fleet.interval(k * 60.0)
+        for d in detectors:
+            out = d.score(batch)
+            seen = d._observe(batch, None)
+            for f in out.findings:
+                i = batch.host.tolist().index(f.host)
+                for name, cited in f.evidence.items():
+                    j = d.names.index(name)
+                    want = (float(scaling.unlevel(seen.level[i, j])), float(scaling.unlevel(getattr(seen, usual_of[f.detector])[i, j])))
+                    assert (cited["value"], cited["baseline"]) == want, f"{f.detector} cites {cited} for {f.host} {name}, its own are {want}"
+                checked[f.detector].add(f.host)
+            d.learn(batch, np.ones(len(batch), dtype=bool))
+    for kind, hosts in checked.items():
+        assert len(hosts) >= 2, f"{kind} flagged {sorted(hosts)}: too few hosts at once to check the citing"
