@@ -360,9 +360,15 @@ class Population(HostModel):
         if list(state.get("features", [])) != list(self.names):
             log.warning("population state is for other features; starting cold", saved=state.get("features"))
             return
+        cfg = self.config
         try:
             models = {}
             for key, m in state["models"].items():
+                saved = tuple(int(m["forest"][p]) for p in ("n_trees", "height", "window_size"))
+                if saved != (cfg.n_trees, cfg.height, cfg.window_size):
+                    # scores walk cfg.height levels and weigh by cfg.window_size: another forest would be misread
+                    raise ValueError(f"model {key} has (n_trees, height, window_size) {saved}, the config "
+                                     f"{(cfg.n_trees, cfg.height, cfg.window_size)}")
                 columns = [str(c) for c in m["columns"]]
                 models[key] = Model(
                     forests.rebuild(m["forest"], columns),
