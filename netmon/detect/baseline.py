@@ -131,12 +131,14 @@ class Baseline(HostModel):
         gap = seen.level - seen.mean
         z = gap / np.maximum(1.25 * seen.dev, DEV_FLOOR)
         z[~ready] = np.nan
-        with np.errstate(invalid="ignore"):
-            value = scaling.unlevel(seen.level)
-            usual = scaling.unlevel(seen.mean)
-            hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio)) & (value - usual >= self.floors)
+        hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio))
+        # the rise in the feature's unit only where the z and the ratio hold already (a few cells, not all)
+        cells = np.nonzero(hit)
+        value, usual = scaling.unlevel(seen.level[cells]), scaling.unlevel(seen.mean[cells])
+        hit[cells] = value - usual >= self.floors[cells[1]]
+        at = {cell: k for k, cell in enumerate(zip(*(c.tolist() for c in cells)))}
         hit[:, self.volume] &= ~np.isfinite(np.asarray(intervals.features["poll"], dtype=np.float64))[:, None]
-        worst = np.where(np.isnan(z).all(axis=1), np.nan, np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1))
+        worst = np.fmax.reduce(z, axis=1)  # the largest z of each host, NaN where it has none
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():
             cols = np.flatnonzero(hit[i])
@@ -150,7 +152,7 @@ class Baseline(HostModel):
                     "critical" if severe else "warning",
                     float(score01(worst[i : i + 1], cfg.z_alert)[0]),
                     f"its own usual level (last {min(hours, cfg.memory / 3600.0):.0f} h)",
-                    [Deviation(self.names[j], float(value[i, j]), float(usual[i, j]), float(z[i, j])) for j in cols],
+                    [Deviation(self.names[j], float(value[at[i, j]]), float(usual[at[i, j]]), float(z[i, j])) for j in cols],
                 )
             )
         return DetectorOutput(scores={"baseline": score01(worst, cfg.z_alert)}, findings=findings)
@@ -165,9 +167,16 @@ class Baseline(HostModel):
         learn = normal[:, None] & ~np.isnan(seen.level)
         first = learn & np.isnan(seen.mean)
         mean = np.where(first, seen.level, seen.mean)
-        gap = np.abs(seen.level - mean)
-        dev = np.where(learn & ~first, seen.dev + alpha * (gap - seen.dev), seen.dev)
-        mean = np.where(learn, mean + alpha * (seen.level - mean), mean)
+        # in place, the same arithmetic as dev + alpha * (|level - mean| - dev) and mean + alpha * (level - mean)
+        rise = np.subtract(seen.level, mean)
+        moved = np.abs(rise)
+        moved -= seen.dev
+        moved *= alpha
+        moved += seen.dev
+        dev = np.where(learn & ~first, moved, seen.dev)
+        rise *= alpha
+        rise += mean
+        mean = np.where(learn, rise, mean)
         self.close(seen.visit, n=n_new, mean=mean, dev=dev)
 
 

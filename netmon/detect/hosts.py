@@ -81,7 +81,7 @@ from netmon.batch import Finding, HostIntervals
 from netmon.config import Strict
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import top_server
-from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit, categories
 
 #: MAD of a normal distribution is this times smaller than its standard deviation.
 MAD_SCALE = 1.4826
@@ -247,7 +247,7 @@ class Hosts(HostModel):
         threshold = np.zeros(level.shape[0])
         median = np.full(level.shape[0], np.nan)
         own = np.zeros(level.shape[0], dtype=bool)
-        names, inverse = np.unique(group, return_inverse=True)
+        names, inverse = categories(group)
         campus = np.flatnonzero(judged)
 
         def stats(members: np.ndarray) -> tuple[float, float]:

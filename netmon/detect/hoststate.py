@@ -55,6 +55,31 @@ def host_hashes(hosts: np.ndarray) -> np.ndarray:
     return h
 
 
+def categories(values: np.ndarray, most: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for a column of few distinct strings (host
+    groups): one comparison pass per distinct value instead of sorting the whole column,
+    which for a million group names costs more than a model's arithmetic. A pass costs
+    about 1/16 of the sort (a million names: 16 passes 0.46 s, ``np.unique`` 0.53 s), so a
+    column of more than ``most`` distinct values is left to ``np.unique``. Integers sort
+    faster than they compare: for them ``np.unique`` itself is the right call."""
+    values = np.asarray(values)
+    code = np.full(values.shape[0], -1, dtype=np.intp)
+    firsts: list[int] = []
+    i = 0
+    while i < values.shape[0]:
+        if len(firsts) == most:
+            return np.unique(values, return_inverse=True)
+        code[values == values[i]] = len(firsts)
+        firsts.append(i)
+        rest = code[i:] < 0
+        i += int(np.argmax(rest)) if rest.any() else values.shape[0]
+    names = values[np.array(firsts, dtype=np.intp)]
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(firsts), dtype=np.intp)
+    rank[order] = np.arange(len(firsts))
+    return names[order], rank[code]
+
+
 @dataclass(frozen=True)
 class HostKeys:
     """One interval's host keys, hashed once (:meth:`of`) and handed to every
@@ -66,11 +91,13 @@ class HostKeys:
     hosts: np.ndarray
     hashes: np.ndarray
     order: np.ndarray | None = None
+    ordered: np.ndarray | None = None  # hashes[order]
 
     @classmethod
     def of(cls, hosts: np.ndarray) -> "HostKeys":
         hashes = host_hashes(hosts)
-        return cls(hosts, hashes, np.argsort(hashes))
+        order = np.argsort(hashes)
+        return cls(hosts, hashes, order, hashes[order])
 
     def matches(self, hosts: np.ndarray) -> bool:
         """True when these keys were made for ``hosts`` (the same array)."""
@@ -121,18 +148,20 @@ class HostTable:
             bigger[:capacity] = self.data[name]
             self.data[name] = bigger
 
-    def _find(self, h: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    def _find(self, h: np.ndarray, order: np.ndarray | None = None, ordered: np.ndarray | None = None) -> np.ndarray:
         """Row of each hash, -1 where unknown. The hashes are looked up in sorted ``order``
-        (argsort of ``h``, made here when not given): a binary search for ascending keys
-        starts where the last one ended, which at a million hosts is 25 times faster
-        than a million searches from the top, each missing the CPU's caches."""
+        (argsort of ``h``, made here when not given; ``ordered`` is ``h[order]``): a binary
+        search for ascending keys starts where the last one ended, which at a million hosts is
+        25 times faster than a million searches from the top, each missing the CPU's caches,
+        and the table is then read in its own order too; only the answer is put back in ``h``'s."""
         if not self.sorted_hashes.shape[0]:
             return np.full(h.shape[0], -1, dtype=np.int64)
         order = np.argsort(h) if order is None else order
-        pos = np.empty(h.shape[0], dtype=np.int64)
-        pos[order] = np.searchsorted(self.sorted_hashes, h[order])
-        pos = np.minimum(pos, self.sorted_hashes.shape[0] - 1)
-        return np.where(self.sorted_hashes[pos] == h, self.sorted_rows[pos], -1)
+        ordered = h[order] if ordered is None else ordered
+        pos = np.minimum(np.searchsorted(self.sorted_hashes, ordered), self.sorted_hashes.shape[0] - 1)
+        found = np.empty(h.shape[0], dtype=np.int64)
+        found[order] = np.where(self.sorted_hashes[pos] == ordered, self.sorted_rows[pos], -1)
+        return found
 
     def _index(self) -> None:
         order = np.argsort(self.hashes, kind="stable")
@@ -143,7 +172,7 @@ class HostTable:
         """Row index of each host (int64), new hosts get fresh rows at their initial values;
         ``keys`` are the hosts' :class:`HostKeys` when the engine made them already."""
         h = host_hashes(hosts) if keys is None else keys.hashes
-        found = self._find(h, None if keys is None else keys.order)
+        found = self._find(h) if keys is None else self._find(h, keys.order, keys.ordered)
         missing = np.flatnonzero(found < 0)
         if missing.size:
             new_hashes, first = np.unique(h[missing], return_index=True)
@@ -242,27 +271,27 @@ def windowed(
     window = np.broadcast_to(np.asarray(window, dtype=np.float64), (values.shape[1],))
     new_host = np.isnan(elapsed)[:, None]
     known = ~np.isnan(values)
-    state = np.empty(values.shape, dtype=np.float64)
-    current = np.empty(values.shape, dtype=np.float64)
-    # counts and levels are computed on their own columns only: the transcendental functions
-    # are most of the cost, and a feature is one or the other
-    count = np.flatnonzero(rates)
-    if count.size:
+    rate = np.asarray(rates, dtype=bool)
+    if rate.any():
+        # counts over whole rows, level columns included (their results are replaced below): a pass
+        # over every column costs less than gathering the count columns out and scattering them back.
+        # The transcendental functions run once per distinct window of the count features (a level
+        # column borrows one of theirs), not once per column.
+        windows = np.where(rate, window, window[rate][0])
         since = np.nan_to_num(elapsed, nan=np.inf).clip(min=0.0)
-        keep = _per_window(lambda w: np.exp(-since[:, None] / w), window[count])
-        filled = _per_window(lambda w: -np.expm1(-np.maximum(age, 1.0)[:, None] / w), window[count])
-        # in place, a million hosts' columns once each: decayed sums (0 for a new host) plus this interval's counts
-        counts = sums[:, count].astype(np.float64)
-        counts[new_host[:, 0]] = 0.0
-        counts *= keep
-        now = values[:, count]
-        now[~known[:, count]] = 0.0
-        counts += now
-        state[:, count] = counts
-        counts *= 3600.0 / window[count]
-        counts /= filled
-        current[:, count] = counts
-    level = np.flatnonzero(~np.asarray(rates, dtype=bool))
+        keep = _per_window(lambda w: np.exp(-since[:, None] / w), windows)
+        filled = _per_window(lambda w: -np.expm1(-np.maximum(age, 1.0)[:, None] / w), windows)
+        # in place, a million hosts' rows once each: decayed sums (0 for a new host) plus this interval's counts
+        state = sums.astype(np.float64)
+        state[new_host[:, 0]] = 0.0
+        state *= keep
+        state += np.where(known, values, 0.0)
+        current = state * (3600.0 / windows)
+        current /= filled
+    else:
+        state = np.empty(values.shape, dtype=np.float64)
+        current = np.empty(values.shape, dtype=np.float64)
+    level = np.flatnonzero(~rate)
     if level.size:
         blend = -np.expm1(-length / window[level])
         old = sums[:, level]
@@ -346,13 +375,13 @@ class HostModel:
         age = t - first + length
         counts = scaling.matrix(intervals, self.names, per_hour=False)
         sums, current = windowed(
-            self.table["sums"][rows], elapsed, age, length, self.window, counts, self.rates, self.priors
+            self.table["sums"].take(rows, axis=0), elapsed, age, length, self.window, counts, self.rates, self.priors
         )
         return Visit(intervals, t, length, rows, fresh, elapsed, first, age, sums, current)
 
     def carried(self, visit: Visit, column: str) -> np.ndarray:
         """A column's values for the visited hosts, at the initial value for hosts starting over."""
-        values = self.table[column][visit.rows]
+        values = self.table[column].take(visit.rows, axis=0)  # take: 2-3x faster than [rows] for rows of several values
         values[visit.fresh] = self.table.columns[column].fill
         return values
 

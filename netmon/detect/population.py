@@ -54,7 +54,7 @@ from netmon.config import Strict
 from netmon.detect import forests, scaling
 from netmon.detect.engine import DetectorOutput
 from netmon.detect.explain import Deviation, finding
-from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit
+from netmon.detect.hoststate import Column, HostKeys, HostModel, Visit, categories
 
 if TYPE_CHECKING:
     from river.anomaly import HalfSpaceTrees
@@ -105,27 +105,42 @@ def flatten(model: HalfSpaceTrees, columns: list[str]) -> Forest:
     return Forest(arrays["feature"].astype(np.int64), arrays["threshold"], arrays["r_mass"].astype(np.float64))
 
 
+def _path_masses(forest: Forest, height: int, size_limit: float) -> np.ndarray:
+    """Per tree and leaf, what river's ``score_one`` adds on the way down to that leaf: each
+    node's reference mass times 2^depth, until (and with) the first node lighter than
+    ``size_limit``. A path is decided by its leaf, so scoring a row needs only its leaf."""
+    path = np.zeros(forest.r_mass.shape)
+    going = np.zeros(forest.r_mass.shape, dtype=bool)
+    path[:, 0] = forest.r_mass[:, 0]
+    going[:, 0] = forest.r_mass[:, 0] >= size_limit
+    for depth in range(1, height + 1):
+        nodes = np.arange(2**depth - 1, 2 ** (depth + 1) - 1)
+        parent = (nodes - 1) // 2
+        r = forest.r_mass[:, nodes]
+        path[:, nodes] = path[:, parent] + np.where(going[:, parent], r * 2.0**depth, 0.0)
+        going[:, nodes] = going[:, parent] & (r >= size_limit)
+    return path
+
+
 def tree_scores(forest: Forest, x: np.ndarray, height: int, window_size: int) -> np.ndarray:
-    """river's HalfSpaceTrees ``score_one`` for every row of ``x`` at once (no NaN in ``x``)."""
+    """river's HalfSpaceTrees ``score_one`` for every row of ``x`` at once (no NaN in ``x``).
+
+    Each row only walks down to its leaf; what river adds along the way is read from the
+    leaf (:func:`_path_masses`). The masses and their weights are whole numbers, so every
+    sum is exact whatever order it is added in, and the scores equal river's."""
     n = x.shape[0]
-    trees = forest.feature.shape[0]
     size_limit = 0.1 * window_size
+    path = _path_masses(forest, height, size_limit)
     total = np.zeros(n)
     flat = np.ascontiguousarray(x.T).ravel()
     rows = np.arange(n, dtype=np.int64)
-    for t in range(trees):
+    for t in range(forest.feature.shape[0]):
         node = np.zeros(n, dtype=np.int64)
-        active = np.ones(n, dtype=bool)
-        weight = 1.0
-        r_mass, offset, threshold = forest.r_mass[t], forest.feature[t] * n, forest.threshold[t]
+        offset, threshold = forest.feature[t] * n, forest.threshold[t]
         for _ in range(height):
-            r = r_mass[node]
-            total += r * (weight * active)
-            active &= r >= size_limit
-            node = 2 * node + 1 + (flat[offset[node] + rows] >= threshold[node])
-            weight *= 2.0
-        total += r_mass[node] * (weight * active)
-    top = trees * window_size * (2 ** (height + 1) - 1)
+            node = 2 * node + 1 + (flat.take(offset.take(node) + rows) >= threshold.take(node))
+        total += path[t].take(node)
+    top = forest.feature.shape[0] * window_size * (2 ** (height + 1) - 1)
     return 1.0 - total / top
 
 
@@ -232,11 +247,12 @@ class Population(HostModel):
         if not len(intervals):
             return by_key
         bits = len(self.names)
-        groups, group_of = np.unique(np.asarray(intervals.group, dtype=str), return_inverse=True)
+        groups, group_of = categories(np.asarray(intervals.group, dtype=str))
         pattern = known.astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
         combined = group_of.astype(np.int64) << bits | pattern
-        unique, inverse = np.unique(combined, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
+        unique, inverse = np.unique(combined, return_inverse=True)  # integers: a sort beats comparison passes
+        # a stable sort of small integers is a radix sort: one pass, not a million-row merge sort
+        order = np.argsort(inverse.astype(np.uint16) if unique.size <= 1 << 16 else inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
         for u, code in enumerate(unique.tolist()):
             members = order[bounds[u] : bounds[u + 1]]
@@ -261,15 +277,20 @@ class Population(HostModel):
             x = scaled[np.ix_(members, cols)]
             s = tree_scores(model.current(cfg.window_size), x, cfg.height, cfg.window_size)
             scores[members] = s
+            # which features stand out, only for the hosts the forest scores as outliers (a few)
+            suspect = np.flatnonzero(s >= cfg.threshold)
+            if not suspect.size:
+                continue
             top = model.percentile(cfg.quantile)
             typical = scaling.unlevel(top * self.top[cols])
-            above = (x - top) * self.top[cols]
-            named = (above >= np.log2(cfg.ratio)) & (values[np.ix_(members, cols)] - typical >= self.floors[cols])
-            named[:, [self.names[c] == "socket_rate" for c in cols]] &= ~honest[members, None]
-            outlier = (s >= cfg.threshold) & named.any(axis=1)
-            seen.outlier[members] = outlier
+            above = (x[suspect] - top) * self.top[cols]
+            named = (above >= np.log2(cfg.ratio)) & (values[np.ix_(members[suspect], cols)] - typical >= self.floors[cols])
+            named[:, [self.names[c] == "socket_rate" for c in cols]] &= ~honest[members[suspect], None]
+            stands = named.any(axis=1)
+            seen.outlier[members[suspect[stands]]] = True
             group = key.split("|")[0]
-            for m in np.flatnonzero(outlier).tolist():
+            for p in np.flatnonzero(stands).tolist():
+                m = int(suspect[p])
                 i = int(members[m])
                 since = seen.since[i] if not np.isnan(seen.since[i]) else t - seen.visit.length
                 if t - since < cfg.persist:
@@ -285,9 +306,9 @@ class Population(HostModel):
                         f"learned; forest score {s[m]:.2f}; an outlier for {(t - since) / 3600:.1f} h)",
                         [
                             Deviation(
-                                self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(above[m, j]), "log2 above"
+                                self.names[cols[j]], float(values[i, cols[j]]), float(typical[j]), float(above[p, j]), "log2 above"
                             )
-                            for j in np.flatnonzero(named[m])
+                            for j in np.flatnonzero(named[p])
                         ],
                     )
                 )
@@ -339,9 +360,15 @@ class Population(HostModel):
         if list(state.get("features", [])) != list(self.names):
             log.warning("population state is for other features; starting cold", saved=state.get("features"))
             return
+        cfg = self.config
         try:
             models = {}
             for key, m in state["models"].items():
+                saved = tuple(int(m["forest"][p]) for p in ("n_trees", "height", "window_size"))
+                if saved != (cfg.n_trees, cfg.height, cfg.window_size):
+                    # scores walk cfg.height levels and weigh by cfg.window_size: another forest would be misread
+                    raise ValueError(f"model {key} has (n_trees, height, window_size) {saved}, the config "
+                                     f"{(cfg.n_trees, cfg.height, cfg.window_size)}")
                 columns = [str(c) for c in m["columns"]]
                 models[key] = Model(
                     forests.rebuild(m["forest"], columns),

@@ -338,3 +338,20 @@ def test_checkpoint_bytes_round_trip_and_foreign_bytes_are_refused_before_readin
     assert checkpoint.loads(checkpoint.dumps(states)) == states
     with pytest.raises(checkpoint.CheckpointError, match="not a netmon checkpoint"):
         checkpoint.loads(b"\x80\x04junk that is not a checkpoint")
+
+
+def test_a_population_state_of_other_forest_parameters_starts_cold_instead_of_failing_every_score(tmp_path):
+    path = tmp_path / "state.ckpt"
+    tables = {"population": {"min_learned": 50, "persist": 0.0, "height": 6}}
+    fleet = Fleet.clients(60)
+    first = _engine(path, **tables)
+    _feed(first, fleet, 0.0, 1.5)
+    assert first.detectors["population"].models, "the population model learned nothing to checkpoint"
+    first.save()
+    for changed in ({"height": 8}, {"height": 4}, {"n_trees": 12}, {"window_size": 100}):
+        second = _engine(path, population={**tables["population"], **changed})
+        assert not second.detectors["population"].models, f"a forest saved at height 6 was kept under {changed}"
+        scores = second.process(fleet.interval(1.5 * HOUR)).scores["population"]
+        assert np.isnan(scores).all(), f"a cold population model scored under {changed}"
+    kept = _engine(path, **tables)
+    assert kept.detectors["population"].models, "a state of the configured forest parameters was dropped"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netmon.detect.hoststate import Column, HostKeys, HostTable, windowed
+from netmon.detect.hoststate import Column, HostKeys, HostTable, categories, windowed
 
 
 def _table() -> HostTable:
@@ -112,3 +112,19 @@ def test_keys_among_names_is_exactly_membership_by_string(monkeypatch):
 
 def test_an_empty_interval_hashes_to_no_keys():
     assert HostKeys.of(np.array([], dtype=str)).hashes.shape == (0,)
+
+
+def test_categories_are_numpy_unique_with_its_inverse_for_few_or_many_values():
+    rng = np.random.default_rng(3)
+    columns = [
+        np.array(["residences", "labs", "clients", "labs"])[rng.integers(0, 4, 5000)],
+        np.array([f"hall-{k}" for k in range(40)])[rng.integers(0, 40, 5000)],  # more than the fast path takes
+        rng.integers(-5, 40, 3000) * 7,
+        np.array(["only"]),
+        np.array([], dtype=str),
+    ]
+    for values in columns:
+        names, inverse = categories(values)
+        want_names, want_inverse = np.unique(values, return_inverse=True)
+        assert names.dtype == want_names.dtype and np.array_equal(names, want_names), f"names differ for {values[:5]}"
+        assert np.array_equal(inverse, want_inverse), f"inverse differs for {values[:5]}"

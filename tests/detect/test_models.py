@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
-from netmon.detect import baseline, drift, population
+from netmon.detect import baseline, drift, population, scaling
 from tests.detect.fleet import Fleet, run
 
 HOUR = 3600.0
@@ -161,3 +161,71 @@ def test_flow_rows_with_nan_ntp_features_are_scored_on_what_is_known():
         assert np.isfinite(scores).mean() > 0.9, f"{d.name}: NaN features left most hosts unscored"
     assert _first(found, fleet.hosts[9], "model.baseline") is not None, "flow-only flood not flagged"
     assert all(not np.isnan(v["value"]) for f in found for v in f.evidence.values()), "a finding cites an unknown value"
+
+
+def test_population_tree_walk_scores_exactly_as_river_whether_rows_stop_early_or_reach_the_leaves():
+    rng = np.random.default_rng(8)
+    columns = ["a", "b", "c", "d"]
+    for height, window in ((3, 20), (8, 250), (10, 40)):
+        hst = HalfSpaceTrees(n_trees=7, height=height, window_size=window, seed=height)
+        for row in rng.random((3 * window, 4)) ** 3:  # crowded near 0: heavy nodes there, light ones elsewhere
+            hst.learn_one(dict(zip(columns, row)))
+        probe = np.vstack([rng.random((200, 4)) ** 3, rng.random((200, 4)), np.eye(4), np.zeros((1, 4))])
+        fast = population.tree_scores(population.flatten(hst, columns), probe, height, window)
+        slow = np.array([hst.score_one(dict(zip(columns, row))) for row in probe])
+        np.testing.assert_array_equal(fast, slow, err_msg=f"tree walk differs from river at height {height}")
+
+
+def test_population_scores_follow_river_across_window_pivots_and_a_restored_state():
+    """The flattened forest (and the path masses read from it) is cached per model until river
+    pivots to a new window: a stale copy would score with the previous window's masses."""
+    cfg = population.Config(window_size=10, sample=7, min_learned=10, persist=0.0)
+    fleet = Fleet.clients(60, seed=4)
+    model = population.Population(cfg)
+    compared = 0
+    for k in range(24):
+        batch = fleet.interval(k * 60.0)
+        if k == 12:  # what a restart does: the state goes out as arrays and comes back
+            restored = population.Population(cfg)
+            restored.load_state(model.state())
+            model = restored
+        scores = model.score(batch).scores["population"]
+        seen = model._observe(batch, None)
+        for key, members in seen.by_key.items():
+            forest = model.models.get(key)
+            if forest is None or np.isnan(scores[members]).all():
+                continue
+            columns = forest.columns
+            cols = [model.names.index(c) for c in columns]
+            want = [forest.hst.score_one(dict(zip(columns, row))) for row in seen.scaled[np.ix_(members, cols)].tolist()]
+            np.testing.assert_array_equal(scores[members], want, err_msg=f"interval {k}, model {key}: scores off river's")
+            compared += 1
+        model.learn(batch, np.ones(len(batch), dtype=bool))
+    assert compared >= 15, f"only {compared} model-intervals were scored: the forests never passed their first window"
+
+
+def test_baseline_and_drift_cite_each_flagged_hosts_own_values_when_several_rise_at_once():
+    """Several hosts and features past the bar in one interval: each finding's evidence is that
+    host's own windowed value and usual level for that feature, not another cell's."""
+    fleet = Fleet.clients(50, seed=5)
+    fleet.flow = True
+    for host, period in ((7, 1.0), (11, 3.0), (30, 0.5)):
+        fleet.add(host, period, 0.0, start=13 * HOUR)
+    detectors = [baseline.build(baseline.Config()), drift.build(drift.Config())]
+    usual_of = {"model.baseline": "mean", "model.drift": "ref"}
+    checked: dict[str, set[str]] = {"model.baseline": set(), "model.drift": set()}
+    for k in range(int(14.5 * HOUR / 60)):
+        batch = fleet.interval(k * 60.0)
+        for d in detectors:
+            out = d.score(batch)
+            seen = d._observe(batch, None)
+            for f in out.findings:
+                i = batch.host.tolist().index(f.host)
+                for name, cited in f.evidence.items():
+                    j = d.names.index(name)
+                    want = (float(scaling.unlevel(seen.level[i, j])), float(scaling.unlevel(getattr(seen, usual_of[f.detector])[i, j])))
+                    assert (cited["value"], cited["baseline"]) == want, f"{f.detector} cites {cited} for {f.host} {name}, its own are {want}"
+                checked[f.detector].add(f.host)
+            d.learn(batch, np.ones(len(batch), dtype=bool))
+    for kind, hosts in checked.items():
+        assert len(hosts) >= 2, f"{kind} flagged {sorted(hosts)}: too few hosts at once to check the citing"
