@@ -91,7 +91,10 @@ class ManagedSink:
         self._queue: deque[_Entry] = deque()
         self._bytes = 0
         self._busy = False
+        self._queue_head: _Entry | None = None  # the item being attempted while _busy
         self._closing = False
+        self._closing_attempt: _Entry | None = None  # the queued item being attempted when close began
+        self._abandoned: _Entry | None = None  # that attempt, when close gave up waiting for it
         self._cond = threading.Condition()
         for counter in COUNTERS + (RETRY_COUNTERS if retry else ()):
             health.count(f"{self.prefix}.{counter}", 0)
@@ -135,13 +138,20 @@ class ManagedSink:
 
     def close(self, timeout: float | None = None) -> None:
         """Hand over what is queued (for up to ``timeout`` seconds; None = all of it), then close
-        the sink and stop its thread; items still queued (an attempt in flight too) are counted
-        ``lost`` here, before this returns, even when a hung attempt holds the sink's thread."""
+        the sink and stop its thread; items still queued are counted ``lost`` here, before this
+        returns, and so is an attempt still in flight a second later (a hung attempt must not
+        hold shutdown): such an attempt that then succeeds is not counted ``written`` as well,
+        and one that ends within that second counts as what it was (written, or lost)."""
         self.drain(timeout)
         with self._cond:
             self._closing = True
             self._give_up()
-        self._thread.join(None if timeout is None else 1.0)  # a hung attempt must not hold shutdown
+        self._thread.join(None if timeout is None else 1.0)
+        with self._cond:
+            if self._busy and self._closing_attempt is not None:
+                self._abandoned = self._closing_attempt
+                health.count(f"{self.prefix}.lost")
+                log.error("sink closed with a write still running; its item counted lost", sink=self.tag)
 
     def _run(self, build: Callable[[], Any]) -> None:
         try:
@@ -167,13 +177,19 @@ class ManagedSink:
                     self._cond.wait()
                 if self._closing:
                     return
-                entry = self._queue[0]
+                entry = self._queue_head = self._queue[0]
                 self._busy = True
             done = self._attempt(entry.item)
             with self._cond:
                 self._busy = False
-                if not done and self._closing:
-                    continue  # counted lost by _give_up
+                if entry is self._abandoned:
+                    return  # close counted it lost and returned
+                if done:
+                    health.count(f"{self.prefix}.written")
+                elif self._closing:
+                    if entry is self._closing_attempt:
+                        health.count(f"{self.prefix}.lost")  # the attempt in flight at close failed
+                    continue
                 if not done and self._retrying(entry):
                     failures += 1
                     health.count(f"{self.prefix}.retried")
@@ -205,7 +221,6 @@ class ManagedSink:
         except Exception as exc:  # noqa: BLE001 - isolation: one sink's failure never ends the service
             self._error("write", exc)
             return False
-        health.count(f"{self.prefix}.written")
         return True
 
     def _remove(self, entry: _Entry) -> None:
@@ -214,10 +229,15 @@ class ManagedSink:
         self._publish()
 
     def _give_up(self) -> None:
-        """At close: what is still queued is lost for this sink (counted and logged); holds ``_cond``."""
+        """At close: what is still queued is lost for this sink (counted and logged), except an
+        attempt in flight, counted by how it ends (see :meth:`close`); holds ``_cond``."""
+        inflight = self._busy and any(e is self._queue_head for e in self._queue)
+        self._closing_attempt = self._queue_head if inflight else None
+        waiting = len(self._queue) - inflight
+        if waiting:
+            health.count(f"{self.prefix}.lost", waiting)
+            log.error("sink closed with items undelivered", sink=self.tag, undelivered=waiting)
         if self._queue:
-            health.count(f"{self.prefix}.lost", len(self._queue))
-            log.error("sink closed with items undelivered", sink=self.tag, undelivered=len(self._queue))
             self._queue.clear()
             self._bytes = 0
             self._publish()

@@ -284,13 +284,20 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class CredentialError(OSError):
+    """A credential file that cannot be read. The message names the file and why, never a
+    byte of what it holds; callers add which sink it is."""
+
+
 def _secret(value: SecretStr | None, env: str, path: str | None) -> str:
     """A credential from a file, the config or the environment, in that order; never logged."""
     if path:
         try:
             text = Path(path).read_text().strip()
         except OSError as exc:
-            raise OSError(f"influx sink: cannot read the credential file {path}: {exc.strerror}") from None
+            raise CredentialError(f"cannot read the credential file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:  # its message would quote a byte of the secret
+            raise CredentialError(f"cannot read the credential file {path}: it is not UTF-8 text") from None
         return text.splitlines()[0].strip() if text else ""
     if value is not None:
         return value.get_secret_value()
@@ -390,19 +397,20 @@ def database_problem(config: Config, session: requests.Session) -> tuple[str, bo
     listing = session.get(config.url.rstrip("/") + "/query", params={"q": "SHOW DATABASES"},
                           timeout=min(config.timeout, 5.0))
     if listing.status_code == 401:
-        return f"{config.url} refuses the credentials of {who} (HTTP 401)", False
+        return f"{redact_url(config.url)} refuses the credentials of {who} (HTTP 401)", False
     try:
         series = listing.json()["results"][0].get("series", [])
         names = {row[0] for item in series for row in item.get("values", [])}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        log.info("cannot list InfluxDB databases; writing anyway", url=config.url, status=listing.status_code)
+        log.info("cannot list InfluxDB databases; writing anyway", url=redact_url(config.url),
+                 status=listing.status_code)
         return None
     if config.database in names:
         return None
     probe = session.post(config.url.rstrip("/") + "/write", params={"db": config.database}, data=b"",
                          timeout=min(config.timeout, 5.0))
     if probe.status_code == 404:
-        return f"database {config.database!r} does not exist on {config.url}", True
+        return f"database {config.database!r} does not exist on {redact_url(config.url)}", True
     if probe.status_code == 403:
         return (f"{who} may not write to database {config.database!r}: as an admin, "
                 f"GRANT WRITE ON {_quoted(config.database)} TO {_quoted(config.username)}"), False
@@ -428,7 +436,7 @@ def ensure_database(config: Config, session: requests.Session) -> None:
     refused = _influxql(session, config, f"CREATE DATABASE {_quoted(config.database)}")
     if refused:
         raise DatabaseError(f"influx sink: {problem} and cannot be created ({refused}): {fix}")
-    log.info("created the InfluxDB database", database=config.database, url=config.url)
+    log.info("created the InfluxDB database", database=config.database, url=redact_url(config.url))
 
 
 class V1Transport:
@@ -456,7 +464,7 @@ class V1Transport:
                 break
             ensure_database(self._config, self._session)
         if response.status_code == 404:
-            raise DatabaseError(f"influx sink: HTTP 404 from {self._url}: {response.text[:200]}")
+            raise DatabaseError(f"influx sink: HTTP 404 from {redact_url(self._url)}: {response.text[:200]}")
         if response.status_code in _PERMANENT:
             raise Rejected(f"HTTP {response.status_code}: {response.text[:300]}")
         response.raise_for_status()
@@ -522,8 +530,8 @@ def check(config: Config) -> list[str]:
     try:
         token = _secret(config.token, config.token_env, config.token_file)
         password = _secret(config.password, config.password_env, config.password_file)
-    except OSError as exc:
-        return [str(exc).removeprefix("influx sink: ")]  # check-config names the sink itself
+    except CredentialError as exc:
+        return [str(exc)]  # check-config names the sink itself
     if config.api == "v2" and not token:
         problems.append(f"no token: set token_file, token, or the environment variable {config.token_env}")
     if config.api == "v1" and config.username and not password:
@@ -560,14 +568,19 @@ def _can_create(config: Config) -> bool:
 def build(config: Config, settings: Any = None) -> InfluxSink:
     """The sink for one ``[[sinks]] type = "influx"`` table. A v1 database that is missing
     is created first (DatabaseError when it cannot be: a replay must not leave every point
-    stranded in the spool); a server that does not answer yet is the spool's job."""
-    if config.api == "v1":
-        try:
-            with _v1_session(config) as session:
-                ensure_database(config, session)
-        except requests.RequestException as exc:
-            log.warning("database not reachable at start; points wait in the spool", url=config.url,
-                        error=type(exc).__name__)
+    stranded in the spool); a server that does not answer yet is the spool's job. A credential
+    file that cannot be read is a CredentialError naming this sink."""
+    try:
+        if config.api == "v1":
+            try:
+                with _v1_session(config) as session:
+                    ensure_database(config, session)
+            except requests.RequestException as exc:
+                log.warning("database not reachable at start; points wait in the spool",
+                            url=redact_url(config.url), error=type(exc).__name__)
+        send = transport(config)
+    except CredentialError as exc:
+        raise CredentialError(f"influx sink: {exc}") from None
     for name in naming.START_COUNTERS:
         health.count(name, 0)
-    return InfluxSink(config, transport(config))
+    return InfluxSink(config, send)

@@ -98,14 +98,16 @@ class Spool:
         self._last_drop_log = -math.inf
         self._sizes: dict[int, int] = {}
         self._points: dict[int, int] = {}
+        sent: int | None = None  # points before the cursor, when it is at a record boundary of its segment
         for seq in self._segments():
-            self._scan(seq)
-        self._cursor = self._usable(self._cursor)
+            found = self._scan(seq, self._cursor.offset if seq == self._cursor.seq else None)
+            sent = found if seq == self._cursor.seq else sent
+        self._cursor = self._usable(self._cursor, sent)
         self._drop_before_cursor()
         if self._cursor.seq not in self._sizes:  # its segment is gone (dropped by the bound, or by hand)
             self._cursor = Position(min(self._sizes, default=self._cursor.seq), 0)
-        elif self._cursor.offset:
-            self._sent = self._walk(self._cursor.seq, self._cursor.offset)[1]  # sent before a restart
+        elif self._cursor.offset and sent is not None:
+            self._sent = sent  # sent before a restart
         last = max(self._sizes, default=self._cursor.seq)
         self._write_seq = last
         self._fd = os.open(self.dir / _segment_name(last), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -217,15 +219,15 @@ class Spool:
         stems = {p.name[: -len(_SEGMENT_SUFFIX)]: p for p in self.dir.glob("*" + _SEGMENT_SUFFIX) if p.is_file()}
         return sorted(int(s) for s, p in stems.items() if s.isdigit() and _segment_name(int(s)) == p.name)
 
-    def _usable(self, cursor: Position) -> Position:
+    def _usable(self, cursor: Position, sent: int | None) -> Position:
         """The cursor, unless it was edited or damaged: ahead of every segment, negative, or
-        not at the end of a record, it would drop unsent points without a word (every segment
-        below it is deleted) or never send again. The spool is then sent again from its oldest
+        not at the end of a record (``sent`` None: the scan of its segment passed no record
+        boundary there), it would drop unsent points without a word (every segment below it
+        is deleted) or never send again. The spool is then sent again from its oldest
         segment, counted: InfluxDB takes a resent point as an overwrite, not a duplicate."""
         if not self._sizes or (cursor.seq not in self._sizes and cursor.seq < max(self._sizes)):
             return cursor  # no spool yet, or a cursor into a segment the bound dropped: handled below
-        if (cursor.seq in self._sizes and 0 <= cursor.offset <= self._sizes[cursor.seq]
-                and self._walk(cursor.seq, cursor.offset)[0] == cursor.offset):  # 0 or the end of a record
+        if cursor.seq in self._sizes and sent is not None:
             return cursor
         health.count(f"{self.name}.spool.cursor_reset")
         log.warning("spool cursor unusable; sending the spool again from its oldest segment", spool=str(self.dir),
@@ -240,24 +242,33 @@ class Spool:
             first = self._segments()
             return Position(first[0] if first else 0, 0)
 
-    def _scan(self, seq: int) -> None:
-        """Size and points of a segment; a torn last record (crash mid-write) is cut off."""
+    def _scan(self, seq: int, mark: int | None = None) -> int | None:
+        """Size and points of a segment; a torn last record (crash mid-write) is cut off.
+        Returns the points of the records before byte ``mark`` when ``mark`` is a record
+        boundary (0 and the end included), else None: the cursor's segment is read once at
+        open, not walked again to check and count the cursor."""
         path = self.dir / _segment_name(seq)
         data = path.read_bytes()
         offset = points = 0
+        before = None
         while offset + _HEADER.size <= len(data):
+            if offset == mark:
+                before = points
             length, count, crc = _HEADER.unpack_from(data, offset)
             payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
             if len(payload) != length or zlib.crc32(payload) != crc:
                 break
             offset += _HEADER.size + length
             points += count
+        if offset == mark:
+            before = points
         if offset != len(data):
             health.count(f"{self.name}.spool.torn_bytes", len(data) - offset)
             log.warning("spool segment had a torn record; cut off", segment=path.name, bytes=len(data) - offset)
             os.truncate(path, offset)
         self._sizes[seq] = offset
         self._points[seq] = points
+        return before
 
     def _read_at(self, position: Position) -> Record | None:
         path = self.dir / _segment_name(position.seq)
@@ -282,18 +293,6 @@ class Spool:
 
     def _pending_points(self) -> int:
         return sum(self._points.values()) - (self._sent if self._cursor.seq in self._points else 0)
-
-    def _walk(self, seq: int, end: int) -> tuple[int, int]:
-        """The record boundary reached walking segment ``seq`` from its start up to byte ``end``
-        (``end`` itself when it is one), and the points of the records passed."""
-        with open(self.dir / _segment_name(seq), "rb") as handle:
-            data = handle.read(end)
-        offset = points = 0
-        while offset < end and offset + _HEADER.size <= len(data):
-            length, count, _crc = _HEADER.unpack_from(data, offset)
-            offset += _HEADER.size + length
-            points += count
-        return offset, points
 
     def _roll(self) -> None:
         os.fsync(self._fd)

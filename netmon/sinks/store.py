@@ -189,6 +189,17 @@ def _floats(values: tuple[Any, ...], name: str, path: Path) -> np.ndarray:
     return out
 
 
+def _literal(value: Any) -> str | None:
+    """``value`` as SQL text that SQLite reads back exactly (an integer; a float with no
+    fraction below 2**53, kept REAL by its ".0"), else None: SQLite's own decimal parsing
+    may round other floats differently from Python, so those are bound."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) < 2.0 ** 53:
+        return f"{int(value)}.0"
+    return None
+
+
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
@@ -297,11 +308,13 @@ class Store:
             self._known.add(name)
         return bool(missing)
 
-    def _insert(self, names: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
-        self.db.executemany(
-            f"INSERT OR REPLACE INTO intervals ({', '.join(_q(c) for c in names)}) VALUES ({', '.join('?' * len(names))})",
-            rows,
-        )
+    def _insert(self, names: list[str], rows: Iterable[tuple[Any, ...]], literals: dict[str, str] | None = None) -> None:
+        """Insert ``rows`` (values of ``names``); ``literals``: columns with the same value in
+        every row, as SQL text (:func:`_literal`), which SQLite then need not bind row by row."""
+        literals = literals or {}
+        columns = ", ".join(_q(c) for c in (*names, *literals))
+        values = ", ".join(["?"] * len(names) + list(literals.values()))
+        self.db.executemany(f"INSERT OR REPLACE INTO intervals ({columns}) VALUES ({values})", rows)
 
     def write(self, scored: Scored) -> None:
         """Store one closed interval: every host's features and scores, and the findings.
@@ -327,13 +340,15 @@ class Store:
         def column(values: Any, dtype: Any = None) -> list[Any]:
             return np.asarray(values, dtype=dtype)[order].tolist()
 
+        same = {"start": iv.start, "end": iv.end, "layout": self._layout}
+        literals = {name: text for name, value in same.items() if (text := _literal(value)) is not None}
+        bound = [name for name in same if name not in literals]
         # a failing statement undoes only itself: intervals written before it stay in the open transaction
-        self._insert([*_ROW_COLUMNS, *score_columns], zip(
-            column(iv.host), column(iv.group), column(iv.role), repeat(iv.start), repeat(iv.end), column(worst),
-            *(column(iv.features.get(name, unknown), np.float64) for name in COLUMN_FEATURES),
-            repeat(self._layout), store_rows.pack(iv.features, _PACKED, n, order),
-            *(column(v, np.float64) for v in score_columns.values()),
-        ))
+        self._insert(["host", "grp", "role", *bound, "score", *COLUMN_FEATURES, "features", *score_columns], zip(
+            column(iv.host), column(iv.group), column(iv.role), *(repeat(same[name]) for name in bound),
+            column(worst), *(column(iv.features.get(name, unknown), np.float64) for name in COLUMN_FEATURES),
+            store_rows.pack(iv.features, _PACKED, n, order), *(column(v, np.float64) for v in score_columns.values()),
+        ), literals)
         self.db.executemany(
             "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(f.host, f.group, f.start, f.end, f.detector, f.severity, f.score, f.server, f.explanation,

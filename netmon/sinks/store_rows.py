@@ -25,6 +25,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+#: Rows packed together: large enough that numpy's per-call cost is nothing per row, small
+#: enough that a block's temporaries (~200 bytes a row) stay in the CPU's cache.
+BLOCK = 8192
+
 
 def pack(features: Mapping[str, np.ndarray], names: Sequence[str], n: int,
          order: np.ndarray | None = None) -> list[bytes]:
@@ -32,38 +36,70 @@ def pack(features: Mapping[str, np.ndarray], names: Sequence[str], n: int,
     from ``features`` is NaN in every row), in the layout ``names``; the rows in
     ``order`` (indexes) when given.
 
-    Works column by column (masks are feature-major, so every numpy pass is contiguous);
-    columns that are all NaN or all zero cost no per-row work beyond their bits."""
-    nan = np.zeros((len(names), n), dtype=bool)
-    zero = np.zeros((len(names), n), dtype=bool)
+    Rows are packed in blocks of :data:`BLOCK` in their own order (contiguous slices,
+    numpy temporaries that stay in cache and reuse their memory), each block laid out in
+    one buffer, so Python's only per-row work is one slice of it; ``order`` then
+    permutes the finished blobs (joining two slices a row, on rows gathered in
+    ``order``, was half of the store's time)."""
+    columns = [features.get(name) for name in names]
+    columns = [None if c is None else np.asarray(c, dtype=np.float64) for c in columns]
+    blobs: list[bytes] = []
+    for lo in range(0, n, BLOCK):
+        blobs.extend(_pack_block(columns, lo, min(n, lo + BLOCK)))
+    if order is None:
+        return blobs
+    table = np.empty(n, dtype=object)
+    table[:] = blobs
+    return table[np.asarray(order, dtype=np.intp)].tolist()
+
+
+def _pack_block(columns: list[np.ndarray | None], lo: int, hi: int) -> list[bytes]:
+    """The blobs of rows ``lo:hi``. Masks are feature-major (contiguous passes); columns
+    NaN or zero in every row of the block cost nothing beyond their bits."""
+    count = hi - lo
+    nan = np.zeros((len(columns), count), dtype=bool)
+    zero = np.zeros((len(columns), count), dtype=bool)
     kept: list[np.ndarray] = []
-    where: list[int] = []
-    for j, name in enumerate(names):
-        column = features.get(name)
+    for j, column in enumerate(columns):
         if column is None:
             nan[j] = True
             continue
-        column = np.asarray(column, dtype=np.float64)
-        np.isnan(column, out=nan[j])
-        np.equal(column, 0.0, out=zero[j])
+        part = column[lo:hi]
+        np.isnan(part, out=nan[j])
+        np.equal(part, 0.0, out=zero[j])
         if not (nan[j] | zero[j]).all():
-            kept.append(column)
-            where.append(j)
-    bits = np.concatenate([np.packbits(nan, axis=0, bitorder="little"),
-                           np.packbits(zero, axis=0, bitorder="little")])
-    head = bits.T.tobytes()  # row-major: each row's NaN bits, then its zero bits
-    size = bits.shape[0]
-    if kept:
-        keep = ~(nan[where] | zero[where])
-        values = np.stack(kept).T[keep.T].astype("<f8").tobytes()
-        ends = np.cumsum(keep.sum(axis=0)) * 8
-    else:
-        values, ends = b"", np.zeros(n, dtype=np.int64)
-    stops = ends.astype(np.int64)
-    starts = stops - np.diff(stops, prepend=0)
-    rows = np.arange(n) if order is None else np.asarray(order)
-    return [head[h:h + size] + values[a:e]
-            for h, a, e in zip((rows * size).tolist(), starts[rows].tolist(), stops[rows].tolist())]
+            kept.append(part)
+    head = np.ascontiguousarray(np.concatenate([np.packbits(nan, axis=0, bitorder="little"),
+                                                np.packbits(zero, axis=0, bitorder="little")]).T)
+    matrix = np.ascontiguousarray(np.stack(kept).T) if kept else np.zeros((count, 0))
+    keep = ~(np.isnan(matrix) | (matrix == 0.0))
+    values = matrix[keep]  # row-major: each row's values in layout order
+    per_row = keep.sum(axis=1)
+    size = head.shape[1]
+    stops = np.cumsum(size + 8 * per_row)
+    starts = stops - (size + 8 * per_row)
+    out = np.empty(int(stops[-1]), dtype=np.uint8)
+    _put(out, starts, head)
+    if values.size:
+        # a row's k-th value starts at starts + size + 8k, and starts = size * row + 8 * (values in earlier rows)
+        at = 8 * np.arange(values.size) + size * np.repeat(np.arange(1, count + 1), per_row)
+        np.ndarray((out.size - 7,), dtype="<f8", buffer=out, strides=(1,))[at] = values
+    data = out.tobytes()
+    return [data[a:e] for a, e in zip(starts.tolist(), stops.tolist())]
+
+
+def _put(out: np.ndarray, at: np.ndarray, block: np.ndarray) -> None:
+    """Write row i of ``block`` (uint8, rows of s bytes) to ``out[at[i]:at[i] + s]``, eight
+    bytes at a time (a view of ``out`` whose element i is the word at byte i; the last
+    word may overlap the one before)."""
+    size = block.shape[1]
+    if size < 8 or not len(at):
+        for b in range(size):
+            out[at + b] = block[:, b]
+        return
+    words = np.ndarray((out.size - 7,), dtype="<u8", buffer=out, strides=(1,))
+    for b in (*range(0, size - 7, 8), size - 8):
+        words[at + b] = np.ascontiguousarray(block[:, b:b + 8]).view("<u8").ravel()
 
 
 def unpack(blob: bytes, names: Sequence[str]) -> dict[str, float]:

@@ -152,3 +152,25 @@ def test_influx_v1_database_dropped_while_running_is_created_again_and_nothing_i
     assert sink.spool.pending_points() == 0, "points stranded in the spool"
     stored = bare_influx1.series('SELECT count("requests") FROM "ntp_traffic"')
     assert stored and stored[0]["values"][0][1] == 2 * 5 * len(run)
+
+
+def test_a_credential_file_that_is_not_utf8_is_named_without_a_byte_of_it(tmp_path):
+    """It raised UnicodeDecodeError, whose message quotes a byte of the secret and where it is."""
+    token = tmp_path / "token"
+    token.write_bytes(b"t0k\xe9n-S3CRET\n")
+    config = influx.Config(type="influx", url=f"http://127.0.0.1:{free_port()}", token_file=str(token),
+                           spool_dir=str(tmp_path / "s"))
+    problems = influx.check(config)
+    assert problems == [f"cannot read the credential file {token}: it is not UTF-8 text"], problems
+    with pytest.raises(influx.CredentialError) as raised:
+        influx.build(config)
+    assert str(raised.value) == f"influx sink: {problems[0]}", "the start does not name the sink and the file"
+    for text in (*problems, str(raised.value)):
+        assert "S3CRET" not in text and "0xe9" not in text and "position" not in text, text
+
+
+def test_credentials_in_the_url_are_not_echoed_when_the_database_refuses_them(bare_influx1, tmp_path):
+    url = bare_influx1.url.replace("://", "://writer:wr0ng-pw-in-url@")
+    problems = influx.check(influx.Config(type="influx", api="v1", url=url, spool_dir=str(tmp_path / "spool")))
+    assert any("refuses the credentials" in p for p in problems), problems
+    assert not any("wr0ng-pw-in-url" in p for p in problems), f"a password in the URL was printed: {problems}"

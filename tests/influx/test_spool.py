@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from netmon import health
+from netmon.sinks import spool as spool_module
 from netmon.sinks.spool import Spool, SpoolBusy
 
 
@@ -134,3 +137,34 @@ def test_concurrent_append_and_send_keep_order_and_lose_nothing(tmp_path):
     thread.join()
     assert sent == [line for k in range(3000) for line in batch(k, n=2)]
     spool.close()
+
+
+def test_reopening_reads_each_segment_once_and_resumes_mid_segment(tmp_path, monkeypatch):
+    """The open scans every segment once; the cursor's segment is not walked again to check the
+    cursor and count the points already sent (it was read three times)."""
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    for k in range(10):
+        spool.append(batch(k))
+    spool.commit(spool.read(4))  # two records: the cursor stops inside the first segment
+    spool.close()
+    reads: list[str] = []
+    real_read_bytes, real_open = Path.read_bytes, open
+
+    def read_bytes(path: Path) -> bytes:
+        reads.append(path.name)
+        return real_read_bytes(path)
+
+    def opened(path, mode="r", *args, **kwargs):
+        if "r" in mode and str(path).endswith(".seg"):
+            reads.append(Path(path).name)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(spool_module, "open", opened, raising=False)
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    segments = sorted(p.name for p in tmp_path.glob("*.seg"))
+    assert sorted(reads) == segments, f"segments read at open: {sorted(reads)}, each of {segments} once expected"
+    assert again.pending_points() == 24, "points sent before the restart not taken off what is pending"
+    monkeypatch.undo()
+    assert drain(again) == [line for k in range(2, 10) for line in batch(k)]
+    again.close()

@@ -48,9 +48,11 @@ class Stuck:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.started = threading.Event()
         self.written = 0
 
     def write(self, scored) -> None:
+        self.started.set()
         self.release.wait(30)
         self.written += 1
 
@@ -162,3 +164,35 @@ def test_managed_sink_counts_items_left_at_close_as_lost():
     assert wait_for(lambda: health.snapshot()["sink.down.retried"] >= 1, 10), "the first write was never tried"
     sink.close(0)
     assert wait_for(lambda: health.snapshot()["sink.down.lost"] == 3, 10), health.snapshot()
+
+
+def test_a_write_that_outlasts_close_is_counted_lost_and_not_also_written_when_it_ends():
+    health.reset()
+    stuck = Stuck()
+    sink = ManagedSink("hung", lambda: stuck, Buffer(), size=lambda item: 100)
+    sink.put(1)
+    sink.put(2)
+    assert stuck.started.wait(10), "the first write never started"
+    sink.close(0)
+    snap = health.snapshot()
+    assert snap["sink.hung.lost"] == 2, f"the queued item and the attempt still running are lost at close: {snap}"
+    stuck.release.set()
+    assert wait_for(lambda: stuck.written == 1, 10), "the hung write never ended"
+    assert wait_for(lambda: not sink._thread.is_alive(), 10), "the sink's thread did not end after its write"
+    snap = health.snapshot()
+    assert (snap["sink.hung.written"], snap["sink.hung.lost"]) == (0, 2), \
+        f"a write close counted lost was counted written too when it ended: {snap}"
+
+
+def test_a_write_that_ends_while_close_waits_is_counted_written_not_lost():
+    health.reset()
+    stuck = Stuck()
+    sink = ManagedSink("slow", lambda: stuck, Buffer(), size=lambda item: 100)
+    sink.put(1)
+    assert stuck.started.wait(10), "the write never started"
+    # the write ends as soon as close has begun, inside the second close waits for it
+    threading.Thread(target=lambda: wait_for(lambda: sink._closing, 10, 0.001) and stuck.release.set()).start()
+    sink.close(0)
+    snap = health.snapshot()
+    assert stuck.written == 1 and (snap["sink.slow.written"], snap["sink.slow.lost"]) == (1, 0), \
+        f"a write that succeeded during close counted as lost: {snap}"

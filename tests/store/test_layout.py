@@ -87,6 +87,22 @@ def test_pack_reads_back_every_value_exactly_nan_zero_and_missing_included():
     assert store_rows.pack(features, names, 4, order) == [blobs[i] for i in order], "rows not packed in the order asked"
 
 
+def test_pack_in_blocks_gives_each_row_the_blob_it_gets_alone(monkeypatch):
+    """Rows are packed a block at a time (columns all NaN or zero in one block and not in the
+    next, rows asked for twice or not at all): each blob is the one its row packs to alone."""
+    rng = np.random.default_rng(7)
+    names = [f"f{j}" for j in range(21)]
+    n = 50
+    features = {name: rng.choice([0.0, np.nan, 2.5, -1e-300], n) for name in names[:19]}
+    features["f0"][:20] = 0.0
+    features["f1"][20:] = np.nan
+    order = np.concatenate([rng.permutation(n)[:40], [3, 3, 49]])
+    alone = [store_rows.pack({k: v[i:i + 1] for k, v in features.items()}, names, 1)[0] for i in range(n)]
+    monkeypatch.setattr(store_rows, "BLOCK", 7)
+    assert store_rows.pack(features, names, n) == alone, "a row packed in a block differs from the row alone"
+    assert store_rows.pack(features, names, n, order) == [alone[i] for i in order], "rows not in the order asked"
+
+
 def test_a_packed_row_that_does_not_fit_its_layout_is_a_value_error():
     (blob,) = store_rows.pack({"a": np.array([1.0]), "b": np.array([2.0])}, ["a", "b"], 1)
     with pytest.raises(ValueError, match="do not fit"):

@@ -58,6 +58,22 @@ def test_replaying_the_same_interval_twice_replaces_rather_than_doubles(tmp_path
         assert len(reader.host_findings("10.0.0.1")) == 1
 
 
+@pytest.mark.parametrize("start", [1764790800.0, 1764790800.1, 2.0 ** 53 + 2.0, 1e-7, -60.0])
+def test_interval_times_read_back_exactly_as_reals_and_a_second_write_replaces(tmp_path, start):
+    """Whole-second times go into the statement as text (not bound row by row), others are bound:
+    either way the stored time is the very float written, so a replay replaces the same key."""
+    store = Store(tmp_path / "s.db")
+    store.write(interval(start, ["10.0.0.1", "10.0.0.2"], score=1.0))
+    store.write(interval(start, ["10.0.0.1"], score=2.0))
+    store.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        rows = db.execute('SELECT host, start, "end", typeof(start), typeof("end"), layout, typeof(layout), score'
+                          " FROM intervals ORDER BY host").fetchall()
+    assert rows == [("10.0.0.1", start, start + 60, "real", "real", 1, "integer", 2.0),
+                    ("10.0.0.2", start, start + 60, "real", "real", 1, "integer", 0.0)], \
+        f"interval times or layout not stored exactly as written: {rows}"
+
+
 def test_retention_deletes_what_ended_before_the_window_in_event_time(tmp_path):
     store = Store(tmp_path / "s.db", retention_days=2)
     store.write(interval(0, ["10.0.0.1"], finding=True))
