@@ -42,13 +42,11 @@ class Outbox:
 
     ``send`` stores a list of ``(partition, message id, bytes)`` (a transport's publisher)."""
 
-    def __init__(self, settings: Settings, send: Callable[[list[tuple[int, str, wire.Payload]]], None], me: str,
-                 lateness: float) -> None:
+    def __init__(self, settings: Settings, send: Callable[[list[tuple[int, str, wire.Payload]]], None], me: str) -> None:
         self.cfg = settings.cluster
         self.internal = PrefixSet(settings.campus.internal)
         self.bits = settings.campus.ipv6_prefix
         self.interval = settings.aggregate.interval
-        self.lateness = lateness
         self.send = send
         self.me = me
         self._run = f"{me}-{time.time_ns()}"  # message ids unique across restarts of one node id
@@ -60,7 +58,7 @@ class Outbox:
 
     def _message(self, part: int, kind: int) -> tuple[int, str, wire.Payload]:
         self.seq += 1
-        return part, f"{self._run}-{self.seq}", wire.encode(kind, self.me, self.seq, self.mark, self.lateness)
+        return part, f"{self._run}-{self.seq}", wire.encode(kind, self.me, self.seq, self.mark)
 
     def insert(self, rows: np.ndarray) -> float | None:
         """Publish ``rows`` to their hosts' partitions; the newest plausible event time (UNIX s)."""
@@ -75,7 +73,7 @@ class Outbox:
             for start in range(a, b, wire.CHUNK_ROWS):
                 parts.append(part)
                 chunks.append(index[start:min(b, start + wire.CHUNK_ROWS)])
-        payloads = wire.pack(self.me, self.seq + 1, self.mark, self.lateness, rows, chunks)
+        payloads = wire.pack(self.me, self.seq + 1, self.mark, rows, chunks)
         messages = [(part, f"{self._run}-{seq}", payload)
                     for seq, (part, payload) in enumerate(zip(parts, payloads), start=self.seq + 1)]
         self.seq += len(messages)
@@ -115,8 +113,7 @@ def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
         link = jetstream.Link(settings.cluster, me, stop)
         jetstream.ensure(link)
         publisher = jetstream.Publisher(link)
-        lateness = max((slot.lateness for slot in sources), default=settings.aggregate.lateness)
-        outbox = Outbox(settings, publisher.send, me, lateness)
+        outbox = Outbox(settings, publisher.send, me)
         engine = Engine(settings.detect.model_copy(update={"detectors": [], "checkpoint": ""}), restore=False)
         health_sinks = pipeline.build_sinks(settings.model_copy(  # its own health: lag, retries, sources
             update={"sinks": [config for config in settings.sinks if config.type == "metrics"]}))

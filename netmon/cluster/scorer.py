@@ -76,7 +76,7 @@ class Unit:
         self.behind = False  # more messages waited after it: of the partition, or any in the scorer's queue
         self.clock = Clock(settings.cluster.dead_collector, now=self.now)
         self.expected = list(settings.cluster.collectors)
-        self.lateness = settings.aggregate.lateness
+        self.lateness = settings.aggregate.lateness  # a clock source's; unused: it is given watermarks, never rows
         self.heard_any = False
         self.internal = PrefixSet(settings.campus.internal)
         self.both_ends = False  # seen a campus-to-campus row: closed intervals may hold other partitions' hosts
@@ -98,9 +98,8 @@ class Unit:
             self.expect()
         mark = self.clock.marks.get(tag)
         if mark is None or (not mark.live and message.kind != wire.END):  # new, or restarted after its END
-            self.clock.add(tag, message.lateness, live=True)
-            log.info("collector seen", partition=self.part, collector=tag, lateness=message.lateness)
-        self.clock.set_lateness(tag, message.lateness)
+            self.clock.add(tag, self.lateness, live=True)
+            log.info("collector seen", partition=self.part, collector=tag)
         if message.kind == wire.ROWS:
             rows = message.rows
             if not self.both_ends:  # a campus-to-campus row gives the other end's host features too
@@ -109,7 +108,7 @@ class Unit:
             self.aggregator.insert(rows)  # its time moves nothing: the header's watermark below does
             self.clock.heard(tag)
         if message.kind == wire.END:  # stopped cleanly: nothing more from it, and never "dead"
-            self.clock.add(tag, message.lateness, live=False)
+            self.clock.add(tag, self.lateness, live=False)
             self.clock.watermark(tag, math.inf)
         else:
             self.clock.watermark(tag, message.watermark)

@@ -99,7 +99,7 @@ def publish(nats: NatsServer, prefix: str, partitions: int, data: np.ndarray) ->
     link = jetstream.Link(config.cluster, "bench-collector", stop)
     try:
         jetstream.ensure(link)
-        outbox = Outbox(config, jetstream.Publisher(link).send, "bench-collector", 2.0)
+        outbox = Outbox(config, jetstream.Publisher(link).send, "bench-collector")
         wall, spent = time.perf_counter(), cpu()
         for start in range(0, data.shape[0], BATCH):
             newest = outbox.insert(data[start:start + BATCH])

@@ -466,7 +466,7 @@ def test_a_former_owners_consumer_takes_nothing_the_new_owner_needs(tmp_path: Pa
             old, new = (jetstream.Feed(link) for link in links)
             old.open(0, 0)
             new.open(0, 0)
-            jetstream.Publisher(links[0]).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+            jetstream.Publisher(links[0]).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i)))
                                                 for i in range(40)])
             got: list[int] = []
 
@@ -531,7 +531,7 @@ def test_messages_fetched_before_a_partition_was_closed_are_told_from_those_of_i
         try:
             jetstream.ensure(link)
             feed = jetstream.Feed(link)
-            jetstream.Publisher(link).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+            jetstream.Publisher(link).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i)))
                                             for i in range(20)])
             feed.open(0, 0)
             assert wait_for(lambda: feed.out.qsize() >= 20, timeout=60), "the first opening fetched too little"

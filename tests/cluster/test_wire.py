@@ -36,19 +36,18 @@ def rows(pairs: list[tuple[str, str]], start: float = 1000.0) -> np.ndarray:
 
 def test_a_message_round_trips_rows_and_header_exactly():
     data = rows([("10.0.0.1", "192.0.2.1"), ("192.0.2.1", "10.0.0.1")])
-    message = wire.decode(wire.encode(wire.ROWS, "router-a", 42, 990.5, 60.0, data))
-    assert (message.kind, message.collector, message.seq, message.watermark, message.lateness) == \
-        (wire.ROWS, "router-a", 42, 990.5, 60.0)
+    message = wire.decode(wire.encode(wire.ROWS, "router-a", 42, 990.5, data))
+    assert (message.kind, message.collector, message.seq, message.watermark) == (wire.ROWS, "router-a", 42, 990.5)
     assert message.rows.tobytes() == data.tobytes(), "rows must come back bit for bit"
-    mark = wire.decode(wire.encode(wire.MARK, "router-a", 43, -math.inf, 60.0))
+    mark = wire.decode(wire.encode(wire.MARK, "router-a", 43, -math.inf))
     assert mark.kind == wire.MARK and mark.rows.shape == (0,) and mark.watermark == -math.inf
 
 
 def test_messages_packed_straight_from_a_batch_are_the_bytes_encode_gives():
     data = rows([(f"10.0.0.{i}", "192.0.2.1") for i in range(1, 40)])
     chunks = [np.array([3, 5, 8]), np.array([], dtype=np.int64), np.arange(39)[::-2].copy()]
-    packed = wire.pack("router-a", 7, 990.5, 60.0, data, chunks)
-    assert [bytes(m) for m in packed] == [wire.encode(wire.ROWS, "router-a", 7 + i, 990.5, 60.0, data[chunk])
+    packed = wire.pack("router-a", 7, 990.5, data, chunks)
+    assert [bytes(m) for m in packed] == [wire.encode(wire.ROWS, "router-a", 7 + i, 990.5, data[chunk])
                                           for i, chunk in enumerate(chunks)], "pack must write what encode writes"
     assert wire.decode(bytes(packed[2])).rows.tobytes() == data[chunks[2]].tobytes()
 
@@ -122,13 +121,13 @@ def test_a_partition_closes_windows_only_when_every_expected_collector_passed_th
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
                          "cluster": {"collectors": ["a", "b"]}})
     unit = Unit(0, settings)
-    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 1, -math.inf, 0.0, rows([("10.0.0.1", "192.0.2.1")]))))
-    unit.take(wire.decode(wire.encode(wire.MARK, "a", 2, 5000.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 1, -math.inf, rows([("10.0.0.1", "192.0.2.1")]))))
+    unit.take(wire.decode(wire.encode(wire.MARK, "a", 2, 5000.0)))
     assert unit.closed() == [], "collector b has not spoken: nothing may close"
-    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1100.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1100.0)))
     assert [iv.start for iv in unit.closed()] == [960.0], "both passed 1020: the window [960, 1020) closes"
-    unit.take(wire.decode(wire.encode(wire.END, "b", 2, 1100.0, 0.0)))
-    unit.take(wire.decode(wire.encode(wire.END, "a", 3, 5000.0, 0.0)))
+    unit.take(wire.decode(wire.encode(wire.END, "b", 2, 1100.0)))
+    unit.take(wire.decode(wire.encode(wire.END, "a", 3, 5000.0)))
     assert unit.closed() == [] and unit.aggregator.state()["pending"] == {}, "every collector ended: all closed"
 
 
@@ -161,7 +160,7 @@ def test_a_scorer_behind_on_a_backlog_never_takes_a_live_collector_for_dead():
 
     def read(collector: str, kind: int, stored: float, mark: float, behind: bool, data=None) -> None:
         unit.stored, unit.behind = stored, behind
-        unit.take(wire.decode(wire.encode(kind, collector, 1, mark, 0.0, data)))
+        unit.take(wire.decode(wire.encode(kind, collector, 1, mark, data)))
 
     read("a", wire.MARK, 1000.0, 1200.0, True)
     read("b", wire.MARK, 1001.0, 1100.0, True)
@@ -184,10 +183,10 @@ def test_a_collector_restarted_after_its_end_is_waited_for_again():
     settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "detect": {"detectors": ["rules"], "checkpoint": ""},
                          "cluster": {"collectors": ["a", "b"]}})
     unit = Unit(0, settings)
-    unit.take(wire.decode(wire.encode(wire.MARK, "a", 1, 1000.0, 0.0)))
-    unit.take(wire.decode(wire.encode(wire.END, "b", 1, 1000.0, 0.0)))
-    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1010.0, 0.0)))  # b restarted (same node id)
-    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 2, 5000.0, 0.0, rows([("10.0.0.1", "192.0.2.1")], 1100.0))))
+    unit.take(wire.decode(wire.encode(wire.MARK, "a", 1, 1000.0)))
+    unit.take(wire.decode(wire.encode(wire.END, "b", 1, 1000.0)))
+    unit.take(wire.decode(wire.encode(wire.MARK, "b", 1, 1010.0)))  # b restarted (same node id)
+    unit.take(wire.decode(wire.encode(wire.ROWS, "a", 2, 5000.0, rows([("10.0.0.1", "192.0.2.1")], 1100.0))))
     assert unit.closed() == [] and unit.clock.minimum() == 1010.0, "windows must wait for the restarted collector"
 
 
@@ -205,15 +204,15 @@ def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_tha
     def passed(part: np.ndarray) -> float:  # the watermark a collector announces once it sent ``part``
         return float(part["time"].max()) - 60.0
 
-    original.take(wire.decode(wire.encode(wire.ROWS, "c", 1, passed(rows[:half]), 60.0, rows[:half])))
+    original.take(wire.decode(wire.encode(wire.ROWS, "c", 1, passed(rows[:half]), rows[:half])))
     assert original.closed(), "the first half should close some windows"
     checkpoint.save(tmp_path / "p0.ckpt", original.state())
     restored = Unit(0, settings)
     restored.load_state(checkpoint.load(tmp_path / "p0.ckpt"))
     outputs = []
     for unit in (original, restored):
-        unit.take(wire.decode(wire.encode(wire.ROWS, "c", 2, passed(rows[half:]), 60.0, rows[half:])))
-        unit.take(wire.decode(wire.encode(wire.END, "c", 3, math.inf, 60.0)))
+        unit.take(wire.decode(wire.encode(wire.ROWS, "c", 2, passed(rows[half:]), rows[half:])))
+        unit.take(wire.decode(wire.encode(wire.END, "c", 3, math.inf)))
         scored = [unit.engine.process(iv) for iv in unit.closed()]
         outputs.append([(iv.intervals.start, iv.intervals.host.tolist(),
                          {k: np.nan_to_num(v).tolist() for k, v in iv.intervals.features.items()},
