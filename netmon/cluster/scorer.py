@@ -173,6 +173,7 @@ class Scorer:
         self.leases = jetstream.Leases(self.link, self.me)
         self.states = jetstream.States(self.link)
         self.feed = jetstream.Feed(self.link, self.leases.holds)
+        self.leases.start()
         self.units: dict[int, Unit] = {}
         self.owners = partition.Owners(self.cfg.partitions)  # hosts' partitions, shared by the units
         for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
@@ -239,28 +240,39 @@ class Scorer:
             self.save(unit)
 
     def save(self, unit: Unit) -> None:
-        """Checkpoint ``unit`` into the log, then acknowledge what it covers; neither when the
-        lease may have passed to another scorer meanwhile (the next lease round says)."""
+        """Checkpoint ``unit`` into the log, commit it by its lease, then acknowledge what it
+        covers; nothing committed nor acknowledged when the lease may have passed to another
+        scorer meanwhile (its renewal task says, or the commit's compare-and-set does)."""
         if not self.leases.holds(unit.part):
             health.count("cluster.scorer.fenced")
             log.warning("lease not renewed in time; no checkpoint until it is", partition=unit.part)
             return
+        previous = self.leases.checkpoint(unit.part)
         try:
-            self.states.save(unit.part, checkpoint.dumps(unit.state()))
+            name = self.states.save(unit.part, checkpoint.dumps(unit.state()))
+            committed = self.leases.commit(unit.part, name)
         except Exception as exc:  # noqa: BLE001 - the log away: keep scoring, the next checkpoint covers it
             health.count("detect.checkpoint.failed")
             log.error("partition checkpoint not written; trying again later", partition=unit.part,
                       error=type(exc).__name__, detail=str(exc)[:200])
             return
+        if not committed:
+            health.count("cluster.scorer.fenced")
+            log.warning("partition lease taken by another scorer; checkpoint not committed", partition=unit.part)
+            self.states.delete(name)
+            return
+        if previous and previous != name:
+            self.states.delete(previous)
         unit.saved_at, unit.saved_seq = time.monotonic(), unit.seq
         health.count("cluster.scorer.checkpoints")
-        if unit.last is not None and self.leases.holds(unit.part):
+        if unit.last is not None:
             self.feed.ack(unit.last)
 
     def restore(self, part: int) -> Unit:
-        """A unit for ``part``, from its checkpoint when there is one."""
+        """A unit for ``part``, from the checkpoint its lease names when there is one."""
         unit = Unit(part, self.settings)
-        data = self.states.load(part)
+        name = self.leases.checkpoint(part)
+        data = self.states.load(name) if name else None
         if data is not None:
             try:
                 unit.load_state(checkpoint.loads(data))
