@@ -16,7 +16,9 @@ consumed) is written to the log, and only then are the messages it covers
 acknowledged (removed). A takeover restores it and consumes from the next
 sequence, so the same messages meet the same state and give the same intervals:
 the sinks' writes are idempotent (store rows and Influx points keyed by host and
-interval start), and nothing is scored from a message twice into the state.
+interval start), and nothing is scored from a message twice into the state. Alerts
+follow the partition too (:mod:`netmon.cluster.alerting`): its lifecycles are in the
+checkpoint, and the hooks skip a notification the log's ledger says was sent.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from netmon import health, pipeline, registry
 from netmon.aggregate import Aggregator
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import HostIntervals
+from netmon.cluster.alerting import PartitionAlerts
 from netmon.cluster.collector import node_id
 from netmon.config import Settings
 from netmon.detect import checkpoint
@@ -159,9 +162,11 @@ class Scorer:
         self.stop = stop
         self.me = node_id(settings, "scorer")
         self.sinks = pipeline.build_sinks(settings)
-        # what pipeline.deliver needs: the sinks (each partition has its own aggregator and engine)
+        # alerts sinks are written by each partition with its own lifecycles (PartitionAlerts)
+        self.alerts = [sink.sink for sink in self.sinks if sink.config is not None and sink.config.type == "alerts"]
+        # what pipeline.deliver needs: the other sinks (each partition has its own aggregator and engine)
         self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None,  # type: ignore[arg-type]
-                                      sinks=self.sinks)
+                                      sinks=[sink for sink in self.sinks if sink.sink not in self.alerts])
         self.summary = pipeline.Summary(keep=pipeline.SERVICE_KEEP)
         try:
             self.link = jetstream.Link(self.cfg, self.me, stop)
@@ -171,10 +176,13 @@ class Scorer:
                 sink.close()
             raise
         self.leases = jetstream.Leases(self.link, self.me)
+        for alerts in self.alerts:
+            alerts.dedupe(jetstream.Ledger(self.link, self.me))
         self.states = jetstream.States(self.link)
         self.feed = jetstream.Feed(self.link, self.leases.holds)
         self.leases.start()
         self.units: dict[int, Unit] = {}
+        self.alerting: dict[int, PartitionAlerts] = {}
         self.owners = partition.Owners(self.cfg.partitions)  # hosts' partitions, shared by the units
         for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)
@@ -234,7 +242,9 @@ class Scorer:
             if unit.both_ends:
                 intervals = own_hosts(intervals, unit.part, self.owners)
             if len(intervals):
-                pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
+                scored = unit.engine.process(intervals)
+                pipeline.deliver(self.stages, scored, self.summary)
+                self.alerting[unit.part].write(scored)
         every = self.cfg.checkpoint_every
         if unit.seq > unit.saved_seq and (closed or idle) and time.monotonic() - unit.saved_at >= every:
             self.save(unit)
@@ -249,7 +259,8 @@ class Scorer:
             return
         previous = self.leases.checkpoint(unit.part)
         try:
-            name = self.states.save(unit.part, checkpoint.dumps(unit.state()))
+            state = {**unit.state(), "alerts": self.alerting[unit.part].state()}
+            name = self.states.save(unit.part, checkpoint.dumps(state))
             committed = self.leases.commit(unit.part, name)
         except Exception as exc:  # noqa: BLE001 - the log away: keep scoring, the next checkpoint covers it
             health.count("detect.checkpoint.failed")
@@ -269,17 +280,28 @@ class Scorer:
             self.feed.ack(unit.last)
 
     def restore(self, part: int) -> Unit:
-        """A unit for ``part``, from the checkpoint its lease names when there is one."""
+        """A unit for ``part``, from the checkpoint its lease names when there is one, and the
+        partition's alerts (:attr:`alerting`) from the same checkpoint."""
         unit = Unit(part, self.settings)
+        alerting = self.alerting[part] = PartitionAlerts(self.alerts)
         name = self.leases.checkpoint(part)
         data = self.states.load(name) if name else None
         if data is not None:
             try:
-                unit.load_state(checkpoint.loads(data))
+                state = checkpoint.loads(data)
+                unit.load_state(state)
             except checkpoint.CheckpointError as exc:
                 health.count(f"detect.checkpoint.{exc.kind}")
                 log.error("partition checkpoint unusable; the partition starts cold from its stream",
                           partition=part, reason=str(exc))
+                return unit
+            try:
+                alerting.load(state.get("alerts", {}))
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+                self.alerting[part] = PartitionAlerts(self.alerts)  # nothing half-loaded
+                health.count("alerts.state.unreadable")
+                log.error("partition alert state unreadable; its alerts start with none open", partition=part,
+                          error=str(exc)[:200])
         return unit
 
     def rebalance(self) -> None:
@@ -293,10 +315,12 @@ class Scorer:
         for part in plan.lost:
             self.feed.close(part)
             self.units.pop(part, None)
+            self.alerting.pop(part, None)
             log.warning("partition lease lost to another scorer", partition=part)
         for part in plan.surplus:
             self.feed.close(part)
             self.save(self.units.pop(part))
+            self.alerting.pop(part, None)
             self.leases.release(part)
             log.info("partition handed over (above the fair share)", partition=part)
         for part in plan.gained:

@@ -21,6 +21,9 @@ What lives in JetStream, all named from ``[cluster] prefix`` (P below):
   committed checkpoint, changed only by revision-checked updates (compare and set;
   a released lease stays, expired, to keep that name); key ``m-<scorer>`` = a
   scorer's membership, for the fair share;
+* key-value bucket ``P-alerts``: one key per alert notification a scorer's hook sent
+  (:func:`netmon.sinks.alerts.notification_key`), kept ``max_age`` (no message older is
+  ever scored again), so a takeover does not send it again (:class:`Ledger`);
 * object store ``P-state``: objects ``p<partition>-<id>`` = checkpoints, the one its
   lease names committed (:meth:`Leases.commit`), the others on their way out.
 
@@ -163,6 +166,7 @@ def ensure(link: Link) -> None:
             await link.js.update_stream(config)
         await link.js.create_key_value(bucket=f"{cfg.prefix}-leases", history=1)
         await link.js.create_object_store(bucket=f"{cfg.prefix}-state")
+        await link.js.create_key_value(bucket=f"{cfg.prefix}-alerts", history=1, ttl=cfg.max_age)
 
     try:
         link.call(setup(), timeout=30)
@@ -644,3 +648,29 @@ class States:
                 log.debug("checkpoint object not deleted", name=name, error=type(exc).__name__)
 
         self.link.submit(delete())
+
+
+class Ledger:
+    """The alert notifications scorers' hooks sent, in the ``P-alerts`` bucket (an alerts sink's ledger)."""
+
+    def __init__(self, link: Link, me: str) -> None:
+        self.link = link
+        self.me = me
+        self._kv: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self.link.js.key_value(f"{self.link.cfg.prefix}-alerts")
+        return self._kv
+
+    def sent(self, key: str) -> bool:
+        async def sent() -> bool:
+            return await _get(await self._bucket(), key) is not None
+
+        return bool(self.link.call(sent(), timeout=30))
+
+    def mark(self, key: str) -> None:
+        async def mark() -> None:
+            await (await self._bucket()).put(key, self.me.encode())
+
+        self.link.call(mark(), timeout=30)
