@@ -115,8 +115,7 @@ def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
         publisher = jetstream.Publisher(link)
         outbox = Outbox(settings, publisher.send, me)
         engine = Engine(settings.detect.model_copy(update={"detectors": [], "checkpoint": ""}), restore=False)
-        health_sinks = pipeline.build_sinks(settings.model_copy(  # its own health: lag, retries, sources
-            update={"sinks": [config for config in settings.sinks if config.type == "metrics"]}))
+        health_sinks = pipeline.build_sinks(settings, types=("metrics",))  # its own health: lag, retries, sources
         stages = pipeline.Stages(sources=sources, aggregator=outbox,  # type: ignore[arg-type]
                                  engine=engine, sinks=health_sinks, runtime=settings.pipeline)
         log.info("collector running", collector=me, sources=[s.tag for s in sources],

@@ -219,3 +219,26 @@ def test_a_partition_restored_from_its_checkpoint_goes_on_exactly_as_the_one_tha
                          {k: np.nan_to_num(v).tolist() for k, v in iv.scores.items()},
                          [f.to_json() for f in iv.findings]) for iv in scored])
     assert outputs[0] and outputs[0] == outputs[1], "the restored partition must continue exactly"
+
+
+def test_a_collectors_metrics_sinks_carry_the_health_tags_netmon_run_gives_them(tmp_path: Path):
+    """A collector runs only the config's metrics sinks; their tags (health labels) must be those
+    one `netmon run` of the same config gives them, numbered over every sink, not over the kept ones."""
+    from tests.support.nats import free_port
+
+    settings = validate({"sinks": [{"type": "metrics", "listen": f"127.0.0.1:{free_port()}"},
+                                   {"type": "store", "path": str(tmp_path / "a.db")},
+                                   {"type": "metrics", "listen": f"127.0.0.1:{free_port()}"}]})
+    everything = pipeline.build_sinks(settings)
+    try:
+        run_tags = [sink.tag for sink in everything if sink.config.type == "metrics"]
+    finally:
+        for sink in everything:
+            sink.close()
+    kept = pipeline.build_sinks(settings, types=("metrics",))
+    try:
+        assert [sink.tag for sink in kept] == run_tags == ["metrics0", "metrics2"], \
+            "a collector's metrics sinks must keep the tags netmon run gives them"
+    finally:
+        for sink in kept:
+            sink.close()
