@@ -166,7 +166,10 @@ def ensure(link: Link) -> None:
             await link.js.update_stream(config)
         await link.js.create_key_value(bucket=f"{cfg.prefix}-leases", history=1)
         await link.js.create_object_store(bucket=f"{cfg.prefix}-state")
-        await link.js.create_key_value(bucket=f"{cfg.prefix}-alerts", history=1, ttl=cfg.max_age)
+        try:
+            await link.js.create_key_value(bucket=f"{cfg.prefix}-alerts", history=1, ttl=cfg.max_age)
+        except nats.js.errors.BadRequestError:  # exists, kept for another max_age: records are still kept
+            log.info("alerts ledger kept with its own age limit", bucket=f"{cfg.prefix}-alerts")
 
     try:
         link.call(setup(), timeout=30)

@@ -107,3 +107,16 @@ def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(
                     scorer.link.close()
                     for sink in scorer.sinks:
                         sink.close()
+
+
+def test_a_scorer_starts_when_the_log_was_set_up_with_another_max_age(tmp_path: Path):
+    """The alerts ledger's age limit follows ``max_age`` when made; a later config with another
+    one must not stop the cluster from starting (the bucket is kept as it is)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        for max_age in (3600.0, 7200.0):
+            cfg = validate({"cluster": {"urls": [nats.url], "max_age": max_age}}).cluster
+            link = jetstream.Link(cfg, "scorer-0", threading.Event())
+            try:
+                jetstream.ensure(link)
+            finally:
+                link.close()
