@@ -285,6 +285,7 @@ class Scorer:
         unit = Unit(part, self.settings)
         alerting = self.alerting[part] = PartitionAlerts(self.alerts)
         name = self.leases.checkpoint(part)
+        self.states.prune(part, name)
         data = self.states.load(name) if name else None
         if data is not None:
             try:

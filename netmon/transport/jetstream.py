@@ -641,6 +641,28 @@ class States:
 
         return self.link.call(load(), timeout=120)
 
+    def prune(self, partition: int, keep: str) -> None:
+        """Remove the partition's checkpoints other than ``keep`` (the committed one): those of a
+        scorer killed between writing one and committing it. For the partition's new owner only:
+        none other is ever read. Not waited for."""
+        async def prune() -> None:
+            try:
+                infos = await (await self._bucket()).list(ignore_deletes=True)
+            except nats.js.errors.NotFoundError:
+                return
+            for info in infos:
+                if info.name != keep and (info.name == f"p{partition}" or info.name.startswith(f"p{partition}-")):
+                    await (await self._bucket()).delete(info.name)
+                    log.info("uncommitted checkpoint removed", partition=partition, name=info.name)
+
+        async def guarded() -> None:
+            try:
+                await prune()
+            except Exception as exc:  # noqa: BLE001 - left for the next owner to remove
+                log.debug("checkpoints not pruned", partition=partition, error=type(exc).__name__)
+
+        self.link.submit(guarded())
+
     def delete(self, name: str) -> None:
         """Remove object ``name`` (a checkpoint replaced, or one never committed); not waited for:
         one left behind only takes room."""

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
 from netmon import health
@@ -40,6 +41,18 @@ def lease(link: jetstream.Link, part: int) -> dict:
         return json.loads((await kv.get(f"p{part}")).value)
 
     return link.call(read(), timeout=10)
+
+
+def objects(link: jetstream.Link) -> list[str]:
+    """Names of the objects in the state store (a read never racing a delete, unlike a get)."""
+    async def names() -> list[str]:
+        store = await link.js.object_store("netmon-state")
+        try:
+            return [info.name for info in await store.list(ignore_deletes=True)]
+        except nats.js.errors.NotFoundError:  # none left
+            return []
+
+    return link.call(names(), timeout=30)
 
 
 def test_a_scorer_busy_past_its_lease_timeout_keeps_its_leases_and_may_still_checkpoint(tmp_path: Path):
@@ -95,11 +108,14 @@ def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(
             assert health.snapshot().get("cluster.scorer.fenced", 0) == fenced + 1, \
                 "a checkpoint after the lease was taken must be refused (fenced)"
             assert not old.leases.holds(0), "a refused commit must stop every write for the partition"
+            orphan = old.states.save(0, b"written, then its scorer was killed before committing it")
             new = Scorer(settings(nats, tmp_path, "scorer-new", 60.0), threading.Event())
             new.rebalance()
             assert 0 in new.units, "the next scorer should take the expired partition"
             assert new.units[0].seq == 0, \
                 f"the next owner restored the former owner's late checkpoint (sequence {new.units[0].seq})"
+            assert wait_for(lambda: orphan not in objects(new.link), timeout=30), \
+                "the new owner should remove checkpoints never committed"
         finally:
             for scorer in (old, new):
                 if scorer is not None:
