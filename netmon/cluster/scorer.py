@@ -234,9 +234,20 @@ class Scorer:
         unit.take(message)
         self.close_windows(unit)
 
+    def drop(self, part: int) -> None:
+        """Stop scoring ``part``, whose lease another scorer took: no checkpoint, nothing more delivered."""
+        self.feed.close(part)
+        self.units.pop(part, None)
+        self.alerting.pop(part, None)
+        log.warning("partition lease lost to another scorer", partition=part)
+
     def close_windows(self, unit: Unit, idle: bool = False) -> None:
         """Score and deliver what ``unit`` may close; checkpoint when it is time and one closed
-        or nothing is waiting (``idle``)."""
+        or nothing is waiting (``idle``). A partition whose lease the renewal task found taken
+        is dropped here at once, not at the next lease round of this (maybe busy) thread."""
+        if self.leases.lost(unit.part):
+            self.drop(unit.part)
+            return
         closed = unit.closed()
         for intervals in closed:
             if unit.both_ends:
@@ -314,10 +325,7 @@ class Scorer:
             log.warning("lease round failed", error=type(exc).__name__, detail=str(exc)[:200])
             return
         for part in plan.lost:
-            self.feed.close(part)
-            self.units.pop(part, None)
-            self.alerting.pop(part, None)
-            log.warning("partition lease lost to another scorer", partition=part)
+            self.drop(part)
         for part in plan.surplus:
             self.feed.close(part)
             self.save(self.units.pop(part))

@@ -533,6 +533,11 @@ class Leases:
         stalled past its lease never purges what the next owner still needs."""
         return time.monotonic() < self._valid.get(part, -math.inf)
 
+    def lost(self, part: int) -> bool:
+        """Whether ``part`` is not (or no longer) this scorer's: never taken, released, or found
+        taken by another scorer at a renewal or commit."""
+        return part not in self._held
+
     def checkpoint(self, part: int) -> str:
         """The object name of held partition ``part``'s committed checkpoint ("" when none)."""
         hold = self._held.get(part)

@@ -108,6 +108,8 @@ def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(
             assert health.snapshot().get("cluster.scorer.fenced", 0) == fenced + 1, \
                 "a checkpoint after the lease was taken must be refused (fenced)"
             assert not old.leases.holds(0), "a refused commit must stop every write for the partition"
+            old.close_windows(unit, idle=True)
+            assert 0 not in old.units, "a partition found taken must be dropped at once, not at the next lease round"
             orphan = old.states.save(0, b"written, then its scorer was killed before committing it")
             new = Scorer(settings(nats, tmp_path, "scorer-new", 60.0), threading.Event())
             new.rebalance()
