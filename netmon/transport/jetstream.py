@@ -402,8 +402,8 @@ class Leases:
     """Partition ownership by compare-and-set in the ``P-leases`` bucket; see the module docstring.
 
     Held leases are renewed by a task of their own on the connection's loop (:meth:`start`),
-    every third of the lease timeout, however long the scorer's thread spends scoring: a
-    loaded scorer keeps what it is using. Every write of a lease is an update at the revision
+    every quarter of the lease timeout (a quarter to spare before :meth:`holds` ends),
+    however long the scorer's thread spends scoring: a loaded scorer keeps what it is using. Every write of a lease is an update at the revision
     this scorer last wrote, so one taken over meanwhile is never written again, and the
     partition is fenced (:meth:`holds` false) at once. A lease also names its partition's
     committed checkpoint (:meth:`commit`), so a checkpoint becomes visible only by a write
@@ -429,7 +429,7 @@ class Leases:
 
     async def _renewing(self) -> None:
         while True:
-            await asyncio.sleep(self.cfg.lease_timeout / 3)
+            await asyncio.sleep(self.cfg.lease_timeout / 4)
             try:
                 await self._renew()
             except Exception as exc:  # noqa: BLE001 - the log away: holds() runs out, the next round tries
