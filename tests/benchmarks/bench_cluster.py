@@ -198,7 +198,7 @@ def main() -> None:
             print(f"collector round {turn + 1}: {args.rows:,} observations of {args.hosts:,} hosts published in "
                   f"{wall:.1f} s wall, {spent:.1f} s CPU: {args.rows / spent:,.0f} obs/s per collector core "
                   f"({args.rows / wall:,.0f} obs/s wall); decode from frames {1 / per_obs_decode:,.0f} obs/s per core; "
-                  f"transport share {shares[-1]:.0%}")
+                  f"transport share {shares[-1]:.0%} (load average {os.getloadavg()[0]:.1f})")
         share = statistics.median(shares)
         print(f"transport share of a collector's CPU per observation (decode + transport): median {share:.0%} of "
               f"{args.rounds} rounds ({min(shares):.0%}-{max(shares):.0%}); bar <= 30 %: "

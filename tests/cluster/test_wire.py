@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from netmon import pipeline
-from netmon.aggregate.keys import PrefixSet
+from netmon.aggregate.keys import PrefixSet, hash_key, roll_up
 from netmon.batch import OBS_DTYPE, addr_halves
+from netmon.cluster.collector import Outbox
 from netmon.cluster.scorer import Unit
 from netmon.config import ConfigError, validate
 from netmon.decode.frames import decode_with_index
@@ -92,9 +94,14 @@ def test_the_route_gives_each_partition_exactly_its_rows_in_row_order():
     internal = PrefixSet(["10.0.0.0/8", "2001:db8::/32"])
     addresses = [f"10.0.{i}.{j}" for i in range(4) for j in range(1, 40)] + \
         [f"2001:db8:{i}::{j}" for i in range(6) for j in range(1, 4)] + ["192.0.2.1", "2001:4860::8", "198.51.100.7"]
-    data = rows([(addresses[a], addresses[b]) for a, b in rng.integers(0, len(addresses), (3000, 2))])
-    data["sport"] = rng.integers(0, 65535, data.shape[0])
-    for partitions in (1, 7, 64):
+    pairs = rng.integers(0, len(addresses), (3000, 2))
+    internal_count = len(addresses) - 3
+    mixed = rows([(addresses[a], addresses[b]) for a, b in pairs])
+    campus = rows([(addresses[a % internal_count], addresses[b]) if i % 2 else (addresses[b], addresses[a % internal_count])
+                   for i, (a, b) in enumerate(pairs)])  # an internal end in every row, either way round
+    for data in (mixed, campus):
+        data["sport"] = rng.integers(0, 65535, data.shape[0])
+    for data, partitions in itertools.product((mixed, campus), (1, 7, 64)):
         split = by_partition(data, internal, 64, partitions)
         parts = []
         for hi, lo in ((data["src_hi"], data["src_lo"]), (data["dst_hi"], data["dst_lo"])):
@@ -107,6 +114,20 @@ def test_the_route_gives_each_partition_exactly_its_rows_in_row_order():
                 continue
             assert split[part].tobytes() == mine.tobytes(), \
                 f"partition {part} of {partitions}: not exactly its rows in row order"
+
+
+def test_a_power_of_two_of_partitions_gives_each_host_the_partition_the_remainder_gives():
+    """Partitions are fixed for the life of a stream and computed in every process: the mask
+    taken for a power of two must name the very partition the remainder names."""
+    rng = np.random.default_rng(5)
+    hi = np.concatenate([np.zeros(500, np.uint64), rng.integers(0, 2**63, 500, dtype=np.uint64)])
+    lo = np.concatenate([(0xFFFF << 32) + rng.integers(0, 2**32, 500, dtype=np.uint64),
+                         rng.integers(0, 2**63, 500, dtype=np.uint64)])
+    host_hi, host_lo = roll_up(hi, lo, 64)
+    for partitions in (1, 2, 16, 64, 4096):
+        expected = (hash_key(host_hi, host_lo) % np.uint64(partitions)).astype(np.int64)
+        assert np.array_equal(partition.of_addresses(hi, lo, 64, partitions), expected), \
+            f"{partitions} partitions: a host's partition differs from the remainder's"
 
 
 def test_remembered_host_partitions_are_of_names_and_the_memory_stays_bounded():
@@ -242,3 +263,24 @@ def test_a_collectors_metrics_sinks_carry_the_health_tags_netmon_run_gives_them(
     finally:
         for sink in kept:
             sink.close()
+
+
+def test_a_collector_reports_the_newest_time_its_scorers_will_keep_whatever_the_batch_holds():
+    """A collector's watermark comes from the newest row the scorers keep: rows no date can
+    show and a stamp far ahead of the batch are left out, on the quick path (a batch of one
+    day or less) and the other alike."""
+    settings = validate({"campus": {"internal": ["10.0.0.0/8"]}, "cluster": {"partitions": 4}})
+    sent: list = []
+    outbox = Outbox(settings, sent.extend, "router-a")
+    base = rows([("10.0.0.1", "192.0.2.1")] * 6, start=1.7e9)
+    cases = {"one day or less": ([], 1.7e9 + 5), "a lone row": ([1.7e9 + 3], 1.7e9 + 3),
+             "NaN": ([math.nan] + [1.7e9] * 5, 1.7e9), "dated 2**62 s": ([2.0**62] + [1.7e9] * 5, 1.7e9),
+             "two days ahead": ([1.7e9 + 2 * 86400.0] + [1.7e9 + 1] * 5, 1.7e9 + 1),
+             "the past year": ([1.7e9 - 365 * 86400.0] + [1.7e9 + 1] * 5, 1.7e9 + 1),
+             "none dated": ([math.inf] * 3, None)}
+    for name, (times, expected) in cases.items():
+        batch = base.copy() if not times else base[:len(times)].copy()
+        if times:
+            batch["time"] = times
+        assert outbox.insert(batch) == expected, f"{name}: newest kept time {outbox.insert(batch)}, not {expected}"
+    assert sent, "the rows were not published"
