@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,9 +170,12 @@ def manage(tag: str, config: BaseModel, settings: Settings) -> ManagedSink:
         raise StartError(f"sink {tag} ({config.type}): {exc}") from exc
 
 
-def build_sinks(settings: Settings) -> list[ManagedSink]:
-    """Every sink of ``settings``, each behind its queue, all or none."""
-    pairs = zip(tags("sink", settings.sinks), settings.sinks)
+def build_sinks(settings: Settings, types: Collection[str] = ()) -> list[ManagedSink]:
+    """Every sink of ``settings`` (of ``types`` only, when given: a collector runs its metrics),
+    each behind its queue, all or none; tagged as in the whole config, so a sink's health
+    label is the same in every role."""
+    pairs = [(tag, config) for tag, config in zip(tags("sink", settings.sinks), settings.sinks)
+             if not types or config.type in types]
     return _all_or_nothing([lambda t=tag, c=config: manage(t, c, settings) for tag, config in pairs])
 
 

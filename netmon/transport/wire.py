@@ -7,8 +7,13 @@ length do not fit is refused (:class:`WireError`; the consumer counts and skips 
 Header (network byte order, :data:`HEADER`): magic ``NMOB``, format (u16), kind
 (u8: rows, mark or end), id length (u8), OBS_DTYPE fingerprint (u32, CRC-32 of its
 description), batch sequence of the collector (u64), the collector's watermark
-(f64, UNIX s: nothing older follows from it), its lateness (f64, s: how far its rows
-may trail its newest one), then the collector id (UTF-8) and the rows.
+(f64, UNIX s: nothing older follows from it), then the collector id (UTF-8) and the rows.
+
+Format 2 dropped format 1's lateness (f64) after the watermark: the watermark a
+collector sends is already its pipeline's minimum over its sources, each source's
+newest row less that source's own lateness, so a scorer has nothing left to apply
+it to (as a stream processor's downstream operators take the watermark, never the
+sources' allowed lateness). A format-1 message is refused as another release's.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import numpy as np
 from netmon.batch import OBS_DTYPE
 
 MAGIC = b"NMOB"
-FORMAT = 1
-HEADER = struct.Struct("!4sHBBIQdd")
+FORMAT = 2
+HEADER = struct.Struct("!4sHBBIQd")
 #: Fingerprint of the row layout: a collector and a scorer of different layouts never mix rows.
 DTYPE_CRC = zlib.crc32(repr(OBS_DTYPE.descr).encode())
 
@@ -50,7 +55,6 @@ class Message:
     collector: str
     seq: int
     watermark: float
-    lateness: float
     rows: np.ndarray
 
 
@@ -66,15 +70,14 @@ def row_bytes(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=OBS_DTYPE).view(np.uint8).reshape(rows.shape[0], OBS_DTYPE.itemsize)
 
 
-def encode(kind: int, collector: str, seq: int, watermark: float, lateness: float,
-           rows: np.ndarray | None = None) -> bytes:
+def encode(kind: int, collector: str, seq: int, watermark: float, rows: np.ndarray | None = None) -> bytes:
     """The bytes of one message; ``rows`` (OBS_DTYPE) only for kind ROWS."""
     ident = _ident(collector)
-    head = HEADER.pack(MAGIC, FORMAT, kind, len(ident), DTYPE_CRC, seq, watermark, lateness)
+    head = HEADER.pack(MAGIC, FORMAT, kind, len(ident), DTYPE_CRC, seq, watermark)
     return b"".join((head, ident, b"" if rows is None else row_bytes(rows)))  # the rows copied once
 
 
-def pack(collector: str, first_seq: int, watermark: float, lateness: float, rows: np.ndarray,
+def pack(collector: str, first_seq: int, watermark: float, rows: np.ndarray,
          chunks: list[np.ndarray]) -> list[memoryview]:
     """ROWS messages, one per array of indices into ``rows`` in ``chunks``, numbered from
     ``first_seq`` on: the bytes :func:`encode` gives for ``rows[chunk]``, but each row copied
@@ -87,7 +90,7 @@ def pack(collector: str, first_seq: int, watermark: float, lateness: float, rows
     messages, at = [], 0
     for seq, (chunk, size) in enumerate(zip(chunks, sizes), start=first_seq):
         message = buffer[at:at + size]
-        HEADER.pack_into(message, 0, MAGIC, FORMAT, ROWS, len(ident), DTYPE_CRC, seq, watermark, lateness)
+        HEADER.pack_into(message, 0, MAGIC, FORMAT, ROWS, len(ident), DTYPE_CRC, seq, watermark)
         message[HEADER.size:head] = np.frombuffer(ident, np.uint8)
         # mode "clip": indices are in range, and "raise" would copy through a scratch buffer
         np.take(raw, chunk, axis=0, out=message[head:].reshape(chunk.shape[0], OBS_DTYPE.itemsize), mode="clip")
@@ -100,7 +103,7 @@ def decode(data: bytes) -> Message:
     """A message from its bytes; WireError when they are not one."""
     if len(data) < HEADER.size:
         raise WireError(f"{len(data)} bytes: shorter than the {HEADER.size}-byte header")
-    magic, fmt, kind, id_len, crc, seq, watermark, lateness = HEADER.unpack_from(data)
+    magic, fmt, kind, id_len, crc, seq, watermark = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WireError(f"not a netmon observation message (magic {magic!r})")
     if fmt != FORMAT or crc != DTYPE_CRC:
@@ -117,4 +120,4 @@ def decode(data: bytes) -> Message:
     except UnicodeDecodeError:
         raise WireError("collector id is not UTF-8") from None
     rows = np.frombuffer(data, dtype=OBS_DTYPE, offset=start).copy()  # writable, one copy
-    return Message(kind, collector, seq, watermark, lateness, rows)
+    return Message(kind, collector, seq, watermark, rows)

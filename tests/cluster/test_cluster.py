@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ import pytest
 from netmon import pipeline
 from netmon.config import validate
 from netmon.transport import partition
+from tests.alerts.receivers import HttpReceiver, Received
 from tests.support.lab import wait_for
 from tests.support.nats import BINARY, NatsServer, free_port
 
@@ -75,7 +77,10 @@ def toml(value: object) -> str:
 
 
 def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors: list[str],
-                 sources: list[Path] = (), metrics: int = 0, campus: dict = CAMPUS, **cluster: object) -> Path:
+                 sources: list[Path] = (), metrics: int = 0, campus: dict = CAMPUS, alerts: str = "",
+                 **cluster: object) -> Path:
+    """A node's config; ``alerts``: the URL of a webhook its alerts go to, each request naming the node
+    in header ``X-Node``."""
     settings = {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": 5.0, "dead_collector": 60.0,
                 "checkpoint_every": 0.0, "node_id": node, "collectors": ["collector-0", "collector-1"], **cluster}
     lines = ["[campus]", f"internal = {toml(campus['internal'])}", "[detect]", f"detectors = {toml(detectors)}",
@@ -86,6 +91,9 @@ def write_config(path: Path, nats: NatsServer, node: str, store: Path, detectors
     lines += ["[[sinks]]", 'type = "store"', f"path = {toml(str(store))}"]
     if metrics:
         lines += ["[[sinks]]", 'type = "metrics"', f'listen = "127.0.0.1:{metrics}"']
+    if alerts:
+        lines += ["[[sinks]]", 'type = "alerts"', "backoff = 0.2", "backoff_max = 1.0", "[[sinks.hooks]]",
+                  'kind = "webhook"', f"url = {toml(alerts)}", f"headers = {{ X-Node = {toml(node)} }}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -466,7 +474,7 @@ def test_a_former_owners_consumer_takes_nothing_the_new_owner_needs(tmp_path: Pa
             old, new = (jetstream.Feed(link) for link in links)
             old.open(0, 0)
             new.open(0, 0)
-            jetstream.Publisher(links[0]).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+            jetstream.Publisher(links[0]).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i)))
                                                 for i in range(40)])
             got: list[int] = []
 
@@ -531,7 +539,7 @@ def test_messages_fetched_before_a_partition_was_closed_are_told_from_those_of_i
         try:
             jetstream.ensure(link)
             feed = jetstream.Feed(link)
-            jetstream.Publisher(link).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i), 0.0))
+            jetstream.Publisher(link).send([(0, f"m{i}", wire.encode(wire.MARK, "c", i, float(i)))
                                             for i in range(20)])
             feed.open(0, 0)
             assert wait_for(lambda: feed.out.qsize() >= 20, timeout=60), "the first opening fetched too little"
@@ -552,3 +560,122 @@ def test_messages_fetched_before_a_partition_was_closed_are_told_from_those_of_i
         finally:
             stop.set()
             link.close()
+
+
+class FirstThenRefused(HttpReceiver):
+    """A webhook that, while ``gate`` names a node, refuses every notification once that node's
+    first arrived (HTTP 503: the node's next deliveries fail, as if it died right after the first)."""
+
+    gate = ""
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                refused = bool(receiver.gate and receiver.sent_by(receiver.gate))
+                if not refused:
+                    receiver.received.append(Received(self.path, dict(self.headers), body))
+                self.send_response(503 if refused else 200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = None
+        self.handler = Handler
+
+    def sent_by(self, node: str) -> int:
+        return sum(r.headers.get("X-Node") == node for r in list(self.received))
+
+
+def notifications(received: list) -> list[tuple]:
+    """Each notification a webhook received: (alert id, event, updated_at), in arrival order."""
+    return [(body["id"], body["event"], body["updated_at"]) for body in (r.json() for r in received)]
+
+
+def one_process_notifications(tmp: Path, url: str, detectors: list[str]) -> None:
+    """One process on the whole capture, its alerts to the webhook at ``url`` (delivered before it returns)."""
+    settings = validate({"campus": CAMPUS, "detect": {"detectors": detectors, "checkpoint": ""},
+                         "sources": [{"type": "pcap", "paths": [str(SAMPLE)]}],
+                         "sinks": [{"type": "store", "path": str(tmp / "single-alerts.db")},
+                                   {"type": "alerts", "hooks": [{"kind": "webhook", "url": url}]}]})
+    pipeline.run(pipeline.build(settings, restore=False))
+
+
+def ledger_marks(nats: NatsServer, node: str) -> int:
+    """Notifications the alerts ledger (bucket netmon-alerts) records as sent by scorer ``node``."""
+    import threading
+
+    from netmon.transport import jetstream
+
+    link = jetstream.Link(validate({"cluster": {"urls": [nats.url]}}).cluster, "test-reader", threading.Event())
+
+    async def count() -> int:
+        kv = await link.js.key_value("netmon-alerts")
+        try:
+            keys = await kv.keys()
+        except Exception:  # noqa: BLE001 - no key yet
+            return 0
+        return [(await kv.get(key)).value for key in keys].count(node.encode())
+
+    try:
+        return link.call(count(), timeout=30)
+    finally:
+        link.close()
+
+
+@pytest.mark.parametrize("checkpoint_every", [3600.0, 0.0], ids=["tail-scored-again", "checkpoint-each-interval"])
+def test_a_scorer_killed_right_after_it_alerted_is_taken_over_without_any_alert_sent_twice(tmp_path: Path,
+                                                                                          checkpoint_every: float):
+    """scorer-0 owns every partition, alerts a real webhook, and is SIGKILLed once what it sent is
+    recorded (its later deliveries refused meanwhile, as if it died right after). scorer-1 takes over
+    from scorer-0's checkpoints (none: it scores the whole capture again; or one per interval:
+    it restores the open alerts): the webhook then holds exactly one process's notifications, once each."""
+    receiver = FirstThenRefused().start()
+    try:
+        one_process_notifications(tmp_path, receiver.url, PER_HOST)
+        expected = notifications(receiver.received)
+        assert len(set(expected)) == len(expected) >= 2, f"one process should alert more than once, once each: {expected}"
+        receiver.received.clear()
+        receiver.gate = "scorer-0"
+        sent_by = receiver.sent_by
+
+        parts = split_capture(tmp_path)
+        stores = [tmp_path / f"scorer-{i}.db" for i in range(2)]
+        with NatsServer(tmp_path / "nats") as nats:
+            first = Node("scorer", write_config(tmp_path / "s0.toml", nats, "scorer-0", stores[0], PER_HOST,
+                                                alerts=receiver.url, checkpoint_every=checkpoint_every),
+                         tmp_path / "scorer-0.log")
+            second = None
+            try:
+                assert wait_for(lambda: first.text().count("partition taken") == PARTITIONS, timeout=60), \
+                    f"scorer-0 alone should take every partition:\n{first.text()[-2000:]}"
+                for i in range(2):
+                    config = write_config(tmp_path / f"c{i}.toml", nats, f"collector-{i}", stores[0], PER_HOST,
+                                          [parts[i]])
+                    collector = Node("collector", config, tmp_path / f"collector-{i}.log")
+                    assert collector.proc.wait(120) == 0, collector.text()[-3000:]
+                assert wait_for(lambda: sent_by("scorer-0") >= 1, timeout=90), \
+                    f"scorer-0 sent no alert:\n{first.text()[-2000:]}"
+                assert wait_for(lambda: ledger_marks(nats, "scorer-0") >= sent_by("scorer-0"), timeout=30), \
+                    "scorer-0's delivered notifications should be recorded in the ledger"
+                first.stop(signal.SIGKILL)
+                receiver.gate = ""
+                second = Node("scorer", write_config(tmp_path / "s1.toml", nats, "scorer-1", stores[1], PER_HOST,
+                                                     alerts=receiver.url), tmp_path / "scorer-1.log")
+                assert wait_for(lambda: consumed(nats), timeout=120), "scorer-1 did not consume every message"
+                assert wait_for(lambda: len(receiver.received) >= len(expected), timeout=60), \
+                    f"{len(receiver.received)} of {len(expected)} notifications arrived"
+            finally:
+                first.stop(signal.SIGKILL)
+                if second is not None:
+                    second.stop()  # hands what is queued to the webhook before it ends
+        got = notifications(receiver.received)
+        twice = [n for n, k in Counter(got).items() if k > 1]
+        assert not twice, f"notifications sent twice across the takeover: {twice}"
+        assert sorted(got) == sorted(expected), "the notifications should be one process's"
+        assert sent_by("scorer-0") >= 1 and sent_by("scorer-1") >= 1, "both scorers should have sent some"
+    finally:
+        receiver.stop()

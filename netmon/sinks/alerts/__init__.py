@@ -29,10 +29,11 @@ dropped,hung,lost,queue_bytes,queue_items}``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Protocol, Union
 
 import structlog
 from pydantic import Field
@@ -119,21 +120,23 @@ class AlertsSink:
         self.config = config
         rules = [r.rule("silence") for r in config.silences] + [r.rule("allow") for r in config.allowlist]
         self.silences = Silences(rules, Path(config.silences_file) if config.silences_file else None)
-        self.lifecycle = self._fresh_lifecycle()
+        self.lifecycle = self.new_lifecycle()
         self.state_path = Path(config.state_file) if config.state_file else None
         if self.state_path is not None and self.state_path.exists():
             try:
                 self.lifecycle.load(json.loads(self.state_path.read_text()))
             except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # edited by hand
-                self.lifecycle = self._fresh_lifecycle()  # nothing half-loaded
+                self.lifecycle = self.new_lifecycle()  # nothing half-loaded
                 health.count("alerts.state.unreadable")
                 log.error("alert state unreadable; starting without open alerts", path=str(self.state_path), error=str(exc))
+        self.ledger: Ledger | None = None
         sends = [(hook, HOOKS[hook.kind].build(hook)) for hook in named_hooks(config)]  # all built before any thread
         self.hooks = [(hook, self._managed(hook.name, send, 2 * hook.timeout + 5)) for hook, send in sends]
         self.muzzler = (self._managed("muzzle", _auto_muzzle(config.muzzle, campus), MUZZLE_HANG_TIMEOUT)
                         if config.muzzle.auto_rules else None)
 
-    def _fresh_lifecycle(self) -> Lifecycle:
+    def new_lifecycle(self) -> Lifecycle:
+        """A lifecycle with no open alert, of this sink's settings (a scorer keeps one per partition)."""
         config = self.config
         return Lifecycle(resolve_after=config.resolve_after, cooldown=config.cooldown,
                          escalate_ratio=config.escalate_ratio, storm_hosts=config.storm_hosts,
@@ -143,14 +146,42 @@ class AlertsSink:
         """One hook's ``send`` behind the runtime's queue, retry policy and watchdog."""
         retry = Retry(Backoff(self.config.backoff, max(self.config.backoff, self.config.backoff_max)),
                       self.config.retry_for)
-        return ManagedSink(name, lambda: Delivery(send), self.config.hook_buffer, size=alert_bytes, retry=retry,
-                           hang_timeout=hang_timeout, prefix=f"alerts.hook.{name}")
+        return ManagedSink(name, lambda: Delivery(self._once(name, send)), self.config.hook_buffer, size=alert_bytes,
+                           retry=retry, hang_timeout=hang_timeout, prefix=f"alerts.hook.{name}")
+
+    def dedupe(self, ledger: Ledger) -> None:
+        """From now on, skip a notification ``ledger`` says this hook already sent, and record in
+        it each one sent (scorers: a takeover re-scores what the former owner may have told)."""
+        self.ledger = ledger
+
+    def _once(self, hook: str, send: Callable[[Alert], None]) -> Callable[[Alert], None]:
+        """``send``, skipping what the ledger (when set) says hook ``hook`` sent. A notification is
+        recorded once its hook took it, so one process dying between the two may send it twice."""
+        def deliver(alert: Alert) -> None:
+            ledger = self.ledger
+            if ledger is None:
+                send(alert)
+                return
+            key = notification_key(hook, alert)
+            if ledger.sent(key):
+                health.count(f"alerts.hook.{hook}.already_sent")
+                return
+            send(alert)
+            try:
+                ledger.mark(key)
+            except Exception as exc:  # noqa: BLE001 - sent: retrying would send it again
+                health.count("alerts.ledger.errors")
+                log.warning("sent notification not recorded; a takeover may send it again", hook=hook,
+                            id=alert.id, error=type(exc).__name__)
+
+        return deliver
 
     def evidence_url(self, host: str) -> str:
         return self.config.evidence_url.replace("{host}", host_slug(host))
 
-    def write(self, scored: Scored) -> None:
-        """Run one interval through the lifecycle and queue its notifications (never blocks)."""
+    def write(self, scored: Scored, lifecycle: Lifecycle | None = None) -> list[Alert]:
+        """Run one interval through the lifecycle (this sink's, or ``lifecycle``: a partition's)
+        and queue its notifications, which it returns (never blocks)."""
         floor = rank(self.config.min_severity)
         findings = []
         for finding in scored.findings:
@@ -161,8 +192,10 @@ class AlertsSink:
                 health.count(f"alerts.{'allowed' if rule.kind == 'allow' else 'silenced'}")
                 continue
             findings.append(finding)
-        for alert in self.lifecycle.step(findings, scored.intervals.end):
+        alerts = (lifecycle or self.lifecycle).step(findings, scored.intervals.end)
+        for alert in alerts:
             self.notify(alert)
+        return alerts
 
     def notify(self, alert: Alert) -> None:
         health.count(f"alerts.{alert.event}")
@@ -189,6 +222,20 @@ class AlertsSink:
             tmp = self.state_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.lifecycle.state()))
             tmp.replace(self.state_path)
+
+
+class Ledger(Protocol):
+    """Notifications sent, shared by the processes that may send one (scorers: the transport's)."""
+
+    def sent(self, key: str) -> bool: ...
+
+    def mark(self, key: str) -> None: ...
+
+
+def notification_key(hook: str, alert: Alert) -> str:
+    """One notification of one hook, the same in every process that makes it (event time only)."""
+    text = f"{hook}\0{alert.id}\0{alert.event}\0{alert.updated_at!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 class Delivery:

@@ -203,8 +203,8 @@ class Lifecycle:
         """Open alerts, storms and cooldown memories as JSON-ready data (see :meth:`load`)."""
         return {
             "version": 1,
-            "open": [{**asdict(st), "key": list(k), "alert": _alert_data(st.alert)} for k, st in self.open.items()],
-            "storms": [{"rule": r, "alert": _alert_data(st.alert), "members": [list(m) for m in st.members]}
+            "open": [{**asdict(st), "key": list(k), "alert": alert_data(st.alert)} for k, st in self.open.items()],
+            "storms": [{"rule": r, "alert": alert_data(st.alert), "members": [list(m) for m in st.members]}
                        for r, st in self.storms.items()],
             "last_told": [[*k, t] for k, t in self.last_told.items()],
         }
@@ -213,9 +213,9 @@ class Lifecycle:
         """Take up where a previous run (or a reloaded sink) left off."""
         for item in data.get("open", []):
             fields = {k: v for k, v in item.items() if k not in ("key", "alert")}
-            self.open[(item["key"][0], item["key"][1])] = _State(alert=_alert_from(item["alert"]), **fields)
+            self.open[(item["key"][0], item["key"][1])] = _State(alert=alert_from(item["alert"]), **fields)
         for item in data.get("storms", []):
-            self.storms[item["rule"]] = _Storm(_alert_from(item["alert"]), {(h, r) for h, r in item["members"]})
+            self.storms[item["rule"]] = _Storm(alert_from(item["alert"]), {(h, r) for h, r in item["members"]})
         self.last_told.update({(h, r): t for h, r, t in data.get("last_told", [])})
 
     def _forget(self, now: float) -> None:
@@ -236,11 +236,12 @@ def _refresh(alert: Alert, f: Finding, now: float) -> Alert:
     )
 
 
-def _alert_data(alert: Alert) -> dict[str, Any]:
+def alert_data(alert: Alert) -> dict[str, Any]:
+    """``alert`` as JSON-ready data (:func:`alert_from` reads it back)."""
     return finite(asdict(alert))
 
 
-def _alert_from(data: dict[str, Any]) -> Alert:
+def alert_from(data: dict[str, Any]) -> Alert:
     return Alert(**{**data, "hosts": tuple(data["hosts"])})
 
 

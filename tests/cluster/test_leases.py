@@ -1,0 +1,140 @@
+"""Leases over a real nats-server: renewed apart from the scoring work, and fencing every write.
+
+A :class:`~netmon.cluster.scorer.Scorer` is built in the test's process, so its thread
+can be held busy (as by a long scoring step) while its connection's loop runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import nats.js.errors
+import pytest
+
+from netmon import health
+from netmon.cluster.scorer import Scorer
+from netmon.config import validate
+from netmon.transport import jetstream
+from tests.support.lab import wait_for
+from tests.support.nats import BINARY, NatsServer
+
+pytestmark = pytest.mark.skipif(not os.path.exists(BINARY), reason="needs nats-server (Debian nats-server)")
+
+PARTITIONS = 2
+
+
+def settings(nats: NatsServer, tmp: Path, node: str, lease_timeout: float):
+    return validate({"campus": {"internal": ["10.0.0.0/8"]},
+                     "detect": {"detectors": ["rules"], "checkpoint": ""},
+                     "cluster": {"urls": [nats.url], "partitions": PARTITIONS, "lease_timeout": lease_timeout,
+                                 "node_id": node},
+                     "sinks": [{"type": "store", "path": str(tmp / f"{node}.db")}]})
+
+
+def lease(link: jetstream.Link, part: int) -> dict:
+    async def read() -> dict:
+        kv = await link.js.key_value("netmon-leases")
+        return json.loads((await kv.get(f"p{part}")).value)
+
+    return link.call(read(), timeout=10)
+
+
+def objects(link: jetstream.Link) -> list[str]:
+    """Names of the objects in the state store (a read never racing a delete, unlike a get)."""
+    async def names() -> list[str]:
+        store = await link.js.object_store("netmon-state")
+        try:
+            return [info.name for info in await store.list(ignore_deletes=True)]
+        except nats.js.errors.NotFoundError:  # none left
+            return []
+
+    return link.call(names(), timeout=30)
+
+
+def test_a_scorer_busy_past_its_lease_timeout_keeps_its_leases_and_may_still_checkpoint(tmp_path: Path):
+    """The scorer's thread does nothing after taking its partitions (stuck in a long scoring
+    step): its leases are renewed anyway, another scorer takes none of them, and its
+    checkpoints are still committed (before, renewals ran in that thread and lapsed)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        busy = Scorer(settings(nats, tmp_path, "scorer-busy", 2.0), threading.Event())
+        other_link = None
+        try:
+            busy.rebalance()
+            assert sorted(busy.units) == list(range(PARTITIONS)), "the only scorer should take every partition"
+            first = {part: lease(busy.link, part)["until"] for part in busy.units}
+            renewed = wait_for(lambda: all(lease(busy.link, p)["until"] > first[p] + 2.0 for p in first), timeout=30)
+            assert renewed, "leases were not renewed past their first expiry while the scorer's thread was busy"
+            other_link = jetstream.Link(busy.cfg, "scorer-other", threading.Event())
+            plan = jetstream.Leases(other_link, "scorer-other").tick(set())
+            assert plan.gained == [], f"another scorer took {plan.gained} from a live, busy scorer"
+            assert all(busy.leases.holds(p) for p in busy.units), "a renewed lease must let its scorer write"
+            before = health.snapshot().get("cluster.scorer.checkpoints", 0)
+            busy.save(busy.units[0])
+            assert health.snapshot().get("cluster.scorer.checkpoints", 0) == before + 1, "checkpoint not committed"
+        finally:
+            if other_link is not None:
+                other_link.close()
+            busy.stop.set()
+            busy.link.close()
+            for sink in busy.sinks:
+                sink.close()
+
+
+def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(tmp_path: Path):
+    """The lease of partition 0 passes to another scorer (which dies before checkpointing) while
+    the former owner still believes it holds it and checkpoints: that late checkpoint must not
+    be what the next owner restores, nor purge anything (the stale-checkpoint race)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        old = Scorer(settings(nats, tmp_path, "scorer-old", 60.0), threading.Event())  # renews every 20 s
+        new = None
+        try:
+            old.rebalance()
+            unit = old.units[0]
+            unit.seq = 7  # it consumed up to sequence 7 (as the stale checkpoint would say)
+
+            async def taken_over() -> None:  # the lease expired; an intruder took it, then died
+                kv = await old.link.js.key_value("netmon-leases")
+                value = {"owner": "scorer-gone", "until": time.time() - 1, "token": "t", "checkpoint": ""}
+                await kv.put("p0", json.dumps(value).encode())
+
+            old.link.call(taken_over(), timeout=10)
+            assert old.leases.holds(0), "the former owner should not have seen its lease go yet"
+            fenced = health.snapshot().get("cluster.scorer.fenced", 0)
+            old.save(unit)
+            assert health.snapshot().get("cluster.scorer.fenced", 0) == fenced + 1, \
+                "a checkpoint after the lease was taken must be refused (fenced)"
+            assert not old.leases.holds(0), "a refused commit must stop every write for the partition"
+            old.close_windows(unit, idle=True)
+            assert 0 not in old.units, "a partition found taken must be dropped at once, not at the next lease round"
+            orphan = old.states.save(0, b"written, then its scorer was killed before committing it")
+            new = Scorer(settings(nats, tmp_path, "scorer-new", 60.0), threading.Event())
+            new.rebalance()
+            assert 0 in new.units, "the next scorer should take the expired partition"
+            assert new.units[0].seq == 0, \
+                f"the next owner restored the former owner's late checkpoint (sequence {new.units[0].seq})"
+            assert wait_for(lambda: orphan not in objects(new.link), timeout=30), \
+                "the new owner should remove checkpoints never committed"
+        finally:
+            for scorer in (old, new):
+                if scorer is not None:
+                    scorer.stop.set()
+                    scorer.link.close()
+                    for sink in scorer.sinks:
+                        sink.close()
+
+
+def test_a_scorer_starts_when_the_log_was_set_up_with_another_max_age(tmp_path: Path):
+    """The alerts ledger's age limit follows ``max_age`` when made; a later config with another
+    one must not stop the cluster from starting (the bucket is kept as it is)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        for max_age in (3600.0, 7200.0):
+            cfg = validate({"cluster": {"urls": [nats.url], "max_age": max_age}}).cluster
+            link = jetstream.Link(cfg, "scorer-0", threading.Event())
+            try:
+                jetstream.ensure(link)
+            finally:
+                link.close()
