@@ -445,7 +445,8 @@ class Leases:
         health.count("cluster.scorer.renewals")
 
     def tick(self, owned: set[int]) -> Plan:
-        """Say which of ``owned`` were lost; take free or expired partitions up to the fair share."""
+        """Say which of ``owned`` were lost; take free or expired partitions up to the fair share
+        (gained: those, and any held lease not in ``owned``)."""
         return self.link.call(self._tick(owned), timeout=60)
 
     async def _bucket(self) -> Any:
@@ -467,10 +468,11 @@ class Leases:
             members += value is not None and value["until"] > now
         fair = math.ceil(self.cfg.partitions / max(1, members))
         lost = sorted(part for part in owned if part not in self._held)
-        holding = set(owned) - set(lost)
-        gained = []
+        # held but not owned: taken by a round whose answer never reached the scorer (renewed since)
+        gained = sorted(part for part in self._held if part not in owned)
+        holding = set(owned) - set(lost) | set(gained)
         for part in range(self.cfg.partitions):
-            if part in owned or len(holding) >= fair:
+            if part in owned or part in holding or len(holding) >= fair:
                 continue
             entry = await _get(kv, f"p{part}")
             lease = _lease(entry)

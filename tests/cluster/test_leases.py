@@ -138,3 +138,31 @@ def test_a_scorer_starts_when_the_log_was_set_up_with_another_max_age(tmp_path: 
                 jetstream.ensure(link)
             finally:
                 link.close()
+
+
+def test_a_partition_taken_in_a_lease_round_whose_answer_was_lost_is_scored_at_the_next_round(tmp_path: Path):
+    """A lease round takes the partitions, but its answer comes after the round's timeout (a
+    slow or restarting nats-server): the scorer never learnt it took them, while its renewal
+    task keeps their leases alive. The next round must hand them to the scorer, else nobody
+    scores them and their stream only grows."""
+    with NatsServer(tmp_path / "nats") as nats:
+        scorer = Scorer(settings(nats, tmp_path, "scorer-late", 60.0), threading.Event())
+        try:
+            call = scorer.link.call
+
+            def answered_too_late(coro, timeout=None):
+                call(coro, timeout)
+                raise TimeoutError("the lease round's answer came after its timeout")
+
+            scorer.link.call = answered_too_late
+            scorer.rebalance()
+            del scorer.link.call
+            assert not scorer.units, "a failed lease round should have given the scorer no partition"
+            scorer.rebalance()
+            assert sorted(scorer.units) == list(range(PARTITIONS)), \
+                f"partitions leased in the lost round were left unscored (scoring {sorted(scorer.units)})"
+        finally:
+            scorer.stop.set()
+            scorer.link.close()
+            for sink in scorer.sinks:
+                sink.close()
