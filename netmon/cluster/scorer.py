@@ -317,7 +317,8 @@ class Scorer:
         return unit
 
     def rebalance(self) -> None:
-        """One lease round: renew, drop what was lost, hand over the surplus, take what is free."""
+        """One lease round: drop what was lost, hand over the surplus, take what is free (the leases
+        themselves are renewed by their own task, :meth:`jetstream.Leases.start`)."""
         try:
             plan = self.leases.tick(set(self.units))
         except Exception as exc:  # noqa: BLE001 - the log away: keep what is held, try next round
