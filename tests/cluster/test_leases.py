@@ -166,3 +166,39 @@ def test_a_partition_taken_in_a_lease_round_whose_answer_was_lost_is_scored_at_t
             scorer.link.close()
             for sink in scorer.sinks:
                 sink.close()
+
+
+def test_renewals_failing_while_nats_server_is_down_are_counted_fence_the_scorer_and_resume_after(tmp_path: Path):
+    """nats-server stops under a scorer: each failed renewal round is counted, its checkpoints
+    are refused (fenced) once its hold runs out, and when the server is back the same task
+    renews the same leases (nobody took them) and checkpoints are committed again."""
+    with NatsServer(tmp_path / "nats") as nats:
+        scorer = Scorer(settings(nats, tmp_path, "scorer-0", 2.0), threading.Event())  # renews every 0.5 s
+        try:
+            scorer.rebalance()
+            unit = scorer.units[0]
+            failed = health.snapshot().get("cluster.scorer.renewals_failed", 0)
+            nats.stop()
+            assert wait_for(lambda: health.snapshot().get("cluster.scorer.renewals_failed", 0) > failed
+                            and not scorer.leases.holds(0), timeout=30), \
+                "renewals failing with the server down should be counted and end the scorer's hold"
+            unit.seq = 3
+            fenced = health.snapshot().get("cluster.scorer.fenced", 0)
+            scorer.save(unit)
+            assert health.snapshot().get("cluster.scorer.fenced", 0) == fenced + 1, \
+                "a checkpoint without a renewed lease must be refused"
+            nats.start()
+            assert wait_for(lambda: scorer.leases.holds(0), timeout=60), \
+                "the renewal task should renew the lease once the server is back"
+            assert not scorer.leases.lost(0), "a lease nobody took should still be the scorer's"
+            checkpoints = health.snapshot().get("cluster.scorer.checkpoints", 0)
+            scorer.save(unit)
+            assert health.snapshot().get("cluster.scorer.checkpoints", 0) == checkpoints + 1, \
+                "a checkpoint after the renewals resumed should be committed"
+            assert lease(scorer.link, 0)["checkpoint"] == scorer.leases.checkpoint(0), \
+                "the lease should name the checkpoint just committed"
+        finally:
+            scorer.stop.set()
+            scorer.link.close()
+            for sink in scorer.sinks:
+                sink.close()
