@@ -6,6 +6,7 @@ can be held busy (as by a long scoring step) while its connection's loop runs on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -197,6 +198,40 @@ def test_renewals_failing_while_nats_server_is_down_are_counted_fence_the_scorer
                 "a checkpoint after the renewals resumed should be committed"
             assert lease(scorer.link, 0)["checkpoint"] == scorer.leases.checkpoint(0), \
                 "the lease should name the checkpoint just committed"
+        finally:
+            scorer.stop.set()
+            scorer.link.close()
+            for sink in scorer.sinks:
+                sink.close()
+
+
+def test_a_new_owners_first_checkpoint_survives_its_removal_of_uncommitted_ones(tmp_path: Path):
+    """The next owner of a partition removes the checkpoints a killed scorer never committed,
+    and commits its own first checkpoint soon after: that one must stay, even when listing the
+    store is slow (a listing still running then saw it too and removed it as one more orphan,
+    leaving the lease naming a removed checkpoint: the next owner would start cold)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        scorer = Scorer(settings(nats, tmp_path, "scorer-new", 60.0), threading.Event())
+        try:
+            orphan = scorer.states.save(0, b"written, then its scorer was killed before committing it")
+            store = scorer.link.call(scorer.states._bucket(), timeout=10)
+            listing = store.list
+
+            async def slow_listing(**options):  # a busy server or loop: the listing starts late
+                await asyncio.sleep(1.0)
+                return await listing(**options)
+
+            store.list = slow_listing
+            scorer.rebalance()
+            unit = scorer.units[0]
+            unit.seq = 7
+            scorer.save(unit)
+            committed = scorer.leases.checkpoint(0)
+            assert committed != orphan, "the first checkpoint should have been committed"
+            assert wait_for(lambda: orphan not in objects(scorer.link), timeout=30), \
+                "the new owner should remove checkpoints never committed"
+            assert committed in objects(scorer.link), \
+                "the removal of uncommitted checkpoints took the one just committed"
         finally:
             scorer.stop.set()
             scorer.link.close()
