@@ -302,11 +302,11 @@ class Scorer:
             try:
                 state = checkpoint.loads(data)
                 unit.load_state(state)
-            except checkpoint.CheckpointError as exc:
-                health.count(f"detect.checkpoint.{exc.kind}")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # CheckpointError, or one not of ours
+                health.count(f"detect.checkpoint.{getattr(exc, 'kind', 'foreign')}")
                 log.error("partition checkpoint unusable; the partition starts cold from its stream",
-                          partition=part, reason=str(exc))
-                return unit
+                          partition=part, name=name, reason=f"{type(exc).__name__}: {exc}"[:200])
+                return Unit(part, self.settings)  # nothing half-loaded
             try:
                 alerting.load(state.get("alerts", {}))
             except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:

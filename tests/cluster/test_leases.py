@@ -17,8 +17,9 @@ import nats.js.errors
 import pytest
 
 from netmon import health
-from netmon.cluster.scorer import Scorer
+from netmon.cluster.scorer import Scorer, Unit
 from netmon.config import validate
+from netmon.detect import checkpoint
 from netmon.transport import jetstream
 from tests.support.lab import wait_for
 from tests.support.nats import BINARY, NatsServer
@@ -232,6 +233,39 @@ def test_a_new_owners_first_checkpoint_survives_its_removal_of_uncommitted_ones(
                 "the new owner should remove checkpoints never committed"
             assert committed in objects(scorer.link), \
                 "the removal of uncommitted checkpoints took the one just committed"
+        finally:
+            scorer.stop.set()
+            scorer.link.close()
+            for sink in scorer.sinks:
+                sink.close()
+
+
+def test_a_lease_naming_a_checkpoint_of_another_partition_starts_the_partition_cold_not_the_scorer_crashing(
+        tmp_path: Path):
+    """A lease names its checkpoint by a name anyone with the bucket may write: one naming a
+    sound checkpoint of another partition must be counted unusable and the partition start
+    cold from its stream (it raised out of the lease round and stopped the scorer, at every
+    restart again)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = settings(nats, tmp_path, "scorer-0", 60.0)
+        scorer = Scorer(cfg, threading.Event())
+        try:
+            other = Unit(1, cfg)
+            other.seq = 9
+            name = scorer.states.save(1, checkpoint.dumps(other.state()))
+
+            async def foreign_lease() -> None:  # free (expired), naming partition 1's checkpoint
+                kv = await scorer.link.js.key_value("netmon-leases")
+                value = {"owner": "scorer-gone", "until": time.time() - 1, "token": "t", "checkpoint": name}
+                await kv.put("p0", json.dumps(value).encode())
+
+            scorer.link.call(foreign_lease(), timeout=10)
+            foreign = health.snapshot().get("detect.checkpoint.foreign", 0)
+            scorer.rebalance()
+            assert 0 in scorer.units, "the scorer should take the partition whose lease expired"
+            assert scorer.units[0].seq == 0, "a checkpoint of another partition must not be restored"
+            assert health.snapshot().get("detect.checkpoint.foreign", 0) == foreign + 1, \
+                "the unusable checkpoint should be counted"
         finally:
             scorer.stop.set()
             scorer.link.close()
