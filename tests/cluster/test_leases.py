@@ -45,6 +45,14 @@ def lease(link: jetstream.Link, part: int) -> dict:
     return link.call(read(), timeout=10)
 
 
+def shut(scorer: Scorer) -> None:
+    """Stop a scorer built in the test's process (its loop never ran): its connection, its sinks."""
+    scorer.stop.set()
+    scorer.link.close()
+    for sink in scorer.sinks:
+        sink.close()
+
+
 def objects(link: jetstream.Link) -> list[str]:
     """Names of the objects in the state store (a read never racing a delete, unlike a get)."""
     async def names() -> list[str]:
@@ -80,10 +88,7 @@ def test_a_scorer_busy_past_its_lease_timeout_keeps_its_leases_and_may_still_che
         finally:
             if other_link is not None:
                 other_link.close()
-            busy.stop.set()
-            busy.link.close()
-            for sink in busy.sinks:
-                sink.close()
+            shut(busy)
 
 
 def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(tmp_path: Path):
@@ -123,10 +128,7 @@ def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(
         finally:
             for scorer in (old, new):
                 if scorer is not None:
-                    scorer.stop.set()
-                    scorer.link.close()
-                    for sink in scorer.sinks:
-                        sink.close()
+                    shut(scorer)
 
 
 def test_a_scorer_starts_when_the_log_was_set_up_with_another_max_age(tmp_path: Path):
@@ -164,10 +166,7 @@ def test_a_partition_taken_in_a_lease_round_whose_answer_was_lost_is_scored_at_t
             assert sorted(scorer.units) == list(range(PARTITIONS)), \
                 f"partitions leased in the lost round were left unscored (scoring {sorted(scorer.units)})"
         finally:
-            scorer.stop.set()
-            scorer.link.close()
-            for sink in scorer.sinks:
-                sink.close()
+            shut(scorer)
 
 
 def test_renewals_failing_while_nats_server_is_down_are_counted_fence_the_scorer_and_resume_after(tmp_path: Path):
@@ -200,10 +199,7 @@ def test_renewals_failing_while_nats_server_is_down_are_counted_fence_the_scorer
             assert lease(scorer.link, 0)["checkpoint"] == scorer.leases.checkpoint(0), \
                 "the lease should name the checkpoint just committed"
         finally:
-            scorer.stop.set()
-            scorer.link.close()
-            for sink in scorer.sinks:
-                sink.close()
+            shut(scorer)
 
 
 def test_a_new_owners_first_checkpoint_survives_its_removal_of_uncommitted_ones(tmp_path: Path):
@@ -234,10 +230,7 @@ def test_a_new_owners_first_checkpoint_survives_its_removal_of_uncommitted_ones(
             assert committed in objects(scorer.link), \
                 "the removal of uncommitted checkpoints took the one just committed"
         finally:
-            scorer.stop.set()
-            scorer.link.close()
-            for sink in scorer.sinks:
-                sink.close()
+            shut(scorer)
 
 
 def test_a_lease_naming_a_checkpoint_of_another_partition_starts_the_partition_cold_not_the_scorer_crashing(
@@ -267,7 +260,4 @@ def test_a_lease_naming_a_checkpoint_of_another_partition_starts_the_partition_c
             assert health.snapshot().get("detect.checkpoint.foreign", 0) == foreign + 1, \
                 "the unusable checkpoint should be counted"
         finally:
-            scorer.stop.set()
-            scorer.link.close()
-            for sink in scorer.sinks:
-                sink.close()
+            shut(scorer)
