@@ -10,8 +10,10 @@ the former owner sent them. The notifications of the last ``retry_for`` seconds 
 the checkpoint too: one the former owner queued but never delivered (its hook down, or
 the process killed first) is queued again by the next owner, and skipped if it was sent.
 
-Left open: a process killed between a hook's delivery and its record in the ledger
-(one request to NATS) has it sent again by the next owner.
+Left open, as a hook reads the ledger before it delivers and records after: a process
+killed between a hook's delivery and its record in the ledger (one request to NATS) has
+it sent again by the next owner; and one the former owner's hook is still retrying (a
+handover while the hook is down) is sent twice if both scorers deliver it at one moment.
 """
 
 from __future__ import annotations

@@ -302,11 +302,11 @@ class Scorer:
             try:
                 state = checkpoint.loads(data)
                 unit.load_state(state)
-            except checkpoint.CheckpointError as exc:
-                health.count(f"detect.checkpoint.{exc.kind}")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # CheckpointError, or one not of ours
+                health.count(f"detect.checkpoint.{getattr(exc, 'kind', 'foreign')}")
                 log.error("partition checkpoint unusable; the partition starts cold from its stream",
-                          partition=part, reason=str(exc))
-                return unit
+                          partition=part, name=name, reason=f"{type(exc).__name__}: {exc}"[:200])
+                return Unit(part, self.settings)  # nothing half-loaded
             try:
                 alerting.load(state.get("alerts", {}))
             except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -317,7 +317,8 @@ class Scorer:
         return unit
 
     def rebalance(self) -> None:
-        """One lease round: renew, drop what was lost, hand over the surplus, take what is free."""
+        """One lease round: drop what was lost, hand over the surplus, take what is free (the leases
+        themselves are renewed by their own task, :meth:`jetstream.Leases.start`)."""
         try:
             plan = self.leases.tick(set(self.units))
         except Exception as exc:  # noqa: BLE001 - the log away: keep what is held, try next round

@@ -445,7 +445,8 @@ class Leases:
         health.count("cluster.scorer.renewals")
 
     def tick(self, owned: set[int]) -> Plan:
-        """Say which of ``owned`` were lost; take free or expired partitions up to the fair share."""
+        """Say which of ``owned`` were lost; take free or expired partitions up to the fair share
+        (gained: those, and any held lease not in ``owned``)."""
         return self.link.call(self._tick(owned), timeout=60)
 
     async def _bucket(self) -> Any:
@@ -467,10 +468,11 @@ class Leases:
             members += value is not None and value["until"] > now
         fair = math.ceil(self.cfg.partitions / max(1, members))
         lost = sorted(part for part in owned if part not in self._held)
-        holding = set(owned) - set(lost)
-        gained = []
+        # held but not owned: taken by a round whose answer never reached the scorer (renewed since)
+        gained = sorted(part for part in self._held if part not in owned)
+        holding = set(owned) - set(lost) | set(gained)
         for part in range(self.cfg.partitions):
-            if part in owned or len(holding) >= fair:
+            if part in owned or part in holding or len(holding) >= fair:
                 continue
             entry = await _get(kv, f"p{part}")
             lease = _lease(entry)
@@ -648,25 +650,26 @@ class States:
 
     def prune(self, partition: int, keep: str) -> None:
         """Remove the partition's checkpoints other than ``keep`` (the committed one): those of a
-        scorer killed between writing one and committing it. For the partition's new owner only:
-        none other is ever read. Not waited for."""
-        async def prune() -> None:
+        scorer killed between writing one and committing it. For the partition's new owner only
+        (none other is ever read), before its first checkpoint: the store is listed before this
+        returns, as a listing still running then would take that checkpoint for one more to
+        remove; the removals are not waited for."""
+        async def uncommitted() -> list[str]:
             try:
                 infos = await (await self._bucket()).list(ignore_deletes=True)
-            except nats.js.errors.NotFoundError:
-                return
-            for info in infos:
-                if info.name != keep and (info.name == f"p{partition}" or info.name.startswith(f"p{partition}-")):
-                    await (await self._bucket()).delete(info.name)
-                    log.info("uncommitted checkpoint removed", partition=partition, name=info.name)
+            except nats.js.errors.NotFoundError:  # an empty store
+                return []
+            return [info.name for info in infos
+                    if info.name != keep and (info.name == f"p{partition}" or info.name.startswith(f"p{partition}-"))]
 
-        async def guarded() -> None:
-            try:
-                await prune()
-            except Exception as exc:  # noqa: BLE001 - left for the next owner to remove
-                log.debug("checkpoints not pruned", partition=partition, error=type(exc).__name__)
-
-        self.link.submit(guarded())
+        try:
+            names = self.link.call(uncommitted(), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - left for the next owner to remove
+            log.debug("checkpoints not pruned", partition=partition, error=type(exc).__name__)
+            return
+        for name in names:
+            log.info("removing an uncommitted checkpoint", partition=partition, name=name)
+            self.delete(name)
 
     def delete(self, name: str) -> None:
         """Remove object ``name`` (a checkpoint replaced, or one never committed); not waited for:

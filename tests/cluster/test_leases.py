@@ -6,6 +6,7 @@ can be held busy (as by a long scoring step) while its connection's loop runs on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -16,8 +17,9 @@ import nats.js.errors
 import pytest
 
 from netmon import health
-from netmon.cluster.scorer import Scorer
+from netmon.cluster.scorer import Scorer, Unit
 from netmon.config import validate
+from netmon.detect import checkpoint
 from netmon.transport import jetstream
 from tests.support.lab import wait_for
 from tests.support.nats import BINARY, NatsServer
@@ -41,6 +43,14 @@ def lease(link: jetstream.Link, part: int) -> dict:
         return json.loads((await kv.get(f"p{part}")).value)
 
     return link.call(read(), timeout=10)
+
+
+def shut(scorer: Scorer) -> None:
+    """Stop a scorer built in the test's process (its loop never ran): its connection, its sinks."""
+    scorer.stop.set()
+    scorer.link.close()
+    for sink in scorer.sinks:
+        sink.close()
 
 
 def objects(link: jetstream.Link) -> list[str]:
@@ -78,10 +88,7 @@ def test_a_scorer_busy_past_its_lease_timeout_keeps_its_leases_and_may_still_che
         finally:
             if other_link is not None:
                 other_link.close()
-            busy.stop.set()
-            busy.link.close()
-            for sink in busy.sinks:
-                sink.close()
+            shut(busy)
 
 
 def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(tmp_path: Path):
@@ -121,10 +128,7 @@ def test_a_checkpoint_of_a_former_owner_never_becomes_the_partitions_checkpoint(
         finally:
             for scorer in (old, new):
                 if scorer is not None:
-                    scorer.stop.set()
-                    scorer.link.close()
-                    for sink in scorer.sinks:
-                        sink.close()
+                    shut(scorer)
 
 
 def test_a_scorer_starts_when_the_log_was_set_up_with_another_max_age(tmp_path: Path):
@@ -138,3 +142,122 @@ def test_a_scorer_starts_when_the_log_was_set_up_with_another_max_age(tmp_path: 
                 jetstream.ensure(link)
             finally:
                 link.close()
+
+
+def test_a_partition_taken_in_a_lease_round_whose_answer_was_lost_is_scored_at_the_next_round(tmp_path: Path):
+    """A lease round takes the partitions, but its answer comes after the round's timeout (a
+    slow or restarting nats-server): the scorer never learnt it took them, while its renewal
+    task keeps their leases alive. The next round must hand them to the scorer, else nobody
+    scores them and their stream only grows."""
+    with NatsServer(tmp_path / "nats") as nats:
+        scorer = Scorer(settings(nats, tmp_path, "scorer-late", 60.0), threading.Event())
+        try:
+            call = scorer.link.call
+
+            def answered_too_late(coro, timeout=None):
+                call(coro, timeout)
+                raise TimeoutError("the lease round's answer came after its timeout")
+
+            scorer.link.call = answered_too_late
+            scorer.rebalance()
+            del scorer.link.call
+            assert not scorer.units, "a failed lease round should have given the scorer no partition"
+            scorer.rebalance()
+            assert sorted(scorer.units) == list(range(PARTITIONS)), \
+                f"partitions leased in the lost round were left unscored (scoring {sorted(scorer.units)})"
+        finally:
+            shut(scorer)
+
+
+def test_renewals_failing_while_nats_server_is_down_are_counted_fence_the_scorer_and_resume_after(tmp_path: Path):
+    """nats-server stops under a scorer: each failed renewal round is counted, its checkpoints
+    are refused (fenced) once its hold runs out, and when the server is back the same task
+    renews the same leases (nobody took them) and checkpoints are committed again."""
+    with NatsServer(tmp_path / "nats") as nats:
+        scorer = Scorer(settings(nats, tmp_path, "scorer-0", 2.0), threading.Event())  # renews every 0.5 s
+        try:
+            scorer.rebalance()
+            unit = scorer.units[0]
+            failed = health.snapshot().get("cluster.scorer.renewals_failed", 0)
+            nats.stop()
+            assert wait_for(lambda: health.snapshot().get("cluster.scorer.renewals_failed", 0) > failed
+                            and not scorer.leases.holds(0), timeout=30), \
+                "renewals failing with the server down should be counted and end the scorer's hold"
+            unit.seq = 3
+            fenced = health.snapshot().get("cluster.scorer.fenced", 0)
+            scorer.save(unit)
+            assert health.snapshot().get("cluster.scorer.fenced", 0) == fenced + 1, \
+                "a checkpoint without a renewed lease must be refused"
+            nats.start()
+            assert wait_for(lambda: scorer.leases.holds(0), timeout=60), \
+                "the renewal task should renew the lease once the server is back"
+            assert not scorer.leases.lost(0), "a lease nobody took should still be the scorer's"
+            checkpoints = health.snapshot().get("cluster.scorer.checkpoints", 0)
+            scorer.save(unit)
+            assert health.snapshot().get("cluster.scorer.checkpoints", 0) == checkpoints + 1, \
+                "a checkpoint after the renewals resumed should be committed"
+            assert lease(scorer.link, 0)["checkpoint"] == scorer.leases.checkpoint(0), \
+                "the lease should name the checkpoint just committed"
+        finally:
+            shut(scorer)
+
+
+def test_a_new_owners_first_checkpoint_survives_its_removal_of_uncommitted_ones(tmp_path: Path):
+    """The next owner of a partition removes the checkpoints a killed scorer never committed,
+    and commits its own first checkpoint soon after: that one must stay, even when listing the
+    store is slow (a listing still running then saw it too and removed it as one more orphan,
+    leaving the lease naming a removed checkpoint: the next owner would start cold)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        scorer = Scorer(settings(nats, tmp_path, "scorer-new", 60.0), threading.Event())
+        try:
+            orphan = scorer.states.save(0, b"written, then its scorer was killed before committing it")
+            store = scorer.link.call(scorer.states._bucket(), timeout=10)
+            listing = store.list
+
+            async def slow_listing(**options):  # a busy server or loop: the listing starts late
+                await asyncio.sleep(1.0)
+                return await listing(**options)
+
+            store.list = slow_listing
+            scorer.rebalance()
+            unit = scorer.units[0]
+            unit.seq = 7
+            scorer.save(unit)
+            committed = scorer.leases.checkpoint(0)
+            assert committed != orphan, "the first checkpoint should have been committed"
+            assert wait_for(lambda: orphan not in objects(scorer.link), timeout=30), \
+                "the new owner should remove checkpoints never committed"
+            assert committed in objects(scorer.link), \
+                "the removal of uncommitted checkpoints took the one just committed"
+        finally:
+            shut(scorer)
+
+
+def test_a_lease_naming_a_checkpoint_of_another_partition_starts_the_partition_cold_not_the_scorer_crashing(
+        tmp_path: Path):
+    """A lease names its checkpoint by a name anyone with the bucket may write: one naming a
+    sound checkpoint of another partition must be counted unusable and the partition start
+    cold from its stream (it raised out of the lease round and stopped the scorer, at every
+    restart again)."""
+    with NatsServer(tmp_path / "nats") as nats:
+        cfg = settings(nats, tmp_path, "scorer-0", 60.0)
+        scorer = Scorer(cfg, threading.Event())
+        try:
+            other = Unit(1, cfg)
+            other.seq = 9
+            name = scorer.states.save(1, checkpoint.dumps(other.state()))
+
+            async def foreign_lease() -> None:  # free (expired), naming partition 1's checkpoint
+                kv = await scorer.link.js.key_value("netmon-leases")
+                value = {"owner": "scorer-gone", "until": time.time() - 1, "token": "t", "checkpoint": name}
+                await kv.put("p0", json.dumps(value).encode())
+
+            scorer.link.call(foreign_lease(), timeout=10)
+            foreign = health.snapshot().get("detect.checkpoint.foreign", 0)
+            scorer.rebalance()
+            assert 0 in scorer.units, "the scorer should take the partition whose lease expired"
+            assert scorer.units[0].seq == 0, "a checkpoint of another partition must not be restored"
+            assert health.snapshot().get("detect.checkpoint.foreign", 0) == foreign + 1, \
+                "the unusable checkpoint should be counted"
+        finally:
+            shut(scorer)
