@@ -144,6 +144,28 @@ class Config(Strict):
 
 
 KINDS = ("clients", "gateway", "server")
+#: The state each host keeps between intervals, the one list of it: ``_observe`` reads every column
+#: (carried) and :meth:`Hosts.learn` stores every column from what ``_observe`` and ``score`` made.
+#: ``prev_*`` hold this interval's values for the next; ``peak`` is the highest group-view level.
+STATE: dict[str, Column] = {
+    "prev_seconds": Column("f4", 0, 0.0),  # the previous interval's loose-client seconds
+    "prev_requests": Column("f4", 0, 0.0),  # ... and its effective request count (server_requests_eff)
+    "high": Column("f4", 0, np.nan),
+    "base": Column("f4", 0, np.nan),
+    "steps": Column("f4", 0, 0.0),
+    "climb": Column("f8", 0, np.nan),
+    "peak": Column("f4", 0, np.nan),
+    "own_seen": Column("f4", 0, 0.0),
+    "top": Column("f4", 0, 0.0),
+    "swung": Column("f4", 0, 0.0),
+    "climb_top": Column("f4", 0, 0.0),
+    "tracked": Column("f4", 0, 0.0),
+    "kod_time": Column("f8", 0, np.nan),
+    "kod_rate": Column("f4", 0, np.nan),
+    "kods": Column("f4", 0, 0.0),
+    "kod_sum": Column("f4", 0, 0.0),  # KoD from the busiest server, summed with weight exp(-age / window)
+    "answer_sum": Column("f4", 0, 0.0),  # ... and all replies to the host, likewise
+}
 
 
 @dataclass
@@ -206,26 +228,7 @@ class Hosts(HostModel):
     name = "hosts"
 
     def __init__(self, config: Config) -> None:
-        columns = {
-            "prev_seconds": Column("f4", 0, 0.0),  # the previous interval's loose-client seconds
-            "prev_requests": Column("f4", 0, 0.0),  # ... and its effective request count (server_requests_eff)
-            "high": Column("f4", 0, np.nan),
-            "base": Column("f4", 0, np.nan),
-            "steps": Column("f4", 0, 0.0),
-            "climb": Column("f8", 0, np.nan),
-            "peak": Column("f4", 0, np.nan),
-            "own_seen": Column("f4", 0, 0.0),
-            "top": Column("f4", 0, 0.0),
-            "swung": Column("f4", 0, 0.0),
-            "climb_top": Column("f4", 0, 0.0),
-            "tracked": Column("f4", 0, 0.0),
-            "kod_time": Column("f8", 0, np.nan),
-            "kod_rate": Column("f4", 0, np.nan),
-            "kods": Column("f4", 0, 0.0),
-            "kod_sum": Column("f4", 0, 0.0),  # KoD from the busiest server, summed with weight exp(-age / window)
-            "answer_sum": Column("f4", 0, 0.0),  # ... and all replies to the host, likewise
-        }
-        super().__init__(("server_requests",), columns, KOD_RATE_WINDOW, config.forget_after)
+        super().__init__(("server_requests",), STATE, KOD_RATE_WINDOW, config.forget_after)
         self.config = config
         self._seen: _Seen | None = None
 
@@ -310,9 +313,7 @@ class Hosts(HostModel):
             "kod_sum": kod_sum,
             "answer_sum": answer_sum,
             "share": share,
-            **{name: self.carried(visit, name) for name in self.table.columns  # read above, or replaced by learn
-               if name not in ("first", "last", "sums", "prev_seconds", "prev_requests", "tracked", "kod_sum",
-                               "answer_sum")},
+            **{name: self.carried(visit, name) for name in STATE.keys() - {"tracked", "kod_sum", "answer_sum"}},
         }
         cfg = self.config
         evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)
@@ -470,11 +471,9 @@ class Hosts(HostModel):
         seen = self._observe(intervals, keys)
         self._seen = None
         s = seen.state
-        peak = np.fmax(s["peak"], s["level"])
-        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_effective"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=s["tracked"], kod_sum=s["kod_sum"],
-                   answer_sum=s["answer_sum"], kod_time=s["kod_time"],
-                   kod_rate=s["kod_rate"], kods=s["kods"])
+        kept = {**s, "prev_seconds": s["seconds"], "prev_requests": s["loose_effective"],
+                "peak": np.fmax(s["peak"], s["level"])}
+        self.close(seen.visit, **{name: kept[name] for name in STATE})
 
 
 def build(config: Config) -> Hosts:
