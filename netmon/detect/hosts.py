@@ -62,8 +62,9 @@ kind has its own thresholds (by default neither is judged on its level). An
 undeclared host is gateway-like, and judged as a gateway, once its clients on
 ports of their own reached ``own_ports`` and ``own_share`` of its clients
 (random ports repeat by chance, hence the share), or once its count fell to
-half a high of ``swing`` clients or more (a VPN concentrator in the evening: a
-pile of daemons only grows).
+half a high of ``swing`` clients or more (a VPN concentrator in the evening; a
+NAT of one desktop and two laptops at night, from 3 to 1: a pile of daemons
+only grows).
 
 State per host: 20 numbers (96 bytes: 4 of 8 bytes, 16 of 4) plus its key.
 """
@@ -134,7 +135,7 @@ class Config(Strict):
                           "[aggregate] pair_window (leave it out; set, it must equal pair_window)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
-    swing: float = Field(4.0, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
+    swing: float = Field(2.5, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
     own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
     kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
