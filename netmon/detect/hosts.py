@@ -38,7 +38,13 @@ own in three views, each named in its findings:
   the same window (at most 0.8): each chronyd backs off on its own KoD, so a
   pile's request rate saturates near the server's limit while that share rises
   with the pile (0 -> 0.76 from 4 to 18 real daemons; a NAT gateway of 10-14
-  chrony clients holds near 0.55, a level, not a climb). A new host's ratchet
+  chrony clients holds near 0.55, a level, not a climb). The KoD counted are the
+  busiest server's (``server_kod``) and the answers all the host's
+  (``replies_in``), on purpose: the first are a part of the second, so s is at
+  most that server's own share and the correction never larger than its own
+  would be; it falls short only by the other servers' answers, a host's own
+  daemon's 14 or so an hour beside a pile's hundreds, and a per-server count
+  of answers would cost a feature column for that. A new host's ratchet
   starts once it has been watched two intervals and four of its clients' poll
   periods (at most the window) past its first, often partial, interval. A
   runaway adds daemons and never falls back: ``steps`` rises, to
