@@ -100,17 +100,19 @@ def daemons_running(case: dict[str, Any], at: float) -> int | None:
 
 def _bar(name: str, daemons: list[int], ttd: list[float], labelled: int, interval: float | None,
          started: int | None = None) -> dict[str, Any] | None:
-    """Issue 10's bar for a runaway shape, and whether every host met it. A runaway already
+    """Issue 10's bar for a runaway shape: its text, what it counts (``by``: daemons running at
+    detection, or intervals since the first packet) and ``limit``, and whether every host met it. A runaway already
     running ``started`` daemons, at least its daemon bar, at its first packet (the shipped
     sample starts at 24) can only be judged as a cold start is."""
     past_bar = name in DAEMON_BARS and started is not None and started >= DAEMON_BARS[name]
     if name in DAEMON_BARS and not (past_bar and interval):
         most = DAEMON_BARS[name]
-        return {"bar": f"detected by daemon {most}", "met": len(daemons) == labelled and max(daemons) <= most}
+        return {"bar": f"detected by daemon {most}", "by": "daemons", "limit": most,
+                "met": len(daemons) == labelled and max(daemons) <= most}
     if (past_bar or name.startswith("cold-start-")) and interval:
         already = f" (already {started} daemons at its first packet)" if past_bar else ""
-        return {"bar": f"detected within {COLD_INTERVALS} intervals{already}",
-                "met": len(ttd) == labelled and max(ttd) <= COLD_INTERVALS * interval + 1e-6}
+        return {"bar": f"detected within {COLD_INTERVALS} intervals{already}", "by": "intervals",
+                "limit": COLD_INTERVALS, "met": len(ttd) == labelled and max(ttd) <= COLD_INTERVALS * interval + 1e-6}
     return None
 
 

@@ -99,7 +99,7 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         console.print("bars: " + "; ".join(f"{case} {bar}" for case, bar in bars.items()))
     if incident:
         daemons = incident["daemons_at_detection"]
-        by_daemon = incident.get("bar", {}).get("bar", "").startswith("detected by daemon")  # else it began past 4
+        by_daemon = incident.get("bar", {}).get("by") == "daemons"  # else it began past its bar: a cold start
         console.print(f"incident: daemons running at detection {daemons or 'never detected'}"
                       + (f"; flagged by 4 daemons: {'yes' if incident['flagged_by_4_daemons'] else 'no'}" if by_daemon else ""))
 

@@ -17,7 +17,13 @@ allowance; a steady ramp accumulates until ``C >= threshold`` (log2-hours)
 while noise and a reboot's short burst do not. Default features (``Watch``):
 
 * ``requests_out`` over 6 h, allowance 0.7 (1.6x): slow creep over days; a
-  reboot's hour of fast polling hardly moves a 6-hour rate;
+  reboot's hour of fast polling hardly moves a 6-hour rate. A host rebooting
+  every few minutes for hours does move it, and is flagged: the simulator's
+  2-minute reboot loop sends 680 requests/h against the 14/h of its reference,
+  still 230/h with start bursts set aside (each boot's daemon then polls every
+  64 s, as it advertises). Counted by advertised poll they stay at 4 clients, but so does
+  the creeping host, whose extra SNTP queries are clients at poll 6 as well;
+  only a count of restarts per server would tell them apart;
 * ``rate_vs_poll`` over 30 min, allowance 0.5: the aggregator's requests per
   socket against the advertised poll, 1 for a daemon polling as it says, N for
   N daemons sharing port 123, and 1 for a reboot that polls fast at poll 6,

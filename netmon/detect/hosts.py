@@ -38,7 +38,13 @@ own in three views, each named in its findings:
   the same window (at most 0.8): each chronyd backs off on its own KoD, so a
   pile's request rate saturates near the server's limit while that share rises
   with the pile (0 -> 0.76 from 4 to 18 real daemons; a NAT gateway of 10-14
-  chrony clients holds near 0.55, a level, not a climb). A new host's ratchet
+  chrony clients holds near 0.55, a level, not a climb). The KoD counted are the
+  busiest server's (``server_kod``) and the answers all the host's
+  (``replies_in``), on purpose: the first are a part of the second, so s is at
+  most that server's own share and the correction never larger than its own
+  would be; it falls short only by the other servers' answers, a host's own
+  daemon's 14 or so an hour beside a pile's hundreds, and a per-server count
+  of answers would cost a feature column for that. A new host's ratchet
   starts once it has been watched two intervals and four of its clients' poll
   periods (at most the window) past its first, often partial, interval. A
   runaway adds daemons and never falls back: ``steps`` rises, to
@@ -62,8 +68,9 @@ kind has its own thresholds (by default neither is judged on its level). An
 undeclared host is gateway-like, and judged as a gateway, once its clients on
 ports of their own reached ``own_ports`` and ``own_share`` of its clients
 (random ports repeat by chance, hence the share), or once its count fell to
-half a high of ``swing`` clients or more (a VPN concentrator in the evening: a
-pile of daemons only grows).
+half a high of ``swing`` clients or more (a VPN concentrator in the evening; a
+NAT of one desktop and two laptops at night, from 3 to 1: a pile of daemons
+only grows).
 
 State per host: 20 numbers (96 bytes: 4 of 8 bytes, 16 of 4) plus its key.
 """
@@ -134,7 +141,7 @@ class Config(Strict):
                           "[aggregate] pair_window (leave it out; set, it must equal pair_window)")
     settle: float = Field(2400.0, ge=0, description="seconds a new host is judged by its group (cold start); then its level is its own")
     own_ports: float = Field(2.0, gt=0, description="clients on ports of their own that make an undeclared host gateway-like")
-    swing: float = Field(4.0, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
+    swing: float = Field(2.5, gt=0, description="clients of a high whose fall to half makes an undeclared host gateway-like")
     own_share: float = Field(0.25, gt=0, le=1, description="share of its clients those must be (random ports repeat by chance)")
     kod_window: float = Field(3600.0, gt=0, description="seconds after a first KoD during which the rate is compared")
     kod_settle: float = Field(600.0, gt=0, description="seconds after the first KoD before the rate is judged")
@@ -144,6 +151,28 @@ class Config(Strict):
 
 
 KINDS = ("clients", "gateway", "server")
+#: The state each host keeps between intervals, the one list of it: ``_observe`` reads every column
+#: (carried) and :meth:`Hosts.learn` stores every column from what ``_observe`` and ``score`` made.
+#: ``prev_*`` hold this interval's values for the next; ``peak`` is the highest group-view level.
+STATE: dict[str, Column] = {
+    "prev_seconds": Column("f4", 0, 0.0),  # the previous interval's loose-client seconds
+    "prev_requests": Column("f4", 0, 0.0),  # ... and its effective request count (server_requests_eff)
+    "high": Column("f4", 0, np.nan),
+    "base": Column("f4", 0, np.nan),
+    "steps": Column("f4", 0, 0.0),
+    "climb": Column("f8", 0, np.nan),
+    "peak": Column("f4", 0, np.nan),
+    "own_seen": Column("f4", 0, 0.0),
+    "top": Column("f4", 0, 0.0),
+    "swung": Column("f4", 0, 0.0),
+    "climb_top": Column("f4", 0, 0.0),
+    "tracked": Column("f4", 0, 0.0),
+    "kod_time": Column("f8", 0, np.nan),
+    "kod_rate": Column("f4", 0, np.nan),
+    "kods": Column("f4", 0, 0.0),
+    "kod_sum": Column("f4", 0, 0.0),  # KoD from the busiest server, summed with weight exp(-age / window)
+    "answer_sum": Column("f4", 0, 0.0),  # ... and all replies to the host, likewise
+}
 
 
 @dataclass
@@ -206,26 +235,7 @@ class Hosts(HostModel):
     name = "hosts"
 
     def __init__(self, config: Config) -> None:
-        columns = {
-            "prev_seconds": Column("f4", 0, 0.0),  # the previous interval's loose-client seconds
-            "prev_requests": Column("f4", 0, 0.0),  # ... and its effective request count (server_requests_eff)
-            "high": Column("f4", 0, np.nan),
-            "base": Column("f4", 0, np.nan),
-            "steps": Column("f4", 0, 0.0),
-            "climb": Column("f8", 0, np.nan),
-            "peak": Column("f4", 0, np.nan),
-            "own_seen": Column("f4", 0, 0.0),
-            "top": Column("f4", 0, 0.0),
-            "swung": Column("f4", 0, 0.0),
-            "climb_top": Column("f4", 0, 0.0),
-            "tracked": Column("f4", 0, 0.0),
-            "kod_time": Column("f8", 0, np.nan),
-            "kod_rate": Column("f4", 0, np.nan),
-            "kods": Column("f4", 0, 0.0),
-            "kod_sum": Column("f4", 0, 0.0),  # KoD from the busiest server, summed with weight exp(-age / window)
-            "answer_sum": Column("f4", 0, 0.0),  # ... and all replies to the host, likewise
-        }
-        super().__init__(("server_requests",), columns, KOD_RATE_WINDOW, config.forget_after)
+        super().__init__(("server_requests",), STATE, KOD_RATE_WINDOW, config.forget_after)
         self.config = config
         self._seen: _Seen | None = None
 
@@ -310,9 +320,7 @@ class Hosts(HostModel):
             "kod_sum": kod_sum,
             "answer_sum": answer_sum,
             "share": share,
-            **{name: self.carried(visit, name) for name in self.table.columns  # read above, or replaced by learn
-               if name not in ("first", "last", "sums", "prev_seconds", "prev_requests", "tracked", "kod_sum",
-                               "answer_sum")},
+            **{name: self.carried(visit, name) for name in STATE.keys() - {"tracked", "kod_sum", "answer_sum"}},
         }
         cfg = self.config
         evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)
@@ -470,11 +478,9 @@ class Hosts(HostModel):
         seen = self._observe(intervals, keys)
         self._seen = None
         s = seen.state
-        peak = np.fmax(s["peak"], s["level"])
-        self.close(seen.visit, prev_seconds=s["seconds"], prev_requests=s["loose_effective"], high=s["high"],
-                   base=s["base"], steps=s["steps"], climb=s["climb"], peak=peak, own_seen=s["own_seen"], top=s["top"], swung=s["swung"], climb_top=s["climb_top"], tracked=s["tracked"], kod_sum=s["kod_sum"],
-                   answer_sum=s["answer_sum"], kod_time=s["kod_time"],
-                   kod_rate=s["kod_rate"], kods=s["kods"])
+        kept = {**s, "prev_seconds": s["seconds"], "prev_requests": s["loose_effective"],
+                "peak": np.fmax(s["peak"], s["level"])}
+        self.close(seen.visit, **{name: kept[name] for name in STATE})
 
 
 def build(config: Config) -> Hosts:

@@ -308,3 +308,17 @@ def test_a_vpn_whose_count_fell_by_half_overnight_is_gateway_like_and_its_mornin
         t.chrony(HOST, SERVER, 5 * HOUR + 300.0 * i, 8 * HOUR)
     morning = [f for f in findings(t) if f.end > 5 * HOUR]
     assert morning == [], [(f.end, f.explanation) for f in morning[:2]]
+
+
+def test_a_small_nat_whose_count_fell_from_three_to_one_overnight_is_gateway_like_and_its_next_morning_quiet():
+    # a NAT of a few chrony clients nobody declared: one desktop always on, two laptops for the working day;
+    # random ports each request, so no port of its own ever shows. Its evening fall from 3 to 1 is what a
+    # pile of daemons never does (swing), so the next morning's 1 -> 3 is no runaway (it was, at swing 4)
+    t = Traffic(seed=31)
+    peers(t, 9 * HOUR)
+    t.chrony(HOST, SERVER, 0.0, 9 * HOUR, iburst=False)  # the desktop
+    for day in (0.0, 5 * HOUR):  # two working days of two laptops, 3 h each; the night between them
+        for i in range(2):
+            t.chrony(HOST, SERVER, day + 900.0 * (i + 1), day + 3 * HOUR + 600.0 * i)
+    morning = [f for f in findings(t) if f.end > 5 * HOUR]
+    assert morning == [], [(f.end, f.explanation) for f in morning[:2]]

@@ -110,9 +110,11 @@ def test_each_shape_reports_daemons_at_detection_and_its_own_false_alerts():
     report = score(shape_labels(), found, interval=60.0)
     fast = report["cases"]["chrony-runaway-5s"]
     assert fast["daemons_at_detection"] == [22] and fast["bar"]["met"] is False
+    assert (fast["bar"]["by"], fast["bar"]["limit"]) == ("daemons", 10), "the bar's measure is a value, not text"
     assert fast["false_alerts"] == 1 and fast["false_per_1000_host_days"] == 500.0  # 1 over 1 host x 2 days
     cold = report["cases"]["cold-start-20"]
     assert cold["daemons_at_detection"] == [20] and cold["time_to_detect_s"]["max"] == 120 and cold["bar"]["met"]
+    assert (cold["bar"]["by"], cold["bar"]["limit"]) == ("intervals", 2)
     loop = report["cases"]["reboot-loop"]
     assert loop["expect"] == "quiet" and loop["recall"] is None and loop["flagged_hosts"] == 1
     assert loop["false_alerts"] == 2 and loop["false_per_1000_host_days"] == 500.0  # 2 over 2 hosts x 2 days
