@@ -269,7 +269,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     t = v.time[pick]
     org, xmt, rec = r["org_ts"][pick], r["xmt_ts"][pick], r["rec_ts"][pick]
     is_kod = is_rep & (r["leap"][pick] == 3) & (r["stratum"][pick] == 0)
-    known = table.lookup(key[starts])
+    known = table.lookup(key[starts], end - interval)
 
     prev, found = groups.last_before(is_req, row_start)
     prev_request = np.where(found, t[prev], known.request_time[run])

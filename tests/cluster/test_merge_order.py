@@ -65,3 +65,33 @@ def test_rows_sharing_a_time_are_taken_in_the_order_their_senders_stamped_them()
     intervals = aggregate([observations(CASE / "capture.pcap")])
     got = {name: int(sum(np.nansum(iv.features[name]) for iv in intervals)) for name in expected}
     assert got == expected, f"origin checks of rows sharing a time: {got}, expected {expected}"
+
+
+def test_a_hosts_intervals_do_not_depend_on_other_hosts_traffic_in_its_silent_windows():
+    """A partition's aggregator sees only its hosts: windows where none of them spoke are never
+    computed there, while one process computes them for the rest of the campus. A socket or
+    (host, server) pair silent past its memory must be forgotten alike in both, not kept by the
+    one whose sweeps happened to come later."""
+    from tests.aggregate.craft import Traffic, by_host, campus, settings
+
+    host, other, server = "10.0.0.1", "10.0.0.2", "192.0.2.1"
+
+    def traffic(with_other: bool) -> np.ndarray:
+        t = Traffic()
+        last = 0
+        for time in (30.0, 1290.0, 12790.0, 12850.0):  # gaps past the socket memory, then the pairs'
+            sent = t.request(time, host, server, org=last, poll=10)
+            last = t.reply(time + 0.02, server, host, org=sent, poll=10)
+        if with_other:  # another partition's host, heard in every window
+            t.ntpd(other, server, 5.0, 12900.0, poll=4)
+        return t.rows()
+
+    def alone(rows: np.ndarray) -> list[dict[str, float]]:
+        aggregator = Aggregator(campus(), settings())
+        return by_host(aggregator.add(rows) + aggregator.flush(), host)
+
+    apart, together = alone(traffic(False)), alone(traffic(True))
+    assert len(apart) == len(together) == 4
+    for a, b in zip(apart, together):
+        differ = [k for k in a if not (a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])))]
+        assert not differ, f"with another host heard in between, {differ}: {[(a[k], b[k]) for k in differ]}"
