@@ -95,3 +95,26 @@ def test_a_hosts_intervals_do_not_depend_on_other_hosts_traffic_in_its_silent_wi
     for a, b in zip(apart, together):
         differ = [k for k in a if not (a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])))]
         assert not differ, f"with another host heard in between, {differ}: {[(a[k], b[k]) for k in differ]}"
+
+
+def test_a_hosts_features_do_not_depend_on_which_other_hosts_share_its_interval():
+    """A partition's scorer computes a window with its own hosts only, so a host's place among
+    the window's hosts differs from one process's: its features must not depend on it, to the
+    last bit (its ports' instances were summed in an order hashed from that place)."""
+    from tests.aggregate.craft import Traffic, by_host, campus, settings
+
+    host, server = "10.0.0.1", "192.0.2.1"
+
+    def instances(others: int) -> list[float]:
+        t = Traffic()
+        for k in range(12):  # 12 ports, each asking faster than its advertised 64 s, at its own pace
+            for time in np.arange(0.1 * k, 600.0, 5.0 + 1.37 * k):
+                t.reply(time + 0.02, server, host, 40000 + k, org=t.request(time, host, server, 40000 + k))
+        for i in range(others):
+            t.ntpd(f"10.0.{1 + i // 200}.{1 + i % 200}", server, 3.0, 600.0, poll=6)
+        aggregator = Aggregator(campus(), settings())
+        return [row["instances"] for row in by_host(aggregator.add(t.rows()) + aggregator.flush(), host)]
+
+    alone = instances(0)
+    for others in (1, 7, 50, 300):
+        assert instances(others) == alone, f"with {others} other hosts, instances {instances(others)} != {alone}"
