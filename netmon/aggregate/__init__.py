@@ -53,6 +53,31 @@ def too_far_ahead(time: np.ndarray, newest: float = -np.inf) -> np.ndarray:
     return time > max(float(np.median(time)), newest) + MAX_AHEAD
 
 
+def in_time_order(rows: np.ndarray) -> np.ndarray:
+    """One window's rows in time order, rows of one time by the NTP transmit timestamp their
+    sender wrote (a request before its reply, the reply before the next request, as sent), then
+    by their bytes: an order that does not depend on the order rows arrived in. Two collectors'
+    streams merged in any order then give the intervals one process gives on the whole capture,
+    bit for bit (sums taken in another order differ in the last place, and a reply taken after
+    the request it answers turns an origin match into a mismatch). Only rows sharing a time
+    (rare at a capture's microseconds, common in flow records' seconds) are sorted again."""
+    time = rows["time"]
+    if rows.shape[0] > 1 and not (time[1:] >= time[:-1]).all():
+        rows = rows[np.argsort(time, kind="stable")]
+        time = rows["time"]
+    tied = time[1:] == time[:-1]
+    if not tied.any():
+        return rows
+    at = np.flatnonzero(np.concatenate([[False], tied]) | np.concatenate([tied, [False]]))
+    same = rows[at]  # whole runs of one time, in time order: sorting them keeps each run in place
+    order = np.argsort(np.ascontiguousarray(same).view(np.dtype((np.void, same.dtype.itemsize))).ravel(), kind="stable")
+    order = order[np.argsort(same["xmt_ts"][order], kind="stable")]
+    order = order[np.argsort(same["time"][order], kind="stable")]
+    rows = rows.copy()  # it may be a batch a caller still holds
+    rows[at] = same[order]
+    return rows
+
+
 class Aggregator:
     """Event-time windows over observation rows, closed into :class:`HostIntervals`."""
 
@@ -166,9 +191,7 @@ class Aggregator:
         for index in windows:
             parts = self._pending.pop(index)
             self._thin.forget(index)
-            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            if rows.shape[0] > 1 and not (rows["time"][1:] >= rows["time"][:-1]).all():
-                rows = rows[np.argsort(rows["time"], kind="stable")]
+            rows = in_time_order(parts[0] if len(parts) == 1 else np.concatenate(parts))
             start = index * self.interval
             intervals = compute(rows, start, start + self.interval, self.campus, self.sockets)
             health.count("aggregate.rows", rows.shape[0])

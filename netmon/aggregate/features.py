@@ -269,7 +269,7 @@ def _sockets(f: dict[str, np.ndarray], host: np.ndarray, n: int, v: View, host_k
     t = v.time[pick]
     org, xmt, rec = r["org_ts"][pick], r["xmt_ts"][pick], r["rec_ts"][pick]
     is_kod = is_rep & (r["leap"][pick] == 3) & (r["stratum"][pick] == 0)
-    known = table.lookup(key[starts])
+    known = table.lookup(key[starts], end - interval)
 
     prev, found = groups.last_before(is_req, row_start)
     prev_request = np.where(found, t[prev], known.request_time[run])
@@ -456,7 +456,9 @@ def _instances(s: SocketSummary, n: int, interval: float) -> np.ndarray:
     """
     asked = s.requests > 0
     measured = asked & (s.rate >= 1.0)
-    port_key = hash_key(s.host, s.port)
+    # by host, then port number: each host's ports summed in one order whatever its place among
+    # the interval's hosts (a hash of that place ordered them differently in a partition's scorer)
+    port_key = s.host.astype(np.uint64) << np.uint64(16) | s.port.astype(np.uint64)
     ports, inverse = np.unique(port_key[measured], return_inverse=True)
     per_port = np.zeros(ports.shape[0])
     np.maximum.at(per_port, inverse, np.fmax(s.rate[measured], 1.0))

@@ -5,7 +5,9 @@ its own schedule, receives its own replies and is told off by KoD. The table is 
 sorted uint64 key column with parallel value columns (about 54 bytes a socket),
 updated once per closed interval with whole-column operations, never a Python
 loop per packet. Entries expire after :data:`SOCKET_TTL` seconds of silence
-(swept every quarter of that), KoD memory after the configured hold-off.
+before the interval that asks, KoD memory after the configured hold-off; the
+sweeps (every quarter of that) only free the memory, so what is remembered does
+not depend on which windows had rows (a cluster's partition computes fewer).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Sockets:
         return Sockets(*(getattr(self, f)[index] for f in _FIELDS))
 
 
+#: A (host, server) pair is forgotten after this many pair windows of silence.
+FORGET = 6
 _FIELDS = ("key", "request_time", "reply_time", "reply_xmt", "reply_rec", "kod_time", "kod_stop", "requests")
 _PAIR_FIELDS = ("key", "seconds", "own", "first", "last")
 
@@ -85,13 +89,23 @@ class SocketTable:
         hit[inside] = self.table.key[where[inside]] == keys[inside]
         return where, hit
 
-    def lookup(self, keys: np.ndarray) -> Sockets:
-        """Known values for ``keys`` (NaN / 0 where a key is new)."""
+    def _alive(self, at: np.ndarray, now: float) -> np.ndarray:
+        """Whether the sockets at rows ``at`` are still remembered at ``now`` (UNIX s)."""
+        t = self.table
+        seen = np.fmax(t.request_time[at], t.reply_time[at])
+        return (seen >= now - SOCKET_TTL) | (t.kod_time[at] >= now - self.kod_holdoff)
+
+    def lookup(self, keys: np.ndarray, now: float) -> Sockets:
+        """Known values for ``keys`` (NaN / 0 where a key is new, or expired by ``now``: the start
+        of the interval asking, UNIX s). Expiry is judged here, not left to the sweeps, whose
+        times depend on which windows had any row: a partition's scorer computes fewer windows
+        than one process on the whole campus, and must remember and forget as it does."""
         found = Sockets.empty(keys.shape[0])
         found.key = keys
         if len(self.table) == 0 or keys.shape[0] == 0:
             return found
         where, hit = self._positions(keys)
+        hit[hit] = self._alive(where[hit], now)
         for name in _FIELDS[1:]:
             getattr(found, name)[hit] = getattr(self.table, name)[where[hit]]
         return found
@@ -109,10 +123,9 @@ class SocketTable:
         if new.any():
             self.table = Sockets(*(np.insert(getattr(self.table, f), where[new], getattr(update, f)[new])
                                    for f in _FIELDS))
-        if now - self._swept >= SOCKET_TTL / 4:
+        if now - self._swept >= SOCKET_TTL / 4:  # memory only: lookup forgets the expired between sweeps
             self._swept = now
-            seen = np.fmax(self.table.request_time, self.table.reply_time)
-            alive = (seen >= now - SOCKET_TTL) | (self.table.kod_time >= now - self.kod_holdoff)
+            alive = self._alive(np.arange(len(self.table)), now)
             if not alive.all():
                 self.table = self.table.take(np.flatnonzero(alive))
 
@@ -157,9 +170,13 @@ class PairTable:
         more than its clients' poll ``period`` (s) allows: one request of a
         client polling every 1024 s stands for 1024 s, not for the interval."""
         where = np.searchsorted(self.key, keys)
-        hit = np.zeros(keys.shape[0], dtype=bool)
+        known = np.zeros(keys.shape[0], dtype=bool)
         inside = where < self.key.shape[0]
-        hit[inside] = self.key[where[inside]] == keys[inside]
+        known[inside] = self.key[where[inside]] == keys[inside]
+        # silent past its memory: starts afresh, as if swept (the sweeps' times depend on which
+        # windows had any row; see SocketTable.lookup)
+        hit = known.copy()
+        hit[known] = self.last[where[known]] >= end - length - FORGET * self.window
         at = where[hit]
         keep = np.exp(-(end - self.last[at]) / self.window)
         total, owned = seconds.copy(), own.copy()
@@ -167,8 +184,9 @@ class PairTable:
         owned[hit] += self.own[at] * keep
         first = np.full(keys.shape[0], end - length)
         first[hit] = self.first[at]
-        self.seconds[at], self.own[at], self.last[at] = total[hit], owned[hit], end
-        new = ~hit
+        put = where[known]
+        self.seconds[put], self.own[put], self.first[put], self.last[put] = total[known], owned[known], first[known], end
+        new = ~known
         if new.any():
             cut = where[new]
             self.key = np.insert(self.key, cut, keys[new])
@@ -179,7 +197,7 @@ class PairTable:
         filled = -np.expm1(-np.maximum(end - first, period) / self.window)
         if end - self._swept >= self.window:
             self._swept = end
-            alive = np.flatnonzero(self.last >= end - 6 * self.window)
+            alive = np.flatnonzero(self.last >= end - FORGET * self.window)
             if alive.shape[0] < self.key.shape[0]:
                 for name in _PAIR_FIELDS:
                     setattr(self, name, getattr(self, name)[alive])

@@ -160,6 +160,25 @@ def honest_pollers(intervals: HostIntervals) -> np.ndarray:
     return (ratio < HONEST_RATIO) & (poll >= MIN_POLL)
 
 
+def sampler_state(rng: np.random.Generator) -> dict[str, Any]:
+    """The draw generator's position (PCG64; its 128-bit words as hex strings, JSON has no such
+    integers): a restored detector draws the same hosts to learn as one never stopped."""
+    state = rng.bit_generator.state
+    return {"bit_generator": state["bit_generator"], "state": f"{state['state']['state']:x}",
+            "inc": f"{state['state']['inc']:x}", "has_uint32": int(state["has_uint32"]),
+            "uinteger": int(state["uinteger"])}
+
+
+def load_sampler(state: dict[str, Any]) -> np.random.Generator:
+    """The generator :func:`sampler_state` saved; ValueError when it is not a PCG64 position."""
+    if state.get("bit_generator") != "PCG64":
+        raise ValueError(f"sampler is {state.get('bit_generator')!r}, not PCG64")
+    bits = np.random.PCG64()
+    bits.state = {"bit_generator": "PCG64", "state": {"state": int(state["state"], 16), "inc": int(state["inc"], 16)},
+                  "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+    return np.random.Generator(bits)
+
+
 @dataclass
 class Model:
     """One group-and-pattern's forest, its learned-row count and recent learned rows."""
@@ -353,6 +372,7 @@ class Population(HostModel):
                 }
                 for key, m in self.models.items()
             },
+            "sampler": sampler_state(self.rng),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -376,10 +396,11 @@ class Population(HostModel):
                     int(m["learned"]),
                     np.asarray(m["recent"], dtype=np.float32),
                 )
+            rng = load_sampler(state["sampler"]) if "sampler" in state else np.random.default_rng(self.config.seed)
         except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             log.warning("population state unusable; starting cold", error=f"{type(exc).__name__}: {exc}")
             return
-        self.models = models
+        self.models, self.rng = models, rng
         super().load_state(state)
 
     def nbytes(self) -> int:

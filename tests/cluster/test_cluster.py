@@ -203,17 +203,25 @@ def scores(path: Path) -> dict[tuple[str, float], tuple]:
 
 def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None, after=None,
                 scorer_settings: tuple[dict, dict] = ({}, {}), capture: Path = SAMPLE, patience: float = 1.0,
-                **cluster: object) -> list[Path]:
+                during=None, **cluster: object) -> list[Path]:
     """Two collectors (half the packets each) and two scorers; the scorers' stores. With
     ``between(scorers)``, the collectors run one after the other, ``between`` in the middle
-    (once the first collector's messages are consumed and checkpointed); ``after(scorers)``
+    (once the first collector's messages are consumed and checkpointed); ``during(scorers,
+    start)`` runs while both collectors run (``start(i)`` starts scorer ``i`` again, its log
+    numbered on; put it into ``scorers`` to have it stopped at the end); ``after(scorers)``
     runs once both collectors have ended, before waiting for the scorers to finish.
     ``patience`` multiplies the waits for the collectors and the scorers (a longer capture)."""
     stores = [tmp / f"scorer-{i}.db" for i in range(2)]
     parts = split_capture(tmp, capture=capture)
-    scorers = [Node("scorer", write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors,
-                                           **{**cluster, **scorer_settings[i]}), tmp / f"scorer-{i}.log")
-               for i in range(2)]
+    started = Counter[int]()
+
+    def scorer(i: int) -> Node:
+        config = write_config(tmp / f"s{i}.toml", nats, f"scorer-{i}", stores[i], detectors,
+                              **{**cluster, **scorer_settings[i]})
+        started[i] += 1
+        return Node("scorer", config, tmp / (f"scorer-{i}.log" if started[i] == 1 else f"scorer-{i}.{started[i]}.log"))
+
+    scorers = [scorer(i) for i in range(2)]
 
     def collector(i: int) -> Node:
         config = write_config(tmp / f"c{i}.toml", nats, f"collector-{i}", stores[i], detectors, [parts[i]], **cluster)
@@ -226,7 +234,10 @@ def cluster_run(tmp: Path, nats: NatsServer, detectors: list[str], between=None,
         assert wait_for(lambda: all("partition taken" in s.text() for s in scorers), timeout=60), \
             "both scorers should own partitions before the collectors start"
         if between is None:
-            for node in [collector(0), collector(1)]:
+            nodes = [collector(0), collector(1)]
+            if during is not None:
+                during(scorers, scorer)
+            for node in nodes:
                 finished(node)
         else:
             finished(collector(0))

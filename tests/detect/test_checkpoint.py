@@ -101,6 +101,25 @@ def test_restored_population_forest_scores_and_learns_exactly_as_before(tmp_path
     assert np.isfinite(a.scores["population"]).any(), "the population model never scored"
 
 
+def test_restored_population_draws_the_same_sample_of_a_group_larger_than_it_learns(tmp_path):
+    """A group above ``sample`` hosts is learned from a random draw each interval: the draws
+    after a restore (a cluster's lease handover) must be those one uninterrupted process makes,
+    or the forests part and the partition's scores and findings differ from then on."""
+    path = tmp_path / "state.ckpt"
+    tables = {"population": {"min_learned": 50, "persist": 0.0, "sample": 8}}
+    fleet = Fleet.clients(60)
+    first = _engine(path, **tables)
+    _feed(first, fleet, 0.0, 1.0)
+    first.save()
+    second = _engine(path, **tables)
+    for k in range(30):
+        batch = fleet.interval(HOUR + k * 60.0)
+        a, b = first.process(batch), second.process(batch)
+        np.testing.assert_array_equal(a.scores["population"], b.scores["population"],
+                                      err_msg=f"restored population scores differ {k} intervals after the restore")
+    assert np.isfinite(a.scores["population"]).any(), "the population model never scored"
+
+
 def test_restart_from_checkpoint_keeps_baselines_and_sends_no_alert_storm(tmp_path):
     path = tmp_path / "models" / "state.ckpt"
     fleet = Fleet.clients(80)
