@@ -37,7 +37,7 @@ import structlog
 
 from netmon import health
 from netmon.batch import Scored
-from netmon.config import Buffer
+from netmon.config import Buffer, redact
 from netmon.retry import Retry
 
 log = structlog.get_logger(__name__)
@@ -251,7 +251,7 @@ class ManagedSink:
     def _error(self, what: str, exc: BaseException) -> None:
         health.count(f"{self.prefix}.errors")
         log.error(f"sink {what} failed; the pipeline goes on", sink=self.tag, error=type(exc).__name__,
-                  detail=str(exc)[:300])
+                  detail=redact(str(exc))[:300])
 
     def _publish(self) -> None:
         health.gauge(f"{self.prefix}.queue_bytes", self._bytes)
