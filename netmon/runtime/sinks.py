@@ -116,7 +116,11 @@ class ManagedSink:
                     self._dropped("newest")
                     return
                 if self.buffer.when_full == "drop_oldest":
-                    self._remove(self._queue[0])
+                    # an attempt in flight is the sink's already: dropped, it would count twice (dropped, then written)
+                    oldest = 1 if self._busy and self._queue[0] is self._queue_head else 0
+                    if oldest == len(self._queue):
+                        break  # only that attempt is queued; its bytes are held until it ends anyway
+                    self._remove(self._queue[oldest])
                     self._dropped("oldest")
                     continue
                 self._cond.wait(0.5)
@@ -202,7 +206,7 @@ class ManagedSink:
                     health.count(f"{self.prefix}.expired")
                     log.error("sink gave up an item after retrying it", sink=self.tag, retry_for=self.retry.retry_for)
                 failures = 0
-                if self._queue and self._queue[0] is entry:  # drop_oldest may have taken it meanwhile
+                if self._queue and self._queue[0] is entry:  # close may have cleared the queue meanwhile
                     self._remove(entry)
                 self._cond.notify_all()
 
