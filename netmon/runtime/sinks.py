@@ -37,7 +37,7 @@ import structlog
 
 from netmon import health
 from netmon.batch import Scored
-from netmon.config import Buffer
+from netmon.config import Buffer, redact
 from netmon.retry import Retry
 
 log = structlog.get_logger(__name__)
@@ -116,7 +116,11 @@ class ManagedSink:
                     self._dropped("newest")
                     return
                 if self.buffer.when_full == "drop_oldest":
-                    self._remove(self._queue[0])
+                    # an attempt in flight is the sink's already: dropped, it would count twice (dropped, then written)
+                    oldest = 1 if self._busy and self._queue[0] is self._queue_head else 0
+                    if oldest == len(self._queue):
+                        break  # only that attempt is queued; its bytes are held until it ends anyway
+                    self._remove(self._queue[oldest])
                     self._dropped("oldest")
                     continue
                 self._cond.wait(0.5)
@@ -202,7 +206,7 @@ class ManagedSink:
                     health.count(f"{self.prefix}.expired")
                     log.error("sink gave up an item after retrying it", sink=self.tag, retry_for=self.retry.retry_for)
                 failures = 0
-                if self._queue and self._queue[0] is entry:  # drop_oldest may have taken it meanwhile
+                if self._queue and self._queue[0] is entry:  # close may have cleared the queue meanwhile
                     self._remove(entry)
                 self._cond.notify_all()
 
@@ -251,7 +255,7 @@ class ManagedSink:
     def _error(self, what: str, exc: BaseException) -> None:
         health.count(f"{self.prefix}.errors")
         log.error(f"sink {what} failed; the pipeline goes on", sink=self.tag, error=type(exc).__name__,
-                  detail=str(exc)[:300])
+                  detail=redact(str(exc))[:300])
 
     def _publish(self) -> None:
         health.gauge(f"{self.prefix}.queue_bytes", self._bytes)

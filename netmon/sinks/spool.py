@@ -39,6 +39,7 @@ from pathlib import Path
 import structlog
 
 from netmon import health
+from netmon.config import redact
 from netmon.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -453,7 +454,7 @@ class SpoolSender:
         except Exception as exc:  # noqa: BLE001 - any transport failure means "try again later"
             health.count(f"{self.name}.write.errors")
             log.warning("write failed; points stay spooled", sink=self.name, points=len(lines),
-                        error=type(exc).__name__, detail=str(exc)[:200])
+                        error=type(exc).__name__, detail=redact(str(exc))[:200])
             return False
         else:
             latency = time.monotonic() - started

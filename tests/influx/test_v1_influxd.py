@@ -153,3 +153,39 @@ def test_writer_killed_while_sending_loses_and_duplicates_nothing(influx1, tmp_p
     written, maybe = set(expected_points(run[: last + 1])), set(expected_points(run[: last + 2]))
     assert written <= got, f"{len(written - got)} points written before the SIGKILL never arrived"
     assert got <= maybe, "points arrived that were never written"
+
+
+def test_password_in_the_url_never_appears_in_a_failed_write_log(tmp_path, capsys):
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):  # a database that answers every request HTTP 500
+        def do_GET(self):
+            self._fail()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._fail()
+
+        def _fail(self):
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://writer:pw-s3cret@127.0.0.1:{server.server_address[1]}"
+        sink = influx.build(sink_config(url, tmp_path / "spool", close_timeout=1))
+        sink.write(make_run(recent_start(), 1)[0])
+        sink.flush(1.0)
+        sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert health.snapshot()["influx.write.errors"] > 0, "the HTTP 500 was not seen as a failed write"
+    out = capsys.readouterr()
+    assert "pw-s3cret" not in out.out + out.err, "a failed write logged the password in the database URL"

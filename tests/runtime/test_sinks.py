@@ -196,3 +196,19 @@ def test_a_write_that_ends_while_close_waits_is_counted_written_not_lost():
     snap = health.snapshot()
     assert stuck.written == 1 and (snap["sink.slow.written"], snap["sink.slow.lost"]) == (1, 0), \
         f"a write that succeeded during close counted as lost: {snap}"
+
+
+def test_drop_oldest_never_drops_the_write_in_flight_so_each_item_counts_once():
+    health.reset()
+    stuck = Stuck()
+    sink = ManagedSink("slow", lambda: stuck, Buffer(max_bytes=1 << 16, when_full="drop_oldest"),
+                       size=lambda item: 30_000)
+    sink.put(1)
+    assert stuck.started.wait(10), "the first write never started"
+    for item in (2, 3, 4):
+        sink.put(item)  # the bound holds two: 2 then 3 are dropped, never 1, which the sink already has
+    stuck.release.set()
+    sink.close()
+    snap = health.snapshot()
+    assert (snap["sink.slow.written"], snap["sink.slow.dropped"]) == (2, 2) and stuck.written == 2, \
+        f"an item was counted both dropped and written, or lost: {snap}, sink wrote {stuck.written}"
