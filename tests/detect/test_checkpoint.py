@@ -85,35 +85,22 @@ def test_bytes_are_refused_when_saving_nothing_opaque_goes_in(tmp_path):
         checkpoint.save(tmp_path / "state.ckpt", {"b": {"blob": b"\x80\x04opaque"}})
 
 
-def test_restored_population_forest_scores_and_learns_exactly_as_before(tmp_path):
+@pytest.mark.parametrize("population, hours", [
+    ({"min_learned": 50, "persist": 0.0}, 1.5),
+    # a group above ``sample`` hosts is learned from a random draw each interval: the draws after
+    # a restore (a cluster's lease handover) must be those one uninterrupted process makes, or the
+    # forests part and the partition's scores and findings differ from then on
+    ({"min_learned": 50, "persist": 0.0, "sample": 8}, 1.0),
+], ids=["learns-every-host", "draws-a-sample-of-a-larger-group"])
+def test_restored_population_forest_scores_and_learns_exactly_as_before(tmp_path, population, hours):
     path = tmp_path / "state.ckpt"
-    tables = {"population": {"min_learned": 50, "persist": 0.0}}
     fleet = Fleet.clients(60)
-    first = _engine(path, **tables)
-    _feed(first, fleet, 0.0, 1.5)
+    first = _engine(path, population=population)
+    _feed(first, fleet, 0.0, hours)
     first.save()
-    second = _engine(path, **tables)
+    second = _engine(path, population=population)
     for k in range(30):
-        batch = fleet.interval(1.5 * HOUR + k * 60.0)
-        a, b = first.process(batch), second.process(batch)
-        np.testing.assert_array_equal(a.scores["population"], b.scores["population"],
-                                      err_msg=f"restored population scores differ {k} intervals after the restore")
-    assert np.isfinite(a.scores["population"]).any(), "the population model never scored"
-
-
-def test_restored_population_draws_the_same_sample_of_a_group_larger_than_it_learns(tmp_path):
-    """A group above ``sample`` hosts is learned from a random draw each interval: the draws
-    after a restore (a cluster's lease handover) must be those one uninterrupted process makes,
-    or the forests part and the partition's scores and findings differ from then on."""
-    path = tmp_path / "state.ckpt"
-    tables = {"population": {"min_learned": 50, "persist": 0.0, "sample": 8}}
-    fleet = Fleet.clients(60)
-    first = _engine(path, **tables)
-    _feed(first, fleet, 0.0, 1.0)
-    first.save()
-    second = _engine(path, **tables)
-    for k in range(30):
-        batch = fleet.interval(HOUR + k * 60.0)
+        batch = fleet.interval(hours * HOUR + k * 60.0)
         a, b = first.process(batch), second.process(batch)
         np.testing.assert_array_equal(a.scores["population"], b.scores["population"],
                                       err_msg=f"restored population scores differ {k} intervals after the restore")
