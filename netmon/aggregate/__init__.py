@@ -60,9 +60,10 @@ def _records(rows: np.ndarray) -> np.ndarray:
 
 
 def in_time_order(rows: np.ndarray) -> np.ndarray:
-    """One window's rows in time order, rows of one time by the NTP transmit timestamp their
-    sender wrote (a request before its reply, the reply before the next request, as sent), then
-    by their bytes: an order that does not depend on the order rows arrived in. Two collectors'
+    """One window's rows in time order, rows of one time by the NTP transmit timestamp of the
+    request they are or answer (a reply's origin timestamp), a request before its reply, then by
+    their bytes: an order that does not depend on the order rows arrived in, and that keeps a
+    socket's exchange as sent whatever the offset between client and server clocks. Two collectors'
     streams merged in any order then give the intervals one process gives on the whole capture,
     bit for bit (sums taken in another order differ in the last place, and a reply taken after
     the request it answers turns an origin match into a mismatch). Only rows sharing a time
@@ -80,12 +81,19 @@ def in_time_order(rows: np.ndarray) -> np.ndarray:
     if order is None:
         order = np.arange(rows.shape[0])
     at = np.flatnonzero(np.concatenate([[False], tied]) | np.concatenate([tied, [False]]))
+    picked = order[at]
     records = _records(rows)
-    same = records[order[at]]  # whole runs of one time, in time order: sorting them keeps each run in place
+    same = records[picked]  # whole runs of one time, in time order: sorting them keeps each run in place
+    # a reply is placed by the origin timestamp it echoes (its request's transmit timestamp, in
+    # the client's clock), after that request: by its own (the server's clock) a reply from a
+    # server behind its client would sort before the request it answers
+    reply = (rows["ntp"][picked] != 0) & (rows["mode"][picked] == 4)  # as features.py tells a reply
+    stamp = np.where(reply, rows["org_ts"][picked], rows["xmt_ts"][picked])
     by = np.argsort(same, kind="stable")
-    by = by[np.argsort(rows["xmt_ts"][order[at]][by], kind="stable")]
+    by = by[np.argsort(reply[by], kind="stable")]
+    by = by[np.argsort(stamp[by], kind="stable")]
     by = by[np.argsort(time[at][by], kind="stable")]
-    order[at] = order[at][by]
+    order[at] = picked[by]
     return records[order].view(rows.dtype)  # a copy: it may be a batch a caller still holds
 
 

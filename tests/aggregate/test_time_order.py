@@ -1,5 +1,5 @@
 """A window's rows are taken in one order whatever order they arrived in: by time, rows of one
-time by their NTP transmit timestamp, then by their bytes (issue 12: a cluster's scorer and one
+time by their NTP transmit timestamp (a reply by the origin it echoes), then by their bytes (issue 12: a cluster's scorer and one
 process must compute the same intervals bit for bit)."""
 
 from __future__ import annotations
@@ -47,3 +47,20 @@ def test_rows_with_no_time_go_last_and_time_ordered_rows_without_ties_are_return
     plain = np.zeros(4, OBS_DTYPE)
     plain["time"] = [1.0, 2.0, 3.0, 4.0]
     assert in_time_order(plain) is plain
+
+
+def test_a_reply_sharing_a_second_with_its_request_follows_it_when_the_client_clock_is_ahead():
+    """A client 0.5 s ahead of its server: the reply's transmit timestamp (server clock) is older
+    than the request's, yet it answers that request; taken first, the client's next request
+    would be judged against it and count an origin mismatch that never happened."""
+    rows = np.zeros(3, OBS_DTYPE)
+    rows["time"] = 1_700_000_000.0
+    rows["ntp"] = 1
+    second = 1 << 32
+    rows["mode"] = [4, 3, 4]  # arrival: the reply, its request, another host's reply
+    rows["xmt_ts"] = [100 * second, 100 * second + second // 2, 7 * second]
+    rows["org_ts"] = [100 * second + second // 2, 0, 99 * second]
+    got = in_time_order(rows)
+    assert got["mode"].tolist() == [4, 3, 4] and got["xmt_ts"].tolist() == [7 * second, 100 * second + second // 2,
+                                                                            100 * second], \
+        f"the reply did not follow the request it answers: modes {got['mode'].tolist()}, xmt {got['xmt_ts'].tolist()}"
