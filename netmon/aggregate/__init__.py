@@ -53,29 +53,48 @@ def too_far_ahead(time: np.ndarray, newest: float = -np.inf) -> np.ndarray:
     return time > max(float(np.median(time)), newest) + MAX_AHEAD
 
 
+def _records(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as one opaque record each (a view): gathering those is a plain copy of bytes,
+    several times faster than gathering a packed structured array, and they sort by their bytes."""
+    return np.ascontiguousarray(rows).view(np.dtype((np.void, rows.dtype.itemsize))).ravel()
+
+
 def in_time_order(rows: np.ndarray) -> np.ndarray:
-    """One window's rows in time order, rows of one time by the NTP transmit timestamp their
-    sender wrote (a request before its reply, the reply before the next request, as sent), then
-    by their bytes: an order that does not depend on the order rows arrived in. Two collectors'
+    """One window's rows in time order, rows of one time by the NTP transmit timestamp of the
+    request they are or answer (a reply's origin timestamp), a request before its reply, then by
+    their bytes: an order that does not depend on the order rows arrived in, and that keeps a
+    socket's exchange as sent whatever the offset between client and server clocks. Two collectors'
     streams merged in any order then give the intervals one process gives on the whole capture,
     bit for bit (sums taken in another order differ in the last place, and a reply taken after
     the request it answers turns an origin match into a mismatch). Only rows sharing a time
-    (rare at a capture's microseconds, common in flow records' seconds) are sorted again."""
+    (rare at a capture's microseconds, common in flow records' seconds) are sorted again, and
+    the rows are moved once, as opaque records (a 1 M-row window of whole seconds: about a third
+    of the time of gathering the structured rows twice, measured)."""
     time = rows["time"]
+    order = None
     if rows.shape[0] > 1 and not (time[1:] >= time[:-1]).all():
-        rows = rows[np.argsort(time, kind="stable")]
-        time = rows["time"]
+        order = np.argsort(time, kind="stable")
+        time = time[order]
     tied = time[1:] == time[:-1]
     if not tied.any():
-        return rows
+        return rows if order is None else _records(rows)[order].view(rows.dtype)
+    if order is None:
+        order = np.arange(rows.shape[0])
     at = np.flatnonzero(np.concatenate([[False], tied]) | np.concatenate([tied, [False]]))
-    same = rows[at]  # whole runs of one time, in time order: sorting them keeps each run in place
-    order = np.argsort(np.ascontiguousarray(same).view(np.dtype((np.void, same.dtype.itemsize))).ravel(), kind="stable")
-    order = order[np.argsort(same["xmt_ts"][order], kind="stable")]
-    order = order[np.argsort(same["time"][order], kind="stable")]
-    rows = rows.copy()  # it may be a batch a caller still holds
-    rows[at] = same[order]
-    return rows
+    picked = order[at]
+    records = _records(rows)
+    same = records[picked]  # whole runs of one time, in time order: sorting them keeps each run in place
+    # a reply is placed by the origin timestamp it echoes (its request's transmit timestamp, in
+    # the client's clock), after that request: by its own (the server's clock) a reply from a
+    # server behind its client would sort before the request it answers
+    reply = (rows["ntp"][picked] != 0) & (rows["mode"][picked] == 4)  # as features.py tells a reply
+    stamp = np.where(reply, rows["org_ts"][picked], rows["xmt_ts"][picked])
+    by = np.argsort(same, kind="stable")
+    by = by[np.argsort(reply[by], kind="stable")]
+    by = by[np.argsort(stamp[by], kind="stable")]
+    by = by[np.argsort(time[at][by], kind="stable")]
+    order[at] = picked[by]
+    return records[order].view(rows.dtype)  # a copy: it may be a batch a caller still holds
 
 
 class Aggregator:

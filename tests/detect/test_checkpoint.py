@@ -85,35 +85,22 @@ def test_bytes_are_refused_when_saving_nothing_opaque_goes_in(tmp_path):
         checkpoint.save(tmp_path / "state.ckpt", {"b": {"blob": b"\x80\x04opaque"}})
 
 
-def test_restored_population_forest_scores_and_learns_exactly_as_before(tmp_path):
+@pytest.mark.parametrize("population, hours", [
+    ({"min_learned": 50, "persist": 0.0}, 1.5),
+    # a group above ``sample`` hosts is learned from a random draw each interval: the draws after
+    # a restore (a cluster's lease handover) must be those one uninterrupted process makes, or the
+    # forests part and the partition's scores and findings differ from then on
+    ({"min_learned": 50, "persist": 0.0, "sample": 8}, 1.0),
+], ids=["learns-every-host", "draws-a-sample-of-a-larger-group"])
+def test_restored_population_forest_scores_and_learns_exactly_as_before(tmp_path, population, hours):
     path = tmp_path / "state.ckpt"
-    tables = {"population": {"min_learned": 50, "persist": 0.0}}
     fleet = Fleet.clients(60)
-    first = _engine(path, **tables)
-    _feed(first, fleet, 0.0, 1.5)
+    first = _engine(path, population=population)
+    _feed(first, fleet, 0.0, hours)
     first.save()
-    second = _engine(path, **tables)
+    second = _engine(path, population=population)
     for k in range(30):
-        batch = fleet.interval(1.5 * HOUR + k * 60.0)
-        a, b = first.process(batch), second.process(batch)
-        np.testing.assert_array_equal(a.scores["population"], b.scores["population"],
-                                      err_msg=f"restored population scores differ {k} intervals after the restore")
-    assert np.isfinite(a.scores["population"]).any(), "the population model never scored"
-
-
-def test_restored_population_draws_the_same_sample_of_a_group_larger_than_it_learns(tmp_path):
-    """A group above ``sample`` hosts is learned from a random draw each interval: the draws
-    after a restore (a cluster's lease handover) must be those one uninterrupted process makes,
-    or the forests part and the partition's scores and findings differ from then on."""
-    path = tmp_path / "state.ckpt"
-    tables = {"population": {"min_learned": 50, "persist": 0.0, "sample": 8}}
-    fleet = Fleet.clients(60)
-    first = _engine(path, **tables)
-    _feed(first, fleet, 0.0, 1.0)
-    first.save()
-    second = _engine(path, **tables)
-    for k in range(30):
-        batch = fleet.interval(HOUR + k * 60.0)
+        batch = fleet.interval(hours * HOUR + k * 60.0)
         a, b = first.process(batch), second.process(batch)
         np.testing.assert_array_equal(a.scores["population"], b.scores["population"],
                                       err_msg=f"restored population scores differ {k} intervals after the restore")
@@ -374,3 +361,36 @@ def test_a_population_state_of_other_forest_parameters_starts_cold_instead_of_fa
         assert np.isnan(scores).all(), f"a cold population model scored under {changed}"
     kept = _engine(path, **tables)
     assert kept.detectors["population"].models, "a state of the configured forest parameters was dropped"
+
+
+def _population_state(path: Path) -> dict:
+    engine = _engine(path, population={"min_learned": 50, "persist": 0.0, "sample": 8})
+    _feed(engine, Fleet.clients(60), 0.0, 1.0)
+    state = engine.state()["population"]
+    assert state["models"] and "sampler" in state, "the population detector saved no models or no sampler"
+    return state
+
+
+def test_population_checkpoint_from_before_the_sampler_loads_its_models_and_draws_from_the_seed(tmp_path):
+    state = _population_state(tmp_path / "state.ckpt")
+    del state["sampler"]
+    engine = _engine(tmp_path / "state.ckpt", restore=False, population={"sample": 8})
+    engine.load_state({"population": state})
+    population = engine.detectors["population"]
+    assert set(population.models) == set(state["models"]), "an older checkpoint's models were not restored"
+    seeded = np.random.default_rng(population.config.seed).bit_generator.state
+    assert population.rng.bit_generator.state == seeded, "without a saved sampler the draws should start from the seed"
+
+
+@pytest.mark.parametrize("sampler", [
+    {"bit_generator": "MT19937"}, "PCG64", [1, 2], None, {"bit_generator": "PCG64"},
+    {"state": "-1"}, {"state": "f" * 64}, {"inc": 5}, {"has_uint32": 2**70}, {"uinteger": -1},
+])
+def test_a_hand_edited_population_sampler_starts_the_model_cold_and_never_crashes(tmp_path, sampler):
+    state = _population_state(tmp_path / "state.ckpt")
+    if isinstance(sampler, dict) and "bit_generator" not in sampler:
+        sampler = {**state["sampler"], **sampler}
+    state["sampler"] = sampler
+    engine = _engine(tmp_path / "state.ckpt", restore=False, population={"sample": 8})
+    engine.load_state({"population": state})
+    assert engine.detectors["population"].models == {}, f"sampler {str(sampler)[:60]} was taken as a position"
