@@ -317,7 +317,9 @@ def plugin_config(kind: str, table: dict[str, Any]) -> BaseModel:
 #: Parts of key names whose values an error never shows: a secret typed as a number
 #: is still a secret, and a chat webhook's URL is a credential.
 SECRET_WORDS = ("secret", "pass", "token", "key", "auth", "cred", "header", "cookie", "url", "dsn")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+#: a URL in a line of text, without the punctuation after it ("…/path: error"), so redacting
+#: text that holds an already redacted URL leaves it as it was
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*[^\s'\".,;:!?)]")
 
 
 def redact_url(url: str) -> str:
@@ -329,7 +331,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "(a malformed URL)"
     rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{rest}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def redact(text: str) -> str:

@@ -35,10 +35,13 @@ def test_check_config_never_echoes_secrets_mistyped_values_or_url_credentials(na
     ("https://example.net", "https://example.net"),
     ("https://example.net/?token=abc", "https://example.net/…"),
     ("http://[::1:bad", "(a malformed URL)"),
+    ("http://[::1]:8086", "http://[::1]:8086"),
 ])
 def test_redacted_url_keeps_scheme_host_and_port_only(url, shown):
     assert redact_url(url) == shown
     assert redact(f"failed: {url!r} said no") == f"failed: '{shown}' said no"
+    assert redact(redact(f"failed ({url}): refused")) == f"failed ({shown}): refused", \
+        "redacting a line twice (a sink's log of an error that named a redacted URL) changed it"
 
 
 def _failing_hook_log(tmp_path, http_receiver, capsys, url: str) -> str:
