@@ -104,14 +104,13 @@ def content(ev: Evidence, pcap: str | None) -> Content:
         ("Requests sent / replies received", f"{plain.number(float(np.nansum(ev.series('requests_out'))))} / "
                                              f"{plain.number(float(np.nansum(ev.series('replies_in'))))}"),
     ]
-    inst = ev.estimate()
-    if inst:
-        facts.append(("NTP programs at once (from one interval's timing)",
-                      f"latest {inst['latest']:.0f}, typical {inst['median']:.0f}, most {inst['peak']:.0f}"))
-    clients = ev.estimate("server_clients_avg")
-    if clients:
-        facts.append(("Concurrent clients to its busiest server (averaged over time; before the hosts view's KoD correction)",
-                      f"latest {clients['latest']:.0f}, typical {clients['median']:.0f}, most {clients['peak']:.0f}"))
+    for column, label in (
+        ("instances", "NTP programs at once (from one interval's timing)"),
+        ("server_clients_avg",
+         "Concurrent clients to its busiest server (averaged over time; before the hosts view's KoD correction)"),
+    ):
+        if est := ev.estimate(column):
+            facts.append((label, f"latest {est['latest']:.0f}, typical {est['median']:.0f}, most {est['peak']:.0f}"))
     kod = ev.kod_totals()
     received = sum(kod[c] for c in KOD_COLUMNS[:4])
     timeline = ev.kod_timeline()
