@@ -234,13 +234,14 @@ class Store:
                 raise StoreError(f"{self.path}: store schema {stored[0]!r} is not one this netmon knows "
                                  f"(it writes {SCHEMA_VERSION}); a newer netmon made it, or pass another --db / path")
             old = _columns(self.db, "intervals")
-            if old and "features" not in old:
+            convert = bool(old) and "features" not in old  # a schema-1 table
+            if convert:
                 self.db.execute("DROP INDEX IF EXISTS intervals_end")
                 self.db.execute("ALTER TABLE intervals RENAME TO intervals_v1")
             self._create()
             self._known = set(_columns(self.db, "intervals"))
             self._layout = self._layout_id(_PACKED)
-            if old and "features" not in old:
+            if convert:
                 self._migrate(old)
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self.db.commit()
