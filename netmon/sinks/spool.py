@@ -101,8 +101,10 @@ class Spool:
         self._points: dict[int, int] = {}
         sent: int | None = None  # points before the cursor, when it is at a record boundary of its segment
         for seq in self._segments():
-            found = self._scan(seq, self._cursor.offset if seq == self._cursor.seq else None)
-            sent = found if seq == self._cursor.seq else sent
+            if seq == self._cursor.seq:
+                sent = self._scan(seq, self._cursor.offset)
+            else:
+                self._scan(seq)
         self._cursor = self._usable(self._cursor, sent)
         self._drop_before_cursor()
         if self._cursor.seq not in self._sizes:  # its segment is gone (dropped by the bound, or by hand)
