@@ -602,7 +602,7 @@ class StoreReader:
 
     def _layouts(self) -> dict[int, list[str]]:
         """The feature names of each packed layout by id (none in a schema-1 file)."""
-        if "layouts" not in {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}:
+        if not _columns(self.db, "layouts"):
             return {}
         return {row[0]: json.loads(row[1]) for row in self.db.execute("SELECT id, features FROM layouts")}
 
