@@ -132,11 +132,7 @@ class Baseline(HostModel):
         z = gap / np.maximum(1.25 * seen.dev, DEV_FLOOR)
         z[~ready] = np.nan
         hit = (z >= cfg.z_alert) & (gap >= np.log2(cfg.min_ratio))
-        # the rise in the feature's unit only where the z and the ratio hold already (a few cells, not all)
-        cells = np.nonzero(hit)
-        value, usual = scaling.unlevel(seen.level[cells]), scaling.unlevel(seen.mean[cells])
-        hit[cells] = value - usual >= self.floors[cells[1]]
-        at = {cell: k for k, cell in enumerate(zip(*(c.tolist() for c in cells)))}
+        rise = scaling.risen(hit, seen.level, seen.mean, self.floors)
         hit[:, self.volume] &= ~np.isfinite(np.asarray(intervals.features["poll"], dtype=np.float64))[:, None]
         worst = np.fmax.reduce(z, axis=1)  # the largest z of each host, NaN where it has none
         findings = []
@@ -152,7 +148,7 @@ class Baseline(HostModel):
                     "critical" if severe else "warning",
                     float(score01(worst[i : i + 1], cfg.z_alert)[0]),
                     f"its own usual level (last {min(hours, cfg.memory / 3600.0):.0f} h)",
-                    [Deviation(self.names[j], float(value[at[i, j]]), float(usual[at[i, j]]), float(z[i, j])) for j in cols],
+                    [Deviation(self.names[j], *rise[i, j], float(z[i, j])) for j in cols],
                 )
             )
         return DetectorOutput(scores={"baseline": score01(worst, cfg.z_alert)}, findings=findings)

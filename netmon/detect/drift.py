@@ -151,12 +151,7 @@ class Drift(HostModel):
         cfg = self.config
         seen = self._observe(intervals, keys)
         hit = seen.ready & (seen.cusum >= cfg.threshold)
-        # the rise in the feature's unit only where the sum is past the threshold already (a few cells)
-        cells = np.nonzero(hit)
-        with np.errstate(invalid="ignore"):
-            value, usual = scaling.unlevel(seen.level[cells]), scaling.unlevel(seen.ref[cells])
-            hit[cells] = value - usual >= self.floors[cells[1]]
-        at = {cell: k for k, cell in enumerate(zip(*(c.tolist() for c in cells)))}
+        rise = scaling.risen(hit, seen.level, seen.ref, self.floors)
         worst = np.where(seen.ready.any(axis=1), seen.cusum.max(axis=1), np.nan)  # the sums are 0 where not ready
         findings = []
         for i in np.flatnonzero(hit.any(axis=1)).tolist():
@@ -172,8 +167,7 @@ class Drift(HostModel):
                     f"its slow reference (captured over {cfg.warmup / 3600:.0f} h once its window filled, "
                     f"adapting over {cfg.adapt / 86400:.0f} d; watched {hours:.0f} h)",
                     [
-                        Deviation(self.names[j], float(value[at[i, j]]), float(usual[at[i, j]]), float(seen.cusum[i, j]),
-                                  "cusum")
+                        Deviation(self.names[j], *rise[i, j], float(seen.cusum[i, j]), "cusum")
                         for j in cols
                     ],
                 )

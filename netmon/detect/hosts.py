@@ -320,7 +320,9 @@ class Hosts(HostModel):
             "kod_sum": kod_sum,
             "answer_sum": answer_sum,
             "share": share,
-            **{name: self.carried(visit, name) for name in STATE.keys() - {"tracked", "kod_sum", "answer_sum"}},
+            # the rest of the state (prev_* were read above; learn stores this interval's in their place)
+            **{name: self.carried(visit, name)
+               for name in STATE.keys() - {"prev_seconds", "prev_requests", "tracked", "kod_sum", "answer_sum"}},
         }
         cfg = self.config
         evidence = np.where(own >= cfg.own_share * np.nan_to_num(clients), own, 0.0)

@@ -145,6 +145,18 @@ def unlevel(x: np.ndarray | float) -> np.ndarray | float:
     return np.exp2(x) - 1.0
 
 
+def risen(hit: np.ndarray, level_now: np.ndarray, usual: np.ndarray,
+          floors_: np.ndarray) -> dict[tuple[int, int], tuple[float, float]]:
+    """Keep in ``hit`` (hosts x features, changed in place) the cells whose log level rose past
+    ``usual`` by at least the feature's floor in its own unit; the two back in that unit by cell.
+    Only the cells already hit are turned back into units (a few, not a million hosts' all)."""
+    cells = np.nonzero(hit)
+    with np.errstate(invalid="ignore"):
+        value, base = unlevel(level_now[cells]), unlevel(usual[cells])
+        hit[cells] = value - base >= floors_[cells[1]]
+    return dict(zip(zip(*(c.tolist() for c in cells)), zip(value.tolist(), base.tolist())))
+
+
 def unit_scaled(v: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     """Values in model units mapped to [0, 1] by the fixed limits (NaN kept)."""
     top = np.log2(1.0 + np.array([SPECS[n].limit for n in names]))
