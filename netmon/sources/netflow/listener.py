@@ -369,7 +369,7 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                 table["size"], table["arrival"] = lengths, arrival
                 table["address"], table["port"] = receiver.senders(fit)
                 tables.append(table)
-                payloads.append(receiver.payloads(fit, lengths))
+                payloads.append(receiver.payloads(lengths))
                 size += int(lengths.sum())
         if size >= _PUMP_CHUNK or not ready:
             for sock, seen in kernel_seen.items():
