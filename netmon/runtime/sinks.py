@@ -90,8 +90,7 @@ class ManagedSink:
         self.prefix = prefix or f"sink.{tag}"
         self._queue: deque[_Entry] = deque()
         self._bytes = 0
-        self._busy = False
-        self._queue_head: _Entry | None = None  # the item being attempted while _busy
+        self._in_flight: _Entry | None = None  # the queued item the sink thread is attempting now
         self._closing = False
         self._closing_attempt: _Entry | None = None  # the queued item being attempted when close began
         self._abandoned: _Entry | None = None  # that attempt, when close gave up waiting for it
@@ -117,7 +116,7 @@ class ManagedSink:
                     return
                 if self.buffer.when_full == "drop_oldest":
                     # an attempt in flight is the sink's already: dropped, it would count twice (dropped, then written)
-                    oldest = 1 if self._busy and self._queue[0] is self._queue_head else 0
+                    oldest = 1 if self._queue[0] is self._in_flight else 0
                     if oldest == len(self._queue):
                         break  # only that attempt is queued; its bytes are held until it ends anyway
                     self._remove(self._queue[oldest])
@@ -133,7 +132,7 @@ class ManagedSink:
         """Wait until every queued item was handed to the sink (or given up); True when it was."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._queue or self._busy:
+            while self._queue or self._in_flight is not None:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -152,7 +151,7 @@ class ManagedSink:
             self._give_up()
         self._thread.join(None if timeout is None else 1.0)
         with self._cond:
-            if self._busy and self._closing_attempt is not None:
+            if self._in_flight is not None and self._closing_attempt is not None:
                 self._abandoned = self._closing_attempt
                 health.count(f"{self.prefix}.lost")
                 log.error("sink closed with a write still running; its item counted lost", sink=self.tag)
@@ -181,11 +180,10 @@ class ManagedSink:
                     self._cond.wait()
                 if self._closing:
                     return
-                entry = self._queue_head = self._queue[0]
-                self._busy = True
+                entry = self._in_flight = self._queue[0]
             done = self._attempt(entry.item)
             with self._cond:
-                self._busy = False
+                self._in_flight = None
                 if entry is self._abandoned:
                     return  # close counted it lost and returned
                 if done:
@@ -235,8 +233,8 @@ class ManagedSink:
     def _give_up(self) -> None:
         """At close: what is still queued is lost for this sink (counted and logged), except an
         attempt in flight, counted by how it ends (see :meth:`close`); holds ``_cond``."""
-        inflight = self._busy and any(e is self._queue_head for e in self._queue)
-        self._closing_attempt = self._queue_head if inflight else None
+        inflight = any(e is self._in_flight for e in self._queue)
+        self._closing_attempt = self._in_flight if inflight else None
         waiting = len(self._queue) - inflight
         if waiting:
             health.count(f"{self.prefix}.lost", waiting)

@@ -369,7 +369,7 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                 table["size"], table["arrival"] = lengths, arrival
                 table["address"], table["port"] = receiver.senders(fit)
                 tables.append(table)
-                payloads.append(receiver.payloads(fit, lengths))
+                payloads.append(receiver.payloads(lengths))
                 size += int(lengths.sum())
         if size >= _PUMP_CHUNK or not ready:
             for sock, seen in kernel_seen.items():
@@ -377,13 +377,13 @@ def _pump(sockets: list[socket.socket], fd: int, parent: int, max_bytes: int) ->
                 if seen is not None and now is not None:
                     kernel += (now - seen) & 0xFFFF_FFFF
                 kernel_seen[sock] = now
-        if (tables or dropped or kernel) and (size >= _PUMP_CHUNK or not ready):
-            table = np.concatenate(tables) if tables else np.empty(0, _ENTRY)
-            out += _FRAME.pack(len(table), size, dropped, kernel)
-            out += table.tobytes()
-            out += b"".join(payloads)
-            tables, payloads = [], []
-            size = dropped = kernel = 0
+            if tables or dropped or kernel:
+                table = np.concatenate(tables) if tables else np.empty(0, _ENTRY)
+                out += _FRAME.pack(len(table), size, dropped, kernel)
+                out += table.tobytes()
+                out += b"".join(payloads)
+                tables, payloads = [], []
+                size = dropped = kernel = 0
         if out:
             try:
                 del out[: os.write(fd, out)]

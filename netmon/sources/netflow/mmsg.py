@@ -96,8 +96,8 @@ class BatchReceiver:
         """Payload bytes of the first ``count`` datagrams."""
         return self._headers["len"][:count].astype(np.uint32)
 
-    def payloads(self, count: int, lengths: np.ndarray) -> bytes:
-        """The first ``count`` payloads back to back."""
+    def payloads(self, lengths: np.ndarray) -> bytes:
+        """The first ``len(lengths)`` payloads back to back (``lengths``: from :meth:`lengths`)."""
         view = memoryview(self._buffer).cast("B")
         slot = self.slot
         return b"".join([view[i * slot : i * slot + n] for i, n in enumerate(lengths.tolist())])
