@@ -94,6 +94,7 @@ class Link:
         self.nc: Any = None
         self.js: Any = None
         self._closing = False
+        self._buckets: dict[str, Any] = {}
         self.generation = 0  # reconnections so far: a consumer then resumes from what it last received
         self._connect(name)
 
@@ -139,6 +140,13 @@ class Link:
     def submit(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the loop without waiting (a concurrent.futures.Future)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def bucket(self, name: str, objects: bool = False) -> Any:
+        """The ``<prefix>-<name>`` key-value bucket (object store if ``objects``), looked up once per link."""
+        if name not in self._buckets:
+            lookup = self.js.object_store if objects else self.js.key_value
+            self._buckets[name] = await lookup(f"{self.cfg.prefix}-{name}")
+        return self._buckets[name]
 
     def close(self) -> None:
         self._closing = True
@@ -413,7 +421,6 @@ class Leases:
         self.link = link
         self.me = me
         self.cfg = link.cfg
-        self._kv: Any = None
         self._held: dict[int, _Hold] = {}
         self._valid: dict[int, float] = {}  # partition -> monotonic time this scorer's hold ends, for fencing
         self._free: dict[int, str] = {}  # partition -> checkpoint named by its free lease, as last read
@@ -437,7 +444,7 @@ class Leases:
                 log.warning("lease renewal failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def _renew(self) -> None:
-        kv = await self._bucket()
+        kv = await self.link.bucket("leases")
         await kv.put(f"m-{self.me}", self._value("", time.time()))
         for part in list(self._held):
             if not await self._write(kv, part):
@@ -449,17 +456,12 @@ class Leases:
         (gained: those, and any held lease not in ``owned``)."""
         return self.link.call(self._tick(owned), timeout=60)
 
-    async def _bucket(self) -> Any:
-        if self._kv is None:
-            self._kv = await self.link.js.key_value(f"{self.cfg.prefix}-leases")
-        return self._kv
-
     def _value(self, checkpoint: str, now: float, token: str = "") -> bytes:
         return json.dumps({"owner": self.me, "until": now + self.cfg.lease_timeout, "token": token,
                            "checkpoint": checkpoint}).encode()
 
     async def _tick(self, owned: set[int]) -> Plan:
-        kv = await self._bucket()
+        kv = await self.link.bucket("leases")
         now = time.time()
         await kv.put(f"m-{self.me}", self._value("", now))
         members = 0
@@ -549,7 +551,7 @@ class Leases:
         """Make object ``checkpoint`` the partition's checkpoint, by a renewal of its lease at the
         revision this scorer last wrote; False when the lease is no longer this scorer's."""
         async def commit() -> bool:
-            return await self._write(await self._bucket(), part, checkpoint)
+            return await self._write(await self.link.bucket("leases"), part, checkpoint)
 
         return bool(self.link.call(commit(), timeout=30))
 
@@ -557,7 +559,7 @@ class Leases:
         """Give ``part`` up now (after its checkpoint), so another scorer may take it at once;
         the lease stays, expired, naming the checkpoint."""
         async def release() -> None:
-            kv = await self._bucket()
+            kv = await self.link.bucket("leases")
             async with self._writes:
                 hold = self._held.pop(part, None)
                 self._valid.pop(part, None)
@@ -579,7 +581,7 @@ class Leases:
             self.release(part)
 
         async def leave() -> None:
-            await (await self._bucket()).delete(f"m-{self.me}")
+            await (await self.link.bucket("leases")).delete(f"m-{self.me}")
 
         try:
             self.link.call(leave(), timeout=30)
@@ -622,19 +624,13 @@ class States:
 
     def __init__(self, link: Link) -> None:
         self.link = link
-        self._store: Any = None
-
-    async def _bucket(self) -> Any:
-        if self._store is None:
-            self._store = await self.link.js.object_store(f"{self.link.cfg.prefix}-state")
-        return self._store
 
     def save(self, partition: int, data: bytes) -> str:
         """Store ``data`` as a new object; its name (not the partition's checkpoint until committed)."""
         name = f"p{partition}-{uuid.uuid4().hex}"
 
         async def save() -> None:
-            await (await self._bucket()).put(name, data)
+            await (await self.link.bucket("state", objects=True)).put(name, data)
 
         self.link.call(save(), timeout=120)
         return name
@@ -642,7 +638,7 @@ class States:
     def load(self, name: str) -> bytes | None:
         async def load() -> bytes | None:
             try:
-                return (await (await self._bucket()).get(name)).data
+                return (await (await self.link.bucket("state", objects=True)).get(name)).data
             except nats.js.errors.NotFoundError:
                 return None
 
@@ -656,7 +652,7 @@ class States:
         remove; the removals are not waited for."""
         async def uncommitted() -> list[str]:
             try:
-                infos = await (await self._bucket()).list(ignore_deletes=True)
+                infos = await (await self.link.bucket("state", objects=True)).list(ignore_deletes=True)
             except nats.js.errors.NotFoundError:  # an empty store
                 return []
             return [info.name for info in infos
@@ -676,7 +672,7 @@ class States:
         one left behind only takes room."""
         async def delete() -> None:
             try:
-                await (await self._bucket()).delete(name)
+                await (await self.link.bucket("state", objects=True)).delete(name)
             except Exception as exc:  # noqa: BLE001 - see above
                 log.debug("checkpoint object not deleted", name=name, error=type(exc).__name__)
 
@@ -689,21 +685,15 @@ class Ledger:
     def __init__(self, link: Link, me: str) -> None:
         self.link = link
         self.me = me
-        self._kv: Any = None
-
-    async def _bucket(self) -> Any:
-        if self._kv is None:
-            self._kv = await self.link.js.key_value(f"{self.link.cfg.prefix}-alerts")
-        return self._kv
 
     def sent(self, key: str) -> bool:
         async def sent() -> bool:
-            return await _get(await self._bucket(), key) is not None
+            return await _get(await self.link.bucket("alerts"), key) is not None
 
         return bool(self.link.call(sent(), timeout=30))
 
     def mark(self, key: str) -> None:
         async def mark() -> None:
-            await (await self._bucket()).put(key, self.me.encode())
+            await (await self.link.bucket("alerts")).put(key, self.me.encode())
 
         self.link.call(mark(), timeout=30)

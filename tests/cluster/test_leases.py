@@ -211,7 +211,7 @@ def test_a_new_owners_first_checkpoint_survives_its_removal_of_uncommitted_ones(
         scorer = Scorer(settings(nats, tmp_path, "scorer-new", 60.0), threading.Event())
         try:
             orphan = scorer.states.save(0, b"written, then its scorer was killed before committing it")
-            store = scorer.link.call(scorer.states._bucket(), timeout=10)
+            store = scorer.link.call(scorer.link.bucket("state", objects=True), timeout=10)
             listing = store.list
 
             async def slow_listing(**options):  # a busy server or loop: the listing starts late
